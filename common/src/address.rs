@@ -1,0 +1,191 @@
+//! Recipient and sender addresses, parsed once at the edge.
+//!
+//! An [`EmailAddress`] is a syntactically valid `local@domain` whose domain is
+//! stored in its ASCII (IDNA) form, so every later step — deduplication,
+//! quarantine look-ups, the SMTP envelope — works on one canonical spelling.
+//! Internationalized domains (`user@bücher.example`) are accepted and
+//! converted; non-ASCII local parts (which would need SMTPUTF8) and anything
+//! that could smuggle a header or SMTP command (CR, LF, NUL, spaces, `<>`)
+//! are refused.
+
+use std::fmt;
+
+/// Why an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("address is empty")]
+    Empty,
+    #[error("address is longer than 254 octets")]
+    TooLong,
+    #[error("address has no '@'")]
+    MissingAt,
+    #[error("local part {0:?} is not a valid dot-atom")]
+    InvalidLocalPart(String),
+    #[error("domain {0:?} is not a valid domain name")]
+    InvalidDomain(String),
+}
+
+/// A valid email address with an ASCII (punycode) domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EmailAddress {
+    local: String,
+    domain: String,
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+}
+
+impl EmailAddress {
+    /// Parses and canonicalizes an address (trims surrounding whitespace,
+    /// lowercases and IDNA-encodes the domain).
+    pub fn parse(raw: &str) -> Result<Self, AddressError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        if raw.len() > 254 * 4 {
+            return Err(AddressError::TooLong);
+        }
+        let (local, domain) = raw.rsplit_once('@').ok_or(AddressError::MissingAt)?;
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && local.chars().all(|c| is_atext(c) || c == '.');
+        if !local_ok {
+            return Err(AddressError::InvalidLocalPart(local.to_string()));
+        }
+        let domain = Self::parse_domain(domain)?;
+        if local.len() + 1 + domain.len() > 254 {
+            return Err(AddressError::TooLong);
+        }
+        Ok(Self {
+            local: local.to_string(),
+            domain,
+        })
+    }
+
+    fn parse_domain(raw: &str) -> Result<String, AddressError> {
+        let bad = || AddressError::InvalidDomain(raw.to_string());
+        if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        let ascii = idna::domain_to_ascii_strict(raw).map_err(|_| bad())?;
+        let labels: Vec<&str> = ascii.split('.').collect();
+        if ascii.len() > 253 || labels.len() < 2 {
+            return Err(bad());
+        }
+        for label in &labels {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !ok {
+                return Err(bad());
+            }
+        }
+        // A top-level label is never all digits (that would be an IP literal in disguise).
+        if labels
+            .last()
+            .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(bad());
+        }
+        Ok(ascii)
+    }
+
+    /// The local part as given.
+    pub fn local(&self) -> &str {
+        &self.local
+    }
+
+    /// The domain, lowercase ASCII (punycode for internationalized names).
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The key used for deduplication, quarantine and denylists: the whole
+    /// address lowercased (mailbox providers treat local parts
+    /// case-insensitively in practice, and a duplicate that differs only by
+    /// case is still a duplicate to the person receiving it).
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.local.to_ascii_lowercase(), self.domain)
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+impl std::str::FromStr for EmailAddress {
+    type Err = AddressError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// A display name that is safe to put in a header: no control characters.
+pub fn is_header_safe(value: &str) -> bool {
+    !value.chars().any(|c| c == '\r' || c == '\n' || c == '\0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_addresses_are_accepted_and_domain_is_lowercased() {
+        let a = EmailAddress::parse("  Alice.Smith+news@Example.COM ").unwrap();
+        assert_eq!(a.to_string(), "Alice.Smith+news@example.com");
+        assert_eq!(a.key(), "alice.smith+news@example.com");
+        assert_eq!(a.domain(), "example.com");
+    }
+
+    #[test]
+    fn internationalized_domains_become_punycode() {
+        let a = EmailAddress::parse("kunde@bücher.example").unwrap();
+        assert_eq!(a.domain(), "xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        for bad in [
+            "",
+            "plainaddress",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a..b@example.com",
+            ".a@example.com",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@example.com\r\nBcc: victim@example.com",
+            "a\n@example.com",
+            "<a@example.com>",
+            "a@-example.com",
+            "a@example..com",
+            "a@127.0.0.1",
+            "jöhn@example.com",
+            "a@example.com>",
+        ] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn overlong_local_part_is_refused() {
+        let local = "a".repeat(65);
+        assert!(EmailAddress::parse(&format!("{local}@example.com")).is_err());
+    }
+
+    #[test]
+    fn header_safety_rejects_line_breaks() {
+        assert!(is_header_safe("Alice Smith"));
+        assert!(!is_header_safe("Alice\r\nBcc: x@y.z"));
+    }
+}

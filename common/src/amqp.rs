@@ -1,0 +1,174 @@
+//! RabbitMQ plumbing shared by every process: connecting with backoff,
+//! channels in confirm mode, and publishing that only counts as done when the
+//! broker confirmed it.
+//!
+//! Every publish is persistent (delivery mode 2) and mandatory: a message that
+//! no queue would take comes back as [`PublishError::Returned`] instead of
+//! vanishing, and a broker Nack is [`PublishError::Nacked`]. Callers ack their
+//! input only after [`confirm`] returned `Ok`.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::{Confirmation, PublisherConfirm};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{redact_url, AmqpSettings};
+
+/// Why a publish did not reach a queue.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    #[error("message to {routing_key:?} was unroutable and returned: {reply_code} {reply_text}")]
+    Returned {
+        routing_key: String,
+        reply_code: u16,
+        reply_text: String,
+    },
+    #[error("publisher confirms are not enabled on this channel")]
+    NotConfirmed,
+}
+
+/// Connects to RabbitMQ, retrying with exponential backoff (capped at 30 s)
+/// until it succeeds or `shutdown` fires. Returns `None` on shutdown.
+pub async fn connect(
+    settings: &AmqpSettings,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Option<Connection> {
+    let url = settings.url.expose_secret().to_string();
+    let mut delay = settings.reconnect_delay;
+    loop {
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        match Connection::connect(&url, props).await {
+            Ok(conn) => {
+                tracing::info!(url = %redact_url(&url), "connected to RabbitMQ");
+                return Some(conn);
+            }
+            Err(e) => {
+                tracing::warn!(url = %redact_url(&url), error = %e, retry_in = ?delay, "cannot connect to RabbitMQ");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Connects once, without retrying: for the CLI and tests.
+pub async fn connect_once(settings: &AmqpSettings, name: &str) -> Result<Connection, lapin::Error> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(settings.url.expose_secret(), props).await
+}
+
+/// Opens a channel with publisher confirms enabled and, if `prefetch` is
+/// given, that consumer prefetch applied (it must be re-applied after every
+/// reconnect, which is why it lives here).
+pub async fn channel(conn: &Connection, prefetch: Option<u16>) -> Result<Channel, lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    if let Some(p) = prefetch {
+        ch.basic_qos(p, BasicQosOptions::default()).await?;
+    }
+    Ok(ch)
+}
+
+/// Properties of every mailpipe publish: persistent JSON.
+pub fn properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+/// Adds string headers to publish properties.
+pub fn with_headers(props: BasicProperties, headers: &[(&str, String)]) -> BasicProperties {
+    let mut t = FieldTable::default();
+    for (k, v) in headers {
+        t.insert(
+            ShortString::from(*k),
+            AMQPValue::LongString(LongString::from(v.as_str())),
+        );
+    }
+    props.with_headers(t)
+}
+
+/// Reads a string header from a delivery's properties.
+pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        AMQPValue::LongInt(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Starts a mandatory publish and returns its pending confirmation.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    props: BasicProperties,
+) -> Result<PendingConfirm, PublishError> {
+    let pc = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            payload,
+            props,
+        )
+        .await?;
+    Ok(PendingConfirm {
+        routing_key: routing_key.to_string(),
+        inner: pc,
+    })
+}
+
+/// A publish the broker has not confirmed yet.
+pub struct PendingConfirm {
+    routing_key: String,
+    inner: PublisherConfirm,
+}
+
+/// Waits for the broker's confirmation; only `Ok` means the message is safely
+/// in a queue.
+pub async fn confirm(pending: PendingConfirm) -> Result<(), PublishError> {
+    let routing_key = pending.routing_key;
+    match pending.inner.await? {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+            Err(PublishError::Returned {
+                routing_key,
+                reply_code: returned.reply_code,
+                reply_text: returned.reply_text.as_str().to_string(),
+            })
+        }
+        Confirmation::Nack(None) => Err(PublishError::Nacked),
+        Confirmation::NotRequested => Err(PublishError::NotConfirmed),
+    }
+}
+
+/// Publishes and waits for the confirmation.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    props: BasicProperties,
+) -> Result<(), PublishError> {
+    confirm(publish(channel, exchange, routing_key, payload, props).await?).await
+}

@@ -1,0 +1,447 @@
+//! Configuration shared by every mailpipe process.
+//!
+//! One [`Settings`] tree serves all binaries, so a deployment has one config
+//! file (a Kubernetes ConfigMap). Sources, later ones winning:
+//!
+//! 1. built-in defaults that work against local services (RabbitMQ and Redis
+//!    on 127.0.0.1, an SMTP capture server on 127.0.0.1:2525);
+//! 2. `base.yaml` then `{MAILPIPE_ENV}.yaml` from the directory named by
+//!    `MAILPIPE_CONFIG_DIR`, if set;
+//! 3. the file named by `--config` / `MAILPIPE_CONFIG`, if given;
+//! 4. environment variables `MAILPIPE__SECTION__KEY`, e.g.
+//!    `MAILPIPE__SENDER__SMTP__PORT=587`.
+//!
+//! Unknown keys are refused so a typo does not silently fall back to a
+//! default. Secrets are [`SecretString`]s and URLs are redacted before they
+//! are logged ([`redact_url`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// All of mailpipe's settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub redis: RedisSettings,
+    pub telemetry: TelemetrySettings,
+    pub expander: ExpanderSettings,
+    pub sender: SenderSettings,
+    pub retrier: RetrierSettings,
+}
+
+/// RabbitMQ connection and naming.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// `amqp://` or `amqps://` URL, credentials included (redacted in logs).
+    pub url: SecretString,
+    /// Prefix of every exchange and queue name, so several installations (or
+    /// test runs) can share one broker.
+    pub prefix: String,
+    /// Deliveries after which the broker dead-letters a message that keeps
+    /// crashing its consumer (quorum queue `x-delivery-limit`).
+    pub delivery_limit: u32,
+    /// Delay before reconnecting after the broker went away (doubles up to 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_delay: Duration,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefix: "mailpipe".into(),
+            delivery_limit: 10,
+            reconnect_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Redis connection and key naming.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL (redacted in logs).
+    pub url: SecretString,
+    /// Prefix of every key mailpipe writes.
+    pub prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("redis://127.0.0.1:6379"),
+            prefix: "mailpipe".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,mailpipe_sender=debug`.
+    /// `RUST_LOG` overrides it when set.
+    pub filter: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The expander's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpanderSettings {
+    /// Address of the health and metrics endpoint.
+    pub listen: String,
+    /// Requests processed at once.
+    pub prefetch: u16,
+    /// Recipients checked against Redis in one round trip.
+    pub batch_size: usize,
+    /// Largest request body accepted, in bytes; larger ones are dead-lettered
+    /// (submit large campaigns in parts).
+    pub max_request_bytes: usize,
+    /// Publishes in flight before the expander waits for their confirms.
+    pub publish_window: usize,
+}
+
+impl Default for ExpanderSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9101".into(),
+            prefetch: 2,
+            batch_size: 500,
+            max_request_bytes: 32 * 1024 * 1024,
+            publish_window: 1000,
+        }
+    }
+}
+
+/// The sender's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SenderSettings {
+    /// Address of the health and metrics endpoint.
+    pub listen: String,
+    /// SMTP transactions in flight for the transactional lane. Reserved: bulk
+    /// traffic never uses these, so transactional mail never waits behind a
+    /// campaign.
+    pub transactional_concurrency: usize,
+    /// SMTP transactions in flight for the bulk lane.
+    pub bulk_concurrency: usize,
+    /// How long a sender holds a message's lease while submitting it; another
+    /// replica that receives the same message meanwhile waits. Must exceed the
+    /// SMTP timeout.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// Host name used in Message-ID headers and HELO/EHLO.
+    pub hostname: String,
+    /// How long sent records are kept beyond the message's deadline.
+    #[serde(deserialize_with = "duration")]
+    pub sent_record_ttl: Duration,
+    pub smtp: SmtpSettings,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9102".into(),
+            transactional_concurrency: 8,
+            bulk_concurrency: 32,
+            lease: Duration::from_secs(300),
+            hostname: "localhost".into(),
+            sent_record_ttl: Duration::from_secs(6 * 24 * 3600),
+            smtp: SmtpSettings::default(),
+        }
+    }
+}
+
+/// The SMTP relay the sender submits to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    /// `none`, `opportunistic` (STARTTLS when offered), `starttls` (required)
+    /// or `implicit` (SMTPS).
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    /// SMTP AUTH password; never logged.
+    pub password: Option<SecretString>,
+    /// Timeout of each SMTP command.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Connections kept open to the relay (per route).
+    pub pool_size: u32,
+    /// Idle connections are closed after this long.
+    #[serde(deserialize_with = "duration")]
+    pub pool_idle: Duration,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 2525,
+            tls: TlsMode::None,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(30),
+            pool_size: 32,
+            pool_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    None,
+    Opportunistic,
+    Starttls,
+    Implicit,
+}
+
+/// The retrier's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrierSettings {
+    /// Address of the health and metrics endpoint.
+    pub listen: String,
+    /// Failures processed at once.
+    pub prefetch: u16,
+    /// The delay tiers: one queue per tier and lane, each with this fixed
+    /// TTL. A retry waits in the smallest tier that is at least its delay.
+    #[serde(deserialize_with = "durations")]
+    pub tiers: Vec<Duration>,
+    /// Delays between attempts for transient failures; the last one repeats
+    /// until `max_attempts` or the message's deadline.
+    #[serde(deserialize_with = "durations")]
+    pub schedule: Vec<Duration>,
+    /// Attempts after which a message is dead-lettered as `exhausted`.
+    pub max_attempts: u32,
+}
+
+impl Default for RetrierSettings {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        let h = |n: u64| Duration::from_secs(3600 * n);
+        Self {
+            listen: "0.0.0.0:9103".into(),
+            prefetch: 32,
+            tiers: vec![
+                m(1),
+                m(2),
+                m(4),
+                m(8),
+                m(16),
+                h(1),
+                h(2),
+                h(4),
+                h(8),
+                h(24),
+            ],
+            schedule: vec![m(1), m(2), m(4), m(8), m(16)],
+            max_attempts: 6,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings from the layered sources described in the module docs.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Ok(dir) = std::env::var("MAILPIPE_CONFIG_DIR") {
+            let dir = Path::new(&dir);
+            builder = builder.add_source(config::File::from(dir.join("base.yaml")).required(false));
+            if let Ok(env) = std::env::var("MAILPIPE_ENV") {
+                builder = builder.add_source(
+                    config::File::from(dir.join(format!("{env}.yaml"))).required(false),
+                );
+            }
+        }
+        let env_file = std::env::var("MAILPIPE_CONFIG").ok();
+        if let Some(path) = file.map(Path::to_path_buf).or(env_file.map(Into::into)) {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("MAILPIPE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks invariants that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.retrier;
+        if r.tiers.is_empty() {
+            return Err(ConfigError::Invalid("retrier.tiers is empty".into()));
+        }
+        if r.schedule.is_empty() {
+            return Err(ConfigError::Invalid("retrier.schedule is empty".into()));
+        }
+        if self.sender.lease <= self.sender.smtp.timeout {
+            return Err(ConfigError::Invalid(
+                "sender.lease must be longer than sender.smtp.timeout".into(),
+            ));
+        }
+        if self.sender.bulk_concurrency == 0 || self.sender.transactional_concurrency == 0 {
+            return Err(ConfigError::Invalid(
+                "sender concurrency must be at least 1 per lane".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the password of a URL with `***` for logging.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Parses `"30s"`, `"5m"`, `"250ms"` or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(raw).map_err(|e| format!("invalid duration {raw:?}: {e}"))
+}
+
+/// Formats a duration the way config files write it (`"1h"`, `"250ms"`).
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string().replace(' ', "")
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Secs(u64),
+    Text(String),
+}
+
+impl RawDuration {
+    fn into_duration(self) -> Result<Duration, String> {
+        match self {
+            RawDuration::Secs(s) => Ok(Duration::from_secs(s)),
+            RawDuration::Text(t) => parse_duration(&t),
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    RawDuration::deserialize(d)?
+        .into_duration()
+        .map_err(serde::de::Error::custom)
+}
+
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<RawDuration>),
+        Text(String),
+    }
+    let items = match ListOrText::deserialize(d)? {
+        ListOrText::List(items) => items,
+        // Environment variables arrive as one string: "1m,2m,4m".
+        ListOrText::Text(t) => t
+            .split(',')
+            .map(|s| RawDuration::Text(s.to_string()))
+            .collect(),
+    };
+    items
+        .into_iter()
+        .map(|r| r.into_duration().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn redact_url_hides_the_password_only() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cret@rabbit:5672/%2f"),
+            "amqp://guest:***@rabbit:5672/%2f"
+        );
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn durations_parse_from_text_and_numbers() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s500ms");
+    }
+
+    #[test]
+    fn yaml_overrides_defaults_and_unknown_keys_are_refused() {
+        let yaml = "sender:\n  smtp:\n    port: 587\n    timeout: 10s\nretrier:\n  tiers: [1s, 2s]\n";
+        let s: Settings = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(s.sender.smtp.port, 587);
+        assert_eq!(s.sender.smtp.timeout, Duration::from_secs(10));
+        assert_eq!(s.retrier.tiers.len(), 2);
+        assert_eq!(s.amqp.prefix, "mailpipe");
+        assert!(serde_yaml::from_str::<Settings>("sender:\n  smtpp: {}\n").is_err());
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let mut s = Settings::default();
+        s.sender.smtp.password = Some(SecretString::from("hunter2"));
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hunter2"));
+        assert!(!dbg.contains("guest:guest"));
+    }
+}

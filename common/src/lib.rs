@@ -1,0 +1,39 @@
+//! The shared vocabulary of mailpipe.
+//!
+//! Every binary (expander, sender, retrier) and the operator CLI speak through
+//! these types: the wire format of requests and jobs ([`message`]), the broker
+//! topology ([`topology`]), configuration ([`config`]), start-up plumbing
+//! ([`telemetry`], [`shutdown`], [`http`]), the pure decision core
+//! ([`address`], [`template`], [`classify`]) and, behind the default `redis`
+//! feature, the shared Redis state ([`store`]).
+
+pub mod address;
+pub mod amqp;
+pub mod classify;
+pub mod config;
+pub mod http;
+pub mod message;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+pub mod template;
+pub mod topology;
+
+#[cfg(feature = "redis")]
+pub mod store;
+
+/// Seconds since the Unix epoch, the one clock format mailpipe puts on the wire.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch, for latency measurements across processes.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

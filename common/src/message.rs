@@ -1,0 +1,415 @@
+//! Wire types: what applications publish and what mailpipe's processes pass
+//! to each other through RabbitMQ.
+//!
+//! * [`BulkRequest`] — published by an application to the requests queue
+//!   (documented in the README, JSON Schema in `schema/request.schema.json`).
+//! * [`Job`] — one message per recipient, published by the expander into a
+//!   send lane. It carries a reference to the stored templates, never a
+//!   rendered body.
+//! * [`FailedJob`] — a job whose attempt failed, published by the sender to
+//!   the failure queue.
+//! * [`DeadRecord`] — why something stopped for good, in the dead-letter queue.
+//! * [`Event`] — delivery events on the events exchange, for applications.
+//!
+//! Every type carries a schema version `v`; consumers refuse versions they do
+//! not know instead of guessing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::classify::Failure;
+
+/// The request schema version this build understands.
+pub const REQUEST_SCHEMA_VERSION: u32 = 1;
+/// The job schema version this build writes and reads.
+pub const JOB_SCHEMA_VERSION: u32 = 1;
+/// Default validity period of a request: five days, like an MTA's bounce time.
+pub const DEFAULT_VALIDITY_SECONDS: u64 = 5 * 24 * 3600;
+
+/// Which send lane a message travels in. Transactional mail has its own lane
+/// and its own sender capacity, so a campaign never delays a password reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Transactional,
+    #[default]
+    Bulk,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Transactional, Lane::Bulk];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Transactional => "transactional",
+            Lane::Bulk => "bulk",
+        }
+    }
+}
+
+impl std::str::FromStr for Lane {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "transactional" => Ok(Lane::Transactional),
+            "bulk" => Ok(Lane::Bulk),
+            other => Err(format!("unknown lane {other:?} (transactional|bulk)")),
+        }
+    }
+}
+
+/// One part of a request that was split because it was too large to publish
+/// as one message. All parts share a `request_id`; the expander treats them
+/// as one campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    /// 1-based index of this part.
+    pub index: u32,
+    /// How many parts the request has in all.
+    pub total: u32,
+}
+
+/// Send at most one message per recipient and key within a window
+/// (seeds/004: one "usage at 70/80/90 %" notice instead of three).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coalesce {
+    /// The coalescing key, e.g. `usage-warning`. Scoped by tenant.
+    pub key: String,
+    /// Window in seconds during which later requests with the same key are
+    /// excluded as `coalesced` for a recipient already sent to.
+    pub window_seconds: u64,
+}
+
+/// A bulk-send request as published by an application.
+///
+/// Recipients are kept as raw JSON slices so that the expander can stream
+/// over them, parsing one recipient at a time, without materializing a
+/// second copy of a large campaign.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest<'a> {
+    /// Must equal [`REQUEST_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The client's idempotency key. Publishing the same request id again
+    /// sends nothing twice. Generated when absent (from the AMQP message id,
+    /// or the content hash of the request).
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Free-form label of the tenant (application, customer) for reporting and
+    /// scoping coalescing keys.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Free-form campaign label for reporting.
+    #[serde(default)]
+    pub campaign: Option<String>,
+    #[serde(default)]
+    pub lane: Lane,
+    /// Sender, `addr@example.com` or `Name <addr@example.com>`.
+    pub from: String,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// MiniJinja template of the subject.
+    pub subject: String,
+    /// MiniJinja template of the text/plain body.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// MiniJinja template of the text/html body (auto-escaped).
+    #[serde(default)]
+    pub html: Option<String>,
+    /// Extra headers; values are MiniJinja templates too.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// MiniJinja template of the one-click unsubscribe URL (RFC 8058).
+    #[serde(default)]
+    pub unsubscribe_url: Option<String>,
+    /// How long the request stays deliverable, in seconds (default 5 days).
+    #[serde(default)]
+    pub validity_seconds: Option<u64>,
+    #[serde(default)]
+    pub part: Option<Part>,
+    #[serde(default)]
+    pub coalesce: Option<Coalesce>,
+    /// Maximum number of recipients to send to; the excess is excluded as
+    /// `target_size_limited`.
+    #[serde(default)]
+    pub max_audience: Option<u64>,
+    /// Share (0.0–1.0) of recipients held back as a control group, chosen
+    /// deterministically from the request id and the address.
+    #[serde(default)]
+    pub control_group: Option<f64>,
+    #[serde(borrow)]
+    pub recipients: Vec<&'a RawValue>,
+}
+
+impl BulkRequest<'_> {
+    /// The recipient-independent part of the request, to be stored once.
+    pub fn content(&self) -> Content {
+        Content {
+            from: self.from.clone(),
+            reply_to: self.reply_to.clone(),
+            subject: self.subject.clone(),
+            text: self.text.clone(),
+            html: self.html.clone(),
+            headers: self.headers.clone(),
+            unsubscribe_url: self.unsubscribe_url.clone(),
+        }
+    }
+}
+
+/// The part of a request that is the same for every recipient. Stored once
+/// per request in Redis under its content hash ([`Content::id`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Content {
+    /// Sender, `addr@example.com` or `Name <addr@example.com>`.
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// MiniJinja template of the subject.
+    pub subject: String,
+    /// MiniJinja template of the text/plain body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// MiniJinja template of the text/html body (auto-escaped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// Extra headers; values are MiniJinja templates too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// MiniJinja template of the one-click unsubscribe URL (RFC 8058).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe_url: Option<String>,
+}
+
+impl Content {
+    /// Content-addressed id: the SHA-256 of the canonical JSON.
+    pub fn id(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&json))
+    }
+}
+
+/// One recipient entry of a request.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub vars: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Deterministic message id of one recipient of one request: the same request
+/// and address always give the same id, which is what makes redelivery and
+/// republishing safe.
+pub fn message_id(request_id: &str, address_key: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(request_id.as_bytes());
+    h.update([0]);
+    h.update(address_key.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Whether an address belongs to the control group of a request: a stable
+/// hash of request id and address mapped onto [0, 1).
+pub fn in_control_group(request_id: &str, address_key: &str, share: f64) -> bool {
+    if share <= 0.0 {
+        return false;
+    }
+    let mut h = Sha256::new();
+    h.update(b"control-group\0");
+    h.update(request_id.as_bytes());
+    h.update([0]);
+    h.update(address_key.as_bytes());
+    let d = h.finalize();
+    let x = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    (x as f64 / u64::MAX as f64) < share
+}
+
+/// One message for one recipient, as it travels through the send lanes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Schema version, [`JOB_SCHEMA_VERSION`].
+    pub v: u32,
+    /// Deterministic message id ([`message_id`]).
+    pub id: String,
+    /// The request (campaign) this message belongs to.
+    pub request: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    pub lane: Lane,
+    /// Content id of the stored templates.
+    pub content: String,
+    /// Canonical recipient address.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    /// When the request was accepted (Unix seconds).
+    pub created: i64,
+    /// After this (Unix seconds) the message is not attempted any more.
+    pub deadline: i64,
+    /// Delivery attempts made so far (0 for a fresh job). Raised by the retrier.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Last failure reason, set by the retrier, for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<String>,
+}
+
+/// A job whose delivery attempt failed, on its way to the retrier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedJob {
+    pub v: u32,
+    pub job: Job,
+    /// What went wrong, with the full SMTP reply or the connection error.
+    pub failure: Failure,
+    /// Which route (relay) the attempt went through.
+    pub route: String,
+    /// When the attempt failed (Unix seconds).
+    pub at: i64,
+}
+
+/// Why a message or request stopped for good. Published to the dead-letter
+/// queue; operators read it with `mailpipe queue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadRecord {
+    pub v: u32,
+    /// Machine-readable reason, e.g. `invalid_request`, `user_unknown`, `expired`.
+    pub reason: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The request id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The message id, when the record is about one message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The job, when the record is about one message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+    /// The failure that ended the message, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// The original payload (possibly truncated) when the input could not be parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    pub at: i64,
+}
+
+/// The kinds of delivery events published to the events exchange (routing key
+/// `<kind>.<lane>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Sent,
+    Deferred,
+    Bounced,
+    Dead,
+    Excluded,
+    Quarantined,
+    Removed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Sent => "sent",
+            EventKind::Deferred => "deferred",
+            EventKind::Bounced => "bounced",
+            EventKind::Dead => "dead",
+            EventKind::Excluded => "excluded",
+            EventKind::Quarantined => "quarantined",
+            EventKind::Removed => "removed",
+        }
+    }
+}
+
+/// A delivery event for applications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub v: u32,
+    pub event: EventKind,
+    pub request: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub recipient: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Server reply or other detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_is_deterministic_and_distinguishes_recipients() {
+        let a = message_id("req-1", "a@example.com");
+        assert_eq!(a, message_id("req-1", "a@example.com"));
+        assert_ne!(a, message_id("req-1", "b@example.com"));
+        assert_ne!(a, message_id("req-2", "a@example.com"));
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn control_group_share_is_respected_and_stable() {
+        let n = 20_000;
+        let picked = (0..n)
+            .filter(|i| in_control_group("req", &format!("u{i}@example.com"), 0.1))
+            .count();
+        assert!((1_700..2_300).contains(&picked), "picked {picked}");
+        assert!(!in_control_group("req", "u@example.com", 0.0));
+        assert!(in_control_group("req", "u@example.com", 1.0));
+        let first = in_control_group("req", "u7@example.com", 0.5);
+        assert_eq!(first, in_control_group("req", "u7@example.com", 0.5));
+    }
+
+    #[test]
+    fn request_parses_with_borrowed_recipients() {
+        let body = r#"{"schema_version":1,"from":"a@example.com","subject":"Hi {{ name }}",
+            "text":"x","recipients":[{"email":"b@example.com","vars":{"k":1}},{"email":"c@example.com"}]}"#;
+        let r: BulkRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(r.recipients.len(), 2);
+        assert_eq!(r.lane, Lane::Bulk);
+        let rc: Recipient = serde_json::from_str(r.recipients[0].get()).unwrap();
+        assert_eq!(rc.vars["k"], 1);
+    }
+
+    #[test]
+    fn unknown_request_fields_are_refused() {
+        let body = r#"{"schema_version":1,"from":"a@example.com","subject":"s","recipients":[],"bogus":1}"#;
+        assert!(serde_json::from_str::<BulkRequest>(body).is_err());
+    }
+
+    #[test]
+    fn content_id_changes_with_content() {
+        let c = Content {
+            from: "a@example.com".into(),
+            reply_to: None,
+            subject: "s".into(),
+            text: Some("t".into()),
+            html: None,
+            headers: BTreeMap::new(),
+            unsubscribe_url: None,
+        };
+        let mut d = c.clone();
+        d.subject = "s2".into();
+        assert_eq!(c.id(), c.clone().id());
+        assert_ne!(c.id(), d.id());
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics of mailpipe. Each process builds one [`Metrics`] with
+//! its own registry (so tests running several pipelines in one process do not
+//! mix their counts) and serves it on `/metrics`. Labels are bounded: lanes,
+//! outcomes and reasons are closed sets; no label carries an address or id.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric family mailpipe exports.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Requests consumed by the expander, by outcome (`expanded`, `invalid`).
+    pub requests: IntCounterVec,
+    /// Recipients of expanded requests, by outcome (`accepted` or an exclusion reason).
+    pub recipients: IntCounterVec,
+    /// Delivery attempts by lane and outcome (`sent`, `failed`, `duplicate`, `render_error`).
+    pub deliveries: IntCounterVec,
+    /// SMTP transaction time, from taking the connection to the final reply.
+    pub smtp_seconds: HistogramVec,
+    /// Jobs handled by the retrier by decision (`retry`, `dead`) and reason.
+    pub retries: IntCounterVec,
+    /// Records published to the dead-letter queue, by reason.
+    pub dead: IntCounterVec,
+    /// Messages currently being processed, by lane.
+    pub in_flight: IntGaugeVec,
+    /// Time to expand one request.
+    pub expand_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("mailpipe_requests_total", "Bulk requests consumed, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let recipients = IntCounterVec::new(
+            Opts::new(
+                "mailpipe_recipients_total",
+                "Recipients of expanded requests, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "mailpipe_deliveries_total",
+                "Delivery attempts, by lane and outcome",
+            ),
+            &["lane", "outcome"],
+        )
+        .expect("valid metric");
+        let smtp_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "mailpipe_smtp_transaction_seconds",
+                "Duration of SMTP transactions, by lane",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["lane"],
+        )
+        .expect("valid metric");
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "mailpipe_retrier_decisions_total",
+                "Failed attempts handled by the retrier, by decision and reason",
+            ),
+            &["decision", "reason"],
+        )
+        .expect("valid metric");
+        let dead = IntCounterVec::new(
+            Opts::new(
+                "mailpipe_dead_letters_total",
+                "Records published to the dead-letter queue, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGaugeVec::new(
+            Opts::new("mailpipe_in_flight_messages", "Messages being processed, by lane"),
+            &["lane"],
+        )
+        .expect("valid metric");
+        let expand_seconds = Histogram::with_opts(HistogramOpts::new(
+            "mailpipe_expand_seconds",
+            "Time to expand one request (part)",
+        ))
+        .expect("valid metric");
+        for c in [&requests, &recipients, &deliveries, &retries, &dead] {
+            registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        registry
+            .register(Box::new(smtp_seconds.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(in_flight.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(expand_seconds.clone()))
+            .expect("unique metric");
+        Self {
+            registry,
+            requests,
+            recipients,
+            deliveries,
+            smtp_seconds,
+            retries,
+            dead,
+            in_flight,
+            expand_seconds,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

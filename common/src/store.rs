@@ -1,0 +1,505 @@
+//! mailpipe's shared state in Redis.
+//!
+//! Keys (all under the configured prefix `{p}`):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `{p}:content:{id}` | string | a request's templates (JSON), content-addressed |
+//! | `{p}:req:{rid}` | hash | request metadata and terminal-state counters |
+//! | `{p}:req:{rid}:parts` | hash | per part: the expansion counts (JSON), written once the part is fully published |
+//! | `{p}:req:{rid}:rcpts` | hash | address → `position|verdict`: deduplication across parts, replay-safe |
+//! | `{p}:req:{rid}:audience` | string | recipients accepted so far (for `max_audience`) |
+//! | `{p}:requests` | zset | request ids by creation time |
+//! | `{p}:done:{mid}` | string | a message's terminal state (sent record with route and reply, dead, removed) |
+//! | `{p}:lease:{mid}` | string | the sender replica currently submitting the message |
+//! | `{p}:coalesce:{tenant}:{key}:{addr}` | string | message id that used the coalescing window |
+//! | `{p}:quarantine:{addr}` | string | quarantine record (JSON) |
+//! | `{p}:denylist` / `{p}:allowlist` | set | addresses |
+//!
+//! Every counter is written idempotently: expansion counts are stored per
+//! part (overwritten by a replay, never added twice), and terminal states are
+//! counted only by the `SET NX` that creates `{p}:done:{mid}`. That is what
+//! lets `mailpipe status` agree with the SMTP server after crashes and
+//! redeliveries.
+//!
+//! The scripts name keys they compute from the prefix, which a single Redis
+//! (or Sentinel) deployment allows; Redis Cluster is not supported yet.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RedisSettings;
+
+/// A Redis failure, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis {op}: {source}")]
+    Redis {
+        op: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+fn op(op: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
+    move |source| StoreError::Redis { op, source }
+}
+
+/// Screening of one recipient during expansion.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Canonical address key.
+    pub address: String,
+    /// Position in the request, `part:index`; identifies a replay.
+    pub position: String,
+    pub message_id: String,
+    /// Already decided to be in the control group (deterministic, computed by the caller).
+    pub control_group: bool,
+}
+
+/// Per-request screening options.
+#[derive(Debug, Clone, Default)]
+pub struct ScreenOptions {
+    pub max_audience: Option<u64>,
+    /// `(tenant, key, window)` of a coalescing request.
+    pub coalesce: Option<(String, String, Duration)>,
+    /// How long the request's keys live.
+    pub ttl: Duration,
+}
+
+/// Request metadata written at first sight of a request (first writer wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RequestMeta {
+    pub campaign: Option<String>,
+    pub tenant: Option<String>,
+    pub lane: String,
+    pub parts_total: u32,
+    pub created: i64,
+    pub deadline: i64,
+}
+
+/// Counts of one expanded part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartCounts {
+    /// Recipient entries in the part.
+    pub recipients: u64,
+    /// Jobs published.
+    pub accepted: u64,
+    /// Excluded entries by reason (`invalid_address`, `duplicate`, ...).
+    pub excluded: BTreeMap<String, u64>,
+}
+
+/// A message's terminal state, kept for the validity period (the archive of
+/// seeds/004 for sent mail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneRecord {
+    /// `sent`, `dead` or `removed`.
+    pub state: String,
+    pub request: String,
+    pub at: i64,
+    /// For `sent`: the route; for others: empty.
+    #[serde(default)]
+    pub route: String,
+    /// For `sent`: the server's reply; for `dead`/`removed`: the reason.
+    pub detail: String,
+}
+
+/// Everything `mailpipe status` shows for one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStatus {
+    pub request: String,
+    pub meta: Option<RequestMeta>,
+    pub parts_done: u32,
+    pub recipients: u64,
+    pub accepted: u64,
+    pub excluded: BTreeMap<String, u64>,
+    pub sent: u64,
+    pub dead: BTreeMap<String, u64>,
+    pub removed: u64,
+    /// Failed attempts so far (each retry counts once).
+    pub failed_attempts: u64,
+    /// Accepted messages without a terminal state yet.
+    pub pending: u64,
+}
+
+const SCREEN_LUA: &str = r#"
+-- KEYS[1] rcpts hash, KEYS[2] audience counter
+-- ARGV[1] prefix, ARGV[2] max audience (0 = none), ARGV[3] ttl seconds,
+-- ARGV[4] coalesce scope ('' = none), ARGV[5] coalesce window seconds,
+-- then groups of 4: address, position, message id, control group flag
+local prefix = ARGV[1]
+local max = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local cscope = ARGV[4]
+local cwindow = tonumber(ARGV[5])
+local out = {}
+for i = 6, #ARGV, 4 do
+  local addr, pos, mid, cg = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
+  local verdict
+  local prev = redis.call('HGET', KEYS[1], addr)
+  if prev then
+    local sep = string.find(prev, '|', 1, true)
+    if string.sub(prev, 1, sep - 1) == pos then
+      verdict = string.sub(prev, sep + 1)
+    else
+      verdict = 'duplicate'
+    end
+  else
+    if redis.call('SISMEMBER', prefix .. ':denylist', addr) == 1 then
+      verdict = 'denylisted'
+    elseif redis.call('EXISTS', prefix .. ':quarantine:' .. addr) == 1
+        and redis.call('SISMEMBER', prefix .. ':allowlist', addr) == 0 then
+      verdict = 'quarantined'
+    elseif cg == '1' then
+      verdict = 'control_group'
+    else
+      verdict = 'accepted'
+      if cscope ~= '' then
+        local ckey = prefix .. ':coalesce:' .. cscope .. ':' .. addr
+        if not redis.call('SET', ckey, mid, 'NX', 'EX', cwindow) then
+          if redis.call('GET', ckey) ~= mid then verdict = 'coalesced' end
+        end
+      end
+      if verdict == 'accepted' and max > 0 then
+        if redis.call('INCR', KEYS[2]) > max then verdict = 'target_size_limited' end
+      end
+    end
+    redis.call('HSET', KEYS[1], addr, pos .. '|' .. verdict)
+  end
+  out[#out + 1] = verdict
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+if max > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+return out
+"#;
+
+const DONE_LUA: &str = r#"
+-- KEYS[1] done key, KEYS[2] request hash; ARGV[1] record, ARGV[2] ttl seconds,
+-- ARGV[3..] counter fields to raise when the record is new
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  for i = 3, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+  return 1
+end
+return 0
+"#;
+
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// Handle to mailpipe's Redis state. Cheap to clone: one multiplexed
+/// connection that reconnects by itself.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    prefix: String,
+    screen: std::sync::Arc<redis::Script>,
+    done: std::sync::Arc<redis::Script>,
+    release: std::sync::Arc<redis::Script>,
+}
+
+impl Store {
+    /// Connects (fails fast when Redis is unreachable; callers retry).
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let client = redis::Client::open(settings.url.expose_secret()).map_err(op("open"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(op("connect"))?;
+        Ok(Self {
+            conn,
+            prefix: settings.prefix.clone(),
+            screen: std::sync::Arc::new(redis::Script::new(SCREEN_LUA)),
+            done: std::sync::Arc::new(redis::Script::new(DONE_LUA)),
+            release: std::sync::Arc::new(redis::Script::new(RELEASE_LUA)),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+
+    /// A connection for commands this module does not wrap.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await.map_err(op("ping"))?;
+        Ok(())
+    }
+
+    /// Stores a request's templates under their content id.
+    pub async fn put_content(&self, id: &str, json: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .set_ex(self.key(&["content", id]), json, ttl.as_secs().max(1))
+            .await
+            .map_err(op("put content"))?;
+        Ok(())
+    }
+
+    /// Loads a request's templates.
+    pub async fn get_content(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn.clone();
+        c.get(self.key(&["content", id])).await.map_err(op("get content"))
+    }
+
+    /// Records a request's metadata (first writer wins, so parts and replays
+    /// keep the original creation time).
+    pub async fn register_request(
+        &self,
+        request: &str,
+        meta: &RequestMeta,
+        ttl: Duration,
+    ) -> Result<RequestMeta, StoreError> {
+        let mut c = self.conn.clone();
+        let key = self.key(&["req", request]);
+        let json = serde_json::to_string(meta).unwrap_or_default();
+        let (stored,): (String,) = redis::pipe()
+            .atomic()
+            .hset_nx(&key, "meta", json)
+            .ignore()
+            .hget(&key, "meta")
+            .expire(&key, ttl.as_secs() as i64)
+            .ignore()
+            .zadd(self.key(&["requests"]), request, meta.created)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("register request"))?;
+        serde_json::from_str(&stored).map_err(|e| StoreError::Corrupt {
+            what: "request meta",
+            detail: e.to_string(),
+        })
+    }
+
+    /// Screens a batch of recipients: deduplication across the whole request
+    /// (replays of the same position keep their first verdict), denylist,
+    /// quarantine, control group, coalescing and audience limit. Returns one
+    /// verdict per candidate: `accepted` or an exclusion reason.
+    pub async fn screen(
+        &self,
+        request: &str,
+        candidates: &[Candidate],
+        opts: &ScreenOptions,
+    ) -> Result<Vec<String>, StoreError> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.screen.prepare_invoke();
+        inv.key(self.key(&["req", request, "rcpts"]))
+            .key(self.key(&["req", request, "audience"]))
+            .arg(&self.prefix)
+            .arg(opts.max_audience.unwrap_or(0))
+            .arg(opts.ttl.as_secs().max(1));
+        match &opts.coalesce {
+            Some((tenant, key, window)) => {
+                inv.arg(format!("{tenant}:{key}")).arg(window.as_secs().max(1));
+            }
+            None => {
+                inv.arg("").arg(0);
+            }
+        }
+        for c in candidates {
+            inv.arg(&c.address)
+                .arg(&c.position)
+                .arg(&c.message_id)
+                .arg(if c.control_group { "1" } else { "0" });
+        }
+        let mut c = self.conn.clone();
+        inv.invoke_async(&mut c).await.map_err(op("screen recipients"))
+    }
+
+    /// Stores the counts of a fully published part (idempotent).
+    pub async fn record_part(
+        &self,
+        request: &str,
+        part: u32,
+        counts: &PartCounts,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let key = self.key(&["req", request, "parts"]);
+        let json = serde_json::to_string(counts).unwrap_or_default();
+        let _: () = redis::pipe()
+            .hset(&key, part, json)
+            .ignore()
+            .expire(&key, ttl.as_secs() as i64)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("record part"))?;
+        Ok(())
+    }
+
+    /// Whether a part was already fully expanded and published.
+    pub async fn part_done(&self, request: &str, part: u32) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        c.hexists(self.key(&["req", request, "parts"]), part)
+            .await
+            .map_err(op("part done"))
+    }
+
+    /// A message's terminal state, if it has one.
+    pub async fn done(&self, message: &str) -> Result<Option<DoneRecord>, StoreError> {
+        let mut c = self.conn.clone();
+        let raw: Option<String> = c
+            .get(self.key(&["done", message]))
+            .await
+            .map_err(op("get done"))?;
+        raw.map(|r| {
+            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt {
+                what: "done record",
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a terminal state; returns `false` when the message already had
+    /// one (then nothing is counted). `counters` are the request-hash fields
+    /// to raise, e.g. `["sent"]` or `["dead", "dead:user_unknown"]`.
+    pub async fn record_done(
+        &self,
+        message: &str,
+        record: &DoneRecord,
+        counters: &[&str],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut inv = self.done.prepare_invoke();
+        inv.key(self.key(&["done", message]))
+            .key(self.key(&["req", &record.request]))
+            .arg(serde_json::to_string(record).unwrap_or_default())
+            .arg(ttl.as_secs().max(1));
+        for f in counters {
+            inv.arg(*f);
+        }
+        let mut c = self.conn.clone();
+        let n: i64 = inv.invoke_async(&mut c).await.map_err(op("record done"))?;
+        Ok(n == 1)
+    }
+
+    /// Raises a request counter that is not a terminal state (e.g. failed attempts).
+    pub async fn incr_request(&self, request: &str, field: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = c
+            .hincr(self.key(&["req", request]), field, 1)
+            .await
+            .map_err(op("count"))?;
+        Ok(())
+    }
+
+    /// Takes the lease on a message for `ttl`; `false` if another holder has it.
+    pub async fn acquire_lease(
+        &self,
+        message: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let r: Option<String> = redis::cmd("SET")
+            .arg(self.key(&["lease", message]))
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(op("acquire lease"))?;
+        Ok(r.is_some())
+    }
+
+    /// Remaining time of a lease held by someone, if any.
+    pub async fn lease_ttl(&self, message: &str) -> Result<Option<Duration>, StoreError> {
+        let mut c = self.conn.clone();
+        let ms: i64 = c
+            .pttl(self.key(&["lease", message]))
+            .await
+            .map_err(op("lease ttl"))?;
+        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
+    /// Releases a lease if `owner` still holds it.
+    pub async fn release_lease(&self, message: &str, owner: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.key(&["lease", message]))
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("release lease"))?;
+        Ok(())
+    }
+
+    /// Everything known about a request.
+    pub async fn request_status(&self, request: &str) -> Result<RequestStatus, StoreError> {
+        let mut c = self.conn.clone();
+        let fields: BTreeMap<String, String> = c
+            .hgetall(self.key(&["req", request]))
+            .await
+            .map_err(op("request status"))?;
+        let parts: BTreeMap<String, String> = c
+            .hgetall(self.key(&["req", request, "parts"]))
+            .await
+            .map_err(op("request parts"))?;
+        let mut s = RequestStatus {
+            request: request.to_string(),
+            ..Default::default()
+        };
+        for (name, value) in &fields {
+            let n = value.parse::<u64>().unwrap_or(0);
+            match name.as_str() {
+                "meta" => s.meta = serde_json::from_str(value).ok(),
+                "sent" => s.sent = n,
+                "removed" => s.removed = n,
+                "failed_attempts" => s.failed_attempts = n,
+                other => {
+                    if let Some(reason) = other.strip_prefix("dead:") {
+                        s.dead.insert(reason.to_string(), n);
+                    }
+                }
+            }
+        }
+        for raw in parts.values() {
+            let p: PartCounts = serde_json::from_str(raw).map_err(|e| StoreError::Corrupt {
+                what: "part counts",
+                detail: e.to_string(),
+            })?;
+            s.parts_done += 1;
+            s.recipients += p.recipients;
+            s.accepted += p.accepted;
+            for (reason, n) in p.excluded {
+                *s.excluded.entry(reason).or_default() += n;
+            }
+        }
+        let dead: u64 = s.dead.values().sum();
+        s.pending = s.accepted.saturating_sub(s.sent + dead + s.removed);
+        Ok(s)
+    }
+}

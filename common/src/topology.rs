@@ -1,0 +1,269 @@
+//! Every exchange, queue, binding and queue argument of mailpipe, and one
+//! idempotent [`Topology::declare`]. No other module spells a queue name.
+//!
+//! ```text
+//! exchange {p}           direct  — all work queues, bound by their short name
+//!   {p}.requests                     bulk requests from applications
+//!   {p}.send.transactional           one job per recipient, transactional lane
+//!   {p}.send.bulk                    one job per recipient, bulk lane
+//!   {p}.failed                       failed attempts, for the retrier
+//!   {p}.retry.<tier>.<lane>          delay tiers: fixed TTL, dead-letter back to send.<lane>
+//!   {p}.dead                         what stopped for good, with its reason
+//! exchange {p}.events    topic   — delivery events, routing key <kind>.<lane>
+//! ```
+//!
+//! Every queue is a durable quorum queue. Work queues carry a delivery limit
+//! whose overflow is dead-lettered to `{p}.dead`, so a message that crashes a
+//! consumer is stopped instead of redelivered forever. Delay tiers dead-letter
+//! *at least once* (RabbitMQ ≥ 3.10), so an expiring retry cannot be lost
+//! between the tier and its send lane.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::config::format_duration;
+use crate::message::Lane;
+
+/// The names of one mailpipe installation, derived from its prefix.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+    tiers: Vec<Duration>,
+    delivery_limit: u32,
+}
+
+impl Topology {
+    pub fn new(prefix: &str, tiers: &[Duration], delivery_limit: u32) -> Self {
+        let mut tiers = tiers.to_vec();
+        tiers.sort();
+        tiers.dedup();
+        Self {
+            prefix: prefix.to_string(),
+            tiers,
+            delivery_limit,
+        }
+    }
+
+    /// From the shared settings.
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        Self::new(&s.amqp.prefix, &s.retrier.tiers, s.amqp.delivery_limit)
+    }
+
+    /// The work exchange every queue is bound to.
+    pub fn exchange(&self) -> String {
+        self.prefix.clone()
+    }
+
+    /// The topic exchange of delivery events.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// Full queue name of a routing key.
+    pub fn queue(&self, key: &str) -> String {
+        format!("{}.{}", self.prefix, key)
+    }
+
+    pub const REQUESTS: &'static str = "requests";
+    pub const FAILED: &'static str = "failed";
+    pub const DEAD: &'static str = "dead";
+
+    /// Routing key of a send lane.
+    pub fn lane_key(lane: Lane) -> String {
+        format!("send.{}", lane.as_str())
+    }
+
+    /// The delay tiers, shortest first.
+    pub fn tiers(&self) -> &[Duration] {
+        &self.tiers
+    }
+
+    /// Routing key of a delay tier for one lane.
+    pub fn tier_key(tier: Duration, lane: Lane) -> String {
+        format!("retry.{}.{}", format_duration(tier), lane.as_str())
+    }
+
+    /// The tier a delay is served by: the smallest tier at least as long as
+    /// the delay, or the longest tier when the delay exceeds them all (the
+    /// retrier then chains hops).
+    pub fn tier_for(&self, delay: Duration) -> Duration {
+        self.tiers
+            .iter()
+            .copied()
+            .find(|t| *t >= delay)
+            .or_else(|| self.tiers.last().copied())
+            .unwrap_or(delay)
+    }
+
+    /// Every routing key with a queue, for operators' listings.
+    pub fn all_keys(&self) -> Vec<String> {
+        let mut keys = vec![Self::REQUESTS.to_string()];
+        keys.extend(Lane::ALL.iter().map(|l| Self::lane_key(*l)));
+        keys.push(Self::FAILED.to_string());
+        for tier in &self.tiers {
+            for lane in Lane::ALL {
+                keys.push(Self::tier_key(*tier, lane));
+            }
+        }
+        keys.push(Self::DEAD.to_string());
+        keys
+    }
+
+    fn work_queue_args(&self) -> FieldTable {
+        let mut t = quorum();
+        t.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(self.delivery_limit as i32),
+        );
+        t.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(self.exchange())),
+        );
+        t.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(LongString::from(Self::DEAD)),
+        );
+        t
+    }
+
+    fn tier_args(&self, tier: Duration, lane: Lane) -> FieldTable {
+        let mut t = quorum();
+        t.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(tier.as_millis() as i64),
+        );
+        t.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(self.exchange())),
+        );
+        t.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(LongString::from(Self::lane_key(lane))),
+        );
+        t.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString(LongString::from("at-least-once")),
+        );
+        t.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString(LongString::from("reject-publish")),
+        );
+        t
+    }
+
+    /// Declares every exchange, queue and binding. Idempotent: safe to call
+    /// from every process at every start and after every reconnect.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.events_exchange().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+
+        let mut queues: Vec<(String, FieldTable)> = Vec::new();
+        queues.push((Self::REQUESTS.into(), self.work_queue_args()));
+        for lane in Lane::ALL {
+            queues.push((Self::lane_key(lane), self.work_queue_args()));
+        }
+        queues.push((Self::FAILED.into(), self.work_queue_args()));
+        queues.push((Self::DEAD.into(), quorum()));
+        for tier in &self.tiers {
+            for lane in Lane::ALL {
+                queues.push((Self::tier_key(*tier, lane), self.tier_args(*tier, lane)));
+            }
+        }
+        for (key, args) in queues {
+            let name = self.queue(&key);
+            channel
+                .queue_declare(
+                    ShortString::from(name.clone()),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    args,
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    name.into(),
+                    self.exchange().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn quorum() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo() -> Topology {
+        Topology::new(
+            "mp",
+            &[
+                Duration::from_secs(3600),
+                Duration::from_secs(60),
+                Duration::from_secs(120),
+            ],
+            5,
+        )
+    }
+
+    #[test]
+    fn tier_for_picks_smallest_tier_not_shorter_than_delay() {
+        let t = topo();
+        assert_eq!(t.tier_for(Duration::from_secs(1)), Duration::from_secs(60));
+        assert_eq!(t.tier_for(Duration::from_secs(60)), Duration::from_secs(60));
+        assert_eq!(t.tier_for(Duration::from_secs(61)), Duration::from_secs(120));
+        assert_eq!(
+            t.tier_for(Duration::from_secs(99_999)),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn names_are_prefixed_and_tiers_are_per_lane() {
+        let t = topo();
+        assert_eq!(t.queue(Topology::REQUESTS), "mp.requests");
+        assert_eq!(
+            Topology::tier_key(Duration::from_secs(60), Lane::Bulk),
+            "retry.1m.bulk"
+        );
+        let keys = t.all_keys();
+        assert_eq!(keys.len(), 1 + 2 + 1 + 3 * 2 + 1);
+        assert_eq!(keys.first().unwrap(), "requests");
+        assert_eq!(keys.last().unwrap(), "dead");
+    }
+}
