@@ -129,6 +129,23 @@ impl std::str::FromStr for EmailAddress {
     }
 }
 
+/// Parses a mailbox as written in a request's `from` / `reply_to`:
+/// `addr@example.com` or `Display Name <addr@example.com>`.
+pub fn parse_mailbox(raw: &str) -> Result<(Option<String>, EmailAddress), AddressError> {
+    let raw = raw.trim();
+    if !is_header_safe(raw) {
+        return Err(AddressError::InvalidLocalPart(raw.to_string()));
+    }
+    match (raw.rfind('<'), raw.ends_with('>')) {
+        (Some(open), true) => {
+            let name = raw[..open].trim().trim_matches('"').trim();
+            let addr = EmailAddress::parse(&raw[open + 1..raw.len() - 1])?;
+            Ok(((!name.is_empty()).then(|| name.to_string()), addr))
+        }
+        _ => Ok((None, EmailAddress::parse(raw)?)),
+    }
+}
+
 /// A display name that is safe to put in a header: no control characters.
 pub fn is_header_safe(value: &str) -> bool {
     !value.chars().any(|c| c == '\r' || c == '\n' || c == '\0')
@@ -181,6 +198,16 @@ mod tests {
     fn overlong_local_part_is_refused() {
         let local = "a".repeat(65);
         assert!(EmailAddress::parse(&format!("{local}@example.com")).is_err());
+    }
+
+    #[test]
+    fn mailboxes_with_display_names_parse() {
+        let (name, addr) = parse_mailbox("\"ACME News\" <news@acme.example>").unwrap();
+        assert_eq!(name.as_deref(), Some("ACME News"));
+        assert_eq!(addr.to_string(), "news@acme.example");
+        let (name, _) = parse_mailbox("news@acme.example").unwrap();
+        assert_eq!(name, None);
+        assert!(parse_mailbox("News <news@acme.example>\r\nBcc: x@y.example").is_err());
     }
 
     #[test]

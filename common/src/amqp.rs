@@ -120,12 +120,36 @@ pub async fn publish(
     payload: &[u8],
     props: BasicProperties,
 ) -> Result<PendingConfirm, PublishError> {
+    publish_with(channel, exchange, routing_key, payload, props, true).await
+}
+
+/// Publishes a delivery event to the events exchange. Not mandatory: an
+/// installation where no application subscribed to events is normal.
+pub async fn publish_event(
+    channel: &Channel,
+    exchange: &str,
+    event: &crate::message::Event,
+    lane: crate::message::Lane,
+) -> Result<PendingConfirm, PublishError> {
+    let key = format!("{}.{}", event.event.as_str(), lane.as_str());
+    let payload = serde_json::to_vec(event).unwrap_or_default();
+    publish_with(channel, exchange, &key, &payload, properties(), false).await
+}
+
+async fn publish_with(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    props: BasicProperties,
+    mandatory: bool,
+) -> Result<PendingConfirm, PublishError> {
     let pc = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
             BasicPublishOptions {
-                mandatory: true,
+                mandatory,
                 ..Default::default()
             },
             payload,
@@ -171,4 +195,40 @@ pub async fn publish_confirmed(
     props: BasicProperties,
 ) -> Result<(), PublishError> {
     confirm(publish(channel, exchange, routing_key, payload, props).await?).await
+}
+
+/// A window of publishes awaiting confirmation: publishing does not stop for
+/// each confirm, but never more than `max` are outstanding, and [`drain`]
+/// (Self::drain) returns only when every one was confirmed.
+pub struct ConfirmWindow {
+    pending: std::collections::VecDeque<PendingConfirm>,
+    max: usize,
+}
+
+impl ConfirmWindow {
+    pub fn new(max: usize) -> Self {
+        Self {
+            pending: std::collections::VecDeque::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Adds a publish; waits for the oldest confirms while the window is full.
+    pub async fn push(&mut self, pending: PendingConfirm) -> Result<(), PublishError> {
+        self.pending.push_back(pending);
+        while self.pending.len() >= self.max {
+            if let Some(p) = self.pending.pop_front() {
+                confirm(p).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every outstanding confirm.
+    pub async fn drain(&mut self) -> Result<(), PublishError> {
+        while let Some(p) = self.pending.pop_front() {
+            confirm(p).await?;
+        }
+        Ok(())
+    }
 }

@@ -328,6 +328,20 @@ impl Settings {
     }
 }
 
+/// The `--config FILE` argument of a worker binary, if given.
+pub fn config_arg() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            return args.next().map(Into::into);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(v.into());
+        }
+    }
+    None
+}
+
 /// Replaces the password of a URL with `***` for logging.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

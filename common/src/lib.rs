@@ -18,6 +18,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod template;
 pub mod topology;
+pub mod worker;
 
 #[cfg(feature = "redis")]
 pub mod store;

@@ -189,8 +189,7 @@ pub struct Content {
 impl Content {
     /// Content-addressed id: the SHA-256 of the canonical JSON.
     pub fn id(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(&json))
+        sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
     }
 }
 
@@ -203,6 +202,11 @@ pub struct Recipient {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub vars: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Deterministic message id of one recipient of one request: the same request

@@ -227,6 +227,25 @@ impl Store {
         })
     }
 
+    /// Connects, retrying with backoff until Redis answers; `None` on shutdown.
+    pub async fn connect_with_retry(
+        settings: &RedisSettings,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Self> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match Self::connect(settings).await {
+                Ok(s) => return Some(s),
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to Redis"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -1,1 +1,443 @@
+//! The expander: turns each bulk request into one small job per recipient.
+//!
+//! For every request (or part of one) it validates the whole request first
+//! (a refused request becomes a dead-letter record with its reason, and the
+//! expander moves on), stores the templates once under their content id,
+//! then streams over the recipients in batches: each batch is screened in one
+//! Redis round trip (duplicates across the whole campaign, denylist,
+//! quarantine, control group, coalescing, audience limit), and every accepted
+//! recipient is published into the request's lane with a deterministic
+//! message id. Publishes are confirmed in a sliding window; the request is
+//! acked only after all of them were confirmed and the part's counts stored.
+//!
+//! A redelivered or republished request replays safely: screening remembers
+//! each recipient's first verdict by position, the jobs carry the same ids
+//! (the sender sends each id at most once), and the part's counts are
+//! overwritten, not added.
 
+mod request;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_lite::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use mailpipe_common::address::{is_header_safe, EmailAddress};
+use mailpipe_common::amqp::{self, ConfirmWindow};
+use mailpipe_common::config::Settings;
+use mailpipe_common::http::Health;
+use mailpipe_common::message::{
+    in_control_group, message_id, DeadRecord, Event, EventKind, Job, Recipient,
+    JOB_SCHEMA_VERSION,
+};
+use mailpipe_common::metrics::Metrics;
+use mailpipe_common::store::{Candidate, PartCounts, RequestMeta, ScreenOptions, Store};
+use mailpipe_common::topology::Topology;
+use mailpipe_common::worker::{run_sessions, SessionEnd};
+use mailpipe_common::{unix_now, unix_now_ms};
+use tokio_util::sync::CancellationToken;
+
+pub use request::{validate, Rejection};
+
+/// Extra time request keys live in Redis beyond the validity period, so
+/// `mailpipe status` still answers after the last retry.
+const STATUS_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Runs the expander until `shutdown` is cancelled. Serves the health
+/// endpoint on `settings.expander.listen`.
+pub async fn run_until_stopped(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let health = Health::default();
+    mailpipe_common::http::serve(
+        &settings.expander.listen,
+        health.clone(),
+        metrics.registry.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("binding the health endpoint")?;
+    let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
+        return Ok(());
+    };
+    let worker = Arc::new(Expander {
+        topology: Topology::from_settings(&settings),
+        settings,
+        store,
+        metrics,
+        health: health.clone(),
+    });
+    run_sessions(
+        &worker.settings.amqp,
+        "mailpipe-expander",
+        &health,
+        &shutdown,
+        |conn| {
+            let worker = worker.clone();
+            let shutdown = shutdown.clone();
+            async move { worker.session(conn, shutdown).await }
+        },
+    )
+    .await;
+    tracing::info!("expander stopped");
+    Ok(())
+}
+
+struct Expander {
+    settings: Settings,
+    topology: Topology,
+    store: Store,
+    metrics: Metrics,
+    health: Health,
+}
+
+/// What became of one request delivery.
+enum ExpandOutcome {
+    /// Every accepted recipient was published and confirmed.
+    Expanded(PartCounts),
+    /// The part had been expanded before; nothing was published again.
+    AlreadyDone,
+    /// The request was refused; a dead-letter record was published.
+    Rejected(&'static str),
+    /// Shutdown interrupted the expansion; the request goes back to the queue.
+    Interrupted,
+}
+
+impl Expander {
+    async fn session(
+        &self,
+        conn: Arc<Connection>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<SessionEnd> {
+        let consume = amqp::channel(&conn, Some(self.settings.expander.prefetch)).await?;
+        let publish = amqp::channel(&conn, None).await?;
+        self.topology
+            .declare(&publish)
+            .await
+            .context("declaring topology")?;
+        let mut consumer = consume
+            .basic_consume(
+                self.topology.queue(Topology::REQUESTS).into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.health.set_ready(true);
+        loop {
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
+                d = consumer.next() => d,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("consumer was cancelled by the broker"),
+            };
+            let started = Instant::now();
+            let mid = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str().to_string());
+            let outcome = self
+                .expand_with_retry(&publish, &delivery.data, mid.as_deref(), &shutdown)
+                .await?;
+            self.metrics
+                .expand_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
+                ExpandOutcome::Expanded(counts) => {
+                    self.metrics.requests.with_label_values(&["expanded"]).inc();
+                    self.metrics
+                        .recipients
+                        .with_label_values(&["accepted"])
+                        .inc_by(counts.accepted);
+                    for (reason, n) in &counts.excluded {
+                        self.metrics
+                            .recipients
+                            .with_label_values(&[reason.as_str()])
+                            .inc_by(*n);
+                    }
+                    delivery.ack(BasicAckOptions::default()).await?;
+                }
+                ExpandOutcome::AlreadyDone => {
+                    self.metrics.requests.with_label_values(&["replayed"]).inc();
+                    delivery.ack(BasicAckOptions::default()).await?;
+                }
+                ExpandOutcome::Rejected(reason) => {
+                    self.metrics.requests.with_label_values(&["invalid"]).inc();
+                    self.metrics.dead.with_label_values(&[reason]).inc();
+                    delivery.ack(BasicAckOptions::default()).await?;
+                }
+                ExpandOutcome::Interrupted => {
+                    delivery
+                        .reject(BasicRejectOptions { requeue: true })
+                        .await?;
+                    return Ok(SessionEnd::Stopped);
+                }
+            }
+        }
+    }
+
+    /// Expands one request, retrying on Redis errors (Redis being away must
+    /// not dead-letter a good request) until shutdown. Broker errors end the
+    /// session so it reconnects; the request is then redelivered.
+    async fn expand_with_retry(
+        &self,
+        publish: &Channel,
+        body: &[u8],
+        amqp_message_id: Option<&str>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<ExpandOutcome> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.expand(publish, body, amqp_message_id, shutdown).await {
+                Ok(o) => return Ok(o),
+                Err(ExpandError::Broker(e)) => return Err(e),
+                Err(ExpandError::Store(e)) => {
+                    self.health.set_ready(false);
+                    tracing::warn!(error = %e, retry_in = ?delay, "Redis unavailable while expanding; will retry");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(ExpandOutcome::Interrupted),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            self.health.set_ready(true);
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn reject(
+        &self,
+        publish: &Channel,
+        rejection: &Rejection,
+        request_id: Option<String>,
+        body: &[u8],
+    ) -> Result<ExpandOutcome, ExpandError> {
+        tracing::warn!(reason = rejection.reason(), detail = %rejection, "request refused");
+        let payload: String = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
+        let record = DeadRecord {
+            v: 1,
+            reason: rejection.reason().to_string(),
+            detail: rejection.to_string(),
+            request: request_id,
+            message: None,
+            job: None,
+            failure: None,
+            payload: Some(payload),
+            at: unix_now(),
+        };
+        amqp::publish_confirmed(
+            publish,
+            &self.topology.exchange(),
+            Topology::DEAD,
+            &serde_json::to_vec(&record).unwrap_or_default(),
+            amqp::with_headers(
+                amqp::properties(),
+                &[("x-mailpipe-reason", record.reason.clone())],
+            ),
+        )
+        .await
+        .map_err(|e| ExpandError::Broker(e.into()))?;
+        Ok(ExpandOutcome::Rejected(rejection.reason()))
+    }
+
+    async fn expand(
+        &self,
+        publish: &Channel,
+        body: &[u8],
+        amqp_message_id: Option<&str>,
+        shutdown: &CancellationToken,
+    ) -> Result<ExpandOutcome, ExpandError> {
+        let cfg = &self.settings.expander;
+        let valid = match request::validate(body, amqp_message_id, cfg.max_request_bytes) {
+            Ok(v) => v,
+            Err(rejection) => return self.reject(publish, &rejection, None, body).await,
+        };
+        let rid = valid.id.clone();
+        let part = valid.part;
+        let ttl = valid.validity + STATUS_GRACE;
+        let now = unix_now();
+        let meta = self
+            .store
+            .register_request(
+                &rid,
+                &RequestMeta {
+                    campaign: valid.request.campaign.clone(),
+                    tenant: valid.request.tenant.clone(),
+                    lane: valid.lane().as_str().to_string(),
+                    parts_total: part.total,
+                    created: now,
+                    deadline: now + valid.validity.as_secs() as i64,
+                },
+                ttl,
+            )
+            .await?;
+        if self.store.part_done(&rid, part.index).await? {
+            tracing::info!(request = %rid, part = part.index, "part already expanded; nothing to do");
+            return Ok(ExpandOutcome::AlreadyDone);
+        }
+        let content_id = valid.content.id();
+        self.store
+            .put_content(
+                &content_id,
+                &serde_json::to_string(&valid.content).unwrap_or_default(),
+                ttl,
+            )
+            .await?;
+
+        let screen = ScreenOptions {
+            max_audience: valid.request.max_audience,
+            coalesce: valid.request.coalesce.as_ref().map(|c| {
+                (
+                    valid.request.tenant.clone().unwrap_or_default(),
+                    c.key.clone(),
+                    Duration::from_secs(c.window_seconds),
+                )
+            }),
+            ttl,
+        };
+        let lane = valid.lane();
+        let lane_key = Topology::lane_key(lane);
+        let exchange = self.topology.exchange();
+        let events = self.topology.events_exchange();
+        let mut window = ConfirmWindow::new(cfg.publish_window);
+        let mut counts = PartCounts::default();
+        let exclude = |counts: &mut PartCounts, reason: &str| {
+            *counts.excluded.entry(reason.to_string()).or_default() += 1;
+        };
+
+        let recipients = &valid.request.recipients;
+        for (batch_no, batch) in recipients.chunks(cfg.batch_size.max(1)).enumerate() {
+            if shutdown.is_cancelled() {
+                window.drain().await.map_err(|e| ExpandError::Broker(e.into()))?;
+                return Ok(ExpandOutcome::Interrupted);
+            }
+            let mut candidates = Vec::with_capacity(batch.len());
+            let mut parsed = Vec::with_capacity(batch.len());
+            for (i, raw) in batch.iter().enumerate() {
+                counts.recipients += 1;
+                let index = batch_no * cfg.batch_size.max(1) + i;
+                let recipient: Recipient = match serde_json::from_str(raw.get()) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        exclude(&mut counts, "invalid_recipient");
+                        continue;
+                    }
+                };
+                if recipient.email.trim().is_empty() {
+                    exclude(&mut counts, "address_not_specified");
+                    continue;
+                }
+                let Ok(address) = EmailAddress::parse(&recipient.email) else {
+                    exclude(&mut counts, "invalid_address");
+                    continue;
+                };
+                if recipient.name.as_deref().is_some_and(|n| !is_header_safe(n) || n.len() > 256) {
+                    exclude(&mut counts, "invalid_recipient");
+                    continue;
+                }
+                let key = address.key();
+                let mid = message_id(&rid, &key);
+                candidates.push(Candidate {
+                    control_group: valid
+                        .request
+                        .control_group
+                        .is_some_and(|share| in_control_group(&rid, &key, share)),
+                    address: key,
+                    position: format!("{}:{}", part.index, index),
+                    message_id: mid,
+                });
+                parsed.push((address, recipient));
+            }
+            let verdicts = self.store.screen(&rid, &candidates, &screen).await?;
+            for ((candidate, (address, recipient)), verdict) in
+                candidates.into_iter().zip(parsed).zip(verdicts)
+            {
+                if verdict != "accepted" {
+                    exclude(&mut counts, &verdict);
+                    if verdict != "duplicate" {
+                        let event = Event {
+                            v: 1,
+                            event: EventKind::Excluded,
+                            request: rid.clone(),
+                            message: Some(candidate.message_id.clone()),
+                            recipient: address.to_string(),
+                            campaign: valid.request.campaign.clone(),
+                            reason: Some(verdict),
+                            detail: None,
+                            at: now,
+                        };
+                        let pending = amqp::publish_event(publish, &events, &event, lane)
+                            .await
+                            .map_err(|e| ExpandError::Broker(e.into()))?;
+                        window.push(pending).await.map_err(|e| ExpandError::Broker(e.into()))?;
+                    }
+                    continue;
+                }
+                counts.accepted += 1;
+                let job = Job {
+                    v: JOB_SCHEMA_VERSION,
+                    id: candidate.message_id,
+                    request: rid.clone(),
+                    tenant: valid.request.tenant.clone(),
+                    campaign: valid.request.campaign.clone(),
+                    lane,
+                    content: content_id.clone(),
+                    to: address.to_string(),
+                    name: recipient.name,
+                    vars: recipient.vars,
+                    created: meta.created,
+                    deadline: meta.deadline,
+                    attempt: 0,
+                    last_reason: None,
+                };
+                let props = amqp::with_headers(
+                    amqp::properties().with_message_id(job.id.clone().into()),
+                    &[("x-mailpipe-published-ms", unix_now_ms().to_string())],
+                );
+                let pending = amqp::publish(
+                    publish,
+                    &exchange,
+                    &lane_key,
+                    &serde_json::to_vec(&job).unwrap_or_default(),
+                    props,
+                )
+                .await
+                .map_err(|e| ExpandError::Broker(e.into()))?;
+                window.push(pending).await.map_err(|e| ExpandError::Broker(e.into()))?;
+            }
+        }
+        window.drain().await.map_err(|e| ExpandError::Broker(e.into()))?;
+        self.store.record_part(&rid, part.index, &counts, ttl).await?;
+        tracing::info!(
+            request = %rid,
+            part = part.index,
+            parts = part.total,
+            recipients = counts.recipients,
+            accepted = counts.accepted,
+            excluded = ?counts.excluded,
+            "request expanded"
+        );
+        Ok(ExpandOutcome::Expanded(counts))
+    }
+}
+
+/// A failure while expanding that is not the request's fault.
+#[derive(Debug)]
+enum ExpandError {
+    /// The broker failed: end the session, reconnect, get the request again.
+    Broker(anyhow::Error),
+    /// Redis failed: retry the same request after a pause.
+    Store(mailpipe_common::store::StoreError),
+}
+
+impl From<mailpipe_common::store::StoreError> for ExpandError {
+    fn from(e: mailpipe_common::store::StoreError) -> Self {
+        ExpandError::Store(e)
+    }
+}

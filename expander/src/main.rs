@@ -1,1 +1,12 @@
-fn main(){}
+//! `mailpipe-expander`: loads the configuration, installs logging and runs the
+//! expander until SIGTERM or ctrl-c.
+
+use mailpipe_common::config::{config_arg, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::load(config_arg().as_deref())?;
+    mailpipe_common::telemetry::init(&settings.telemetry);
+    let shutdown = mailpipe_common::shutdown::signal();
+    mailpipe_expander::run_until_stopped(settings, shutdown).await
+}

@@ -1,1 +1,593 @@
+//! The sender: consumes jobs from the send lanes and submits them over SMTP.
+//!
+//! Each lane has its own consumer and its own capacity (a semaphore of
+//! permits): transactional mail is never queued behind a bulk campaign. Each
+//! delivery is handled by [`Sender::deliver`], which returns a
+//! [`DeliveryOutcome`]; the outcome is made durable (Redis record, confirmed
+//! publish) before the delivery is acked, in one place ([`Sender::settle`]).
+//!
+//! Effectively-once submission: a message whose terminal record exists is
+//! acked without sending; otherwise the sender takes the message's lease
+//! (`SET NX PX`), submits, and writes the sent record on the 2xx reply before
+//! the ack. A replica that receives a message whose lease is held waits for
+//! the holder to finish or the lease to expire.
 
+mod mime;
+mod smtp;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_lite::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use mailpipe_common::amqp;
+use mailpipe_common::classify::Failure;
+use mailpipe_common::config::Settings;
+use mailpipe_common::http::Health;
+use mailpipe_common::message::{
+    Content, DeadRecord, Event, EventKind, FailedJob, Job, Lane, JOB_SCHEMA_VERSION,
+};
+use mailpipe_common::metrics::Metrics;
+use mailpipe_common::store::{DoneRecord, Store, StoreError};
+use mailpipe_common::template::Compiled;
+use mailpipe_common::topology::Topology;
+use mailpipe_common::unix_now;
+use mailpipe_common::worker::{run_sessions, SessionEnd};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use smtp::enhanced_code;
+
+/// Compiled templates of one request, shared by all its recipients.
+struct Prepared {
+    compiled: Compiled,
+    sender: mime::Sender,
+}
+
+/// Content entries kept compiled; beyond this the cache starts over (a
+/// sender rarely works on more than a few campaigns at once).
+const CONTENT_CACHE: usize = 512;
+
+/// What became of one delivery.
+#[derive(Debug)]
+enum DeliveryOutcome {
+    /// The server accepted the message; the sent record is written.
+    Delivered,
+    /// The message already had a terminal state (sent, dead or removed).
+    AlreadyDone,
+    /// The attempt failed; the job goes to the failure queue.
+    Failed(Failure, String),
+    /// The message cannot be sent at all: dead-letter it with this reason.
+    Dead { reason: &'static str, detail: String },
+}
+
+/// Why a delivery could not reach an outcome yet.
+#[derive(Debug)]
+enum DeliverError {
+    /// Redis failed; the message is held and tried again.
+    Store(StoreError),
+    /// Shutdown came while the message waited; it goes back to the queue.
+    Shutdown,
+}
+
+impl From<StoreError> for DeliverError {
+    fn from(e: StoreError) -> Self {
+        DeliverError::Store(e)
+    }
+}
+
+/// Runs the sender until `shutdown` is cancelled.
+pub async fn run_until_stopped(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let health = Health::default();
+    mailpipe_common::http::serve(
+        &settings.sender.listen,
+        health.clone(),
+        metrics.registry.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("binding the health endpoint")?;
+    let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
+        return Ok(());
+    };
+    let route = smtp::Route::new(&settings.sender.smtp, &settings.sender.hostname)
+        .context("building the SMTP transport")?;
+    let sender = Arc::new(Sender {
+        topology: Topology::from_settings(&settings),
+        instance: format!(
+            "{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ),
+        settings,
+        store,
+        route,
+        metrics,
+        health: health.clone(),
+        cache: Mutex::new(HashMap::new()),
+    });
+    run_sessions(
+        &sender.settings.amqp,
+        "mailpipe-sender",
+        &health,
+        &shutdown,
+        |conn| {
+            let sender = sender.clone();
+            let shutdown = shutdown.clone();
+            async move { sender.session(conn, shutdown).await }
+        },
+    )
+    .await;
+    tracing::info!("sender stopped");
+    Ok(())
+}
+
+struct Sender {
+    settings: Settings,
+    topology: Topology,
+    /// Identifies this process as a lease holder.
+    instance: String,
+    store: Store,
+    route: smtp::Route,
+    metrics: Metrics,
+    health: Health,
+    /// Compiled templates by content id. A std mutex: held only to look up or
+    /// insert, never across an await.
+    cache: Mutex<HashMap<String, Arc<Prepared>>>,
+}
+
+impl Sender {
+    async fn session(
+        self: &Arc<Self>,
+        conn: Arc<Connection>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<SessionEnd> {
+        let publish = Arc::new(amqp::channel(&conn, None).await?);
+        self.topology
+            .declare(&publish)
+            .await
+            .context("declaring topology")?;
+        let tracker = TaskTracker::new();
+        let failed = CancellationToken::new();
+        let mut lanes = Vec::new();
+        for lane in [Lane::Transactional, Lane::Bulk] {
+            let concurrency = match lane {
+                Lane::Transactional => self.settings.sender.transactional_concurrency,
+                Lane::Bulk => self.settings.sender.bulk_concurrency,
+            };
+            let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
+            let channel = Arc::new(amqp::channel(&conn, Some(prefetch)).await?);
+            let this = self.clone();
+            let publish = publish.clone();
+            let shutdown = shutdown.clone();
+            let failed = failed.clone();
+            let tracker2 = tracker.clone();
+            lanes.push(tokio::spawn(async move {
+                let r = this
+                    .consume_lane(lane, concurrency, channel, publish, &tracker2, &shutdown, &failed)
+                    .await;
+                if r.is_err() {
+                    failed.cancel();
+                }
+                r
+            }));
+        }
+        self.health.set_ready(true);
+        let mut result = Ok(SessionEnd::Stopped);
+        for l in lanes {
+            match l.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => result = Err(anyhow::anyhow!("lane task failed: {e}")),
+            }
+        }
+        self.health.set_ready(false);
+        tracker.close();
+        if !tracker.is_empty() {
+            tracing::info!(in_flight = tracker.len(), "waiting for in-flight deliveries");
+        }
+        tracker.wait().await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn consume_lane(
+        self: &Arc<Self>,
+        lane: Lane,
+        concurrency: usize,
+        channel: Arc<Channel>,
+        publish: Arc<Channel>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+        failed: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut consumer = channel
+            .basic_consume(
+                self.topology.queue(&Topology::lane_key(lane)).into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let permits = Arc::new(Semaphore::new(concurrency));
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = failed.cancelled() => return Ok(()),
+                p = permits.clone().acquire_owned() => p?,
+            };
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = failed.cancelled() => return Ok(()),
+                d = consumer.next() => d,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("consumer of lane {} was cancelled", lane.as_str()),
+            };
+            let this = self.clone();
+            let publish = publish.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                let gauge = this.metrics.in_flight.with_label_values(&[lane.as_str()]);
+                gauge.inc();
+                let result = AssertUnwindSafe(this.handle(lane, &publish, &delivery, &shutdown))
+                    .catch_unwind()
+                    .await;
+                gauge.dec();
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error.cause_chain = ?e, error.message = %e, "delivery not settled; it will be redelivered");
+                        let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+                    }
+                    Err(_) => {
+                        tracing::error!("delivery handler panicked; returning the message (the delivery limit stops a poison message)");
+                        let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Handles one delivery from start to ack.
+    async fn handle(
+        &self,
+        lane: Lane,
+        publish: &Channel,
+        delivery: &Delivery,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let job: Job = match serde_json::from_slice::<Job>(&delivery.data) {
+            Ok(j) if j.v == JOB_SCHEMA_VERSION => j,
+            Ok(j) => {
+                return self
+                    .settle_malformed(publish, delivery, format!("unsupported job version {}", j.v))
+                    .await
+            }
+            Err(e) => {
+                return self
+                    .settle_malformed(publish, delivery, format!("unreadable job: {e}"))
+                    .await
+            }
+        };
+        let outcome = self.deliver_with_retry(&job, shutdown).await;
+        let Some(outcome) = outcome else {
+            // Shutdown while Redis was unavailable: hand the message back.
+            delivery.reject(BasicRejectOptions { requeue: true }).await?;
+            return Ok(());
+        };
+        self.settle(lane, publish, delivery, &job, outcome).await
+    }
+
+    /// Runs [`Self::deliver`], waiting out Redis outages (the sender never
+    /// submits without its idempotency check). `None` on shutdown.
+    async fn deliver_with_retry(&self, job: &Job, shutdown: &CancellationToken) -> Option<DeliveryOutcome> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.deliver(job, shutdown).await {
+                Ok(o) => return Some(o),
+                Err(DeliverError::Shutdown) => return None,
+                Err(DeliverError::Store(e)) => {
+                    self.health.set_ready(false);
+                    tracing::warn!(error = %e, retry_in = ?delay, "Redis unavailable; holding the message");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+            if self.store.ping().await.is_ok() {
+                self.health.set_ready(true);
+            }
+        }
+    }
+
+    fn prepared(&self, content_id: &str, json: Option<String>) -> Result<Arc<Prepared>, String> {
+        if let Some(p) = self.cache.lock().ok().and_then(|c| c.get(content_id).cloned()) {
+            return Ok(p);
+        }
+        let json = json.ok_or_else(|| "content is missing from Redis (expired?)".to_string())?;
+        let content: Content =
+            serde_json::from_str(&json).map_err(|e| format!("stored content unreadable: {e}"))?;
+        let compiled = Compiled::compile(&content).map_err(|e| e.to_string())?;
+        let sender = mime::Sender::parse(&content.from, content.reply_to.as_deref())?;
+        let p = Arc::new(Prepared { compiled, sender });
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CONTENT_CACHE {
+                cache.clear();
+            }
+            cache.insert(content_id.to_string(), p.clone());
+        }
+        Ok(p)
+    }
+
+    fn is_cached(&self, content_id: &str) -> bool {
+        self.cache
+            .lock()
+            .map(|c| c.contains_key(content_id))
+            .unwrap_or(false)
+    }
+
+    /// Delivers one job. Redis errors are returned (the caller waits and
+    /// tries again); every other result is an outcome.
+    async fn deliver(&self, job: &Job, shutdown: &CancellationToken) -> Result<DeliveryOutcome, DeliverError> {
+        if self.store.done(&job.id).await?.is_some() {
+            return Ok(DeliveryOutcome::AlreadyDone);
+        }
+        if unix_now() > job.deadline {
+            return Ok(DeliveryOutcome::Dead {
+                reason: "expired",
+                detail: "the validity period ended before the message could be sent".into(),
+            });
+        }
+        let json = if self.is_cached(&job.content) {
+            None
+        } else {
+            self.store.get_content(&job.content).await?
+        };
+        let prepared = match self.prepared(&job.content, json) {
+            Ok(p) => p,
+            Err(detail) => {
+                return Ok(DeliveryOutcome::Dead {
+                    reason: "content_unavailable",
+                    detail,
+                })
+            }
+        };
+        let rendered = match prepared
+            .compiled
+            .render(&job.to, job.name.as_deref(), &job.vars)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(DeliveryOutcome::Dead {
+                    reason: "render_failed",
+                    detail: e.to_string(),
+                })
+            }
+        };
+        let (envelope, bytes) =
+            match mime::build(job, &prepared.sender, rendered, &self.settings.sender.hostname) {
+                Ok(m) => m,
+                Err(detail) => {
+                    return Ok(DeliveryOutcome::Dead {
+                        reason: "invalid_message",
+                        detail,
+                    })
+                }
+            };
+
+        // Take the lease, or wait for whoever holds it.
+        let lease = self.settings.sender.lease;
+        loop {
+            if self.store.acquire_lease(&job.id, &self.instance, lease).await? {
+                break;
+            }
+            let wait = self
+                .store
+                .lease_ttl(&job.id)
+                .await?
+                .unwrap_or_default()
+                .min(Duration::from_millis(500));
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(DeliverError::Shutdown),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if self.store.done(&job.id).await?.is_some() {
+                return Ok(DeliveryOutcome::AlreadyDone);
+            }
+        }
+        // Re-check under the lease: the previous holder may have finished.
+        if self.store.done(&job.id).await?.is_some() {
+            self.store.release_lease(&job.id, &self.instance).await?;
+            return Ok(DeliveryOutcome::AlreadyDone);
+        }
+
+        let started = Instant::now();
+        let result = self.route.submit(&envelope, &bytes).await;
+        self.metrics
+            .smtp_seconds
+            .with_label_values(&[job.lane.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(accepted) => {
+                let record = DoneRecord {
+                    state: "sent".into(),
+                    request: job.request.clone(),
+                    at: unix_now(),
+                    route: self.route.name.clone(),
+                    detail: format!("{} {}", accepted.code, accepted.text),
+                };
+                // The message is out: the record must be written, whatever it
+                // takes, or a redelivery would send it again.
+                self.record_done_persistently(job, &record, &["sent"]).await;
+                Ok(DeliveryOutcome::Delivered)
+            }
+            Err(failure) => {
+                self.store.release_lease(&job.id, &self.instance).await.ok();
+                Ok(DeliveryOutcome::Failed(failure, self.route.name.clone()))
+            }
+        }
+    }
+
+    fn record_ttl(&self, job: &Job) -> Duration {
+        let remaining = (job.deadline - unix_now()).max(0) as u64;
+        Duration::from_secs(remaining) + self.settings.sender.sent_record_ttl
+    }
+
+    async fn record_done_persistently(
+        &self,
+        job: &Job,
+        record: &DoneRecord,
+        counters: &[&str],
+    ) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self
+                .store
+                .record_done(&job.id, record, counters, self.record_ttl(job))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(message = %job.id, error = %e, "cannot write the sent record; retrying (the lease still protects the message)");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {
+        amqp::publish_confirmed(
+            publish,
+            &self.topology.exchange(),
+            Topology::DEAD,
+            &serde_json::to_vec(record)?,
+            amqp::with_headers(amqp::properties(), &[("x-mailpipe-reason", record.reason.clone())]),
+        )
+        .await?;
+        self.metrics.dead.with_label_values(&[record.reason.as_str()]).inc();
+        Ok(())
+    }
+
+    async fn settle_malformed(&self, publish: &Channel, delivery: &Delivery, detail: String) -> anyhow::Result<()> {
+        tracing::warn!(%detail, "malformed job dead-lettered");
+        let record = DeadRecord {
+            v: 1,
+            reason: "malformed_job".into(),
+            detail,
+            request: None,
+            message: None,
+            job: None,
+            failure: None,
+            payload: Some(String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(4096)]).into_owned()),
+            at: unix_now(),
+        };
+        self.publish_dead(publish, &record).await?;
+        delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    fn event(&self, job: &Job, kind: EventKind, reason: Option<String>, detail: Option<String>) -> Event {
+        Event {
+            v: 1,
+            event: kind,
+            request: job.request.clone(),
+            message: Some(job.id.clone()),
+            recipient: job.to.clone(),
+            campaign: job.campaign.clone(),
+            reason,
+            detail,
+            at: unix_now(),
+        }
+    }
+
+    /// Makes an outcome durable, then acks the delivery.
+    async fn settle(
+        &self,
+        lane: Lane,
+        publish: &Channel,
+        delivery: &Delivery,
+        job: &Job,
+        outcome: DeliveryOutcome,
+    ) -> anyhow::Result<()> {
+        let label = |o: &str| self.metrics.deliveries.with_label_values(&[lane.as_str(), o]).inc();
+        let events = self.topology.events_exchange();
+        match outcome {
+            DeliveryOutcome::Delivered => {
+                label("sent");
+                let ev = self.event(job, EventKind::Sent, None, None);
+                amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
+            }
+            DeliveryOutcome::AlreadyDone => label("duplicate"),
+            DeliveryOutcome::Failed(failure, route) => {
+                label("failed");
+                match &failure {
+                    Failure::Reply { code: 421, .. } => {
+                        tracing::warn!(message = %job.id, ?failure, "relay answered 421; deferring")
+                    }
+                    _ => tracing::info!(message = %job.id, ?failure, "delivery attempt failed"),
+                }
+                let failed = FailedJob {
+                    v: 1,
+                    job: job.clone(),
+                    failure,
+                    route,
+                    at: unix_now(),
+                };
+                amqp::publish_confirmed(
+                    publish,
+                    &self.topology.exchange(),
+                    Topology::FAILED,
+                    &serde_json::to_vec(&failed)?,
+                    amqp::properties().with_message_id(job.id.clone().into()),
+                )
+                .await?;
+                self.store.incr_request(&job.request, "failed_attempts").await.ok();
+            }
+            DeliveryOutcome::Dead { reason, detail } => {
+                label(reason);
+                let record = DoneRecord {
+                    state: "dead".into(),
+                    request: job.request.clone(),
+                    at: unix_now(),
+                    route: String::new(),
+                    detail: format!("{reason}: {detail}"),
+                };
+                let field = format!("dead:{reason}");
+                self.store
+                    .record_done(&job.id, &record, &["dead", &field], self.record_ttl(job))
+                    .await?;
+                let dead = DeadRecord {
+                    v: 1,
+                    reason: reason.to_string(),
+                    detail: detail.clone(),
+                    request: Some(job.request.clone()),
+                    message: Some(job.id.clone()),
+                    job: Some(job.clone()),
+                    failure: None,
+                    payload: None,
+                    at: unix_now(),
+                };
+                self.publish_dead(publish, &dead).await?;
+                let ev = self.event(job, EventKind::Dead, Some(reason.to_string()), Some(detail));
+                amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
+            }
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! Validation of a bulk request at the edge: everything that can be refused
+//! for the whole request is refused here, with a reason that ends up in the
+//! dead-letter record. What survives is a [`ValidRequest`].
+
+use std::time::Duration;
+
+use mailpipe_common::address::parse_mailbox;
+use mailpipe_common::message::{
+    sha256_hex, BulkRequest, Content, Lane, Part, DEFAULT_VALIDITY_SECONDS, REQUEST_SCHEMA_VERSION,
+};
+use mailpipe_common::template::Compiled;
+
+/// Why a request was refused as a whole. `reason()` is the machine-readable
+/// dead-letter reason.
+#[derive(Debug)]
+pub enum Rejection {
+    Oversized { size: usize, max: usize },
+    Malformed(String),
+    UnsupportedVersion(u32),
+    Invalid(String),
+    InvalidTemplate(String),
+}
+
+impl Rejection {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Oversized { .. } => "oversized_request",
+            Rejection::Malformed(_) => "malformed_request",
+            Rejection::UnsupportedVersion(_) => "unsupported_schema_version",
+            Rejection::Invalid(_) => "invalid_request",
+            Rejection::InvalidTemplate(_) => "invalid_template",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Oversized { size, max } => write!(
+                f,
+                "request is {size} bytes, more than the {max} accepted; submit it in parts"
+            ),
+            Rejection::Malformed(e) => write!(f, "request is not valid JSON for schema 1: {e}"),
+            Rejection::UnsupportedVersion(v) => write!(
+                f,
+                "schema_version {v} is not supported (this expander reads {REQUEST_SCHEMA_VERSION})"
+            ),
+            Rejection::Invalid(e) => write!(f, "{e}"),
+            Rejection::InvalidTemplate(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A request that passed validation.
+pub struct ValidRequest<'a> {
+    pub id: String,
+    pub request: BulkRequest<'a>,
+    pub content: Content,
+    pub compiled: Compiled,
+    pub part: Part,
+    pub validity: Duration,
+}
+
+impl ValidRequest<'_> {
+    pub fn lane(&self) -> Lane {
+        self.request.lane
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+/// Parses and validates a request body. `amqp_message_id` is the publish's
+/// message id, used as the request id when the body has none.
+pub fn validate<'a>(
+    body: &'a [u8],
+    amqp_message_id: Option<&str>,
+    max_bytes: usize,
+) -> Result<ValidRequest<'a>, Rejection> {
+    if body.len() > max_bytes {
+        return Err(Rejection::Oversized {
+            size: body.len(),
+            max: max_bytes,
+        });
+    }
+    // Peek at the version first so a future schema gets the right reason
+    // instead of a confusing field error.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        schema_version: Option<u32>,
+    }
+    let version: Version =
+        serde_json::from_slice(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    match version.schema_version {
+        Some(REQUEST_SCHEMA_VERSION) => {}
+        Some(v) => return Err(Rejection::UnsupportedVersion(v)),
+        None => return Err(Rejection::Malformed("missing field `schema_version`".into())),
+    }
+    let request: BulkRequest<'a> =
+        serde_json::from_slice(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
+
+    let id = match (&request.request_id, &request.part, amqp_message_id) {
+        (Some(id), _, _) => id.clone(),
+        (None, Some(_), _) => {
+            return Err(Rejection::Invalid(
+                "a request split into parts needs a request_id shared by its parts".into(),
+            ))
+        }
+        (None, None, Some(mid)) if !mid.is_empty() => mid.to_string(),
+        (None, None, _) => format!("req-{}", &sha256_hex(body)[..32]),
+    };
+    if !valid_id(&id) {
+        return Err(Rejection::Invalid(format!(
+            "request_id {id:?} must be 1-128 characters of A-Z a-z 0-9 - _ . :"
+        )));
+    }
+    parse_mailbox(&request.from)
+        .map_err(|e| Rejection::Invalid(format!("from {:?}: {e}", request.from)))?;
+    if let Some(r) = &request.reply_to {
+        parse_mailbox(r).map_err(|e| Rejection::Invalid(format!("reply_to {r:?}: {e}")))?;
+    }
+    for (label, value) in [("tenant", &request.tenant), ("campaign", &request.campaign)] {
+        if let Some(v) = value {
+            if v.len() > 128 || v.chars().any(char::is_control) {
+                return Err(Rejection::Invalid(format!(
+                    "{label} must be at most 128 printable characters"
+                )));
+            }
+        }
+    }
+    let part = request.part.unwrap_or(Part { index: 1, total: 1 });
+    if part.total == 0 || part.index == 0 || part.index > part.total {
+        return Err(Rejection::Invalid(format!(
+            "part {}/{} is out of range",
+            part.index, part.total
+        )));
+    }
+    if let Some(share) = request.control_group {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(Rejection::Invalid(format!(
+                "control_group {share} must be between 0 and 1"
+            )));
+        }
+    }
+    if let Some(c) = &request.coalesce {
+        if c.key.is_empty() || c.key.len() > 128 || c.window_seconds == 0 {
+            return Err(Rejection::Invalid(
+                "coalesce needs a key (1-128 characters) and a window_seconds above 0".into(),
+            ));
+        }
+    }
+    let validity_secs = request.validity_seconds.unwrap_or(DEFAULT_VALIDITY_SECONDS);
+    if validity_secs == 0 || validity_secs > 30 * 24 * 3600 {
+        return Err(Rejection::Invalid(
+            "validity_seconds must be between 1 and 30 days".into(),
+        ));
+    }
+    let content = request.content();
+    let compiled =
+        Compiled::compile(&content).map_err(|e| Rejection::InvalidTemplate(e.to_string()))?;
+    Ok(ValidRequest {
+        id,
+        content,
+        compiled,
+        part,
+        validity: Duration::from_secs(validity_secs),
+        request,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"{"schema_version":1,"request_id":"r1","from":"News <n@example.com>",
+        "subject":"Hi","text":"Hello","recipients":[{"email":"a@example.com"}]}"#;
+
+    #[test]
+    fn a_valid_request_passes() {
+        let v = validate(OK.as_bytes(), None, 1 << 20).unwrap();
+        assert_eq!(v.id, "r1");
+        assert_eq!(v.part, Part { index: 1, total: 1 });
+        assert_eq!(v.validity, Duration::from_secs(DEFAULT_VALIDITY_SECONDS));
+    }
+
+    #[test]
+    fn rejections_carry_their_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("not json", "malformed_request"),
+            (r#"{"schema_version":2}"#, "unsupported_schema_version"),
+            (r#"{"from":"a@example.com"}"#, "malformed_request"),
+            (
+                r#"{"schema_version":1,"from":"a@example.com","recipients":[]}"#,
+                "malformed_request",
+            ),
+            (
+                r#"{"schema_version":1,"from":"bad","subject":"s","text":"t","recipients":[]}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"schema_version":1,"from":"a@example.com","subject":"{{","text":"t","recipients":[]}"#,
+                "invalid_template",
+            ),
+            (
+                r#"{"schema_version":1,"from":"a@example.com","subject":"s","text":"t","recipients":[],"part":{"index":1,"total":2}}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"schema_version":1,"request_id":"a b","from":"a@example.com","subject":"s","text":"t","recipients":[]}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"schema_version":1,"from":"a@example.com","subject":"s","text":"t","recipients":[],"control_group":2}"#,
+                "invalid_request",
+            ),
+        ];
+        for (body, reason) in cases {
+            let r = validate(body.as_bytes(), None, 1 << 20);
+            assert_eq!(r.err().map(|e| e.reason()), Some(*reason), "{body}");
+        }
+    }
+
+    #[test]
+    fn oversized_requests_are_refused_before_parsing() {
+        let r = validate(OK.as_bytes(), None, 10);
+        assert_eq!(r.err().map(|e| e.reason()), Some("oversized_request"));
+    }
+
+    #[test]
+    fn request_id_falls_back_to_message_id_then_content_hash() {
+        let body = r#"{"schema_version":1,"from":"a@example.com","subject":"s","text":"t","recipients":[]}"#;
+        assert_eq!(validate(body.as_bytes(), Some("m-1"), 1 << 20).unwrap().id, "m-1");
+        let a = validate(body.as_bytes(), None, 1 << 20).unwrap().id;
+        let b = validate(body.as_bytes(), None, 1 << 20).unwrap().id;
+        assert_eq!(a, b);
+        assert!(a.starts_with("req-"));
+    }
+}
