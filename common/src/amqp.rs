@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
-use lapin::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Confirmation, PublisherConfirm};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -231,4 +231,24 @@ impl ConfirmWindow {
         }
         Ok(())
     }
+}
+
+/// Publishes a dead-letter record (confirmed) to the dead-letter queue of
+/// the work exchange `exchange`.
+pub async fn publish_dead(
+    channel: &Channel,
+    exchange: &str,
+    record: &crate::message::DeadRecord,
+) -> Result<(), PublishError> {
+    publish_confirmed(
+        channel,
+        exchange,
+        crate::topology::Topology::DEAD,
+        &serde_json::to_vec(record).unwrap_or_default(),
+        with_headers(
+            properties(),
+            &[("x-mailpipe-reason", record.reason.clone())],
+        ),
+    )
+    .await
 }

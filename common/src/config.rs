@@ -259,18 +259,7 @@ impl Default for RetrierSettings {
         Self {
             listen: "0.0.0.0:9103".into(),
             prefetch: 32,
-            tiers: vec![
-                m(1),
-                m(2),
-                m(4),
-                m(8),
-                m(16),
-                h(1),
-                h(2),
-                h(4),
-                h(8),
-                h(24),
-            ],
+            tiers: vec![m(1), m(2), m(4), m(8), m(16), h(1), h(2), h(4), h(8), h(24)],
             schedule: vec![m(1), m(2), m(4), m(8), m(16)],
             max_attempts: 6,
         }
@@ -426,7 +415,10 @@ mod tests {
             redact_url("amqp://guest:s3cret@rabbit:5672/%2f"),
             "amqp://guest:***@rabbit:5672/%2f"
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]
@@ -441,7 +433,8 @@ mod tests {
 
     #[test]
     fn yaml_overrides_defaults_and_unknown_keys_are_refused() {
-        let yaml = "sender:\n  smtp:\n    port: 587\n    timeout: 10s\nretrier:\n  tiers: [1s, 2s]\n";
+        let yaml =
+            "sender:\n  smtp:\n    port: 587\n    timeout: 10s\nretrier:\n  tiers: [1s, 2s]\n";
         let s: Settings = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(s.sender.smtp.port, 587);
         assert_eq!(s.sender.smtp.timeout, Duration::from_secs(10));

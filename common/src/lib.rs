@@ -14,6 +14,7 @@ pub mod config;
 pub mod http;
 pub mod message;
 pub mod metrics;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod template;

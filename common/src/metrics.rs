@@ -33,7 +33,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("mailpipe_requests_total", "Bulk requests consumed, by outcome"),
+            Opts::new(
+                "mailpipe_requests_total",
+                "Bulk requests consumed, by outcome",
+            ),
             &["outcome"],
         )
         .expect("valid metric");
@@ -81,7 +84,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let in_flight = IntGaugeVec::new(
-            Opts::new("mailpipe_in_flight_messages", "Messages being processed, by lane"),
+            Opts::new(
+                "mailpipe_in_flight_messages",
+                "Messages being processed, by lane",
+            ),
             &["lane"],
         )
         .expect("valid metric");
@@ -91,7 +97,9 @@ impl Metrics {
         ))
         .expect("valid metric");
         for c in [&requests, &recipients, &deliveries, &retries, &dead] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
         registry
             .register(Box::new(smtp_seconds.clone()))

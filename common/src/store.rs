@@ -268,7 +268,10 @@ impl Store {
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut c).await.map_err(op("ping"))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(op("ping"))?;
         Ok(())
     }
 
@@ -285,7 +288,9 @@ impl Store {
     /// Loads a request's templates.
     pub async fn get_content(&self, id: &str) -> Result<Option<String>, StoreError> {
         let mut c = self.conn.clone();
-        c.get(self.key(&["content", id])).await.map_err(op("get content"))
+        c.get(self.key(&["content", id]))
+            .await
+            .map_err(op("get content"))
     }
 
     /// Records a request's metadata (first writer wins, so parts and replays
@@ -338,7 +343,8 @@ impl Store {
             .arg(opts.ttl.as_secs().max(1));
         match &opts.coalesce {
             Some((tenant, key, window)) => {
-                inv.arg(format!("{tenant}:{key}")).arg(window.as_secs().max(1));
+                inv.arg(format!("{tenant}:{key}"))
+                    .arg(window.as_secs().max(1));
             }
             None => {
                 inv.arg("").arg(0);
@@ -351,7 +357,9 @@ impl Store {
                 .arg(if c.control_group { "1" } else { "0" });
         }
         let mut c = self.conn.clone();
-        inv.invoke_async(&mut c).await.map_err(op("screen recipients"))
+        inv.invoke_async(&mut c)
+            .await
+            .map_err(op("screen recipients"))
     }
 
     /// Stores the counts of a fully published part (idempotent).

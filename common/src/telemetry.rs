@@ -21,9 +21,6 @@ pub fn init(settings: &TelemetrySettings) {
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        let _ = fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
+        let _ = fmt().with_env_filter(filter).with_test_writer().try_init();
     }
 }

@@ -73,11 +73,7 @@ pub struct Compiled {
 }
 
 fn is_valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 76
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b':')
+    !name.is_empty() && name.len() <= 76 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 impl Compiled {
@@ -132,7 +128,11 @@ impl Compiled {
             name: name.to_string(),
             detail: e.to_string(),
         };
-        self.env.get_template(name).map_err(err)?.render(ctx).map_err(err)
+        self.env
+            .get_template(name)
+            .map_err(err)?
+            .render(ctx)
+            .map_err(err)
     }
 
     fn render_header(&self, name: &str, ctx: &minijinja::Value) -> Result<String, TemplateError> {
@@ -214,7 +214,11 @@ mod tests {
     fn renders_personalized_parts() {
         let c = Compiled::compile(&content()).unwrap();
         let r = c
-            .render("a+b@example.com", Some("Ann"), &vars(serde_json::json!({"code": 42})))
+            .render(
+                "a+b@example.com",
+                Some("Ann"),
+                &vars(serde_json::json!({"code": 42})),
+            )
             .unwrap();
         assert_eq!(r.subject, "Hello Ann");
         assert_eq!(r.text.as_deref(), Some("Code 42 for a+b@example.com"));
@@ -229,7 +233,9 @@ mod tests {
     #[test]
     fn html_body_is_escaped() {
         let c = Compiled::compile(&content()).unwrap();
-        let r = c.render("a@example.com", Some("<script>"), &Default::default()).unwrap();
+        let r = c
+            .render("a@example.com", Some("<script>"), &Default::default())
+            .unwrap();
         assert_eq!(r.html.as_deref(), Some("<p>Hi &lt;script&gt;</p>"));
     }
 
@@ -237,7 +243,11 @@ mod tests {
     fn header_injection_through_variables_is_refused() {
         let c = Compiled::compile(&content()).unwrap();
         let err = c
-            .render("a@example.com", Some("x\r\nBcc: victim@example.com"), &Default::default())
+            .render(
+                "a@example.com",
+                Some("x\r\nBcc: victim@example.com"),
+                &Default::default(),
+            )
             .unwrap_err();
         assert_eq!(err, TemplateError::HeaderInjection("subject.txt".into()));
     }
@@ -270,7 +280,10 @@ mod tests {
     #[test]
     fn runaway_templates_run_out_of_fuel() {
         let mut c = content();
-        c.text = Some("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}".into());
+        c.text = Some(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                .into(),
+        );
         let compiled = Compiled::compile(&c).unwrap();
         assert!(matches!(
             compiled.render("a@example.com", None, &Default::default()),

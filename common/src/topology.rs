@@ -246,7 +246,10 @@ mod tests {
         let t = topo();
         assert_eq!(t.tier_for(Duration::from_secs(1)), Duration::from_secs(60));
         assert_eq!(t.tier_for(Duration::from_secs(60)), Duration::from_secs(60));
-        assert_eq!(t.tier_for(Duration::from_secs(61)), Duration::from_secs(120));
+        assert_eq!(
+            t.tier_for(Duration::from_secs(61)),
+            Duration::from_secs(120)
+        );
         assert_eq!(
             t.tier_for(Duration::from_secs(99_999)),
             Duration::from_secs(3600)

@@ -1,1 +1,80 @@
-fn main(){}
+//! `mailpipe`: the operator CLI.
+//!
+//! Its verbs mirror what operators know from Postfix and Exim, plus what
+//! mailpipe knows that an MTA does not (campaigns, reasons, policies).
+//! Human-readable output by default, `--json` for scripts. Exit codes: 0 on
+//! success, 1 on an operational error (broker or Redis unreachable, request
+//! refused), 2 on bad usage.
+
+mod status;
+mod submit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mailpipe_common::config::Settings;
+
+/// Operate a mailpipe installation: submit campaigns and watch them.
+#[derive(Parser)]
+#[command(name = "mailpipe", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (same format as the workers'); MAILPIPE__* variables apply too.
+    #[arg(long, global = true, env = "MAILPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: SubCommand,
+}
+
+#[derive(Subcommand)]
+enum SubCommand {
+    Submit(submit::SubmitCommand),
+    Status(status::StatusCommand),
+}
+
+/// What every subcommand receives.
+pub struct Context {
+    pub settings: Settings,
+    pub json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mailpipe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ctx = Context {
+        settings,
+        json: cli.json,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mailpipe: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            SubCommand::Submit(c) => c.run(&ctx).await,
+            SubCommand::Status(c) => c.run(&ctx).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailpipe: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

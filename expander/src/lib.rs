@@ -30,8 +30,7 @@ use mailpipe_common::amqp::{self, ConfirmWindow};
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{
-    in_control_group, message_id, DeadRecord, Event, EventKind, Job, Recipient,
-    JOB_SCHEMA_VERSION,
+    in_control_group, message_id, DeadRecord, Event, EventKind, Job, Recipient, JOB_SCHEMA_VERSION,
 };
 use mailpipe_common::metrics::Metrics;
 use mailpipe_common::store::{Candidate, PartCounts, RequestMeta, ScreenOptions, Store};
@@ -48,7 +47,10 @@ const STATUS_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Runs the expander until `shutdown` is cancelled. Serves the health
 /// endpoint on `settings.expander.listen`.
-pub async fn run_until_stopped(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_until_stopped(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Health::default();
     mailpipe_common::http::serve(
@@ -231,18 +233,9 @@ impl Expander {
             payload: Some(payload),
             at: unix_now(),
         };
-        amqp::publish_confirmed(
-            publish,
-            &self.topology.exchange(),
-            Topology::DEAD,
-            &serde_json::to_vec(&record).unwrap_or_default(),
-            amqp::with_headers(
-                amqp::properties(),
-                &[("x-mailpipe-reason", record.reason.clone())],
-            ),
-        )
-        .await
-        .map_err(|e| ExpandError::Broker(e.into()))?;
+        amqp::publish_dead(publish, &self.topology.exchange(), &record)
+            .await
+            .map_err(|e| ExpandError::Broker(e.into()))?;
         Ok(ExpandOutcome::Rejected(rejection.reason()))
     }
 
@@ -314,7 +307,10 @@ impl Expander {
         let recipients = &valid.request.recipients;
         for (batch_no, batch) in recipients.chunks(cfg.batch_size.max(1)).enumerate() {
             if shutdown.is_cancelled() {
-                window.drain().await.map_err(|e| ExpandError::Broker(e.into()))?;
+                window
+                    .drain()
+                    .await
+                    .map_err(|e| ExpandError::Broker(e.into()))?;
                 return Ok(ExpandOutcome::Interrupted);
             }
             let mut candidates = Vec::with_capacity(batch.len());
@@ -337,7 +333,11 @@ impl Expander {
                     exclude(&mut counts, "invalid_address");
                     continue;
                 };
-                if recipient.name.as_deref().is_some_and(|n| !is_header_safe(n) || n.len() > 256) {
+                if recipient
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| !is_header_safe(n) || n.len() > 256)
+                {
                     exclude(&mut counts, "invalid_recipient");
                     continue;
                 }
@@ -375,7 +375,10 @@ impl Expander {
                         let pending = amqp::publish_event(publish, &events, &event, lane)
                             .await
                             .map_err(|e| ExpandError::Broker(e.into()))?;
-                        window.push(pending).await.map_err(|e| ExpandError::Broker(e.into()))?;
+                        window
+                            .push(pending)
+                            .await
+                            .map_err(|e| ExpandError::Broker(e.into()))?;
                     }
                     continue;
                 }
@@ -409,11 +412,19 @@ impl Expander {
                 )
                 .await
                 .map_err(|e| ExpandError::Broker(e.into()))?;
-                window.push(pending).await.map_err(|e| ExpandError::Broker(e.into()))?;
+                window
+                    .push(pending)
+                    .await
+                    .map_err(|e| ExpandError::Broker(e.into()))?;
             }
         }
-        window.drain().await.map_err(|e| ExpandError::Broker(e.into()))?;
-        self.store.record_part(&rid, part.index, &counts, ttl).await?;
+        window
+            .drain()
+            .await
+            .map_err(|e| ExpandError::Broker(e.into()))?;
+        self.store
+            .record_part(&rid, part.index, &counts, ttl)
+            .await?;
         tracing::info!(
             request = %rid,
             part = part.index,

@@ -99,7 +99,11 @@ pub fn validate<'a>(
     match version.schema_version {
         Some(REQUEST_SCHEMA_VERSION) => {}
         Some(v) => return Err(Rejection::UnsupportedVersion(v)),
-        None => return Err(Rejection::Malformed("missing field `schema_version`".into())),
+        None => {
+            return Err(Rejection::Malformed(
+                "missing field `schema_version`".into(),
+            ))
+        }
     }
     let request: BulkRequest<'a> =
         serde_json::from_slice(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
@@ -234,7 +238,10 @@ mod tests {
     #[test]
     fn request_id_falls_back_to_message_id_then_content_hash() {
         let body = r#"{"schema_version":1,"from":"a@example.com","subject":"s","text":"t","recipients":[]}"#;
-        assert_eq!(validate(body.as_bytes(), Some("m-1"), 1 << 20).unwrap().id, "m-1");
+        assert_eq!(
+            validate(body.as_bytes(), Some("m-1"), 1 << 20).unwrap().id,
+            "m-1"
+        );
         let a = validate(body.as_bytes(), None, 1 << 20).unwrap().id;
         let b = validate(body.as_bytes(), None, 1 << 20).unwrap().id;
         assert_eq!(a, b);

@@ -1,1 +1,297 @@
-pub async fn run_until_stopped(_s: mailpipe_common::config::Settings, _t: tokio_util::sync::CancellationToken) -> anyhow::Result<()> { Ok(()) }
+//! The retrier: consumes the failure queue and decides, per failed attempt,
+//! to try again later or to stop.
+//!
+//! A retry is published to the delay tier that matches its delay (a queue
+//! with one fixed TTL whose expired messages dead-letter back into the
+//! message's own send lane), with the attempt count raised. A message that
+//! must stop gets its terminal `dead` record (counted once), a dead-letter
+//! record with the reason, and a `dead` event. Every publish is confirmed
+//! before the failure is acked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use mailpipe_common::amqp;
+use mailpipe_common::classify::Failure;
+use mailpipe_common::config::Settings;
+use mailpipe_common::http::Health;
+use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
+use mailpipe_common::metrics::Metrics;
+use mailpipe_common::retry::{decide, RetryDecision};
+use mailpipe_common::store::{DoneRecord, Store};
+use mailpipe_common::topology::Topology;
+use mailpipe_common::unix_now;
+use mailpipe_common::worker::{run_sessions, SessionEnd};
+use tokio_util::sync::CancellationToken;
+
+/// Runs the retrier until `shutdown` is cancelled.
+pub async fn run_until_stopped(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let health = Health::default();
+    mailpipe_common::http::serve(
+        &settings.retrier.listen,
+        health.clone(),
+        metrics.registry.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("binding the health endpoint")?;
+    let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
+        return Ok(());
+    };
+    let retrier = Arc::new(Retrier {
+        topology: Topology::from_settings(&settings),
+        settings,
+        store,
+        metrics,
+        health: health.clone(),
+    });
+    run_sessions(
+        &retrier.settings.amqp,
+        "mailpipe-retrier",
+        &health,
+        &shutdown,
+        |conn| {
+            let retrier = retrier.clone();
+            let shutdown = shutdown.clone();
+            async move { retrier.session(conn, shutdown).await }
+        },
+    )
+    .await;
+    tracing::info!("retrier stopped");
+    Ok(())
+}
+
+struct Retrier {
+    settings: Settings,
+    topology: Topology,
+    store: Store,
+    metrics: Metrics,
+    health: Health,
+}
+
+/// Whether a failure is worth another attempt, and its reason label.
+fn retryable(failure: &Failure) -> (bool, String) {
+    match failure {
+        Failure::Reply { code, .. } if (400..500).contains(code) => (true, "transient".into()),
+        Failure::Reply { .. } => (false, "permanent".into()),
+        Failure::Connection { error, .. } => (true, format!("connection_{error:?}").to_lowercase()),
+    }
+}
+
+impl Retrier {
+    async fn session(
+        &self,
+        conn: Arc<Connection>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<SessionEnd> {
+        let consume = amqp::channel(&conn, Some(self.settings.retrier.prefetch)).await?;
+        let publish = amqp::channel(&conn, None).await?;
+        self.topology
+            .declare(&publish)
+            .await
+            .context("declaring topology")?;
+        let mut consumer = consume
+            .basic_consume(
+                self.topology.queue(Topology::FAILED).into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.health.set_ready(true);
+        loop {
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
+                d = consumer.next() => d,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("consumer was cancelled by the broker"),
+            };
+            if let Err(e) = self.handle(&publish, &delivery).await {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "failure not settled; returning it to the queue");
+                delivery
+                    .reject(BasicRejectOptions { requeue: true })
+                    .await?;
+                // A broker error means the channel is gone: reconnect.
+                if e.downcast_ref::<lapin::Error>().is_some()
+                    || e.downcast_ref::<amqp::PublishError>().is_some()
+                {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    async fn handle(&self, publish: &Channel, delivery: &Delivery) -> anyhow::Result<()> {
+        let failed: FailedJob = match serde_json::from_slice(&delivery.data) {
+            Ok(f) => f,
+            Err(e) => {
+                let record = DeadRecord {
+                    v: 1,
+                    reason: "malformed_failure".into(),
+                    detail: format!("unreadable failure record: {e}"),
+                    request: None,
+                    message: None,
+                    job: None,
+                    failure: None,
+                    payload: Some(
+                        String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(4096)])
+                            .into_owned(),
+                    ),
+                    at: unix_now(),
+                };
+                self.publish_dead(publish, &record).await?;
+                delivery.ack(BasicAckOptions::default()).await?;
+                return Ok(());
+            }
+        };
+        let job = &failed.job;
+        let attempts = job.attempt + 1;
+        let (retry, reason) = retryable(&failed.failure);
+        let r = &self.settings.retrier;
+        let decision = decide(
+            attempts,
+            retry,
+            &reason,
+            &r.schedule,
+            r.max_attempts,
+            unix_now(),
+            job.deadline,
+        );
+        match decision {
+            RetryDecision::Retry { delay } => {
+                let tier = self.topology.tier_for(delay);
+                let next = Job {
+                    attempt: attempts,
+                    last_reason: Some(reason.clone()),
+                    ..job.clone()
+                };
+                amqp::publish_confirmed(
+                    publish,
+                    &self.topology.exchange(),
+                    &Topology::tier_key(tier, job.lane),
+                    &serde_json::to_vec(&next)?,
+                    amqp::with_headers(
+                        amqp::properties().with_message_id(job.id.clone().into()),
+                        &[
+                            ("x-mailpipe-attempt", attempts.to_string()),
+                            ("x-mailpipe-last-reason", reason.clone()),
+                            (
+                                "x-mailpipe-due",
+                                (unix_now() + tier.as_secs() as i64).to_string(),
+                            ),
+                        ],
+                    ),
+                )
+                .await?;
+                let ev = self.event(job, EventKind::Deferred, &reason, &failed.failure);
+                amqp::confirm(
+                    amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
+                        .await?,
+                )
+                .await?;
+                self.metrics
+                    .retries
+                    .with_label_values(&["retry", reason.as_str()])
+                    .inc();
+                tracing::info!(message = %job.id, attempt = attempts, ?tier, %reason, "deferred");
+            }
+            RetryDecision::Dead {
+                reason: dead_reason,
+            } => {
+                let record = DoneRecord {
+                    state: "dead".into(),
+                    request: job.request.clone(),
+                    at: unix_now(),
+                    route: failed.route.clone(),
+                    detail: format!("{dead_reason}: {}", failure_text(&failed.failure)),
+                };
+                let field = format!("dead:{dead_reason}");
+                let ttl = Duration::from_secs((job.deadline - unix_now()).max(0) as u64)
+                    + self.settings.sender.sent_record_ttl;
+                self.store
+                    .record_done(&job.id, &record, &["dead", &field], ttl)
+                    .await?;
+                let dead = DeadRecord {
+                    v: 1,
+                    reason: dead_reason.clone(),
+                    detail: failure_text(&failed.failure),
+                    request: Some(job.request.clone()),
+                    message: Some(job.id.clone()),
+                    job: Some(Job {
+                        attempt: attempts,
+                        ..job.clone()
+                    }),
+                    failure: Some(failed.failure.clone()),
+                    payload: None,
+                    at: unix_now(),
+                };
+                self.publish_dead(publish, &dead).await?;
+                let ev = self.event(job, EventKind::Dead, &dead_reason, &failed.failure);
+                amqp::confirm(
+                    amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
+                        .await?,
+                )
+                .await?;
+                self.metrics
+                    .retries
+                    .with_label_values(&["dead", dead_reason.as_str()])
+                    .inc();
+                tracing::info!(message = %job.id, attempt = attempts, reason = %dead_reason, "dead-lettered");
+            }
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    fn event(&self, job: &Job, kind: EventKind, reason: &str, failure: &Failure) -> Event {
+        Event {
+            v: 1,
+            event: kind,
+            request: job.request.clone(),
+            message: Some(job.id.clone()),
+            recipient: job.to.clone(),
+            campaign: job.campaign.clone(),
+            reason: Some(reason.to_string()),
+            detail: Some(failure_text(failure)),
+            at: unix_now(),
+        }
+    }
+
+    async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {
+        amqp::publish_dead(publish, &self.topology.exchange(), record).await?;
+        self.metrics
+            .dead
+            .with_label_values(&[record.reason.as_str()])
+            .inc();
+        Ok(())
+    }
+}
+
+/// One line describing a failure, for records and events.
+pub fn failure_text(f: &Failure) -> String {
+    match f {
+        Failure::Reply {
+            code,
+            enhanced,
+            text,
+        } => match enhanced {
+            Some(e) if !text.starts_with(e.as_str()) => format!("{code} {e} {text}"),
+            _ => format!("{code} {text}"),
+        },
+        Failure::Connection { error, detail } => format!("connection {error:?}: {detail}"),
+    }
+}

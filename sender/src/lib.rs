@@ -65,7 +65,10 @@ enum DeliveryOutcome {
     /// The attempt failed; the job goes to the failure queue.
     Failed(Failure, String),
     /// The message cannot be sent at all: dead-letter it with this reason.
-    Dead { reason: &'static str, detail: String },
+    Dead {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 /// Why a delivery could not reach an outcome yet.
@@ -84,7 +87,10 @@ impl From<StoreError> for DeliverError {
 }
 
 /// Runs the sender until `shutdown` is cancelled.
-pub async fn run_until_stopped(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_until_stopped(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Health::default();
     mailpipe_common::http::serve(
@@ -102,11 +108,7 @@ pub async fn run_until_stopped(settings: Settings, shutdown: CancellationToken) 
         .context("building the SMTP transport")?;
     let sender = Arc::new(Sender {
         topology: Topology::from_settings(&settings),
-        instance: format!(
-            "{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ),
+        instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         settings,
         store,
         route,
@@ -172,7 +174,15 @@ impl Sender {
             let tracker2 = tracker.clone();
             lanes.push(tokio::spawn(async move {
                 let r = this
-                    .consume_lane(lane, concurrency, channel, publish, &tracker2, &shutdown, &failed)
+                    .consume_lane(
+                        lane,
+                        concurrency,
+                        channel,
+                        publish,
+                        &tracker2,
+                        &shutdown,
+                        &failed,
+                    )
                     .await;
                 if r.is_err() {
                     failed.cancel();
@@ -192,7 +202,10 @@ impl Sender {
         self.health.set_ready(false);
         tracker.close();
         if !tracker.is_empty() {
-            tracing::info!(in_flight = tracker.len(), "waiting for in-flight deliveries");
+            tracing::info!(
+                in_flight = tracker.len(),
+                "waiting for in-flight deliveries"
+            );
         }
         tracker.wait().await;
         result
@@ -272,7 +285,11 @@ impl Sender {
             Ok(j) if j.v == JOB_SCHEMA_VERSION => j,
             Ok(j) => {
                 return self
-                    .settle_malformed(publish, delivery, format!("unsupported job version {}", j.v))
+                    .settle_malformed(
+                        publish,
+                        delivery,
+                        format!("unsupported job version {}", j.v),
+                    )
                     .await
             }
             Err(e) => {
@@ -284,7 +301,9 @@ impl Sender {
         let outcome = self.deliver_with_retry(&job, shutdown).await;
         let Some(outcome) = outcome else {
             // Shutdown while Redis was unavailable: hand the message back.
-            delivery.reject(BasicRejectOptions { requeue: true }).await?;
+            delivery
+                .reject(BasicRejectOptions { requeue: true })
+                .await?;
             return Ok(());
         };
         self.settle(lane, publish, delivery, &job, outcome).await
@@ -292,7 +311,11 @@ impl Sender {
 
     /// Runs [`Self::deliver`], waiting out Redis outages (the sender never
     /// submits without its idempotency check). `None` on shutdown.
-    async fn deliver_with_retry(&self, job: &Job, shutdown: &CancellationToken) -> Option<DeliveryOutcome> {
+    async fn deliver_with_retry(
+        &self,
+        job: &Job,
+        shutdown: &CancellationToken,
+    ) -> Option<DeliveryOutcome> {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.deliver(job, shutdown).await {
@@ -315,7 +338,12 @@ impl Sender {
     }
 
     fn prepared(&self, content_id: &str, json: Option<String>) -> Result<Arc<Prepared>, String> {
-        if let Some(p) = self.cache.lock().ok().and_then(|c| c.get(content_id).cloned()) {
+        if let Some(p) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(content_id).cloned())
+        {
             return Ok(p);
         }
         let json = json.ok_or_else(|| "content is missing from Redis (expired?)".to_string())?;
@@ -342,7 +370,11 @@ impl Sender {
 
     /// Delivers one job. Redis errors are returned (the caller waits and
     /// tries again); every other result is an outcome.
-    async fn deliver(&self, job: &Job, shutdown: &CancellationToken) -> Result<DeliveryOutcome, DeliverError> {
+    async fn deliver(
+        &self,
+        job: &Job,
+        shutdown: &CancellationToken,
+    ) -> Result<DeliveryOutcome, DeliverError> {
         if self.store.done(&job.id).await?.is_some() {
             return Ok(DeliveryOutcome::AlreadyDone);
         }
@@ -378,21 +410,29 @@ impl Sender {
                 })
             }
         };
-        let (envelope, bytes) =
-            match mime::build(job, &prepared.sender, rendered, &self.settings.sender.hostname) {
-                Ok(m) => m,
-                Err(detail) => {
-                    return Ok(DeliveryOutcome::Dead {
-                        reason: "invalid_message",
-                        detail,
-                    })
-                }
-            };
+        let (envelope, bytes) = match mime::build(
+            job,
+            &prepared.sender,
+            rendered,
+            &self.settings.sender.hostname,
+        ) {
+            Ok(m) => m,
+            Err(detail) => {
+                return Ok(DeliveryOutcome::Dead {
+                    reason: "invalid_message",
+                    detail,
+                })
+            }
+        };
 
         // Take the lease, or wait for whoever holds it.
         let lease = self.settings.sender.lease;
         loop {
-            if self.store.acquire_lease(&job.id, &self.instance, lease).await? {
+            if self
+                .store
+                .acquire_lease(&job.id, &self.instance, lease)
+                .await?
+            {
                 break;
             }
             let wait = self
@@ -447,12 +487,7 @@ impl Sender {
         Duration::from_secs(remaining) + self.settings.sender.sent_record_ttl
     }
 
-    async fn record_done_persistently(
-        &self,
-        job: &Job,
-        record: &DoneRecord,
-        counters: &[&str],
-    ) {
+    async fn record_done_persistently(&self, job: &Job, record: &DoneRecord, counters: &[&str]) {
         let mut delay = Duration::from_millis(50);
         loop {
             match self
@@ -471,19 +506,20 @@ impl Sender {
     }
 
     async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {
-        amqp::publish_confirmed(
-            publish,
-            &self.topology.exchange(),
-            Topology::DEAD,
-            &serde_json::to_vec(record)?,
-            amqp::with_headers(amqp::properties(), &[("x-mailpipe-reason", record.reason.clone())]),
-        )
-        .await?;
-        self.metrics.dead.with_label_values(&[record.reason.as_str()]).inc();
+        amqp::publish_dead(publish, &self.topology.exchange(), record).await?;
+        self.metrics
+            .dead
+            .with_label_values(&[record.reason.as_str()])
+            .inc();
         Ok(())
     }
 
-    async fn settle_malformed(&self, publish: &Channel, delivery: &Delivery, detail: String) -> anyhow::Result<()> {
+    async fn settle_malformed(
+        &self,
+        publish: &Channel,
+        delivery: &Delivery,
+        detail: String,
+    ) -> anyhow::Result<()> {
         tracing::warn!(%detail, "malformed job dead-lettered");
         let record = DeadRecord {
             v: 1,
@@ -493,7 +529,10 @@ impl Sender {
             message: None,
             job: None,
             failure: None,
-            payload: Some(String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(4096)]).into_owned()),
+            payload: Some(
+                String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(4096)])
+                    .into_owned(),
+            ),
             at: unix_now(),
         };
         self.publish_dead(publish, &record).await?;
@@ -501,7 +540,13 @@ impl Sender {
         Ok(())
     }
 
-    fn event(&self, job: &Job, kind: EventKind, reason: Option<String>, detail: Option<String>) -> Event {
+    fn event(
+        &self,
+        job: &Job,
+        kind: EventKind,
+        reason: Option<String>,
+        detail: Option<String>,
+    ) -> Event {
         Event {
             v: 1,
             event: kind,
@@ -524,7 +569,12 @@ impl Sender {
         job: &Job,
         outcome: DeliveryOutcome,
     ) -> anyhow::Result<()> {
-        let label = |o: &str| self.metrics.deliveries.with_label_values(&[lane.as_str(), o]).inc();
+        let label = |o: &str| {
+            self.metrics
+                .deliveries
+                .with_label_values(&[lane.as_str(), o])
+                .inc()
+        };
         let events = self.topology.events_exchange();
         match outcome {
             DeliveryOutcome::Delivered => {
@@ -556,7 +606,10 @@ impl Sender {
                     amqp::properties().with_message_id(job.id.clone().into()),
                 )
                 .await?;
-                self.store.incr_request(&job.request, "failed_attempts").await.ok();
+                self.store
+                    .incr_request(&job.request, "failed_attempts")
+                    .await
+                    .ok();
             }
             DeliveryOutcome::Dead { reason, detail } => {
                 label(reason);

@@ -52,10 +52,11 @@ impl Route {
                     .idle_timeout(smtp.pool_idle),
             );
         if let (Some(user), Some(pass)) = (&smtp.username, &smtp.password) {
-            builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-                user.clone(),
-                pass.expose_secret().to_string(),
-            ));
+            builder =
+                builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    user.clone(),
+                    pass.expose_secret().to_string(),
+                ));
         }
         Ok(Self {
             name: format!("{}:{}", smtp.host, smtp.port),
@@ -84,7 +85,10 @@ pub fn enhanced_code(text: &str) -> Option<String> {
         && matches!(class, "2" | "4" | "5")
         && (1..=3).contains(&subject.len())
         && (1..=3).contains(&detail.len())
-        && subject.chars().chain(detail.chars()).all(|c| c.is_ascii_digit());
+        && subject
+            .chars()
+            .chain(detail.chars())
+            .all(|c| c.is_ascii_digit());
     ok.then(|| word.to_string())
 }
 
@@ -149,8 +153,14 @@ mod tests {
 
     #[test]
     fn enhanced_codes_are_found_at_the_start_of_the_text() {
-        assert_eq!(enhanced_code("4.4.3 Routing server failure").as_deref(), Some("4.4.3"));
-        assert_eq!(enhanced_code("5.7.606 Access denied").as_deref(), Some("5.7.606"));
+        assert_eq!(
+            enhanced_code("4.4.3 Routing server failure").as_deref(),
+            Some("4.4.3")
+        );
+        assert_eq!(
+            enhanced_code("5.7.606 Access denied").as_deref(),
+            Some("5.7.606")
+        );
         assert_eq!(enhanced_code("Service not available"), None);
         assert_eq!(enhanced_code("1.2.3 nope"), None);
         assert_eq!(enhanced_code("5.1 short"), None);

@@ -1,0 +1,126 @@
+//! `mailpipe status ID`: where every recipient of a campaign is.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use mailpipe_common::store::{RequestStatus, Store};
+
+/// Show a campaign's counts: recipients, accepted, excluded by reason, sent,
+/// dead by reason, removed and pending. Exit code 3 when the request is unknown.
+#[derive(Args)]
+pub struct StatusCommand {
+    /// The request id printed by `mailpipe submit`.
+    pub id: String,
+    /// Refresh every second until nothing is pending (progress bars on a terminal).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+impl StatusCommand {
+    pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        let store = Store::connect(&ctx.settings.redis)
+            .await
+            .context("connecting to Redis")?;
+        if !self.watch {
+            let s = store.request_status(&self.id).await?;
+            if s.meta.is_none() {
+                eprintln!("mailpipe: no request {:?} is known", self.id);
+                return Ok(ExitCode::from(3));
+            }
+            print(&s, ctx.json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        self.watch(&store, ctx).await
+    }
+
+    async fn watch(&self, store: &Store, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        let tty = std::io::stderr().is_terminal() && !ctx.json;
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} done  {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        let started = Instant::now();
+        let mut first_done: Option<u64> = None;
+        loop {
+            let s = store.request_status(&self.id).await?;
+            let done = s.accepted - s.pending;
+            let first = *first_done.get_or_insert(done);
+            let rate = (done - first) as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let eta = if rate > 0.0 {
+                format!("{:.0}s", s.pending as f64 / rate)
+            } else {
+                "-".into()
+            };
+            if let Some(b) = &bar {
+                b.set_length(s.accepted);
+                b.set_position(done);
+                b.set_message(format!(
+                    "sent {} dead {} pending {}  {:.0}/s  eta {eta}",
+                    s.sent,
+                    s.dead.values().sum::<u64>(),
+                    s.pending,
+                    rate
+                ));
+            }
+            let complete = s
+                .meta
+                .as_ref()
+                .is_some_and(|m| s.parts_done >= m.parts_total && s.pending == 0);
+            if complete {
+                if let Some(b) = &bar {
+                    b.finish();
+                }
+                print(&s, ctx.json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if bar.is_none() && !ctx.json {
+                println!(
+                    "{}: sent {} pending {} ({rate:.0}/s, eta {eta})",
+                    self.id, s.sent, s.pending
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn print(s: &RequestStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    let meta = s.meta.clone().unwrap_or_default();
+    println!("request    {}", s.request);
+    if let Some(c) = &meta.campaign {
+        println!("campaign   {c}");
+    }
+    if let Some(t) = &meta.tenant {
+        println!("tenant     {t}");
+    }
+    println!("lane       {}", meta.lane);
+    println!("parts      {}/{} expanded", s.parts_done, meta.parts_total);
+    println!("recipients {}", s.recipients);
+    println!("expanded   {}", s.accepted);
+    println!("excluded   {}", s.excluded.values().sum::<u64>());
+    for (reason, n) in &s.excluded {
+        println!("  {reason:<22} {n}");
+    }
+    println!("sent       {}", s.sent);
+    println!("dead       {}", s.dead.values().sum::<u64>());
+    for (reason, n) in &s.dead {
+        println!("  {reason:<22} {n}");
+    }
+    println!("removed    {}", s.removed);
+    println!("pending    {}", s.pending);
+    println!("failed attempts so far: {}", s.failed_attempts);
+    Ok(())
+}

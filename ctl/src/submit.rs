@@ -1,0 +1,271 @@
+//! `mailpipe submit`: publishes a bulk request, from a JSON request file or
+//! from a CSV of recipients plus template files, split into parts so that a
+//! campaign of any size can be submitted. Re-running with the same
+//! `--request-id` sends nothing twice.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use mailpipe_common::amqp;
+use mailpipe_common::message::{Lane, REQUEST_SCHEMA_VERSION};
+use mailpipe_common::topology::Topology;
+use serde_json::{json, Map, Value};
+
+/// Submit a campaign. Prints the request id (pass it to `mailpipe status`).
+///
+/// Either give a JSON request file (see the README for the format), or
+/// `--csv` with a header row containing `email`, optionally `name`, and any
+/// other columns, which become template variables; the templates come from
+/// `--subject`, `--text` and `--html`.
+#[derive(Args)]
+pub struct SubmitCommand {
+    /// A JSON request file ("-" reads standard input).
+    #[arg(conflicts_with = "csv")]
+    pub request: Option<PathBuf>,
+    /// A CSV file of recipients (header row: email[,name][,var...]).
+    #[arg(long, requires_all = ["from", "subject"])]
+    pub csv: Option<PathBuf>,
+    /// Sender mailbox, e.g. "ACME <news@acme.example>".
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Reply-To mailbox.
+    #[arg(long)]
+    pub reply_to: Option<String>,
+    /// Subject template (MiniJinja), e.g. "Hello {{ name }}".
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// File with the text/plain body template.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// File with the text/html body template.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// One-click unsubscribe URL template.
+    #[arg(long)]
+    pub unsubscribe_url: Option<String>,
+    /// Extra header "Name: value template" (repeatable).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    /// The request id (idempotency key); generated when absent.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// transactional or bulk.
+    #[arg(long)]
+    pub lane: Option<Lane>,
+    /// Campaign label.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Tenant label.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Validity period, e.g. "5d" or "36h".
+    #[arg(long)]
+    pub validity: Option<String>,
+    /// Recipients per published part.
+    #[arg(long, default_value_t = 10_000)]
+    pub part_size: usize,
+}
+
+impl SubmitCommand {
+    pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        if self.part_size == 0 {
+            bail!("--part-size must be at least 1");
+        }
+        let (base, recipients) = match (&self.request, &self.csv) {
+            (Some(path), None) => self.from_json(path)?,
+            (None, Some(path)) => self.from_csv(path)?,
+            _ => bail!("give a JSON request file or --csv (see mailpipe submit --help)"),
+        };
+        let request_id = base
+            .get("request_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+
+        let conn = amqp::connect_once(&ctx.settings.amqp, "mailpipe-cli")
+            .await
+            .context("connecting to RabbitMQ")?;
+        let channel = amqp::channel(&conn, None).await?;
+        let topology = Topology::from_settings(&ctx.settings);
+        topology
+            .declare(&channel)
+            .await
+            .context("declaring topology")?;
+
+        let total_parts = recipients.len().div_ceil(self.part_size).max(1);
+        let bar = (std::io::stderr().is_terminal() && !ctx.json).then(|| {
+            let b = indicatif::ProgressBar::new(recipients.len() as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "submitting {wide_bar} {pos}/{len} recipients ({per_sec})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        let mut window = amqp::ConfirmWindow::new(8);
+        let chunks: Vec<&[Value]> = if recipients.is_empty() {
+            vec![&[]]
+        } else {
+            recipients.chunks(self.part_size).collect()
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut part = base.clone();
+            part.insert("request_id".into(), json!(request_id));
+            part.insert("recipients".into(), Value::Array(chunk.to_vec()));
+            if total_parts > 1 {
+                part.insert("part".into(), json!({"index": i + 1, "total": total_parts}));
+            }
+            let body = serde_json::to_vec(&Value::Object(part))?;
+            let props =
+                amqp::properties().with_message_id(format!("{request_id}:{}", i + 1).into());
+            let pending = amqp::publish(
+                &channel,
+                &topology.exchange(),
+                Topology::REQUESTS,
+                &body,
+                props,
+            )
+            .await?;
+            window.push(pending).await?;
+            if let Some(b) = &bar {
+                b.inc(chunk.len() as u64);
+            }
+        }
+        window
+            .drain()
+            .await
+            .context("waiting for the broker's confirms")?;
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let _ = conn.close(200, "done".into()).await;
+        if ctx.json {
+            println!(
+                "{}",
+                json!({"request_id": request_id, "recipients": recipients.len(), "parts": total_parts})
+            );
+        } else {
+            println!("{request_id}");
+            eprintln!(
+                "submitted {} recipients in {} part(s); follow with: mailpipe status {request_id} --watch",
+                recipients.len(),
+                total_parts
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Applies command-line overrides to a request object.
+    fn apply_flags(&self, base: &mut Map<String, Value>) -> anyhow::Result<()> {
+        let mut set = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                base.insert(k.to_string(), v);
+            }
+        };
+        set("request_id", self.request_id.clone().map(Value::from));
+        set("lane", self.lane.map(|l| Value::from(l.as_str())));
+        set("campaign", self.campaign.clone().map(Value::from));
+        set("tenant", self.tenant.clone().map(Value::from));
+        set("from", self.from.clone().map(Value::from));
+        set("reply_to", self.reply_to.clone().map(Value::from));
+        set("subject", self.subject.clone().map(Value::from));
+        set(
+            "unsubscribe_url",
+            self.unsubscribe_url.clone().map(Value::from),
+        );
+        if let Some(v) = &self.validity {
+            let d = mailpipe_common::config::parse_duration(v).map_err(anyhow::Error::msg)?;
+            set("validity_seconds", Some(json!(d.as_secs())));
+        }
+        for (key, path) in [("text", &self.text), ("html", &self.html)] {
+            if let Some(p) = path {
+                let t = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                set(key, Some(Value::from(t)));
+            }
+        }
+        if !self.headers.is_empty() {
+            let mut h = base
+                .get("headers")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for raw in &self.headers {
+                let Some((name, value)) = raw.split_once(':') else {
+                    bail!("--header {raw:?} must look like \"Name: value\"");
+                };
+                h.insert(name.trim().to_string(), Value::from(value.trim()));
+            }
+            base.insert("headers".into(), Value::Object(h));
+        }
+        Ok(())
+    }
+
+    fn from_json(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Vec<Value>)> {
+        let raw = if path.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        let Value::Object(mut base) = serde_json::from_str(&raw).context("parsing the request")?
+        else {
+            bail!("the request must be a JSON object");
+        };
+        let recipients = match base.remove("recipients") {
+            Some(Value::Array(r)) => r,
+            _ => bail!("the request has no \"recipients\" array"),
+        };
+        if base.contains_key("part") {
+            bail!(
+                "the request is already a part; submit the whole request and let mailpipe split it"
+            );
+        }
+        self.apply_flags(&mut base)?;
+        Ok((base, recipients))
+    }
+
+    fn from_csv(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Vec<Value>)> {
+        let mut base = Map::new();
+        base.insert("schema_version".into(), json!(REQUEST_SCHEMA_VERSION));
+        self.apply_flags(&mut base)?;
+        if !base.contains_key("text") && !base.contains_key("html") {
+            bail!("give --text and/or --html body templates");
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .flexible(false)
+            .from_path(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let headers = reader.headers()?.clone();
+        let Some(email_col) = headers.iter().position(|h| h.eq_ignore_ascii_case("email")) else {
+            bail!("the CSV header has no \"email\" column");
+        };
+        let name_col = headers.iter().position(|h| h.eq_ignore_ascii_case("name"));
+        let mut recipients = Vec::new();
+        for (line, record) in reader.records().enumerate() {
+            let record = record.with_context(|| format!("CSV record {}", line + 2))?;
+            let mut vars = Map::new();
+            for (i, value) in record.iter().enumerate() {
+                if i != email_col && Some(i) != name_col {
+                    vars.insert(headers[i].to_string(), Value::from(value));
+                }
+            }
+            let mut r = Map::new();
+            r.insert("email".into(), Value::from(&record[email_col]));
+            if let Some(n) = name_col.map(|i| &record[i]).filter(|n| !n.is_empty()) {
+                r.insert("name".into(), Value::from(n));
+            }
+            if !vars.is_empty() {
+                r.insert("vars".into(), Value::Object(vars));
+            }
+            recipients.push(Value::Object(r));
+        }
+        Ok((base, recipients))
+    }
+}
