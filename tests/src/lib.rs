@@ -1,1 +1,679 @@
+//! Test harness for mailpipe's integration tests.
+//!
+//! [`TestPipeline::spawn`] starts a whole pipeline against the real RabbitMQ
+//! and Redis on localhost and a real SMTP server (Postfix's `smtp-sink`,
+//! writing every message it accepts to a file), isolated from every other
+//! test by a random queue and key prefix and its own SMTP port. Workers run
+//! in-process through the same `run_until_stopped` the binaries call, or as
+//! real processes when a test needs to kill one.
+//!
+//! Depended upon by every test in `tests/tests/`; keep helpers here, not in
+//! the scenarios.
 
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use mailpipe_common::amqp;
+use mailpipe_common::config::Settings;
+use mailpipe_common::store::{RequestStatus, Store};
+use mailpipe_common::topology::Topology;
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until `check` returns `Some`, polling every 50 ms; panics with
+/// `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Directory of the workspace's built binaries (`target/debug`), found from
+/// the test executable's own path (`target/debug/deps/...`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary; panics with instructions when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins), as scripts/test does",
+        p.display()
+    );
+    p
+}
+
+/// One message as the SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    /// Envelope recipients.
+    pub rcpt: Vec<String>,
+    /// Envelope sender.
+    pub mail_from: String,
+    /// Header fields in order (unfolded), names as written.
+    pub headers: Vec<(String, String)>,
+    /// Everything after the header block.
+    pub body: String,
+}
+
+impl ReceivedMail {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn parse(raw: &str) -> Self {
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .or_else(|| raw.split_once("\n\n"))
+            .unwrap_or((raw, ""));
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.lines() {
+            if line.starts_with([' ', '\t']) {
+                if let Some(last) = headers.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(line.trim());
+                }
+            } else if let Some((n, v)) = line.split_once(':') {
+                headers.push((n.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let strip = |s: &str| {
+            s.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        };
+        let rcpt = headers
+            .iter()
+            .filter(|(n, _)| n == "X-Rcpt-Args")
+            .map(|(_, v)| strip(v.split_whitespace().next().unwrap_or_default()))
+            .collect();
+        let mail_from = headers
+            .iter()
+            .find(|(n, _)| n == "X-Mail-Args")
+            .map(|(_, v)| strip(v.split_whitespace().next().unwrap_or_default()))
+            .unwrap_or_default();
+        Self {
+            rcpt,
+            mail_from,
+            headers,
+            body: body.replace("\r\n", "\n"),
+        }
+    }
+}
+
+/// Postfix's `smtp-sink` on a free loopback port, dumping each accepted
+/// message to its own file.
+pub struct SmtpSink {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl SmtpSink {
+    /// Starts a sink that accepts everything.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a sink with extra `smtp-sink` options (e.g. `-r rcpt` to
+    /// answer RCPT TO with a soft error).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = Self {
+            port: free_port(),
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        sink.restart();
+        sink
+    }
+
+    fn smtp_sink_path() -> &'static str {
+        ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("smtp-sink is not installed (apt-get install postfix)")
+    }
+
+    /// (Re)starts the server on the same port and dump directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        let dump = self.dir.path().join("mail");
+        std::fs::create_dir_all(&dump).expect("dump dir");
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rwx"])
+            .arg(self.dir.path())
+            .status();
+        let mut cmd = Command::new(Self::smtp_sink_path());
+        // As root, smtp-sink insists on dropping privileges.
+        if is_root() {
+            cmd.args(["-u", "postfix"]);
+        }
+        cmd.args(&self.extra)
+            .arg("-d")
+            .arg(format!("{}/%H/%M.", dump.display()))
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("256")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(cmd.spawn().expect("start smtp-sink"));
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "smtp-sink did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (connections are refused until [`restart`](Self::restart)).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every message received so far.
+    pub fn received(&self) -> Vec<ReceivedMail> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dir.path().join("mail")];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(raw) = std::fs::read_to_string(&p) {
+                    // A file still being written has no end of headers yet.
+                    if raw.contains("\n\n") || raw.contains("\r\n\r\n") {
+                        out.push(ReceivedMail::parse(&raw));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// How many messages each recipient received.
+    pub fn per_recipient(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for mail in self.received() {
+            for r in mail.rcpt {
+                *m.entry(r.to_ascii_lowercase()).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    /// Number of files written (messages accepted).
+    pub fn count(&self) -> usize {
+        let mut n = 0;
+        let mut stack = vec![self.dir.path().join("mail")];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Which workers a pipeline runs in-process.
+#[derive(Clone, Copy)]
+pub struct Workers {
+    pub expander: bool,
+    pub sender: bool,
+    pub retrier: bool,
+}
+
+impl Workers {
+    pub const ALL: Workers = Workers {
+        expander: true,
+        sender: true,
+        retrier: true,
+    };
+}
+
+/// A running, isolated pipeline.
+pub struct TestPipeline {
+    pub settings: Settings,
+    pub smtp: SmtpSink,
+    pub store: Store,
+    pub topology: Topology,
+    tasks: Vec<(
+        &'static str,
+        CancellationToken,
+        JoinHandle<anyhow::Result<()>>,
+    )>,
+    processes: Vec<Child>,
+}
+
+/// Settings of an isolated test pipeline: random prefix, free ports,
+/// millisecond retry tiers.
+pub fn test_settings(smtp_port: u16) -> Settings {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("test-{}", &id[..12]);
+    let mut s = Settings::default();
+    s.amqp.prefix = prefix.clone();
+    s.amqp.reconnect_delay = Duration::from_millis(100);
+    s.redis.prefix = prefix;
+    s.expander.listen = format!("127.0.0.1:{}", free_port());
+    s.sender.listen = format!("127.0.0.1:{}", free_port());
+    s.retrier.listen = format!("127.0.0.1:{}", free_port());
+    s.sender.smtp.port = smtp_port;
+    s.sender.smtp.timeout = Duration::from_secs(5);
+    s.sender.lease = Duration::from_secs(8);
+    s.retrier.tiers = vec![
+        Duration::from_millis(200),
+        Duration::from_millis(400),
+        Duration::from_secs(1),
+    ];
+    s.retrier.schedule = vec![Duration::from_millis(200), Duration::from_millis(400)];
+    s
+}
+
+impl TestPipeline {
+    /// Starts an SMTP sink and every worker in-process.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(SmtpSink::start(), Workers::ALL, |_| {}).await
+    }
+
+    /// Starts a pipeline with a given SMTP peer, a choice of in-process
+    /// workers, and a chance to adjust the settings.
+    pub async fn spawn_with(
+        smtp: SmtpSink,
+        workers: Workers,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        mailpipe_common::telemetry::init_for_tests();
+        let mut settings = test_settings(smtp.port);
+        tweak(&mut settings);
+        let store = Store::connect(&settings.redis)
+            .await
+            .expect("Redis on localhost");
+        let topology = Topology::from_settings(&settings);
+        // Declare before anything publishes, so no test races the workers' start.
+        let conn = amqp::connect_once(&settings.amqp, "test-declare")
+            .await
+            .expect("RabbitMQ on localhost");
+        let ch = amqp::channel(&conn, None).await.expect("channel");
+        topology.declare(&ch).await.expect("declare topology");
+        let _ = conn.close(200, "ok".into()).await;
+        let mut p = Self {
+            settings,
+            smtp,
+            store,
+            topology,
+            tasks: Vec::new(),
+            processes: Vec::new(),
+        };
+        if workers.expander {
+            p.start_worker("expander");
+        }
+        if workers.sender {
+            p.start_worker("sender");
+        }
+        if workers.retrier {
+            p.start_worker("retrier");
+        }
+        p
+    }
+
+    /// Starts one worker in-process.
+    pub fn start_worker(&mut self, name: &'static str) {
+        let token = CancellationToken::new();
+        let s = self.settings.clone();
+        let t = token.clone();
+        let handle = match name {
+            "expander" => tokio::spawn(mailpipe_expander::run_until_stopped(s, t)),
+            "sender" => tokio::spawn(mailpipe_sender::run_until_stopped(s, t)),
+            "retrier" => tokio::spawn(mailpipe_retrier::run_until_stopped(s, t)),
+            other => panic!("unknown worker {other}"),
+        };
+        self.tasks.push((name, token, handle));
+    }
+
+    /// Stops an in-process worker gracefully and waits for it.
+    pub async fn stop_worker(&mut self, name: &str) {
+        let mut keep = Vec::new();
+        for (n, token, handle) in std::mem::take(&mut self.tasks) {
+            if n == name {
+                token.cancel();
+                handle
+                    .await
+                    .expect("worker task")
+                    .expect("worker stopped cleanly");
+            } else {
+                keep.push((n, token, handle));
+            }
+        }
+        self.tasks = keep;
+    }
+
+    /// Environment that makes a worker binary use this pipeline's settings.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        let d = mailpipe_common::config::format_duration;
+        vec![
+            ("MAILPIPE__AMQP__PREFIX".into(), s.amqp.prefix.clone()),
+            (
+                "MAILPIPE__AMQP__URL".into(),
+                s.amqp.url.expose_secret().to_string(),
+            ),
+            (
+                "MAILPIPE__AMQP__RECONNECT_DELAY".into(),
+                d(s.amqp.reconnect_delay),
+            ),
+            ("MAILPIPE__REDIS__PREFIX".into(), s.redis.prefix.clone()),
+            (
+                "MAILPIPE__REDIS__URL".into(),
+                s.redis.url.expose_secret().to_string(),
+            ),
+            (
+                "MAILPIPE__SENDER__SMTP__PORT".into(),
+                s.sender.smtp.port.to_string(),
+            ),
+            (
+                "MAILPIPE__SENDER__SMTP__TIMEOUT".into(),
+                d(s.sender.smtp.timeout),
+            ),
+            ("MAILPIPE__SENDER__LEASE".into(), d(s.sender.lease)),
+            ("MAILPIPE__SENDER__LISTEN".into(), "127.0.0.1:0".into()),
+            ("MAILPIPE__EXPANDER__LISTEN".into(), "127.0.0.1:0".into()),
+            ("MAILPIPE__RETRIER__LISTEN".into(), "127.0.0.1:0".into()),
+            (
+                "MAILPIPE__RETRIER__TIERS".into(),
+                s.retrier
+                    .tiers
+                    .iter()
+                    .map(|t| d(*t))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "MAILPIPE__RETRIER__SCHEDULE".into(),
+                s.retrier
+                    .schedule
+                    .iter()
+                    .map(|t| d(*t))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "RUST_LOG".into(),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
+        ]
+    }
+
+    /// Starts a worker as a real process (so a test can kill it).
+    pub fn spawn_process(&mut self, binary_name: &str) -> usize {
+        let mut cmd = Command::new(binary(binary_name));
+        cmd.envs(self.env()).stdout(Stdio::null()).stderr(
+            if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            },
+        );
+        self.processes
+            .push(cmd.spawn().expect("spawn worker process"));
+        self.processes.len() - 1
+    }
+
+    /// Kills a worker process with SIGKILL.
+    pub fn kill_process(&mut self, index: usize) {
+        let c = &mut self.processes[index];
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Runs the operator CLI against this pipeline; returns (exit code, stdout).
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(binary("mailpipe"))
+            .args(args)
+            .envs(self.env())
+            .output()
+            .expect("run mailpipe");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Publishes a raw request body to the requests queue (confirmed).
+    pub async fn publish_request(&self, body: &[u8]) {
+        let conn = amqp::connect_once(&self.settings.amqp, "test-publisher")
+            .await
+            .expect("RabbitMQ");
+        let ch = amqp::channel(&conn, None).await.expect("channel");
+        amqp::publish_confirmed(
+            &ch,
+            &self.topology.exchange(),
+            Topology::REQUESTS,
+            body,
+            amqp::properties(),
+        )
+        .await
+        .expect("request confirmed");
+        let _ = conn.close(200, "ok".into()).await;
+    }
+
+    /// Publishes a request given as JSON.
+    pub async fn publish_json(&self, request: &serde_json::Value) {
+        self.publish_request(&serde_json::to_vec(request).expect("json"))
+            .await;
+    }
+
+    /// The request's counts as Redis has them.
+    pub async fn status(&self, request: &str) -> RequestStatus {
+        self.store.request_status(request).await.expect("status")
+    }
+
+    /// Waits until every part of the request is expanded and nothing is pending.
+    pub async fn wait_complete(&self, request: &str, timeout: Duration) -> RequestStatus {
+        wait_for(
+            &format!("request {request} to complete"),
+            timeout,
+            || async {
+                let s = self.status(request).await;
+                let parts = s.meta.as_ref().map(|m| m.parts_total).unwrap_or(u32::MAX);
+                (s.parts_done >= parts && s.pending == 0).then_some(s)
+            },
+        )
+        .await
+    }
+
+    /// Messages waiting in a queue (by routing key), not counting unacked ones.
+    pub async fn queue_depth(&self, key: &str) -> u32 {
+        let conn = amqp::connect_once(&self.settings.amqp, "test-inspect")
+            .await
+            .expect("RabbitMQ");
+        let ch = conn.create_channel().await.expect("channel");
+        let q = ch
+            .queue_declare(
+                self.topology.queue(key).into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = conn.close(200, "ok".into()).await;
+        q.message_count()
+    }
+
+    /// Takes every message currently in a queue (acking them), as JSON.
+    pub async fn drain_queue(&self, key: &str) -> Vec<serde_json::Value> {
+        let conn = amqp::connect_once(&self.settings.amqp, "test-drain")
+            .await
+            .expect("RabbitMQ");
+        let ch = conn.create_channel().await.expect("channel");
+        let mut out = Vec::new();
+        while let Some(m) = ch
+            .basic_get(
+                self.topology.queue(key).into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")
+        {
+            out.push(serde_json::from_slice(&m.delivery.data).unwrap_or(serde_json::Value::Null));
+        }
+        let _ = conn.close(200, "ok".into()).await;
+        out
+    }
+
+    /// Reads a counter from a worker's /metrics endpoint (sum over series
+    /// whose line starts with `series`).
+    pub async fn metric(&self, worker: &str, series: &str) -> f64 {
+        let listen = match worker {
+            "expander" => &self.settings.expander.listen,
+            "sender" => &self.settings.sender.listen,
+            _ => &self.settings.retrier.listen,
+        };
+        let body = http_get(listen, "/metrics").await.unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Stops every worker and deletes the test's queues and exchanges.
+    pub async fn shutdown(mut self) {
+        for (_, token, _) in &self.tasks {
+            token.cancel();
+        }
+        for (_, _, handle) in std::mem::take(&mut self.tasks) {
+            let _ = handle.await;
+        }
+        for c in &mut self.processes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(conn) = amqp::connect_once(&self.settings.amqp, "test-cleanup").await {
+            if let Ok(ch) = conn.create_channel().await {
+                for key in self.topology.all_keys() {
+                    let _ = ch
+                        .queue_delete(
+                            self.topology.queue(&key).into(),
+                            QueueDeleteOptions::default(),
+                        )
+                        .await;
+                }
+                for ex in [self.topology.exchange(), self.topology.events_exchange()] {
+                    let _ = ch.exchange_delete(ex.into(), Default::default()).await;
+                }
+            }
+            let _ = conn.close(200, "ok".into()).await;
+        }
+    }
+}
+
+impl Drop for TestPipeline {
+    fn drop(&mut self) {
+        for (_, token, _) in &self.tasks {
+            token.cancel();
+        }
+        for c in &mut self.processes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback, for health and metrics endpoints.
+pub async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// A request body with `n` recipients `user{i}@{domain}`, personalized with
+/// their index.
+pub fn sample_request(request_id: &str, n: usize, domain: &str) -> serde_json::Value {
+    let recipients: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"email": format!("user{i}@{domain}"), "name": format!("User {i}"), "vars": {"code": i}}))
+        .collect();
+    serde_json::json!({
+        "schema_version": 1,
+        "request_id": request_id,
+        "campaign": "test",
+        "lane": "bulk",
+        "from": "ACME News <news@acme.example>",
+        "subject": "Hello {{ name }}",
+        "text": "Your code is {{ code }}.",
+        "recipients": recipients,
+    })
+}

@@ -1,0 +1,6 @@
+//! Integration scenarios of mailpipe, against real RabbitMQ, Redis and SMTP
+//! servers. One binary, one module per area (see `mailpipe_tests` for the
+//! harness).
+
+mod end_to_end;
+mod request_controls;
