@@ -444,6 +444,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_base_config_matches_the_defaults() {
+        let shipped: Settings =
+            serde_yaml::from_str(include_str!("../../deploy/config/base.yaml")).unwrap();
+        shipped.validate().unwrap();
+        let d = Settings::default();
+        assert_eq!(format!("{shipped:?}"), format!("{d:?}"));
+    }
+
+    #[test]
     fn secrets_are_not_printed_by_debug() {
         let mut s = Settings::default();
         s.sender.smtp.password = Some(SecretString::from("hunter2"));

@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum SubCommand {
-    Submit(submit::SubmitCommand),
+    Submit(Box<submit::SubmitCommand>),
     Status(status::StatusCommand),
 }
 

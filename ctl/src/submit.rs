@@ -75,8 +75,8 @@ impl SubmitCommand {
             bail!("--part-size must be at least 1");
         }
         let (base, recipients) = match (&self.request, &self.csv) {
-            (Some(path), None) => self.from_json(path)?,
-            (None, Some(path)) => self.from_csv(path)?,
+            (Some(path), None) => self.read_json(path)?,
+            (None, Some(path)) => self.read_csv(path)?,
             _ => bail!("give a JSON request file or --csv (see mailpipe submit --help)"),
         };
         let request_id = base
@@ -205,7 +205,7 @@ impl SubmitCommand {
         Ok(())
     }
 
-    fn from_json(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Vec<Value>)> {
+    fn read_json(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Vec<Value>)> {
         let raw = if path.as_os_str() == "-" {
             let mut s = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
@@ -230,7 +230,7 @@ impl SubmitCommand {
         Ok((base, recipients))
     }
 
-    fn from_csv(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Vec<Value>)> {
+    fn read_csv(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Vec<Value>)> {
         let mut base = Map::new();
         base.insert("schema_version".into(), json!(REQUEST_SCHEMA_VERSION));
         self.apply_flags(&mut base)?;

@@ -248,3 +248,57 @@ mod tests {
         assert!(a.starts_with("req-"));
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    fn schema() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../schema/request.schema.json")).unwrap()
+    }
+
+    #[test]
+    fn the_published_example_is_a_valid_request() {
+        let body = include_bytes!("../../schema/example-request.json");
+        let v = validate(body, None, 1 << 20).unwrap();
+        assert_eq!(v.id, "renewal-2026-11-23");
+        assert_eq!(v.request.recipients.len(), 2);
+    }
+
+    #[test]
+    fn every_schema_property_is_understood_by_the_parser() {
+        // The parser refuses unknown fields, so a property the schema
+        // documents but the parser lacks would be refused here.
+        let schema = schema();
+        let props = schema["properties"].as_object().unwrap();
+        let mut example: serde_json::Value =
+            serde_json::from_slice(include_bytes!("../../schema/example-request.json")).unwrap();
+        example["part"] = serde_json::json!({"index": 1, "total": 1});
+        example["coalesce"] = serde_json::json!({"key": "k", "window_seconds": 60});
+        example["max_audience"] = serde_json::json!(10);
+        example["control_group"] = serde_json::json!(0.1);
+        for key in props.keys() {
+            assert!(
+                example.get(key).is_some(),
+                "example lacks schema property {key}"
+            );
+        }
+        let body = serde_json::to_vec(&example).unwrap();
+        validate(&body, None, 1 << 20).unwrap();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for r in required {
+            let mut missing = example.clone();
+            missing.as_object_mut().unwrap().remove(r);
+            let body = serde_json::to_vec(&missing).unwrap();
+            assert!(
+                validate(&body, None, 1 << 20).is_err(),
+                "{r} is required by the schema"
+            );
+        }
+    }
+}

@@ -103,7 +103,7 @@ async fn ten_thousand_recipients_get_exactly_one_personalized_message_each() {
             .unwrap()
             .parse()
             .unwrap();
-        let plan = if i % 2 == 0 { "pro" } else { "free" };
+        let plan = if i.is_multiple_of(2) { "pro" } else { "free" };
         assert_eq!(
             mail.header("Subject"),
             Some(format!("User {i}, your {plan} offer").as_str())
@@ -295,12 +295,11 @@ async fn malformed_requests_are_dead_lettered_and_the_expander_keeps_serving() {
     assert_eq!(status.sent, 20);
     assert_eq!(p.smtp.count(), 20);
 
-    let dead = wait_for("dead-letter records", Duration::from_secs(30), || async {
+    wait_for("dead-letter records", Duration::from_secs(30), || async {
         // Records arrive in order; take them only once all are there.
         (p.queue_depth("dead").await as usize >= bad.len()).then_some(())
     })
     .await;
-    let _ = dead;
     let records = p.drain_queue("dead").await;
     let reasons: Vec<&str> = records
         .iter()
@@ -327,7 +326,11 @@ async fn malformed_requests_are_dead_lettered_and_the_expander_keeps_serving() {
 async fn killing_the_sender_process_mid_run_loses_nothing() {
     let mut p = TestPipeline::spawn_with(
         SmtpSink::start(),
-        Workers { expander: true, sender: false, retrier: true },
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: true,
+        },
         |_| {},
     )
     .await;
@@ -335,18 +338,25 @@ async fn killing_the_sender_process_mid_run_loses_nothing() {
     let n = 5_000;
     p.publish_json(&sample_request(rid, n, "example.com")).await;
     let first = p.spawn_process("mailpipe-sender");
-    wait_for("the sender to be mid-run", Duration::from_secs(120), || async {
-        (p.smtp.count() > n / 4).then_some(())
-    })
+    wait_for(
+        "the sender to be mid-run",
+        Duration::from_secs(120),
+        || async { (p.smtp.count() > n / 4).then_some(()) },
+    )
     .await;
     p.kill_process(first);
     let at_kill = p.smtp.count();
-    assert!(at_kill < n, "the campaign finished before the kill; nothing was tested");
+    assert!(
+        at_kill < n,
+        "the campaign finished before the kill; nothing was tested"
+    );
     p.spawn_process("mailpipe-sender");
     let status = p.wait_complete(rid, Duration::from_secs(180)).await;
     let per = p.smtp.per_recipient();
     let duplicates: usize = per.values().map(|c| c - 1).sum();
-    eprintln!("kill -9 after {at_kill} of {n} messages: {duplicates} duplicate(s) at the SMTP server");
+    eprintln!(
+        "kill -9 after {at_kill} of {n} messages: {duplicates} duplicate(s) at the SMTP server"
+    );
     // Nothing lost.
     assert_eq!(per.len(), n);
     assert_eq!(status.sent, n as u64);
