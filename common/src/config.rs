@@ -40,6 +40,8 @@ pub struct Settings {
     pub expander: ExpanderSettings,
     pub sender: SenderSettings,
     pub retrier: RetrierSettings,
+    pub quarantine: QuarantineSettings,
+    pub classifier: ClassifierSettings,
 }
 
 /// RabbitMQ connection and naming.
@@ -241,15 +243,59 @@ pub struct RetrierSettings {
     /// Failures processed at once.
     pub prefetch: u16,
     /// The delay tiers: one queue per tier and lane, each with this fixed
-    /// TTL. A retry waits in the smallest tier that is at least its delay.
+    /// TTL. A retry waits in the smallest tier that is at least its delay,
+    /// so every delay of the policies below should be a tier.
     #[serde(deserialize_with = "durations")]
     pub tiers: Vec<Duration>,
-    /// Delays between attempts for transient failures; the last one repeats
-    /// until `max_attempts` or the message's deadline.
+    /// Retry schedules per kind of failure.
+    pub policies: RetryPolicies,
+}
+
+/// Which schedule a failure follows (seeds/000–003).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicies {
+    /// Routing and connection failures (4.4.x, relay unreachable): 1 h, 2 h,
+    /// 4 h, 8 h, 24 h.
+    pub routing: RetryPolicy,
+    /// 421 and rate limiting: exponential 1, 2, 4, 8, 16 min, 5 attempts.
+    pub throttled: RetryPolicy,
+    /// Other transient failures: 5 attempts in the first 24 h at least an
+    /// hour apart, then one a day for 4 days.
+    pub soft: RetryPolicy,
+}
+
+/// One retry schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Delay before attempt 2, 3, ...; the last one repeats.
     #[serde(deserialize_with = "durations")]
     pub schedule: Vec<Duration>,
-    /// Attempts after which a message is dead-lettered as `exhausted`.
+    /// Attempts (including the first) after which the message is
+    /// dead-lettered as `exhausted`.
     pub max_attempts: u32,
+}
+
+impl Default for RetryPolicies {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        let h = |n: u64| Duration::from_secs(3600 * n);
+        Self {
+            routing: RetryPolicy {
+                schedule: vec![h(1), h(2), h(4), h(8), h(24)],
+                max_attempts: 6,
+            },
+            throttled: RetryPolicy {
+                schedule: vec![m(1), m(2), m(4), m(8), m(16)],
+                max_attempts: 5,
+            },
+            soft: RetryPolicy {
+                schedule: vec![h(1), h(1), h(1), h(1), h(24), h(24), h(24), h(24)],
+                max_attempts: 9,
+            },
+        }
+    }
 }
 
 impl Default for RetrierSettings {
@@ -260,10 +306,47 @@ impl Default for RetrierSettings {
             listen: "0.0.0.0:9103".into(),
             prefetch: 32,
             tiers: vec![m(1), m(2), m(4), m(8), m(16), h(1), h(2), h(4), h(8), h(24)],
-            schedule: vec![m(1), m(2), m(4), m(8), m(16)],
-            max_attempts: 6,
+            policies: RetryPolicies::default(),
         }
     }
+}
+
+/// Address quarantine (seeds/003).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuarantineSettings {
+    /// Recipient-scope soft failures after which an address is quarantined.
+    pub threshold: u32,
+    /// How long a quarantine lasts (hard bounces, repeated soft failures).
+    #[serde(deserialize_with = "duration")]
+    pub expiry: Duration,
+    /// How long a `mailbox_full` quarantine lasts: the address becomes
+    /// valid again after that.
+    #[serde(deserialize_with = "duration")]
+    pub mailbox_full_expiry: Duration,
+    /// How long soft-failure counters are kept without a new failure.
+    #[serde(deserialize_with = "duration")]
+    pub counter_ttl: Duration,
+}
+
+impl Default for QuarantineSettings {
+    fn default() -> Self {
+        Self {
+            threshold: 5,
+            expiry: Duration::from_secs(365 * 24 * 3600),
+            mailbox_full_expiry: Duration::from_secs(30 * 24 * 3600),
+            counter_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Failure classification rules.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassifierSettings {
+    /// Operator rule files (YAML, same format as the shipped defaults),
+    /// applied before the defaults.
+    pub rules_files: Vec<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -300,9 +383,19 @@ impl Settings {
         if r.tiers.is_empty() {
             return Err(ConfigError::Invalid("retrier.tiers is empty".into()));
         }
-        if r.schedule.is_empty() {
-            return Err(ConfigError::Invalid("retrier.schedule is empty".into()));
+        let p = &r.policies;
+        for (name, policy) in [
+            ("routing", &p.routing),
+            ("throttled", &p.throttled),
+            ("soft", &p.soft),
+        ] {
+            if policy.schedule.is_empty() || policy.max_attempts == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "retrier.policies.{name} needs a schedule and max_attempts >= 1"
+                )));
+            }
         }
+
         if self.sender.lease <= self.sender.smtp.timeout {
             return Err(ConfigError::Invalid(
                 "sender.lease must be longer than sender.smtp.timeout".into(),
@@ -439,6 +532,8 @@ mod tests {
         assert_eq!(s.sender.smtp.port, 587);
         assert_eq!(s.sender.smtp.timeout, Duration::from_secs(10));
         assert_eq!(s.retrier.tiers.len(), 2);
+        assert_eq!(s.retrier.policies.soft.max_attempts, 2);
+        assert_eq!(s.retrier.policies.routing.max_attempts, 6);
         assert_eq!(s.amqp.prefix, "mailpipe");
         assert!(serde_yaml::from_str::<Settings>("sender:\n  smtpp: {}\n").is_err());
     }

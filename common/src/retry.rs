@@ -1,7 +1,10 @@
 //! When to try a failed message again: a pure function of the attempt
-//! number, the failure's retryability, the schedule and the clock.
+//! number, the failure's classification, the policy and the clock.
 
 use std::time::Duration;
+
+use crate::classify::{Classification, Reason};
+use crate::config::{RetryPolicies, RetryPolicy};
 
 /// What the retrier does with a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,18 +15,28 @@ pub enum RetryDecision {
     Dead { reason: String },
 }
 
+/// The schedule a classified failure follows: rate limiting and 421 back off
+/// fast and briefly (seeds/002), routing and connection failures slowly
+/// (seeds/000–001), everything else on the soft schedule (seeds/003).
+pub fn policy_for<'a>(policies: &'a RetryPolicies, c: &Classification) -> &'a RetryPolicy {
+    match c.reason {
+        Reason::RateLimited => &policies.throttled,
+        Reason::Unreachable => &policies.routing,
+        _ => &policies.soft,
+    }
+}
+
 /// Decides the fate of a message after its `attempts`-th failed attempt.
 ///
 /// * not retryable → dead with the failure's own reason;
-/// * `attempts` reached `max_attempts` → dead `exhausted`;
+/// * `attempts` reached the policy's `max_attempts` → dead `exhausted`;
 /// * the next attempt would fall after `deadline` → dead `expired`;
 /// * otherwise retry after `schedule[attempts - 1]` (the last entry repeats).
 pub fn decide(
     attempts: u32,
     retryable: bool,
     reason: &str,
-    schedule: &[Duration],
-    max_attempts: u32,
+    policy: &RetryPolicy,
     now: i64,
     deadline: i64,
 ) -> RetryDecision {
@@ -32,15 +45,16 @@ pub fn decide(
             reason: reason.to_string(),
         };
     }
-    if attempts >= max_attempts {
+    if attempts >= policy.max_attempts {
         return RetryDecision::Dead {
             reason: "exhausted".into(),
         };
     }
     let idx = (attempts.max(1) - 1) as usize;
-    let delay = schedule
+    let delay = policy
+        .schedule
         .get(idx)
-        .or(schedule.last())
+        .or(policy.schedule.last())
         .copied()
         .unwrap_or(Duration::from_secs(60));
     if now + delay.as_secs() as i64 > deadline {
@@ -55,38 +69,52 @@ pub fn decide(
 mod tests {
     use super::*;
 
-    fn schedule() -> Vec<Duration> {
-        [60, 120, 240, 480, 960]
-            .into_iter()
-            .map(Duration::from_secs)
+    fn secs(v: &[u64]) -> Vec<Duration> {
+        v.iter().copied().map(Duration::from_secs).collect()
+    }
+
+    fn run(policy: &RetryPolicy, deadline: i64) -> Vec<i64> {
+        (1..=12)
+            .map(|a| match decide(a, true, "x", policy, 0, deadline) {
+                RetryDecision::Retry { delay } => delay.as_secs() as i64,
+                RetryDecision::Dead { .. } => -1,
+            })
+            .take_while(|d| *d >= 0)
             .collect()
     }
 
     #[test]
-    fn transient_failures_follow_the_schedule_then_exhaust() {
-        let delays: Vec<_> = (1..=6)
-            .map(|a| decide(a, true, "undefined", &schedule(), 6, 0, i64::MAX))
-            .collect();
-        let secs: Vec<_> = delays
-            .iter()
-            .map(|d| match d {
-                RetryDecision::Retry { delay } => delay.as_secs() as i64,
-                RetryDecision::Dead { .. } => -1,
-            })
-            .collect();
-        assert_eq!(secs, vec![60, 120, 240, 480, 960, -1]);
+    fn default_schedules_follow_the_seeds() {
+        let p = RetryPolicies::default();
+        let h = 3600;
+        // 4.4.3: 1 h, 2 h, 4 h, 8 h, then a last attempt 24 h later.
         assert_eq!(
-            delays[5],
-            RetryDecision::Dead {
-                reason: "exhausted".into()
-            }
+            run(&p.routing, i64::MAX),
+            vec![h, 2 * h, 4 * h, 8 * h, 24 * h]
+        );
+        // 421: 1, 2, 4, 8 minutes; 5 attempts in all.
+        assert_eq!(run(&p.throttled, i64::MAX), vec![60, 120, 240, 480]);
+        // Soft: 5 attempts in the first day an hour apart, then daily for 4 days.
+        assert_eq!(
+            run(&p.soft, i64::MAX),
+            vec![h, h, h, h, 24 * h, 24 * h, 24 * h, 24 * h]
         );
     }
 
     #[test]
-    fn hard_failure_is_not_retried() {
+    fn the_default_soft_schedule_fits_in_the_default_validity() {
+        let p = RetryPolicies::default();
+        let total: i64 = run(&p.soft, i64::MAX).iter().sum();
+        assert!(total <= crate::message::DEFAULT_VALIDITY_SECONDS as i64);
+        // And a message whose validity is shorter stops as expired.
+        assert_eq!(run(&p.soft, 10 * 3600).len(), 4);
+    }
+
+    #[test]
+    fn hard_bounce_is_not_retried() {
+        let p = RetryPolicies::default();
         assert_eq!(
-            decide(1, false, "user_unknown", &schedule(), 6, 0, i64::MAX),
+            decide(1, false, "user_unknown", &p.soft, 0, i64::MAX),
             RetryDecision::Dead {
                 reason: "user_unknown".into()
             }
@@ -94,9 +122,28 @@ mod tests {
     }
 
     #[test]
-    fn nothing_outlives_the_deadline() {
+    fn exhausted_after_max_attempts() {
+        let policy = RetryPolicy {
+            schedule: secs(&[1]),
+            max_attempts: 3,
+        };
+        assert!(matches!(
+            decide(2, true, "x", &policy, 0, i64::MAX),
+            RetryDecision::Retry { .. }
+        ));
         assert_eq!(
-            decide(1, true, "undefined", &schedule(), 6, 1_000, 1_030),
+            decide(3, true, "x", &policy, 0, i64::MAX),
+            RetryDecision::Dead {
+                reason: "exhausted".into()
+            }
+        );
+    }
+
+    #[test]
+    fn nothing_outlives_the_deadline() {
+        let p = RetryPolicies::default();
+        assert_eq!(
+            decide(1, true, "x", &p.throttled, 1_000, 1_030),
             RetryDecision::Dead {
                 reason: "expired".into()
             }

@@ -181,14 +181,114 @@ return out
 "#;
 
 const DONE_LUA: &str = r#"
--- KEYS[1] done key, KEYS[2] request hash; ARGV[1] record, ARGV[2] ttl seconds,
--- ARGV[3..] counter fields to raise when the record is new
+-- KEYS[1] done key, KEYS[2] request hash, KEYS[3] (optional) a key to delete
+-- with the record (the address's soft-failure counter, reset by a delivery);
+-- ARGV[1] record, ARGV[2] ttl seconds, ARGV[3..] counter fields to raise
+-- when the record is new
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   for i = 3, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+  if KEYS[3] then redis.call('DEL', KEYS[3]) end
   return 1
 end
 return 0
 "#;
+
+const FAILURE_LUA: &str = r#"
+-- KEYS[1] error counter hash, KEYS[2] quarantine key, KEYS[3] counted marker,
+-- KEYS[4] allowlist set
+-- ARGV: 1 address, 2 reason, 3 immediate (1/0), 4 threshold, 5 expiry s,
+--       6 counter ttl s, 7 now, 8 detail
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[6]) then return {-1, 0} end
+if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then return {0, 0} end
+local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+redis.call('HSETNX', KEYS[1], 'first', ARGV[7])
+redis.call('HSET', KEYS[1], 'last', ARGV[7], 'reason', ARGV[2], 'detail', ARGV[8])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+if ARGV[3] == '1' or count >= tonumber(ARGV[4]) then
+  local record = cjson.encode({
+    reason = ARGV[2], count = count,
+    first = tonumber(redis.call('HGET', KEYS[1], 'first')),
+    last = tonumber(ARGV[7]), detail = ARGV[8],
+    expires = tonumber(ARGV[7]) + tonumber(ARGV[5]), source = 'delivery'})
+  redis.call('SET', KEYS[2], record, 'EX', ARGV[5])
+  return {count, 1}
+end
+return {count, 0}
+"#;
+
+const QUALIFY_LUA: &str = r#"
+-- KEYS[1] entry hash, KEYS[2] index zset; ARGV: 1 id, 2 normalized text,
+-- 3 raw text, 4 reason, 5 type, 6 rule ('' = none), 7 now, 8 cap
+redis.call('HSETNX', KEYS[1], 'text', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'first', ARGV[3])
+redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[7])
+redis.call('HSETNX', KEYS[1], 'reason', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'type', ARGV[5])
+redis.call('HSETNX', KEYS[1], 'rule', ARGV[6])
+if ARGV[6] == '' then
+  redis.call('HSETNX', KEYS[1], 'qualification', 'to_qualify')
+else
+  redis.call('HSETNX', KEYS[1], 'qualification', 'keep')
+end
+redis.call('HSET', KEYS[1], 'last_seen', ARGV[7])
+local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
+if count < tonumber(ARGV[8]) then
+  count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+end
+redis.call('ZADD', KEYS[2], count, ARGV[1])
+return count
+"#;
+
+/// Occurrences of one bounce text are counted up to this (seeds/003).
+pub const QUALIFICATION_CAP: u64 = 100_000;
+
+/// What [`Store::record_recipient_failure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCount {
+    /// This failure (message and attempt) was counted before; nothing changed.
+    AlreadyCounted,
+    /// The address is allowlisted: never counted, never quarantined.
+    Allowlisted,
+    /// Counted; `quarantined` tells whether the address is now quarantined.
+    Counted { count: u64, quarantined: bool },
+}
+
+/// A recipient-scope failure to count against an address.
+#[derive(Debug, Clone)]
+pub struct RecipientFailure<'a> {
+    pub address: &'a str,
+    pub message_id: &'a str,
+    pub attempt: u32,
+    pub reason: &'a str,
+    /// Quarantine now (hard bounce) instead of at the threshold.
+    pub immediate: bool,
+    pub threshold: u32,
+    /// How long a resulting quarantine lasts.
+    pub expiry: Duration,
+    pub counter_ttl: Duration,
+    pub detail: &'a str,
+    pub now: i64,
+}
+
+/// One row of the bounce qualification table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BounceEntry {
+    pub id: String,
+    /// Normalized text (variable parts replaced by `#xxx#`, addresses by `*`).
+    pub text: String,
+    /// The first raw text seen.
+    pub first: String,
+    pub count: u64,
+    pub reason: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Rule that classified it; empty when none did.
+    pub rule: String,
+    /// `to_qualify`, `keep` or `ignore`.
+    pub qualification: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
 
 const RELEASE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -204,6 +304,8 @@ pub struct Store {
     screen: std::sync::Arc<redis::Script>,
     done: std::sync::Arc<redis::Script>,
     release: std::sync::Arc<redis::Script>,
+    failure: std::sync::Arc<redis::Script>,
+    qualify: std::sync::Arc<redis::Script>,
 }
 
 impl Store {
@@ -224,6 +326,8 @@ impl Store {
             screen: std::sync::Arc::new(redis::Script::new(SCREEN_LUA)),
             done: std::sync::Arc::new(redis::Script::new(DONE_LUA)),
             release: std::sync::Arc::new(redis::Script::new(RELEASE_LUA)),
+            failure: std::sync::Arc::new(redis::Script::new(FAILURE_LUA)),
+            qualify: std::sync::Arc::new(redis::Script::new(QUALIFY_LUA)),
         })
     }
 
@@ -418,10 +522,38 @@ impl Store {
         counters: &[&str],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        self.record_done_resetting(message, record, counters, ttl, None)
+            .await
+    }
+
+    /// [`record_done`](Self::record_done) for a delivery: also resets the
+    /// address's soft-failure counter.
+    pub async fn record_sent(
+        &self,
+        message: &str,
+        record: &DoneRecord,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.record_done_resetting(message, record, &["sent"], ttl, Some(address))
+            .await
+    }
+
+    async fn record_done_resetting(
+        &self,
+        message: &str,
+        record: &DoneRecord,
+        counters: &[&str],
+        ttl: Duration,
+        reset_address: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut inv = self.done.prepare_invoke();
         inv.key(self.key(&["done", message]))
-            .key(self.key(&["req", &record.request]))
-            .arg(serde_json::to_string(record).unwrap_or_default())
+            .key(self.key(&["req", &record.request]));
+        if let Some(addr) = reset_address {
+            inv.key(self.key(&["errors", addr]));
+        }
+        inv.arg(serde_json::to_string(record).unwrap_or_default())
             .arg(ttl.as_secs().max(1));
         for f in counters {
             inv.arg(*f);
@@ -429,6 +561,120 @@ impl Store {
         let mut c = self.conn.clone();
         let n: i64 = inv.invoke_async(&mut c).await.map_err(op("record done"))?;
         Ok(n == 1)
+    }
+
+    /// Counts a recipient-scope failure against an address (once per message
+    /// and attempt) and quarantines the address when the failure is hard or
+    /// the count reaches the threshold. Allowlisted addresses are skipped.
+    pub async fn record_recipient_failure(
+        &self,
+        f: &RecipientFailure<'_>,
+    ) -> Result<FailureCount, StoreError> {
+        let mut c = self.conn.clone();
+        let (count, quarantined): (i64, i64) = self
+            .failure
+            .key(self.key(&["errors", f.address]))
+            .key(self.key(&["quarantine", f.address]))
+            .key(self.key(&["counted", f.message_id, &f.attempt.to_string()]))
+            .key(self.key(&["allowlist"]))
+            .arg(f.address)
+            .arg(f.reason)
+            .arg(if f.immediate { "1" } else { "0" })
+            .arg(f.threshold)
+            .arg(f.expiry.as_secs().max(1))
+            .arg(f.counter_ttl.as_secs().max(1))
+            .arg(f.now)
+            .arg(f.detail)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("record recipient failure"))?;
+        Ok(match count {
+            -1 => FailureCount::AlreadyCounted,
+            0 => FailureCount::Allowlisted,
+            n => FailureCount::Counted {
+                count: n as u64,
+                quarantined: quarantined == 1,
+            },
+        })
+    }
+
+    /// Soft-failure count of an address.
+    pub async fn failure_count(&self, address: &str) -> Result<u64, StoreError> {
+        let mut c = self.conn.clone();
+        let n: Option<u64> = c
+            .hget(self.key(&["errors", address]), "count")
+            .await
+            .map_err(op("failure count"))?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// The quarantine record of an address (JSON), if quarantined.
+    pub async fn quarantine(&self, address: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let mut c = self.conn.clone();
+        let raw: Option<String> = c
+            .get(self.key(&["quarantine", address]))
+            .await
+            .map_err(op("quarantine"))?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// Counts one failure text in the qualification table (seeds/003).
+    pub async fn qualify(
+        &self,
+        normalized: &str,
+        raw: &str,
+        reason: &str,
+        kind: &str,
+        rule: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let id = crate::message::sha256_hex(normalized.as_bytes())[..16].to_string();
+        let mut c = self.conn.clone();
+        self.qualify
+            .key(self.key(&["bounce", &id]))
+            .key(self.key(&["bounces"]))
+            .arg(&id)
+            .arg(normalized)
+            .arg(raw)
+            .arg(reason)
+            .arg(kind)
+            .arg(rule.unwrap_or(""))
+            .arg(now)
+            .arg(QUALIFICATION_CAP)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("qualify"))
+    }
+
+    /// The qualification table, most frequent first.
+    pub async fn bounces(&self, limit: usize) -> Result<Vec<BounceEntry>, StoreError> {
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = c
+            .zrevrange(self.key(&["bounces"]), 0, limit.max(1) as isize - 1)
+            .await
+            .map_err(op("bounces"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let f: BTreeMap<String, String> = c
+                .hgetall(self.key(&["bounce", &id]))
+                .await
+                .map_err(op("bounce"))?;
+            let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+            let num = |k: &str| f.get(k).and_then(|v| v.parse().ok()).unwrap_or_default();
+            out.push(BounceEntry {
+                id,
+                text: get("text"),
+                first: get("first"),
+                count: num("count") as u64,
+                reason: get("reason"),
+                kind: get("type"),
+                rule: get("rule"),
+                qualification: get("qualification"),
+                first_seen: num("first_seen"),
+                last_seen: num("last_seen"),
+            });
+        }
+        Ok(out)
     }
 
     /// Raises a request counter that is not a terminal state (e.g. failed attempts).

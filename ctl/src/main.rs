@@ -6,6 +6,8 @@
 //! success, 1 on an operational error (broker or Redis unreachable, request
 //! refused), 2 on bad usage.
 
+mod bounces;
+mod classify;
 mod status;
 mod submit;
 
@@ -33,6 +35,8 @@ struct Cli {
 enum SubCommand {
     Submit(Box<submit::SubmitCommand>),
     Status(status::StatusCommand),
+    Classify(classify::ClassifyCommand),
+    Bounces(bounces::BouncesCommand),
 }
 
 /// What every subcommand receives.
@@ -68,6 +72,8 @@ fn main() -> ExitCode {
         match cli.command {
             SubCommand::Submit(c) => c.run(&ctx).await,
             SubCommand::Status(c) => c.run(&ctx).await,
+            SubCommand::Classify(c) => c.run(&ctx).await,
+            SubCommand::Bounces(c) => c.run(&ctx).await,
         }
     });
     match result {

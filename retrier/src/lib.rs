@@ -18,13 +18,15 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
-use mailpipe_common::classify::Failure;
+use mailpipe_common::classify::{
+    normalize, Classification, Classifier, Failure, FailureType, Quarantine, Reason, Scope,
+};
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
 use mailpipe_common::metrics::Metrics;
-use mailpipe_common::retry::{decide, RetryDecision};
-use mailpipe_common::store::{DoneRecord, Store};
+use mailpipe_common::retry::{decide, policy_for, RetryDecision};
+use mailpipe_common::store::{DoneRecord, FailureCount, RecipientFailure, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
@@ -45,10 +47,12 @@ pub async fn run_until_stopped(
     )
     .await
     .context("binding the health endpoint")?;
+    let classifier = build_classifier(&settings)?;
     let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
         return Ok(());
     };
     let retrier = Arc::new(Retrier {
+        classifier,
         topology: Topology::from_settings(&settings),
         settings,
         store,
@@ -71,21 +75,26 @@ pub async fn run_until_stopped(
     Ok(())
 }
 
+/// Compiles the shipped rules plus the operator's rule files.
+pub fn build_classifier(settings: &Settings) -> anyhow::Result<Classifier> {
+    let mut builder = Classifier::builder();
+    for path in &settings.classifier.rules_files {
+        let yaml = std::fs::read_to_string(path)
+            .with_context(|| format!("reading rules file {}", path.display()))?;
+        builder = builder
+            .add_yaml(path.display().to_string(), &yaml)
+            .with_context(|| format!("compiling rules file {}", path.display()))?;
+    }
+    Ok(builder.build()?)
+}
+
 struct Retrier {
+    classifier: Classifier,
     settings: Settings,
     topology: Topology,
     store: Store,
     metrics: Metrics,
     health: Health,
-}
-
-/// Whether a failure is worth another attempt, and its reason label.
-fn retryable(failure: &Failure) -> (bool, String) {
-    match failure {
-        Failure::Reply { code, .. } if (400..500).contains(code) => (true, "transient".into()),
-        Failure::Reply { .. } => (false, "permanent".into()),
-        Failure::Connection { error, .. } => (true, format!("connection_{error:?}").to_lowercase()),
-    }
 }
 
 impl Retrier {
@@ -160,14 +169,17 @@ impl Retrier {
         };
         let job = &failed.job;
         let attempts = job.attempt + 1;
-        let (retry, reason) = retryable(&failed.failure);
-        let r = &self.settings.retrier;
+        let class = self.classifier.classify(&failed.failure);
+        let reason = class.reason.as_str().to_string();
+        self.log_failure(job, &failed.failure, &class);
+        self.qualify(&failed.failure, &class).await?;
+        self.count_against_recipient(publish, job, attempts, &failed.failure, &class)
+            .await?;
         let decision = decide(
             attempts,
-            retry,
+            class.retry,
             &reason,
-            &r.schedule,
-            r.max_attempts,
+            policy_for(&self.settings.retrier.policies, &class),
             unix_now(),
             job.deadline,
         );
@@ -207,7 +219,7 @@ impl Retrier {
                     .retries
                     .with_label_values(&["retry", reason.as_str()])
                     .inc();
-                tracing::info!(message = %job.id, attempt = attempts, ?tier, %reason, "deferred");
+                tracing::debug!(message = %job.id, attempt = attempts, ?tier, %reason, "deferred");
             }
             RetryDecision::Dead {
                 reason: dead_reason,
@@ -240,6 +252,19 @@ impl Retrier {
                     at: unix_now(),
                 };
                 self.publish_dead(publish, &dead).await?;
+                if class.kind == FailureType::Hard {
+                    let ev = self.event(job, EventKind::Bounced, &reason, &failed.failure);
+                    amqp::confirm(
+                        amqp::publish_event(
+                            publish,
+                            &self.topology.events_exchange(),
+                            &ev,
+                            job.lane,
+                        )
+                        .await?,
+                    )
+                    .await?;
+                }
                 let ev = self.event(job, EventKind::Dead, &dead_reason, &failed.failure);
                 amqp::confirm(
                     amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
@@ -254,6 +279,91 @@ impl Retrier {
             }
         }
         delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// 421s and throttling are warnings (seeds/002): the remote side is
+    /// busy, not broken. Hard failures are info: they are the recipient's.
+    fn log_failure(&self, job: &Job, failure: &Failure, class: &Classification) {
+        let text = failure_text(failure);
+        match (failure, class.reason) {
+            (Failure::Reply { code: 421, .. }, _) | (_, Reason::RateLimited) => {
+                tracing::warn!(message = %job.id, reply = %text, reason = class.reason.as_str(), "throttled by the receiving server")
+            }
+            (_, Reason::Refused) => {
+                tracing::warn!(message = %job.id, reply = %text, "refused by the receiving server (aimed at the sender)")
+            }
+            _ => {
+                tracing::info!(message = %job.id, reply = %text, reason = class.reason.as_str(), kind = class.kind.as_str(), "delivery failed")
+            }
+        }
+    }
+
+    /// Counts the failure's text in the qualification table.
+    async fn qualify(&self, failure: &Failure, class: &Classification) -> anyhow::Result<()> {
+        let raw = failure_text(failure);
+        self.store
+            .qualify(
+                &normalize(&raw),
+                &raw,
+                class.reason.as_str(),
+                class.kind.as_str(),
+                class.rule.as_deref(),
+                unix_now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Raises the address's error counter or quarantines it, for failures
+    /// that are about the recipient (never for blocks aimed at the sender).
+    async fn count_against_recipient(
+        &self,
+        publish: &Channel,
+        job: &Job,
+        attempt: u32,
+        failure: &Failure,
+        class: &Classification,
+    ) -> anyhow::Result<()> {
+        if class.scope != Scope::Recipient || class.quarantine == Quarantine::None {
+            return Ok(());
+        }
+        let q = &self.settings.quarantine;
+        let expiry = if class.reason == Reason::MailboxFull {
+            q.mailbox_full_expiry
+        } else {
+            q.expiry
+        };
+        let address = job.to.to_ascii_lowercase();
+        let detail = failure_text(failure);
+        let outcome = self
+            .store
+            .record_recipient_failure(&RecipientFailure {
+                address: &address,
+                message_id: &job.id,
+                attempt,
+                reason: class.reason.as_str(),
+                immediate: class.quarantine == Quarantine::Immediate,
+                threshold: q.threshold,
+                expiry,
+                counter_ttl: q.counter_ttl,
+                detail: &detail,
+                now: unix_now(),
+            })
+            .await?;
+        if let FailureCount::Counted {
+            quarantined: true,
+            count,
+        } = outcome
+        {
+            tracing::info!(message = %job.id, count, reason = class.reason.as_str(), "address quarantined");
+            let ev = self.event(job, EventKind::Quarantined, class.reason.as_str(), failure);
+            amqp::confirm(
+                amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
+                    .await?,
+            )
+            .await?;
+        }
         Ok(())
     }
 

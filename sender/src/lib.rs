@@ -472,7 +472,7 @@ impl Sender {
                 };
                 // The message is out: the record must be written, whatever it
                 // takes, or a redelivery would send it again.
-                self.record_done_persistently(job, &record, &["sent"]).await;
+                self.record_sent_persistently(job, &record).await;
                 Ok(DeliveryOutcome::Delivered)
             }
             Err(failure) => {
@@ -487,12 +487,15 @@ impl Sender {
         Duration::from_secs(remaining) + self.settings.sender.sent_record_ttl
     }
 
-    async fn record_done_persistently(&self, job: &Job, record: &DoneRecord, counters: &[&str]) {
+    /// Writes the sent record (and resets the address's soft-failure
+    /// counter), retrying until Redis takes it.
+    async fn record_sent_persistently(&self, job: &Job, record: &DoneRecord) {
+        let address = job.to.to_ascii_lowercase();
         let mut delay = Duration::from_millis(50);
         loop {
             match self
                 .store
-                .record_done(&job.id, record, counters, self.record_ttl(job))
+                .record_sent(&job.id, record, &address, self.record_ttl(job))
                 .await
             {
                 Ok(_) => return,

@@ -95,6 +95,11 @@ impl ReceivedMail {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Parses a message file as written by `smtp-sink -d` or the scripted peer.
+    pub fn from_raw(raw: &str) -> Self {
+        Self::parse(raw)
+    }
+
     fn parse(raw: &str) -> Self {
         let (head, body) = raw
             .split_once("\r\n\r\n")
@@ -331,7 +336,13 @@ pub fn test_settings(smtp_port: u16) -> Settings {
         Duration::from_millis(400),
         Duration::from_secs(1),
     ];
-    s.retrier.schedule = vec![Duration::from_millis(200), Duration::from_millis(400)];
+    let ms = Duration::from_millis;
+    s.retrier.policies.routing.schedule = vec![ms(400)];
+    s.retrier.policies.routing.max_attempts = 4;
+    s.retrier.policies.throttled.schedule = vec![ms(200), ms(400)];
+    s.retrier.policies.throttled.max_attempts = 5;
+    s.retrier.policies.soft.schedule = vec![ms(200)];
+    s.retrier.policies.soft.max_attempts = 4;
     s
 }
 
@@ -417,7 +428,8 @@ impl TestPipeline {
     pub fn env(&self) -> Vec<(String, String)> {
         let s = &self.settings;
         let d = mailpipe_common::config::format_duration;
-        vec![
+        let list = |v: &[Duration]| v.iter().map(|t| d(*t)).collect::<Vec<_>>().join(",");
+        let mut env: Vec<(String, String)> = vec![
             ("MAILPIPE__AMQP__PREFIX".into(), s.amqp.prefix.clone()),
             (
                 "MAILPIPE__AMQP__URL".into(),
@@ -444,29 +456,32 @@ impl TestPipeline {
             ("MAILPIPE__SENDER__LISTEN".into(), "127.0.0.1:0".into()),
             ("MAILPIPE__EXPANDER__LISTEN".into(), "127.0.0.1:0".into()),
             ("MAILPIPE__RETRIER__LISTEN".into(), "127.0.0.1:0".into()),
+            ("MAILPIPE__RETRIER__TIERS".into(), list(&s.retrier.tiers)),
             (
-                "MAILPIPE__RETRIER__TIERS".into(),
-                s.retrier
-                    .tiers
-                    .iter()
-                    .map(|t| d(*t))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            (
-                "MAILPIPE__RETRIER__SCHEDULE".into(),
-                s.retrier
-                    .schedule
-                    .iter()
-                    .map(|t| d(*t))
-                    .collect::<Vec<_>>()
-                    .join(","),
+                "MAILPIPE__QUARANTINE__THRESHOLD".into(),
+                s.quarantine.threshold.to_string(),
             ),
             (
                 "RUST_LOG".into(),
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             ),
-        ]
+        ];
+        let p = &s.retrier.policies;
+        for (name, policy) in [
+            ("ROUTING", &p.routing),
+            ("THROTTLED", &p.throttled),
+            ("SOFT", &p.soft),
+        ] {
+            env.push((
+                format!("MAILPIPE__RETRIER__POLICIES__{name}__SCHEDULE"),
+                list(&policy.schedule),
+            ));
+            env.push((
+                format!("MAILPIPE__RETRIER__POLICIES__{name}__MAX_ATTEMPTS"),
+                policy.max_attempts.to_string(),
+            ));
+        }
+        env
     }
 
     /// Starts a worker as a real process (so a test can kill it).

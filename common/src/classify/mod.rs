@@ -1,30 +1,46 @@
-//! Placeholder for the failure classifier: the failure type the sender reports.
+//! SMTP failure classifier (pure, no I/O).
+//!
+//! Turns what went wrong in one delivery attempt — a negative SMTP reply or a
+//! connection failure ([`Failure`]) — into a [`Classification`]: failure type
+//! (hard / soft / ignored), [`Reason`], whether to retry, what to do with the
+//! recipient address ([`Quarantine`]) and whom the failure is about
+//! ([`Scope`]), plus the name of the rule that decided (`None` when only the
+//! basic-code fallback applied: such texts are "to qualify").
+//!
+//! - [`parse_reply`] / [`Failure::from_reply_text`] read raw replies (RFC 5321
+//!   basic code, RFC 3463 enhanced code, multi-line, code only in the text).
+//! - [`Classifier`] holds the ordered rules of `rules/default.yaml` (embedded
+//!   as [`DEFAULT_RULES`]) and of operator files, compiled once; operator
+//!   rules take precedence. The rules file documents every decision and the
+//!   fallback table.
+//! - [`normalize`] blanks out variable parts (addresses, ids, numbers, dates,
+//!   IPs) so that identical failures aggregate for qualification.
+//!
+//! ```ignore
+//! // (not compiled as a doctest: the module's crate path depends on where it lives)
+//! let classifier = Classifier::default();
+//! let failure = Failure::from_reply_text("552 5.2.2 <bob@example.com>: Mailbox full");
+//! let verdict = classifier.classify(&failure);
+//! assert_eq!(verdict.reason, Reason::MailboxFull);
+//! assert_eq!(verdict.kind, FailureType::Soft);
+//! assert_eq!(verdict.quarantine, Quarantine::Count);
+//! assert_eq!(normalize("552 5.2.2 <bob@example.com>: Mailbox full"), "552 5.2.2 <*>: Mailbox full");
+//! ```
 
-/// What went wrong in one delivery attempt, as the sender saw it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Failure {
-    /// The server answered with a negative reply.
-    Reply {
-        code: u16,
-        enhanced: Option<String>,
-        text: String,
-    },
-    /// No usable reply: the connection failed.
-    Connection {
-        error: ConnectionError,
-        detail: String,
-    },
-}
+mod classifier;
+mod normalize;
+mod reply;
+mod rules;
+mod types;
 
-/// How a connection failed before a reply could be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionError {
-    Refused,
-    Timeout,
-    Tls,
-    Dns,
-    Disconnected,
-    Other,
-}
+#[cfg(test)]
+mod corpus;
+
+pub use classifier::{Classifier, ClassifierBuilder};
+pub use normalize::{normalize, PLACEHOLDER};
+pub use reply::{parse_reply, EnhancedCode, ParseEnhancedCodeError, SmtpReply};
+pub use rules::RulesError;
+pub use types::{Classification, ConnectionError, Failure, FailureType, Quarantine, Reason, Scope};
+
+/// The default rules file (`rules/default.yaml`), embedded at build time.
+pub const DEFAULT_RULES: &str = include_str!("../../rules/default.yaml");

@@ -1,0 +1,787 @@
+//! Rule files: the YAML schema, its validation and its compilation into an
+//! ordered rule list plus one case-insensitive [`RegexSet`] holding every
+//! pattern (evaluated once per classified failure).
+//!
+//! File layout (every key optional):
+//!
+//! ```yaml
+//! rules:            # ordered; the first rule whose conditions all hold wins
+//!   - name: gmail_receiving_rate          # unique, used in `Classification::rule`
+//!     pattern: 'receiving mail at a rate' # regex over the reply text / connection detail
+//!     enhanced: '4.2.1'                   # or a list; `4.4.*`, `*.2.2`, `5.7.606-649`
+//!     code: 450                           # or a list; `4xx`, `55x`
+//!     kind: timeout                       # connection failures only (or a list)
+//!     type: soft                          # hard | soft | ignored
+//!     reason: rate_limited
+//!     retry: true
+//!     quarantine: none                    # immediate | count | none
+//!     scope: domain                       # recipient | domain | sender
+//!     transient: { type: soft, retry: true }  # overrides when the reply is transient
+//! fallback:         # when no rule matched; first entry whose class fits wins
+//!   - class: 5                            # 4, 5, ... or absent for "anything"
+//!     type: soft
+//!     reason: undefined
+//!     retry: false
+//!     quarantine: count
+//!     scope: recipient
+//! disable: [rule_name]  # drop rules of lower-precedence files by name
+//! ```
+
+use std::collections::HashSet;
+
+use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::Deserialize;
+
+use super::reply::EnhancedCode;
+use super::types::{ConnectionError, FailureType, Quarantine, Reason, Scope};
+
+/// Size limit handed to the regex compiler (the whole set is one program).
+const REGEX_SIZE_LIMIT: usize = 64 << 20;
+
+/// A rule file could not be loaded; every variant names the file and, where
+/// it applies, the rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The file is not valid YAML or does not follow the schema.
+    #[error("rules file `{file}`: {error}")]
+    Yaml {
+        /// Name given for the file.
+        file: String,
+        /// What the YAML parser said.
+        #[source]
+        error: serde_yaml::Error,
+    },
+    /// A rule's `pattern` is not a valid regular expression.
+    #[error("rules file `{file}`, rule `{rule}`: invalid pattern: {error}")]
+    Pattern {
+        /// Name given for the file.
+        file: String,
+        /// Name of the rule.
+        rule: String,
+        /// What the regex compiler said.
+        #[source]
+        error: regex::Error,
+    },
+    /// A rule's `enhanced` or `code` condition cannot be read.
+    #[error("rules file `{file}`, rule `{rule}`: invalid {field} `{value}`: {message}")]
+    Condition {
+        /// Name given for the file.
+        file: String,
+        /// Name of the rule.
+        rule: String,
+        /// `enhanced` or `code`.
+        field: &'static str,
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A rule breaks a rule of the schema (no condition, forbidden combination, broken invariant).
+    #[error("rules file `{file}`, rule `{rule}`: {message}")]
+    Invalid {
+        /// Name given for the file.
+        file: String,
+        /// Name of the rule (or `fallback[N]`).
+        rule: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two rules of one file share a name.
+    #[error("rules file `{file}`: duplicate rule name `{rule}`")]
+    Duplicate {
+        /// Name given for the file.
+        file: String,
+        /// The repeated name.
+        rule: String,
+    },
+    /// `disable` names a rule that no lower-precedence file defines.
+    #[error("rules file `{file}`: `disable` names unknown rule `{rule}`")]
+    UnknownDisabled {
+        /// Name given for the file.
+        file: String,
+        /// The name that matched nothing.
+        rule: String,
+    },
+    /// The patterns compiled one by one but not together.
+    #[error("compiling the rule patterns together: {0}")]
+    RegexSet(#[source] regex::Error),
+}
+
+/// One parsed rules file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RulesFile {
+    /// Ordered rules.
+    #[serde(default)]
+    rules: Vec<RuleDef>,
+    /// Fallback table, tried when no rule matched.
+    #[serde(default)]
+    fallback: Vec<FallbackDef>,
+    /// Names of lower-precedence rules to drop.
+    #[serde(default)]
+    disable: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    /// A single value.
+    One(T),
+    /// A list of values, any of which may match.
+    Many(Vec<T>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CodeValue {
+    /// Exact code written as a number: `550`.
+    Number(u16),
+    /// Code written as text, possibly with `x` wildcards: `"5xx"`.
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDef {
+    /// Unique name, reported in `Classification::rule`.
+    name: String,
+    /// Case-insensitive regex over the reply text or connection detail.
+    #[serde(default)]
+    pattern: Option<String>,
+    /// Enhanced-code patterns, any of which may match.
+    #[serde(default)]
+    enhanced: Option<OneOrMany<String>>,
+    /// Basic-code patterns, any of which may match.
+    #[serde(default)]
+    code: Option<OneOrMany<CodeValue>>,
+    /// Connection error kinds (connection-failure rules only).
+    #[serde(default)]
+    kind: Option<OneOrMany<ConnectionError>>,
+    /// Output: failure type.
+    #[serde(rename = "type")]
+    failure_type: FailureType,
+    /// Output: reason.
+    reason: Reason,
+    /// Output: retry.
+    retry: bool,
+    /// Output: quarantine.
+    quarantine: Quarantine,
+    /// Output: scope.
+    scope: Scope,
+    /// Outputs replaced when the reply is transient.
+    #[serde(default)]
+    transient: Option<PartialOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialOutput {
+    /// Replacement failure type.
+    #[serde(default, rename = "type")]
+    failure_type: Option<FailureType>,
+    /// Replacement reason.
+    #[serde(default)]
+    reason: Option<Reason>,
+    /// Replacement retry.
+    #[serde(default)]
+    retry: Option<bool>,
+    /// Replacement quarantine.
+    #[serde(default)]
+    quarantine: Option<Quarantine>,
+    /// Replacement scope.
+    #[serde(default)]
+    scope: Option<Scope>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FallbackDef {
+    /// Reply class (4, 5, ...) this entry applies to; absent for any failure.
+    #[serde(default)]
+    class: Option<u8>,
+    /// Output: failure type.
+    #[serde(rename = "type")]
+    failure_type: FailureType,
+    /// Output: reason.
+    reason: Reason,
+    /// Output: retry.
+    retry: bool,
+    /// Output: quarantine.
+    quarantine: Quarantine,
+    /// Output: scope.
+    scope: Scope,
+}
+
+/// The decision part of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Output {
+    /// Failure type.
+    pub kind: FailureType,
+    /// Reason.
+    pub reason: Reason,
+    /// Whether to retry.
+    pub retry: bool,
+    /// What happens to the recipient.
+    pub quarantine: Quarantine,
+    /// Whom the failure is about.
+    pub scope: Scope,
+}
+
+impl Output {
+    fn apply(self, over: &PartialOutput) -> Output {
+        Output {
+            kind: over.failure_type.unwrap_or(self.kind),
+            reason: over.reason.unwrap_or(self.reason),
+            retry: over.retry.unwrap_or(self.retry),
+            quarantine: over.quarantine.unwrap_or(self.quarantine),
+            scope: over.scope.unwrap_or(self.scope),
+        }
+    }
+
+    /// Invariants every decision keeps, whatever file it comes from.
+    fn check(&self) -> Result<(), String> {
+        if matches!(self.reason, Reason::Refused | Reason::MessageTooLarge)
+            && self.quarantine != Quarantine::None
+        {
+            return Err(format!(
+                "reason `{}` must never quarantine the recipient (quarantine: none)",
+                self.reason
+            ));
+        }
+        if self.kind == FailureType::Ignored && self.quarantine != Quarantine::None {
+            return Err("type `ignored` must not quarantine (quarantine: none)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Which basic codes a rule accepts: each of the three digits fixed or any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CodePattern([Option<u8>; 3]);
+
+impl CodePattern {
+    fn parse(value: &CodeValue) -> Result<CodePattern, String> {
+        let text = match value {
+            CodeValue::Number(n) => format!("{n:03}"),
+            CodeValue::Text(s) => s.trim().to_string(),
+        };
+        let chars: Vec<char> = text.chars().collect();
+        if chars.len() != 3 {
+            return Err("expected three characters, digits or `x` (550, 5xx, 55x)".into());
+        }
+        let mut digits = [None; 3];
+        for (slot, c) in digits.iter_mut().zip(&chars) {
+            *slot = match c {
+                'x' | 'X' | '*' => None,
+                d if d.is_ascii_digit() => d.to_digit(10).and_then(|d| u8::try_from(d).ok()),
+                _ => return Err("expected digits or `x`".into()),
+            };
+        }
+        if digits[0].is_none() && digits.iter().any(Option::is_some) {
+            return Err("the first digit must be fixed when later ones are".into());
+        }
+        Ok(CodePattern(digits))
+    }
+
+    pub fn matches(&self, code: u16) -> bool {
+        if code > 999 {
+            return false;
+        }
+        let actual = [code / 100, code / 10 % 10, code % 10];
+        self.0
+            .iter()
+            .zip(actual)
+            .all(|(want, got)| want.is_none_or(|w| u16::from(w) == got))
+    }
+}
+
+/// Which enhanced codes a rule accepts: each part a value, a range or any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EnhancedPattern([(u16, u16); 3]);
+
+impl EnhancedPattern {
+    fn parse(text: &str) -> Result<EnhancedPattern, String> {
+        const ANY: (u16, u16) = (0, u16::MAX);
+        let parts: Vec<&str> = text.trim().split('.').collect();
+        if parts.is_empty() || parts.len() > 3 {
+            return Err("expected class.subject.detail".into());
+        }
+        let is_any = |p: &str| matches!(p.trim(), "*" | "x" | "X");
+        if parts.len() < 3 && !parts.last().is_some_and(|p| is_any(p)) {
+            return Err("expected three parts, or a prefix ending in `*` (4.4.*)".into());
+        }
+        let limits = [(5u16, "class"), (7, "subject"), (999, "detail")];
+        let mut ranges = [ANY; 3];
+        for (i, part) in parts.iter().enumerate() {
+            let part = part.trim();
+            if is_any(part) {
+                continue;
+            }
+            let number = |s: &str| -> Result<u16, String> {
+                s.trim()
+                    .parse::<u16>()
+                    .map_err(|_| format!("`{s}` is not a number, a range or `*`"))
+            };
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (number(a)?, number(b)?),
+                None => {
+                    let n = number(part)?;
+                    (n, n)
+                }
+            };
+            let (max, what) = limits[i];
+            if lo > hi || hi > max {
+                return Err(format!("{what} out of range (0..={max})"));
+            }
+            if i == 0 && !(lo..=hi).all(|c| matches!(c, 2 | 4 | 5)) {
+                return Err("class must be 2, 4 or 5".into());
+            }
+            ranges[i] = (lo, hi);
+        }
+        Ok(EnhancedPattern(ranges))
+    }
+
+    pub fn matches(&self, code: EnhancedCode) -> bool {
+        let actual = [u16::from(code.class), code.subject, code.detail];
+        self.0
+            .iter()
+            .zip(actual)
+            .all(|(&(lo, hi), got)| (lo..=hi).contains(&got))
+    }
+}
+
+/// A rule ready for matching.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledRule {
+    /// Unique name.
+    pub name: String,
+    /// Index of the rule's pattern in the [`RegexSet`].
+    pub pattern: Option<usize>,
+    /// Enhanced-code patterns (any of); empty for no condition.
+    pub enhanced: Vec<EnhancedPattern>,
+    /// Basic-code patterns (any of); empty for no condition.
+    pub codes: Vec<CodePattern>,
+    /// Connection error kinds (any of); empty for reply rules.
+    pub kinds: Vec<ConnectionError>,
+    /// Decision.
+    pub output: Output,
+    /// Decision when the reply is transient (already merged with `output`).
+    pub transient: Option<Output>,
+}
+
+/// A fallback entry ready for matching.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CompiledFallback {
+    /// Reply class it applies to; `None` for any failure.
+    pub class: Option<u8>,
+    /// Decision.
+    pub output: Output,
+}
+
+/// Every source merged in precedence order.
+#[derive(Debug)]
+pub(crate) struct CompiledRules {
+    /// Rules in evaluation order.
+    pub rules: Vec<CompiledRule>,
+    /// Every rule pattern, indexed by `CompiledRule::pattern`.
+    pub set: RegexSet,
+    /// Fallback entries in evaluation order.
+    pub fallback: Vec<CompiledFallback>,
+}
+
+/// Parse one YAML source.
+pub(crate) fn parse_file(file: &str, yaml: &str) -> Result<RulesFile, RulesError> {
+    // An empty document is an empty rule file.
+    if yaml.trim().is_empty() {
+        return Ok(RulesFile {
+            rules: Vec::new(),
+            fallback: Vec::new(),
+            disable: Vec::new(),
+        });
+    }
+    serde_yaml::from_str(yaml).map_err(|error| RulesError::Yaml {
+        file: file.to_string(),
+        error,
+    })
+}
+
+/// Merge sources given highest precedence first, and compile them.
+///
+/// A rule of a lower-precedence source is dropped when a higher-precedence
+/// source defines a rule with the same name (it is replaced) or lists it in
+/// `disable`.
+pub(crate) fn compile(sources: &[(String, RulesFile)]) -> Result<CompiledRules, RulesError> {
+    let mut taken: HashSet<&str> = HashSet::new();
+    let mut disabled: Vec<(&str, &str, bool)> = Vec::new(); // (file, rule, hit)
+    let mut rules = Vec::new();
+    let mut patterns: Vec<&str> = Vec::new();
+    let mut pattern_owner: Vec<(&str, &str)> = Vec::new();
+    let mut fallback = Vec::new();
+
+    for (file, parsed) in sources {
+        let mut own: HashSet<&str> = HashSet::new();
+        for def in &parsed.rules {
+            let name = def.name.trim();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(invalid(
+                    file,
+                    &def.name,
+                    "a rule needs a name without spaces",
+                ));
+            }
+            if !own.insert(name) {
+                return Err(RulesError::Duplicate {
+                    file: file.clone(),
+                    rule: name.to_string(),
+                });
+            }
+            let mut compiled = compile_rule(file, def)?;
+            if taken.contains(name) {
+                continue; // replaced by a higher-precedence file
+            }
+            if let Some(entry) = disabled.iter_mut().find(|(_, rule, _)| *rule == name) {
+                entry.2 = true;
+                continue;
+            }
+            if let Some(pattern) = &def.pattern {
+                compiled.pattern = Some(patterns.len());
+                patterns.push(pattern);
+                pattern_owner.push((file, name));
+            }
+            rules.push(compiled);
+        }
+        taken.extend(own);
+        for (i, def) in parsed.fallback.iter().enumerate() {
+            let output = Output {
+                kind: def.failure_type,
+                reason: def.reason,
+                retry: def.retry,
+                quarantine: def.quarantine,
+                scope: def.scope,
+            };
+            output
+                .check()
+                .map_err(|message| invalid(file, &format!("fallback[{i}]"), &message))?;
+            fallback.push(CompiledFallback {
+                class: def.class,
+                output,
+            });
+        }
+        for name in &parsed.disable {
+            disabled.push((file, name.trim(), false));
+        }
+    }
+    if let Some((file, rule, _)) = disabled.iter().find(|(_, _, hit)| !hit) {
+        return Err(RulesError::UnknownDisabled {
+            file: file.to_string(),
+            rule: rule.to_string(),
+        });
+    }
+
+    let set = RegexSetBuilder::new(&patterns)
+        .case_insensitive(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|error| {
+            // Name the culprit when one pattern alone fails.
+            for (pattern, (file, rule)) in patterns.iter().zip(&pattern_owner) {
+                if let Err(error) = single(pattern) {
+                    return RulesError::Pattern {
+                        file: file.to_string(),
+                        rule: rule.to_string(),
+                        error,
+                    };
+                }
+            }
+            RulesError::RegexSet(error)
+        })?;
+    Ok(CompiledRules {
+        rules,
+        set,
+        fallback,
+    })
+}
+
+fn single(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+fn invalid(file: &str, rule: &str, message: &str) -> RulesError {
+    RulesError::Invalid {
+        file: file.to_string(),
+        rule: rule.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn compile_rule(file: &str, def: &RuleDef) -> Result<CompiledRule, RulesError> {
+    let name = def.name.trim();
+    let condition_error =
+        |field: &'static str, value: String, message: String| RulesError::Condition {
+            file: file.to_string(),
+            rule: name.to_string(),
+            field,
+            value,
+            message,
+        };
+    if let Some(pattern) = &def.pattern {
+        if pattern.trim().is_empty() {
+            return Err(invalid(file, name, "`pattern` is empty"));
+        }
+        // Checked here so that the error names the rule; the set is built later.
+        single(pattern).map_err(|error| RulesError::Pattern {
+            file: file.to_string(),
+            rule: name.to_string(),
+            error,
+        })?;
+    }
+    let enhanced = match &def.enhanced {
+        None => Vec::new(),
+        Some(list) => list
+            .clone_strings()
+            .into_iter()
+            .map(|s| EnhancedPattern::parse(&s).map_err(|m| condition_error("enhanced", s, m)))
+            .collect::<Result<_, _>>()?,
+    };
+    let codes = match &def.code {
+        None => Vec::new(),
+        Some(list) => list
+            .iter()
+            .map(|v| {
+                CodePattern::parse(v).map_err(|m| {
+                    let shown = match v {
+                        CodeValue::Number(n) => n.to_string(),
+                        CodeValue::Text(s) => s.clone(),
+                    };
+                    condition_error("code", shown, m)
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let kinds: Vec<ConnectionError> = def
+        .kind
+        .as_ref()
+        .map(|k| k.iter().copied().collect())
+        .unwrap_or_default();
+    if def.pattern.is_none() && enhanced.is_empty() && codes.is_empty() && kinds.is_empty() {
+        return Err(invalid(
+            file,
+            name,
+            "a rule needs at least one condition (pattern, enhanced, code or kind)",
+        ));
+    }
+    let has_reply_conditions = !enhanced.is_empty() || !codes.is_empty();
+    if !kinds.is_empty() && has_reply_conditions {
+        return Err(invalid(
+            file,
+            name,
+            "`kind` (connection failures) cannot be combined with `code` or `enhanced`",
+        ));
+    }
+    let output = Output {
+        kind: def.failure_type,
+        reason: def.reason,
+        retry: def.retry,
+        quarantine: def.quarantine,
+        scope: def.scope,
+    };
+    output.check().map_err(|m| invalid(file, name, &m))?;
+    let transient = match &def.transient {
+        None => None,
+        Some(over) => {
+            if !kinds.is_empty() {
+                return Err(invalid(
+                    file,
+                    name,
+                    "`transient` applies to replies, not to connection failures",
+                ));
+            }
+            let merged = output.apply(over);
+            merged
+                .check()
+                .map_err(|m| invalid(file, name, &format!("in `transient`: {m}")))?;
+            Some(merged)
+        }
+    };
+    Ok(CompiledRule {
+        name: name.to_string(),
+        pattern: None,
+        enhanced,
+        codes,
+        kinds,
+        output,
+        transient,
+    })
+}
+
+impl<T> OneOrMany<T> {
+    fn iter(&self) -> std::slice::Iter<'_, T> {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t).iter(),
+            OneOrMany::Many(v) => v.iter(),
+        }
+    }
+}
+
+impl OneOrMany<String> {
+    fn clone_strings(&self) -> Vec<String> {
+        self.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_one(yaml: &str) -> Result<CompiledRules, RulesError> {
+        let parsed = parse_file("test.yaml", yaml)?;
+        compile(&[("test.yaml".to_string(), parsed)])
+    }
+
+    const OUT: &str = "type: soft\n    reason: undefined\n    retry: true\n    quarantine: none\n    scope: recipient";
+
+    #[test]
+    fn code_patterns() {
+        let p = |s: &str| CodePattern::parse(&CodeValue::Text(s.into())).expect("valid");
+        assert!(p("5xx").matches(550));
+        assert!(p("5xx").matches(500));
+        assert!(!p("5xx").matches(450));
+        assert!(p("55x").matches(554));
+        assert!(!p("55x").matches(541));
+        assert!(p("421").matches(421));
+        assert!(!p("421").matches(420));
+        assert!(CodePattern::parse(&CodeValue::Number(550))
+            .expect("valid")
+            .matches(550));
+        for bad in ["5x", "5xxx", "x5x", "5a0", ""] {
+            assert!(
+                CodePattern::parse(&CodeValue::Text(bad.into())).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(CodePattern::parse(&CodeValue::Number(5500)).is_err());
+    }
+
+    #[test]
+    fn enhanced_patterns() {
+        let p = |s: &str| EnhancedPattern::parse(s).expect("valid");
+        let c = |s: &str| s.parse::<EnhancedCode>().expect("code");
+        assert!(p("5.1.1").matches(c("5.1.1")));
+        assert!(!p("5.1.1").matches(c("5.1.10")));
+        assert!(p("4.4.*").matches(c("4.4.3")));
+        assert!(!p("4.4.*").matches(c("5.4.3")));
+        assert!(p("*.2.2").matches(c("4.2.2")));
+        assert!(p("x.2.2").matches(c("5.2.2")));
+        assert!(p("5.7.606-649").matches(c("5.7.620")));
+        assert!(!p("5.7.606-649").matches(c("5.7.650")));
+        assert!(p("4.*").matches(c("4.7.1")));
+        assert!(p("4-5.7.1").matches(c("4.7.1")));
+        for bad in [
+            "5.1",
+            "3.1.1",
+            "5.8.1",
+            "5.1.1000",
+            "5.1.1.1",
+            "5.7.649-606",
+            "a.b.c",
+            "3-5.1.1",
+        ] {
+            assert!(EnhancedPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_regex_names_file_and_rule() {
+        let err = compile_one(&format!(
+            "rules:\n  - name: broken\n    pattern: '(unclosed'\n    {OUT}\n"
+        ))
+        .expect_err("must fail");
+        let msg = err.to_string();
+        assert!(matches!(err, RulesError::Pattern { .. }), "{msg}");
+        assert!(msg.contains("test.yaml") && msg.contains("broken"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_enhanced_and_code_name_the_rule() {
+        let err = compile_one(&format!(
+            "rules:\n  - name: bad_enh\n    enhanced: '9.1.1'\n    {OUT}\n"
+        ))
+        .expect_err("must fail");
+        assert!(
+            matches!(&err, RulesError::Condition { rule, field: "enhanced", .. } if rule == "bad_enh"),
+            "{err}"
+        );
+        let err = compile_one(&format!(
+            "rules:\n  - name: bad_code\n    code: '5x'\n    {OUT}\n"
+        ))
+        .expect_err("must fail");
+        assert!(
+            matches!(&err, RulesError::Condition { rule, field: "code", .. } if rule == "bad_code"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn schema_errors_are_reported() {
+        // Unknown field.
+        let err = compile_one(&format!(
+            "rules:\n  - name: typo\n    patern: 'x'\n    {OUT}\n"
+        ))
+        .expect_err("must fail");
+        assert!(matches!(err, RulesError::Yaml { .. }), "{err}");
+        // Unknown reason.
+        let err = compile_one(
+            "rules:\n  - name: r\n    code: 550\n    type: soft\n    reason: nope\n    retry: true\n    quarantine: none\n    scope: recipient\n",
+        )
+        .expect_err("must fail");
+        assert!(matches!(err, RulesError::Yaml { .. }), "{err}");
+        // No condition.
+        let err =
+            compile_one(&format!("rules:\n  - name: empty\n    {OUT}\n")).expect_err("must fail");
+        assert!(matches!(err, RulesError::Invalid { .. }), "{err}");
+        // kind with code.
+        let err = compile_one(&format!(
+            "rules:\n  - name: mixed\n    kind: timeout\n    code: 421\n    {OUT}\n"
+        ))
+        .expect_err("must fail");
+        assert!(matches!(err, RulesError::Invalid { .. }), "{err}");
+        // Duplicate names.
+        let err = compile_one(&format!(
+            "rules:\n  - name: a\n    code: 550\n    {OUT}\n  - name: a\n    code: 551\n    {OUT}\n"
+        ))
+        .expect_err("must fail");
+        assert!(matches!(err, RulesError::Duplicate { .. }), "{err}");
+        // Disable of an unknown rule.
+        let err = compile_one("disable: [ghost]\n").expect_err("must fail");
+        assert!(matches!(err, RulesError::UnknownDisabled { .. }), "{err}");
+    }
+
+    #[test]
+    fn refused_may_not_quarantine() {
+        let err = compile_one(
+            "rules:\n  - name: bad\n    pattern: spam\n    type: hard\n    reason: refused\n    retry: false\n    quarantine: immediate\n    scope: sender\n",
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("never quarantine"), "{err}");
+        let err = compile_one(
+            "rules:\n  - name: bad\n    pattern: big\n    type: hard\n    reason: message_too_large\n    retry: false\n    quarantine: none\n    scope: sender\n    transient: { quarantine: count }\n",
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("transient"), "{err}");
+        let err = compile_one(
+            "fallback:\n  - type: ignored\n    reason: auto_reply\n    retry: false\n    quarantine: count\n    scope: recipient\n",
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("fallback[0]"), "{err}");
+    }
+
+    #[test]
+    fn empty_source_is_an_empty_rule_file() {
+        let compiled = compile_one("  \n").expect("empty is fine");
+        assert!(compiled.rules.is_empty());
+        assert!(compiled.fallback.is_empty());
+    }
+}
