@@ -526,8 +526,7 @@ mod tests {
 
     #[test]
     fn yaml_overrides_defaults_and_unknown_keys_are_refused() {
-        let yaml =
-            "sender:\n  smtp:\n    port: 587\n    timeout: 10s\nretrier:\n  tiers: [1s, 2s]\n";
+        let yaml = "sender:\n  smtp:\n    port: 587\n    timeout: 10s\nretrier:\n  tiers: [1s, 2s]\n  policies:\n    soft: {schedule: [1s], max_attempts: 2}\n";
         let s: Settings = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(s.sender.smtp.port, 587);
         assert_eq!(s.sender.smtp.timeout, Duration::from_secs(10));
