@@ -173,7 +173,8 @@ impl Retrier {
         let reason = class.reason.as_str().to_string();
         self.log_failure(job, &failed.failure, &class);
         self.qualify(&failed.failure, &class).await?;
-        self.count_against_recipient(publish, job, attempts, &failed.failure, &class)
+        let quarantined = self
+            .count_against_recipient(publish, job, attempts, &failed.failure, &class)
             .await?;
         let decision = decide(
             attempts,
@@ -183,6 +184,13 @@ impl Retrier {
             unix_now(),
             job.deadline,
         );
+        // Once the address is quarantined, further attempts are pointless.
+        let decision = match decision {
+            RetryDecision::Retry { .. } if quarantined => RetryDecision::Dead {
+                reason: reason.clone(),
+            },
+            d => d,
+        };
         match decision {
             RetryDecision::Retry { delay } => {
                 let tier = self.topology.tier_for(delay);
@@ -317,6 +325,7 @@ impl Retrier {
 
     /// Raises the address's error counter or quarantines it, for failures
     /// that are about the recipient (never for blocks aimed at the sender).
+    /// Returns whether the address is quarantined now.
     async fn count_against_recipient(
         &self,
         publish: &Channel,
@@ -324,9 +333,9 @@ impl Retrier {
         attempt: u32,
         failure: &Failure,
         class: &Classification,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         if class.scope != Scope::Recipient || class.quarantine == Quarantine::None {
-            return Ok(());
+            return Ok(false);
         }
         let q = &self.settings.quarantine;
         let expiry = if class.reason == Reason::MailboxFull {
@@ -351,20 +360,24 @@ impl Retrier {
                 now: unix_now(),
             })
             .await?;
-        if let FailureCount::Counted {
-            quarantined: true,
-            count,
-        } = outcome
-        {
-            tracing::info!(message = %job.id, count, reason = class.reason.as_str(), "address quarantined");
-            let ev = self.event(job, EventKind::Quarantined, class.reason.as_str(), failure);
-            amqp::confirm(
-                amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
-                    .await?,
-            )
-            .await?;
+        match outcome {
+            FailureCount::Counted {
+                quarantined: true,
+                count,
+            } => {
+                tracing::info!(message = %job.id, count, reason = class.reason.as_str(), "address quarantined");
+                let ev = self.event(job, EventKind::Quarantined, class.reason.as_str(), failure);
+                amqp::confirm(
+                    amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
+                        .await?,
+                )
+                .await?;
+                Ok(true)
+            }
+            // A redelivered failure: the first delivery counted it.
+            FailureCount::AlreadyCounted => Ok(self.store.quarantine(&address).await?.is_some()),
+            FailureCount::Counted { .. } | FailureCount::Allowlisted => Ok(false),
         }
-        Ok(())
     }
 
     fn event(&self, job: &Job, kind: EventKind, reason: &str, failure: &Failure) -> Event {

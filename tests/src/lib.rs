@@ -305,7 +305,8 @@ impl Workers {
 /// A running, isolated pipeline.
 pub struct TestPipeline {
     pub settings: Settings,
-    pub smtp: SmtpSink,
+    /// The SMTP sink, when the pipeline started one (see [`Self::sink`]).
+    smtp: Option<SmtpSink>,
     pub store: Store,
     pub topology: Topology,
     tasks: Vec<(
@@ -359,8 +360,33 @@ impl TestPipeline {
         workers: Workers,
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
+        let port = smtp.port;
+        Self::spawn_inner(Some(smtp), port, workers, tweak).await
+    }
+
+    /// Starts a pipeline whose sender submits to an SMTP server the test
+    /// runs itself (e.g. the scripted peer) on `smtp_port`.
+    pub async fn spawn_for_port(
+        smtp_port: u16,
+        workers: Workers,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        Self::spawn_inner(None, smtp_port, workers, tweak).await
+    }
+
+    /// The pipeline's smtp-sink.
+    pub fn sink(&self) -> &SmtpSink {
+        self.smtp.as_ref().expect("this pipeline has no smtp-sink")
+    }
+
+    async fn spawn_inner(
+        smtp: Option<SmtpSink>,
+        smtp_port: u16,
+        workers: Workers,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         mailpipe_common::telemetry::init_for_tests();
-        let mut settings = test_settings(smtp.port);
+        let mut settings = test_settings(smtp_port);
         tweak(&mut settings);
         let store = Store::connect(&settings.redis)
             .await

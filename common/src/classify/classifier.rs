@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use super::reply::{find_enhanced, is_transient, EnhancedCode};
+use super::reply::{find_enhanced, is_transient, leading_code, EnhancedCode};
 use super::rules::{self, CompiledRule, CompiledRules, Output, RulesError, RulesFile};
 use super::types::{
     Classification, ConnectionError, Failure, FailureType, Quarantine, Reason, Scope,
@@ -163,6 +163,7 @@ impl Classifier {
                 let enhanced = enhanced
                     .as_deref()
                     .and_then(|e| e.parse::<EnhancedCode>().ok())
+                    .or_else(|| leading_code(text).map(|(e, _)| e))
                     .or_else(|| find_enhanced(text, *code));
                 Subject::Reply {
                     code: *code,
@@ -259,6 +260,21 @@ mod tests {
         let c = Classifier::default();
         let handle = std::thread::spawn(move || c.classify(&reply("552 5.2.2 full")).reason);
         assert_eq!(handle.join().expect("thread"), Reason::MailboxFull);
+    }
+
+    #[test]
+    fn module_doc_example_holds() {
+        use super::super::normalize;
+        let classifier = Classifier::default();
+        let failure = Failure::from_reply_text("552 5.2.2 <bob@example.com>: Mailbox full");
+        let verdict = classifier.classify(&failure);
+        assert_eq!(verdict.reason, Reason::MailboxFull);
+        assert_eq!(verdict.kind, FailureType::Soft);
+        assert_eq!(verdict.quarantine, Quarantine::Count);
+        assert_eq!(
+            normalize("552 5.2.2 <bob@example.com>: Mailbox full"),
+            "552 5.2.2 <*>: Mailbox full"
+        );
     }
 
     #[test]
@@ -375,6 +391,14 @@ rules:
             text: "5.2.2 Mailbox full".into(),
         };
         assert_eq!(c.classify(&f).reason, Reason::MailboxFull);
+        // A leading code in the text counts even when its class differs.
+        let f = Failure::Reply {
+            code: 550,
+            enhanced: None,
+            text: "4.2.2 Mailbox over quota".into(),
+        };
+        let got = c.classify(&f);
+        assert_eq!((got.reason, got.retry), (Reason::MailboxFull, true));
         // An unparseable enhanced field falls back to the text.
         let f = Failure::Reply {
             code: 550,

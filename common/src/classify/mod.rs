@@ -16,8 +16,10 @@
 //! - [`normalize`] blanks out variable parts (addresses, ids, numbers, dates,
 //!   IPs) so that identical failures aggregate for qualification.
 //!
-//! ```ignore
-//! // (not compiled as a doctest: the module's crate path depends on where it lives)
+//! Example (exercised by the `module_doc_example_holds` unit test; not a
+//! doctest because the module's crate path depends on where it lives):
+//!
+//! ```text
 //! let classifier = Classifier::default();
 //! let failure = Failure::from_reply_text("552 5.2.2 <bob@example.com>: Mailbox full");
 //! let verdict = classifier.classify(&failure);

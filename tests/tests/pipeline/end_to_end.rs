@@ -78,14 +78,14 @@ async fn ten_thousand_recipients_get_exactly_one_personalized_message_each() {
         "all mail at the SMTP server",
         Duration::from_secs(30),
         || async {
-            let r = p.smtp.received();
+            let r = p.sink().received();
             (r.len() >= valid.len()).then_some(r)
         },
     )
     .await;
 
     // Exactly one message per valid recipient, and nothing else.
-    let per = p.smtp.per_recipient();
+    let per = p.sink().per_recipient();
     assert_eq!(per.len(), valid.len());
     assert!(
         per.values().all(|n| *n == 1),
@@ -192,7 +192,7 @@ async fn ten_thousand_recipients_get_exactly_one_personalized_message_each() {
     .await;
     p.stop_worker("sender").await;
     assert_eq!(p.queue_depth("send.bulk").await, 0);
-    assert_eq!(p.smtp.count(), valid.len());
+    assert_eq!(p.sink().count(), valid.len());
     assert_eq!(p.status(rid).await.sent, valid.len() as u64);
     p.shutdown().await;
 }
@@ -246,7 +246,7 @@ async fn redelivered_messages_are_not_sent_twice() {
     for round in 0..3 {
         p.start_worker("sender");
         wait_for("some progress", Duration::from_secs(60), || async {
-            (p.smtp.count() > (round + 1) * 600).then_some(())
+            (p.sink().count() > (round + 1) * 600).then_some(())
         })
         .await;
         p.stop_worker("sender").await;
@@ -259,11 +259,11 @@ async fn redelivered_messages_are_not_sent_twice() {
     .await;
     p.stop_worker("sender").await;
 
-    let per = p.smtp.per_recipient();
+    let per = p.sink().per_recipient();
     let twice: Vec<_> = per.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "sent twice: {twice:?}");
     assert_eq!(per.len(), 3_000);
-    assert_eq!(p.smtp.count(), 3_000);
+    assert_eq!(p.sink().count(), 3_000);
     assert_eq!(status.sent, 3_000);
     p.shutdown().await;
 }
@@ -293,7 +293,7 @@ async fn malformed_requests_are_dead_lettered_and_the_expander_keeps_serving() {
         .wait_complete("after-the-bad-ones", Duration::from_secs(60))
         .await;
     assert_eq!(status.sent, 20);
-    assert_eq!(p.smtp.count(), 20);
+    assert_eq!(p.sink().count(), 20);
 
     wait_for("dead-letter records", Duration::from_secs(30), || async {
         // Records arrive in order; take them only once all are there.
@@ -341,18 +341,18 @@ async fn killing_the_sender_process_mid_run_loses_nothing() {
     wait_for(
         "the sender to be mid-run",
         Duration::from_secs(120),
-        || async { (p.smtp.count() > n / 4).then_some(()) },
+        || async { (p.sink().count() > n / 4).then_some(()) },
     )
     .await;
     p.kill_process(first);
-    let at_kill = p.smtp.count();
+    let at_kill = p.sink().count();
     assert!(
         at_kill < n,
         "the campaign finished before the kill; nothing was tested"
     );
     p.spawn_process("mailpipe-sender");
     let status = p.wait_complete(rid, Duration::from_secs(180)).await;
-    let per = p.smtp.per_recipient();
+    let per = p.sink().per_recipient();
     let duplicates: usize = per.values().map(|c| c - 1).sum();
     eprintln!(
         "kill -9 after {at_kill} of {n} messages: {duplicates} duplicate(s) at the SMTP server"

@@ -28,7 +28,7 @@ async fn parts_of_one_request_are_one_campaign() {
     assert_eq!(s.accepted, 30);
     assert_eq!(s.excluded.get("duplicate"), Some(&1));
     assert_eq!(s.sent, 30);
-    assert_eq!(p.smtp.per_recipient().get("user5@example.com"), Some(&1));
+    assert_eq!(p.sink().per_recipient().get("user5@example.com"), Some(&1));
     p.shutdown().await;
 }
 
@@ -58,7 +58,7 @@ async fn audience_limit_and_control_group_exclude_with_their_reasons() {
     assert!(held > 50 && held < 150, "sample size {held}");
     assert_eq!(s.excluded.get("control_group"), Some(&held));
     assert_eq!(s.sent, 400 - held);
-    assert_eq!(p.smtp.count() as u64, 30 + 400 - held);
+    assert_eq!(p.sink().count() as u64, 30 + 400 - held);
     p.shutdown().await;
 }
 
@@ -86,11 +86,11 @@ async fn coalescing_sends_one_notice_per_recipient_and_window() {
     assert_eq!((s80.sent, s80.excluded.get("coalesced")), (0, Some(&5)));
     let s90 = p.status("usage-90").await;
     assert_eq!((s90.sent, s90.excluded.get("coalesced")), (1, Some(&5)));
-    let per = p.smtp.per_recipient();
+    let per = p.sink().per_recipient();
     assert_eq!(per.len(), 6);
     assert!(per.values().all(|n| *n == 1));
     assert!(
-        p.smtp
+        p.sink()
             .received()
             .iter()
             .filter(|m| m.header("Subject") == Some("Usage at 70 %"))
