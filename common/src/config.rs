@@ -199,10 +199,13 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     /// SMTP AUTH password; never logged.
     pub password: Option<SecretString>,
-    /// Timeout of each SMTP command.
+    /// Deadline of connecting (greeting, EHLO, STARTTLS, AUTH included) and
+    /// of one transaction (MAIL FROM to the final reply). A connection that
+    /// misses it is closed, never reused.
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
-    /// Connections kept open to the relay (per route).
+    /// Connections open to the relay at most (per route). Keep it at least
+    /// the sum of the lanes' concurrency, or transactions wait for a connection.
     pub pool_size: u32,
     /// Idle connections are closed after this long.
     #[serde(deserialize_with = "duration")]
@@ -218,7 +221,7 @@ impl Default for SmtpSettings {
             username: None,
             password: None,
             timeout: Duration::from_secs(30),
-            pool_size: 32,
+            pool_size: 40,
             pool_idle: Duration::from_secs(60),
         }
     }

@@ -28,7 +28,7 @@ impl ClassifyCommand {
     pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
         let mut settings = ctx.settings.clone();
         let mut files = self.rules.clone();
-        files.extend(settings.classifier.rules_files.drain(..));
+        files.append(&mut settings.classifier.rules_files);
         let mut builder = Classifier::builder();
         for path in &files {
             let yaml = std::fs::read_to_string(path)

@@ -1,27 +1,98 @@
-//! The SMTP side of the sender: one pooled lettre transport per route, and
+//! The SMTP side of the sender: one connection pool per route (relay), and
 //! the translation of lettre's errors into mailpipe's [`Failure`], keeping
 //! the server's full reply (basic code, enhanced code, text) for the
 //! classifier and for operators.
 //!
-//! lettre's pool `max_size` bounds idle connections, not concurrency; the
-//! sender bounds transactions in flight with its own per-lane semaphores.
+//! The pool is deadpool's, over lettre's `AsyncSmtpConnection`, rather than
+//! lettre's own pool, for two reasons: lettre's `timeout` bounds only the TCP
+//! connect, so a server that stops answering mid-transaction would hold a
+//! message forever; and a transaction abandoned on our own timeout must
+//! never go back to the pool (the next message would read the stale
+//! replies). Here every transaction runs under a deadline, and a connection
+//! that timed out or failed is taken out of the pool and closed. deadpool's
+//! `max_size` also bounds the connections open to the relay.
 
 use std::error::Error as _;
+use std::time::Duration;
 
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use lettre::address::Envelope;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use mailpipe_common::classify::{ConnectionError, Failure};
 use mailpipe_common::config::{SmtpSettings, TlsMode};
 use secrecy::ExposeSecret;
+
+/// Creates and checks connections to one relay.
+struct SmtpManager {
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    tls_parameters: Option<TlsParameters>,
+    hello: ClientId,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    idle: Duration,
+}
+
+impl managed::Manager for SmtpManager {
+    type Type = AsyncSmtpConnection;
+    type Error = lettre::transport::smtp::Error;
+
+    async fn create(&self) -> Result<AsyncSmtpConnection, Self::Error> {
+        let implicit = match self.tls {
+            TlsMode::Implicit => self.tls_parameters.clone(),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            implicit,
+            None,
+        )
+        .await?;
+        if let Some(params) = &self.tls_parameters {
+            match self.tls {
+                TlsMode::Starttls => conn.starttls(params.clone(), &self.hello).await?,
+                TlsMode::Opportunistic if conn.can_starttls() => {
+                    conn.starttls(params.clone(), &self.hello).await?
+                }
+                _ => {}
+            }
+        }
+        if let Some(c) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], c).await?;
+        }
+        Ok(conn)
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<Self::Error> {
+        if conn.has_broken() {
+            return Err(RecycleError::message("connection broke"));
+        }
+        if metrics.last_used() > self.idle {
+            return Err(RecycleError::message("connection idle too long"));
+        }
+        // NOOP: the server may have closed it meanwhile.
+        if !conn.test_connected().await {
+            return Err(RecycleError::message("connection closed by the server"));
+        }
+        Ok(())
+    }
+}
 
 /// A relay the sender submits to.
 pub struct Route {
     /// `host:port`, as reported in sent records, failures and metrics.
     pub name: String,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: managed::Pool<SmtpManager>,
+    timeout: Duration,
 }
 
 /// The server's positive reply.
@@ -31,47 +102,82 @@ pub struct Accepted {
 }
 
 impl Route {
-    /// Builds the pooled transport of a relay.
+    /// Builds the connection pool of a relay (no connection is opened yet).
     pub fn new(smtp: &SmtpSettings, hello_name: &str) -> anyhow::Result<Self> {
-        let host = smtp.host.clone();
-        let params = || TlsParameters::new(host.clone());
-        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone());
-        let builder = match smtp.tls {
-            TlsMode::None => builder.tls(Tls::None),
-            TlsMode::Opportunistic => builder.tls(Tls::Opportunistic(params()?)),
-            TlsMode::Starttls => builder.tls(Tls::Required(params()?)),
-            TlsMode::Implicit => builder.tls(Tls::Wrapper(params()?)),
+        let tls_parameters = match smtp.tls {
+            TlsMode::None => None,
+            _ => Some(TlsParameters::new(smtp.host.clone())?),
         };
-        let mut builder = builder
-            .port(smtp.port)
-            .timeout(Some(smtp.timeout))
-            .hello_name(ClientId::Domain(hello_name.to_string()))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(smtp.pool_size)
-                    .idle_timeout(smtp.pool_idle),
-            );
-        if let (Some(user), Some(pass)) = (&smtp.username, &smtp.password) {
-            builder =
-                builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-                    user.clone(),
-                    pass.expose_secret().to_string(),
-                ));
-        }
+        let credentials = match (&smtp.username, &smtp.password) {
+            (Some(user), Some(pass)) => Some(Credentials::new(
+                user.clone(),
+                pass.expose_secret().to_string(),
+            )),
+            _ => None,
+        };
+        let manager = SmtpManager {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            tls: smtp.tls,
+            tls_parameters,
+            hello: ClientId::Domain(hello_name.to_string()),
+            credentials,
+            timeout: smtp.timeout,
+            idle: smtp.pool_idle,
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(smtp.pool_size.max(1) as usize)
+            .runtime(deadpool::Runtime::Tokio1)
+            .create_timeout(Some(smtp.timeout))
+            .recycle_timeout(Some(smtp.timeout))
+            .build()?;
         Ok(Self {
             name: format!("{}:{}", smtp.host, smtp.port),
-            transport: builder.build(),
+            pool,
+            timeout: smtp.timeout,
         })
     }
 
-    /// Submits one message; the error is the failure as the classifier sees it.
+    /// Submits one message under the transaction deadline; the error is the
+    /// failure as the classifier sees it.
     pub async fn submit(&self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, Failure> {
-        match self.transport.send_raw(envelope, message).await {
-            Ok(resp) => Ok(Accepted {
+        let mut conn = match self.pool.get().await {
+            Ok(c) => c,
+            Err(PoolError::Backend(e)) => return Err(failure_of(&e)),
+            Err(PoolError::Timeout(_)) => {
+                return Err(Failure::Connection {
+                    error: ConnectionError::Timeout,
+                    detail: format!(
+                        "no usable connection to {} within {:?}",
+                        self.name, self.timeout
+                    ),
+                })
+            }
+            Err(e) => {
+                return Err(Failure::Connection {
+                    error: ConnectionError::Other,
+                    detail: e.to_string(),
+                })
+            }
+        };
+        match tokio::time::timeout(self.timeout, conn.send(envelope, message)).await {
+            Ok(Ok(resp)) => Ok(Accepted {
                 code: resp.code().to_string().parse().unwrap_or(250),
                 text: resp.message().collect::<Vec<_>>().join(" "),
             }),
-            Err(e) => Err(failure_of(&e)),
+            Ok(Err(e)) => {
+                // lettre closes the connection after a failed command; make
+                // sure it never returns to the pool.
+                drop(Object::take(conn));
+                Err(failure_of(&e))
+            }
+            Err(_) => {
+                drop(Object::take(conn));
+                Err(Failure::Connection {
+                    error: ConnectionError::Timeout,
+                    detail: format!("no reply from {} within {:?}", self.name, self.timeout),
+                })
+            }
         }
     }
 }

@@ -142,6 +142,8 @@ class Handler:
     # --- bookkeeping -------------------------------------------------------
 
     def record(self, rcpt, stage, code, action="reply"):
+        if self.attempts.closed:  # shutting down
+            return
         line = json.dumps(
             {"rcpt": rcpt, "stage": stage, "code": code, "time": time.time(), "action": action}
         )

@@ -10,6 +10,8 @@
 //! Depended upon by every test in `tests/tests/`; keep helpers here, not in
 //! the scenarios.
 
+pub mod scripted;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -161,7 +161,10 @@ impl ScriptedSmtp {
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
             // Give the stderr thread a moment to collect the last lines.
             std::thread::sleep(Duration::from_millis(200));
-            let err = stderr_text.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let err = stderr_text
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             panic!(
                 "scripted SMTP server ({SCRIPT}) on 127.0.0.1:{}: {what} ({status}).\n\
                  It needs python3 with aiosmtpd: `python3 -m pip install aiosmtpd`.\n\
@@ -174,10 +177,9 @@ impl ScriptedSmtp {
             Ok(Startup::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 failed(&mut child, "exited before printing READY".into())
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => failed(
-                &mut child,
-                format!("not READY after {READY_TIMEOUT:?}"),
-            ),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                failed(&mut child, format!("not READY after {READY_TIMEOUT:?}"))
+            }
         }
         self.stdin = child.stdin.take();
         self.child = Some(child);
@@ -238,9 +240,8 @@ impl ScriptedSmtp {
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| {
-                    panic!("malformed line in {}: {e}: {l}", path.display())
-                })
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("malformed line in {}: {e}: {l}", path.display()))
             })
             .collect()
     }

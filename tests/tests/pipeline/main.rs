@@ -3,4 +3,5 @@
 //! harness).
 
 mod end_to_end;
+mod failures;
 mod request_controls;

@@ -1,0 +1,236 @@
+//! Failure handling against an SMTP server scripted per recipient: every
+//! reply ends in the state, after the number of attempts, that the policy
+//! says; quarantine follows the seeds' rules; nothing is lost or duplicated.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use mailpipe_common::message::message_id;
+use mailpipe_tests::scripted::ScriptedSmtp;
+use mailpipe_tests::{wait_for, TestPipeline, Workers};
+use serde_json::json;
+
+fn request(id: &str, locals: &[&str]) -> serde_json::Value {
+    let recipients: Vec<_> = locals
+        .iter()
+        .map(|l| json!({"email": format!("{l}@example.com"), "vars": {"who": l}}))
+        .collect();
+    json!({
+        "schema_version": 1,
+        "request_id": id,
+        "from": "ACME <news@acme.example>",
+        "subject": "Hello {{ who }}",
+        "text": "Hi {{ who }}.",
+        "recipients": recipients,
+    })
+}
+
+/// Collects every delivery event of a pipeline into a temporary queue.
+async fn subscribe_events(p: &TestPipeline) -> (lapin::Connection, lapin::Consumer) {
+    let conn = mailpipe_common::amqp::connect_once(&p.settings.amqp, "test-events")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        p.topology.events_exchange().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (conn, consumer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() {
+    let smtp = ScriptedSmtp::start_with_slow_seconds(3.0);
+    let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |s| {
+        s.quarantine.threshold = 3;
+        s.sender.smtp.timeout = Duration::from_secs(1);
+        s.sender.lease = Duration::from_secs(3);
+    })
+    .await;
+    let (_events_conn, mut events) = subscribe_events(&p).await;
+
+    // (recipient, final state, attempts, quarantine reason)
+    let table: &[(&str, &str, usize, Option<&str>)] = &[
+        ("ok-0-a", "sent", 1, None),
+        ("r421-2-a", "sent", 3, None),      // 421 + disconnect, twice
+        ("r421-0-a", "exhausted", 5, None), // throttled policy: 5 attempts
+        ("r443-1-a", "sent", 2, None),      // 451 4.4.3 routing failure once
+        ("r443-0-a", "exhausted", 4, None), // routing policy (tests): 4 attempts
+        ("r452-0-a", "mailbox_full", 3, Some("mailbox_full")), // counter reaches 3
+        ("r452-2-b", "sent", 3, None),      // mailbox full twice, then delivered
+        ("r450-1-a", "sent", 2, None),      // 450 4.2.1 rate limited once
+        ("grey-1-a", "sent", 2, None),      // greylisting
+        ("r550-0-a", "user_unknown", 1, Some("user_unknown")),
+        ("r554-0-a", "refused", 1, None), // spam block: never the recipient's fault
+        ("r552-0-a", "message_too_large", 1, None),
+        ("drop-1-a", "sent", 2, None), // disconnect during DATA
+        ("slow-1-a", "sent", 2, None), // timeout
+    ];
+    let locals: Vec<&str> = table.iter().map(|r| r.0).collect();
+    p.publish_json(&request("failures", &locals)).await;
+    let status = p.wait_complete("failures", Duration::from_secs(120)).await;
+
+    for (local, state, attempts, quarantine) in table {
+        let address = format!("{local}@example.com");
+        let done = p
+            .store
+            .done(&message_id("failures", &address))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{address} has no terminal state"));
+        if *state == "sent" {
+            assert_eq!(done.state, "sent", "{address}: {}", done.detail);
+        } else {
+            assert_eq!(done.state, "dead", "{address}");
+            assert!(
+                done.detail.starts_with(&format!("{state}:")),
+                "{address} ended as {:?}, expected {state}",
+                done.detail
+            );
+        }
+        let seen = smtp
+            .attempts_for(&address)
+            .iter()
+            .filter(|a| a.stage == "rcpt")
+            .count();
+        assert_eq!(seen, *attempts, "{address}: attempts seen by the server");
+        let q = p.store.quarantine(&address).await.unwrap();
+        match quarantine {
+            Some(reason) => assert_eq!(
+                q.as_ref().and_then(|v| v["reason"].as_str()),
+                Some(*reason),
+                "{address} should be quarantined"
+            ),
+            None => assert!(q.is_none(), "{address} must not be quarantined: {q:?}"),
+        }
+    }
+
+    // Counts: nothing lost, nothing duplicated.
+    let sent = table.iter().filter(|r| r.1 == "sent").count() as u64;
+    assert_eq!(status.accepted, table.len() as u64);
+    assert_eq!(status.sent, sent);
+    assert_eq!(
+        status.sent + status.dead.values().sum::<u64>(),
+        status.accepted
+    );
+    assert_eq!(status.dead.get("exhausted"), Some(&2));
+    assert_eq!(status.pending, 0);
+    let per = smtp.per_recipient();
+    for (local, state, ..) in table {
+        let n = per
+            .get(&format!("{local}@example.com"))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(
+            n,
+            usize::from(*state == "sent"),
+            "{local} received {n} message(s)"
+        );
+    }
+
+    // A delivery resets the soft-failure counter; a hard bounce counted once.
+    assert_eq!(
+        p.store.failure_count("r452-2-b@example.com").await.unwrap(),
+        0
+    );
+    assert_eq!(
+        p.store.failure_count("r452-0-a@example.com").await.unwrap(),
+        3
+    );
+
+    // Applications saw it happen.
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, events.next()).await {
+        let e: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+        *kinds
+            .entry(e["event"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        if kinds.get("sent") == Some(&(sent as usize)) && kinds.get("dead") == Some(&6) {
+            break;
+        }
+    }
+    assert_eq!(kinds.get("sent"), Some(&(sent as usize)), "{kinds:?}");
+    assert_eq!(kinds.get("dead"), Some(&6), "{kinds:?}");
+    assert_eq!(kinds.get("quarantined"), Some(&2), "{kinds:?}");
+    assert!(
+        kinds.get("deferred").copied().unwrap_or(0) >= 14,
+        "{kinds:?}"
+    );
+    assert!(kinds.get("bounced").copied().unwrap_or(0) >= 2, "{kinds:?}");
+
+    // The qualification table counted the texts.
+    let bounces = p.store.bounces(100).await.unwrap();
+    assert!(bounces
+        .iter()
+        .any(|b| b.reason == "user_unknown" && b.count == 1));
+    assert!(bounces.iter().all(|b| !b.text.contains("@example.com")));
+
+    // Quarantined addresses are excluded from later requests.
+    p.publish_json(&request("later", &["r550-0-a", "r452-0-a", "ok-0-b"]))
+        .await;
+    let later = p.wait_complete("later", Duration::from_secs(60)).await;
+    assert_eq!(later.excluded.get("quarantined"), Some(&2));
+    assert_eq!(later.sent, 1);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_outage_defers_mail_and_loses_nothing() {
+    let mut smtp = ScriptedSmtp::start();
+    let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |s| {
+        s.retrier.policies.routing.schedule = vec![Duration::from_millis(400)];
+        s.retrier.policies.routing.max_attempts = 50;
+    })
+    .await;
+    smtp.stop();
+    let locals: Vec<String> = (0..60).map(|i| format!("ok-0-{i}")).collect();
+    let refs: Vec<&str> = locals.iter().map(String::as_str).collect();
+    p.publish_json(&request("outage", &refs)).await;
+    wait_for(
+        "every message to fail at least once",
+        Duration::from_secs(60),
+        || async { (p.status("outage").await.failed_attempts >= 60).then_some(()) },
+    )
+    .await;
+    assert_eq!(p.status("outage").await.sent, 0);
+    smtp.restart();
+    let s = p.wait_complete("outage", Duration::from_secs(60)).await;
+    assert_eq!(s.sent, 60);
+    let per = smtp.per_recipient();
+    assert_eq!(per.len(), 60);
+    assert!(per.values().all(|n| *n == 1));
+    p.shutdown().await;
+}
