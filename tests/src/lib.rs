@@ -547,6 +547,29 @@ impl TestPipeline {
         )
     }
 
+    /// Runs the operator CLI with `input` on its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> (i32, String) {
+        use std::io::Write;
+        let mut child = Command::new(binary("mailpipe"))
+            .args(args)
+            .envs(self.env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run mailpipe");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("mailpipe output");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     /// Publishes a raw request body to the requests queue (confirmed).
     pub async fn publish_request(&self, body: &[u8]) {
         let conn = amqp::connect_once(&self.settings.amqp, "test-publisher")

@@ -198,6 +198,20 @@ async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() 
         .any(|b| b.reason == "user_unknown" && b.count == 1));
     assert!(bounces.iter().all(|b| !b.text.contains("@example.com")));
 
+    // ... and `mailpipe bounces` lists them by count.
+    let (code, out) = p.cli(&["--json", "bounces"]);
+    assert_eq!(code, 0);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), bounces.len());
+    let counts: Vec<u64> = rows.iter().map(|r| r["count"].as_u64().unwrap()).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by count: {counts:?}"
+    );
+    assert!(rows
+        .iter()
+        .any(|r| r["reason"] == "rate_limited" && r["count"].as_u64() >= Some(4)));
+
     // Quarantined addresses are excluded from later requests.
     p.publish_json(&request("later", &["r550-0-a", "r452-0-a", "ok-0-b"]))
         .await;
@@ -232,5 +246,57 @@ async fn a_relay_outage_defers_mail_and_loses_nothing() {
     let per = smtp.per_recipient();
     assert_eq!(per.len(), 60);
     assert!(per.values().all(|n| *n == 1));
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_prints_one_json_object_per_input_line_in_order() {
+    let p = TestPipeline::spawn_for_port(
+        1,
+        Workers {
+            expander: false,
+            sender: false,
+            retrier: false,
+        },
+        |_| {},
+    )
+    .await;
+    let input = "550 5.1.1 <bob@example.com>: Recipient address rejected: User unknown\n\
+                 421 4.7.0 Service not available, closing transmission channel\n\
+                 451 4.4.3 Routing server failure\n\
+                 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org\n\
+                 552 5.2.2 Mailbox full\n";
+    let (code, out) = p.cli_with_stdin(&["classify"], input);
+    assert_eq!(code, 0);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    let got: Vec<(&str, &str, bool, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["reason"].as_str().unwrap(),
+                r["type"].as_str().unwrap(),
+                r["retry"].as_bool().expect("retry is a JSON boolean"),
+                r["quarantine"].as_str().unwrap(),
+                r["scope"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("user_unknown", "hard", false, "immediate", "recipient"),
+            ("rate_limited", "soft", true, "none", "domain"),
+            ("unreachable", "soft", true, "none", "domain"),
+            ("refused", "hard", false, "none", "sender"),
+            ("mailbox_full", "soft", true, "count", "recipient"),
+        ]
+    );
+    // Arguments work too, one object per argument.
+    let (_, out) = p.cli(&["classify", "550 5.1.1 no such user", "250 ok"]);
+    assert_eq!(out.lines().count(), 2);
     p.shutdown().await;
 }
