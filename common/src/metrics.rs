@@ -110,6 +110,23 @@ impl Metrics {
         registry
             .register(Box::new(expand_seconds.clone()))
             .expect("unique metric");
+        // Create the common series at zero, so every family is exported from
+        // the start (dashboards and alerts see 0, not "no data").
+        for o in ["expanded", "invalid", "replayed"] {
+            requests.with_label_values(&[o]);
+        }
+        recipients.with_label_values(&["accepted"]);
+        for lane in ["transactional", "bulk"] {
+            for o in ["sent", "failed", "duplicate"] {
+                deliveries.with_label_values(&[lane, o]);
+            }
+            smtp_seconds.with_label_values(&[lane]);
+            in_flight.with_label_values(&[lane]);
+        }
+        for d in ["retry", "dead"] {
+            retries.with_label_values(&[d, "undefined"]);
+        }
+        dead.with_label_values(&["exhausted"]);
         Self {
             registry,
             requests,
