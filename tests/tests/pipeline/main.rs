@@ -4,4 +4,5 @@
 
 mod end_to_end;
 mod failures;
+mod faults;
 mod request_controls;

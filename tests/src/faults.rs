@@ -1,0 +1,1 @@
+//! Fault injection for the integration tests (private broker and Redis instances).

@@ -1,0 +1,1 @@
+//! Crashes, restarts, outages and hostile input lose nothing.
