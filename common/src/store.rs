@@ -14,7 +14,12 @@
 //! | `{p}:lease:{mid}` | string | the sender replica currently submitting the message |
 //! | `{p}:coalesce:{tenant}:{key}:{addr}` | string | message id that used the coalescing window |
 //! | `{p}:quarantine:{addr}` | string | quarantine record (JSON) |
+//! | `{p}:quarantined` | zset | quarantined addresses by expiry time (index for listing) |
 //! | `{p}:denylist` / `{p}:allowlist` | set | addresses |
+//! | `{p}:errors:{addr}` | hash | soft-failure counter of an address |
+//! | `{p}:held:{rid}` / `{p}:cancelled:{rid}` | string | campaign held / cancelled by an operator |
+//! | `{p}:deferred` + `{p}:deferred:info` | zset + hash | deferred messages by due time, with what operators see |
+//! | `{p}:history:{mid}` | list | a message's failed attempts (JSON), for `mailpipe queue show` |
 //!
 //! Every counter is written idempotently: expansion counts are stored per
 //! part (overwritten by a replay, never added twice), and terminal states are
@@ -50,6 +55,21 @@ pub enum StoreError {
 
 fn op(op: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
     move |source| StoreError::Redis { op, source }
+}
+
+/// What the sender learns about a job before sending it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    /// The message's terminal record, if it has one.
+    pub done: Option<DoneRecord>,
+    /// An operator holds the campaign.
+    pub held: bool,
+    /// An operator cancelled the campaign.
+    pub cancelled: bool,
+}
+
+fn unix_now_str() -> String {
+    crate::unix_now().to_string()
 }
 
 /// Screening of one recipient during expansion.
@@ -195,7 +215,7 @@ return 0
 
 const FAILURE_LUA: &str = r#"
 -- KEYS[1] error counter hash, KEYS[2] quarantine key, KEYS[3] counted marker,
--- KEYS[4] allowlist set
+-- KEYS[4] allowlist set, KEYS[5] quarantine index (zset address -> expiry)
 -- ARGV: 1 address, 2 reason, 3 immediate (1/0), 4 threshold, 5 expiry s,
 --       6 counter ttl s, 7 now, 8 detail
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[6]) then return {-1, 0} end
@@ -211,6 +231,7 @@ if ARGV[3] == '1' or count >= tonumber(ARGV[4]) then
     last = tonumber(ARGV[7]), detail = ARGV[8],
     expires = tonumber(ARGV[7]) + tonumber(ARGV[5]), source = 'delivery'})
   redis.call('SET', KEYS[2], record, 'EX', ARGV[5])
+  redis.call('ZADD', KEYS[5], tonumber(ARGV[7]) + tonumber(ARGV[5]), ARGV[1])
   return {count, 1}
 end
 return {count, 0}
@@ -496,6 +517,277 @@ impl Store {
             .map_err(op("part done"))
     }
 
+    /// Everything the sender checks before a job, in one round trip: the
+    /// terminal record, whether the campaign is held or cancelled; a retried
+    /// job also leaves the deferred index.
+    pub async fn gate(
+        &self,
+        message: &str,
+        request: &str,
+        retried: bool,
+    ) -> Result<Gate, StoreError> {
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.get(self.key(&["done", message]))
+            .exists(self.key(&["held", request]))
+            .exists(self.key(&["cancelled", request]));
+        if retried {
+            pipe.zrem(self.key(&["deferred"]), message)
+                .ignore()
+                .hdel(self.key(&["deferred", "info"]), message)
+                .ignore();
+        }
+        let (done, held, cancelled): (Option<String>, bool, bool) =
+            pipe.query_async(&mut c).await.map_err(op("gate"))?;
+        let done = done
+            .map(|r| {
+                serde_json::from_str(&r).map_err(|e| StoreError::Corrupt {
+                    what: "done record",
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()?;
+        Ok(Gate {
+            done,
+            held,
+            cancelled,
+        })
+    }
+
+    /// Sets or clears an operator flag on a campaign (`held`, `cancelled`).
+    pub async fn set_campaign_flag(
+        &self,
+        request: &str,
+        flag: &str,
+        on: bool,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let key = self.key(&[flag, request]);
+        if on {
+            let _: () = c
+                .set_ex(key, unix_now_str(), ttl.as_secs().max(1))
+                .await
+                .map_err(op("set campaign flag"))?;
+        } else {
+            let _: i64 = c.del(key).await.map_err(op("clear campaign flag"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether an operator flag is set on a campaign.
+    pub async fn campaign_flag(&self, request: &str, flag: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        c.exists(self.key(&[flag, request]))
+            .await
+            .map_err(op("campaign flag"))
+    }
+
+    /// Records a deferred message in the index operators list.
+    pub async fn index_deferred(
+        &self,
+        message: &str,
+        due: i64,
+        info: &serde_json::Value,
+        history_entry: &serde_json::Value,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let history = self.key(&["history", message]);
+        let _: () = redis::pipe()
+            .zadd(self.key(&["deferred"]), message, due)
+            .ignore()
+            .hset(self.key(&["deferred", "info"]), message, info.to_string())
+            .ignore()
+            .rpush(&history, history_entry.to_string())
+            .ignore()
+            .expire(&history, ttl.as_secs() as i64)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("index deferred"))?;
+        Ok(())
+    }
+
+    /// Adds a failed attempt to a message's history (for messages that stop).
+    pub async fn push_history(
+        &self,
+        message: &str,
+        entry: &serde_json::Value,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let history = self.key(&["history", message]);
+        let _: () = redis::pipe()
+            .rpush(&history, entry.to_string())
+            .ignore()
+            .expire(&history, ttl.as_secs() as i64)
+            .ignore()
+            .zrem(self.key(&["deferred"]), message)
+            .ignore()
+            .hdel(self.key(&["deferred", "info"]), message)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("history"))?;
+        Ok(())
+    }
+
+    /// A message's failed attempts, oldest first.
+    pub async fn history(&self, message: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut c = self.conn.clone();
+        let raw: Vec<String> = c
+            .lrange(self.key(&["history", message]), 0, -1)
+            .await
+            .map_err(op("history"))?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+
+    /// Deferred messages by due time: `(message id, due, info)`.
+    pub async fn deferred(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, i64, serde_json::Value)>, StoreError> {
+        let mut c = self.conn.clone();
+        let ids: Vec<(String, f64)> = c
+            .zrange_withscores(self.key(&["deferred"]), 0, limit.max(1) as isize - 1)
+            .await
+            .map_err(op("deferred"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, due) in ids {
+            let info: Option<String> = c
+                .hget(self.key(&["deferred", "info"]), &id)
+                .await
+                .map_err(op("deferred info"))?;
+            let info = info
+                .and_then(|i| serde_json::from_str(&i).ok())
+                .unwrap_or(serde_json::Value::Null);
+            out.push((id, due as i64, info));
+        }
+        Ok(out)
+    }
+
+    /// Number of deferred messages and the earliest due time.
+    pub async fn deferred_summary(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let mut c = self.conn.clone();
+        let n: u64 = c
+            .zcard(self.key(&["deferred"]))
+            .await
+            .map_err(op("deferred"))?;
+        let first: Vec<(String, f64)> = c
+            .zrange_withscores(self.key(&["deferred"]), 0, 0)
+            .await
+            .map_err(op("deferred"))?;
+        Ok((n, first.first().map(|(_, d)| *d as i64)))
+    }
+
+    /// Quarantines an address by hand (source `operator`).
+    pub async fn quarantine_add(
+        &self,
+        address: &str,
+        reason: &str,
+        expiry: Duration,
+    ) -> Result<(), StoreError> {
+        let now = crate::unix_now();
+        let record = serde_json::json!({
+            "reason": reason, "count": 0, "first": now, "last": now,
+            "detail": "added by an operator", "expires": now + expiry.as_secs() as i64,
+            "source": "operator",
+        });
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .set_ex(
+                self.key(&["quarantine", address]),
+                record.to_string(),
+                expiry.as_secs().max(1),
+            )
+            .ignore()
+            .zadd(
+                self.key(&["quarantined"]),
+                address,
+                now + expiry.as_secs() as i64,
+            )
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("quarantine add"))?;
+        Ok(())
+    }
+
+    /// Lifts an address's quarantine and resets its counter; `false` if it
+    /// was not quarantined.
+    pub async fn quarantine_remove(&self, address: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let (n,): (i64,) = redis::pipe()
+            .del(self.key(&["quarantine", address]))
+            .zrem(self.key(&["quarantined"]), address)
+            .ignore()
+            .del(self.key(&["errors", address]))
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("quarantine remove"))?;
+        Ok(n == 1)
+    }
+
+    /// Quarantined addresses with their records (expired entries are pruned).
+    pub async fn quarantine_list(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let mut c = self.conn.clone();
+        let index = self.key(&["quarantined"]);
+        let _: i64 = c
+            .zrembyscore(&index, "-inf", crate::unix_now())
+            .await
+            .map_err(op("quarantine prune"))?;
+        let addrs: Vec<String> = c
+            .zrange(&index, 0, limit.max(1) as isize - 1)
+            .await
+            .map_err(op("quarantine list"))?;
+        let mut out = Vec::new();
+        for a in addrs {
+            if let Some(r) = self.quarantine(&a).await? {
+                out.push((a, r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds addresses to the denylist or allowlist (`list` is `denylist` or
+    /// `allowlist`); returns how many were new.
+    pub async fn list_add(&self, list: &str, addresses: &[String]) -> Result<u64, StoreError> {
+        if addresses.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.conn.clone();
+        c.sadd(self.key(&[list]), addresses)
+            .await
+            .map_err(op("list add"))
+    }
+
+    /// Removes addresses from the denylist or allowlist.
+    pub async fn list_remove(&self, list: &str, addresses: &[String]) -> Result<u64, StoreError> {
+        if addresses.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.conn.clone();
+        c.srem(self.key(&[list]), addresses)
+            .await
+            .map_err(op("list remove"))
+    }
+
+    /// Whether an address is on the denylist or allowlist.
+    pub async fn list_contains(&self, list: &str, address: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        c.sismember(self.key(&[list]), address)
+            .await
+            .map_err(op("list contains"))
+    }
+
     /// A message's terminal state, if it has one.
     pub async fn done(&self, message: &str) -> Result<Option<DoneRecord>, StoreError> {
         let mut c = self.conn.clone();
@@ -577,6 +869,7 @@ impl Store {
             .key(self.key(&["quarantine", f.address]))
             .key(self.key(&["counted", f.message_id, &f.attempt.to_string()]))
             .key(self.key(&["allowlist"]))
+            .key(self.key(&["quarantined"]))
             .arg(f.address)
             .arg(f.reason)
             .arg(if f.immediate { "1" } else { "0" })

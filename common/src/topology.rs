@@ -76,6 +76,37 @@ impl Topology {
         format!("send.{}", lane.as_str())
     }
 
+    /// Routing key of the queue holding a held campaign's messages.
+    pub fn held_key(request: &str) -> String {
+        format!("held.{request}")
+    }
+
+    /// Declares the queue of a held campaign (durable quorum queue, created
+    /// when the first message of the campaign is parked, deleted on release).
+    pub async fn declare_held(&self, channel: &Channel, request: &str) -> Result<(), lapin::Error> {
+        let key = Self::held_key(request);
+        let name = self.queue(&key);
+        channel
+            .queue_declare(
+                ShortString::from(name.clone()),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                quorum(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                name.into(),
+                self.exchange().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
     /// The delay tiers, shortest first.
     pub fn tiers(&self) -> &[Duration] {
         &self.tiers

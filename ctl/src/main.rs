@@ -7,7 +7,11 @@
 //! refused), 2 on bad usage.
 
 mod bounces;
+mod campaign;
 mod classify;
+mod lists;
+mod ops;
+mod queue;
 mod status;
 mod submit;
 
@@ -35,6 +39,11 @@ struct Cli {
 enum SubCommand {
     Submit(Box<submit::SubmitCommand>),
     Status(status::StatusCommand),
+    Queue(queue::QueueCommand),
+    Campaign(campaign::CampaignCommand),
+    Quarantine(lists::QuarantineCommand),
+    Denylist(lists::DenylistCommand),
+    Allowlist(lists::AllowlistCommand),
     Classify(classify::ClassifyCommand),
     Bounces(bounces::BouncesCommand),
 }
@@ -72,6 +81,11 @@ fn main() -> ExitCode {
         match cli.command {
             SubCommand::Submit(c) => c.run(&ctx).await,
             SubCommand::Status(c) => c.run(&ctx).await,
+            SubCommand::Queue(c) => c.run(&ctx).await,
+            SubCommand::Campaign(c) => c.run(&ctx).await,
+            SubCommand::Quarantine(c) => c.run(&ctx).await,
+            SubCommand::Denylist(c) => c.run(&ctx).await,
+            SubCommand::Allowlist(c) => c.run(&ctx).await,
             SubCommand::Classify(c) => c.run(&ctx).await,
             SubCommand::Bounces(c) => c.run(&ctx).await,
         }

@@ -194,6 +194,23 @@ impl Retrier {
         match decision {
             RetryDecision::Retry { delay } => {
                 let tier = self.topology.tier_for(delay);
+                let due = unix_now() + tier.as_secs() as i64;
+                // Indexed before the publish: the message may be back in its
+                // lane (and leave the index) before this returns.
+                let info = serde_json::json!({
+                    "request": job.request, "campaign": job.campaign, "recipient": job.to,
+                    "lane": job.lane, "attempt": attempts, "reason": reason,
+                    "reply": failure_text(&failed.failure), "tier": mailpipe_common::config::format_duration(tier),
+                });
+                self.store
+                    .index_deferred(
+                        &job.id,
+                        due,
+                        &info,
+                        &history_entry(&failed, &class, attempts, "retry", Some(due)),
+                        history_ttl(job),
+                    )
+                    .await?;
                 let next = Job {
                     attempt: attempts,
                     last_reason: Some(reason.clone()),
@@ -232,6 +249,13 @@ impl Retrier {
             RetryDecision::Dead {
                 reason: dead_reason,
             } => {
+                self.store
+                    .push_history(
+                        &job.id,
+                        &history_entry(&failed, &class, attempts, &dead_reason, None),
+                        history_ttl(job),
+                    )
+                    .await?;
                 let record = DoneRecord {
                     state: "dead".into(),
                     request: job.request.clone(),
@@ -402,6 +426,32 @@ impl Retrier {
             .inc();
         Ok(())
     }
+}
+
+/// How long a message's history is kept: its validity plus a week.
+fn history_ttl(job: &Job) -> Duration {
+    Duration::from_secs((job.deadline - unix_now()).max(0) as u64 + 7 * 24 * 3600)
+}
+
+/// One failed attempt, as `mailpipe queue show` prints it.
+fn history_entry(
+    failed: &FailedJob,
+    class: &Classification,
+    attempt: u32,
+    decision: &str,
+    due: Option<i64>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "attempt": attempt,
+        "at": failed.at,
+        "route": failed.route,
+        "reply": failure_text(&failed.failure),
+        "type": class.kind,
+        "reason": class.reason,
+        "rule": class.rule,
+        "decision": decision,
+        "due": due,
+    })
 }
 
 /// One line describing a failure, for records and events.

@@ -62,6 +62,10 @@ enum DeliveryOutcome {
     Delivered,
     /// The message already had a terminal state (sent, dead or removed).
     AlreadyDone,
+    /// An operator holds the campaign: park the message until release.
+    Held,
+    /// An operator cancelled the campaign: the message ends as `removed`.
+    Cancelled,
     /// The attempt failed; the job goes to the failure queue.
     Failed(Failure, String),
     /// The message cannot be sent at all: dead-letter it with this reason.
@@ -375,8 +379,18 @@ impl Sender {
         job: &Job,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryOutcome, DeliverError> {
-        if self.store.done(&job.id).await?.is_some() {
+        let gate = self
+            .store
+            .gate(&job.id, &job.request, job.attempt > 0)
+            .await?;
+        if gate.done.is_some() {
             return Ok(DeliveryOutcome::AlreadyDone);
+        }
+        if gate.cancelled {
+            return Ok(DeliveryOutcome::Cancelled);
+        }
+        if gate.held {
+            return Ok(DeliveryOutcome::Held);
         }
         if unix_now() > job.deadline {
             return Ok(DeliveryOutcome::Dead {
@@ -586,6 +600,36 @@ impl Sender {
                 amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
             }
             DeliveryOutcome::AlreadyDone => label("duplicate"),
+            DeliveryOutcome::Held => {
+                label("held");
+                self.topology.declare_held(publish, &job.request).await?;
+                amqp::publish_confirmed(
+                    publish,
+                    &self.topology.exchange(),
+                    &Topology::held_key(&job.request),
+                    &delivery.data,
+                    amqp::properties().with_message_id(job.id.clone().into()),
+                )
+                .await?;
+            }
+            DeliveryOutcome::Cancelled => {
+                label("removed");
+                let record = DoneRecord {
+                    state: "removed".into(),
+                    request: job.request.clone(),
+                    at: unix_now(),
+                    route: String::new(),
+                    detail: "cancelled: the campaign was cancelled by an operator".into(),
+                };
+                if self
+                    .store
+                    .record_done(&job.id, &record, &["removed"], self.record_ttl(job))
+                    .await?
+                {
+                    let ev = self.event(job, EventKind::Removed, Some("cancelled".into()), None);
+                    amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
+                }
+            }
             DeliveryOutcome::Failed(failure, route) => {
                 label("failed");
                 match &failure {

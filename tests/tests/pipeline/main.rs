@@ -4,5 +4,6 @@
 
 mod end_to_end;
 mod failures;
+mod operator;
 mod faults;
 mod request_controls;

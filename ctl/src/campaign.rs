@@ -1,0 +1,123 @@
+//! `mailpipe campaign hold|release|cancel`: stop a campaign's sending within
+//! seconds and resume it where it stopped (like `postsuper -h/-H`), or end it.
+//!
+//! Holding sets a flag the senders check before every message; a held
+//! campaign's messages are parked in their own queue (`<prefix>.held.<id>`),
+//! in order, as they reach a sender. Releasing clears the flag first, then
+//! moves the parked messages back into their lane with confirmed publishes:
+//! a message is in exactly one queue at any time, so none is missed, and the
+//! sent records keep any from being sent twice.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use lapin::options::QueueDeleteOptions;
+use mailpipe_common::topology::Topology;
+use serde_json::json;
+
+use crate::ops::{require_yes, Fate, Ops};
+
+/// How long an operator flag lives if nobody clears it.
+const FLAG_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Hold, release or cancel a campaign.
+#[derive(Args)]
+pub struct CampaignCommand {
+    #[command(subcommand)]
+    pub command: CampaignSubCommand,
+}
+
+#[derive(Subcommand)]
+pub enum CampaignSubCommand {
+    /// Stop sending a campaign; its messages wait until released.
+    Hold { id: String },
+    /// Resume a held campaign where it stopped.
+    Release { id: String },
+    /// End a campaign: nothing more of it is sent; unsent messages end as `removed`.
+    Cancel {
+        id: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+impl CampaignCommand {
+    pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        let ops = Ops::connect(ctx).await?;
+        let id = match &self.command {
+            CampaignSubCommand::Hold { id }
+            | CampaignSubCommand::Release { id }
+            | CampaignSubCommand::Cancel { id, .. } => id.clone(),
+        };
+        if ops.store.request_status(&id).await?.meta.is_none() {
+            eprintln!("mailpipe: no request {id:?} is known");
+            ops.close().await;
+            return Ok(ExitCode::from(3));
+        }
+        let held_key = Topology::held_key(&id);
+        let out = match &self.command {
+            CampaignSubCommand::Hold { .. } => {
+                ops.store.set_campaign_flag(&id, "held", true, FLAG_TTL).await?;
+                json!({"request": id, "held": true})
+            }
+            CampaignSubCommand::Release { .. } => {
+                ops.store.set_campaign_flag(&id, "held", false, FLAG_TTL).await?;
+                let moved = ops
+                    .drain(&held_key, |_, job| match job {
+                        Some(j) => Fate::MoveTo(Topology::lane_key(j.lane)),
+                        None => Fate::Remove("malformed".into()),
+                    })
+                    .await?;
+                delete_if_empty(&ops, &held_key).await;
+                json!({"request": id, "held": false, "resumed": moved.moved})
+            }
+            CampaignSubCommand::Cancel { yes, .. } => {
+                if let Some(code) = require_yes(*yes, "campaign cancel") {
+                    ops.close().await;
+                    return Ok(code);
+                }
+                ops.store.set_campaign_flag(&id, "cancelled", true, FLAG_TTL).await?;
+                ops.store.set_campaign_flag(&id, "held", false, FLAG_TTL).await?;
+                let removed = ops
+                    .drain(&held_key, |_, _| Fate::Remove("cancelled".into()))
+                    .await?;
+                delete_if_empty(&ops, &held_key).await;
+                json!({"request": id, "cancelled": true, "removed_now": removed.removed})
+            }
+        };
+        ops.close().await;
+        if ctx.json {
+            println!("{out}");
+        } else {
+            match &self.command {
+                CampaignSubCommand::Hold { .. } => {
+                    println!("{id} is held; senders park its messages until `mailpipe campaign release {id}`")
+                }
+                CampaignSubCommand::Release { .. } => println!(
+                    "{id} released; {} parked message(s) back in their lane",
+                    out["resumed"]
+                ),
+                CampaignSubCommand::Cancel { .. } => println!(
+                    "{id} cancelled; {} parked message(s) removed, the rest is removed as it reaches a sender",
+                    out["removed_now"]
+                ),
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn delete_if_empty(ops: &Ops, key: &str) {
+    let _ = ops
+        .channel
+        .queue_delete(
+            ops.topology.queue(key).into(),
+            QueueDeleteOptions {
+                if_empty: true,
+                ..Default::default()
+            },
+        )
+        .await;
+}

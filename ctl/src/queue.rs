@@ -1,0 +1,399 @@
+//! `mailpipe queue`: see and steer what is queued, like Postfix's
+//! `postqueue -p` / `postqueue -f` / `postsuper -d`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use mailpipe_common::message::{message_id, Lane};
+use mailpipe_common::topology::Topology;
+use mailpipe_common::unix_now;
+use serde_json::json;
+
+use crate::ops::{require_yes, DrainCounts, Fate, Ops};
+
+/// Inspect and manage queued mail (postqueue/postsuper parity).
+#[derive(Args)]
+pub struct QueueCommand {
+    #[command(subcommand)]
+    pub command: QueueSubCommand,
+}
+
+#[derive(Subcommand)]
+pub enum QueueSubCommand {
+    List(ListCommand),
+    Show(ShowCommand),
+    Flush(FlushCommand),
+    Remove(RemoveCommand),
+    Purge(PurgeCommand),
+}
+
+/// Depth and consumers of every lane, delay tier, failure and dead-letter
+/// queue (like `postqueue -p` summarised); with --deferred, the deferred
+/// messages themselves.
+#[derive(Args)]
+pub struct ListCommand {
+    /// List deferred messages: id, recipient, campaign, attempt, last reason, next attempt.
+    #[arg(long)]
+    pub deferred: bool,
+    /// Deferred messages to show at most.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// One message's history: attempts, replies, classification, state.
+/// Exit code 3 when nothing is known about it.
+#[derive(Args)]
+pub struct ShowCommand {
+    /// Message id (as in `queue list --deferred`, events and the X-Mailpipe-Id header).
+    pub id: String,
+}
+
+/// Make deferred mail due now: drain the delay tiers into the send lanes
+/// (like `postqueue -f`), optionally only one domain's or campaign's.
+#[derive(Args)]
+pub struct FlushCommand {
+    /// Only messages to this recipient domain.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Only messages of this request (campaign) id.
+    #[arg(long)]
+    pub campaign: Option<String>,
+}
+
+/// Remove messages so they are never sent (like `postsuper -d ID`). They end
+/// in the state `removed`, counted in `mailpipe status`.
+#[derive(Args)]
+pub struct RemoveCommand {
+    /// Message ids; with --request, recipient addresses work too.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// The request the messages belong to (needed for messages that are not
+    /// deferred, whose request mailpipe cannot look up by id).
+    #[arg(long)]
+    pub request: Option<String>,
+    /// Confirm.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Remove many messages at once (like `postsuper -d ALL`). Every removed
+/// message ends in the state `removed`, counted per campaign.
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("what").required(true))]
+pub struct PurgeCommand {
+    /// Everything in this send lane and its delay tiers.
+    #[arg(long, group = "what")]
+    pub lane: Option<Lane>,
+    /// Everything of this request (campaign) id, wherever it is queued; the
+    /// campaign is also cancelled so nothing more of it is sent.
+    #[arg(long, group = "what")]
+    pub campaign: Option<String>,
+    /// Everything in every send lane and delay tier.
+    #[arg(long, group = "what")]
+    pub all: bool,
+    /// Confirm.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+impl QueueCommand {
+    pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        match &self.command {
+            QueueSubCommand::List(c) => c.run(ctx).await,
+            QueueSubCommand::Show(c) => c.run(ctx).await,
+            QueueSubCommand::Flush(c) => c.run(ctx).await,
+            QueueSubCommand::Remove(c) => c.run(ctx).await,
+            QueueSubCommand::Purge(c) => c.run(ctx).await,
+        }
+    }
+}
+
+fn ago(secs: i64) -> String {
+    match secs {
+        s if s < 0 => format!("in {}", human(-s)),
+        s => format!("{} ago", human(s)),
+    }
+}
+
+fn human(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+impl ListCommand {
+    async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        let ops = Ops::connect(ctx).await?;
+        let now = unix_now();
+        if self.deferred {
+            let rows = ops.store.deferred(self.limit).await?;
+            if ctx.json {
+                let out: Vec<_> = rows
+                    .iter()
+                    .map(|(id, due, info)| json!({"id": id, "due": due, "info": info}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "{:<32} {:<30} {:<20} {:>7} {:<14} next attempt",
+                    "id", "recipient", "campaign", "attempt", "last reason"
+                );
+                for (id, due, info) in &rows {
+                    let s = |k: &str| info[k].as_str().unwrap_or("-").to_string();
+                    println!(
+                        "{:<32} {:<30} {:<20} {:>7} {:<14} {}",
+                        id,
+                        s("recipient"),
+                        info["campaign"].as_str().unwrap_or(info["request"].as_str().unwrap_or("-")),
+                        info["attempt"].as_u64().unwrap_or(0),
+                        s("reason"),
+                        ago(now - due)
+                    );
+                }
+                println!("-- {} deferred message(s) shown", rows.len());
+            }
+            ops.close().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut rows = Vec::new();
+        for key in ops.topology.all_keys() {
+            if let Some((depth, consumers)) = ops.depth(&key).await? {
+                rows.push((key, depth, consumers));
+            }
+        }
+        let (deferred, next_due) = ops.store.deferred_summary().await?;
+        if ctx.json {
+            let queues: Vec<_> = rows
+                .iter()
+                .map(|(k, d, c)| json!({"queue": ops.topology.queue(k), "messages": d, "consumers": c}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "queues": queues,
+                    "deferred": deferred,
+                    "next_due": next_due,
+                }))?
+            );
+        } else {
+            println!("{:<40} {:>10} {:>10}", "queue", "messages", "consumers");
+            for (k, d, c) in &rows {
+                println!("{:<40} {:>10} {:>10}", ops.topology.queue(k), d, c);
+            }
+            match next_due {
+                Some(due) => println!(
+                    "{deferred} deferred message(s); the next one is due {}",
+                    ago(now - due)
+                ),
+                None => println!("no deferred messages"),
+            }
+        }
+        ops.close().await;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl ShowCommand {
+    async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        let ops = Ops::connect(ctx).await?;
+        let done = ops.store.done(&self.id).await?;
+        let history = ops.store.history(&self.id).await?;
+        let deferred = ops
+            .store
+            .deferred(100_000)
+            .await?
+            .into_iter()
+            .find(|(id, ..)| id == &self.id);
+        ops.close().await;
+        if done.is_none() && history.is_empty() && deferred.is_none() {
+            eprintln!(
+                "mailpipe: nothing is known about message {:?} (pending messages that never failed have no history yet)",
+                self.id
+            );
+            return Ok(ExitCode::from(3));
+        }
+        let state = match (&done, &deferred) {
+            (Some(d), _) => d.state.clone(),
+            (None, Some(_)) => "deferred".into(),
+            (None, None) => "pending".into(),
+        };
+        if ctx.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "id": self.id,
+                    "state": state,
+                    "done": done,
+                    "deferred": deferred.as_ref().map(|(_, due, info)| json!({"due": due, "info": info})),
+                    "history": history,
+                }))?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("message  {}", self.id);
+        println!("state    {state}");
+        if let Some(d) = &done {
+            println!("request  {}", d.request);
+            if !d.route.is_empty() {
+                println!("route    {}", d.route);
+            }
+            println!("detail   {}", d.detail);
+        }
+        if let Some((_, due, info)) = &deferred {
+            println!("request  {}", info["request"].as_str().unwrap_or("-"));
+            println!("to       {}", info["recipient"].as_str().unwrap_or("-"));
+            println!("next     {}", ago(unix_now() - due));
+        }
+        for h in &history {
+            println!(
+                "attempt {:>2}  {:<8} {:<14} {:<6} {}",
+                h["attempt"].as_u64().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                h["decision"].as_str().unwrap_or("-"),
+                h["reason"].as_str().unwrap_or("-"),
+                h["type"].as_str().unwrap_or("-"),
+                h["reply"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl FlushCommand {
+    async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        let ops = Ops::connect(ctx).await?;
+        let domain = self.domain.as_ref().map(|d| d.to_ascii_lowercase());
+        let mut total = DrainCounts::default();
+        for key in ops.work_keys().into_iter().filter(|k| k.starts_with("retry.")) {
+            total += ops
+                .drain(&key, |_, job| match job {
+                    Some(j) => {
+                        let domain_ok = domain
+                            .as_ref()
+                            .is_none_or(|d| j.to.to_ascii_lowercase().ends_with(&format!("@{d}")));
+                        let campaign_ok = self.campaign.as_ref().is_none_or(|c| &j.request == c);
+                        if domain_ok && campaign_ok {
+                            Fate::MoveTo(Topology::lane_key(j.lane))
+                        } else {
+                            Fate::Keep
+                        }
+                    }
+                    None => Fate::Keep,
+                })
+                .await?;
+        }
+        ops.close().await;
+        if ctx.json {
+            println!("{}", serde_json::to_string(&total)?);
+        } else {
+            println!("{} deferred message(s) are due now", total.moved);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl RemoveCommand {
+    async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        if let Some(code) = require_yes(self.yes, "queue remove") {
+            return Ok(code);
+        }
+        let ops = Ops::connect(ctx).await?;
+        let deferred = ops.store.deferred(1_000_000).await?;
+        let mut removed = 0;
+        let mut unknown = Vec::new();
+        for raw in &self.ids {
+            let id = match (&self.request, raw.contains('@')) {
+                (Some(r), true) => message_id(r, &raw.to_ascii_lowercase()),
+                _ => raw.clone(),
+            };
+            let info = deferred.iter().find(|(d, ..)| *d == id).map(|(_, _, i)| i);
+            let request = self
+                .request
+                .clone()
+                .or_else(|| info.and_then(|i| i["request"].as_str().map(str::to_string)));
+            let Some(request) = request else {
+                unknown.push(raw.clone());
+                continue;
+            };
+            let job = mailpipe_common::message::Job {
+                v: 1,
+                id: id.clone(),
+                request,
+                tenant: None,
+                campaign: info.and_then(|i| i["campaign"].as_str().map(str::to_string)),
+                lane: info
+                    .and_then(|i| i["lane"].as_str()?.parse().ok())
+                    .unwrap_or_default(),
+                content: String::new(),
+                to: info
+                    .and_then(|i| i["recipient"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| if raw.contains('@') { raw.clone() } else { String::new() }),
+                name: None,
+                vars: Default::default(),
+                created: 0,
+                deadline: unix_now() + 5 * 24 * 3600,
+                attempt: 0,
+                last_reason: None,
+            };
+            if ops.record_removed(&job, "removed").await? {
+                removed += 1;
+            } else {
+                eprintln!("{raw}: already has a terminal state; unchanged");
+            }
+        }
+        ops.close().await;
+        for u in &unknown {
+            eprintln!("mailpipe: {u}: not among deferred messages; pass --request to remove a pending one");
+        }
+        if ctx.json {
+            println!("{}", json!({"removed": removed, "unknown": unknown}));
+        } else {
+            println!("{removed} message(s) removed; they will not be sent");
+        }
+        Ok(if unknown.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        })
+    }
+}
+
+impl PurgeCommand {
+    async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        if let Some(code) = require_yes(self.yes, "queue purge") {
+            return Ok(code);
+        }
+        let ops = Ops::connect(ctx).await?;
+        if let Some(c) = &self.campaign {
+            // Cancel first, so what is in flight or not yet expanded is removed too.
+            ops.store
+                .set_campaign_flag(c, "cancelled", true, std::time::Duration::from_secs(30 * 86_400))
+                .await?;
+        }
+        let mut keys = ops.work_keys();
+        if let Some(lane) = self.lane {
+            keys.retain(|k| k.ends_with(&format!(".{}", lane.as_str())));
+        }
+        if let Some(c) = &self.campaign {
+            keys.push(Topology::held_key(c));
+        }
+        let mut total = DrainCounts::default();
+        for key in keys {
+            total += ops
+                .drain(&key, |_, job| match (job, &self.campaign) {
+                    (Some(j), Some(c)) if &j.request != c => Fate::Keep,
+                    _ => Fate::Remove("purged".into()),
+                })
+                .await?;
+        }
+        ops.close().await;
+        if ctx.json {
+            println!("{}", serde_json::to_string(&total)?);
+        } else {
+            println!("{} message(s) purged (state removed)", total.removed);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
