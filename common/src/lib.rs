@@ -14,6 +14,8 @@ pub mod config;
 pub mod http;
 pub mod message;
 pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod queue_ops;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;

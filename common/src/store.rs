@@ -575,6 +575,35 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that a held campaign has parked messages (for the sweeper that
+    /// moves them back once the campaign is released or cancelled).
+    pub async fn mark_parked(&self, request: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = c
+            .sadd(self.key(&["parked"]), request)
+            .await
+            .map_err(op("mark parked"))?;
+        Ok(())
+    }
+
+    /// Campaigns that have (or had) parked messages.
+    pub async fn parked(&self) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn.clone();
+        c.smembers(self.key(&["parked"]))
+            .await
+            .map_err(op("parked"))
+    }
+
+    /// Forgets a campaign's parked queue.
+    pub async fn unmark_parked(&self, request: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = c
+            .srem(self.key(&["parked"]), request)
+            .await
+            .map_err(op("unmark parked"))?;
+        Ok(())
+    }
+
     /// Whether an operator flag is set on a campaign.
     pub async fn campaign_flag(&self, request: &str, flag: &str) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();

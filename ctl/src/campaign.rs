@@ -12,11 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use lapin::options::QueueDeleteOptions;
-use mailpipe_common::topology::Topology;
 use serde_json::json;
 
-use crate::ops::{require_yes, Fate, Ops};
+use crate::ops::{require_yes, Ops};
 
 /// How long an operator flag lives if nobody clears it.
 const FLAG_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -56,21 +54,20 @@ impl CampaignCommand {
             ops.close().await;
             return Ok(ExitCode::from(3));
         }
-        let held_key = Topology::held_key(&id);
         let out = match &self.command {
             CampaignSubCommand::Hold { .. } => {
-                ops.store.set_campaign_flag(&id, "held", true, FLAG_TTL).await?;
+                ops.store
+                    .set_campaign_flag(&id, "held", true, FLAG_TTL)
+                    .await?;
                 json!({"request": id, "held": true})
             }
             CampaignSubCommand::Release { .. } => {
-                ops.store.set_campaign_flag(&id, "held", false, FLAG_TTL).await?;
-                let moved = ops
-                    .drain(&held_key, |_, job| match job {
-                        Some(j) => Fate::MoveTo(Topology::lane_key(j.lane)),
-                        None => Fate::Remove("malformed".into()),
-                    })
+                ops.store
+                    .set_campaign_flag(&id, "held", false, FLAG_TTL)
                     .await?;
-                delete_if_empty(&ops, &held_key).await;
+                // The retrier sweeps again for messages parked by senders
+                // that saw the flag just before it was cleared.
+                let moved = ops.sweep_parked(&id).await?;
                 json!({"request": id, "held": false, "resumed": moved.moved})
             }
             CampaignSubCommand::Cancel { yes, .. } => {
@@ -78,12 +75,13 @@ impl CampaignCommand {
                     ops.close().await;
                     return Ok(code);
                 }
-                ops.store.set_campaign_flag(&id, "cancelled", true, FLAG_TTL).await?;
-                ops.store.set_campaign_flag(&id, "held", false, FLAG_TTL).await?;
-                let removed = ops
-                    .drain(&held_key, |_, _| Fate::Remove("cancelled".into()))
+                ops.store
+                    .set_campaign_flag(&id, "cancelled", true, FLAG_TTL)
                     .await?;
-                delete_if_empty(&ops, &held_key).await;
+                ops.store
+                    .set_campaign_flag(&id, "held", false, FLAG_TTL)
+                    .await?;
+                let removed = ops.sweep_parked(&id).await?;
                 json!({"request": id, "cancelled": true, "removed_now": removed.removed})
             }
         };
@@ -107,17 +105,4 @@ impl CampaignCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
-}
-
-async fn delete_if_empty(ops: &Ops, key: &str) {
-    let _ = ops
-        .channel
-        .queue_delete(
-            ops.topology.queue(key).into(),
-            QueueDeleteOptions {
-                if_empty: true,
-                ..Default::default()
-            },
-        )
-        .await;
 }

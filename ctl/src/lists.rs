@@ -114,7 +114,12 @@ fn read_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for line in std::io::BufReader::new(f).lines() {
         let line = line?;
-        let first = line.split([',', ';', '\t']).next().unwrap_or("").trim().trim_matches('"');
+        let first = line
+            .split([',', ';', '\t'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
         if first.is_empty() || first.starts_with('#') || first.eq_ignore_ascii_case("email") {
             continue;
         }
@@ -149,10 +154,16 @@ impl QuarantineCommand {
             QuarantineSubCommand::List { limit } => {
                 let rows = store.quarantine_list(*limit).await?;
                 if ctx.json {
-                    let out: Vec<_> = rows.iter().map(|(a, r)| json!({"address": a, "record": r})).collect();
+                    let out: Vec<_> = rows
+                        .iter()
+                        .map(|(a, r)| json!({"address": a, "record": r}))
+                        .collect();
                     println!("{}", serde_json::to_string_pretty(&out)?);
                 } else {
-                    println!("{:<40} {:<18} {:>5} {:<10} expires", "address", "reason", "count", "source");
+                    println!(
+                        "{:<40} {:<18} {:>5} {:<10} expires",
+                        "address", "reason", "count", "source"
+                    );
                     for (a, r) in &rows {
                         println!(
                             "{:<40} {:<18} {:>5} {:<10} {}",
@@ -186,7 +197,11 @@ impl QuarantineCommand {
                     return Ok(ExitCode::from(3));
                 }
             }
-            QuarantineSubCommand::Add { addresses, reason, expiry: e } => {
+            QuarantineSubCommand::Add {
+                addresses,
+                reason,
+                expiry: e,
+            } => {
                 let (ok, bad) = keys(addresses);
                 report_invalid(&bad);
                 let d = expiry(ctx, e)?;
@@ -209,14 +224,22 @@ impl QuarantineCommand {
                 }
                 println!("{n} quarantine(s) lifted");
             }
-            QuarantineSubCommand::Import { file, reason, expiry: e } => {
+            QuarantineSubCommand::Import {
+                file,
+                reason,
+                expiry: e,
+            } => {
                 let (ok, bad) = keys(&read_file(file)?);
                 report_invalid(&bad);
                 let d = expiry(ctx, e)?;
                 for a in &ok {
                     store.quarantine_add(a, reason, d).await?;
                 }
-                println!("{} address(es) quarantined, {} invalid skipped", ok.len(), bad.len());
+                println!(
+                    "{} address(es) quarantined, {} invalid skipped",
+                    ok.len(),
+                    bad.len()
+                );
             }
             QuarantineSubCommand::Export => {
                 println!("address,reason,count,first,last,expires,source");
@@ -237,7 +260,11 @@ impl QuarantineCommand {
     }
 }
 
-async fn run_list(ctx: &crate::Context, list: &str, command: &ListSubCommand) -> anyhow::Result<ExitCode> {
+async fn run_list(
+    ctx: &crate::Context,
+    list: &str,
+    command: &ListSubCommand,
+) -> anyhow::Result<ExitCode> {
     let store = store(ctx).await?;
     match command {
         ListSubCommand::Add { addresses } => {
@@ -259,7 +286,10 @@ async fn run_list(ctx: &crate::Context, list: &str, command: &ListSubCommand) ->
             for chunk in ok.chunks(1000) {
                 n += store.list_add(list, chunk).await?;
             }
-            println!("{n} new address(es) in the {list}, {} invalid skipped", bad.len());
+            println!(
+                "{n} new address(es) in the {list}, {} invalid skipped",
+                bad.len()
+            );
         }
         ListSubCommand::Check { address } => {
             let (ok, _) = keys(std::slice::from_ref(address));

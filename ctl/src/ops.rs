@@ -1,20 +1,14 @@
-//! What the queue and campaign commands share: connections, and moving
-//! messages between queues with confirmed publishes (a message is acked in
-//! its old queue only once its new copy is confirmed, or its removal is
-//! recorded).
-
-use std::time::Duration;
+//! What the queue and campaign commands share: one connected session.
 
 use anyhow::Context as _;
-use lapin::message::BasicGetMessage;
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
-use mailpipe_common::message::{EventKind, Job};
-use mailpipe_common::store::{DoneRecord, Store};
+use mailpipe_common::message::Job;
+use mailpipe_common::queue_ops::QueueOps;
+use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
-use mailpipe_common::unix_now;
+
+pub use mailpipe_common::queue_ops::{DrainCounts, Fate};
 
 /// A connected operator session.
 pub struct Ops {
@@ -50,150 +44,36 @@ impl Ops {
         let _ = self.conn.close(200, "done".into()).await;
     }
 
-    /// Messages ready in a queue (by routing key) and its consumers, or
-    /// `None` when the queue does not exist.
+    fn ops(&self) -> QueueOps<'_> {
+        QueueOps {
+            conn: &self.conn,
+            channel: &self.channel,
+            store: &self.store,
+            topology: &self.topology,
+        }
+    }
+
+    /// Messages ready in a queue and its consumers, `None` if it does not exist.
     pub async fn depth(&self, key: &str) -> anyhow::Result<Option<(u32, u32)>> {
-        // A failed passive declare closes the channel: use a throwaway one.
-        let ch = self.conn.create_channel().await?;
-        let r = ch
-            .queue_declare(
-                self.topology.queue(key).into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        Ok(match r {
-            Ok(q) => {
-                let _ = ch.close(200, "ok".into()).await;
-                Some((q.message_count(), q.consumer_count()))
-            }
-            Err(_) => None,
-        })
+        self.ops().depth(key).await
     }
 
-    /// Takes up to the current number of messages of a queue one by one and
-    /// hands each to `decide`, which says where it goes. At most the depth
-    /// seen at the start is processed, so messages arriving meanwhile do not
-    /// make this loop forever.
-    pub async fn drain<F>(&self, key: &str, mut decide: F) -> anyhow::Result<DrainCounts>
+    /// See [`QueueOps::drain`].
+    pub async fn drain<F>(&self, key: &str, decide: F) -> anyhow::Result<DrainCounts>
     where
-        F: FnMut(&BasicGetMessage, Option<&Job>) -> Fate,
+        F: FnMut(&lapin::message::BasicGetMessage, Option<&Job>) -> Fate,
     {
-        let mut counts = DrainCounts::default();
-        let Some((depth, _)) = self.depth(key).await? else {
-            return Ok(counts);
-        };
-        let queue = self.topology.queue(key);
-        for _ in 0..depth {
-            let Some(msg) = self
-                .channel
-                .basic_get(queue.clone().into(), BasicGetOptions { no_ack: false })
-                .await?
-            else {
-                break;
-            };
-            let job: Option<Job> = serde_json::from_slice(&msg.delivery.data).ok();
-            match decide(&msg, job.as_ref()) {
-                Fate::MoveTo(target) => {
-                    amqp::publish_confirmed(
-                        &self.channel,
-                        &self.topology.exchange(),
-                        &target,
-                        &msg.delivery.data,
-                        fresh_properties(&msg.delivery.properties),
-                    )
-                    .await?;
-                    counts.moved += 1;
-                }
-                Fate::Keep => {
-                    // Back into the same queue; in a delay tier it keeps its
-                    // due time through a per-message expiration.
-                    let mut props = msg.delivery.properties.clone();
-                    if let Some(due) = amqp::header_str(&props, "x-mailpipe-due")
-                        .and_then(|d| d.parse::<i64>().ok())
-                    {
-                        let ms = ((due - unix_now()).max(0) * 1000).to_string();
-                        props = props.with_expiration(ms.into());
-                    }
-                    amqp::publish_confirmed(
-                        &self.channel,
-                        &self.topology.exchange(),
-                        key,
-                        &msg.delivery.data,
-                        props,
-                    )
-                    .await?;
-                    counts.kept += 1;
-                }
-                Fate::Remove(reason) => {
-                    match &job {
-                        Some(j) => {
-                            self.record_removed(j, &reason).await?;
-                        }
-                        None => {
-                            // Not a job: keep it for operators in the dead-letter queue.
-                            amqp::publish_confirmed(
-                                &self.channel,
-                                &self.topology.exchange(),
-                                Topology::DEAD,
-                                &msg.delivery.data,
-                                msg.delivery.properties.clone(),
-                            )
-                            .await?;
-                        }
-                    }
-                    counts.removed += 1;
-                }
-            }
-            msg.delivery.ack(BasicAckOptions::default()).await?;
-        }
-        Ok(counts)
+        self.ops().drain(key, decide).await
     }
 
-    /// Gives a message the terminal state `removed` (counted once) and
-    /// publishes a `removed` event. `false` if it already had a terminal state.
+    /// See [`QueueOps::sweep_parked`].
+    pub async fn sweep_parked(&self, request: &str) -> anyhow::Result<DrainCounts> {
+        self.ops().sweep_parked(request).await
+    }
+
+    /// See [`QueueOps::record_removed`].
     pub async fn record_removed(&self, job: &Job, reason: &str) -> anyhow::Result<bool> {
-        let record = DoneRecord {
-            state: "removed".into(),
-            request: job.request.clone(),
-            at: unix_now(),
-            route: String::new(),
-            detail: format!("{reason}: removed by an operator"),
-        };
-        let ttl = Duration::from_secs((job.deadline - unix_now()).max(0) as u64 + 7 * 24 * 3600);
-        let new = self
-            .store
-            .record_done(&job.id, &record, &["removed"], ttl)
-            .await?;
-        self.store
-            .push_history(
-                &job.id,
-                &serde_json::json!({"at": unix_now(), "decision": "removed", "reason": reason}),
-                ttl,
-            )
-            .await?;
-        if new {
-            let ev = mailpipe_common::message::Event {
-                v: 1,
-                event: EventKind::Removed,
-                request: job.request.clone(),
-                message: Some(job.id.clone()),
-                recipient: job.to.clone(),
-                campaign: job.campaign.clone(),
-                reason: Some(reason.to_string()),
-                detail: None,
-                at: unix_now(),
-            };
-            amqp::confirm(
-                amqp::publish_event(&self.channel, &self.topology.events_exchange(), &ev, job.lane)
-                    .await?,
-            )
-            .await?;
-        }
-        Ok(new)
+        self.ops().record_removed(job, reason).await
     }
 
     /// Routing keys of the send lanes and every delay tier.
@@ -203,45 +83,6 @@ impl Ops {
             .into_iter()
             .filter(|k| k.starts_with("send.") || k.starts_with("retry."))
             .collect()
-    }
-}
-
-/// The properties of a moved message: its id and headers, without any
-/// per-message expiration it had in a delay tier.
-fn fresh_properties(old: &lapin::BasicProperties) -> lapin::BasicProperties {
-    let mut p = amqp::properties();
-    if let Some(id) = old.message_id() {
-        p = p.with_message_id(id.clone());
-    }
-    if let Some(h) = old.headers() {
-        p = p.with_headers(h.clone());
-    }
-    p
-}
-
-/// Where a drained message goes.
-pub enum Fate {
-    /// Publish to this routing key.
-    MoveTo(String),
-    /// Put it back where it was.
-    Keep,
-    /// End it as `removed` with this reason.
-    Remove(String),
-}
-
-/// What a drain did.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct DrainCounts {
-    pub moved: u64,
-    pub kept: u64,
-    pub removed: u64,
-}
-
-impl std::ops::AddAssign for DrainCounts {
-    fn add_assign(&mut self, o: Self) {
-        self.moved += o.moved;
-        self.kept += o.kept;
-        self.removed += o.removed;
     }
 }
 

@@ -147,7 +147,9 @@ impl ListCommand {
                         "{:<32} {:<30} {:<20} {:>7} {:<14} {}",
                         id,
                         s("recipient"),
-                        info["campaign"].as_str().unwrap_or(info["request"].as_str().unwrap_or("-")),
+                        info["campaign"]
+                            .as_str()
+                            .unwrap_or(info["request"].as_str().unwrap_or("-")),
                         info["attempt"].as_u64().unwrap_or(0),
                         s("reason"),
                         ago(now - due)
@@ -250,7 +252,10 @@ impl ShowCommand {
         for h in &history {
             println!(
                 "attempt {:>2}  {:<8} {:<14} {:<6} {}",
-                h["attempt"].as_u64().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                h["attempt"]
+                    .as_u64()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 h["decision"].as_str().unwrap_or("-"),
                 h["reason"].as_str().unwrap_or("-"),
                 h["type"].as_str().unwrap_or("-"),
@@ -266,7 +271,11 @@ impl FlushCommand {
         let ops = Ops::connect(ctx).await?;
         let domain = self.domain.as_ref().map(|d| d.to_ascii_lowercase());
         let mut total = DrainCounts::default();
-        for key in ops.work_keys().into_iter().filter(|k| k.starts_with("retry.")) {
+        for key in ops
+            .work_keys()
+            .into_iter()
+            .filter(|k| k.starts_with("retry."))
+        {
             total += ops
                 .drain(&key, |_, job| match job {
                     Some(j) => {
@@ -329,7 +338,13 @@ impl RemoveCommand {
                 content: String::new(),
                 to: info
                     .and_then(|i| i["recipient"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| if raw.contains('@') { raw.clone() } else { String::new() }),
+                    .unwrap_or_else(|| {
+                        if raw.contains('@') {
+                            raw.clone()
+                        } else {
+                            String::new()
+                        }
+                    }),
                 name: None,
                 vars: Default::default(),
                 created: 0,
@@ -369,7 +384,12 @@ impl PurgeCommand {
         if let Some(c) = &self.campaign {
             // Cancel first, so what is in flight or not yet expanded is removed too.
             ops.store
-                .set_campaign_flag(c, "cancelled", true, std::time::Duration::from_secs(30 * 86_400))
+                .set_campaign_flag(
+                    c,
+                    "cancelled",
+                    true,
+                    std::time::Duration::from_secs(30 * 86_400),
+                )
                 .await?;
         }
         let mut keys = ops.work_keys();

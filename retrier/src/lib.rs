@@ -32,6 +32,9 @@ use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
 use tokio_util::sync::CancellationToken;
 
+/// How often the retrier looks for parked messages of released campaigns.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Runs the retrier until `shutdown` is cancelled.
 pub async fn run_until_stopped(
     settings: Settings,
@@ -118,9 +121,15 @@ impl Retrier {
             )
             .await?;
         self.health.set_ready(true);
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
+                _ = sweep.tick() => {
+                    self.sweep_parked(&conn, &publish).await?;
+                    continue;
+                }
                 d = consumer.next() => d,
             };
             let delivery = match delivery {
@@ -142,6 +151,25 @@ impl Retrier {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+
+    /// Moves the parked messages of released (or cancelled) campaigns back
+    /// into their lanes: the operator's `campaign release` does it at once,
+    /// this catches messages senders parked just after.
+    async fn sweep_parked(&self, conn: &Connection, publish: &Channel) -> anyhow::Result<()> {
+        let ops = mailpipe_common::queue_ops::QueueOps {
+            conn,
+            channel: publish,
+            store: &self.store,
+            topology: &self.topology,
+        };
+        for request in self.store.parked().await? {
+            let moved = ops.sweep_parked(&request).await?;
+            if moved.moved + moved.removed > 0 {
+                tracing::info!(%request, resumed = moved.moved, removed = moved.removed, "swept parked messages");
+            }
+        }
+        Ok(())
     }
 
     async fn handle(&self, publish: &Channel, delivery: &Delivery) -> anyhow::Result<()> {

@@ -611,6 +611,8 @@ impl Sender {
                     amqp::properties().with_message_id(job.id.clone().into()),
                 )
                 .await?;
+                // After the publish, so the sweeper never forgets a parked message.
+                self.store.mark_parked(&job.request).await?;
             }
             DeliveryOutcome::Cancelled => {
                 label("removed");

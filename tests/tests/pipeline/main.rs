@@ -4,6 +4,6 @@
 
 mod end_to_end;
 mod failures;
-mod operator;
 mod faults;
+mod operator;
 mod request_controls;

@@ -34,20 +34,31 @@ async fn hour_long_retries(smtp: &ScriptedSmtp) -> TestPipeline {
 async fn flush_delivers_a_message_scheduled_an_hour_ahead_within_seconds() {
     let smtp = ScriptedSmtp::start();
     let p = hour_long_retries(&smtp).await;
-    p.publish_json(&request("flush", &["r443-1-a", "ok-0-a"])).await;
+    p.publish_json(&request("flush", &["r443-1-a", "ok-0-a"]))
+        .await;
     let id = message_id("flush", "r443-1-a@example.com");
-    wait_for("the message to be deferred", Duration::from_secs(30), || async {
-        let (_, out) = p.cli(&["--json", "queue", "list", "--deferred"]);
-        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
-        rows.iter().any(|r| r["id"] == id.as_str()).then_some(())
-    })
+    wait_for(
+        "the message to be deferred",
+        Duration::from_secs(30),
+        || async {
+            let (_, out) = p.cli(&["--json", "queue", "list", "--deferred"]);
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+            rows.iter().any(|r| r["id"] == id.as_str()).then_some(())
+        },
+    )
     .await;
 
     // postqueue -p
     let (code, out) = p.cli(&["queue", "list", "--deferred"]);
     assert_eq!(code, 0);
-    assert!(out.contains(&id) && out.contains("r443-1-a@example.com") && out.contains("unreachable"), "{out}");
-    assert!(out.contains("in 59m") || out.contains("in 60m"), "due in an hour: {out}");
+    assert!(
+        out.contains(&id) && out.contains("r443-1-a@example.com") && out.contains("unreachable"),
+        "{out}"
+    );
+    assert!(
+        out.contains("in 59m") || out.contains("in 60m"),
+        "due in an hour: {out}"
+    );
     let (_, out) = p.cli(&["--json", "queue", "list"]);
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["deferred"], 1);
@@ -65,7 +76,10 @@ async fn flush_delivers_a_message_scheduled_an_hour_ahead_within_seconds() {
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["state"], "deferred");
     assert_eq!(shown["history"][0]["reason"], "unreachable");
-    assert!(shown["history"][0]["reply"].as_str().unwrap().contains("4.4.3"));
+    assert!(shown["history"][0]["reply"]
+        .as_str()
+        .unwrap()
+        .contains("4.4.3"));
 
     // postqueue -f
     let started = std::time::Instant::now();
@@ -79,7 +93,11 @@ async fn flush_delivers_a_message_scheduled_an_hour_ahead_within_seconds() {
     let (_, out) = p.cli(&["--json", "queue", "show", &id]);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["state"], "sent");
-    assert_eq!(p.cli(&["queue", "show", "0000"]).0, 3, "unknown message: exit 3");
+    assert_eq!(
+        p.cli(&["queue", "show", "0000"]).0,
+        3,
+        "unknown message: exit 3"
+    );
     p.shutdown().await;
 }
 
@@ -87,13 +105,20 @@ async fn flush_delivers_a_message_scheduled_an_hour_ahead_within_seconds() {
 async fn a_removed_deferred_message_is_never_sent() {
     let smtp = ScriptedSmtp::start();
     let p = hour_long_retries(&smtp).await;
-    p.publish_json(&request("remove", &["r443-1-a", "r443-1-b"])).await;
+    p.publish_json(&request("remove", &["r443-1-a", "r443-1-b"]))
+        .await;
     let a = message_id("remove", "r443-1-a@example.com");
-    wait_for("both messages to be deferred", Duration::from_secs(30), || async {
-        (p.store.deferred(10).await.ok()?.len() == 2).then_some(())
-    })
+    wait_for(
+        "both messages to be deferred",
+        Duration::from_secs(30),
+        || async { (p.store.deferred(10).await.ok()?.len() == 2).then_some(()) },
+    )
     .await;
-    assert_eq!(p.cli(&["queue", "remove", &a]).0, 2, "destructive commands need --yes");
+    assert_eq!(
+        p.cli(&["queue", "remove", &a]).0,
+        2,
+        "destructive commands need --yes"
+    );
     let (code, out) = p.cli(&["queue", "remove", &a, "--yes"]);
     assert_eq!(code, 0, "{out}");
     // Flush everything: the removed message comes back to a sender, which must skip it.
@@ -101,11 +126,16 @@ async fn a_removed_deferred_message_is_never_sent() {
     let s = p.wait_complete("remove", Duration::from_secs(30)).await;
     assert_eq!((s.sent, s.removed, s.pending), (1, 1, 0));
     wait_for("the lanes to drain", Duration::from_secs(30), || async {
-        (p.queue_depth("send.bulk").await == 0 && p.queue_depth("retry.1h.bulk").await == 0).then_some(())
+        (p.queue_depth("send.bulk").await == 0 && p.queue_depth("retry.1h.bulk").await == 0)
+            .then_some(())
     })
     .await;
     let per = smtp.per_recipient();
-    assert_eq!(per.get("r443-1-a@example.com"), None, "a removed message was sent");
+    assert_eq!(
+        per.get("r443-1-a@example.com"),
+        None,
+        "a removed message was sent"
+    );
     assert_eq!(per.get("r443-1-b@example.com"), Some(&1));
     let (_, out) = p.cli(&["--json", "queue", "show", &a]);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -119,9 +149,11 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
     let p = TestPipeline::spawn().await;
     let rid = "held-campaign";
     p.publish_json(&sample_request(rid, N, "example.com")).await;
-    wait_for("the campaign to be mid-flight", Duration::from_secs(180), || async {
-        (p.sink().count() > N / 10).then_some(())
-    })
+    wait_for(
+        "the campaign to be mid-flight",
+        Duration::from_secs(180),
+        || async { (p.sink().count() > N / 10).then_some(()) },
+    )
     .await;
     let (code, out) = p.cli(&["campaign", "hold", rid]);
     assert_eq!(code, 0, "{out}");
@@ -133,8 +165,15 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(p.sink().count(), settled, "messages were sent while the campaign was held");
-    assert!(settled < N, "the campaign finished before the hold; nothing was tested");
+    assert_eq!(
+        p.sink().count(),
+        settled,
+        "messages were sent while the campaign was held"
+    );
+    assert!(
+        settled < N,
+        "the campaign finished before the hold; nothing was tested"
+    );
     let s = p.status(rid).await;
     assert_eq!(s.sent as usize, settled);
 
@@ -145,7 +184,10 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
     let s = p.wait_complete(rid, Duration::from_secs(300)).await;
     let per = p.sink().per_recipient();
     assert_eq!(per.len(), N, "every recipient was sent to");
-    assert!(per.values().all(|n| *n == 1), "a recipient got two messages");
+    assert!(
+        per.values().all(|n| *n == 1),
+        "a recipient got two messages"
+    );
     assert_eq!(s.sent as usize, N);
     assert_eq!(p.queue_depth(&format!("held.{rid}")).await, 0);
     p.shutdown().await;
@@ -156,18 +198,32 @@ async fn purge_and_cancel_leave_the_counts_consistent() {
     // No sender: everything stays queued.
     let p = TestPipeline::spawn_with(
         SmtpSink::start(),
-        Workers { expander: true, sender: false, retrier: true },
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: true,
+        },
         |_| {},
     )
     .await;
-    p.publish_json(&sample_request("keep", 100, "example.com")).await;
-    p.publish_json(&sample_request("purge-me", 300, "example.com")).await;
+    p.publish_json(&sample_request("keep", 100, "example.com"))
+        .await;
+    p.publish_json(&sample_request("purge-me", 300, "example.com"))
+        .await;
     wait_for("expansion", Duration::from_secs(60), || async {
-        (p.status("keep").await.parts_done == 1 && p.status("purge-me").await.parts_done == 1).then_some(())
+        (p.status("keep").await.parts_done == 1 && p.status("purge-me").await.parts_done == 1)
+            .then_some(())
     })
     .await;
     assert_eq!(p.cli(&["queue", "purge", "--campaign", "purge-me"]).0, 2);
-    let (code, out) = p.cli(&["--json", "queue", "purge", "--campaign", "purge-me", "--yes"]);
+    let (code, out) = p.cli(&[
+        "--json",
+        "queue",
+        "purge",
+        "--campaign",
+        "purge-me",
+        "--yes",
+    ]);
     assert_eq!(code, 0, "{out}");
     let counts: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(counts["removed"], 300);
@@ -189,7 +245,10 @@ async fn purge_and_cancel_leave_the_counts_consistent() {
     // purge --all on an empty installation is fine, and counts nothing.
     let (code, out) = p.cli(&["--json", "queue", "purge", "--all", "--yes"]);
     assert_eq!(code, 0);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["removed"], 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["removed"],
+        0
+    );
     p.shutdown().await;
 }
 
@@ -197,14 +256,31 @@ async fn purge_and_cancel_leave_the_counts_consistent() {
 async fn address_lists_steer_expansion() {
     let p = TestPipeline::spawn().await;
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), "email,source\nuser1@example.com,list-a\nnot an address\nUSER2@example.com,list-b\n").unwrap();
+    std::fs::write(
+        file.path(),
+        "email,source\nuser1@example.com,list-a\nnot an address\nUSER2@example.com,list-b\n",
+    )
+    .unwrap();
     let (code, out) = p.cli(&["denylist", "import", file.path().to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(out.contains("2 new address(es)") && out.contains("1 invalid"), "{out}");
+    assert!(
+        out.contains("2 new address(es)") && out.contains("1 invalid"),
+        "{out}"
+    );
     assert_eq!(p.cli(&["denylist", "check", "user2@example.com"]).0, 0);
     assert_eq!(p.cli(&["denylist", "check", "user9@example.com"]).0, 3);
 
-    assert_eq!(p.cli(&["quarantine", "add", "user3@example.com", "--reason", "complaint"]).0, 0);
+    assert_eq!(
+        p.cli(&[
+            "quarantine",
+            "add",
+            "user3@example.com",
+            "--reason",
+            "complaint"
+        ])
+        .0,
+        0
+    );
     let (_, out) = p.cli(&["--json", "quarantine", "list"]);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.len(), 1);
@@ -213,21 +289,33 @@ async fn address_lists_steer_expansion() {
     assert_eq!(code, 0);
     assert!(out.contains("\"quarantined\": true"));
     let (_, csv) = p.cli(&["quarantine", "export"]);
-    assert!(csv.lines().nth(1).unwrap().starts_with("user3@example.com,complaint"), "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("user3@example.com,complaint"),
+        "{csv}"
+    );
 
-    p.publish_json(&sample_request("lists", 5, "example.com")).await;
+    p.publish_json(&sample_request("lists", 5, "example.com"))
+        .await;
     let s = p.wait_complete("lists", Duration::from_secs(60)).await;
     assert_eq!(s.excluded.get("denylisted"), Some(&2));
     assert_eq!(s.excluded.get("quarantined"), Some(&1));
     assert_eq!(s.sent, 2);
 
     // Lifting the quarantine and the allowlist work for the next request.
-    assert_eq!(p.cli(&["quarantine", "remove", "user3@example.com", "--yes"]).0, 0);
+    assert_eq!(
+        p.cli(&["quarantine", "remove", "user3@example.com", "--yes"])
+            .0,
+        0
+    );
     assert_eq!(p.cli(&["quarantine", "show", "user3@example.com"]).0, 3);
     assert_eq!(p.cli(&["allowlist", "add", "user4@example.com"]).0, 0);
     assert_eq!(p.cli(&["allowlist", "check", "user4@example.com"]).0, 0);
     assert_eq!(p.cli(&["denylist", "remove", "user1@example.com"]).0, 0);
-    p.publish_json(&sample_request("lists-2", 5, "example.com")).await;
+    p.publish_json(&sample_request("lists-2", 5, "example.com"))
+        .await;
     let s = p.wait_complete("lists-2", Duration::from_secs(60)).await;
     assert_eq!(s.excluded.get("denylisted"), Some(&1));
     assert_eq!(s.excluded.get("quarantined"), None);
@@ -236,7 +324,16 @@ async fn address_lists_steer_expansion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_has_complete_help() {
-    let p = TestPipeline::spawn_for_port(1, Workers { expander: false, sender: false, retrier: false }, |_| {}).await;
+    let p = TestPipeline::spawn_for_port(
+        1,
+        Workers {
+            expander: false,
+            sender: false,
+            retrier: false,
+        },
+        |_| {},
+    )
+    .await;
     let (code, top) = p.cli(&["--help"]);
     assert_eq!(code, 0);
     let commands = [
@@ -265,7 +362,10 @@ async fn every_command_has_complete_help() {
         assert_eq!(code, 0, "{c:?} --help");
         // Every subcommand explains itself beyond the usage line.
         assert!(help.lines().count() >= 4, "{c:?} help is too thin:\n{help}");
-        assert!(!help.lines().next().unwrap_or("").starts_with("Usage"), "{c:?} has no description:\n{help}");
+        assert!(
+            !help.lines().next().unwrap_or("").starts_with("Usage"),
+            "{c:?} has no description:\n{help}"
+        );
     }
     // Usage errors exit 2.
     assert_eq!(p.cli(&["queue", "purge", "--yes"]).0, 2);
