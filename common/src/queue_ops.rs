@@ -114,7 +114,7 @@ impl QueueOps<'_> {
             match decide(&msg, job.as_ref()) {
                 Fate::MoveTo(target) => {
                     amqp::publish_confirmed(
-                        &self.channel,
+                        self.channel,
                         &self.topology.exchange(),
                         &target,
                         &msg.delivery.data,
@@ -134,7 +134,7 @@ impl QueueOps<'_> {
                         props = props.with_expiration(ms.into());
                     }
                     amqp::publish_confirmed(
-                        &self.channel,
+                        self.channel,
                         &self.topology.exchange(),
                         key,
                         &msg.delivery.data,
@@ -151,7 +151,7 @@ impl QueueOps<'_> {
                         None => {
                             // Not a job: keep it for operators in the dead-letter queue.
                             amqp::publish_confirmed(
-                                &self.channel,
+                                self.channel,
                                 &self.topology.exchange(),
                                 Topology::DEAD,
                                 &msg.delivery.data,
@@ -204,7 +204,7 @@ impl QueueOps<'_> {
             };
             amqp::confirm(
                 amqp::publish_event(
-                    &self.channel,
+                    self.channel,
                     &self.topology.events_exchange(),
                     &ev,
                     job.lane,

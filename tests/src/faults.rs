@@ -85,9 +85,12 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
 /// Sends a signal to a process (or, with a negative id, to a process
 /// group) through kill(1): the test crate has no libc dependency.
 fn signal(pid: i64, sig: &str) -> bool {
-    run(Command::new("kill").arg(format!("-{sig}")).arg("--").arg(pid.to_string()))
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    run(Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg("--")
+        .arg(pid.to_string()))
+    .map(|o| o.status.success())
+    .unwrap_or(false)
 }
 
 /// Waits for a child to exit, at most `timeout`.
@@ -171,7 +174,10 @@ pub struct PrivateRabbit {
 
 impl PrivateRabbit {
     fn server_path() -> PathBuf {
-        first_existing(&["/usr/lib/rabbitmq/bin/rabbitmq-server"], "rabbitmq-server")
+        first_existing(
+            &["/usr/lib/rabbitmq/bin/rabbitmq-server"],
+            "rabbitmq-server",
+        )
     }
 
     fn ctl_path() -> PathBuf {
@@ -324,7 +330,11 @@ impl PrivateRabbit {
         .stderr(out);
         self.child = Some(cmd.spawn().expect("start rabbitmq-server"));
         while !port_open(self.port) {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "private RabbitMQ node {} exited during start ({status}):\n{}",
                     self.node,
@@ -499,7 +509,11 @@ impl PrivateRedis {
             if self.ping() {
                 break;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "private Redis exited during start ({status}):\n{}",
                     self.log_tail()

@@ -23,7 +23,7 @@ use mailpipe_tests::faults::{
 };
 use mailpipe_tests::{sample_request, wait_for, SmtpSink, TestPipeline, Workers};
 use secrecy::SecretString;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Recipients of the outage campaigns. Big enough that the outage lands in
 /// the middle of the sending (a few seconds of work here) with hundreds of
@@ -43,15 +43,11 @@ fn addresses(n: usize, domain: &str) -> BTreeSet<String> {
 /// Like [`TestPipeline::wait_complete`], but tolerates Redis errors (the
 /// scenario's Redis may just have come back).
 async fn wait_complete(p: &TestPipeline, rid: &str, timeout: Duration) -> RequestStatus {
-    wait_for(
-        &format!("request {rid} to complete"),
-        timeout,
-        || async {
-            let s = p.store.request_status(rid).await.ok()?;
-            let parts = s.meta.as_ref().map(|m| m.parts_total).unwrap_or(u32::MAX);
-            (s.parts_done >= parts && s.pending == 0).then_some(s)
-        },
-    )
+    wait_for(&format!("request {rid} to complete"), timeout, || async {
+        let s = p.store.request_status(rid).await.ok()?;
+        let parts = s.meta.as_ref().map(|m| m.parts_total).unwrap_or(u32::MAX);
+        (s.parts_done >= parts && s.pending == 0).then_some(s)
+    })
     .await
 }
 
@@ -108,7 +104,11 @@ fn check_exactly_once(
         dups.len()
     );
     assert_eq!(status.sent, valid.len() as u64, "[{scenario}] status.sent");
-    assert!(status.dead.is_empty(), "[{scenario}] dead: {:?}", status.dead);
+    assert!(
+        status.dead.is_empty(),
+        "[{scenario}] dead: {:?}",
+        status.dead
+    );
     assert_eq!(status.pending, 0, "[{scenario}] pending");
 }
 
@@ -136,10 +136,14 @@ async fn rabbitmq_restarted_mid_campaign_loses_and_duplicates_nothing() {
 
     // No manual step: the workers reconnect, re-declare and resume.
     let status = wait_complete(&p, rid, COMPLETE_TIMEOUT).await;
-    let per = wait_for("every message at the server", Duration::from_secs(30), || async {
-        let per = p.sink().per_recipient();
-        (per.len() >= n).then_some(per)
-    })
+    let per = wait_for(
+        "every message at the server",
+        Duration::from_secs(30),
+        || async {
+            let per = p.sink().per_recipient();
+            (per.len() >= n).then_some(per)
+        },
+    )
     .await;
     check_exactly_once(
         "rabbitmq restart",
@@ -177,10 +181,14 @@ async fn rabbitmq_killed_mid_campaign_loses_nothing() {
     });
     eprintln!("broker killed after {at_kill} of {n} messages and started again");
     let status = wait_complete(&p, rid, COMPLETE_TIMEOUT).await;
-    let per = wait_for("every message at the server", Duration::from_secs(30), || async {
-        let per = p.sink().per_recipient();
-        (per.len() >= n).then_some(per)
-    })
+    let per = wait_for(
+        "every message at the server",
+        Duration::from_secs(30),
+        || async {
+            let per = p.sink().per_recipient();
+            (per.len() >= n).then_some(per)
+        },
+    )
     .await;
     check_exactly_once(
         "rabbitmq kill -9",
@@ -205,9 +213,11 @@ async fn redis_restarted_mid_campaign_loses_and_duplicates_nothing() {
     let rid = "faults-redis-restart";
     let n = CAMPAIGN;
     p.publish_json(&sample_request(rid, n, "example.com")).await;
-    wait_for("the sender to be ready", Duration::from_secs(30), || async {
-        (http_status(&ready, "/readyz").await == Some(200)).then_some(())
-    })
+    wait_for(
+        "the sender to be ready",
+        Duration::from_secs(30),
+        || async { (http_status(&ready, "/readyz").await == Some(200)).then_some(()) },
+    )
     .await;
     let at_stop = wait_received(|| p.sink().count(), n / 3, Duration::from_secs(90)).await;
     assert!(at_stop < n, "the campaign finished before Redis stopped");
@@ -233,7 +243,8 @@ async fn redis_restarted_mid_campaign_loses_and_duplicates_nothing() {
     );
     // At most the transactions that had their lease before Redis went away
     // may complete; nothing new is started.
-    let in_flight = p.settings.sender.bulk_concurrency + p.settings.sender.transactional_concurrency;
+    let in_flight =
+        p.settings.sender.bulk_concurrency + p.settings.sender.transactional_concurrency;
     assert!(
         during <= in_flight,
         "{during} messages were sent while Redis was down (at most {in_flight} were in flight)"
@@ -361,9 +372,11 @@ async fn smtp_server_stopped_mid_campaign_defers_and_loses_nothing() {
     assert!(at_stop < n, "the campaign finished before the outage");
     sink.stop();
     // Messages fail and wait in the retry tiers meanwhile.
-    wait_for("failed attempts during the outage", Duration::from_secs(30), || async {
-        (p.status(rid).await.failed_attempts >= 50).then_some(())
-    })
+    wait_for(
+        "failed attempts during the outage",
+        Duration::from_secs(30),
+        || async { (p.status(rid).await.failed_attempts >= 50).then_some(()) },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = p.status(rid).await;
@@ -371,7 +384,11 @@ async fn smtp_server_stopped_mid_campaign_defers_and_loses_nothing() {
         "SMTP server stopped after {at_stop} of {n} messages; {} failed attempts during the outage",
         during.failed_attempts
     );
-    assert!(during.dead.is_empty(), "messages died during the outage: {:?}", during.dead);
+    assert!(
+        during.dead.is_empty(),
+        "messages died during the outage: {:?}",
+        during.dead
+    );
     sink.restart();
     let status = wait_complete(&p, rid, COMPLETE_TIMEOUT).await;
     // A message the server was receiving when it was killed may have left a
@@ -440,7 +457,10 @@ async fn sigterm_stops_the_sender_within_the_deadline_and_the_campaign_completes
     let Some(status) = status else {
         panic!("the sender did not exit within {SIGTERM_DEADLINE:?} of SIGTERM");
     };
-    assert!(status.success(), "the sender exited with {status} after SIGTERM");
+    assert!(
+        status.success(),
+        "the sender exited with {status} after SIGTERM"
+    );
     // Nothing sends while no sender runs.
     let after_exit = p.sink().count();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -461,7 +481,9 @@ async fn sigterm_stops_the_sender_within_the_deadline_and_the_campaign_completes
         .unwrap_or_default();
     let redelivered_done: f64 = body
         .lines()
-        .filter(|l| l.starts_with("mailpipe_deliveries_total") && l.contains("outcome=\"duplicate\""))
+        .filter(|l| {
+            l.starts_with("mailpipe_deliveries_total") && l.contains("outcome=\"duplicate\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     let unsettled = log.matches("delivery not settled").count();
@@ -484,5 +506,426 @@ async fn sigterm_stops_the_sender_within_the_deadline_and_the_campaign_completes
         redelivered_done, 0.0,
         "{redelivered_done} messages sent before SIGTERM were redelivered to the next sender"
     );
+    p.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Hostile input
+// ---------------------------------------------------------------------------
+
+const HOSTILE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hostile");
+
+/// `expander.max_request_bytes` in the hostile-input test: every corpus
+/// file is below it, the generated oversized request above.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The payload a dead-letter record keeps of a refused request.
+fn kept_payload(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_request_is_answered_and_the_pipeline_keeps_serving() {
+    let started = Instant::now();
+    let expected: BTreeMap<String, Value> = serde_json::from_slice(
+        &std::fs::read(format!("{HOSTILE_DIR}/expected.json")).expect("expected.json"),
+    )
+    .expect("expected.json is a JSON object");
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for entry in std::fs::read_dir(HOSTILE_DIR).expect("tests/hostile") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "expected.json" || name == "README.md" {
+            continue;
+        }
+        files.insert(name, std::fs::read(&path).unwrap());
+    }
+    let unlisted: Vec<_> = files
+        .keys()
+        .filter(|f| !expected.contains_key(*f))
+        .collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|f| !files.contains_key(*f))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "corpus files without an expected outcome: {unlisted:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "expected outcomes without a file: {missing:?}"
+    );
+
+    let p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
+        s.expander.max_request_bytes = MAX_REQUEST_BYTES;
+    })
+    .await;
+
+    // The corpus, then an oversized request, then a valid one.
+    for (name, body) in &files {
+        assert!(
+            body.len() < MAX_REQUEST_BYTES,
+            "{name} is too large for this test"
+        );
+        p.publish_request(body).await;
+    }
+    let oversized =
+        serde_json::to_vec(&sample_request("hostile-oversized", 2_000, "example.com")).unwrap();
+    assert!(oversized.len() > MAX_REQUEST_BYTES);
+    p.publish_request(&oversized).await;
+    p.publish_json(&sample_request("hostile-after", 20, "after.example"))
+        .await;
+
+    // The pipeline kept serving.
+    let after = p
+        .wait_complete("hostile-after", Duration::from_secs(120))
+        .await;
+    assert_eq!(after.sent, 20);
+
+    // Request-level refusals, matched to their file by the kept payload.
+    let mut by_payload: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (name, body) in &files {
+        if let Some(reason) = expected[name].get("dead").and_then(Value::as_str) {
+            by_payload.insert(kept_payload(body), (name.clone(), reason.to_string()));
+        }
+    }
+    by_payload.insert(
+        kept_payload(&oversized),
+        ("<generated oversized>".into(), "oversized_request".into()),
+    );
+    let mut message_dead_expected = 0u64;
+    for case in expected.values() {
+        if let Some(dead) = case.get("dead").and_then(Value::as_object) {
+            message_dead_expected += dead.values().filter_map(Value::as_u64).sum::<u64>();
+        }
+    }
+    // Per-recipient cases complete (every recipient sent, excluded or dead).
+    let mut statuses = BTreeMap::new();
+    for (name, case) in &expected {
+        if let Some(rid) = case.get("request_id").and_then(Value::as_str) {
+            let s = wait_for(
+                &format!("{name} ({rid}) to complete"),
+                Duration::from_secs(120),
+                || async {
+                    let s = p.status(rid).await;
+                    (s.meta.is_some() && s.parts_done >= 1 && s.pending == 0).then_some(s)
+                },
+            )
+            .await;
+            statuses.insert(name.clone(), s);
+        }
+    }
+    let total_dead = by_payload.len() as u64 + message_dead_expected;
+    // Wait for every record, but go on after a while to report which are
+    // missing instead of only that some are.
+    let waiting = Instant::now();
+    let mut depth = p.queue_depth("dead").await as u64;
+    while depth < total_dead && waiting.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        depth = p.queue_depth("dead").await as u64;
+    }
+    let records = p.drain_queue("dead").await;
+
+    let mut failures: Vec<String> = Vec::new();
+    let mut seen_request_level: BTreeMap<String, String> = BTreeMap::new();
+    let mut message_dead: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for r in &records {
+        let reason = r["reason"].as_str().unwrap_or("<none>").to_string();
+        match (r["request"].as_str(), r["payload"].as_str()) {
+            (Some(rid), _) if r.get("job").is_some() => {
+                *message_dead.entry((rid.to_string(), reason)).or_default() += 1;
+            }
+            (_, Some(payload)) => match by_payload.get(payload) {
+                Some((name, want)) => {
+                    if &reason != want {
+                        failures.push(format!(
+                            "{name}: dead-lettered as {reason}, expected {want} ({})",
+                            r["detail"]
+                        ));
+                    }
+                    if r["detail"].as_str().unwrap_or_default().is_empty() {
+                        failures.push(format!("{name}: dead-letter record has no detail"));
+                    }
+                    seen_request_level.insert(name.clone(), reason);
+                }
+                None => failures.push(format!(
+                    "a dead-letter record matches no corpus file: {reason}: {} (payload {:.120})",
+                    r["detail"], payload
+                )),
+            },
+            _ => failures.push(format!("unexpected dead-letter record: {r}")),
+        }
+    }
+    for (name, _) in by_payload.values() {
+        if !seen_request_level.contains_key(name) {
+            let rid_note = files
+                .get(name)
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|v| v["request_id"].as_str().map(str::to_string));
+            let outcome = match &rid_note {
+                Some(rid) => format!("{:?}", p.status(rid).await),
+                None => "no record".into(),
+            };
+            failures.push(format!(
+                "{name}: no dead-letter record (expected {}); {outcome}",
+                by_payload
+                    .values()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, r)| r.as_str())
+                    .unwrap_or("?")
+            ));
+        }
+    }
+
+    // Per-recipient outcomes.
+    let per = p.sink().per_recipient();
+    for (name, status) in &statuses {
+        let case = &expected[name];
+        let rid = case["request_id"].as_str().unwrap();
+        let want_u64 = |k: &str| case.get(k).and_then(Value::as_u64);
+        let want_map = |k: &str| -> BTreeMap<String, u64> {
+            case.get(k)
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if let Some(n) = want_u64("recipients") {
+            if status.recipients != n {
+                failures.push(format!(
+                    "{name}: {} recipients counted, expected {n}",
+                    status.recipients
+                ));
+            }
+        }
+        if let Some(n) = want_u64("sent") {
+            if status.sent != n {
+                failures.push(format!("{name}: sent {}, expected {n}", status.sent));
+            }
+        }
+        if status.excluded != want_map("excluded") {
+            failures.push(format!(
+                "{name}: excluded {:?}, expected {:?}",
+                status.excluded,
+                want_map("excluded")
+            ));
+        }
+        if status.dead != want_map("dead") {
+            failures.push(format!(
+                "{name}: dead {:?}, expected {:?}",
+                status.dead,
+                want_map("dead")
+            ));
+        }
+        for (reason, n) in want_map("dead") {
+            let got = message_dead
+                .get(&(rid.to_string(), reason.clone()))
+                .copied()
+                .unwrap_or(0);
+            if got != n {
+                failures.push(format!(
+                    "{name}: {got} dead-letter record(s) {reason}, expected {n}"
+                ));
+            }
+        }
+        for a in case
+            .get("delivered")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let a = a.as_str().unwrap();
+            if per.get(a) != Some(&1) {
+                failures.push(format!(
+                    "{name}: {a} received {:?} message(s), expected 1",
+                    per.get(a)
+                ));
+            }
+        }
+        for a in case
+            .get("not_delivered")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let a = a.as_str().unwrap().to_ascii_lowercase();
+            if per.contains_key(&a) {
+                failures.push(format!("{name}: {a} received a message"));
+            }
+        }
+    }
+    // Envelope senders (a display name that looks like an address must not
+    // become the sender).
+    let received = p.sink().received();
+    for (name, case) in &expected {
+        let Some(want) = case.get("mail_from").and_then(Value::as_str) else {
+            continue;
+        };
+        for a in case
+            .get("delivered")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for mail in received
+                .iter()
+                .filter(|m| m.rcpt.iter().any(|r| Some(r.as_str()) == a.as_str()))
+            {
+                if mail.mail_from != want {
+                    failures.push(format!(
+                        "{name}: envelope sender {:?}, expected {want}",
+                        mail.mail_from
+                    ));
+                }
+            }
+        }
+    }
+    // No injected header reached any message, nor a local file.
+    for mail in &received {
+        for (n, v) in &mail.headers {
+            if n.eq_ignore_ascii_case("X-Injected") || n.eq_ignore_ascii_case("Bcc") {
+                failures.push(format!("a message to {:?} carries {n}: {v}", mail.rcpt));
+            }
+        }
+        if mail.body.contains("root:x:0:0") {
+            failures.push(format!("a message to {:?} contains /etc/passwd", mail.rcpt));
+        }
+    }
+    let dups = duplicates(&per);
+    eprintln!(
+        "hostile corpus: {} files + oversized, {} dead-letter records ({} request-level), duplicates {:?}, took {:.1?}",
+        files.len(),
+        depth,
+        seen_request_level.len(),
+        dups,
+        started.elapsed()
+    );
+    assert!(dups.is_empty(), "duplicates: {dups:?}");
+    assert!(
+        failures.is_empty(),
+        "{} hostile case(s) answered wrongly:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+    assert_eq!(records.len() as u64, total_dead, "dead-letter records");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_jobs_and_failures_are_dead_lettered_not_redelivered_forever() {
+    let p = TestPipeline::spawn().await;
+    let poison: &[(&str, &[u8], &str)] = &[
+        ("send.bulk", b"this is not json", "malformed_job"),
+        ("send.bulk", b"{\"hello\": \"world\"}", "malformed_job"),
+        ("send.bulk", b"\xff\xfe\x00garbage", "malformed_job"),
+        (
+            "send.bulk",
+            br#"{"v":99,"id":"x","request":"r","lane":"bulk","content":"c","to":"a@example.com","created":0,"deadline":0}"#,
+            "malformed_job",
+        ),
+        ("send.transactional", b"[1,2,3]", "malformed_job"),
+        ("failed", b"not a failure", "malformed_failure"),
+    ];
+    for (key, body, _) in poison {
+        publish_raw(&p, key, body).await;
+    }
+    // The pipeline keeps serving.
+    p.publish_json(&sample_request("after-poison", 20, "example.net"))
+        .await;
+    let status = p
+        .wait_complete("after-poison", Duration::from_secs(60))
+        .await;
+    assert_eq!(status.sent, 20);
+    wait_for(
+        "the dead-letter records",
+        Duration::from_secs(30),
+        || async { (p.queue_depth("dead").await as usize >= poison.len()).then_some(()) },
+    )
+    .await;
+    // Nothing is left to be redelivered.
+    for key in ["send.bulk", "send.transactional", "failed"] {
+        assert_eq!(p.queue_depth(key).await, 0, "{key} still holds a message");
+    }
+    let records = p.drain_queue("dead").await;
+    let mut got: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["reason"].as_str().unwrap_or("<no reason>").to_string(),
+                r["payload"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = poison
+        .iter()
+        .map(|(_, body, reason)| (reason.to_string(), kept_payload(body)))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_crashing_its_consumer_is_stopped_by_the_delivery_limit() {
+    use lapin::options::{BasicGetOptions, BasicRejectOptions};
+    // No sender: the test plays a consumer that dies on the message every
+    // time (a return to the queue, as when a consumer's channel closes).
+    let p = TestPipeline::spawn_with(
+        SmtpSink::start(),
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: false,
+        },
+        |s| s.amqp.delivery_limit = 3,
+    )
+    .await;
+    p.publish_json(&sample_request("crashing", 1, "example.com"))
+        .await;
+    wait_for("the job", Duration::from_secs(30), || async {
+        (p.queue_depth("send.bulk").await == 1).then_some(())
+    })
+    .await;
+    let conn = mailpipe_common::amqp::connect_once(&p.settings.amqp, "test-crasher")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut returns = 0;
+    for _ in 0..20 {
+        let Some(m) = ch
+            .basic_get(
+                p.topology.queue("send.bulk").into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap()
+        else {
+            break;
+        };
+        m.delivery
+            .reject(BasicRejectOptions { requeue: true })
+            .await
+            .unwrap();
+        returns += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = conn.close(200, "ok".into()).await;
+    eprintln!("the job came back {returns} time(s) before the broker stopped it");
+    assert!(
+        returns <= 4,
+        "redelivered {returns} times with a delivery limit of 3"
+    );
+    wait_for(
+        "the job in the dead-letter queue",
+        Duration::from_secs(10),
+        || async { (p.queue_depth("dead").await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(p.queue_depth("send.bulk").await, 0);
     p.shutdown().await;
 }
