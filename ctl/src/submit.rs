@@ -74,8 +74,12 @@ impl SubmitCommand {
         if self.part_size == 0 {
             bail!("--part-size must be at least 1");
         }
-        let (base, recipients) = match (&self.request, &self.csv) {
-            (Some(path), None) => self.read_json(path)?,
+        let (base, mut recipients, total) = match (&self.request, &self.csv) {
+            (Some(path), None) => {
+                let (base, list) = self.read_json(path)?;
+                let n = list.len();
+                (base, Recipients::Json(list.into_iter()), n)
+            }
             (None, Some(path)) => self.read_csv(path)?,
             _ => bail!("give a JSON request file or --csv (see mailpipe submit --help)"),
         };
@@ -95,9 +99,9 @@ impl SubmitCommand {
             .await
             .context("declaring topology")?;
 
-        let total_parts = recipients.len().div_ceil(self.part_size).max(1);
+        let total_parts = total.div_ceil(self.part_size).max(1);
         let bar = (std::io::stderr().is_terminal() && !ctx.json).then(|| {
-            let b = indicatif::ProgressBar::new(recipients.len() as u64);
+            let b = indicatif::ProgressBar::new(total as u64);
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "submitting {wide_bar} {pos}/{len} recipients ({per_sec})",
@@ -107,15 +111,14 @@ impl SubmitCommand {
             b
         });
         let mut window = amqp::ConfirmWindow::new(8);
-        let chunks: Vec<&[Value]> = if recipients.is_empty() {
-            vec![&[]]
-        } else {
-            recipients.chunks(self.part_size).collect()
-        };
-        for (i, chunk) in chunks.into_iter().enumerate() {
+        // Parts are read and published one at a time: memory stays bounded
+        // by the part size, whatever the size of the file.
+        for i in 0..total_parts {
+            let chunk = recipients.next_chunk(self.part_size)?;
+            let count = chunk.len();
             let mut part = base.clone();
             part.insert("request_id".into(), json!(request_id));
-            part.insert("recipients".into(), Value::Array(chunk.to_vec()));
+            part.insert("recipients".into(), Value::Array(chunk));
             if total_parts > 1 {
                 part.insert("part".into(), json!({"index": i + 1, "total": total_parts}));
             }
@@ -132,7 +135,7 @@ impl SubmitCommand {
             .await?;
             window.push(pending).await?;
             if let Some(b) = &bar {
-                b.inc(chunk.len() as u64);
+                b.inc(count as u64);
             }
         }
         window
@@ -146,14 +149,12 @@ impl SubmitCommand {
         if ctx.json {
             println!(
                 "{}",
-                json!({"request_id": request_id, "recipients": recipients.len(), "parts": total_parts})
+                json!({"request_id": request_id, "recipients": total, "parts": total_parts})
             );
         } else {
             println!("{request_id}");
             eprintln!(
-                "submitted {} recipients in {} part(s); follow with: mailpipe status {request_id} --watch",
-                recipients.len(),
-                total_parts
+                "submitted {total} recipients in {total_parts} part(s); follow with: mailpipe status {request_id} --watch"
             );
         }
         Ok(ExitCode::SUCCESS)
@@ -230,42 +231,97 @@ impl SubmitCommand {
         Ok((base, recipients))
     }
 
-    fn read_csv(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Vec<Value>)> {
+    /// Opens a CSV of recipients: counts its records in a first pass, then
+    /// hands them out part by part.
+    fn read_csv(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Recipients, usize)> {
         let mut base = Map::new();
         base.insert("schema_version".into(), json!(REQUEST_SCHEMA_VERSION));
         self.apply_flags(&mut base)?;
         if !base.contains_key("text") && !base.contains_key("html") {
             bail!("give --text and/or --html body templates");
         }
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .flexible(false)
-            .from_path(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let open = || {
+            csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .flexible(false)
+                .from_path(path)
+                .with_context(|| format!("opening {}", path.display()))
+        };
+        let mut total = 0;
+        let mut counter = open()?;
+        let mut record = csv::ByteRecord::new();
+        while counter
+            .read_byte_record(&mut record)
+            .with_context(|| format!("CSV record {}", total + 2))?
+        {
+            total += 1;
+        }
+        let mut reader = open()?;
         let headers = reader.headers()?.clone();
         let Some(email_col) = headers.iter().position(|h| h.eq_ignore_ascii_case("email")) else {
             bail!("the CSV header has no \"email\" column");
         };
         let name_col = headers.iter().position(|h| h.eq_ignore_ascii_case("name"));
-        let mut recipients = Vec::new();
-        for (line, record) in reader.records().enumerate() {
-            let record = record.with_context(|| format!("CSV record {}", line + 2))?;
-            let mut vars = Map::new();
-            for (i, value) in record.iter().enumerate() {
-                if i != email_col && Some(i) != name_col {
-                    vars.insert(headers[i].to_string(), Value::from(value));
+        Ok((
+            base,
+            Recipients::Csv {
+                records: reader.into_records(),
+                headers,
+                email_col,
+                name_col,
+                line: 1,
+            },
+            total,
+        ))
+    }
+}
+
+/// Where the recipients of a submission come from.
+enum Recipients {
+    Json(std::vec::IntoIter<Value>),
+    Csv {
+        records: csv::StringRecordsIntoIter<std::fs::File>,
+        headers: csv::StringRecord,
+        email_col: usize,
+        name_col: Option<usize>,
+        line: usize,
+    },
+}
+
+impl Recipients {
+    /// The next `n` recipients (fewer at the end).
+    fn next_chunk(&mut self, n: usize) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::with_capacity(n.min(100_000));
+        match self {
+            Recipients::Json(it) => out.extend(it.by_ref().take(n)),
+            Recipients::Csv {
+                records,
+                headers,
+                email_col,
+                name_col,
+                line,
+            } => {
+                for record in records.by_ref().take(n) {
+                    *line += 1;
+                    let record = record.with_context(|| format!("CSV record {line}"))?;
+                    let mut vars = Map::new();
+                    for (i, value) in record.iter().enumerate() {
+                        if i != *email_col && Some(i) != *name_col {
+                            vars.insert(headers[i].to_string(), Value::from(value));
+                        }
+                    }
+                    let mut r = Map::new();
+                    r.insert("email".into(), Value::from(&record[*email_col]));
+                    if let Some(name) = name_col.map(|i| &record[i]).filter(|v| !v.is_empty()) {
+                        r.insert("name".into(), Value::from(name));
+                    }
+                    if !vars.is_empty() {
+                        r.insert("vars".into(), Value::Object(vars));
+                    }
+                    out.push(Value::Object(r));
                 }
             }
-            let mut r = Map::new();
-            r.insert("email".into(), Value::from(&record[email_col]));
-            if let Some(n) = name_col.map(|i| &record[i]).filter(|n| !n.is_empty()) {
-                r.insert("name".into(), Value::from(n));
-            }
-            if !vars.is_empty() {
-                r.insert("vars".into(), Value::Object(vars));
-            }
-            recipients.push(Value::Object(r));
         }
-        Ok((base, recipients))
+        Ok(out)
     }
 }

@@ -371,3 +371,66 @@ async fn every_command_has_complete_help() {
     assert_eq!(p.cli(&["queue", "purge", "--yes"]).0, 2);
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_a_csv_splits_it_into_parts_and_is_idempotent() {
+    const N: usize = 5_000;
+    let mut p = TestPipeline::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    let mut rows = String::from("email,name,plan,\"note, with comma\"\n");
+    for i in 0..N {
+        rows.push_str(&format!(
+            "user{i}@example.com,User {i},p{},\"n {i}\"\n",
+            i % 3
+        ));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let body = dir.path().join("body.txt");
+    std::fs::write(&body, "Plan {{ plan }}, {{ name }}.").unwrap();
+    let args = [
+        "--json",
+        "submit",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--from",
+        "ACME <news@acme.example>",
+        "--subject",
+        "Hi {{ name }}",
+        "--text",
+        body.to_str().unwrap(),
+        "--request-id",
+        "csv-run",
+        "--part-size",
+        "2000",
+    ];
+    let (code, out) = p.cli(&args);
+    assert_eq!(code, 0, "{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (r["recipients"].as_u64(), r["parts"].as_u64()),
+        (Some(N as u64), Some(3))
+    );
+    let s = p.wait_complete("csv-run", Duration::from_secs(180)).await;
+    assert_eq!((s.parts_done, s.sent), (3, N as u64));
+    let mail = p.sink().received();
+    let one = mail
+        .iter()
+        .find(|m| m.rcpt[0] == "user7@example.com")
+        .unwrap();
+    assert!(one.body.contains("Plan p1, User 7."), "{}", one.body);
+
+    // Re-running the same submission sends nothing more.
+    let (code, _) = p.cli(&args);
+    assert_eq!(code, 0);
+    wait_for("the replayed parts", Duration::from_secs(60), || async {
+        (p.metric("expander", "mailpipe_requests_total{outcome=\"replayed\"}")
+            .await
+            >= 3.0)
+            .then_some(())
+    })
+    .await;
+    p.stop_worker("sender").await;
+    assert_eq!(p.sink().count(), N);
+    p.shutdown().await;
+}
