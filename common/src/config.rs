@@ -42,6 +42,7 @@ pub struct Settings {
     pub retrier: RetrierSettings,
     pub quarantine: QuarantineSettings,
     pub classifier: ClassifierSettings,
+    pub policy: PolicySettings,
 }
 
 /// RabbitMQ connection and naming.
@@ -170,7 +171,195 @@ pub struct SenderSettings {
     /// How long sent records are kept beyond the message's deadline.
     #[serde(deserialize_with = "duration")]
     pub sent_record_ttl: Duration,
+    /// The relay, when there is one. Ignored when `routes` is not empty.
     pub smtp: SmtpSettings,
+    /// Several relays with priorities and weights: the lowest priority
+    /// first, spread by weight among equals, failing over to the next
+    /// priority when a relay is unreachable or answers 421.
+    pub routes: Vec<RouteSettings>,
+    /// How long a relay that failed is skipped before it is tried again.
+    #[serde(deserialize_with = "duration")]
+    pub route_retry_after: Duration,
+    /// Longest a message waits in a sender for a rate or concurrency limit;
+    /// a longer wait defers it through a delay tier instead, so one slow
+    /// domain never holds the others' messages.
+    #[serde(deserialize_with = "duration")]
+    pub max_throttle_wait: Duration,
+}
+
+/// One relay of `sender.routes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// Name in metrics, records and `policy.domains.*.route`.
+    pub name: String,
+    /// Lower is tried first.
+    #[serde(default)]
+    pub priority: u32,
+    /// Share among routes of the same priority.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Rate limit of the route as a whole (all domains), e.g. "500/s".
+    #[serde(default)]
+    pub rate: Option<crate::ratelimit::Rate>,
+    /// Transactions in flight on this route across all senders.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    pub host: String,
+    pub port: u16,
+    #[serde(default = "tls_none")]
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "forty")]
+    pub pool_size: u32,
+    #[serde(default = "sixty_seconds", deserialize_with = "duration")]
+    pub pool_idle: Duration,
+}
+
+fn one() -> u32 {
+    1
+}
+fn forty() -> u32 {
+    40
+}
+fn tls_none() -> TlsMode {
+    TlsMode::None
+}
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+fn sixty_seconds() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl SenderSettings {
+    /// The routes in effect: `routes`, or the single `smtp` relay as "default".
+    pub fn effective_routes(&self) -> Vec<RouteSettings> {
+        if !self.routes.is_empty() {
+            return self.routes.clone();
+        }
+        let s = &self.smtp;
+        vec![RouteSettings {
+            name: "default".into(),
+            priority: 0,
+            weight: 1,
+            rate: None,
+            concurrency: None,
+            host: s.host.clone(),
+            port: s.port,
+            tls: s.tls,
+            username: s.username.clone(),
+            password: s.password.clone(),
+            timeout: s.timeout,
+            pool_size: s.pool_size,
+            pool_idle: s.pool_idle,
+        }]
+    }
+}
+
+/// Sending policy shared by every sender replica (seeds/002–004).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Limits of every destination domain without its own entry.
+    pub default: DomainPolicy,
+    /// Per-domain limits and route overrides, e.g. `gmail.com: {rate: 50/s}`.
+    pub domains: std::collections::BTreeMap<String, DomainPolicy>,
+    pub breaker: BreakerSettings,
+    pub slowdown: SlowdownSettings,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            default: DomainPolicy::default(),
+            domains: Default::default(),
+            breaker: BreakerSettings::default(),
+            slowdown: SlowdownSettings::default(),
+        }
+    }
+}
+
+impl PolicySettings {
+    /// The policy of a domain: its own entry over the default, field by field.
+    pub fn for_domain(&self, domain: &str) -> DomainPolicy {
+        let d = &self.default;
+        match self.domains.get(domain) {
+            Some(p) => DomainPolicy {
+                rate: p.rate.or(d.rate),
+                burst: p.burst.or(d.burst),
+                concurrency: p.concurrency.or(d.concurrency),
+                route: p.route.clone(),
+            },
+            None => d.clone(),
+        }
+    }
+}
+
+/// Limits for one destination domain.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DomainPolicy {
+    /// Messages per period across all senders, e.g. "50/s".
+    pub rate: Option<crate::ratelimit::Rate>,
+    /// Messages allowed at once above the rate.
+    pub burst: Option<u32>,
+    /// Transactions in flight to the domain across all senders.
+    pub concurrency: Option<u32>,
+    /// Send this domain's mail through this route only (by name).
+    pub route: Option<String>,
+}
+
+/// The domain circuit breaker (seeds/003 domain management).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Sliding window over which attempts and failures are counted.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Attempts in the window before the breaker may open.
+    pub min_attempts: u64,
+    /// Share of failures (domain- or sender-scope, e.g. blocks) that opens it.
+    pub failure_ratio: f64,
+    /// How long sending to the domain pauses.
+    #[serde(deserialize_with = "duration")]
+    pub pause: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(600),
+            min_attempts: 300,
+            failure_ratio: 0.9,
+            pause: Duration::from_secs(3 * 3600),
+        }
+    }
+}
+
+/// What a throttling reply (421, 4.7.28, TSS04, ...) does to a domain's rate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlowdownSettings {
+    /// The rate drops to this share at once ...
+    pub factor: f64,
+    /// ... and recovers linearly to the full rate over this long.
+    #[serde(deserialize_with = "duration")]
+    pub recovery: Duration,
+}
+
+impl Default for SlowdownSettings {
+    fn default() -> Self {
+        Self {
+            factor: 0.5,
+            recovery: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for SenderSettings {
@@ -183,6 +372,9 @@ impl Default for SenderSettings {
             hostname: "localhost".into(),
             sent_record_ttl: Duration::from_secs(6 * 24 * 3600),
             smtp: SmtpSettings::default(),
+            routes: Vec::new(),
+            route_retry_after: Duration::from_secs(30),
+            max_throttle_wait: Duration::from_millis(500),
         }
     }
 }
@@ -402,6 +594,36 @@ impl Settings {
         if self.sender.lease <= self.sender.smtp.timeout {
             return Err(ConfigError::Invalid(
                 "sender.lease must be longer than sender.smtp.timeout".into(),
+            ));
+        }
+        let names: std::collections::BTreeSet<_> =
+            self.sender.routes.iter().map(|r| r.name.as_str()).collect();
+        if names.len() != self.sender.routes.len() {
+            return Err(ConfigError::Invalid(
+                "sender.routes names must be unique".into(),
+            ));
+        }
+        for (domain, p) in &self.policy.domains {
+            if let Some(route) = &p.route {
+                if !self
+                    .sender
+                    .effective_routes()
+                    .iter()
+                    .any(|r| &r.name == route)
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "policy.domains.{domain}.route names an unknown route {route:?}"
+                    )));
+                }
+            }
+        }
+        let b = &self.policy.breaker;
+        if !(0.0..=1.0).contains(&b.failure_ratio)
+            || !(0.0..=1.0).contains(&self.policy.slowdown.factor)
+        {
+            return Err(ConfigError::Invalid(
+                "policy.breaker.failure_ratio and policy.slowdown.factor must be between 0 and 1"
+                    .into(),
             ));
         }
         if self.sender.bulk_concurrency == 0 || self.sender.transactional_concurrency == 0 {

@@ -15,7 +15,10 @@ pub mod http;
 pub mod message;
 pub mod metrics;
 #[cfg(feature = "redis")]
+pub mod policy;
+#[cfg(feature = "redis")]
 pub mod queue_ops;
+pub mod ratelimit;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;

@@ -23,6 +23,11 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Records published to the dead-letter queue, by reason.
     pub dead: IntCounterVec,
+    /// Transactions per route (relay) and outcome (`sent`, `failed`,
+    /// `unavailable`): route tracking of seeds/000.
+    pub routes: IntCounterVec,
+    /// Domains paused by the breaker (counter of openings).
+    pub breaker_openings: IntCounterVec,
     /// Messages currently being processed, by lane.
     pub in_flight: IntGaugeVec,
     /// Time to expand one request.
@@ -83,6 +88,22 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let routes = IntCounterVec::new(
+            Opts::new(
+                "mailpipe_route_transactions_total",
+                "SMTP transactions per route and outcome",
+            ),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        let breaker_openings = IntCounterVec::new(
+            Opts::new(
+                "mailpipe_domain_pauses_total",
+                "Domains paused by the circuit breaker, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let in_flight = IntGaugeVec::new(
             Opts::new(
                 "mailpipe_in_flight_messages",
@@ -96,7 +117,15 @@ impl Metrics {
             "Time to expand one request (part)",
         ))
         .expect("valid metric");
-        for c in [&requests, &recipients, &deliveries, &retries, &dead] {
+        for c in [
+            &requests,
+            &recipients,
+            &deliveries,
+            &retries,
+            &dead,
+            &routes,
+            &breaker_openings,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -127,6 +156,7 @@ impl Metrics {
             retries.with_label_values(&[d, "undefined"]);
         }
         dead.with_label_values(&["exhausted"]);
+        breaker_openings.with_label_values(&["breaker"]);
         Self {
             registry,
             requests,
@@ -135,6 +165,8 @@ impl Metrics {
             smtp_seconds,
             retries,
             dead,
+            routes,
+            breaker_openings,
             in_flight,
             expand_seconds,
         }

@@ -9,6 +9,7 @@
 mod bounces;
 mod campaign;
 mod classify;
+mod domain;
 mod lists;
 mod ops;
 mod queue;
@@ -44,6 +45,7 @@ enum SubCommand {
     Quarantine(lists::QuarantineCommand),
     Denylist(lists::DenylistCommand),
     Allowlist(lists::AllowlistCommand),
+    Domain(domain::DomainCommand),
     Classify(classify::ClassifyCommand),
     Bounces(bounces::BouncesCommand),
 }
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
             SubCommand::Quarantine(c) => c.run(&ctx).await,
             SubCommand::Denylist(c) => c.run(&ctx).await,
             SubCommand::Allowlist(c) => c.run(&ctx).await,
+            SubCommand::Domain(c) => c.run(&ctx).await,
             SubCommand::Classify(c) => c.run(&ctx).await,
             SubCommand::Bounces(c) => c.run(&ctx).await,
         }

@@ -50,7 +50,7 @@ pub async fn run_until_stopped(
     )
     .await
     .context("binding the health endpoint")?;
-    let classifier = build_classifier(&settings)?;
+    let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
     let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
         return Ok(());
     };
@@ -76,19 +76,6 @@ pub async fn run_until_stopped(
     .await;
     tracing::info!("retrier stopped");
     Ok(())
-}
-
-/// Compiles the shipped rules plus the operator's rule files.
-pub fn build_classifier(settings: &Settings) -> anyhow::Result<Classifier> {
-    let mut builder = Classifier::builder();
-    for path in &settings.classifier.rules_files {
-        let yaml = std::fs::read_to_string(path)
-            .with_context(|| format!("reading rules file {}", path.display()))?;
-        builder = builder
-            .add_yaml(path.display().to_string(), &yaml)
-            .with_context(|| format!("compiling rules file {}", path.display()))?;
-    }
-    Ok(builder.build()?)
 }
 
 struct Retrier {

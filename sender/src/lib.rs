@@ -34,6 +34,7 @@ use mailpipe_common::message::{
     Content, DeadRecord, Event, EventKind, FailedJob, Job, Lane, JOB_SCHEMA_VERSION,
 };
 use mailpipe_common::metrics::Metrics;
+use mailpipe_common::policy::{Policy, RouteLimits, Verdict};
 use mailpipe_common::store::{DoneRecord, Store, StoreError};
 use mailpipe_common::template::Compiled;
 use mailpipe_common::topology::Topology;
@@ -44,6 +45,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use smtp::enhanced_code;
+
+/// One relay and how it is chosen.
+struct RouteState {
+    route: smtp::Route,
+    limits: RouteLimits,
+    priority: u32,
+    weight: u32,
+}
 
 /// Compiled templates of one request, shared by all its recipients.
 struct Prepared {
@@ -68,11 +77,27 @@ enum DeliveryOutcome {
     Cancelled,
     /// The attempt failed; the job goes to the failure queue.
     Failed(Failure, String),
+    /// The sending policy says not now (rate limit, paused domain): back
+    /// through a delay tier, without counting an attempt.
+    Deferred {
+        delay: Duration,
+        reason: &'static str,
+    },
     /// The message cannot be sent at all: dead-letter it with this reason.
     Dead {
         reason: &'static str,
         detail: String,
     },
+}
+
+/// A stable 64-bit hash of two strings (FNV-1a), for route ordering.
+fn hash(a: &str, b: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.bytes().chain([0]).chain(b.bytes()) {
+        h ^= byte as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Why a delivery could not reach an outcome yet.
@@ -108,14 +133,31 @@ pub async fn run_until_stopped(
     let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
         return Ok(());
     };
-    let route = smtp::Route::new(&settings.sender.smtp, &settings.sender.hostname)
-        .context("building the SMTP transport")?;
+    let mut routes = Vec::new();
+    for r in settings.sender.effective_routes() {
+        routes.push(RouteState {
+            limits: RouteLimits {
+                name: r.name.clone(),
+                interval: r.rate.map(|rate| rate.interval()),
+                concurrency: r.concurrency,
+            },
+            priority: r.priority,
+            weight: r.weight.max(1),
+            route: smtp::Route::new(&r, &settings.sender.hostname)
+                .with_context(|| format!("building the SMTP pool of route {}", r.name))?,
+        });
+    }
+    let policy = Policy::new(store.clone());
+    let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
     let sender = Arc::new(Sender {
         topology: Topology::from_settings(&settings),
         instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         settings,
         store,
-        route,
+        routes,
+        policy,
+        classifier,
+        down: Mutex::new(HashMap::new()),
         metrics,
         health: health.clone(),
         cache: Mutex::new(HashMap::new()),
@@ -142,7 +184,16 @@ struct Sender {
     /// Identifies this process as a lease holder.
     instance: String,
     store: Store,
-    route: smtp::Route,
+    /// The relays, with their limits and order.
+    routes: Vec<RouteState>,
+    /// The shared sending policy (rate, concurrency, pauses).
+    policy: Policy,
+    /// Classifies failures at once for the domain's breaker and slow-down
+    /// (the retrier classifies them again for retries and quarantine).
+    classifier: mailpipe_common::classify::Classifier,
+    /// Routes that failed recently, until when they are skipped (this
+    /// replica's own view; each replica finds out for itself).
+    down: Mutex<HashMap<String, Instant>>,
     metrics: Metrics,
     health: Health,
     /// Compiled templates by content id. A std mutex: held only to look up or
@@ -469,30 +520,177 @@ impl Sender {
             return Ok(DeliveryOutcome::AlreadyDone);
         }
 
-        let started = Instant::now();
-        let result = self.route.submit(&envelope, &bytes).await;
-        self.metrics
-            .smtp_seconds
-            .with_label_values(&[job.lane.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(accepted) => {
-                let record = DoneRecord {
-                    state: "sent".into(),
-                    request: job.request.clone(),
-                    at: unix_now(),
-                    route: self.route.name.clone(),
-                    detail: format!("{} {}", accepted.code, accepted.text),
-                };
-                // The message is out: the record must be written, whatever it
-                // takes, or a redelivery would send it again.
-                self.record_sent_persistently(job, &record).await;
-                Ok(DeliveryOutcome::Delivered)
+        let domain = job
+            .to
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let limits = self.settings.policy.for_domain(&domain);
+        let mut last: Option<(Failure, String)> = None;
+        for route in self.candidates(&job.id, limits.route.as_deref()) {
+            let name = route.limits.name.clone();
+            let conn = match route.route.connection().await {
+                Ok(c) => c,
+                Err(failure) => {
+                    self.metrics
+                        .routes
+                        .with_label_values(&[name.as_str(), "unavailable"])
+                        .inc();
+                    tracing::warn!(route = %name, ?failure, "route unavailable; trying the next one");
+                    self.route_down(&name);
+                    last = Some((failure, name));
+                    continue;
+                }
+            };
+            // Wait for the shared budget, or give the message back.
+            let mut waited = Duration::ZERO;
+            let policy_lease = loop {
+                let verdict = self
+                    .policy
+                    .acquire(
+                        &domain,
+                        &limits,
+                        &route.limits,
+                        &format!("{}:{}", self.instance, job.id),
+                        self.settings.sender.lease,
+                        &self.settings.policy.breaker,
+                    )
+                    .await?;
+                match verdict {
+                    Verdict::Go { lease } => break lease,
+                    Verdict::Wait(d) if waited + d <= self.settings.sender.max_throttle_wait => {
+                        waited += d;
+                        tokio::time::sleep(d).await;
+                    }
+                    Verdict::Wait(d) => {
+                        self.store.release_lease(&job.id, &self.instance).await?;
+                        return Ok(DeliveryOutcome::Deferred {
+                            delay: d.max(Duration::from_millis(1)),
+                            reason: "throttled",
+                        });
+                    }
+                    Verdict::Paused(d) => {
+                        self.store.release_lease(&job.id, &self.instance).await?;
+                        return Ok(DeliveryOutcome::Deferred {
+                            delay: d,
+                            reason: "paused",
+                        });
+                    }
+                }
+            };
+            let started = Instant::now();
+            let result = route.route.send(conn, &envelope, &bytes).await;
+            self.policy
+                .release(&domain, &route.limits.name, &policy_lease)
+                .await
+                .ok();
+            self.metrics
+                .smtp_seconds
+                .with_label_values(&[job.lane.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(accepted) => {
+                    self.metrics
+                        .routes
+                        .with_label_values(&[name.as_str(), "sent"])
+                        .inc();
+                    self.route_up(&name);
+                    let record = DoneRecord {
+                        state: "sent".into(),
+                        request: job.request.clone(),
+                        at: unix_now(),
+                        route: name,
+                        detail: format!("{} {}", accepted.code, accepted.text),
+                    };
+                    // The message is out: the record must be written, whatever
+                    // it takes, or a redelivery would send it again.
+                    self.record_sent_persistently(job, &record).await;
+                    return Ok(DeliveryOutcome::Delivered);
+                }
+                Err(failure) => {
+                    let failover = matches!(
+                        failure,
+                        Failure::Connection { .. } | Failure::Reply { code: 421, .. }
+                    );
+                    self.metrics
+                        .routes
+                        .with_label_values(&[
+                            name.as_str(),
+                            if failover { "unavailable" } else { "failed" },
+                        ])
+                        .inc();
+                    if !failover {
+                        // A reply about the destination (not the relay being
+                        // away): the domain's breaker and slow-down see it now.
+                        let class = self.classifier.classify(&failure);
+                        let reaction = self
+                            .policy
+                            .react(&domain, &class, &self.settings.policy)
+                            .await?;
+                        if reaction.paused {
+                            self.metrics
+                                .breaker_openings
+                                .with_label_values(&["breaker"])
+                                .inc();
+                            tracing::warn!(%domain, pause = ?self.settings.policy.breaker.pause, "failure ratio over the threshold: sending to the domain is paused");
+                        }
+                        self.store.release_lease(&job.id, &self.instance).await.ok();
+                        return Ok(DeliveryOutcome::Failed(failure, name));
+                    }
+                    tracing::warn!(route = %name, ?failure, "route unavailable; trying the next one");
+                    self.route_down(&name);
+                    last = Some((failure, name));
+                }
             }
-            Err(failure) => {
-                self.store.release_lease(&job.id, &self.instance).await.ok();
-                Ok(DeliveryOutcome::Failed(failure, self.route.name.clone()))
-            }
+        }
+        self.store.release_lease(&job.id, &self.instance).await.ok();
+        let (failure, route) = last.unwrap_or((
+            Failure::Connection {
+                error: mailpipe_common::classify::ConnectionError::Other,
+                detail: "no route configured for this domain".into(),
+            },
+            String::new(),
+        ));
+        Ok(DeliveryOutcome::Failed(failure, route))
+    }
+
+    /// The routes to try for a message, in order: the domain's own route if
+    /// it has one; else by priority, spread by weight among equal priorities
+    /// (a weighted random order, seeded by the message id so a redelivery
+    /// tries the same order); routes that failed recently go last.
+    fn candidates(&self, message_id: &str, only: Option<&str>) -> Vec<&RouteState> {
+        let mut routes: Vec<&RouteState> = self
+            .routes
+            .iter()
+            .filter(|r| only.is_none_or(|name| r.limits.name == name))
+            .collect();
+        let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
+        let now = Instant::now();
+        let is_down = |r: &RouteState| down.get(&r.limits.name).is_some_and(|until| *until > now);
+        let key = |r: &RouteState| {
+            let u = (hash(message_id, &r.limits.name) as f64 + 1.0) / (u64::MAX as f64 + 2.0);
+            -u.ln() / r.weight as f64
+        };
+        routes.sort_by(|a, b| {
+            (is_down(a), a.priority)
+                .cmp(&(is_down(b), b.priority))
+                .then(key(a).total_cmp(&key(b)))
+        });
+        routes
+    }
+
+    fn route_down(&self, name: &str) {
+        if let Ok(mut d) = self.down.lock() {
+            d.insert(
+                name.to_string(),
+                Instant::now() + self.settings.sender.route_retry_after,
+            );
+        }
+    }
+
+    fn route_up(&self, name: &str) {
+        if let Ok(mut d) = self.down.lock() {
+            d.remove(name);
         }
     }
 
@@ -600,6 +798,24 @@ impl Sender {
                 amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
             }
             DeliveryOutcome::AlreadyDone => label("duplicate"),
+            DeliveryOutcome::Deferred { delay, reason } => {
+                label(reason);
+                let tier = self.topology.tier_for(delay);
+                amqp::publish_confirmed(
+                    publish,
+                    &self.topology.exchange(),
+                    &Topology::tier_key(tier, job.lane),
+                    &delivery.data,
+                    amqp::with_headers(
+                        amqp::properties().with_message_id(job.id.clone().into()),
+                        &[(
+                            "x-mailpipe-due",
+                            (unix_now() + tier.as_secs() as i64).to_string(),
+                        )],
+                    ),
+                )
+                .await?;
+            }
             DeliveryOutcome::Held => {
                 label("held");
                 self.topology.declare_held(publish, &job.request).await?;

@@ -21,7 +21,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use mailpipe_common::classify::{ConnectionError, Failure};
-use mailpipe_common::config::{SmtpSettings, TlsMode};
+use mailpipe_common::config::{RouteSettings, TlsMode};
 use secrecy::ExposeSecret;
 
 /// Creates and checks connections to one relay.
@@ -89,7 +89,7 @@ impl managed::Manager for SmtpManager {
 
 /// A relay the sender submits to.
 pub struct Route {
-    /// `host:port`, as reported in sent records, failures and metrics.
+    /// The route's name, as reported in sent records, failures and metrics.
     pub name: String,
     pool: managed::Pool<SmtpManager>,
     timeout: Duration,
@@ -103,7 +103,7 @@ pub struct Accepted {
 
 impl Route {
     /// Builds the connection pool of a relay (no connection is opened yet).
-    pub fn new(smtp: &SmtpSettings, hello_name: &str) -> anyhow::Result<Self> {
+    pub fn new(smtp: &RouteSettings, hello_name: &str) -> anyhow::Result<Self> {
         let tls_parameters = match smtp.tls {
             TlsMode::None => None,
             _ => Some(TlsParameters::new(smtp.host.clone())?),
@@ -132,42 +132,49 @@ impl Route {
             .recycle_timeout(Some(smtp.timeout))
             .build()?;
         Ok(Self {
-            name: format!("{}:{}", smtp.host, smtp.port),
+            name: smtp.name.clone(),
             pool,
             timeout: smtp.timeout,
         })
     }
 
-    /// Submits one message under the transaction deadline; the error is the
-    /// failure as the classifier sees it.
-    pub async fn submit(&self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, Failure> {
-        let mut conn = match self.pool.get().await {
-            Ok(c) => c,
-            Err(PoolError::Backend(e)) => return Err(failure_of(&e)),
-            Err(PoolError::Timeout(_)) => {
-                return Err(Failure::Connection {
-                    error: ConnectionError::Timeout,
-                    detail: format!(
-                        "no usable connection to {} within {:?}",
-                        self.name, self.timeout
-                    ),
-                })
-            }
-            Err(e) => {
-                return Err(Failure::Connection {
-                    error: ConnectionError::Other,
-                    detail: e.to_string(),
-                })
-            }
-        };
+    /// A connection from the pool (a new one if none is idle): taken
+    /// before the sending policy is asked, so the time between the policy's
+    /// go and the server seeing the message stays short and even.
+    pub async fn connection(&self) -> Result<Connection, Failure> {
+        match self.pool.get().await {
+            Ok(c) => Ok(Connection(c)),
+            Err(PoolError::Backend(e)) => Err(failure_of(&e)),
+            Err(PoolError::Timeout(_)) => Err(Failure::Connection {
+                error: ConnectionError::Timeout,
+                detail: format!(
+                    "no usable connection to {} within {:?}",
+                    self.name, self.timeout
+                ),
+            }),
+            Err(e) => Err(Failure::Connection {
+                error: ConnectionError::Other,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Submits one message on a connection under the transaction deadline;
+    /// the error is the failure as the classifier sees it. A connection that
+    /// failed or timed out is closed, never returned to the pool.
+    pub async fn send(
+        &self,
+        conn: Connection,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Accepted, Failure> {
+        let mut conn = conn.0;
         match tokio::time::timeout(self.timeout, conn.send(envelope, message)).await {
             Ok(Ok(resp)) => Ok(Accepted {
                 code: resp.code().to_string().parse().unwrap_or(250),
                 text: resp.message().collect::<Vec<_>>().join(" "),
             }),
             Ok(Err(e)) => {
-                // lettre closes the connection after a failed command; make
-                // sure it never returns to the pool.
                 drop(Object::take(conn));
                 Err(failure_of(&e))
             }
@@ -181,6 +188,9 @@ impl Route {
         }
     }
 }
+
+/// A pooled connection to a route, returned to the pool when dropped.
+pub struct Connection(Object<SmtpManager>);
 
 /// Extracts an RFC 3463 enhanced status code (`4.4.3`) from the start of a reply text.
 pub fn enhanced_code(text: &str) -> Option<String> {

@@ -6,4 +6,5 @@ mod end_to_end;
 mod failures;
 mod faults;
 mod operator;
+mod policy;
 mod request_controls;

@@ -1,0 +1,508 @@
+//! The sending policy every sender replica shares, kept in Redis and
+//! decided by scripts that read the server's clock (`TIME`), so any number
+//! of replicas share one budget and no replica's clock matters:
+//!
+//! * per-domain and per-route rate limits (GCRA: one "theoretical arrival
+//!   time" per key; a burst allowance lets `burst` messages through at once);
+//! * per-domain and per-route concurrency, as leases in a sorted set that
+//!   expire on their own if a replica dies mid-transaction;
+//! * domain pauses (the circuit breaker of seeds/003 and `mailpipe domain
+//!   pause`), and slow-downs after throttling replies that recover linearly;
+//! * run-time overrides of a domain's limits (`mailpipe domain limit`).
+//!
+//! Keys: `{p}:pause:{domain}`, `{p}:tat:{domain}`, `{p}:limit:{domain}`,
+//! `{p}:slow:{domain}`, `{p}:conc:{domain}`, `{p}:rtat:{route}`,
+//! `{p}:rconc:{route}`, `{p}:brk:{domain}:{minute}` (breaker buckets).
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use crate::config::{BreakerSettings, DomainPolicy, SlowdownSettings};
+use crate::store::{Store, StoreError};
+
+const THROTTLE_LUA: &str = r#"
+-- KEYS: 1 pause, 2 domain tat, 3 domain overrides, 4 slowdown, 5 domain leases,
+--       6 route tat, 7 route leases
+-- ARGV: 1 domain interval ms (0 none), 2 domain burst, 3 domain concurrency (0 none),
+--       4 route interval ms (0 none), 5 route concurrency (0 none), 6 lease id,
+--       7 lease ttl ms, 8 breaker bucket prefix, 9 breaker window s
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = redis.call('PTTL', KEYS[1])
+if paused > 0 then return {2, paused} end
+local ov = redis.call('HMGET', KEYS[3], 'interval_ms', 'burst', 'concurrency')
+local dint = tonumber(ov[1]) or tonumber(ARGV[1])
+local dburst = tonumber(ov[2]) or tonumber(ARGV[2])
+local dconc = tonumber(ov[3]) or tonumber(ARGV[3])
+local sl = redis.call('HMGET', KEYS[4], 'factor', 'since', 'until')
+if sl[1] and dint > 0 then
+  local f = tonumber(sl[1])
+  local since, untl = tonumber(sl[2]), tonumber(sl[3])
+  if now < untl and untl > since then f = f + (1 - f) * (now - since) / (untl - since) else f = 1 end
+  if f > 0.01 then dint = dint / f else dint = dint * 100 end
+end
+local wait = 0
+local function gcra(key, interval, burst)
+  if interval <= 0 then return nil end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local tau = interval * math.max(burst - 1, 0)
+  if tat - now > tau then
+    wait = math.max(wait, tat - now - tau)
+    return nil
+  end
+  return tat + interval
+end
+local dtat = gcra(KEYS[2], dint, dburst)
+local rtat = gcra(KEYS[6], tonumber(ARGV[4]), 1)
+local function room(key, limit)
+  if limit <= 0 then return end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= limit then wait = math.max(wait, 20) end
+end
+room(KEYS[5], dconc)
+room(KEYS[7], tonumber(ARGV[5]))
+if wait > 0 then return {1, math.ceil(wait)} end
+if dtat then redis.call('SET', KEYS[2], tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
+if rtat then redis.call('SET', KEYS[6], tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
+local ttl = tonumber(ARGV[7])
+if dconc > 0 then
+  redis.call('ZADD', KEYS[5], now + ttl, ARGV[6])
+  redis.call('PEXPIRE', KEYS[5], ttl)
+end
+if tonumber(ARGV[5]) > 0 then
+  redis.call('ZADD', KEYS[7], now + ttl, ARGV[6])
+  redis.call('PEXPIRE', KEYS[7], ttl)
+end
+local bucket = ARGV[8] .. math.floor(now / 60000)
+redis.call('HINCRBY', bucket, 'a', 1)
+redis.call('EXPIRE', bucket, tonumber(ARGV[9]) + 120)
+return {0, 0}
+"#;
+
+const BREAKER_LUA: &str = r#"
+-- KEYS: 1 pause; ARGV: 1 bucket prefix, 2 window s, 3 min attempts, 4 ratio,
+-- 5 pause s, 6 count this failure (1/0)
+local t = redis.call('TIME')
+local minute = math.floor(tonumber(t[1]) / 60)
+local window = tonumber(ARGV[2])
+if ARGV[6] == '1' then
+  local cur = ARGV[1] .. minute
+  redis.call('HINCRBY', cur, 'f', 1)
+  redis.call('EXPIRE', cur, window + 120)
+end
+local a, f = 0, 0
+for i = 0, math.max(math.ceil(window / 60) - 1, 0) do
+  local h = redis.call('HMGET', ARGV[1] .. (minute - i), 'a', 'f')
+  a = a + (tonumber(h[1]) or 0)
+  f = f + (tonumber(h[2]) or 0)
+end
+local opened = 0
+if a >= tonumber(ARGV[3]) and a > 0 and f / a >= tonumber(ARGV[4]) then
+  if redis.call('SET', KEYS[1], 'breaker', 'NX', 'EX', ARGV[5]) then opened = 1 end
+end
+return {opened, a, f}
+"#;
+
+/// What the policy says about sending one message now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go; release `lease` when the transaction is over.
+    Go { lease: String },
+    /// A limit is reached: try again after this long.
+    Wait(Duration),
+    /// The domain is paused for this long.
+    Paused(Duration),
+}
+
+/// Limits of one route.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLimits {
+    pub name: String,
+    pub interval: Option<Duration>,
+    pub concurrency: Option<u32>,
+}
+
+/// A domain's state as operators see it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DomainState {
+    pub domain: String,
+    /// Remaining pause, seconds.
+    pub paused_for: Option<u64>,
+    /// What paused it (`breaker` or `operator`).
+    pub paused_by: Option<String>,
+    /// Run-time overrides: messages per second, burst, concurrency.
+    pub rate_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub concurrency: Option<u32>,
+    /// Current slow-down factor, if any.
+    pub slowdown: Option<f64>,
+    /// Attempts and failures in the breaker window.
+    pub attempts: u64,
+    pub failures: u64,
+    /// Transactions in flight across all senders.
+    pub in_flight: u64,
+}
+
+/// Handle to the shared policy state.
+#[derive(Clone)]
+pub struct Policy {
+    store: Store,
+    throttle: std::sync::Arc<redis::Script>,
+    breaker: std::sync::Arc<redis::Script>,
+}
+
+fn op(op: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
+    move |source| StoreError::Redis { op, source }
+}
+
+impl Policy {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            throttle: std::sync::Arc::new(redis::Script::new(THROTTLE_LUA)),
+            breaker: std::sync::Arc::new(redis::Script::new(BREAKER_LUA)),
+        }
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.store.prefix().to_string();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+
+    /// Asks to send one message to `domain` over `route`; on `Go` the rate
+    /// budget is spent, the concurrency leases taken and the attempt counted
+    /// for the breaker.
+    pub async fn acquire(
+        &self,
+        domain: &str,
+        limits: &DomainPolicy,
+        route: &RouteLimits,
+        lease_id: &str,
+        lease_ttl: Duration,
+        breaker: &BreakerSettings,
+    ) -> Result<Verdict, StoreError> {
+        let interval = limits
+            .rate
+            .map(|r| r.interval().as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        let mut c = self.store.connection();
+        let (status, ms): (i64, i64) = self
+            .throttle
+            .key(self.key(&["pause", domain]))
+            .key(self.key(&["tat", domain]))
+            .key(self.key(&["limit", domain]))
+            .key(self.key(&["slow", domain]))
+            .key(self.key(&["conc", domain]))
+            .key(self.key(&["rtat", &route.name]))
+            .key(self.key(&["rconc", &route.name]))
+            .arg(interval)
+            .arg(limits.burst.unwrap_or(1))
+            .arg(limits.concurrency.unwrap_or(0))
+            .arg(
+                route
+                    .interval
+                    .map(|i| i.as_secs_f64() * 1000.0)
+                    .unwrap_or(0.0),
+            )
+            .arg(route.concurrency.unwrap_or(0))
+            .arg(lease_id)
+            .arg(lease_ttl.as_millis() as u64)
+            .arg(self.key(&["brk", domain, ""]))
+            .arg(breaker.window.as_secs())
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("throttle"))?;
+        let d = Duration::from_millis(ms.max(0) as u64);
+        Ok(match status {
+            0 => Verdict::Go {
+                lease: lease_id.to_string(),
+            },
+            2 => Verdict::Paused(d),
+            _ => Verdict::Wait(d),
+        })
+    }
+
+    /// Returns the concurrency leases of a finished transaction.
+    pub async fn release(&self, domain: &str, route: &str, lease: &str) -> Result<(), StoreError> {
+        let mut c = self.store.connection();
+        let _: () = redis::pipe()
+            .zrem(self.key(&["conc", domain]), lease)
+            .ignore()
+            .zrem(self.key(&["rconc", route]), lease)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("release"))?;
+        Ok(())
+    }
+
+    /// Counts a failure against the domain's breaker (when `counts`) and
+    /// opens it when the window's attempts and failure ratio say so. Returns
+    /// whether this call paused the domain.
+    pub async fn record_failure(
+        &self,
+        domain: &str,
+        counts: bool,
+        breaker: &BreakerSettings,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.store.connection();
+        let (opened, _a, _f): (i64, i64, i64) = self
+            .breaker
+            .key(self.key(&["pause", domain]))
+            .arg(self.key(&["brk", domain, ""]))
+            .arg(breaker.window.as_secs())
+            .arg(breaker.min_attempts)
+            .arg(breaker.failure_ratio)
+            .arg(breaker.pause.as_secs().max(1))
+            .arg(if counts { "1" } else { "0" })
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("breaker"))?;
+        Ok(opened == 1)
+    }
+
+    /// Lowers a domain's rate after a throttling reply; it recovers linearly.
+    pub async fn slow_down(&self, domain: &str, s: &SlowdownSettings) -> Result<(), StoreError> {
+        let mut c = self.store.connection();
+        let now = crate::unix_now_ms();
+        let until = now + s.recovery.as_millis() as i64;
+        let key = self.key(&["slow", domain]);
+        let _: () = redis::pipe()
+            .hset_multiple(
+                &key,
+                &[
+                    ("factor", s.factor.to_string()),
+                    ("since", now.to_string()),
+                    ("until", until.to_string()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, s.recovery.as_millis() as i64)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("slow down"))?;
+        Ok(())
+    }
+
+    /// Pauses sending to a domain.
+    pub async fn pause(&self, domain: &str, for_: Duration, by: &str) -> Result<(), StoreError> {
+        let mut c = self.store.connection();
+        let _: () = c
+            .set_ex(self.key(&["pause", domain]), by, for_.as_secs().max(1))
+            .await
+            .map_err(op("pause"))?;
+        Ok(())
+    }
+
+    /// Resumes a paused domain (and forgets its slow-down and breaker window).
+    pub async fn resume(&self, domain: &str) -> Result<bool, StoreError> {
+        let mut c = self.store.connection();
+        let (n,): (i64,) = redis::pipe()
+            .del(self.key(&["pause", domain]))
+            .del(self.key(&["slow", domain]))
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("resume"))?;
+        let keys: Vec<String> = c
+            .keys(self.key(&["brk", domain, "*"]))
+            .await
+            .map_err(op("resume"))?;
+        if !keys.is_empty() {
+            let _: i64 = c.del(keys).await.map_err(op("resume"))?;
+        }
+        Ok(n == 1)
+    }
+
+    /// Sets run-time limits of a domain (over the configured ones);
+    /// `None` leaves a field as configured.
+    pub async fn set_limit(
+        &self,
+        domain: &str,
+        rate: Option<crate::ratelimit::Rate>,
+        burst: Option<u32>,
+        concurrency: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let mut fields: Vec<(&str, String)> = Vec::new();
+        if let Some(r) = rate {
+            fields.push((
+                "interval_ms",
+                (r.interval().as_secs_f64() * 1000.0).to_string(),
+            ));
+        }
+        if let Some(b) = burst {
+            fields.push(("burst", b.to_string()));
+        }
+        if let Some(c) = concurrency {
+            fields.push(("concurrency", c.to_string()));
+        }
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.store.connection();
+        let _: () = c
+            .hset_multiple(self.key(&["limit", domain]), &fields)
+            .await
+            .map_err(op("set limit"))?;
+        Ok(())
+    }
+
+    /// Drops a domain's run-time limits.
+    pub async fn clear_limit(&self, domain: &str) -> Result<(), StoreError> {
+        let mut c = self.store.connection();
+        let _: i64 = c
+            .del(self.key(&["limit", domain]))
+            .await
+            .map_err(op("clear limit"))?;
+        Ok(())
+    }
+
+    /// The state of one domain.
+    pub async fn state(
+        &self,
+        domain: &str,
+        breaker: &BreakerSettings,
+    ) -> Result<DomainState, StoreError> {
+        let mut c = self.store.connection();
+        let pause: Option<String> = c
+            .get(self.key(&["pause", domain]))
+            .await
+            .map_err(op("state"))?;
+        let ttl: i64 = c
+            .ttl(self.key(&["pause", domain]))
+            .await
+            .map_err(op("state"))?;
+        let ov: (Option<f64>, Option<u32>, Option<u32>) = redis::cmd("HMGET")
+            .arg(self.key(&["limit", domain]))
+            .arg("interval_ms")
+            .arg("burst")
+            .arg("concurrency")
+            .query_async(&mut c)
+            .await
+            .map_err(op("state"))?;
+        let slow: (Option<f64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.key(&["slow", domain]))
+            .arg("factor")
+            .arg("since")
+            .arg("until")
+            .query_async(&mut c)
+            .await
+            .map_err(op("state"))?;
+        let now = crate::unix_now_ms();
+        let slowdown = match slow {
+            (Some(f), Some(since), Some(until)) if now < until && until > since => {
+                Some(f + (1.0 - f) * (now - since) as f64 / (until - since) as f64)
+            }
+            _ => None,
+        };
+        let in_flight: u64 = redis::cmd("ZCOUNT")
+            .arg(self.key(&["conc", domain]))
+            .arg(now)
+            .arg("+inf")
+            .query_async(&mut c)
+            .await
+            .map_err(op("state"))?;
+        let minute = crate::unix_now() / 60;
+        let (mut attempts, mut failures) = (0, 0);
+        for i in 0..(breaker.window.as_secs() / 60).max(1) as i64 {
+            let (a, f): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+                .arg(self.key(&["brk", domain, &(minute - i).to_string()]))
+                .arg("a")
+                .arg("f")
+                .query_async(&mut c)
+                .await
+                .map_err(op("state"))?;
+            attempts += a.unwrap_or(0);
+            failures += f.unwrap_or(0);
+        }
+        Ok(DomainState {
+            domain: domain.to_string(),
+            paused_for: (ttl > 0).then_some(ttl as u64),
+            paused_by: pause,
+            rate_per_second: ov.0.filter(|i| *i > 0.0).map(|i| 1000.0 / i),
+            burst: ov.1,
+            concurrency: ov.2,
+            slowdown,
+            attempts,
+            failures,
+            in_flight,
+        })
+    }
+
+    /// Domains with a pause, a run-time limit, a slow-down or recent attempts.
+    pub async fn known_domains(&self) -> Result<Vec<String>, StoreError> {
+        let mut c = self.store.connection();
+        let mut out = std::collections::BTreeSet::new();
+        for kind in ["pause", "limit", "slow", "tat"] {
+            let keys: Vec<String> = c
+                .keys(self.key(&[kind, "*"]))
+                .await
+                .map_err(op("domains"))?;
+            let strip = self.key(&[kind, ""]);
+            out.extend(
+                keys.into_iter()
+                    .filter_map(|k| k.strip_prefix(&strip).map(str::to_string)),
+            );
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// Compiles the shipped classification rules plus the operator's files.
+pub fn build_classifier(
+    settings: &crate::config::ClassifierSettings,
+) -> anyhow::Result<crate::classify::Classifier> {
+    use anyhow::Context as _;
+    let mut builder = crate::classify::Classifier::builder();
+    for path in &settings.rules_files {
+        let yaml = std::fs::read_to_string(path)
+            .with_context(|| format!("reading rules file {}", path.display()))?;
+        builder = builder
+            .add_yaml(path.display().to_string(), &yaml)
+            .with_context(|| format!("compiling rules file {}", path.display()))?;
+    }
+    Ok(builder.build()?)
+}
+
+/// What a classified failure did to its domain's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DomainReaction {
+    /// The breaker opened: the domain is paused.
+    pub paused: bool,
+    /// The domain's rate was lowered.
+    pub slowed: bool,
+}
+
+impl Policy {
+    /// Applies one classified failure to its domain, at once (the sender
+    /// calls this right after the attempt, so the breaker sees failures as
+    /// they happen): failures about the domain or the sender (blocks,
+    /// unreachable, throttling) count toward the breaker — a recipient's own
+    /// failure (user unknown) never does — and a throttling reply slows the
+    /// domain down.
+    pub async fn react(
+        &self,
+        domain: &str,
+        class: &crate::classify::Classification,
+        settings: &crate::config::PolicySettings,
+    ) -> Result<DomainReaction, StoreError> {
+        use crate::classify::{Reason, Scope};
+        let mut r = DomainReaction::default();
+        if class.scope != Scope::Recipient {
+            r.paused = self.record_failure(domain, true, &settings.breaker).await?;
+        }
+        if class.reason == Reason::RateLimited {
+            self.slow_down(domain, &settings.slowdown).await?;
+            r.slowed = true;
+        }
+        Ok(r)
+    }
+}

@@ -1,0 +1,151 @@
+//! `mailpipe domain`: the sending policy per destination domain, at run
+//! time: pauses, limits, slow-downs and the breaker's window, shared by
+//! every sender replica through Redis.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use mailpipe_common::policy::Policy;
+use mailpipe_common::ratelimit::Rate;
+use mailpipe_common::store::Store;
+
+/// See and steer per-domain sending: pause, resume, limit.
+#[derive(Args)]
+pub struct DomainCommand {
+    #[command(subcommand)]
+    pub command: DomainSubCommand,
+}
+
+#[derive(Subcommand)]
+pub enum DomainSubCommand {
+    /// Domains with a pause, a run-time limit, a slow-down or recent traffic.
+    List,
+    /// One domain: pause, limits, slow-down, breaker window, transactions in flight.
+    Show { domain: String },
+    /// Stop sending to a domain for a while; its messages wait in the delay tiers.
+    Pause {
+        domain: String,
+        /// How long, e.g. 30m or 3h.
+        #[arg(long, default_value = "1h")]
+        r#for: String,
+    },
+    /// Resume a paused domain (also clears its slow-down and breaker window).
+    Resume { domain: String },
+    /// Set run-time limits over the configured ones, shared by all senders.
+    Limit {
+        domain: String,
+        /// Messages per period, e.g. 50/s or 3000/h.
+        #[arg(long)]
+        rate: Option<Rate>,
+        /// Messages allowed at once above the rate.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Transactions in flight across all senders.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Drop the run-time limits (back to the configuration).
+        #[arg(long, conflicts_with_all = ["rate", "burst", "concurrency"])]
+        clear: bool,
+    },
+}
+
+impl DomainCommand {
+    pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        let store = Store::connect(&ctx.settings.redis)
+            .await
+            .context("connecting to Redis")?;
+        let policy = Policy::new(store);
+        let breaker = &ctx.settings.policy.breaker;
+        let norm = |d: &str| d.trim().trim_start_matches('@').to_ascii_lowercase();
+        match &self.command {
+            DomainSubCommand::List => {
+                let mut rows = Vec::new();
+                for d in policy.known_domains().await? {
+                    rows.push(policy.state(&d, breaker).await?);
+                }
+                if ctx.json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    println!(
+                        "{:<32} {:<18} {:>10} {:>6} {:>9} {:>8} {:>8}",
+                        "domain", "paused", "rate/s", "burst", "slowdown", "attempts", "failures"
+                    );
+                    for r in rows {
+                        println!(
+                            "{:<32} {:<18} {:>10} {:>6} {:>9} {:>8} {:>8}",
+                            r.domain,
+                            r.paused_for
+                                .map(|s| format!(
+                                    "{}s ({})",
+                                    s,
+                                    r.paused_by.clone().unwrap_or_default()
+                                ))
+                                .unwrap_or_else(|| "-".into()),
+                            r.rate_per_second
+                                .map(|v| format!("{v:.1}"))
+                                .unwrap_or_else(|| "config".into()),
+                            r.burst.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                            r.slowdown
+                                .map(|v| format!("{:.0}%", v * 100.0))
+                                .unwrap_or_else(|| "-".into()),
+                            r.attempts,
+                            r.failures
+                        );
+                    }
+                }
+            }
+            DomainSubCommand::Show { domain } => {
+                let st = policy.state(&norm(domain), breaker).await?;
+                let mut v = serde_json::to_value(&st)?;
+                let cfg = ctx.settings.policy.for_domain(&norm(domain));
+                v["configured"] = serde_json::json!({
+                    "rate": cfg.rate.map(|r| r.to_string()),
+                    "burst": cfg.burst,
+                    "concurrency": cfg.concurrency,
+                    "route": cfg.route,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            DomainSubCommand::Pause { domain, r#for } => {
+                let d =
+                    mailpipe_common::config::parse_duration(r#for).map_err(anyhow::Error::msg)?;
+                policy.pause(&norm(domain), d, "operator").await?;
+                println!("{} paused for {}", norm(domain), r#for);
+            }
+            DomainSubCommand::Resume { domain } => {
+                let was = policy.resume(&norm(domain)).await?;
+                println!(
+                    "{} {}",
+                    norm(domain),
+                    if was {
+                        "resumed"
+                    } else {
+                        "was not paused (slow-down and breaker window cleared)"
+                    }
+                );
+            }
+            DomainSubCommand::Limit {
+                domain,
+                rate,
+                burst,
+                concurrency,
+                clear,
+            } => {
+                if *clear {
+                    policy.clear_limit(&norm(domain)).await?;
+                    println!("{}: run-time limits cleared", norm(domain));
+                } else if rate.is_none() && burst.is_none() && concurrency.is_none() {
+                    eprintln!("mailpipe: give --rate, --burst, --concurrency or --clear");
+                    return Ok(ExitCode::from(2));
+                } else {
+                    policy
+                        .set_limit(&norm(domain), *rate, *burst, *concurrency)
+                        .await?;
+                    println!("{}: limits set", norm(domain));
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
