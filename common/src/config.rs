@@ -263,7 +263,7 @@ impl SenderSettings {
 }
 
 /// Sending policy shared by every sender replica (seeds/002–004).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicySettings {
     /// Limits of every destination domain without its own entry.
@@ -272,17 +272,6 @@ pub struct PolicySettings {
     pub domains: std::collections::BTreeMap<String, DomainPolicy>,
     pub breaker: BreakerSettings,
     pub slowdown: SlowdownSettings,
-}
-
-impl Default for PolicySettings {
-    fn default() -> Self {
-        Self {
-            default: DomainPolicy::default(),
-            domains: Default::default(),
-            breaker: BreakerSettings::default(),
-            slowdown: SlowdownSettings::default(),
-        }
-    }
 }
 
 impl PolicySettings {

@@ -224,6 +224,7 @@ async fn redis_restarted_mid_campaign_loses_and_duplicates_nothing() {
 
     blocking(|| redis.stop());
     let down = Instant::now();
+    let at_down = p.sink().count();
     // Readiness goes false: the sender will not send without its
     // idempotency check.
     wait_for(
@@ -235,7 +236,7 @@ async fn redis_restarted_mid_campaign_loses_and_duplicates_nothing() {
     let not_ready_after = down.elapsed();
     let at_not_ready = p.sink().count();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = p.sink().count() - at_stop;
+    let during = p.sink().count() - at_down;
     assert_eq!(
         http_status(&ready, "/readyz").await,
         Some(503),
@@ -250,8 +251,8 @@ async fn redis_restarted_mid_campaign_loses_and_duplicates_nothing() {
         "{during} messages were sent while Redis was down (at most {in_flight} were in flight)"
     );
     eprintln!(
-        "Redis stopped after {at_stop} of {n} messages; /readyz failed after {not_ready_after:.1?}; \
-         {} more messages while down ({during} in all)",
+        "Redis stopped after {at_stop} of {n} messages ({at_down} when it was down); /readyz failed \
+         after {not_ready_after:.1?}; {during} messages completed while down ({} after /readyz failed)",
         p.sink().count() - at_not_ready
     );
 
