@@ -171,6 +171,10 @@ pub struct SenderSettings {
     /// How long sent records are kept beyond the message's deadline.
     #[serde(deserialize_with = "duration")]
     pub sent_record_ttl: Duration,
+    /// `relay` (default) or `mx`.
+    pub mode: DeliveryMode,
+    /// Direct delivery settings, for `mode: mx`.
+    pub mx: MxSettings,
     /// The relay, when there is one. Ignored when `routes` is not empty.
     pub smtp: SmtpSettings,
     /// Several relays with priorities and weights: the lowest priority
@@ -219,6 +223,14 @@ pub struct RouteSettings {
     pub pool_size: u32,
     #[serde(default = "sixty_seconds", deserialize_with = "duration")]
     pub pool_idle: Duration,
+    /// Name to verify the server's certificate against when `host` is an
+    /// address (set by MX delivery, not in config files).
+    #[serde(skip)]
+    pub tls_name: Option<String>,
+    /// Accept any certificate (opportunistic TLS to MX hosts, as MTAs do;
+    /// not in config files).
+    #[serde(skip)]
+    pub accept_invalid_certs: bool,
 }
 
 fn one() -> u32 {
@@ -258,7 +270,51 @@ impl SenderSettings {
             timeout: s.timeout,
             pool_size: s.pool_size,
             pool_idle: s.pool_idle,
+            tls_name: None,
+            accept_invalid_certs: false,
         }]
+    }
+}
+
+/// How the sender reaches recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Through the configured relay(s) (`smtp` or `routes`).
+    Relay,
+    /// Directly to each recipient domain's MX hosts.
+    Mx,
+}
+
+/// Direct delivery to MX hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MxSettings {
+    /// Port of the MX hosts (25; tests point it elsewhere).
+    pub port: u16,
+    /// DNS servers as `ip:port`; empty uses the system's resolver configuration.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// `none` or `opportunistic` (STARTTLS when offered, any certificate, as
+    /// MTAs do between each other), or `starttls` (required and verified).
+    pub tls: TlsMode,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Connections kept per MX address.
+    pub pool_size: u32,
+    #[serde(deserialize_with = "duration")]
+    pub pool_idle: Duration,
+}
+
+impl Default for MxSettings {
+    fn default() -> Self {
+        Self {
+            port: 25,
+            nameservers: Vec::new(),
+            tls: TlsMode::Opportunistic,
+            timeout: Duration::from_secs(60),
+            pool_size: 4,
+            pool_idle: Duration::from_secs(30),
+        }
     }
 }
 
@@ -360,6 +416,8 @@ impl Default for SenderSettings {
             lease: Duration::from_secs(300),
             hostname: "localhost".into(),
             sent_record_ttl: Duration::from_secs(6 * 24 * 3600),
+            mode: DeliveryMode::Relay,
+            mx: MxSettings::default(),
             smtp: SmtpSettings::default(),
             routes: Vec::new(),
             route_retry_after: Duration::from_secs(30),

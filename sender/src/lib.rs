@@ -13,6 +13,7 @@
 //! the holder to finish or the lease to expire.
 
 mod mime;
+mod mx;
 mod smtp;
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
 use mailpipe_common::classify::Failure;
-use mailpipe_common::config::Settings;
+use mailpipe_common::config::{DeliveryMode, RouteSettings, Settings};
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{
     Content, DeadRecord, Event, EventKind, FailedJob, Job, Lane, JOB_SCHEMA_VERSION,
@@ -135,7 +136,7 @@ pub async fn run_until_stopped(
     };
     let mut routes = Vec::new();
     for r in settings.sender.effective_routes() {
-        routes.push(RouteState {
+        routes.push(Arc::new(RouteState {
             limits: RouteLimits {
                 name: r.name.clone(),
                 interval: r.rate.map(|rate| rate.interval()),
@@ -145,8 +146,15 @@ pub async fn run_until_stopped(
             weight: r.weight.max(1),
             route: smtp::Route::new(&r, &settings.sender.hostname)
                 .with_context(|| format!("building the SMTP pool of route {}", r.name))?,
-        });
+        }));
     }
+    let mx = match settings.sender.mode {
+        DeliveryMode::Mx => Some(
+            mx::MxResolver::new(&settings.sender.mx.nameservers)
+                .context("building the DNS resolver")?,
+        ),
+        DeliveryMode::Relay => None,
+    };
     let policy = Policy::new(store.clone());
     let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
     let sender = Arc::new(Sender {
@@ -155,6 +163,8 @@ pub async fn run_until_stopped(
         settings,
         store,
         routes,
+        mx,
+        mx_routes: Mutex::new(HashMap::new()),
         policy,
         classifier,
         down: Mutex::new(HashMap::new()),
@@ -184,8 +194,12 @@ struct Sender {
     /// Identifies this process as a lease holder.
     instance: String,
     store: Store,
-    /// The relays, with their limits and order.
-    routes: Vec<RouteState>,
+    /// The relays, with their limits and order (relay mode).
+    routes: Vec<Arc<RouteState>>,
+    /// The MX resolver (MX mode).
+    mx: Option<mx::MxResolver>,
+    /// Connection pools to MX addresses, created as needed (MX mode).
+    mx_routes: Mutex<HashMap<std::net::SocketAddr, Arc<RouteState>>>,
     /// The shared sending policy (rate, concurrency, pauses).
     policy: Policy,
     /// Classifies failures at once for the domain's breaker and slow-down
@@ -527,14 +541,24 @@ impl Sender {
             .unwrap_or_default();
         let limits = self.settings.policy.for_domain(&domain);
         let mut last: Option<(Failure, String)> = None;
-        for route in self.candidates(&job.id, limits.route.as_deref()) {
+        let candidates = match &self.mx {
+            Some(resolver) => match resolver.exchangers(&domain).await {
+                Ok(exchangers) => self.mx_candidates(&exchangers),
+                Err(failure) => {
+                    self.store.release_lease(&job.id, &self.instance).await.ok();
+                    return Ok(DeliveryOutcome::Failed(failure, format!("mx:{domain}")));
+                }
+            },
+            None => self.candidates(&job.id, limits.route.as_deref()),
+        };
+        for route in candidates {
             let name = route.limits.name.clone();
             let conn = match route.route.connection().await {
                 Ok(c) => c,
                 Err(failure) => {
                     self.metrics
                         .routes
-                        .with_label_values(&[name.as_str(), "unavailable"])
+                        .with_label_values(&[self.route_label(&name), "unavailable"])
                         .inc();
                     tracing::warn!(route = %name, ?failure, "route unavailable; trying the next one");
                     self.route_down(&name);
@@ -592,7 +616,7 @@ impl Sender {
                 Ok(accepted) => {
                     self.metrics
                         .routes
-                        .with_label_values(&[name.as_str(), "sent"])
+                        .with_label_values(&[self.route_label(&name), "sent"])
                         .inc();
                     self.route_up(&name);
                     let record = DoneRecord {
@@ -615,7 +639,7 @@ impl Sender {
                     self.metrics
                         .routes
                         .with_label_values(&[
-                            name.as_str(),
+                            self.route_label(&name),
                             if failover { "unavailable" } else { "failed" },
                         ])
                         .inc();
@@ -658,11 +682,12 @@ impl Sender {
     /// it has one; else by priority, spread by weight among equal priorities
     /// (a weighted random order, seeded by the message id so a redelivery
     /// tries the same order); routes that failed recently go last.
-    fn candidates(&self, message_id: &str, only: Option<&str>) -> Vec<&RouteState> {
-        let mut routes: Vec<&RouteState> = self
+    fn candidates(&self, message_id: &str, only: Option<&str>) -> Vec<Arc<RouteState>> {
+        let mut routes: Vec<Arc<RouteState>> = self
             .routes
             .iter()
             .filter(|r| only.is_none_or(|name| r.limits.name == name))
+            .cloned()
             .collect();
         let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
         let now = Instant::now();
@@ -677,6 +702,80 @@ impl Sender {
                 .then(key(a).total_cmp(&key(b)))
         });
         routes
+    }
+
+    /// MX mode: the exchangers' addresses in preference order, each with its
+    /// own connection pool (created on first use); addresses that failed
+    /// recently go last.
+    fn mx_candidates(&self, exchangers: &[mx::Exchanger]) -> Vec<Arc<RouteState>> {
+        let mx = &self.settings.sender.mx;
+        let mut out = Vec::new();
+        let Ok(mut pools) = self.mx_routes.lock() else {
+            return out;
+        };
+        for (rank, ex) in exchangers.iter().enumerate() {
+            for ip in &ex.addresses {
+                let addr = std::net::SocketAddr::new(*ip, mx.port);
+                if let Some(existing) = pools.get(&addr) {
+                    out.push(existing.clone());
+                    continue;
+                }
+                let settings = RouteSettings {
+                    name: format!("mx:{}[{}]", ex.host, ip),
+                    priority: rank as u32,
+                    weight: 1,
+                    rate: None,
+                    concurrency: None,
+                    host: ip.to_string(),
+                    port: mx.port,
+                    tls: mx.tls,
+                    username: None,
+                    password: None,
+                    timeout: mx.timeout,
+                    pool_size: mx.pool_size,
+                    pool_idle: mx.pool_idle,
+                    tls_name: Some(ex.host.clone()),
+                    accept_invalid_certs: mx.tls == mailpipe_common::config::TlsMode::Opportunistic,
+                };
+                match smtp::Route::new(&settings, &self.settings.sender.hostname) {
+                    Ok(route) => {
+                        let state = Arc::new(RouteState {
+                            limits: RouteLimits {
+                                name: settings.name.clone(),
+                                interval: None,
+                                concurrency: None,
+                            },
+                            priority: rank as u32,
+                            weight: 1,
+                            route,
+                        });
+                        pools.insert(addr, state.clone());
+                        out.push(state);
+                    }
+                    Err(e) => tracing::warn!(mx = %ex.host, error = %e, "cannot use this MX host"),
+                }
+            }
+        }
+        drop(pools);
+        let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
+        let now = Instant::now();
+        out.sort_by_key(|r| {
+            (
+                down.get(&r.limits.name).is_some_and(|u| *u > now),
+                r.priority,
+            )
+        });
+        out
+    }
+
+    /// The route label of metrics: the relay's name, or `mx` for every MX
+    /// host (their number is unbounded).
+    fn route_label<'a>(&self, name: &'a str) -> &'a str {
+        if self.mx.is_some() {
+            "mx"
+        } else {
+            name
+        }
     }
 
     fn route_down(&self, name: &str) {

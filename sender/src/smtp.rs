@@ -106,7 +106,11 @@ impl Route {
     pub fn new(smtp: &RouteSettings, hello_name: &str) -> anyhow::Result<Self> {
         let tls_parameters = match smtp.tls {
             TlsMode::None => None,
-            _ => Some(TlsParameters::new(smtp.host.clone())?),
+            _ => Some(
+                TlsParameters::builder(smtp.tls_name.clone().unwrap_or_else(|| smtp.host.clone()))
+                    .dangerous_accept_invalid_certs(smtp.accept_invalid_certs)
+                    .build()?,
+            ),
         };
         let credentials = match (&smtp.username, &smtp.password) {
             (Some(user), Some(pass)) => Some(Credentials::new(

@@ -61,6 +61,8 @@ pub struct Attempt {
 /// temporary output directory. Killed on drop.
 pub struct ScriptedSmtp {
     pub port: u16,
+    /// Loopback address it listens on (127.0.0.1 unless started with `start_at`).
+    pub host: String,
     dir: tempfile::TempDir,
     slow_seconds: f64,
     child: Option<Child>,
@@ -89,8 +91,25 @@ impl ScriptedSmtp {
             .expect("a free loopback port");
         let mut server = Self {
             port,
+            host: "127.0.0.1".into(),
             dir: tempfile::tempdir().expect("temp dir for the scripted SMTP server"),
             slow_seconds: secs,
+            child: None,
+            stdin: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the server on a given loopback address and port (several
+    /// servers can share a port on different 127.0.0.x addresses, as MX hosts
+    /// share port 25).
+    pub fn start_at(host: &str, port: u16) -> Self {
+        let mut server = Self {
+            port,
+            host: host.to_string(),
+            dir: tempfile::tempdir().expect("temp dir for the scripted SMTP server"),
+            slow_seconds: DEFAULT_SLOW_SECONDS,
             child: None,
             stdin: None,
         };
@@ -121,7 +140,7 @@ impl ScriptedSmtp {
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--host")
-            .arg("127.0.0.1")
+            .arg(&self.host)
             .arg("--slow-seconds")
             .arg(self.slow_seconds.to_string())
             .arg("--exit-on-stdin-eof")

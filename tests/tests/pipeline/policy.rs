@@ -32,6 +32,8 @@ fn route(name: &str, port: u16, priority: u32) -> RouteSettings {
         timeout: Duration::from_secs(5),
         pool_size: 40,
         pool_idle: Duration::from_secs(60),
+        tls_name: None,
+        accept_invalid_certs: false,
     }
 }
 
@@ -241,5 +243,125 @@ async fn mail_fails_over_to_the_backup_relay_and_comes_back() {
         400,
         "no message duplicated"
     );
+    p.shutdown().await;
+}
+
+/// dnsmasq on a free loopback port, answering for the `test` zone only.
+struct Dns {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Dns {
+    fn start(records: &[String]) -> Self {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let child = std::process::Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                &format!("--port={port}"),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--pid-file=",
+                "--local=/test/",
+            ])
+            .args(records)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        std::thread::sleep(Duration::from_millis(300));
+        Self { port, child }
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mx_mode_delivers_to_the_best_reachable_mx_and_fails_over_to_the_backup() {
+    let port = mailpipe_tests::free_port();
+    let mut mx1 = ScriptedSmtp::start_at("127.0.0.2", port);
+    let mx2 = ScriptedSmtp::start_at("127.0.0.3", port);
+    let plain = ScriptedSmtp::start_at("127.0.0.4", port);
+    let dns = Dns::start(&[
+        "--mx-host=mx.test,mx1.mx.test,10".into(),
+        "--mx-host=mx.test,mx2.mx.test,20".into(),
+        "--host-record=mx1.mx.test,127.0.0.2".into(),
+        "--host-record=mx2.mx.test,127.0.0.3".into(),
+        "--host-record=plain.test,127.0.0.4".into(),
+        "--mx-host=nullmx.test,.,0".into(),
+    ]);
+    let p = TestPipeline::spawn_for_port(port, Workers::ALL, |s| {
+        s.sender.mode = mailpipe_common::config::DeliveryMode::Mx;
+        s.sender.mx.port = port;
+        s.sender.mx.nameservers = vec![format!("127.0.0.1:{}", dns.port).parse().unwrap()];
+        s.sender.mx.tls = TlsMode::None;
+        s.sender.mx.timeout = Duration::from_secs(5);
+        s.sender.route_retry_after = Duration::from_secs(60);
+    })
+    .await;
+    let mut first: Vec<String> = (0..50).map(|i| format!("ok-0-a{i}@mx.test")).collect();
+    first.extend((0..5).map(|i| format!("ok-0-{i}@plain.test")));
+    first.push("someone@nullmx.test".into());
+    first.push("someone@nx.test".into());
+    p.publish_json(&request("mx-1", &first)).await;
+    let s = p.wait_complete("mx-1", Duration::from_secs(60)).await;
+    assert_eq!(s.sent, 55);
+    assert_eq!(mx1.count(), 50, "the highest-priority MX takes the mail");
+    assert_eq!(mx2.count(), 0);
+    assert_eq!(plain.count(), 5, "no MX: the domain's own address");
+    let null = p
+        .store
+        .done(&mailpipe_common::message::message_id(
+            "mx-1",
+            "someone@nullmx.test",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        null.detail.starts_with("invalid_domain:"),
+        "{}",
+        null.detail
+    );
+    let nx = p
+        .store
+        .done(&mailpipe_common::message::message_id(
+            "mx-1",
+            "someone@nx.test",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(nx.state, "dead", "{}", nx.detail);
+
+    // The primary MX goes away: the backup MX takes over, nothing is lost.
+    mx1.stop();
+    let second: Vec<String> = (0..50).map(|i| format!("ok-0-b{i}@mx.test")).collect();
+    p.publish_json(&request("mx-2", &second)).await;
+    let s = p.wait_complete("mx-2", Duration::from_secs(60)).await;
+    assert_eq!(s.sent, 50);
+    assert_eq!(mx2.count(), 50, "the backup MX took over");
+    assert_eq!(mx1.count(), 50, "nothing more reached the stopped primary");
+    let done = p
+        .store
+        .done(&mailpipe_common::message::message_id(
+            "mx-2",
+            "ok-0-b7@mx.test",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.route, "mx:mx2.mx.test[127.0.0.3]");
     p.shutdown().await;
 }
