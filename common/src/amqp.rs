@@ -252,3 +252,15 @@ pub async fn publish_dead(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tls_broker_urls_are_understood() {
+        let uri: lapin::uri::AMQPUri = "amqps://mailpipe:secret@broker.example:5671/%2f"
+            .parse()
+            .unwrap();
+        assert_eq!(uri.scheme, lapin::uri::AMQPScheme::AMQPS);
+        assert_eq!(uri.authority.port, 5671);
+    }
+}

@@ -101,6 +101,8 @@ pub struct TelemetrySettings {
     /// `tracing` filter directive, e.g. `info,mailpipe_sender=debug`.
     /// `RUST_LOG` overrides it when set.
     pub filter: String,
+    /// Replace email addresses in logged replies with a hash of them.
+    pub hash_addresses: bool,
 }
 
 impl Default for TelemetrySettings {
@@ -108,6 +110,7 @@ impl Default for TelemetrySettings {
         Self {
             format: LogFormat::Human,
             filter: "info".into(),
+            hash_addresses: false,
         }
     }
 }

@@ -1098,3 +1098,12 @@ impl Store {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tls_redis_urls_are_understood() {
+        assert!(redis::Client::open("rediss://cache.example:6380/0").is_ok());
+        assert!(redis::Client::open("redis://127.0.0.1:6379").is_ok());
+    }
+}

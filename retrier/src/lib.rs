@@ -332,7 +332,8 @@ impl Retrier {
     /// 421s and throttling are warnings (seeds/002): the remote side is
     /// busy, not broken. Hard failures are info: they are the recipient's.
     fn log_failure(&self, job: &Job, failure: &Failure, class: &Classification) {
-        let text = failure_text(failure);
+        let full = failure_text(failure);
+        let text = mailpipe_common::telemetry::scrub(&full);
         match (failure, class.reason) {
             (Failure::Reply { code: 421, .. }, _) | (_, Reason::RateLimited) => {
                 tracing::warn!(message = %job.id, reply = %text, reason = class.reason.as_str(), "throttled by the receiving server")

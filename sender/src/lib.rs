@@ -37,6 +37,7 @@ use mailpipe_common::message::{
 use mailpipe_common::metrics::Metrics;
 use mailpipe_common::policy::{Policy, RouteLimits, Verdict};
 use mailpipe_common::store::{DoneRecord, Store, StoreError};
+use mailpipe_common::telemetry::scrub;
 use mailpipe_common::template::Compiled;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -560,7 +561,7 @@ impl Sender {
                         .routes
                         .with_label_values(&[self.route_label(&name), "unavailable"])
                         .inc();
-                    tracing::warn!(route = %name, ?failure, "route unavailable; trying the next one");
+                    tracing::warn!(route = %name, failure = %scrub(&failure.to_string()), "route unavailable; trying the next one");
                     self.route_down(&name);
                     last = Some((failure, name));
                     continue;
@@ -661,7 +662,7 @@ impl Sender {
                         self.store.release_lease(&job.id, &self.instance).await.ok();
                         return Ok(DeliveryOutcome::Failed(failure, name));
                     }
-                    tracing::warn!(route = %name, ?failure, "route unavailable; trying the next one");
+                    tracing::warn!(route = %name, failure = %scrub(&failure.to_string()), "route unavailable; trying the next one");
                     self.route_down(&name);
                     last = Some((failure, name));
                 }
@@ -834,7 +835,7 @@ impl Sender {
         delivery: &Delivery,
         detail: String,
     ) -> anyhow::Result<()> {
-        tracing::warn!(%detail, "malformed job dead-lettered");
+        tracing::warn!(detail = %scrub(&detail), "malformed job dead-lettered");
         let record = DeadRecord {
             v: 1,
             reason: "malformed_job".into(),
@@ -951,9 +952,11 @@ impl Sender {
                 label("failed");
                 match &failure {
                     Failure::Reply { code: 421, .. } => {
-                        tracing::warn!(message = %job.id, ?failure, "relay answered 421; deferring")
+                        tracing::warn!(message = %job.id, failure = %scrub(&failure.to_string()), "relay answered 421; deferring")
                     }
-                    _ => tracing::info!(message = %job.id, ?failure, "delivery attempt failed"),
+                    _ => {
+                        tracing::info!(message = %job.id, failure = %scrub(&failure.to_string()), "delivery attempt failed")
+                    }
                 }
                 let failed = FailedJob {
                     v: 1,
