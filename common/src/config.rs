@@ -187,6 +187,12 @@ pub struct SenderSettings {
     /// How long a relay that failed is skipped before it is tried again.
     #[serde(deserialize_with = "duration")]
     pub route_retry_after: Duration,
+    /// On SIGTERM, how long the sender waits for transactions in flight to
+    /// finish and be acked; what is left goes back to the queue. Keep it
+    /// under the Kubernetes termination grace period and above the SMTP
+    /// timeout.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
     /// Longest a message waits in a sender for a rate or concurrency limit;
     /// a longer wait defers it through a delay tier instead, so one slow
     /// domain never holds the others' messages.
@@ -424,6 +430,7 @@ impl Default for SenderSettings {
             smtp: SmtpSettings::default(),
             routes: Vec::new(),
             route_retry_after: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(45),
             max_throttle_wait: Duration::from_millis(500),
         }
     }

@@ -17,6 +17,36 @@ use crate::message::Content;
 /// Instructions a single render may spend before it is stopped.
 const FUEL: u64 = 2_000_000;
 
+/// Largest rendered body (text or html) accepted: a template cannot make a
+/// sender allocate without bound however it multiplies its output.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest rendered header value (subject, extra headers, unsubscribe URL).
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// A buffer that refuses to grow past its limit.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            return Err(std::io::Error::other(format!(
+                "output larger than {} bytes",
+                self.limit
+            )));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Headers a request may not set itself: mailpipe writes them.
 const RESERVED_HEADERS: &[&str] = &[
     "from",
@@ -93,6 +123,26 @@ impl Compiled {
                     detail: e.to_string(),
                 })
         };
+        // A header template with a literal line break would fail for every
+        // recipient: refuse it once, for the whole request.
+        let headerish = std::iter::once(("subject.txt".to_string(), content.subject.as_str()))
+            .chain(
+                content
+                    .unsubscribe_url
+                    .iter()
+                    .map(|u| ("unsubscribe.txt".to_string(), u.as_str())),
+            )
+            .chain(
+                content
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (format!("header:{n}"), v.as_str())),
+            );
+        for (name, source) in headerish {
+            if !is_header_safe(source) {
+                return Err(TemplateError::HeaderInjection(name));
+            }
+        }
         add("subject.txt".into(), &content.subject)?;
         if let Some(t) = &content.text {
             add("body.txt".into(), t)?;
@@ -123,20 +173,33 @@ impl Compiled {
         })
     }
 
-    fn render_one(&self, name: &str, ctx: &minijinja::Value) -> Result<String, TemplateError> {
+    fn render_one(
+        &self,
+        name: &str,
+        ctx: &minijinja::Value,
+        limit: usize,
+    ) -> Result<String, TemplateError> {
         let err = |e: minijinja::Error| TemplateError::Render {
             name: name.to_string(),
             detail: e.to_string(),
         };
+        let mut out = Capped {
+            buf: Vec::new(),
+            limit,
+        };
         self.env
             .get_template(name)
             .map_err(err)?
-            .render(ctx)
-            .map_err(err)
+            .render_captured_to(ctx, &mut out)
+            .map_err(err)?;
+        String::from_utf8(out.buf).map_err(|e| TemplateError::Render {
+            name: name.to_string(),
+            detail: e.to_string(),
+        })
     }
 
     fn render_header(&self, name: &str, ctx: &minijinja::Value) -> Result<String, TemplateError> {
-        let v = self.render_one(name, ctx)?;
+        let v = self.render_one(name, ctx, MAX_HEADER_BYTES)?;
         let v = v.trim().to_string();
         if !is_header_safe(&v) {
             return Err(TemplateError::HeaderInjection(name.to_string()));
@@ -162,12 +225,12 @@ impl Compiled {
 
         let subject = self.render_header("subject.txt", &ctx)?;
         let text = if self.has_text {
-            Some(self.render_one("body.txt", &ctx)?)
+            Some(self.render_one("body.txt", &ctx, MAX_BODY_BYTES)?)
         } else {
             None
         };
         let html = if self.has_html {
-            Some(self.render_one("body.html", &ctx)?)
+            Some(self.render_one("body.html", &ctx, MAX_BODY_BYTES)?)
         } else {
             None
         };
@@ -288,6 +351,43 @@ mod tests {
         assert!(matches!(
             compiled.render("a@example.com", None, &Default::default()),
             Err(TemplateError::Render { .. })
+        ));
+    }
+
+    #[test]
+    fn output_amplification_is_stopped() {
+        let mut c = content();
+        c.text =
+            Some(include_str!("../../fuzz/regressions/template/oom-output-amplification").into());
+        let compiled = Compiled::compile(&c);
+        if let Ok(compiled) = compiled {
+            assert!(matches!(
+                compiled.render("a@example.com", None, &Default::default()),
+                Err(TemplateError::Render { .. })
+            ));
+        }
+        c.text = Some("{% for i in range(100000) %}{{ 'y' * 100 }}{% endfor %}".into());
+        let compiled = Compiled::compile(&c).unwrap();
+        assert!(matches!(
+            compiled.render("a@example.com", None, &Default::default()),
+            Err(TemplateError::Render { .. })
+        ));
+        // Output just under the limit still renders.
+        c.text = Some("{{ 'y' * 1000000 }}".into());
+        let compiled = Compiled::compile(&c).unwrap();
+        let r = compiled
+            .render("a@example.com", None, &Default::default())
+            .unwrap();
+        assert_eq!(r.text.map(|t| t.len()), Some(1_000_000));
+    }
+
+    #[test]
+    fn literal_line_breaks_in_header_templates_are_refused_at_compile_time() {
+        let mut c = content();
+        c.headers = [("X-Note".to_string(), "a\r\nBcc: x@example.com".to_string())].into();
+        assert!(matches!(
+            Compiled::compile(&c),
+            Err(TemplateError::HeaderInjection(_))
         ));
     }
 

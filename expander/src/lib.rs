@@ -144,9 +144,20 @@ impl Expander {
                 .message_id()
                 .as_ref()
                 .map(|m| m.as_str().to_string());
-            let outcome = self
-                .expand_with_retry(&publish, &delivery.data, mid.as_deref(), &shutdown)
-                .await?;
+            let returned = amqp::header_str(&delivery.properties, "x-delivery-count")
+                .and_then(|c| c.parse::<u32>().ok())
+                .unwrap_or(0);
+            let outcome = if returned + 1 >= self.settings.amqp.delivery_limit {
+                self.reject(&publish, &Rejection::Poison(returned), None, &delivery.data)
+                    .await
+                    .map_err(|e| match e {
+                        ExpandError::Broker(e) => e,
+                        ExpandError::Store(e) => e.into(),
+                    })?
+            } else {
+                self.expand_with_retry(&publish, &delivery.data, mid.as_deref(), &shutdown)
+                    .await?
+            };
             self.metrics
                 .expand_seconds
                 .observe(started.elapsed().as_secs_f64());

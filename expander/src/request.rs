@@ -14,11 +14,16 @@ use mailpipe_common::template::Compiled;
 /// dead-letter reason.
 #[derive(Debug)]
 pub enum Rejection {
-    Oversized { size: usize, max: usize },
+    Oversized {
+        size: usize,
+        max: usize,
+    },
     Malformed(String),
     UnsupportedVersion(u32),
     Invalid(String),
     InvalidTemplate(String),
+    /// Returned to the queue this many times without an outcome (a crash loop).
+    Poison(u32),
 }
 
 impl Rejection {
@@ -29,6 +34,7 @@ impl Rejection {
             Rejection::UnsupportedVersion(_) => "unsupported_schema_version",
             Rejection::Invalid(_) => "invalid_request",
             Rejection::InvalidTemplate(_) => "invalid_template",
+            Rejection::Poison(_) => "poison_request",
         }
     }
 }
@@ -47,6 +53,10 @@ impl std::fmt::Display for Rejection {
             ),
             Rejection::Invalid(e) => write!(f, "{e}"),
             Rejection::InvalidTemplate(e) => write!(f, "{e}"),
+            Rejection::Poison(n) => write!(
+                f,
+                "the request was returned to the queue {n} times without being expanded"
+            ),
         }
     }
 }

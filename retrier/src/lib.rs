@@ -199,6 +199,18 @@ impl Retrier {
             unix_now(),
             job.deadline,
         );
+        // A failure record the broker returned `delivery_limit` times (a
+        // crash loop): stop the message here with a terminal record.
+        let returned = amqp::header_str(&delivery.properties, "x-delivery-count")
+            .and_then(|c| c.parse::<u32>().ok())
+            .unwrap_or(0);
+        let decision = if returned + 1 >= self.settings.amqp.delivery_limit {
+            RetryDecision::Dead {
+                reason: "poison_message".into(),
+            }
+        } else {
+            decision
+        };
         // Once the address is quarantined, further attempts are pointless.
         let decision = match decision {
             RetryDecision::Retry { .. } if quarantined => RetryDecision::Dead {

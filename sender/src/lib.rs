@@ -271,13 +271,27 @@ impl Sender {
         }
         self.health.set_ready(false);
         tracker.close();
-        if !tracker.is_empty() {
-            tracing::info!(
+        let deadline = self.settings.sender.shutdown_timeout;
+        let waited = tokio::time::timeout(deadline, async {
+            while !tracker.is_empty() {
+                tracing::info!(
+                    in_flight = tracker.len(),
+                    "still waiting for in-flight deliveries"
+                );
+                tokio::select! {
+                    _ = tracker.wait() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
                 in_flight = tracker.len(),
-                "waiting for in-flight deliveries"
+                ?deadline,
+                "shutdown deadline reached; unfinished deliveries go back to the queue"
             );
         }
-        tracker.wait().await;
         result
     }
 
@@ -320,8 +334,13 @@ impl Sender {
             let this = self.clone();
             let publish = publish.clone();
             let shutdown = shutdown.clone();
+            // Each task keeps the lane's channel open until it has acked:
+            // lapin closes a channel when its last handle goes, and the lane
+            // loop returns on shutdown while deliveries are still in flight.
+            let lane_channel = channel.clone();
             tracker.spawn(async move {
                 let _permit = permit;
+                let _channel = lane_channel;
                 let gauge = this.metrics.in_flight.with_label_values(&[lane.as_str()]);
                 gauge.inc();
                 let result = AssertUnwindSafe(this.handle(lane, &publish, &delivery, &shutdown))
@@ -368,6 +387,28 @@ impl Sender {
                     .await
             }
         };
+        // The broker dead-letters a message returned `delivery_limit` times
+        // (a crash loop); end it here on its last delivery instead, with a
+        // terminal record, so its campaign's counts still close.
+        let returned = amqp::header_str(&delivery.properties, "x-delivery-count")
+            .and_then(|c| c.parse::<u32>().ok())
+            .unwrap_or(0);
+        if returned + 1 >= self.settings.amqp.delivery_limit {
+            let detail = format!("returned to the queue {returned} times without an outcome");
+            tracing::error!(message = %job.id, %detail, "poison message stopped");
+            return self
+                .settle(
+                    lane,
+                    publish,
+                    delivery,
+                    &job,
+                    DeliveryOutcome::Dead {
+                        reason: "poison_message",
+                        detail,
+                    },
+                )
+                .await;
+        }
         let outcome = self.deliver_with_retry(&job, shutdown).await;
         let Some(outcome) = outcome else {
             // Shutdown while Redis was unavailable: hand the message back.

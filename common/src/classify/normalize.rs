@@ -88,6 +88,23 @@ fn patterns() -> &'static Patterns {
 /// Replace the variable parts of a failure text (see the module docs) so that
 /// identical failures aggregate.
 pub fn normalize(text: &str) -> String {
+    // One pass can leave work for a second (placeholders that become
+    // adjacent once lines are joined, addresses inside addresses); iterate
+    // to the fixed point so that normalizing a normalized text changes
+    // nothing and equal failures always aggregate. Two or three passes
+    // suffice in practice; the cap only bounds hostile input.
+    let mut out = normalize_once(text);
+    for _ in 0..8 {
+        let next = normalize_once(&out);
+        if next == out {
+            break;
+        }
+        out = next;
+    }
+    out
+}
+
+fn normalize_once(text: &str) -> String {
     let text = strip_diagnostic_type(text.trim());
     let mut parts: Vec<String> = Vec::new();
     for (i, line) in text
@@ -155,6 +172,38 @@ fn normalize_body(body: &str) -> String {
         })
         .into_owned();
     p.repeated.replace_all(&s, PLACEHOLDER).into_owned()
+}
+
+#[cfg(test)]
+mod regression_tests {
+    use super::*;
+
+    #[test]
+    fn normalize_is_stable_on_the_fuzzers_findings() {
+        let cases: &[&[u8]] = &[
+            include_bytes!("../../../fuzz/regressions/reply/normalize-unstable-across-lines"),
+            include_bytes!("../../../fuzz/regressions/reply/normalize-unstable-address-chain"),
+            include_bytes!("../../../fuzz/regressions/reply/normalize-unstable-multiline-reply"),
+            include_bytes!(
+                "../../../fuzz/regressions/reply/crash-37e4434c3b3458b7e27773eb1ee6b6c64980db20"
+            ),
+            include_bytes!(
+                "../../../fuzz/regressions/reply/crash-592a39d24119bb62002c87d73ba7efc45166c8e8"
+            ),
+            include_bytes!(
+                "../../../fuzz/regressions/reply/crash-60ecfd1c9bd7d370d600211e2b4478d6d841bde2"
+            ),
+        ];
+        for raw in cases {
+            let text = String::from_utf8_lossy(raw);
+            let once = normalize(&text);
+            assert_eq!(normalize(&once), once, "input {text:?}");
+        }
+        assert_eq!(
+            normalize("550 5.1.1 user 12345\n550 5.1.1 67890 gone"),
+            normalize("550 5.1.1 user #xxx# gone")
+        );
+    }
 }
 
 #[cfg(test)]
