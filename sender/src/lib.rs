@@ -156,6 +156,16 @@ pub async fn run_until_stopped(
         ),
         DeliveryMode::Relay => None,
     };
+    // Route series start at zero, so dashboards and alerts see every route.
+    let labels: Vec<String> = match settings.sender.mode {
+        DeliveryMode::Mx => vec!["mx".into()],
+        DeliveryMode::Relay => routes.iter().map(|r| r.limits.name.clone()).collect(),
+    };
+    for name in &labels {
+        for outcome in ["sent", "failed", "unavailable"] {
+            metrics.routes.with_label_values(&[name.as_str(), outcome]);
+        }
+    }
     let policy = Policy::new(store.clone());
     let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
     let sender = Arc::new(Sender {
