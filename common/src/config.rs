@@ -499,6 +499,10 @@ pub struct RetrierSettings {
     /// so every delay of the policies below should be a tier.
     #[serde(deserialize_with = "durations")]
     pub tiers: Vec<Duration>,
+    /// Spread of each retry delay (0.1 = ±10 %), so the retries of a
+    /// campaign that failed at once do not come back at once. Delays no tier
+    /// matches are reached by hopping through shorter tiers.
+    pub jitter: f64,
     /// Retry schedules per kind of failure.
     pub policies: RetryPolicies,
 }
@@ -558,6 +562,7 @@ impl Default for RetrierSettings {
             listen: "0.0.0.0:9103".into(),
             prefetch: 32,
             tiers: vec![m(1), m(2), m(4), m(8), m(16), h(1), h(2), h(4), h(8), h(24)],
+            jitter: 0.1,
             policies: RetryPolicies::default(),
         }
     }
@@ -634,6 +639,11 @@ impl Settings {
         let r = &self.retrier;
         if r.tiers.is_empty() {
             return Err(ConfigError::Invalid("retrier.tiers is empty".into()));
+        }
+        if !(0.0..=0.5).contains(&r.jitter) {
+            return Err(ConfigError::Invalid(
+                "retrier.jitter must be between 0 and 0.5".into(),
+            ));
         }
         let p = &r.policies;
         for (name, policy) in [

@@ -127,10 +127,10 @@ impl QueueOps<'_> {
                     // Back into the same queue; in a delay tier it keeps its
                     // due time through a per-message expiration.
                     let mut props = msg.delivery.properties.clone();
-                    if let Some(due) = amqp::header_str(&props, "x-mailpipe-due")
+                    if let Some(due) = amqp::header_str(&props, Topology::DUE_HEADER)
                         .and_then(|d| d.parse::<i64>().ok())
                     {
-                        let ms = ((due - unix_now()).max(0) * 1000).to_string();
+                        let ms = (due - crate::unix_now_ms()).max(0).to_string();
                         props = props.with_expiration(ms.into());
                     }
                     amqp::publish_confirmed(
@@ -218,14 +218,23 @@ impl QueueOps<'_> {
 }
 
 /// The properties of a moved message: its id and headers, without any
-/// per-message expiration it had in a delay tier.
+/// per-message expiration or due time it had in a delay tier (a moved
+/// message is due now: that is what flush and release mean).
 fn fresh_properties(old: &lapin::BasicProperties) -> lapin::BasicProperties {
     let mut p = amqp::properties();
     if let Some(id) = old.message_id() {
         p = p.with_message_id(id.clone());
     }
     if let Some(h) = old.headers() {
-        p = p.with_headers(h.clone());
+        let mut h = h.clone();
+        let inner: std::collections::BTreeMap<_, _> = h
+            .inner()
+            .iter()
+            .filter(|(k, _)| k.as_str() != Topology::DUE_HEADER)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        h = inner.into();
+        p = p.with_headers(h);
     }
     p
 }

@@ -26,6 +26,23 @@ pub fn policy_for<'a>(policies: &'a RetryPolicies, c: &Classification) -> &'a Re
     }
 }
 
+/// A deterministic spread in [-1, 1) for a message and attempt, so the
+/// retries of one campaign do not come back in one wave, and a redelivered
+/// failure decides the same.
+pub fn jitter_sample(message_id: &str, attempt: u32) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in message_id.bytes().chain(attempt.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+/// Spreads a delay by ±`jitter` (a fraction) according to `sample`.
+pub fn jittered(delay: Duration, jitter: f64, sample: f64) -> Duration {
+    delay.mul_f64((1.0 + jitter * sample).max(0.0))
+}
+
 /// Decides the fate of a message after its `attempts`-th failed attempt.
 ///
 /// * not retryable → dead with the failure's own reason;
@@ -119,6 +136,23 @@ mod tests {
                 reason: "user_unknown".into()
             }
         );
+    }
+
+    #[test]
+    fn jitter_spreads_delays_within_bounds() {
+        let base = Duration::from_secs(3600);
+        let delays: Vec<u64> = (0..500)
+            .map(|i| {
+                let s = jitter_sample(&format!("msg-{i}"), 1);
+                assert!((-1.0..1.0).contains(&s));
+                jittered(base, 0.1, s).as_secs()
+            })
+            .collect();
+        assert!(delays.iter().all(|d| (3240..=3960).contains(d)));
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 200, "jitter should spread delays");
+        assert_eq!(jitter_sample("m", 1), jitter_sample("m", 1));
+        assert_ne!(jitter_sample("m", 1), jitter_sample("m", 2));
     }
 
     #[test]

@@ -129,6 +129,27 @@ impl Topology {
             .unwrap_or(delay)
     }
 
+    /// The tier of the next hop toward a due time `remaining` away: the
+    /// longest tier not longer than it, or `None` when even the shortest
+    /// tier is longer (the message is then as good as due). Delays that no
+    /// single tier matches — jittered ones, or longer than the longest tier
+    /// — are reached in several hops, never by overshooting.
+    pub fn hop_tier(&self, remaining: Duration) -> Option<Duration> {
+        let down = self.tiers.iter().copied().rev().find(|t| *t <= remaining)?;
+        // With sparse tiers (say 1 s and 1 h) the longest fitting tier can be
+        // tiny next to the remaining time; rather than hop thousands of
+        // times, take the next longer tier and arrive a little late.
+        if remaining.as_secs_f64() / down.as_secs_f64() > 8.0 {
+            if let Some(up) = self.tiers.iter().copied().find(|t| *t > remaining) {
+                return Some(up);
+            }
+        }
+        Some(down)
+    }
+
+    /// Header carrying the time (Unix milliseconds) a deferred message is due.
+    pub const DUE_HEADER: &'static str = "x-mailpipe-due-ms";
+
     /// Every routing key with a queue, for operators' listings.
     pub fn all_keys(&self) -> Vec<String> {
         let mut keys = vec![Self::REQUESTS.to_string()];
@@ -284,6 +305,37 @@ mod tests {
         assert_eq!(
             t.tier_for(Duration::from_secs(99_999)),
             Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn hops_never_overshoot_the_due_time() {
+        let t = topo();
+        // 64 minutes: 1 h, then 2 min, then the remainder is below the
+        // shortest tier and the message is due.
+        let mut remaining = Duration::from_secs(64 * 60);
+        let mut hops = Vec::new();
+        while let Some(tier) = t.hop_tier(remaining) {
+            hops.push(tier.as_secs());
+            remaining -= tier;
+        }
+        assert_eq!(hops, vec![3600, 120, 120]);
+        assert!(remaining < Duration::from_secs(60));
+        assert_eq!(t.hop_tier(Duration::from_secs(59)), None);
+        // Longer than the longest tier: chained.
+        assert_eq!(
+            t.hop_tier(Duration::from_secs(3 * 3600)),
+            Some(Duration::from_secs(3600))
+        );
+        // Sparse tiers: no thousands of short hops.
+        let sparse = Topology::new(
+            "mp",
+            &[Duration::from_secs(1), Duration::from_secs(3600)],
+            5,
+        );
+        assert_eq!(
+            sparse.hop_tier(Duration::from_secs(3300)),
+            Some(Duration::from_secs(3600))
         );
     }
 

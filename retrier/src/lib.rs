@@ -220,8 +220,20 @@ impl Retrier {
         };
         match decision {
             RetryDecision::Retry { delay } => {
-                let tier = self.topology.tier_for(delay);
-                let due = unix_now() + tier.as_secs() as i64;
+                let delay = mailpipe_common::retry::jittered(
+                    delay,
+                    self.settings.retrier.jitter,
+                    mailpipe_common::retry::jitter_sample(&job.id, attempts),
+                );
+                // The first hop: the longest tier within the delay; the
+                // sender sends the message on through shorter tiers until due.
+                let tier = self
+                    .topology
+                    .hop_tier(delay)
+                    .or_else(|| self.topology.tiers().first().copied())
+                    .unwrap_or(delay);
+                let due_ms = mailpipe_common::unix_now_ms() + delay.as_millis() as i64;
+                let due = due_ms / 1000;
                 // Indexed before the publish: the message may be back in its
                 // lane (and leave the index) before this returns.
                 let info = serde_json::json!({
@@ -253,10 +265,7 @@ impl Retrier {
                         &[
                             ("x-mailpipe-attempt", attempts.to_string()),
                             ("x-mailpipe-last-reason", reason.clone()),
-                            (
-                                "x-mailpipe-due",
-                                (unix_now() + tier.as_secs() as i64).to_string(),
-                            ),
+                            (Topology::DUE_HEADER, due_ms.to_string()),
                         ],
                     ),
                 )

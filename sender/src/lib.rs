@@ -397,6 +397,34 @@ impl Sender {
                     .await
             }
         };
+        // A retry not yet due (jittered, or longer than one tier) goes on
+        // through the next tier.
+        if let Some(due) = amqp::header_str(&delivery.properties, Topology::DUE_HEADER)
+            .and_then(|d| d.parse::<i64>().ok())
+        {
+            let remaining = due - mailpipe_common::unix_now_ms();
+            if remaining > 0 {
+                if let Some(tier) = self
+                    .topology
+                    .hop_tier(Duration::from_millis(remaining as u64))
+                {
+                    amqp::publish_confirmed(
+                        publish,
+                        &self.topology.exchange(),
+                        &Topology::tier_key(tier, job.lane),
+                        &delivery.data,
+                        delivery.properties.clone(),
+                    )
+                    .await?;
+                    self.metrics
+                        .deliveries
+                        .with_label_values(&[lane.as_str(), "not_due"])
+                        .inc();
+                    delivery.ack(BasicAckOptions::default()).await?;
+                    return Ok(());
+                }
+            }
+        }
         // The broker dead-letters a message returned `delivery_limit` times
         // (a crash loop); end it here on its last delivery instead, with a
         // terminal record, so its campaign's counts still close.
@@ -960,8 +988,8 @@ impl Sender {
                     amqp::with_headers(
                         amqp::properties().with_message_id(job.id.clone().into()),
                         &[(
-                            "x-mailpipe-due",
-                            (unix_now() + tier.as_secs() as i64).to_string(),
+                            Topology::DUE_HEADER,
+                            (mailpipe_common::unix_now_ms() + tier.as_millis() as i64).to_string(),
                         )],
                     ),
                 )

@@ -341,6 +341,8 @@ pub fn test_settings(smtp_port: u16) -> Settings {
         Duration::from_secs(1),
     ];
     let ms = Duration::from_millis;
+    // Deterministic delays; the failure scenarios turn jitter back on.
+    s.retrier.jitter = 0.0;
     s.retrier.policies.routing.schedule = vec![ms(400)];
     s.retrier.policies.routing.max_attempts = 4;
     s.retrier.policies.throttled.schedule = vec![ms(200), ms(400)];
@@ -486,6 +488,10 @@ impl TestPipeline {
             ("MAILPIPE__EXPANDER__LISTEN".into(), "127.0.0.1:0".into()),
             ("MAILPIPE__RETRIER__LISTEN".into(), "127.0.0.1:0".into()),
             ("MAILPIPE__RETRIER__TIERS".into(), list(&s.retrier.tiers)),
+            (
+                "MAILPIPE__RETRIER__JITTER".into(),
+                s.retrier.jitter.to_string(),
+            ),
             (
                 "MAILPIPE__QUARANTINE__THRESHOLD".into(),
                 s.quarantine.threshold.to_string(),

@@ -74,6 +74,15 @@ async fn subscribe_events(p: &TestPipeline) -> (lapin::Connection, lapin::Consum
 async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() {
     let smtp = ScriptedSmtp::start_with_slow_seconds(3.0);
     let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |s| {
+        // Jittered delays reach their due time by hopping through the tiers.
+        s.retrier.jitter = 0.3;
+        s.retrier.tiers = vec![
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+            Duration::from_millis(400),
+            Duration::from_secs(1),
+        ];
         s.quarantine.threshold = 3;
         s.sender.smtp.timeout = Duration::from_secs(1);
         s.sender.lease = Duration::from_secs(3);
@@ -159,6 +168,17 @@ async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() 
             "{local} received {n} message(s)"
         );
     }
+
+    // Jittered retries reached their due time through more than one tier.
+    assert!(
+        p.metric(
+            "sender",
+            "mailpipe_deliveries_total{lane=\"bulk\",outcome=\"not_due\"}"
+        )
+        .await
+            > 0.0,
+        "no retry hopped through a second tier"
+    );
 
     // A delivery resets the soft-failure counter; a hard bounce counted once.
     assert_eq!(
