@@ -16,9 +16,22 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio_util::sync::CancellationToken;
 
 /// Readiness shared between a worker and its endpoint.
-#[derive(Clone, Default)]
+///
+/// Ready means: consuming on a live broker session (set by the worker) and
+/// Redis answering (set by [`watch_redis`]).
+#[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    redis_ok: Arc<AtomicBool>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            ready: Arc::new(AtomicBool::new(false)),
+            redis_ok: Arc::new(AtomicBool::new(true)),
+        }
+    }
 }
 
 impl Health {
@@ -27,8 +40,33 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.redis_ok.load(Ordering::Relaxed)
     }
+}
+
+/// Pings Redis twice a second and keeps readiness false while it does not
+/// answer, whether or not a message happens to be in flight.
+#[cfg(feature = "redis")]
+pub fn watch_redis(store: crate::store::Store, health: Health, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            let ok = matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await,
+                Ok(Ok(()))
+            );
+            if health.redis_ok.swap(ok, Ordering::Relaxed) != ok {
+                if ok {
+                    tracing::info!("Redis answers again");
+                } else {
+                    tracing::warn!("Redis does not answer; not ready");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        }
+    });
 }
 
 #[derive(Clone)]

@@ -64,6 +64,7 @@ pub async fn run_until_stopped(
     let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
         return Ok(());
     };
+    mailpipe_common::http::watch_redis(store.clone(), health.clone(), shutdown.clone());
     let worker = Arc::new(Expander {
         topology: Topology::from_settings(&settings),
         settings,

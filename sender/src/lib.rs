@@ -135,6 +135,7 @@ pub async fn run_until_stopped(
     let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
         return Ok(());
     };
+    mailpipe_common::http::watch_redis(store.clone(), health.clone(), shutdown.clone());
     let mut routes = Vec::new();
     for r in settings.sender.effective_routes() {
         routes.push(Arc::new(RouteState {
