@@ -197,7 +197,18 @@ async fn main() -> anyhow::Result<()> {
             over,
             size,
             domain,
-        } => trickle(&cli.amqp, &prefix, &request_prefix, count, over, size, &domain).await?,
+        } => {
+            trickle(
+                &cli.amqp,
+                &prefix,
+                &request_prefix,
+                count,
+                over,
+                size,
+                &domain,
+            )
+            .await?
+        }
         Cmd::Sink {
             listen,
             port_file,
@@ -383,7 +394,8 @@ async fn broker(
     }))
 }
 
-const LOREM: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor";
+const LOREM: &str =
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor";
 
 /// Templates whose rendered message is about `size` bytes: a multipart
 /// text + html message with the usual personalization; the bodies are padded
@@ -606,8 +618,10 @@ async fn sink(
     let first = recs.iter().map(|r| r.at_ms).min().unwrap_or(0);
     let last = recs.iter().map(|r| r.at_ms).max().unwrap_or(0);
     let bytes: usize = recs.iter().map(|r| r.bytes).sum();
-    Ok(json!({"received": recs.len(), "first_ms": first, "last_ms": last,
-              "mean_bytes": bytes as f64 / recs.len().max(1) as f64}))
+    Ok(
+        json!({"received": recs.len(), "first_ms": first, "last_ms": last,
+              "mean_bytes": bytes as f64 / recs.len().max(1) as f64}),
+    )
 }
 
 async fn session(
@@ -689,7 +703,11 @@ fn header(line: &[u8], name: &str) -> Option<String> {
     if line.len() < name.len() || !line[..name.len()].eq_ignore_ascii_case(name.as_bytes()) {
         return None;
     }
-    Some(String::from_utf8_lossy(&line[name.len()..]).trim().to_string())
+    Some(
+        String::from_utf8_lossy(&line[name.len()..])
+            .trim()
+            .to_string(),
+    )
 }
 
 async fn ready(url: &str, queues: &[String], timeout: u64) -> anyhow::Result<Value> {
@@ -739,7 +757,11 @@ async fn wait(
     loop {
         let v: u64 = match field {
             Some(f) => {
-                let v: Option<u64> = redis::cmd("HGET").arg(key).arg(f).query_async(&mut c).await?;
+                let v: Option<u64> = redis::cmd("HGET")
+                    .arg(key)
+                    .arg(f)
+                    .query_async(&mut c)
+                    .await?;
                 v.unwrap_or(0)
             }
             None => redis::cmd("HLEN").arg(key).query_async(&mut c).await?,
@@ -847,7 +869,10 @@ fn count(target: u64, out: &str) -> anyhow::Result<Value> {
             reached = Some(t);
             std::fs::write(
                 out,
-                format!("{}\n", json!({"done_ms": t, "first_ms": first_ms, "messages": n})),
+                format!(
+                    "{}\n",
+                    json!({"done_ms": t, "first_ms": first_ms, "messages": n})
+                ),
             )?;
         }
     }
