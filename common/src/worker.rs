@@ -61,3 +61,30 @@ pub async fn run_sessions<F, Fut>(
         delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
+
+/// What every worker starts with: its metrics, its health endpoint on
+/// `listen`, and a Redis connection (retried until Redis answers) whose
+/// health feeds readiness. `None` when shutdown came first.
+#[cfg(feature = "redis")]
+pub async fn start(
+    listen: &str,
+    redis: &crate::config::RedisSettings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(crate::metrics::Metrics, Health, crate::store::Store)>> {
+    use anyhow::Context as _;
+    let metrics = crate::metrics::Metrics::new();
+    let health = Health::default();
+    crate::http::serve(
+        listen,
+        health.clone(),
+        metrics.registry.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("binding the health endpoint")?;
+    let Some(store) = crate::store::Store::connect_with_retry(redis, shutdown).await else {
+        return Ok(None);
+    };
+    crate::http::watch_redis(store.clone(), health.clone(), shutdown.clone());
+    Ok(Some((metrics, health, store)))
+}

@@ -51,20 +51,12 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let health = Health::default();
-    mailpipe_common::http::serve(
-        &settings.expander.listen,
-        health.clone(),
-        metrics.registry.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("binding the health endpoint")?;
-    let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
+    let Some((metrics, health, store)) =
+        mailpipe_common::worker::start(&settings.expander.listen, &settings.redis, &shutdown)
+            .await?
+    else {
         return Ok(());
     };
-    mailpipe_common::http::watch_redis(store.clone(), health.clone(), shutdown.clone());
     let worker = Arc::new(Expander {
         topology: Topology::from_settings(&settings),
         settings,

@@ -40,21 +40,13 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let health = Health::default();
-    mailpipe_common::http::serve(
-        &settings.retrier.listen,
-        health.clone(),
-        metrics.registry.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("binding the health endpoint")?;
     let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
-    let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
+    let Some((metrics, health, store)) =
+        mailpipe_common::worker::start(&settings.retrier.listen, &settings.redis, &shutdown)
+            .await?
+    else {
         return Ok(());
     };
-    mailpipe_common::http::watch_redis(store.clone(), health.clone(), shutdown.clone());
     let retrier = Arc::new(Retrier {
         classifier,
         topology: Topology::from_settings(&settings),

@@ -122,20 +122,11 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let health = Health::default();
-    mailpipe_common::http::serve(
-        &settings.sender.listen,
-        health.clone(),
-        metrics.registry.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("binding the health endpoint")?;
-    let Some(store) = Store::connect_with_retry(&settings.redis, &shutdown).await else {
+    let Some((metrics, health, store)) =
+        mailpipe_common::worker::start(&settings.sender.listen, &settings.redis, &shutdown).await?
+    else {
         return Ok(());
     };
-    mailpipe_common::http::watch_redis(store.clone(), health.clone(), shutdown.clone());
     let mut routes = Vec::new();
     for r in settings.sender.effective_routes() {
         routes.push(Arc::new(RouteState {
