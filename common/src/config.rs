@@ -43,6 +43,7 @@ pub struct Settings {
     pub quarantine: QuarantineSettings,
     pub classifier: ClassifierSettings,
     pub policy: PolicySettings,
+    pub bounces: BounceSettings,
 }
 
 /// RabbitMQ connection and naming.
@@ -198,6 +199,118 @@ pub struct SenderSettings {
     /// domain never holds the others' messages.
     #[serde(deserialize_with = "duration")]
     pub max_throttle_wait: Duration,
+    /// DKIM keys by signing domain: a message whose From domain (or a parent
+    /// of it) has an entry is signed with that entry's key.
+    pub dkim: Vec<DkimSettings>,
+}
+
+/// One DKIM signing key of `sender.dkim`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSettings {
+    /// The signing domain (`d=`): messages from this domain or its subdomains.
+    pub domain: String,
+    /// The selector (`s=`): the key is published at `{selector}._domainkey.{domain}`.
+    pub selector: String,
+    /// `rsa_sha256` (PEM, PKCS#1 or PKCS#8) or `ed25519_sha256`.
+    #[serde(default = "rsa_sha256")]
+    pub algorithm: DkimAlgorithm,
+    /// File holding the private key (mount it from a Kubernetes Secret).
+    pub key_file: std::path::PathBuf,
+}
+
+fn rsa_sha256() -> DkimAlgorithm {
+    DkimAlgorithm::RsaSha256
+}
+
+/// DKIM signature algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DkimAlgorithm {
+    RsaSha256,
+    Ed25519Sha256,
+}
+
+/// Asynchronous bounces and complaints (seeds/003): the VERP return path the
+/// sender writes and the intake that reads what comes back to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BounceSettings {
+    /// The bounce domain. When set, each message's envelope sender is
+    /// `{local_part}+{token}@{domain}`, the token naming the message and
+    /// signed with `keys[0]`; when not set, the envelope sender is the From
+    /// address and bounces are matched by the returned message's headers.
+    pub domain: Option<String>,
+    /// Local part before the `+token`.
+    pub local_part: String,
+    /// HMAC keys of the VERP tokens (keep them in a Secret). The first
+    /// signs; every one verifies, so a key can be rotated without losing
+    /// the bounces of mail sent under the previous one. In an environment
+    /// variable: comma-separated.
+    #[serde(deserialize_with = "secrets")]
+    pub keys: Vec<SecretString>,
+    /// The intake's health and metrics endpoint.
+    pub listen: String,
+    /// The intake's SMTP listener for the bounce domain (the domain's MX
+    /// points here); empty disables it.
+    pub smtp_listen: String,
+    /// Host name in the intake's SMTP greeting.
+    pub hostname: String,
+    /// Largest mail the intake accepts, in bytes.
+    pub max_message_bytes: usize,
+    /// Deadline of one SMTP command or of the message data.
+    #[serde(deserialize_with = "duration")]
+    pub smtp_timeout: Duration,
+    /// A mailbox polled over IMAP for bounces and feedback-loop reports.
+    pub imap: Option<ImapSettings>,
+}
+
+impl Default for BounceSettings {
+    fn default() -> Self {
+        Self {
+            domain: None,
+            local_part: "bounces".into(),
+            keys: Vec::new(),
+            listen: "0.0.0.0:9104".into(),
+            smtp_listen: "0.0.0.0:2526".into(),
+            hostname: "localhost".into(),
+            max_message_bytes: 10 * 1024 * 1024,
+            smtp_timeout: Duration::from_secs(60),
+            imap: None,
+        }
+    }
+}
+
+/// The IMAP mailbox of `bounces.imap`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapSettings {
+    pub host: String,
+    #[serde(default = "imaps_port")]
+    pub port: u16,
+    /// `implicit` (IMAPS, the default), `starttls` or `none`.
+    #[serde(default = "tls_implicit")]
+    pub tls: TlsMode,
+    pub username: String,
+    pub password: SecretString,
+    #[serde(default = "inbox")]
+    pub mailbox: String,
+    /// Time between two polls of the mailbox.
+    #[serde(default = "sixty_seconds", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// Processed mail is moved here; when not set it is deleted.
+    #[serde(default)]
+    pub archive_mailbox: Option<String>,
+}
+
+fn imaps_port() -> u16 {
+    993
+}
+fn tls_implicit() -> TlsMode {
+    TlsMode::Implicit
+}
+fn inbox() -> String {
+    "INBOX".into()
 }
 
 /// One relay of `sender.routes`.
@@ -432,6 +545,7 @@ impl Default for SenderSettings {
             route_retry_after: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(45),
             max_throttle_wait: Duration::from_millis(500),
+            dkim: Vec::new(),
         }
     }
 }
@@ -636,6 +750,22 @@ impl Settings {
 
     /// Checks invariants that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.bounces.domain.is_some() && self.bounces.keys.is_empty() {
+            return Err(ConfigError::Invalid(
+                "bounces.domain is set but bounces.keys is empty: VERP tokens need a signing key"
+                    .into(),
+            ));
+        }
+        if self
+            .bounces
+            .keys
+            .iter()
+            .any(|k| secrecy::ExposeSecret::expose_secret(k).len() < 16)
+        {
+            return Err(ConfigError::Invalid(
+                "bounces.keys: every key needs at least 16 characters".into(),
+            ));
+        }
         let r = &self.retrier;
         if r.tiers.is_empty() {
             return Err(ConfigError::Invalid("retrier.tiers is empty".into()));
@@ -783,6 +913,26 @@ fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error>
         .into_iter()
         .map(|r| r.into_duration().map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// A list of secrets, or one comma-separated string (environment variables).
+fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match ListOrText::deserialize(d)? {
+        ListOrText::List(items) => items,
+        ListOrText::Text(t) => t.split(',').map(str::to_string).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from)
+        .collect())
 }
 
 #[cfg(test)]

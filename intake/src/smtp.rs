@@ -1,0 +1,1 @@
+//! The SMTP listener of the bounce domain.
