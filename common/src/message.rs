@@ -322,6 +322,9 @@ pub enum EventKind {
     Excluded,
     Quarantined,
     Removed,
+    /// The recipient reported the message as spam (a feedback-loop report);
+    /// the address is on the denylist now.
+    Complained,
 }
 
 impl EventKind {
@@ -334,6 +337,7 @@ impl EventKind {
             EventKind::Excluded => "excluded",
             EventKind::Quarantined => "quarantined",
             EventKind::Removed => "removed",
+            EventKind::Complained => "complained",
         }
     }
 }

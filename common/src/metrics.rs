@@ -32,6 +32,10 @@ pub struct Metrics {
     pub in_flight: IntGaugeVec,
     /// Time to expand one request.
     pub expand_seconds: Histogram,
+    /// Mails taken by the bounce intake, by source (`smtp`, `imap`) and
+    /// outcome (`bounced`, `delayed`, `complained`, `auto_reply`,
+    /// `duplicate`, `unmatched`, `unrecognized`, `ignored`).
+    pub intake: IntCounterVec,
 }
 
 impl Metrics {
@@ -117,7 +121,16 @@ impl Metrics {
             "Time to expand one request (part)",
         ))
         .expect("valid metric");
+        let intake = IntCounterVec::new(
+            Opts::new(
+                "mailpipe_intake_mails_total",
+                "Mails taken by the bounce intake, by source and outcome",
+            ),
+            &["source", "outcome"],
+        )
+        .expect("valid metric");
         for c in [
+            &intake,
             &requests,
             &recipients,
             &deliveries,
@@ -157,7 +170,13 @@ impl Metrics {
         }
         dead.with_label_values(&["exhausted"]);
         breaker_openings.with_label_values(&["breaker"]);
+        for source in ["smtp", "imap"] {
+            for o in ["bounced", "complained", "unmatched"] {
+                intake.with_label_values(&[source, o]);
+            }
+        }
         Self {
+            intake,
             registry,
             requests,
             recipients,

@@ -177,6 +177,7 @@ impl QueueOps<'_> {
             at: unix_now(),
             route: String::new(),
             detail: format!("{reason}: removed by an operator"),
+            ..Default::default()
         };
         let ttl = Duration::from_secs((job.deadline - unix_now()).max(0) as u64 + 7 * 24 * 3600);
         let new = self

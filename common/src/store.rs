@@ -20,6 +20,8 @@
 //! | `{p}:held:{rid}` / `{p}:cancelled:{rid}` | string | campaign held / cancelled by an operator |
 //! | `{p}:deferred` + `{p}:deferred:info` | zset + hash | deferred messages by due time, with what operators see |
 //! | `{p}:history:{mid}` | list | a message's failed attempts (JSON), for `mailpipe queue show` |
+//! | `{p}:bounced:{mid}` / `{p}:complained:{mid}` | string | an asynchronous bounce / complaint for a sent message was counted (once) |
+//! | `{p}:intake:unprocessed` | list | the latest mails the intake could not use, and why (JSON, capped) |
 //!
 //! Every counter is written idempotently: expansion counts are stored per
 //! part (overwritten by a replay, never added twice), and terminal states are
@@ -118,7 +120,7 @@ pub struct PartCounts {
 
 /// A message's terminal state, kept for the validity period (the archive of
 /// seeds/004 for sent mail).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoneRecord {
     /// `sent`, `dead` or `removed`.
     pub state: String,
@@ -129,6 +131,15 @@ pub struct DoneRecord {
     pub route: String,
     /// For `sent`: the server's reply; for `dead`/`removed`: the reason.
     pub detail: String,
+    /// For `sent`: the recipient, campaign and lane, so that a bounce or a
+    /// complaint arriving days later (matched by its VERP token or the
+    /// returned message's id) finds who it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<crate::message::Lane>,
 }
 
 /// Everything `mailpipe status` shows for one request.
@@ -145,6 +156,10 @@ pub struct RequestStatus {
     pub removed: u64,
     /// Failed attempts so far (each retry counts once).
     pub failed_attempts: u64,
+    /// Sent messages that bounced later (asynchronous bounces), by reason.
+    pub bounced: BTreeMap<String, u64>,
+    /// Sent messages whose recipient complained (feedback loops).
+    pub complained: u64,
     /// Accepted messages without a terminal state yet.
     pub pending: u64,
 }
@@ -1052,6 +1067,96 @@ impl Store {
         Ok(())
     }
 
+    /// Counts an asynchronous bounce of a sent message, once per message:
+    /// `false` when it was counted before (a bounce delivered twice, or a
+    /// second report for the same message).
+    pub async fn record_bounce(
+        &self,
+        message: &str,
+        request: &str,
+        reason: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let field = format!("bounced:{reason}");
+        self.mark_once(&["bounced", message], request, reason, &[&field], ttl)
+            .await
+    }
+
+    /// Counts a complaint (feedback-loop report) about a sent message, once
+    /// per message.
+    pub async fn record_complaint(
+        &self,
+        message: &str,
+        request: &str,
+        feedback_type: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.mark_once(
+            &["complained", message],
+            request,
+            feedback_type,
+            &["complained"],
+            ttl,
+        )
+        .await
+    }
+
+    async fn mark_once(
+        &self,
+        key: &[&str],
+        request: &str,
+        value: &str,
+        counters: &[&str],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut inv = self.done.prepare_invoke();
+        inv.key(self.key(key))
+            .key(self.key(&["req", request]))
+            .arg(value)
+            .arg(ttl.as_secs().max(1));
+        for f in counters {
+            inv.arg(*f);
+        }
+        let mut c = self.conn.clone();
+        let n: i64 = inv.invoke_async(&mut c).await.map_err(op("mark once"))?;
+        Ok(n == 1)
+    }
+
+    /// Whether a key (under the prefix) exists.
+    pub async fn exists(&self, key: &[&str]) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        c.exists(self.key(key)).await.map_err(op("exists"))
+    }
+
+    /// Keeps a mail the intake could not use (JSON: why, where from, the
+    /// start of the mail), newest first, at most `keep` of them.
+    pub async fn record_unprocessed(&self, json: &str, keep: usize) -> Result<(), StoreError> {
+        let key = self.key(&["intake", "unprocessed"]);
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .lpush(&key, json)
+            .ignore()
+            .ltrim(&key, 0, keep.max(1) as isize - 1)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(op("record unprocessed"))?;
+        Ok(())
+    }
+
+    /// The latest mails the intake could not use, newest first.
+    pub async fn unprocessed(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn.clone();
+        c.lrange(
+            self.key(&["intake", "unprocessed"]),
+            0,
+            limit.max(1) as isize - 1,
+        )
+        .await
+        .map_err(op("unprocessed"))
+    }
+
     /// Everything known about a request.
     pub async fn request_status(&self, request: &str) -> Result<RequestStatus, StoreError> {
         let mut c = self.conn.clone();
@@ -1074,9 +1179,12 @@ impl Store {
                 "sent" => s.sent = n,
                 "removed" => s.removed = n,
                 "failed_attempts" => s.failed_attempts = n,
+                "complained" => s.complained = n,
                 other => {
                     if let Some(reason) = other.strip_prefix("dead:") {
                         s.dead.insert(reason.to_string(), n);
+                    } else if let Some(reason) = other.strip_prefix("bounced:") {
+                        s.bounced.insert(reason.to_string(), n);
                     }
                 }
             }

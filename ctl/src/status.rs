@@ -122,5 +122,11 @@ fn print(s: &RequestStatus, json: bool) -> anyhow::Result<()> {
     println!("removed    {}", s.removed);
     println!("pending    {}", s.pending);
     println!("failed attempts so far: {}", s.failed_attempts);
+    // Reports that came back after delivery (the intake): part of `sent`.
+    println!("bounced later {}", s.bounced.values().sum::<u64>());
+    for (reason, n) in &s.bounced {
+        println!("  {reason:<22} {n}");
+    }
+    println!("complaints {}", s.complained);
     Ok(())
 }

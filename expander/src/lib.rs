@@ -30,16 +30,38 @@ use mailpipe_common::amqp::{self, ConfirmWindow};
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{
-    in_control_group, message_id, DeadRecord, Event, EventKind, Job, Recipient, JOB_SCHEMA_VERSION,
+    in_control_group, message_id, DeadRecord, Event, EventKind, Job, Lane, Recipient,
+    JOB_SCHEMA_VERSION,
 };
 use mailpipe_common::metrics::Metrics;
 use mailpipe_common::store::{Candidate, PartCounts, RequestMeta, ScreenOptions, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
 use mailpipe_common::{unix_now, unix_now_ms};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use request::{validate, Rejection};
+
+/// Transactional requests expanded at once on top of `expander.prefetch`
+/// bulk ones: a transactional request never waits for a large campaign's
+/// expansion to finish.
+const TRANSACTIONAL_RESERVE: usize = 8;
+
+/// The lane a request asks for, read without validating it (validation
+/// comes with the expansion); anything unreadable counts as bulk.
+fn peek_lane(body: &[u8]) -> Lane {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        lane: Option<Lane>,
+    }
+    serde_json::from_slice::<Peek>(body)
+        .ok()
+        .and_then(|p| p.lane)
+        .unwrap_or(Lane::Bulk)
+}
 
 /// Extra time request keys live in Redis beyond the validity period, so
 /// `mailpipe status` still answers after the last retry.
@@ -102,12 +124,17 @@ enum ExpandOutcome {
 
 impl Expander {
     async fn session(
-        &self,
+        self: &Arc<Self>,
         conn: Arc<Connection>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<SessionEnd> {
-        let consume = amqp::channel(&conn, Some(self.settings.expander.prefetch)).await?;
-        let publish = amqp::channel(&conn, None).await?;
+        let bulk_slots = usize::from(self.settings.expander.prefetch.max(1));
+        // The broker hands out room for the transactional reserve on top of
+        // the bulk requests, so a transactional request is taken (and
+        // expanded at once) while bulk requests are being expanded.
+        let prefetch = (bulk_slots + TRANSACTIONAL_RESERVE) as u16;
+        let consume = Arc::new(amqp::channel(&conn, Some(prefetch)).await?);
+        let publish = Arc::new(amqp::channel(&conn, None).await?);
         self.topology
             .declare(&publish)
             .await
@@ -121,71 +148,125 @@ impl Expander {
             )
             .await?;
         self.health.set_ready(true);
-        loop {
+        let bulk = Arc::new(Semaphore::new(bulk_slots));
+        let transactional = Arc::new(Semaphore::new(TRANSACTIONAL_RESERVE));
+        let tasks = TaskTracker::new();
+        let failed = CancellationToken::new();
+        let error: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
+        let end = loop {
             let delivery = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
+                _ = shutdown.cancelled() => break Ok(SessionEnd::Stopped),
+                _ = failed.cancelled() => break Err(anyhow::anyhow!("an expansion failed")),
                 d = consumer.next() => d,
             };
             let delivery = match delivery {
                 Some(Ok(d)) => d,
-                Some(Err(e)) => return Err(e.into()),
-                None => anyhow::bail!("consumer was cancelled by the broker"),
+                Some(Err(e)) => break Err(e.into()),
+                None => break Err(anyhow::anyhow!("consumer was cancelled by the broker")),
             };
-            let started = Instant::now();
-            let mid = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|m| m.as_str().to_string());
-            let returned = amqp::header_str(&delivery.properties, "x-delivery-count")
-                .and_then(|c| c.parse::<u32>().ok())
-                .unwrap_or(0);
-            let outcome = if returned + 1 >= self.settings.amqp.delivery_limit {
-                self.reject(&publish, &Rejection::Poison(returned), None, &delivery.data)
-                    .await
-                    .map_err(|e| match e {
-                        ExpandError::Broker(e) => e,
-                        ExpandError::Store(e) => e.into(),
-                    })?
-            } else {
-                self.expand_with_retry(&publish, &delivery.data, mid.as_deref(), &shutdown)
-                    .await?
+            let slots = match peek_lane(&delivery.data) {
+                Lane::Transactional => transactional.clone(),
+                Lane::Bulk => bulk.clone(),
             };
-            self.metrics
-                .expand_seconds
-                .observe(started.elapsed().as_secs_f64());
-            match outcome {
-                ExpandOutcome::Expanded(counts) => {
-                    self.metrics.requests.with_label_values(&["expanded"]).inc();
+            let this = self.clone();
+            let publish = publish.clone();
+            // Each task keeps the consuming channel open until it has acked.
+            let consume = consume.clone();
+            let shutdown = shutdown.clone();
+            let failed = failed.clone();
+            let error = error.clone();
+            tasks.spawn(async move {
+                let _consume = consume;
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                if shutdown.is_cancelled() || failed.is_cancelled() {
+                    // Not started: the broker redelivers it to the next session.
+                    return;
+                }
+                match this.handle(&publish, &delivery, &shutdown).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        if let Ok(mut slot) = error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        failed.cancel();
+                    }
+                }
+            });
+        };
+        // Expansions in progress finish (or stop at their next batch on
+        // shutdown and go back to the queue) before the session ends.
+        tasks.close();
+        tasks.wait().await;
+        match error.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(e),
+            None => end,
+        }
+    }
+
+    /// Expands one request delivery and acks it (or hands it back when
+    /// shutdown interrupted it). An error ends the session.
+    async fn handle(
+        &self,
+        publish: &Channel,
+        delivery: &lapin::message::Delivery,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mid = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_string());
+        let returned = amqp::header_str(&delivery.properties, "x-delivery-count")
+            .and_then(|c| c.parse::<u32>().ok())
+            .unwrap_or(0);
+        let outcome = if returned + 1 >= self.settings.amqp.delivery_limit {
+            self.reject(publish, &Rejection::Poison(returned), None, &delivery.data)
+                .await
+                .map_err(|e| match e {
+                    ExpandError::Broker(e) => e,
+                    ExpandError::Store(e) => e.into(),
+                })?
+        } else {
+            self.expand_with_retry(publish, &delivery.data, mid.as_deref(), shutdown)
+                .await?
+        };
+        self.metrics
+            .expand_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            ExpandOutcome::Expanded(counts) => {
+                self.metrics.requests.with_label_values(&["expanded"]).inc();
+                self.metrics
+                    .recipients
+                    .with_label_values(&["accepted"])
+                    .inc_by(counts.accepted);
+                for (reason, n) in &counts.excluded {
                     self.metrics
                         .recipients
-                        .with_label_values(&["accepted"])
-                        .inc_by(counts.accepted);
-                    for (reason, n) in &counts.excluded {
-                        self.metrics
-                            .recipients
-                            .with_label_values(&[reason.as_str()])
-                            .inc_by(*n);
-                    }
-                    delivery.ack(BasicAckOptions::default()).await?;
+                        .with_label_values(&[reason.as_str()])
+                        .inc_by(*n);
                 }
-                ExpandOutcome::AlreadyDone => {
-                    self.metrics.requests.with_label_values(&["replayed"]).inc();
-                    delivery.ack(BasicAckOptions::default()).await?;
-                }
-                ExpandOutcome::Rejected(reason) => {
-                    self.metrics.requests.with_label_values(&["invalid"]).inc();
-                    self.metrics.dead.with_label_values(&[reason]).inc();
-                    delivery.ack(BasicAckOptions::default()).await?;
-                }
-                ExpandOutcome::Interrupted => {
-                    delivery
-                        .reject(BasicRejectOptions { requeue: true })
-                        .await?;
-                    return Ok(SessionEnd::Stopped);
-                }
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            ExpandOutcome::AlreadyDone => {
+                self.metrics.requests.with_label_values(&["replayed"]).inc();
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            ExpandOutcome::Rejected(reason) => {
+                self.metrics.requests.with_label_values(&["invalid"]).inc();
+                self.metrics.dead.with_label_values(&[reason]).inc();
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            ExpandOutcome::Interrupted => {
+                delivery
+                    .reject(BasicRejectOptions { requeue: true })
+                    .await?;
             }
         }
+        Ok(())
     }
 
     /// Expands one request, retrying on Redis errors (Redis being away must

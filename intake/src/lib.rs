@@ -4,6 +4,7 @@
 //! events as synchronous failures.
 
 pub mod imap;
+pub mod process;
 pub mod smtp;
 
 /// Where an inbound mail came from.
@@ -54,10 +55,86 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), Temporary>> + Send;
 }
 
-/// Runs the intake until `shutdown` is cancelled.
+/// Runs the intake until `shutdown` is cancelled: the SMTP listener (when
+/// `bounces.smtp_listen` is set), the IMAP poller (when `bounces.imap` is),
+/// and a broker session for events and dead-letter records.
 pub async fn run_until_stopped(
-    _settings: mailpipe_common::config::Settings,
-    _shutdown: tokio_util::sync::CancellationToken,
+    settings: mailpipe_common::config::Settings,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    anyhow::bail!("the intake is being built")
+    use anyhow::Context as _;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let Some((metrics, health, store)) = mailpipe_common::worker::start(
+        &settings.bounces.listen,
+        &settings.redis,
+        &shutdown,
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
+    if settings.bounces.domain.is_none() {
+        tracing::warn!("bounces.domain is not set: mail carries no VERP token and bounces are matched by the returned message's headers only");
+    }
+    let intake = Arc::new(process::Intake::new(
+        settings.clone(),
+        store,
+        classifier,
+        metrics,
+    ));
+    let tasks = tokio_util::task::TaskTracker::new();
+    if !settings.bounces.smtp_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&settings.bounces.smtp_listen)
+            .await
+            .with_context(|| format!("binding the SMTP listener on {}", settings.bounces.smtp_listen))?;
+        tracing::info!(listen = %settings.bounces.smtp_listen, "bounce intake listening for SMTP");
+        tasks.spawn(smtp::serve(
+            listener,
+            smtp::SmtpListen::from_settings(&settings.bounces),
+            intake.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(imap) = settings.bounces.imap.clone() {
+        tracing::info!(host = %imap.host, mailbox = %imap.mailbox, "bounce intake polling IMAP");
+        tasks.spawn(imap::poll(imap, intake.clone(), shutdown.clone()));
+    }
+    tasks.close();
+    mailpipe_common::worker::run_sessions(
+        &settings.amqp,
+        "mailpipe-intake",
+        &health,
+        &shutdown,
+        |conn| {
+            let intake = intake.clone();
+            let shutdown = shutdown.clone();
+            let health = health.clone();
+            let topology = mailpipe_common::topology::Topology::from_settings(&settings);
+            async move {
+                let channel = Arc::new(mailpipe_common::amqp::channel(&conn, None).await?);
+                topology.declare(&channel).await.context("declaring topology")?;
+                intake.set_channel(Some(channel.clone()));
+                health.set_ready(true);
+                let end = loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break Ok(mailpipe_common::worker::SessionEnd::Stopped),
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                            if !conn.status().connected() || !channel.status().connected() {
+                                break Err(anyhow::anyhow!("the broker connection was lost"));
+                            }
+                        }
+                    }
+                };
+                intake.set_channel(None);
+                end
+            }
+        },
+    )
+    .await;
+    tasks.wait().await;
+    tracing::info!("intake stopped");
+    Ok(())
 }

@@ -291,6 +291,7 @@ impl Retrier {
                     at: unix_now(),
                     route: failed.route.clone(),
                     detail: format!("{dead_reason}: {}", failure_text(&failed.failure)),
+                    ..Default::default()
                 };
                 let field = format!("dead:{dead_reason}");
                 let ttl = Duration::from_secs((job.deadline - unix_now()).max(0) as u64)

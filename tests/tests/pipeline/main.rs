@@ -2,6 +2,7 @@
 //! servers. One binary, one module per area (see `mailpipe_tests` for the
 //! harness).
 
+mod bounces;
 mod end_to_end;
 mod failures;
 mod faults;

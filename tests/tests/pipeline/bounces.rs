@@ -1,0 +1,408 @@
+//! Asynchronous bounces and complaints: real bounces from a real Postfix,
+//! feedback-loop reports, and the intake refusing what it must not trust.
+
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use mailpipe_common::amqp;
+use mailpipe_tests::postfix::{self, Postfix};
+use mailpipe_tests::{wait_for, SmtpSink, TestPipeline, Workers};
+
+const VERP_KEY: &str = "test-verp-key-0123456789abcdef";
+
+fn verp(s: &mut mailpipe_common::config::Settings) {
+    s.bounces.domain = Some("bounce.test".into());
+    s.bounces.keys = vec![VERP_KEY.to_string().into()];
+}
+
+/// Every event the pipeline publishes from now on, as JSON.
+async fn events(p: &TestPipeline) -> (lapin::Connection, lapin::Consumer) {
+    let conn = amqp::connect_once(&p.settings.amqp, "test-events")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        p.topology.events_exchange().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (conn, consumer)
+}
+
+/// Events received until `until` has been seen (or the timeout).
+async fn collect_until(
+    consumer: &mut lapin::Consumer,
+    timeout: Duration,
+    until: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !until(&seen) {
+        match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(Ok(d))) => seen.push(serde_json::from_slice(&d.data).unwrap()),
+            _ => break,
+        }
+    }
+    seen
+}
+
+fn kinds_for<'a>(events: &'a [serde_json::Value], recipient: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e["recipient"] == recipient)
+        .filter_map(|e| e["event"].as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_postfix_bounce_comes_back_through_verp_and_quarantines_the_address() {
+    if !postfix::available() {
+        panic!("this test needs Debian's postfix package and root (scripts/services installs it)");
+    }
+    let sink = SmtpSink::start();
+    let sink_port = sink.port;
+    // The pipeline's ports are chosen before Postfix, which routes the
+    // bounce domain to the intake.
+    let mut settings_probe = mailpipe_tests::test_settings(0);
+    verp(&mut settings_probe);
+    let intake_addr = settings_probe.bounces.smtp_listen.clone();
+    let intake_port: u16 = intake_addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mta = Postfix::start(&[("bounce.test", intake_port), ("sink.test", sink_port)]);
+    let p = TestPipeline::spawn_for_port(mta.port, Workers::ALL, |s| {
+        verp(s);
+        s.bounces.smtp_listen = intake_addr.clone();
+    })
+    .await;
+    let mut p = p;
+    p.start_worker("intake");
+    let (_conn, mut consumer) = events(&p).await;
+
+    let request = serde_json::json!({
+        "schema_version": 1,
+        "request_id": "bounce-e2e",
+        "campaign": "spring",
+        "lane": "bulk",
+        "from": "ACME News <news@acme.example>",
+        "subject": "Hello {{ name }}",
+        "text": "Hello {{ name }}.",
+        "recipients": [
+            {"email": "nobody-lives-here@local.test", "name": "Ghost"},
+            {"email": "reader@sink.test", "name": "Reader"},
+        ],
+    });
+    p.publish_json(&request).await;
+    // Postfix accepts both in the SMTP session: both are `sent`.
+    let status = p.wait_complete("bounce-e2e", Duration::from_secs(60)).await;
+    assert_eq!(status.sent, 2, "{status:?}");
+
+    // Postfix's local delivery bounces the first, to its VERP address;
+    // the bounce reaches the intake and quarantines the address.
+    let q = wait_for(
+        "the bounced address to be quarantined",
+        Duration::from_secs(90),
+        || async {
+            p.store
+                .quarantine("nobody-lives-here@local.test")
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    assert_eq!(q["reason"], "user_unknown", "{q}");
+    assert!(
+        p.store.quarantine("reader@sink.test").await.unwrap().is_none(),
+        "the delivered address is not quarantined"
+    );
+    let log = mta.log();
+    assert!(
+        log.contains("status=bounced") && log.contains("bounce.test"),
+        "Postfix bounced the mail to the VERP address:\n{log}"
+    );
+    // The delivered message reached the sink; its envelope sender is a VERP
+    // address of the bounce domain.
+    let delivered = wait_for("the relayed message", Duration::from_secs(30), || async {
+        sink.received().into_iter().next()
+    })
+    .await;
+    assert!(
+        delivered.mail_from.starts_with("bounces+") && delivered.mail_from.ends_with("@bounce.test"),
+        "envelope sender {}",
+        delivered.mail_from
+    );
+
+    let status = p.status("bounce-e2e").await;
+    assert_eq!(status.bounced.get("user_unknown"), Some(&1), "{status:?}");
+    assert_eq!(status.sent, 2);
+    let seen = collect_until(&mut consumer, Duration::from_secs(20), |seen| {
+        kinds_for(seen, "nobody-lives-here@local.test").contains(&"quarantined")
+    })
+    .await;
+    let ghost = kinds_for(&seen, "nobody-lives-here@local.test");
+    assert!(ghost.contains(&"sent") && ghost.contains(&"bounced") && ghost.contains(&"quarantined"), "{seen:?}");
+    assert_eq!(kinds_for(&seen, "reader@sink.test"), vec!["sent"], "{seen:?}");
+    let intake_bounced = p.metric("intake", "mailpipe_intake_mails_total{outcome=\"bounced\",source=\"smtp\"}").await;
+    assert_eq!(intake_bounced, 1.0);
+
+    // The next campaign to the quarantined address skips it.
+    let mut again = request.clone();
+    again["request_id"] = "bounce-e2e-2".into();
+    p.publish_json(&again).await;
+    let status = p.wait_complete("bounce-e2e-2", Duration::from_secs(60)).await;
+    assert_eq!(status.sent, 1, "{status:?}");
+    assert_eq!(status.excluded.get("quarantined"), Some(&1), "{status:?}");
+    drop(mta);
+    p.shutdown().await;
+}
+
+/// One SMTP transaction against the intake; the reply code of RCPT TO when
+/// it refused the recipient, else the code after the data.
+async fn submit(addr: &str, rcpt: &str, data: &str) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> u16 {
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            assert!(line.len() >= 4, "short reply {line:?}");
+            if line.as_bytes()[3] == b' ' {
+                return line[..3].parse().unwrap();
+            }
+        }
+    }
+    assert_eq!(reply(&mut r).await, 220);
+    w.write_all(b"EHLO fbl.example\r\n").await.unwrap();
+    assert_eq!(reply(&mut r).await, 250);
+    w.write_all(b"MAIL FROM:<>\r\n").await.unwrap();
+    assert_eq!(reply(&mut r).await, 250);
+    w.write_all(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())
+        .await
+        .unwrap();
+    let code = reply(&mut r).await;
+    if code != 250 {
+        return code;
+    }
+    w.write_all(b"DATA\r\n").await.unwrap();
+    assert_eq!(reply(&mut r).await, 354);
+    let body = data.replace("\r\n", "\n").replace('\n', "\r\n");
+    let stuffed = body
+        .split("\r\n")
+        .map(|l| if l.starts_with('.') { format!(".{l}") } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    w.write_all(stuffed.as_bytes()).await.unwrap();
+    w.write_all(b"\r\n.\r\n").await.unwrap();
+    let code = reply(&mut r).await;
+    w.write_all(b"QUIT\r\n").await.unwrap();
+    code
+}
+
+/// The returned-message part of a report: the headers of a message as
+/// the recipient's mailbox stored it (with its Return-Path).
+fn returned_headers(m: &mailpipe_tests::ReceivedMail) -> String {
+    let mut out = format!("Return-Path: <{}>\n", m.mail_from);
+    for (n, v) in &m.headers {
+        if !n.starts_with("X-Rcpt-Args") && !n.starts_with("X-Mail-Args") && !n.starts_with("X-Client") && !n.starts_with("X-Helo") {
+            out.push_str(&format!("{n}: {v}\n"));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complaints_denylist_header_matched_bounces_quarantine_and_forgeries_are_refused() {
+    let mut p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, verp).await;
+    p.start_worker("intake");
+    let intake = p.settings.bounces.smtp_listen.clone();
+    wait_for("the intake to listen", Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(&intake).await.ok()
+    })
+    .await;
+    let (_conn, mut consumer) = events(&p).await;
+    let request = serde_json::json!({
+        "schema_version": 1,
+        "request_id": "fbl-1",
+        "campaign": "autumn",
+        "lane": "bulk",
+        "from": "ACME News <news@acme.example>",
+        "subject": "Hello {{ name }}",
+        "text": "Hello {{ name }}.",
+        "recipients": [
+            {"email": "alice@fbl.example", "name": "Alice"},
+            {"email": "bob@fbl.example", "name": "Bob"},
+        ],
+    });
+    p.publish_json(&request).await;
+    let status = p.wait_complete("fbl-1", Duration::from_secs(60)).await;
+    assert_eq!(status.sent, 2);
+    let mails = wait_for("both messages at the sink", Duration::from_secs(20), || async {
+        let r = p.sink().received();
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    let to = |addr: &str| mails.iter().find(|m| m.rcpt == [addr]).unwrap().clone();
+    let (alice, bob) = (to("alice@fbl.example"), to("bob@fbl.example"));
+
+    // An RFC 5965 abuse report about Alice's message, sent to the plain
+    // feedback address: matched by the VERP token of the returned message's
+    // Return-Path.
+    let arf = format!(
+        "From: Feedback Loop <fbl@isp.example>\n\
+To: bounces@bounce.test\n\
+Subject: FW: Hello Alice\n\
+Message-ID: <fbl-1@isp.example>\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/report; report-type=feedback-report; boundary=\"part\"\n\
+\n\
+--part\n\
+Content-Type: text/plain\n\
+\n\
+This is an email abuse report for an email message received from IP 192.0.2.1.\n\
+--part\n\
+Content-Type: message/feedback-report\n\
+\n\
+Feedback-Type: abuse\n\
+User-Agent: SomeGenerator/1.0\n\
+Version: 1\n\
+Original-Mail-From: <{from}>\n\
+Original-Rcpt-To: <alice@fbl.example>\n\
+Arrival-Date: Thu, 8 Mar 2005 14:00:00 EDT\n\
+Reported-Domain: acme.example\n\
+\n\
+--part\n\
+Content-Type: message/rfc822\n\
+\n\
+{headers}\n\
+Hello Alice.\n\
+--part--\n",
+        from = alice.mail_from,
+        headers = returned_headers(&alice),
+    );
+    assert_eq!(submit(&intake, "bounces@bounce.test", &arf).await, 250);
+    let listed = wait_for("Alice on the denylist", Duration::from_secs(10), || async {
+        p.store
+            .list_contains("denylist", "alice@fbl.example")
+            .await
+            .unwrap()
+            .then_some(())
+    })
+    .await;
+    let _ = listed;
+    // The same report again counts nothing twice.
+    assert_eq!(submit(&intake, "bounces@bounce.test", &arf).await, 250);
+
+    // A DSN without a VERP envelope (to the plain address), matched by
+    // the returned headers' X-Mailpipe-Id: Bob's address is unknown.
+    let dsn = format!(
+        "From: MAILER-DAEMON@mx.fbl.example\n\
+To: bounces@bounce.test\n\
+Subject: Undelivered Mail Returned to Sender\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\n\
+\n\
+--b1\n\
+Content-Type: text/plain\n\
+\n\
+I'm sorry to have to inform you that your message could not be delivered.\n\
+--b1\n\
+Content-Type: message/delivery-status\n\
+\n\
+Reporting-MTA: dns; mx.fbl.example\n\
+\n\
+Final-Recipient: rfc822; bob@fbl.example\n\
+Action: failed\n\
+Status: 5.1.1\n\
+Diagnostic-Code: smtp; 550 5.1.1 <bob@fbl.example>: Recipient address rejected: User unknown in virtual mailbox table\n\
+\n\
+--b1\n\
+Content-Type: text/rfc822-headers\n\
+\n\
+{headers}\n\
+--b1--\n",
+        headers = returned_headers(&bob).lines().filter(|l| !l.starts_with("Return-Path")).collect::<Vec<_>>().join("\n"),
+    );
+    assert_eq!(submit(&intake, "bounces@bounce.test", &dsn).await, 250);
+    let q = wait_for("Bob quarantined", Duration::from_secs(10), || async {
+        p.store.quarantine("bob@fbl.example").await.unwrap()
+    })
+    .await;
+    assert_eq!(q["reason"], "user_unknown");
+
+    // Forged and unknown bounce addresses are refused in the session.
+    let token_addr = alice.mail_from.clone();
+    let (local, domain) = token_addr.split_once('@').unwrap();
+    let mut forged: Vec<char> = local.chars().collect();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == 'a' { 'b' } else { 'a' };
+    let forged = format!("{}@{domain}", forged.into_iter().collect::<String>());
+    assert_eq!(submit(&intake, &forged, &dsn).await, 550, "forged token {forged}");
+    assert_eq!(submit(&intake, "postmaster-nobody@bounce.test", &dsn).await, 550);
+
+    // Mail that is no report is kept for operators, not lost, not fatal.
+    assert_eq!(
+        submit(&intake, "bounces@bounce.test", "Subject: hi\n\njust saying hello\n").await,
+        250
+    );
+    let unprocessed = p.store.unprocessed(10).await.unwrap();
+    assert_eq!(unprocessed.len(), 1, "{unprocessed:?}");
+    assert!(unprocessed[0].contains("\"outcome\":\"unrecognized\""), "{unprocessed:?}");
+
+    let status = p.status("fbl-1").await;
+    assert_eq!(status.complained, 1, "{status:?}");
+    assert_eq!(status.bounced.get("user_unknown"), Some(&1), "{status:?}");
+    let seen = collect_until(&mut consumer, Duration::from_secs(10), |seen| {
+        kinds_for(seen, "bob@fbl.example").contains(&"quarantined")
+    })
+    .await;
+    let alice_events = kinds_for(&seen, "alice@fbl.example");
+    assert_eq!(
+        alice_events.iter().filter(|k| **k == "complained").count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(kinds_for(&seen, "bob@fbl.example").contains(&"bounced"), "{seen:?}");
+    let dup = p
+        .metric("intake", "mailpipe_intake_mails_total{outcome=\"duplicate\",source=\"smtp\"}")
+        .await;
+    assert_eq!(dup, 1.0);
+
+    // The next campaign skips both: Alice denylisted, Bob quarantined.
+    let mut again = request.clone();
+    again["request_id"] = "fbl-2".into();
+    p.publish_json(&again).await;
+    let status = p.wait_complete("fbl-2", Duration::from_secs(60)).await;
+    assert_eq!(status.sent, 0, "{status:?}");
+    assert_eq!(status.excluded.values().sum::<u64>(), 2, "{status:?}");
+    p.shutdown().await;
+}
