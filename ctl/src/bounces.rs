@@ -18,13 +18,40 @@ pub struct BouncesCommand {
     /// Only texts no rule matched.
     #[arg(long)]
     pub to_qualify: bool,
+    /// Instead: the latest mails the bounce intake could not use (not a
+    /// report, no matching message, forged token), newest first, with why.
+    #[arg(long, conflicts_with_all = ["to_qualify", "parse"])]
+    pub unprocessed: bool,
+    /// Instead: read one mail (a bounce, DSN, feedback report; `-` for
+    /// standard input) and show what the intake makes of it: report type,
+    /// recipients, status and classification. Touches nothing.
+    #[arg(long, value_name = "FILE", conflicts_with = "to_qualify")]
+    pub parse: Option<std::path::PathBuf>,
 }
 
 impl BouncesCommand {
     pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        if let Some(path) = &self.parse {
+            return self.parse(ctx, path);
+        }
         let store = Store::connect(&ctx.settings.redis)
             .await
             .context("connecting to Redis")?;
+        if self.unprocessed {
+            let rows = store.unprocessed(self.limit).await?;
+            if ctx.json {
+                let values: Vec<serde_json::Value> = rows
+                    .iter()
+                    .filter_map(|r| serde_json::from_str(r).ok())
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&values)?);
+            } else {
+                for r in rows {
+                    println!("{r}");
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         let mut rows = store
             .bounces(if self.to_qualify { 10_000 } else { self.limit })
             .await?;
@@ -46,6 +73,67 @@ impl BouncesCommand {
                 r.count, r.kind, r.reason, r.qualification, r.text
             );
         }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl BouncesCommand {
+    fn parse(&self, ctx: &crate::Context, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+        use mailpipe_common::bounce::{self, Report};
+        use std::io::Read as _;
+        let mut raw = Vec::new();
+        if path.as_os_str() == "-" {
+            std::io::stdin().read_to_end(&mut raw)?;
+        } else {
+            raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        }
+        let classifier = mailpipe_common::policy::build_classifier(&ctx.settings.classifier)?;
+        let parsed = bounce::parse(&raw);
+        let mut out = serde_json::Map::new();
+        out.insert("addressed_to".into(), serde_json::json!(parsed.addressed_to));
+        match &parsed.report {
+            Report::Delivery(d) => {
+                out.insert("report".into(), "delivery_status".into());
+                out.insert("standard".into(), d.standard.into());
+                let recipients: Vec<serde_json::Value> = d
+                    .recipients
+                    .iter()
+                    .map(|r| {
+                        let failure = r.failure();
+                        let class = classifier.classify(&failure);
+                        serde_json::json!({
+                            "recipient": r.final_recipient,
+                            "action": format!("{:?}", r.action).to_lowercase(),
+                            "status": r.status,
+                            "diagnostic": r.diagnostic,
+                            "classification": class,
+                        })
+                    })
+                    .collect();
+                out.insert("recipients".into(), recipients.into());
+                out.insert("original_mailpipe_id".into(), serde_json::json!(d.original.mailpipe_id));
+                out.insert("original_message_id".into(), serde_json::json!(d.original.message_id));
+            }
+            Report::Complaint(c) => {
+                out.insert("report".into(), "feedback".into());
+                out.insert("feedback_type".into(), c.feedback_type.clone().into());
+                out.insert("original_rcpt_to".into(), serde_json::json!(c.original_rcpt_to));
+                out.insert("original_mailpipe_id".into(), serde_json::json!(c.original.mailpipe_id));
+                out.insert("original_message_id".into(), serde_json::json!(c.original.message_id));
+            }
+            Report::AutoReply => {
+                out.insert("report".into(), "auto_reply".into());
+            }
+            Report::Unrecognized(why) => {
+                out.insert("report".into(), "unrecognized".into());
+                out.insert("why".into(), why.clone().into());
+            }
+        }
+        // The same JSON with or without --json: it is a diagnostic view.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(out))?
+        );
         Ok(ExitCode::SUCCESS)
     }
 }

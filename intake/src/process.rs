@@ -143,11 +143,11 @@ impl Intake {
                 why: format!("not a delivery or feedback report: {why}"),
             }),
             Report::Delivery(report) => match self.identify(mail, &parsed, &report.original).await? {
-                Ok(m) => self.apply_bounce(&m, report).await,
+                Ok(m) => self.apply_bounce(&m, report).await?,
                 Err(u) => Err(u),
             },
             Report::Complaint(report) => match self.identify(mail, &parsed, &report.original).await? {
-                Ok(m) => self.apply_complaint(&m, report).await,
+                Ok(m) => self.apply_complaint(&m, report).await?,
                 Err(u) => Err(u),
             },
         };

@@ -11,6 +11,7 @@
 //! the scenarios.
 
 pub mod faults;
+pub mod postfix;
 pub mod scripted;
 
 use std::collections::BTreeMap;
@@ -332,6 +333,8 @@ pub fn test_settings(smtp_port: u16) -> Settings {
     s.expander.listen = format!("127.0.0.1:{}", free_port());
     s.sender.listen = format!("127.0.0.1:{}", free_port());
     s.retrier.listen = format!("127.0.0.1:{}", free_port());
+    s.bounces.listen = format!("127.0.0.1:{}", free_port());
+    s.bounces.smtp_listen = format!("127.0.0.1:{}", free_port());
     s.sender.smtp.port = smtp_port;
     s.sender.smtp.timeout = Duration::from_secs(5);
     s.sender.lease = Duration::from_secs(8);
@@ -433,6 +436,7 @@ impl TestPipeline {
             "expander" => tokio::spawn(mailpipe_expander::run_until_stopped(s, t)),
             "sender" => tokio::spawn(mailpipe_sender::run_until_stopped(s, t)),
             "retrier" => tokio::spawn(mailpipe_retrier::run_until_stopped(s, t)),
+            "intake" => tokio::spawn(mailpipe_intake::run_until_stopped(s, t)),
             other => panic!("unknown worker {other}"),
         };
         self.tasks.push((name, token, handle));
@@ -668,6 +672,7 @@ impl TestPipeline {
         let listen = match worker {
             "expander" => &self.settings.expander.listen,
             "sender" => &self.settings.sender.listen,
+            "intake" => &self.settings.bounces.listen,
             _ => &self.settings.retrier.listen,
         };
         let body = http_get(listen, "/metrics").await.unwrap_or_default();
