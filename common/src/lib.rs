@@ -24,6 +24,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod template;
 pub mod topology;
+pub mod verp;
 pub mod worker;
 
 #[cfg(feature = "redis")]

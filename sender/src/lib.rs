@@ -12,7 +12,8 @@
 //! the ack. A replica that receives a message whose lease is held waits for
 //! the holder to finish or the lease to expire.
 
-mod mime;
+pub mod dkim;
+pub mod mime;
 mod mx;
 mod smtp;
 
@@ -122,6 +123,8 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Key files are read first: one that cannot be used stops start-up.
+    let origin = mime::Origin::from_settings(&settings)?;
     let Some((metrics, health, store)) =
         mailpipe_common::worker::start(&settings.sender.listen, &settings.redis, &shutdown).await?
     else {
@@ -174,6 +177,7 @@ pub async fn run_until_stopped(
         metrics,
         health: health.clone(),
         cache: Mutex::new(HashMap::new()),
+        origin,
     });
     run_sessions(
         &sender.settings.amqp,
@@ -216,6 +220,8 @@ struct Sender {
     /// Compiled templates by content id. A std mutex: held only to look up or
     /// insert, never across an await.
     cache: Mutex<HashMap<String, Arc<Prepared>>>,
+    /// Envelope sender (VERP) and DKIM keys, set up at start-up.
+    origin: mime::Origin,
 }
 
 impl Sender {
@@ -565,7 +571,8 @@ impl Sender {
             job,
             &prepared.sender,
             rendered,
-            &self.settings.sender.hostname,
+            &self.origin,
+            std::time::SystemTime::now(),
         ) {
             Ok(m) => m,
             Err(detail) => {

@@ -2,14 +2,23 @@
 //! a text and an html body are given, Message-ID from the deterministic
 //! message id (a redelivered message keeps its Message-ID), Date, the
 //! request's extra headers, and RFC 8058 one-click unsubscribe headers when
-//! the request has an unsubscribe URL.
+//! the request has an unsubscribe URL. Then its envelope sender (the VERP
+//! address of the message when `bounces.domain` is set, else the From
+//! address) and its DKIM signatures ([`crate::dkim`]).
 
+use std::time::SystemTime;
+
+use anyhow::Context;
 use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
+use mailpipe_common::config::Settings;
 use mailpipe_common::message::Job;
 use mailpipe_common::template::Rendered;
+use mailpipe_common::verp::{self, Verp};
+
+use crate::dkim::Signers;
 
 /// The request-level parts of a message, parsed once per content id.
 pub struct Sender {
@@ -18,6 +27,8 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// Parses the request's From and Reply-To (`Name <address>` or a bare
+    /// address).
     pub fn parse(from: &str, reply_to: Option<&str>) -> Result<Self, String> {
         let mailbox = |raw: &str| -> Result<Mailbox, String> {
             let (name, addr) = mailpipe_common::address::parse_mailbox(raw)
@@ -40,12 +51,52 @@ pub fn message_id_header(job: &Job, hostname: &str) -> String {
     format!("<{}@{}>", job.id, hostname)
 }
 
-/// Builds the envelope and the formatted message.
+/// What every message of a sender carries besides its content, set up once
+/// at start-up.
+pub struct Origin {
+    /// Host name of the Message-ID (`sender.hostname`).
+    pub hostname: String,
+    /// The VERP return path, when `bounces.domain` is set.
+    pub verp: Option<Verp>,
+    /// The DKIM keys of `sender.dkim`, parsed.
+    pub dkim: Signers,
+}
+
+impl Origin {
+    /// Reads the DKIM keys and sets up VERP. A key file that cannot be
+    /// used, or a `bounces.local_part` too long for a VERP address, is an
+    /// error: the sender does not start.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Origin> {
+        let bounces = &settings.bounces;
+        if bounces.domain.is_some() {
+            anyhow::ensure!(
+                !bounces.keys.is_empty(),
+                "bounces.domain is set but bounces.keys is empty: VERP tokens need a key"
+            );
+            anyhow::ensure!(
+                bounces.local_part.len() <= verp::MAX_LOCAL_PART_LEN,
+                "bounces.local_part {:?} is longer than {} characters: with the VERP token \
+                 the local part would pass the 64 octets of RFC 5321",
+                bounces.local_part,
+                verp::MAX_LOCAL_PART_LEN
+            );
+        }
+        Ok(Origin {
+            hostname: settings.sender.hostname.clone(),
+            verp: Verp::from_settings(bounces),
+            dkim: Signers::load(&settings.sender.dkim).context("loading sender.dkim")?,
+        })
+    }
+}
+
+/// Builds the envelope and the formatted message, DKIM-signed when a key
+/// covers the From domain. `now` is the Date header and the signature time.
 pub fn build(
     job: &Job,
     sender: &Sender,
     rendered: Rendered,
-    hostname: &str,
+    origin: &Origin,
+    now: SystemTime,
 ) -> Result<(Envelope, Vec<u8>), String> {
     let to_addr: Address = job.to.parse().map_err(|e| format!("recipient: {e}"))?;
     let to = Mailbox::new(job.name.clone(), to_addr.clone());
@@ -53,8 +104,8 @@ pub fn build(
         .from(sender.from.clone())
         .to(to)
         .subject(rendered.subject)
-        .message_id(Some(message_id_header(job, hostname)))
-        .date_now();
+        .message_id(Some(message_id_header(job, &origin.hostname)))
+        .date(now);
     if let Some(r) = &sender.reply_to {
         b = b.reply_to(r.clone());
     }
@@ -74,8 +125,16 @@ pub fn build(
         )?);
     }
     b = b.raw_header(raw("X-Mailpipe-Id", job.id.clone())?);
-    let envelope = Envelope::new(Some(sender.from.email.clone()), vec![to_addr])
-        .map_err(|e| format!("envelope: {e}"))?;
+    let return_path = match &origin.verp {
+        Some(verp) => verp
+            .try_address(&job.id)
+            .map_err(|e| format!("return path: {e}"))?
+            .parse::<Address>()
+            .map_err(|e| format!("return path: {e}"))?,
+        None => sender.from.email.clone(),
+    };
+    let envelope =
+        Envelope::new(Some(return_path), vec![to_addr]).map_err(|e| format!("envelope: {e}"))?;
     let message = match (rendered.text, rendered.html) {
         (Some(text), Some(html)) => b.multipart(MultiPart::alternative_plain_html(text, html)),
         (Some(text), None) => b.singlepart(SinglePart::plain(text)),
@@ -83,5 +142,140 @@ pub fn build(
         (None, None) => return Err("message has no body".into()),
     }
     .map_err(|e| format!("building message: {e}"))?;
-    Ok((envelope, message.formatted()))
+    let unix = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let bytes = origin
+        .dkim
+        .sign(sender.from.email.domain(), message.formatted(), unix)
+        .map_err(|e| format!("DKIM signing: {e}"))?;
+    Ok((envelope, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dkim::Signer;
+    use data_encoding::BASE64;
+    use mailpipe_common::config::{DkimAlgorithm, DkimSettings};
+    use mailpipe_common::message::Lane;
+    use ring::signature::Ed25519KeyPair;
+
+    fn job() -> Job {
+        Job {
+            v: mailpipe_common::message::JOB_SCHEMA_VERSION,
+            id: mailpipe_common::message::message_id("req-1", "rcpt@example.org"),
+            request: "req-1".into(),
+            tenant: None,
+            campaign: None,
+            lane: Lane::Bulk,
+            content: "c1".into(),
+            to: "rcpt@example.org".into(),
+            name: None,
+            vars: Default::default(),
+            created: 0,
+            deadline: i64::MAX,
+            attempt: 0,
+            last_reason: None,
+        }
+    }
+
+    fn rendered() -> Rendered {
+        Rendered {
+            subject: "Hello".into(),
+            text: Some("Hi there".into()),
+            html: None,
+            headers: Vec::new(),
+            unsubscribe_url: Some("https://example.com/u/1".into()),
+        }
+    }
+
+    fn origin(verp: Option<Verp>, dkim: Signers) -> Origin {
+        Origin {
+            hostname: "mx.example.com".into(),
+            verp,
+            dkim,
+        }
+    }
+
+    fn sender() -> Sender {
+        Sender::parse("News <news@mail.example.com>", None).unwrap()
+    }
+
+    fn ed25519(domain: &str) -> Signer {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            BASE64.encode(pkcs8.as_ref())
+        );
+        Signer::new(domain, "s1", DkimAlgorithm::Ed25519Sha256, pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_envelope_sender_is_the_verp_address_when_a_bounce_domain_is_set() {
+        let verp = Verp::new("bounces", "bounce.example.com", vec![b"k".repeat(16)]);
+        let o = origin(Some(verp.clone()), Signers::default());
+        let (envelope, _) = build(&job(), &sender(), rendered(), &o, SystemTime::now()).unwrap();
+        let from = envelope.from().unwrap().to_string();
+        assert_eq!(from, verp.address(&job().id));
+        assert_eq!(verp.decode(&from), Ok(job().id));
+        assert_eq!(
+            envelope.to(),
+            ["rcpt@example.org".parse::<Address>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn the_envelope_sender_is_the_from_address_without_a_bounce_domain() {
+        let o = origin(None, Signers::default());
+        let (envelope, bytes) =
+            build(&job(), &sender(), rendered(), &o, SystemTime::now()).unwrap();
+        assert_eq!(
+            envelope.from().unwrap().to_string(),
+            "news@mail.example.com"
+        );
+        assert!(!String::from_utf8_lossy(&bytes).contains("DKIM-Signature"));
+    }
+
+    #[test]
+    fn mail_from_a_covered_domain_is_signed_and_other_mail_is_not() {
+        let o = origin(None, Signers::new(vec![ed25519("example.com")]));
+        let (_, bytes) = build(&job(), &sender(), rendered(), &o, SystemTime::now()).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with("DKIM-Signature: v=1; a=ed25519-sha256;"),
+            "{text}"
+        );
+        assert!(text.contains("d=example.com;"), "{text}");
+
+        let other = Sender::parse("news@example.net", None).unwrap();
+        let (_, bytes) = build(&job(), &other, rendered(), &o, SystemTime::now()).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("DKIM-Signature"));
+    }
+
+    #[test]
+    fn unusable_keys_and_bad_verp_settings_stop_start_up() {
+        let mut settings = Settings::default();
+        assert!(Origin::from_settings(&settings).is_ok());
+        settings.sender.dkim = vec![DkimSettings {
+            domain: "example.com".into(),
+            selector: "s1".into(),
+            algorithm: DkimAlgorithm::RsaSha256,
+            key_file: "/nonexistent/mailpipe/dkim.pem".into(),
+        }];
+        let e = Origin::from_settings(&settings).err().unwrap();
+        assert!(
+            format!("{e:#}").contains("/nonexistent/mailpipe/dkim.pem"),
+            "{e:#}"
+        );
+
+        let mut settings = Settings::default();
+        settings.bounces.domain = Some("bounce.example.com".into());
+        assert!(Origin::from_settings(&settings).is_err(), "no keys");
+        settings.bounces.keys = vec!["a key of 16+ chars".into()];
+        assert!(Origin::from_settings(&settings).unwrap().verp.is_some());
+        settings.bounces.local_part = "x".repeat(verp::MAX_LOCAL_PART_LEN + 1);
+        assert!(Origin::from_settings(&settings).is_err());
+    }
 }
