@@ -199,8 +199,10 @@ pub struct SenderSettings {
     /// domain never holds the others' messages.
     #[serde(deserialize_with = "duration")]
     pub max_throttle_wait: Duration,
-    /// DKIM keys by signing domain: a message whose From domain (or a parent
-    /// of it) has an entry is signed with that entry's key.
+    /// DKIM keys by signing domain: a message whose From domain is, or is
+    /// below, a listed domain is signed by every key of the most specific
+    /// such domain (an RSA and an Ed25519 key of one domain sign side by
+    /// side). Mail from other domains goes out unsigned.
     pub dkim: Vec<DkimSettings>,
 }
 
@@ -212,7 +214,9 @@ pub struct DkimSettings {
     pub domain: String,
     /// The selector (`s=`): the key is published at `{selector}._domainkey.{domain}`.
     pub selector: String,
-    /// `rsa_sha256` (PEM, PKCS#1 or PKCS#8) or `ed25519_sha256`.
+    /// `rsa_sha256` (unencrypted PEM, PKCS#1 or PKCS#8, 2048 to 4096 bits) or
+    /// `ed25519_sha256` (PKCS#8 PEM, or the 32-byte private key in base64 on
+    /// one line).
     #[serde(default = "rsa_sha256")]
     pub algorithm: DkimAlgorithm,
     /// File holding the private key (mount it from a Kubernetes Secret).

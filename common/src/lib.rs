@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod amqp;
+pub mod bounce;
 pub mod classify;
 pub mod config;
 pub mod http;

@@ -64,6 +64,10 @@ const RESERVED_HEADERS: &[&str] = &[
     "list-unsubscribe-post",
     "return-path",
     "sender",
+    // mailpipe signs; a request never brings its own signature or the
+    // identifiers the intake relies on.
+    "dkim-signature",
+    "x-mailpipe-id",
 ];
 
 /// Why templates could not be compiled or rendered.

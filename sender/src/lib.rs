@@ -704,6 +704,9 @@ impl Sender {
                         at: unix_now(),
                         route: name,
                         detail: format!("{} {}", accepted.code, accepted.text),
+                        to: Some(job.to.clone()),
+                        campaign: job.campaign.clone(),
+                        lane: Some(job.lane),
                     };
                     // The message is out: the record must be written, whatever
                     // it takes, or a redelivery would send it again.
@@ -1016,6 +1019,7 @@ impl Sender {
                     at: unix_now(),
                     route: String::new(),
                     detail: "cancelled: the campaign was cancelled by an operator".into(),
+                    ..Default::default()
                 };
                 if self
                     .store
@@ -1064,6 +1068,7 @@ impl Sender {
                     at: unix_now(),
                     route: String::new(),
                     detail: format!("{reason}: {detail}"),
+                    ..Default::default()
                 };
                 let field = format!("dead:{reason}");
                 self.store
