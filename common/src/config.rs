@@ -296,6 +296,8 @@ pub struct ImapSettings {
     #[serde(default = "tls_implicit")]
     pub tls: TlsMode,
     pub username: String,
+    /// Set it through `MAILPIPE__BOUNCES__IMAP__PASSWORD` from a Secret.
+    #[serde(default = "no_secret")]
     pub password: SecretString,
     #[serde(default = "inbox")]
     pub mailbox: String,
@@ -312,6 +314,9 @@ fn imaps_port() -> u16 {
 }
 fn tls_implicit() -> TlsMode {
     TlsMode::Implicit
+}
+fn no_secret() -> SecretString {
+    SecretString::from("")
 }
 fn inbox() -> String {
     "INBOX".into()

@@ -34,7 +34,9 @@ pub struct Metrics {
     pub expand_seconds: Histogram,
     /// Mails taken by the bounce intake, by source (`smtp`, `imap`) and
     /// outcome (`bounced`, `delayed`, `complained`, `auto_reply`,
-    /// `duplicate`, `unmatched`, `unrecognized`, `ignored`).
+    /// `duplicate`, `unmatched`, `unrecognized`, `forged`, `ignored`, and
+    /// `refused_forged`: a recipient refused in the SMTP session because
+    /// its VERP token does not verify).
     pub intake: IntCounterVec,
 }
 
@@ -171,10 +173,11 @@ impl Metrics {
         dead.with_label_values(&["exhausted"]);
         breaker_openings.with_label_values(&["breaker"]);
         for source in ["smtp", "imap"] {
-            for o in ["bounced", "complained", "unmatched"] {
+            for o in ["bounced", "complained", "unmatched", "forged"] {
                 intake.with_label_values(&[source, o]);
             }
         }
+        intake.with_label_values(&["smtp", "refused_forged"]);
         Self {
             intake,
             registry,

@@ -68,7 +68,33 @@ pub struct Gate {
     pub held: bool,
     /// An operator cancelled the campaign.
     pub cancelled: bool,
+    /// When the message may be sent (no terminal record, not held, not
+    /// cancelled): `None` when the caller took its lease, else how long the
+    /// lease another replica holds has left.
+    pub lease_wait: Option<Duration>,
 }
+
+const GATE_LUA: &str = r#"
+-- One round trip before a send: terminal record, operator flags, and the
+-- message's lease, taken atomically with the check that nothing ended it.
+-- KEYS: 1 done, 2 held, 3 cancelled, 4 lease, 5 deferred zset, 6 deferred info
+-- ARGV: 1 message, 2 retried (1/0), 3 owner, 4 lease ttl ms
+if ARGV[2] == '1' then
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
+end
+local done = redis.call('GET', KEYS[1])
+if done then return {1, done} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {2, ''} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {3, ''} end
+if redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PX', ARGV[4]) then return {0, ''} end
+-- The same delivery again (after a Redis error): it still holds the lease.
+if redis.call('GET', KEYS[4]) == ARGV[3] then
+  redis.call('PEXPIRE', KEYS[4], ARGV[4])
+  return {0, ''}
+end
+return {4, tostring(redis.call('PTTL', KEYS[4]))}
+"#;
 
 fn unix_now_str() -> String {
     crate::unix_now().to_string()
@@ -338,6 +364,7 @@ pub struct Store {
     conn: ConnectionManager,
     prefix: String,
     screen: std::sync::Arc<redis::Script>,
+    gate: std::sync::Arc<redis::Script>,
     done: std::sync::Arc<redis::Script>,
     release: std::sync::Arc<redis::Script>,
     failure: std::sync::Arc<redis::Script>,
@@ -360,6 +387,7 @@ impl Store {
             conn,
             prefix: settings.prefix.clone(),
             screen: std::sync::Arc::new(redis::Script::new(SCREEN_LUA)),
+            gate: std::sync::Arc::new(redis::Script::new(GATE_LUA)),
             done: std::sync::Arc::new(redis::Script::new(DONE_LUA)),
             release: std::sync::Arc::new(redis::Script::new(RELEASE_LUA)),
             failure: std::sync::Arc::new(redis::Script::new(FAILURE_LUA)),
@@ -532,41 +560,54 @@ impl Store {
             .map_err(op("part done"))
     }
 
-    /// Everything the sender checks before a job, in one round trip: the
-    /// terminal record, whether the campaign is held or cancelled; a retried
-    /// job also leaves the deferred index.
+    /// What a sender checks before sending, in one round trip: the
+    /// message's terminal record, whether its campaign is held or
+    /// cancelled, and — only when it may be sent — its lease for `owner`
+    /// (taken atomically with those checks, so no re-check is needed once
+    /// it is held). A retried message also leaves the deferred index.
     pub async fn gate(
         &self,
         message: &str,
         request: &str,
         retried: bool,
+        owner: &str,
+        lease: Duration,
     ) -> Result<Gate, StoreError> {
         let mut c = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.get(self.key(&["done", message]))
-            .exists(self.key(&["held", request]))
-            .exists(self.key(&["cancelled", request]));
-        if retried {
-            pipe.zrem(self.key(&["deferred"]), message)
-                .ignore()
-                .hdel(self.key(&["deferred", "info"]), message)
-                .ignore();
+        let (status, value): (i64, String) = self
+            .gate
+            .key(self.key(&["done", message]))
+            .key(self.key(&["held", request]))
+            .key(self.key(&["cancelled", request]))
+            .key(self.key(&["lease", message]))
+            .key(self.key(&["deferred"]))
+            .key(self.key(&["deferred", "info"]))
+            .arg(message)
+            .arg(if retried { "1" } else { "0" })
+            .arg(owner)
+            .arg(lease.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("gate"))?;
+        let mut gate = Gate::default();
+        match status {
+            0 => {}
+            1 => {
+                gate.done = Some(
+                    serde_json::from_str(&value).map_err(|e| StoreError::Corrupt {
+                        what: "done record",
+                        detail: e.to_string(),
+                    })?,
+                )
+            }
+            2 => gate.cancelled = true,
+            3 => gate.held = true,
+            _ => {
+                let ms = value.parse::<i64>().unwrap_or(0).max(1);
+                gate.lease_wait = Some(Duration::from_millis(ms as u64));
+            }
         }
-        let (done, held, cancelled): (Option<String>, bool, bool) =
-            pipe.query_async(&mut c).await.map_err(op("gate"))?;
-        let done = done
-            .map(|r| {
-                serde_json::from_str(&r).map_err(|e| StoreError::Corrupt {
-                    what: "done record",
-                    detail: e.to_string(),
-                })
-            })
-            .transpose()?;
-        Ok(Gate {
-            done,
-            held,
-            cancelled,
-        })
+        Ok(gate)
     }
 
     /// Sets or clears an operator flag on a campaign (`held`, `cancelled`).
@@ -1022,36 +1063,6 @@ impl Store {
             .await
             .map_err(op("count"))?;
         Ok(())
-    }
-
-    /// Takes the lease on a message for `ttl`; `false` if another holder has it.
-    pub async fn acquire_lease(
-        &self,
-        message: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut c = self.conn.clone();
-        let r: Option<String> = redis::cmd("SET")
-            .arg(self.key(&["lease", message]))
-            .arg(owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut c)
-            .await
-            .map_err(op("acquire lease"))?;
-        Ok(r.is_some())
-    }
-
-    /// Remaining time of a lease held by someone, if any.
-    pub async fn lease_ttl(&self, message: &str) -> Result<Option<Duration>, StoreError> {
-        let mut c = self.conn.clone();
-        let ms: i64 = c
-            .pttl(self.key(&["lease", message]))
-            .await
-            .map_err(op("lease ttl"))?;
-        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
     }
 
     /// Releases a lease if `owner` still holds it.

@@ -90,7 +90,10 @@ impl BouncesCommand {
         let classifier = mailpipe_common::policy::build_classifier(&ctx.settings.classifier)?;
         let parsed = bounce::parse(&raw);
         let mut out = serde_json::Map::new();
-        out.insert("addressed_to".into(), serde_json::json!(parsed.addressed_to));
+        out.insert(
+            "addressed_to".into(),
+            serde_json::json!(parsed.addressed_to),
+        );
         match &parsed.report {
             Report::Delivery(d) => {
                 out.insert("report".into(), "delivery_status".into());
@@ -111,15 +114,30 @@ impl BouncesCommand {
                     })
                     .collect();
                 out.insert("recipients".into(), recipients.into());
-                out.insert("original_mailpipe_id".into(), serde_json::json!(d.original.mailpipe_id));
-                out.insert("original_message_id".into(), serde_json::json!(d.original.message_id));
+                out.insert(
+                    "original_mailpipe_id".into(),
+                    serde_json::json!(d.original.mailpipe_id),
+                );
+                out.insert(
+                    "original_message_id".into(),
+                    serde_json::json!(d.original.message_id),
+                );
             }
             Report::Complaint(c) => {
                 out.insert("report".into(), "feedback".into());
                 out.insert("feedback_type".into(), c.feedback_type.clone().into());
-                out.insert("original_rcpt_to".into(), serde_json::json!(c.original_rcpt_to));
-                out.insert("original_mailpipe_id".into(), serde_json::json!(c.original.mailpipe_id));
-                out.insert("original_message_id".into(), serde_json::json!(c.original.message_id));
+                out.insert(
+                    "original_rcpt_to".into(),
+                    serde_json::json!(c.original_rcpt_to),
+                );
+                out.insert(
+                    "original_mailpipe_id".into(),
+                    serde_json::json!(c.original.mailpipe_id),
+                );
+                out.insert(
+                    "original_message_id".into(),
+                    serde_json::json!(c.original.message_id),
+                );
             }
             Report::AutoReply => {
                 out.insert("report".into(), "auto_reply".into());

@@ -66,12 +66,9 @@ pub async fn run_until_stopped(
     use std::sync::Arc;
     use std::time::Duration;
 
-    let Some((metrics, health, store)) = mailpipe_common::worker::start(
-        &settings.bounces.listen,
-        &settings.redis,
-        &shutdown,
-    )
-    .await?
+    let Some((metrics, health, store)) =
+        mailpipe_common::worker::start(&settings.bounces.listen, &settings.redis, &shutdown)
+            .await?
     else {
         return Ok(());
     };
@@ -89,7 +86,12 @@ pub async fn run_until_stopped(
     if !settings.bounces.smtp_listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&settings.bounces.smtp_listen)
             .await
-            .with_context(|| format!("binding the SMTP listener on {}", settings.bounces.smtp_listen))?;
+            .with_context(|| {
+                format!(
+                    "binding the SMTP listener on {}",
+                    settings.bounces.smtp_listen
+                )
+            })?;
         tracing::info!(listen = %settings.bounces.smtp_listen, "bounce intake listening for SMTP");
         tasks.spawn(smtp::serve(
             listener,
@@ -98,8 +100,8 @@ pub async fn run_until_stopped(
             shutdown.clone(),
         ));
     }
-    if let Some(imap) = settings.bounces.imap.clone() {
-        tracing::info!(host = %imap.host, mailbox = %imap.mailbox, "bounce intake polling IMAP");
+    if let Some(imap) = imap::ImapPoll::from_settings(&settings.bounces) {
+        tracing::info!(host = %imap.imap.host, mailbox = %imap.imap.mailbox, "bounce intake polling IMAP");
         tasks.spawn(imap::poll(imap, intake.clone(), shutdown.clone()));
     }
     tasks.close();

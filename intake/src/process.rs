@@ -27,8 +27,12 @@ use std::time::Duration;
 
 use lapin::Channel;
 use mailpipe_common::amqp;
-use mailpipe_common::bounce::{self, Action, ComplaintReport, DeliveryReport, Original, Parsed, Report};
-use mailpipe_common::classify::{normalize, Classifier, Failure, FailureType, Quarantine, Reason, Scope};
+use mailpipe_common::bounce::{
+    self, Action, ComplaintReport, DeliveryReport, Original, Parsed, Report,
+};
+use mailpipe_common::classify::{
+    normalize, Classifier, Failure, FailureType, Quarantine, Reason, Scope,
+};
 use mailpipe_common::config::Settings;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, Lane};
 use mailpipe_common::metrics::Metrics;
@@ -94,12 +98,7 @@ struct UnprocessedEntry<'a> {
 }
 
 impl Intake {
-    pub fn new(
-        settings: Settings,
-        store: Store,
-        classifier: Classifier,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(settings: Settings, store: Store, classifier: Classifier, metrics: Metrics) -> Self {
         Self {
             verp: Verp::from_settings(&settings.bounces),
             topology: Topology::from_settings(&settings),
@@ -142,14 +141,17 @@ impl Intake {
                 outcome: "unrecognized",
                 why: format!("not a delivery or feedback report: {why}"),
             }),
-            Report::Delivery(report) => match self.identify(mail, &parsed, &report.original).await? {
+            Report::Delivery(report) => match self.identify(mail, &parsed, &report.original).await?
+            {
                 Ok(m) => self.apply_bounce(&m, report).await?,
                 Err(u) => Err(u),
             },
-            Report::Complaint(report) => match self.identify(mail, &parsed, &report.original).await? {
-                Ok(m) => self.apply_complaint(&m, report).await?,
-                Err(u) => Err(u),
-            },
+            Report::Complaint(report) => {
+                match self.identify(mail, &parsed, &report.original).await? {
+                    Ok(m) => self.apply_complaint(&m, report).await?,
+                    Err(u) => Err(u),
+                }
+            }
         };
         let outcome = match outcome {
             Ok(o) => o,
@@ -260,7 +262,12 @@ impl Intake {
             .iter()
             .find(mine)
             .or_else(|| (report.recipients.len() == 1).then(|| &report.recipients[0]))
-            .or_else(|| report.recipients.iter().find(|r| r.action == Action::Failed));
+            .or_else(|| {
+                report
+                    .recipients
+                    .iter()
+                    .find(|r| r.action == Action::Failed)
+            });
         let Some(status) = status else {
             return Ok(Err(Unusable {
                 outcome: "unrecognized",
@@ -292,9 +299,7 @@ impl Intake {
         if class.kind == FailureType::Ignored {
             return Ok(Ok("ignored"));
         }
-        let already = self
-            .marked(&["bounced", &m.message])
-            .await?;
+        let already = self.marked(&["bounced", &m.message]).await?;
         if already {
             return Ok(Ok("duplicate"));
         }
@@ -310,7 +315,12 @@ impl Intake {
         // After the events: a crash in between sends them again (at least
         // once), never not at all.
         self.store
-            .record_bounce(&m.message, &m.record.request, class.reason.as_str(), MARKER_TTL)
+            .record_bounce(
+                &m.message,
+                &m.record.request,
+                class.reason.as_str(),
+                MARKER_TTL,
+            )
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         tracing::info!(message = %m.message, by = m.by, reason = class.reason.as_str(), kind = class.kind.as_str(), quarantined, "bounce received after delivery");
@@ -391,7 +401,12 @@ impl Intake {
         let ev = self.event(m, EventKind::Complained, &report.feedback_type, &detail);
         self.publish_event(&channel, &ev, lane).await?;
         self.store
-            .record_complaint(&m.message, &m.record.request, &report.feedback_type, MARKER_TTL)
+            .record_complaint(
+                &m.message,
+                &m.record.request,
+                &report.feedback_type,
+                MARKER_TTL,
+            )
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         tracing::info!(message = %m.message, by = m.by, feedback = %report.feedback_type, "complaint: address denylisted");
@@ -419,7 +434,12 @@ impl Intake {
         }
     }
 
-    async fn publish_event(&self, channel: &Channel, ev: &Event, lane: Lane) -> Result<(), Temporary> {
+    async fn publish_event(
+        &self,
+        channel: &Channel,
+        ev: &Event,
+        lane: Lane,
+    ) -> Result<(), Temporary> {
         let pending = amqp::publish_event(channel, &self.topology.events_exchange(), ev, lane)
             .await
             .map_err(|e| Temporary(e.to_string()))?;
@@ -430,7 +450,12 @@ impl Intake {
 
     /// Keeps an unusable mail for operators: in Redis (latest first) and as a
     /// dead-letter record with the start of the mail.
-    async fn set_aside(&self, mail: &Inbound, parsed: &Parsed, u: &Unusable) -> Result<(), Temporary> {
+    async fn set_aside(
+        &self,
+        mail: &Inbound,
+        parsed: &Parsed,
+        u: &Unusable,
+    ) -> Result<(), Temporary> {
         tracing::warn!(source = mail.source.as_str(), outcome = u.outcome, why = %u.why, "mail set aside");
         let entry = UnprocessedEntry {
             at: unix_now(),
@@ -475,7 +500,9 @@ impl Intake {
 
 /// mailpipe's message ids: 32 lowercase hex digits.
 fn is_message_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Handler for Intake {
@@ -485,7 +512,16 @@ impl Handler for Intake {
         };
         match verp.decode(address) {
             Ok(_) => Ok(()),
-            Err(VerpError::Forged) => Err("invalid bounce address".into()),
+            Err(VerpError::Forged) => {
+                // Forged, or signed with a key this intake does not have
+                // (the sender's and the intake's bounces.keys differ).
+                tracing::warn!(%address, "bounce address with a token that does not verify refused");
+                self.metrics
+                    .intake
+                    .with_label_values(&["smtp", "refused_forged"])
+                    .inc();
+                Err("invalid bounce address".into())
+            }
             Err(_) => {
                 // The plain bounce address (e.g. registered with a feedback
                 // loop) is taken too; matching then relies on the report.

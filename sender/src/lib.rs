@@ -463,9 +463,13 @@ impl Sender {
         job: &Job,
         shutdown: &CancellationToken,
     ) -> Option<DeliveryOutcome> {
+        // The lease owner of this delivery: unique, so two deliveries of one
+        // message in this process exclude each other too, and the same over
+        // a Redis outage, so this delivery finds its own lease again.
+        let owner = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.deliver(job, shutdown).await {
+            match self.deliver(job, &owner, shutdown).await {
                 Ok(o) => return Some(o),
                 Err(DeliverError::Shutdown) => return None,
                 Err(DeliverError::Store(e)) => {
@@ -520,12 +524,24 @@ impl Sender {
     async fn deliver(
         &self,
         job: &Job,
+        owner: &str,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryOutcome, DeliverError> {
-        let gate = self
-            .store
-            .gate(&job.id, &job.request, job.attempt > 0)
-            .await?;
+        // Check the message and take its lease, or wait for whoever holds it.
+        let lease = self.settings.sender.lease;
+        let gate = loop {
+            let gate = self
+                .store
+                .gate(&job.id, &job.request, job.attempt > 0, owner, lease)
+                .await?;
+            let Some(wait) = gate.lease_wait else {
+                break gate;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(DeliverError::Shutdown),
+                _ = tokio::time::sleep(wait.min(Duration::from_millis(500))) => {}
+            }
+        };
         if gate.done.is_some() {
             return Ok(DeliveryOutcome::AlreadyDone);
         }
@@ -535,6 +551,20 @@ impl Sender {
         if gate.held {
             return Ok(DeliveryOutcome::Held);
         }
+        // This delivery holds the lease from here on.
+        let outcome = self.deliver_leased(job, owner).await?;
+        if matches!(outcome, DeliveryOutcome::Dead { .. }) {
+            self.store.release_lease(&job.id, owner).await.ok();
+        }
+        Ok(outcome)
+    }
+
+    /// Renders and submits a message whose lease `owner` holds.
+    async fn deliver_leased(
+        &self,
+        job: &Job,
+        owner: &str,
+    ) -> Result<DeliveryOutcome, DeliverError> {
         if unix_now() > job.deadline {
             return Ok(DeliveryOutcome::Dead {
                 reason: "expired",
@@ -583,36 +613,6 @@ impl Sender {
             }
         };
 
-        // Take the lease, or wait for whoever holds it.
-        let lease = self.settings.sender.lease;
-        loop {
-            if self
-                .store
-                .acquire_lease(&job.id, &self.instance, lease)
-                .await?
-            {
-                break;
-            }
-            let wait = self
-                .store
-                .lease_ttl(&job.id)
-                .await?
-                .unwrap_or_default()
-                .min(Duration::from_millis(500));
-            tokio::select! {
-                _ = shutdown.cancelled() => return Err(DeliverError::Shutdown),
-                _ = tokio::time::sleep(wait) => {}
-            }
-            if self.store.done(&job.id).await?.is_some() {
-                return Ok(DeliveryOutcome::AlreadyDone);
-            }
-        }
-        // Re-check under the lease: the previous holder may have finished.
-        if self.store.done(&job.id).await?.is_some() {
-            self.store.release_lease(&job.id, &self.instance).await?;
-            return Ok(DeliveryOutcome::AlreadyDone);
-        }
-
         let domain = job
             .to
             .rsplit_once('@')
@@ -624,7 +624,7 @@ impl Sender {
             Some(resolver) => match resolver.exchangers(&domain).await {
                 Ok(exchangers) => self.mx_candidates(&exchangers),
                 Err(failure) => {
-                    self.store.release_lease(&job.id, &self.instance).await.ok();
+                    self.store.release_lease(&job.id, owner).await.ok();
                     return Ok(DeliveryOutcome::Failed(failure, format!("mx:{domain}")));
                 }
             },
@@ -666,14 +666,14 @@ impl Sender {
                         tokio::time::sleep(d).await;
                     }
                     Verdict::Wait(d) => {
-                        self.store.release_lease(&job.id, &self.instance).await?;
+                        self.store.release_lease(&job.id, owner).await?;
                         return Ok(DeliveryOutcome::Deferred {
                             delay: d.max(Duration::from_millis(1)),
                             reason: "throttled",
                         });
                     }
                     Verdict::Paused(d) => {
-                        self.store.release_lease(&job.id, &self.instance).await?;
+                        self.store.release_lease(&job.id, owner).await?;
                         return Ok(DeliveryOutcome::Deferred {
                             delay: d,
                             reason: "paused",
@@ -740,7 +740,7 @@ impl Sender {
                                 .inc();
                             tracing::warn!(%domain, pause = ?self.settings.policy.breaker.pause, "failure ratio over the threshold: sending to the domain is paused");
                         }
-                        self.store.release_lease(&job.id, &self.instance).await.ok();
+                        self.store.release_lease(&job.id, owner).await.ok();
                         return Ok(DeliveryOutcome::Failed(failure, name));
                     }
                     tracing::warn!(route = %name, failure = %scrub(&failure.to_string()), "route unavailable; trying the next one");
@@ -749,7 +749,7 @@ impl Sender {
                 }
             }
         }
-        self.store.release_lease(&job.id, &self.instance).await.ok();
+        self.store.release_lease(&job.id, owner).await.ok();
         let (failure, route) = last.unwrap_or((
             Failure::Connection {
                 error: mailpipe_common::classify::ConnectionError::Other,

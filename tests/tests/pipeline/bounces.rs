@@ -140,7 +140,11 @@ async fn a_real_postfix_bounce_comes_back_through_verp_and_quarantines_the_addre
     .await;
     assert_eq!(q["reason"], "user_unknown", "{q}");
     assert!(
-        p.store.quarantine("reader@sink.test").await.unwrap().is_none(),
+        p.store
+            .quarantine("reader@sink.test")
+            .await
+            .unwrap()
+            .is_none(),
         "the delivered address is not quarantined"
     );
     let log = mta.log();
@@ -155,7 +159,8 @@ async fn a_real_postfix_bounce_comes_back_through_verp_and_quarantines_the_addre
     })
     .await;
     assert!(
-        delivered.mail_from.starts_with("bounces+") && delivered.mail_from.ends_with("@bounce.test"),
+        delivered.mail_from.starts_with("bounces+")
+            && delivered.mail_from.ends_with("@bounce.test"),
         "envelope sender {}",
         delivered.mail_from
     );
@@ -168,16 +173,30 @@ async fn a_real_postfix_bounce_comes_back_through_verp_and_quarantines_the_addre
     })
     .await;
     let ghost = kinds_for(&seen, "nobody-lives-here@local.test");
-    assert!(ghost.contains(&"sent") && ghost.contains(&"bounced") && ghost.contains(&"quarantined"), "{seen:?}");
-    assert_eq!(kinds_for(&seen, "reader@sink.test"), vec!["sent"], "{seen:?}");
-    let intake_bounced = p.metric("intake", "mailpipe_intake_mails_total{outcome=\"bounced\",source=\"smtp\"}").await;
+    assert!(
+        ghost.contains(&"sent") && ghost.contains(&"bounced") && ghost.contains(&"quarantined"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        kinds_for(&seen, "reader@sink.test"),
+        vec!["sent"],
+        "{seen:?}"
+    );
+    let intake_bounced = p
+        .metric(
+            "intake",
+            "mailpipe_intake_mails_total{outcome=\"bounced\",source=\"smtp\"}",
+        )
+        .await;
     assert_eq!(intake_bounced, 1.0);
 
     // The next campaign to the quarantined address skips it.
     let mut again = request.clone();
     again["request_id"] = "bounce-e2e-2".into();
     p.publish_json(&again).await;
-    let status = p.wait_complete("bounce-e2e-2", Duration::from_secs(60)).await;
+    let status = p
+        .wait_complete("bounce-e2e-2", Duration::from_secs(60))
+        .await;
     assert_eq!(status.sent, 1, "{status:?}");
     assert_eq!(status.excluded.get("quarantined"), Some(&1), "{status:?}");
     drop(mta);
@@ -218,7 +237,13 @@ async fn submit(addr: &str, rcpt: &str, data: &str) -> u16 {
     let body = data.replace("\r\n", "\n").replace('\n', "\r\n");
     let stuffed = body
         .split("\r\n")
-        .map(|l| if l.starts_with('.') { format!(".{l}") } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}")
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\r\n");
     w.write_all(stuffed.as_bytes()).await.unwrap();
@@ -233,7 +258,11 @@ async fn submit(addr: &str, rcpt: &str, data: &str) -> u16 {
 fn returned_headers(m: &mailpipe_tests::ReceivedMail) -> String {
     let mut out = format!("Return-Path: <{}>\n", m.mail_from);
     for (n, v) in &m.headers {
-        if !n.starts_with("X-Rcpt-Args") && !n.starts_with("X-Mail-Args") && !n.starts_with("X-Client") && !n.starts_with("X-Helo") {
+        if !n.starts_with("X-Rcpt-Args")
+            && !n.starts_with("X-Mail-Args")
+            && !n.starts_with("X-Client")
+            && !n.starts_with("X-Helo")
+        {
             out.push_str(&format!("{n}: {v}\n"));
         }
     }
@@ -266,10 +295,14 @@ async fn complaints_denylist_header_matched_bounces_quarantine_and_forgeries_are
     p.publish_json(&request).await;
     let status = p.wait_complete("fbl-1", Duration::from_secs(60)).await;
     assert_eq!(status.sent, 2);
-    let mails = wait_for("both messages at the sink", Duration::from_secs(20), || async {
-        let r = p.sink().received();
-        (r.len() == 2).then_some(r)
-    })
+    let mails = wait_for(
+        "both messages at the sink",
+        Duration::from_secs(20),
+        || async {
+            let r = p.sink().received();
+            (r.len() == 2).then_some(r)
+        },
+    )
     .await;
     let to = |addr: &str| mails.iter().find(|m| m.rcpt == [addr]).unwrap().clone();
     let (alice, bob) = (to("alice@fbl.example"), to("bob@fbl.example"));
@@ -310,7 +343,7 @@ Hello Alice.\n\
         headers = returned_headers(&alice),
     );
     assert_eq!(submit(&intake, "bounces@bounce.test", &arf).await, 250);
-    let listed = wait_for("Alice on the denylist", Duration::from_secs(10), || async {
+    wait_for("Alice on the denylist", Duration::from_secs(10), || async {
         p.store
             .list_contains("denylist", "alice@fbl.example")
             .await
@@ -318,7 +351,6 @@ Hello Alice.\n\
             .then_some(())
     })
     .await;
-    let _ = listed;
     // The same report again counts nothing twice.
     assert_eq!(submit(&intake, "bounces@bounce.test", &arf).await, 250);
 
@@ -366,17 +398,32 @@ Content-Type: text/rfc822-headers\n\
     let last = forged.len() - 1;
     forged[last] = if forged[last] == 'a' { 'b' } else { 'a' };
     let forged = format!("{}@{domain}", forged.into_iter().collect::<String>());
-    assert_eq!(submit(&intake, &forged, &dsn).await, 550, "forged token {forged}");
-    assert_eq!(submit(&intake, "postmaster-nobody@bounce.test", &dsn).await, 550);
+    assert_eq!(
+        submit(&intake, &forged, &dsn).await,
+        550,
+        "forged token {forged}"
+    );
+    assert_eq!(
+        submit(&intake, "postmaster-nobody@bounce.test", &dsn).await,
+        550
+    );
 
     // Mail that is no report is kept for operators, not lost, not fatal.
     assert_eq!(
-        submit(&intake, "bounces@bounce.test", "Subject: hi\n\njust saying hello\n").await,
+        submit(
+            &intake,
+            "bounces@bounce.test",
+            "Subject: hi\n\njust saying hello\n"
+        )
+        .await,
         250
     );
     let unprocessed = p.store.unprocessed(10).await.unwrap();
     assert_eq!(unprocessed.len(), 1, "{unprocessed:?}");
-    assert!(unprocessed[0].contains("\"outcome\":\"unrecognized\""), "{unprocessed:?}");
+    assert!(
+        unprocessed[0].contains("\"outcome\":\"unrecognized\""),
+        "{unprocessed:?}"
+    );
 
     let status = p.status("fbl-1").await;
     assert_eq!(status.complained, 1, "{status:?}");
@@ -391,9 +438,15 @@ Content-Type: text/rfc822-headers\n\
         1,
         "{seen:?}"
     );
-    assert!(kinds_for(&seen, "bob@fbl.example").contains(&"bounced"), "{seen:?}");
+    assert!(
+        kinds_for(&seen, "bob@fbl.example").contains(&"bounced"),
+        "{seen:?}"
+    );
     let dup = p
-        .metric("intake", "mailpipe_intake_mails_total{outcome=\"duplicate\",source=\"smtp\"}")
+        .metric(
+            "intake",
+            "mailpipe_intake_mails_total{outcome=\"duplicate\",source=\"smtp\"}",
+        )
         .await;
     assert_eq!(dup, 1.0);
 
