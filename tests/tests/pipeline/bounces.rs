@@ -165,7 +165,12 @@ async fn a_real_postfix_bounce_comes_back_through_verp_and_quarantines_the_addre
         delivered.mail_from
     );
 
-    let status = p.status("bounce-e2e").await;
+    // The count follows the quarantine (and the events) in the intake.
+    let status = wait_for("the bounce counted", Duration::from_secs(10), || async {
+        let s = p.status("bounce-e2e").await;
+        (!s.bounced.is_empty()).then_some(s)
+    })
+    .await;
     assert_eq!(status.bounced.get("user_unknown"), Some(&1), "{status:?}");
     assert_eq!(status.sent, 2);
     let seen = collect_until(&mut consumer, Duration::from_secs(20), |seen| {
@@ -425,7 +430,11 @@ Content-Type: text/rfc822-headers\n\
         "{unprocessed:?}"
     );
 
-    let status = p.status("fbl-1").await;
+    let status = wait_for("the bounce counted", Duration::from_secs(10), || async {
+        let s = p.status("fbl-1").await;
+        (!s.bounced.is_empty()).then_some(s)
+    })
+    .await;
     assert_eq!(status.complained, 1, "{status:?}");
     assert_eq!(status.bounced.get("user_unknown"), Some(&1), "{status:?}");
     let seen = collect_until(&mut consumer, Duration::from_secs(10), |seen| {
@@ -457,5 +466,115 @@ Content-Type: text/rfc822-headers\n\
     let status = p.wait_complete("fbl-2", Duration::from_secs(60)).await;
     assert_eq!(status.sent, 0, "{status:?}");
     assert_eq!(status.excluded.values().sum::<u64>(), 2, "{status:?}");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_read_from_an_imap_mailbox_quarantine_and_auto_replies_are_ignored() {
+    use mailpipe_tests::dovecot::Dovecot;
+    let imap = Dovecot::start();
+    let (port, user, password) = (imap.port, imap.user.clone(), imap.password.clone());
+    let mut p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
+        verp(s);
+        s.bounces.imap = Some(mailpipe_common::config::ImapSettings {
+            host: "127.0.0.1".into(),
+            port,
+            tls: mailpipe_common::config::TlsMode::None,
+            username: user,
+            password: password.into(),
+            mailbox: "INBOX".into(),
+            poll_interval: Duration::from_millis(300),
+            archive_mailbox: Some("Processed".into()),
+        });
+    })
+    .await;
+    let mut request = mailpipe_tests::sample_request("imap-1", 2, "imap.example");
+    request["campaign"] = "winter".into();
+    p.publish_json(&request).await;
+    let status = p.wait_complete("imap-1", Duration::from_secs(60)).await;
+    assert_eq!(status.sent, 2);
+    let sent = wait_for(
+        "the message at the sink",
+        Duration::from_secs(20),
+        || async {
+            p.sink()
+                .received()
+                .into_iter()
+                .find(|m| m.rcpt == ["user0@imap.example"])
+        },
+    )
+    .await;
+    // A qmail bounce as the mailbox stored it: the VERP address survives
+    // only in Delivered-To (there is no envelope over IMAP).
+    let bounce = format!(
+        "Return-Path: <>\r\n\
+Delivered-To: {verp}\r\n\
+Date: 23 Nov 2026 07:00:00 -0000\r\n\
+From: MAILER-DAEMON@mx.imap.example\r\n\
+To: {verp}\r\n\
+Subject: failure notice\r\n\
+\r\n\
+Hi. This is the qmail-send program at mx.imap.example.\r\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\r\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\r\n\
+\r\n\
+<user0@imap.example>:\r\n\
+Sorry, no mailbox here by that name. (#5.1.1)\r\n\
+\r\n\
+--- Below this line is a copy of the message.\r\n\
+\r\n\
+Subject: Hello User 0\r\n\
+\r\n\
+Your code is 0.\r\n",
+        verp = sent.mail_from
+    );
+    let vacation = format!(
+        "Delivered-To: {verp}\r\n\
+From: user1@imap.example\r\n\
+To: {verp}\r\n\
+Subject: Out of office\r\n\
+Auto-Submitted: auto-replied\r\n\
+\r\n\
+I am away until Monday.\r\n",
+        verp = sent.mail_from
+    );
+    imap.deliver("INBOX", bounce.as_bytes());
+    imap.deliver("INBOX", vacation.as_bytes());
+    p.start_worker("intake");
+    let q = wait_for(
+        "the bounced address quarantined",
+        Duration::from_secs(30),
+        || async { p.store.quarantine("user0@imap.example").await.unwrap() },
+    )
+    .await;
+    assert_eq!(q["reason"], "user_unknown", "{q}");
+    assert!(p
+        .store
+        .quarantine("user1@imap.example")
+        .await
+        .unwrap()
+        .is_none());
+    wait_for("both mails archived", Duration::from_secs(20), || async {
+        (imap.messages("INBOX").is_empty() && imap.messages("Processed").len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        p.metric(
+            "intake",
+            "mailpipe_intake_mails_total{outcome=\"bounced\",source=\"imap\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        p.metric(
+            "intake",
+            "mailpipe_intake_mails_total{outcome=\"auto_reply\",source=\"imap\"}"
+        )
+        .await,
+        1.0
+    );
+    let status = p.status("imap-1").await;
+    assert_eq!(status.bounced.get("user_unknown"), Some(&1), "{status:?}");
     p.shutdown().await;
 }
