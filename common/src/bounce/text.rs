@@ -408,7 +408,9 @@ fn sendmail(text: &str, subject: &str) -> Option<Vec<RecipientStatus>> {
                     break;
                 }
             }
-            per_address.push((c[1].to_ascii_lowercase(), reason));
+            if per_address.len() < MAX_RECIPIENTS {
+                per_address.push((c[1].to_ascii_lowercase(), reason));
+            }
         } else if first_reply.is_none() {
             if let Some(c) = TRANSCRIPT_REPLY.captures(line.trim()) {
                 first_reply = Some(c[1].to_string());
@@ -571,7 +573,7 @@ fn exchange(text: &str, subject: &str) -> Option<Vec<RecipientStatus>> {
     for line in admin_part.lines() {
         let trimmed = line.trim();
         if let Some(reply) = trimmed.strip_prefix('#') {
-            if let Some(address) = last_address.take() {
+            if let Some(address) = last_address.take().filter(|_| admin.len() < MAX_RECIPIENTS) {
                 let reply = reply.split("##").next().unwrap_or(reply);
                 admin.push((address.to_ascii_lowercase(), reply.trim().to_string()));
             }

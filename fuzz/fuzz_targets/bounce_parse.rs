@@ -1,0 +1,51 @@
+//! Bounce and feedback-report parsing (`mailpipe_common::bounce::parse`) with
+//! any bytes: what anyone can send to the bounce intake. Parsing must return
+//! (never panic, never hang), and what it returns must be well formed: a
+//! delivery report names at least one recipient, statuses have the RFC 3464
+//! shape, addresses are bare and lowercased where documented, and every
+//! recipient's failure can be built and printed.
+//!
+//! `parse` catches panics of its own (it turns them into `Unrecognized`);
+//! libFuzzer's panic hook aborts before that, so a panic is still a crash
+//! here.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mailpipe_common::bounce::{parse, Report};
+
+fn is_status(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let parsed = parse(data);
+    for address in &parsed.addressed_to {
+        assert!(address.contains('@'), "not an address: {address:?}");
+        assert_eq!(address, &address.to_ascii_lowercase());
+    }
+    match &parsed.report {
+        Report::Delivery(report) => {
+            assert!(!report.recipients.is_empty(), "a delivery report without recipients");
+            for r in &report.recipients {
+                if let Some(status) = &r.status {
+                    assert!(is_status(status), "bad status {status:?}");
+                }
+                if let Some(address) = &r.final_recipient {
+                    assert_eq!(address, &address.to_ascii_lowercase());
+                }
+                let _ = r.failure().to_string();
+            }
+        }
+        Report::Complaint(report) => {
+            assert!(!report.feedback_type.is_empty());
+            assert_eq!(report.feedback_type, report.feedback_type.to_ascii_lowercase());
+        }
+        Report::AutoReply => {}
+        Report::Unrecognized(why) => assert!(!why.is_empty()),
+    }
+});
