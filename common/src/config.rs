@@ -130,7 +130,9 @@ pub enum LogFormat {
 pub struct ExpanderSettings {
     /// Address of the health and metrics endpoint.
     pub listen: String,
-    /// Requests processed at once.
+    /// Bulk requests (parts) taken from the queue at once. They are
+    /// expanded one at a time, in queue order; transactional requests get
+    /// 8 more slots on top and are expanded at once, beside a bulk one.
     pub prefetch: u16,
     /// Recipients checked against Redis in one round trip.
     pub batch_size: usize,

@@ -128,11 +128,14 @@ impl Expander {
         conn: Arc<Connection>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<SessionEnd> {
-        let bulk_slots = usize::from(self.settings.expander.prefetch.max(1));
-        // The broker hands out room for the transactional reserve on top of
-        // the bulk requests, so a transactional request is taken (and
-        // expanded at once) while bulk requests are being expanded.
-        let prefetch = (bulk_slots + TRANSACTIONAL_RESERVE) as u16;
+        // Bulk requests are expanded one at a time, in queue order: the
+        // parts of a campaign are screened in order, so of two spellings of
+        // one address the first occurrence is the one sent. Up to
+        // `expander.prefetch` of them wait here; transactional requests
+        // have their own reserve on top, so they are taken (and expanded at
+        // once) while a large campaign expands.
+        let held = usize::from(self.settings.expander.prefetch.max(1));
+        let prefetch = (held + TRANSACTIONAL_RESERVE) as u16;
         let consume = Arc::new(amqp::channel(&conn, Some(prefetch)).await?);
         let publish = Arc::new(amqp::channel(&conn, None).await?);
         self.topology
@@ -148,11 +151,53 @@ impl Expander {
             )
             .await?;
         self.health.set_ready(true);
-        let bulk = Arc::new(Semaphore::new(bulk_slots));
         let transactional = Arc::new(Semaphore::new(TRANSACTIONAL_RESERVE));
         let tasks = TaskTracker::new();
         let failed = CancellationToken::new();
         let error: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
+        // Runs one expansion; an error ends the session.
+        let run = {
+            let this = self.clone();
+            let publish = publish.clone();
+            let shutdown = shutdown.clone();
+            let failed = failed.clone();
+            let error = error.clone();
+            move |delivery: lapin::message::Delivery| {
+                let (this, publish, shutdown, failed, error) = (
+                    this.clone(),
+                    publish.clone(),
+                    shutdown.clone(),
+                    failed.clone(),
+                    error.clone(),
+                );
+                async move {
+                    if shutdown.is_cancelled() || failed.is_cancelled() {
+                        // Not started: the broker redelivers it to the next session.
+                        return;
+                    }
+                    if let Err(e) = this.handle(&publish, &delivery, &shutdown).await {
+                        if let Ok(mut slot) = error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        failed.cancel();
+                    }
+                }
+            }
+        };
+        // Bulk requests go to one task that expands them in queue order.
+        let (bulk_tx, mut bulk_rx) =
+            tokio::sync::mpsc::unbounded_channel::<lapin::message::Delivery>();
+        {
+            let run = run.clone();
+            // The task keeps the consuming channel open until it has acked.
+            let consume = consume.clone();
+            tasks.spawn(async move {
+                let _consume = consume;
+                while let Some(delivery) = bulk_rx.recv().await {
+                    run(delivery).await;
+                }
+            });
+        }
         let end = loop {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(SessionEnd::Stopped),
@@ -164,37 +209,25 @@ impl Expander {
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(anyhow::anyhow!("consumer was cancelled by the broker")),
             };
-            let slots = match peek_lane(&delivery.data) {
-                Lane::Transactional => transactional.clone(),
-                Lane::Bulk => bulk.clone(),
-            };
-            let this = self.clone();
-            let publish = publish.clone();
-            // Each task keeps the consuming channel open until it has acked.
-            let consume = consume.clone();
-            let shutdown = shutdown.clone();
-            let failed = failed.clone();
-            let error = error.clone();
-            tasks.spawn(async move {
-                let _consume = consume;
-                let Ok(_slot) = slots.acquire_owned().await else {
-                    return;
-                };
-                if shutdown.is_cancelled() || failed.is_cancelled() {
-                    // Not started: the broker redelivers it to the next session.
-                    return;
+            match peek_lane(&delivery.data) {
+                Lane::Bulk => {
+                    let _ = bulk_tx.send(delivery);
                 }
-                match this.handle(&publish, &delivery, &shutdown).await {
-                    Ok(()) => {}
-                    Err(e) => {
-                        if let Ok(mut slot) = error.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        failed.cancel();
-                    }
+                Lane::Transactional => {
+                    let Ok(slot) = transactional.clone().acquire_owned().await else {
+                        break Ok(SessionEnd::Stopped);
+                    };
+                    let run = run.clone();
+                    let consume = consume.clone();
+                    tasks.spawn(async move {
+                        let _consume = consume;
+                        let _slot = slot;
+                        run(delivery).await;
+                    });
                 }
-            });
+            }
         };
+        drop(bulk_tx);
         // Expansions in progress finish (or stop at their next batch on
         // shutdown and go back to the queue) before the session ends.
         tasks.close();

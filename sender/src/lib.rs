@@ -93,6 +93,98 @@ enum DeliveryOutcome {
     },
 }
 
+/// What to do with a delivery once [`Sender::handle`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Its outcome is durable: ack it.
+    Ack,
+    /// Give it back to the queue (shutdown came first).
+    Requeue,
+}
+
+/// Acks one lane channel's deliveries, coalescing them: each round takes
+/// every settlement that arrived and acks the longest run of settled
+/// deliveries from the oldest one still outstanding with a single
+/// `basic.ack multiple`; settled deliveries behind one still in flight are
+/// acked on their own, so a slow message never holds the prefetch window.
+/// Requeues are sent at once. Deliveries whose acks are lost with a broken
+/// channel are redelivered, which the sent records make harmless.
+#[derive(Clone)]
+struct Acker {
+    tx: tokio::sync::mpsc::UnboundedSender<AckEvent>,
+}
+
+enum AckEvent {
+    Received(u64),
+    Settled { tag: u64, ack: bool },
+}
+
+impl Acker {
+    /// The acker of a channel, and its task, which ends once every clone
+    /// is dropped and the last acks are written.
+    fn start(channel: Arc<Channel>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AckEvent>();
+        let task = tokio::spawn(async move {
+            // Outstanding delivery tags; `true` once settled.
+            let mut outstanding: std::collections::BTreeMap<u64, bool> = Default::default();
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 1024).await > 0 {
+                let mut requeue = Vec::new();
+                for ev in batch.drain(..) {
+                    match ev {
+                        AckEvent::Received(tag) => {
+                            outstanding.insert(tag, false);
+                        }
+                        AckEvent::Settled { tag, ack: true } => {
+                            outstanding.insert(tag, true);
+                        }
+                        AckEvent::Settled { tag, ack: false } => {
+                            outstanding.remove(&tag);
+                            requeue.push(tag);
+                        }
+                    }
+                }
+                for tag in requeue {
+                    let _ = channel
+                        .basic_reject(tag, BasicRejectOptions { requeue: true })
+                        .await;
+                }
+                let mut upto = None;
+                while let Some(entry) = outstanding.first_entry() {
+                    if !*entry.get() {
+                        break;
+                    }
+                    upto = Some(*entry.key());
+                    entry.remove();
+                }
+                if let Some(tag) = upto {
+                    let _ = channel
+                        .basic_ack(tag, BasicAckOptions { multiple: true })
+                        .await;
+                }
+                let behind: Vec<u64> = outstanding
+                    .iter()
+                    .filter(|(_, settled)| **settled)
+                    .map(|(tag, _)| *tag)
+                    .collect();
+                for tag in behind {
+                    outstanding.remove(&tag);
+                    let _ = channel.basic_ack(tag, BasicAckOptions::default()).await;
+                }
+            }
+        });
+        (Self { tx }, task)
+    }
+
+    fn received(&self, tag: u64) {
+        let _ = self.tx.send(AckEvent::Received(tag));
+    }
+
+    fn settle(&self, tag: u64, ack: bool) {
+        let _ = self.tx.send(AckEvent::Settled { tag, ack });
+    }
+}
+
 /// A stable 64-bit hash of two strings (FNV-1a), for route ordering.
 fn hash(a: &str, b: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -238,6 +330,7 @@ impl Sender {
         let tracker = TaskTracker::new();
         let failed = CancellationToken::new();
         let mut lanes = Vec::new();
+        let mut ack_tasks = Vec::new();
         for lane in [Lane::Transactional, Lane::Bulk] {
             let concurrency = match lane {
                 Lane::Transactional => self.settings.sender.transactional_concurrency,
@@ -245,6 +338,8 @@ impl Sender {
             };
             let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
             let channel = Arc::new(amqp::channel(&conn, Some(prefetch)).await?);
+            let (acks, ack_task) = Acker::start(channel.clone());
+            ack_tasks.push(ack_task);
             let this = self.clone();
             let publish = publish.clone();
             let shutdown = shutdown.clone();
@@ -256,6 +351,7 @@ impl Sender {
                         lane,
                         concurrency,
                         channel,
+                        acks,
                         publish,
                         &tracker2,
                         &shutdown,
@@ -300,6 +396,10 @@ impl Sender {
                 "shutdown deadline reached; unfinished deliveries go back to the queue"
             );
         }
+        // The last acks are written before the connection closes.
+        for task in ack_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         result
     }
 
@@ -309,6 +409,7 @@ impl Sender {
         lane: Lane,
         concurrency: usize,
         channel: Arc<Channel>,
+        acks: Acker,
         publish: Arc<Channel>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
@@ -342,13 +443,11 @@ impl Sender {
             let this = self.clone();
             let publish = publish.clone();
             let shutdown = shutdown.clone();
-            // Each task keeps the lane's channel open until it has acked:
-            // lapin closes a channel when its last handle goes, and the lane
-            // loop returns on shutdown while deliveries are still in flight.
-            let lane_channel = channel.clone();
+            acks.received(delivery.delivery_tag);
+            let acks = acks.clone();
             tracker.spawn(async move {
                 let _permit = permit;
-                let _channel = lane_channel;
+                let tag = delivery.delivery_tag;
                 let gauge = this.metrics.in_flight.with_label_values(&[lane.as_str()]);
                 gauge.inc();
                 let result = AssertUnwindSafe(this.handle(lane, &publish, &delivery, &shutdown))
@@ -356,28 +455,30 @@ impl Sender {
                     .await;
                 gauge.dec();
                 match result {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(Settled::Ack)) => acks.settle(tag, true),
+                    Ok(Ok(Settled::Requeue)) => acks.settle(tag, false),
                     Ok(Err(e)) => {
                         tracing::warn!(error.cause_chain = ?e, error.message = %e, "delivery not settled; it will be redelivered");
-                        let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+                        acks.settle(tag, false);
                     }
                     Err(_) => {
                         tracing::error!("delivery handler panicked; returning the message (the delivery limit stops a poison message)");
-                        let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+                        acks.settle(tag, false);
                     }
                 }
             });
         }
     }
 
-    /// Handles one delivery from start to ack.
+    /// Handles one delivery until its outcome is durable; the caller then
+    /// acks it (or returns it to the queue).
     async fn handle(
         &self,
         lane: Lane,
         publish: &Channel,
         delivery: &Delivery,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Settled> {
         let job: Job = match serde_json::from_slice::<Job>(&delivery.data) {
             Ok(j) if j.v == JOB_SCHEMA_VERSION => j,
             Ok(j) => {
@@ -418,8 +519,7 @@ impl Sender {
                         .deliveries
                         .with_label_values(&[lane.as_str(), "not_due"])
                         .inc();
-                    delivery.ack(BasicAckOptions::default()).await?;
-                    return Ok(());
+                    return Ok(Settled::Ack);
                 }
             }
         }
@@ -448,10 +548,7 @@ impl Sender {
         let outcome = self.deliver_with_retry(&job, shutdown).await;
         let Some(outcome) = outcome else {
             // Shutdown while Redis was unavailable: hand the message back.
-            delivery
-                .reject(BasicRejectOptions { requeue: true })
-                .await?;
-            return Ok(());
+            return Ok(Settled::Requeue);
         };
         self.settle(lane, publish, delivery, &job, outcome).await
     }
@@ -915,7 +1012,7 @@ impl Sender {
         publish: &Channel,
         delivery: &Delivery,
         detail: String,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Settled> {
         tracing::warn!(detail = %scrub(&detail), "malformed job dead-lettered");
         let record = DeadRecord {
             v: 1,
@@ -932,8 +1029,7 @@ impl Sender {
             at: unix_now(),
         };
         self.publish_dead(publish, &record).await?;
-        delivery.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        Ok(Settled::Ack)
     }
 
     fn event(
@@ -956,7 +1052,7 @@ impl Sender {
         }
     }
 
-    /// Makes an outcome durable, then acks the delivery.
+    /// Makes an outcome durable; the delivery may then be acked.
     async fn settle(
         &self,
         lane: Lane,
@@ -964,7 +1060,7 @@ impl Sender {
         delivery: &Delivery,
         job: &Job,
         outcome: DeliveryOutcome,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Settled> {
         let label = |o: &str| {
             self.metrics
                 .deliveries
@@ -1090,7 +1186,6 @@ impl Sender {
                 amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
             }
         }
-        delivery.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        Ok(Settled::Ack)
     }
 }

@@ -102,7 +102,7 @@ async fn ten_thousand_recipients_get_exactly_one_personalized_message_each() {
             .next()
             .unwrap()
             .parse()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("recipient {to:?} of {mail:?}: {e}"));
         let plan = if i.is_multiple_of(2) { "pro" } else { "free" };
         assert_eq!(
             mail.header("Subject"),

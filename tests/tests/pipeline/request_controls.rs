@@ -99,3 +99,51 @@ async fn coalescing_sends_one_notice_per_recipient_and_window() {
     );
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_request_is_expanded_while_a_large_campaign_expands() {
+    let p = TestPipeline::spawn_with(
+        mailpipe_tests::SmtpSink::start(),
+        mailpipe_tests::Workers {
+            expander: true,
+            sender: false,
+            retrier: false,
+        },
+        |_| {},
+    )
+    .await;
+    // Two bulk requests queued first; the transactional one behind them.
+    p.publish_json(&sample_request("big-1", 40_000, "bulk.example"))
+        .await;
+    p.publish_json(&sample_request("big-2", 40_000, "bulk.example"))
+        .await;
+    let mut t = sample_request("password-reset", 1, "people.example");
+    t["lane"] = json!("transactional");
+    p.publish_json(&t).await;
+    let t_done = mailpipe_tests::wait_for(
+        "the transactional request expanded",
+        Duration::from_secs(60),
+        || async {
+            let s = p.status("password-reset").await;
+            (s.parts_done == 1).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(t_done.accepted, 1);
+    // It did not wait for the campaigns ahead of it.
+    let big1 = p.status("big-1").await;
+    let big2 = p.status("big-2").await;
+    assert!(
+        big1.parts_done == 0 || big2.parts_done == 0,
+        "the transactional request waited for both campaigns: {big1:?} {big2:?}"
+    );
+    // The campaigns themselves are expanded in full, in order.
+    let big2 = mailpipe_tests::wait_for("big-2 expanded", Duration::from_secs(120), || async {
+        let s = p.status("big-2").await;
+        (s.parts_done == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(big2.accepted, 40_000);
+    assert_eq!(p.status("big-1").await.accepted, 40_000);
+    p.shutdown().await;
+}
