@@ -312,6 +312,21 @@ impl Intake {
             let ev = self.event(m, EventKind::Quarantined, class.reason.as_str(), &text);
             self.publish_event(&channel, &ev, lane).await?;
         }
+        // The message's history (`mailpipe queue show`) tells of it too.
+        let entry = serde_json::json!({
+            "at": unix_now(),
+            "route": report.reporting_mta.as_deref().unwrap_or_default(),
+            "reply": text,
+            "type": class.kind,
+            "reason": class.reason,
+            "rule": class.rule,
+            "decision": "bounced_after_delivery",
+            "due": null,
+        });
+        self.store
+            .push_history(&m.message, &entry, MARKER_TTL)
+            .await
+            .map_err(|e| Temporary(e.to_string()))?;
         // After the events: a crash in between sends them again (at least
         // once), never not at all.
         self.store

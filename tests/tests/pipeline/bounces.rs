@@ -187,6 +187,20 @@ async fn a_real_postfix_bounce_comes_back_through_verp_and_quarantines_the_addre
         vec!["sent"],
         "{seen:?}"
     );
+    // `mailpipe queue show` tells of the bounce in the message's history.
+    let mid = mailpipe_common::message::message_id(
+        "bounce-e2e",
+        &mailpipe_common::address::EmailAddress::parse("nobody-lives-here@local.test")
+            .unwrap()
+            .key(),
+    );
+    let history = p.store.history(&mid).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h["decision"] == "bounced_after_delivery" && h["reason"] == "user_unknown"),
+        "{history:?}"
+    );
     let intake_bounced = p
         .metric(
             "intake",
