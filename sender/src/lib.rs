@@ -780,10 +780,21 @@ impl Sender {
             };
             let started = Instant::now();
             let result = route.route.send(conn, &envelope, &bytes).await;
-            self.policy
-                .release(&domain, &route.limits.name, &policy_lease)
-                .await
-                .ok();
+            // The concurrency leases are returned off the message's path (they
+            // also expire on their own if this fails).
+            {
+                let (policy, domain, route_name) = (
+                    self.policy.clone(),
+                    domain.clone(),
+                    route.limits.name.clone(),
+                );
+                tokio::spawn(async move {
+                    policy
+                        .release(&domain, &route_name, &policy_lease)
+                        .await
+                        .ok();
+                });
+            }
             self.metrics
                 .smtp_seconds
                 .with_label_values(&[job.lane.as_str()])
