@@ -1065,6 +1065,45 @@ impl Store {
         Ok(())
     }
 
+    /// Takes (or renews) a named lock for `owner` for `ttl`; `false` while
+    /// someone else holds it.
+    pub async fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(&["lock", name]);
+        let mut c = self.conn.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(op("lock"))?;
+        if taken.is_some() {
+            return Ok(true);
+        }
+        let holder: Option<String> = c.get(&key).await.map_err(op("lock"))?;
+        Ok(holder.as_deref() == Some(owner))
+    }
+
+    /// Releases a named lock if `owner` holds it.
+    pub async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.key(&["lock", name]))
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("unlock"))?;
+        Ok(())
+    }
+
     /// Releases a lease if `owner` still holds it.
     pub async fn release_lease(&self, message: &str, owner: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();

@@ -157,8 +157,22 @@ pub async fn poll<H: Handler>(
         mailbox = %settings.imap.mailbox,
         "IMAP poller started"
     );
+    let turn = format!(
+        "{}@{}:{}/{}",
+        settings.imap.username, settings.imap.host, settings.imap.port, settings.imap.mailbox
+    );
     loop {
-        let wait = match poll_once(&settings, &*handler, &shutdown).await {
+        if !handler.may_poll(&turn).await {
+            // Another replica polls this mailbox now.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            continue;
+        }
+        let round = poll_once(&settings, &*handler, &shutdown).await;
+        handler.polled(&turn).await;
+        let wait = match round {
             Ok(RoundOutcome::Stopped) => break,
             Ok(outcome) => {
                 failures = 0;

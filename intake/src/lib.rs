@@ -53,6 +53,18 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         mail: Inbound,
     ) -> impl std::future::Future<Output = Result<(), Temporary>> + Send;
+    /// Whether this replica may poll `mailbox` now: replicas sharing one
+    /// mailbox take turns, so no two move or delete the same mail at once.
+    /// [`Handler::polled`] ends the turn. By default every poller may.
+    fn may_poll(&self, mailbox: &str) -> impl std::future::Future<Output = bool> + Send {
+        let _ = mailbox;
+        async { true }
+    }
+    /// The end of a turn taken with [`Handler::may_poll`].
+    fn polled(&self, mailbox: &str) -> impl std::future::Future<Output = ()> + Send {
+        let _ = mailbox;
+        async {}
+    }
 }
 
 /// Runs the intake until `shutdown` is cancelled: the SMTP listener (when

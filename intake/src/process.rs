@@ -58,6 +58,8 @@ pub struct Intake {
     classifier: Classifier,
     topology: Topology,
     metrics: Metrics,
+    /// Names this replica when it takes its turn at the IMAP mailbox.
+    instance: String,
     /// The confirm-mode channel of the current broker session; `None`
     /// while the broker is away (mails are then refused for now).
     channel: Mutex<Option<Arc<Channel>>>,
@@ -101,6 +103,7 @@ impl Intake {
     pub fn new(settings: Settings, store: Store, classifier: Classifier, metrics: Metrics) -> Self {
         Self {
             verp: Verp::from_settings(&settings.bounces),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             topology: Topology::from_settings(&settings),
             settings,
             store,
@@ -556,6 +559,30 @@ impl Handler for Intake {
 
     async fn accept(&self, mail: Inbound) -> Result<(), Temporary> {
         self.process(&mail).await.map(|_| ())
+    }
+
+    async fn may_poll(&self, mailbox: &str) -> bool {
+        // Longer than any round (each IMAP step has its own deadline); a
+        // replica that dies mid-round holds the mailbox this long at most.
+        let ttl = Duration::from_secs(600);
+        match self
+            .store
+            .try_lock(&format!("imap:{mailbox}"), &self.instance, ttl)
+            .await
+        {
+            Ok(mine) => mine,
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis unavailable; not polling the mailbox this round");
+                false
+            }
+        }
+    }
+
+    async fn polled(&self, mailbox: &str) {
+        self.store
+            .unlock(&format!("imap:{mailbox}"), &self.instance)
+            .await
+            .ok();
     }
 }
 
