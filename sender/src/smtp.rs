@@ -24,6 +24,66 @@ use mailpipe_common::classify::{ConnectionError, Failure};
 use mailpipe_common::config::{RouteSettings, TlsMode};
 use secrecy::ExposeSecret;
 
+/// Connects to the first reachable address of `host` with Nagle's
+/// algorithm off. The SMTP client writes the end of the data (`.`) apart
+/// from the message; with Nagle on, that small write waits for the ACK of
+/// the message, which the server delays (~40 ms on Linux) as it has nothing
+/// to answer yet: one stall per message.
+async fn connect_nodelay(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection timed out",
+                ))
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} resolves to no address"),
+        )
+    }))
+}
+
+/// Why a connection to a relay could not be opened.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    /// The TCP connection itself.
+    Tcp(std::io::Error),
+    /// The SMTP greeting, EHLO, STARTTLS or AUTH.
+    Smtp(lettre::transport::smtp::Error),
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectFailure::Tcp(e) => write!(f, "connecting: {e}"),
+            ConnectFailure::Smtp(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectFailure {}
+
+impl From<lettre::transport::smtp::Error> for ConnectFailure {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        ConnectFailure::Smtp(e)
+    }
+}
+
 /// Creates and checks connections to one relay.
 struct SmtpManager {
     host: String,
@@ -38,21 +98,31 @@ struct SmtpManager {
 
 impl managed::Manager for SmtpManager {
     type Type = AsyncSmtpConnection;
-    type Error = lettre::transport::smtp::Error;
+    type Error = ConnectFailure;
 
     async fn create(&self) -> Result<AsyncSmtpConnection, Self::Error> {
         let implicit = match self.tls {
             TlsMode::Implicit => self.tls_parameters.clone(),
             _ => None,
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            implicit,
-            None,
-        )
-        .await?;
+        let mut conn = match implicit {
+            Some(tls) => {
+                AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(self.timeout),
+                    &self.hello,
+                    Some(tls),
+                    None,
+                )
+                .await?
+            }
+            None => {
+                let tcp = connect_nodelay(&self.host, self.port, self.timeout)
+                    .await
+                    .map_err(ConnectFailure::Tcp)?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?
+            }
+        };
         if let Some(params) = &self.tls_parameters {
             match self.tls {
                 TlsMode::Starttls => conn.starttls(params.clone(), &self.hello).await?,
@@ -148,7 +218,11 @@ impl Route {
     pub async fn connection(&self) -> Result<Connection, Failure> {
         match self.pool.get().await {
             Ok(c) => Ok(Connection(c)),
-            Err(PoolError::Backend(e)) => Err(failure_of(&e)),
+            Err(PoolError::Backend(ConnectFailure::Smtp(e))) => Err(failure_of(&e)),
+            Err(PoolError::Backend(ConnectFailure::Tcp(e))) => Err(Failure::Connection {
+                error: io_error_kind(&e),
+                detail: format!("connecting to {}: {e}", self.name),
+            }),
             Err(PoolError::Timeout(_)) => Err(Failure::Connection {
                 error: ConnectionError::Timeout,
                 detail: format!(
@@ -212,6 +286,21 @@ pub fn enhanced_code(text: &str) -> Option<String> {
     ok.then(|| word.to_string())
 }
 
+/// How an I/O error failed the connection, for the classifier.
+fn io_error_kind(io: &std::io::Error) -> ConnectionError {
+    use std::io::ErrorKind as K;
+    match io.kind() {
+        K::ConnectionRefused => ConnectionError::Refused,
+        K::TimedOut => ConnectionError::Timeout,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            ConnectionError::Disconnected
+        }
+        K::NotFound => ConnectionError::Dns,
+        _ if io.to_string().contains("lookup") => ConnectionError::Dns,
+        _ => ConnectionError::Other,
+    }
+}
+
 fn failure_of(e: &lettre::transport::smtp::Error) -> Failure {
     let detail = {
         let mut s = e.to_string();
@@ -243,17 +332,7 @@ fn failure_of(e: &lettre::transport::smtp::Error) -> Failure {
         let mut src = e.source();
         while let Some(inner) = src {
             if let Some(io) = inner.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind as K;
-                kind = match io.kind() {
-                    K::ConnectionRefused => ConnectionError::Refused,
-                    K::TimedOut => ConnectionError::Timeout,
-                    K::ConnectionReset
-                    | K::ConnectionAborted
-                    | K::BrokenPipe
-                    | K::UnexpectedEof => ConnectionError::Disconnected,
-                    _ if io.to_string().contains("lookup") => ConnectionError::Dns,
-                    _ => ConnectionError::Other,
-                };
+                kind = io_error_kind(io);
                 break;
             }
             src = inner.source();
