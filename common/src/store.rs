@@ -374,7 +374,12 @@ pub struct Store {
 impl Store {
     /// Connects (fails fast when Redis is unreachable; callers retry).
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = redis::Client::open(settings.url.expose_secret()).map_err(op("open"))?;
+        // Nagle off: many small requests share one multiplexed connection,
+        // and none should wait for the ACK of the one before.
+        let info = redis::IntoConnectionInfo::into_connection_info(settings.url.expose_secret())
+            .map_err(op("open"))?;
+        let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(op("open"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)))
