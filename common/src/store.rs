@@ -332,6 +332,41 @@ pub struct RecipientFailure<'a> {
     pub now: i64,
 }
 
+impl<'a> RecipientFailure<'a> {
+    /// The failure `class` describes, counted against `address` under the
+    /// quarantine settings; `None` when it is not about the recipient (a
+    /// block aimed at the sender, a domain problem) or never quarantines.
+    pub fn of(
+        address: &'a str,
+        message_id: &'a str,
+        attempt: u32,
+        class: &crate::classify::Classification,
+        settings: &crate::config::QuarantineSettings,
+        detail: &'a str,
+    ) -> Option<Self> {
+        use crate::classify::{Quarantine, Reason, Scope};
+        if class.scope != Scope::Recipient || class.quarantine == Quarantine::None {
+            return None;
+        }
+        Some(Self {
+            address,
+            message_id,
+            attempt,
+            reason: class.reason.as_str(),
+            immediate: class.quarantine == Quarantine::Immediate,
+            threshold: settings.threshold,
+            expiry: if class.reason == Reason::MailboxFull {
+                settings.mailbox_full_expiry
+            } else {
+                settings.expiry
+            },
+            counter_ttl: settings.counter_ttl,
+            detail,
+            now: crate::unix_now(),
+        })
+    }
+}
+
 /// One row of the bounce qualification table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BounceEntry {

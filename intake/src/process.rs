@@ -30,9 +30,7 @@ use mailpipe_common::amqp;
 use mailpipe_common::bounce::{
     self, Action, ComplaintReport, DeliveryReport, Original, Parsed, Report,
 };
-use mailpipe_common::classify::{
-    normalize, Classifier, Failure, FailureType, Quarantine, Reason, Scope,
-};
+use mailpipe_common::classify::{normalize, Classifier, Failure, FailureType};
 use mailpipe_common::config::Settings;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, Lane};
 use mailpipe_common::metrics::Metrics;
@@ -353,32 +351,22 @@ impl Intake {
         failure: &Failure,
         class: &mailpipe_common::classify::Classification,
     ) -> Result<bool, Temporary> {
-        if class.scope != Scope::Recipient || class.quarantine == Quarantine::None {
-            return Ok(false);
-        }
-        let q = &self.settings.quarantine;
-        let expiry = if class.reason == Reason::MailboxFull {
-            q.mailbox_full_expiry
-        } else {
-            q.expiry
-        };
         let detail = failure.to_string();
         // Counted once per message, apart from the synchronous attempts.
         let counted_as = format!("{}:bounce", m.message);
+        let Some(counted) = RecipientFailure::of(
+            &m.address,
+            &counted_as,
+            0,
+            class,
+            &self.settings.quarantine,
+            &detail,
+        ) else {
+            return Ok(false);
+        };
         let outcome = self
             .store
-            .record_recipient_failure(&RecipientFailure {
-                address: &m.address,
-                message_id: &counted_as,
-                attempt: 0,
-                reason: class.reason.as_str(),
-                immediate: class.quarantine == Quarantine::Immediate,
-                threshold: q.threshold,
-                expiry,
-                counter_ttl: q.counter_ttl,
-                detail: &detail,
-                now: unix_now(),
-            })
+            .record_recipient_failure(&counted)
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         Ok(match outcome {

@@ -19,7 +19,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
 use mailpipe_common::classify::{
-    normalize, Classification, Classifier, Failure, FailureType, Quarantine, Reason, Scope,
+    normalize, Classification, Classifier, Failure, FailureType, Reason,
 };
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
@@ -389,32 +389,19 @@ impl Retrier {
         failure: &Failure,
         class: &Classification,
     ) -> anyhow::Result<bool> {
-        if class.scope != Scope::Recipient || class.quarantine == Quarantine::None {
-            return Ok(false);
-        }
-        let q = &self.settings.quarantine;
-        let expiry = if class.reason == Reason::MailboxFull {
-            q.mailbox_full_expiry
-        } else {
-            q.expiry
-        };
         let address = job.to.to_ascii_lowercase();
         let detail = failure_text(failure);
-        let outcome = self
-            .store
-            .record_recipient_failure(&RecipientFailure {
-                address: &address,
-                message_id: &job.id,
-                attempt,
-                reason: class.reason.as_str(),
-                immediate: class.quarantine == Quarantine::Immediate,
-                threshold: q.threshold,
-                expiry,
-                counter_ttl: q.counter_ttl,
-                detail: &detail,
-                now: unix_now(),
-            })
-            .await?;
+        let Some(counted) = RecipientFailure::of(
+            &address,
+            &job.id,
+            attempt,
+            class,
+            &self.settings.quarantine,
+            &detail,
+        ) else {
+            return Ok(false);
+        };
+        let outcome = self.store.record_recipient_failure(&counted).await?;
         match outcome {
             FailureCount::Counted {
                 quarantined: true,

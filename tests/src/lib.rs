@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use mailpipe_common::amqp;
 use mailpipe_common::config::Settings;
@@ -665,6 +667,49 @@ impl TestPipeline {
         }
         let _ = conn.close(200, "ok".into()).await;
         out
+    }
+
+    /// Collects every delivery event the pipeline publishes from now on
+    /// into a temporary queue (keep the connection while consuming).
+    pub async fn subscribe_events(&self) -> (lapin::Connection, lapin::Consumer) {
+        let conn = mailpipe_common::amqp::connect_once(&self.settings.amqp, "test-events")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        ch.queue_bind(
+            q.name().clone(),
+            self.topology.events_exchange().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let consumer = ch
+            .basic_consume(
+                q.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        (conn, consumer)
     }
 
     /// Reads a counter from a worker's /metrics endpoint (sum over series

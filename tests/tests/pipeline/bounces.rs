@@ -4,9 +4,6 @@
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use mailpipe_common::amqp;
 use mailpipe_tests::postfix::{self, Postfix};
 use mailpipe_tests::{wait_for, SmtpSink, TestPipeline, Workers};
 
@@ -15,48 +12,6 @@ const VERP_KEY: &str = "test-verp-key-0123456789abcdef";
 fn verp(s: &mut mailpipe_common::config::Settings) {
     s.bounces.domain = Some("bounce.test".into());
     s.bounces.keys = vec![VERP_KEY.to_string().into()];
-}
-
-/// Every event the pipeline publishes from now on, as JSON.
-async fn events(p: &TestPipeline) -> (lapin::Connection, lapin::Consumer) {
-    let conn = amqp::connect_once(&p.settings.amqp, "test-events")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().clone(),
-        p.topology.events_exchange().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let consumer = ch
-        .basic_consume(
-            q.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    (conn, consumer)
 }
 
 /// Events received until `until` has been seen (or the timeout).
@@ -105,7 +60,7 @@ async fn a_real_postfix_bounce_comes_back_through_verp_and_quarantines_the_addre
     .await;
     let mut p = p;
     p.start_worker("intake");
-    let (_conn, mut consumer) = events(&p).await;
+    let (_conn, mut consumer) = p.subscribe_events().await;
 
     let request = serde_json::json!({
         "schema_version": 1,
@@ -297,7 +252,7 @@ async fn complaints_denylist_header_matched_bounces_quarantine_and_forgeries_are
         tokio::net::TcpStream::connect(&intake).await.ok()
     })
     .await;
-    let (_conn, mut consumer) = events(&p).await;
+    let (_conn, mut consumer) = p.subscribe_events().await;
     let request = serde_json::json!({
         "schema_version": 1,
         "request_id": "fbl-1",

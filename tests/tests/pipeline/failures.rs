@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use mailpipe_common::message::message_id;
 use mailpipe_tests::scripted::ScriptedSmtp;
 use mailpipe_tests::{wait_for, TestPipeline, Workers};
@@ -28,48 +26,6 @@ fn request(id: &str, locals: &[&str]) -> serde_json::Value {
     })
 }
 
-/// Collects every delivery event of a pipeline into a temporary queue.
-async fn subscribe_events(p: &TestPipeline) -> (lapin::Connection, lapin::Consumer) {
-    let conn = mailpipe_common::amqp::connect_once(&p.settings.amqp, "test-events")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().clone(),
-        p.topology.events_exchange().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let consumer = ch
-        .basic_consume(
-            q.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    (conn, consumer)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() {
     let smtp = ScriptedSmtp::start_with_slow_seconds(3.0);
@@ -88,7 +44,7 @@ async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() 
         s.sender.lease = Duration::from_secs(3);
     })
     .await;
-    let (_events_conn, mut events) = subscribe_events(&p).await;
+    let (_events_conn, mut events) = p.subscribe_events().await;
 
     // (recipient, final state, attempts, quarantine reason)
     let table: &[(&str, &str, usize, Option<&str>)] = &[
