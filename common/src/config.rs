@@ -141,6 +141,11 @@ pub struct ExpanderSettings {
     pub max_request_bytes: usize,
     /// Publishes in flight before the expander waits for their confirms.
     pub publish_window: usize,
+    /// Recipients of one request carried by one job message of a send lane
+    /// (1 = one message per recipient). The broker's work is per message,
+    /// so this divides its cost per recipient; each recipient is still
+    /// leased, recorded and retried on its own.
+    pub jobs_per_message: usize,
 }
 
 impl Default for ExpanderSettings {
@@ -151,6 +156,7 @@ impl Default for ExpanderSettings {
             batch_size: 500,
             max_request_bytes: 32 * 1024 * 1024,
             publish_window: 1000,
+            jobs_per_message: 50,
         }
     }
 }

@@ -3,9 +3,14 @@
 //!
 //! * [`BulkRequest`] — published by an application to the requests queue
 //!   (documented in the README, JSON Schema in `schema/request.schema.json`).
-//! * [`Job`] — one message per recipient, published by the expander into a
-//!   send lane. It carries a reference to the stored templates, never a
-//!   rendered body.
+//! * [`Job`] — one message for one recipient. It carries a reference to the
+//!   stored templates, never a rendered body.
+//! * [`JobBatch`] — what the expander publishes into a send lane: the jobs of
+//!   up to `expander.jobs_per_message` recipients of one request in one
+//!   broker message (the broker's work is per message, not per byte, so this
+//!   divides its cost per recipient). A send lane carries both: retries and
+//!   moved messages may be single [`Job`]s; [`LaneMessage::decode`] reads
+//!   either.
 //! * [`FailedJob`] — a job whose attempt failed, published by the sender to
 //!   the failure queue.
 //! * [`DeadRecord`] — why something stopped for good, in the dead-letter queue.
@@ -26,6 +31,8 @@ use crate::classify::Failure;
 pub const REQUEST_SCHEMA_VERSION: u32 = 1;
 /// The job schema version this build writes and reads.
 pub const JOB_SCHEMA_VERSION: u32 = 1;
+/// The schema version of [`JobBatch`], the several-recipient lane message.
+pub const BATCH_SCHEMA_VERSION: u32 = 2;
 /// Default validity period of a request: five days, like an MTA's bounce time.
 pub const DEFAULT_VALIDITY_SECONDS: u64 = 5 * 24 * 3600;
 
@@ -270,6 +277,175 @@ pub struct Job {
     pub last_reason: Option<String>,
 }
 
+/// One recipient of a [`JobBatch`]: what differs between the jobs of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecipient {
+    /// Deterministic message id ([`message_id`]).
+    pub id: String,
+    /// Canonical recipient address.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub vars: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The jobs of several recipients of one request, as one lane message.
+/// Every field but `recipients` means what it means in [`Job`], for all of
+/// them; each recipient is still its own message, with its own id, lease,
+/// terminal record and retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobBatch {
+    /// Schema version, [`BATCH_SCHEMA_VERSION`].
+    pub v: u32,
+    pub request: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    pub lane: Lane,
+    pub content: String,
+    pub created: i64,
+    pub deadline: i64,
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<String>,
+    pub recipients: Vec<BatchRecipient>,
+}
+
+impl JobBatch {
+    /// The batch of one job.
+    pub fn of_job(job: Job) -> JobBatch {
+        JobBatch {
+            v: BATCH_SCHEMA_VERSION,
+            request: job.request,
+            tenant: job.tenant,
+            campaign: job.campaign,
+            lane: job.lane,
+            content: job.content,
+            created: job.created,
+            deadline: job.deadline,
+            attempt: job.attempt,
+            last_reason: job.last_reason,
+            recipients: vec![BatchRecipient {
+                id: job.id,
+                to: job.to,
+                name: job.name,
+                vars: job.vars,
+            }],
+        }
+    }
+
+    /// The job of recipient `i`.
+    pub fn job(&self, i: usize) -> Job {
+        let r = &self.recipients[i];
+        Job {
+            v: JOB_SCHEMA_VERSION,
+            id: r.id.clone(),
+            request: self.request.clone(),
+            tenant: self.tenant.clone(),
+            campaign: self.campaign.clone(),
+            lane: self.lane,
+            content: self.content.clone(),
+            to: r.to.clone(),
+            name: r.name.clone(),
+            vars: r.vars.clone(),
+            created: self.created,
+            deadline: self.deadline,
+            attempt: self.attempt,
+            last_reason: self.last_reason.clone(),
+        }
+    }
+
+    /// Every recipient's job.
+    pub fn jobs(&self) -> Vec<Job> {
+        (0..self.recipients.len()).map(|i| self.job(i)).collect()
+    }
+
+    /// The jobs, moved out of the batch.
+    pub fn into_jobs(self) -> Vec<Job> {
+        let JobBatch {
+            request,
+            tenant,
+            campaign,
+            lane,
+            content,
+            created,
+            deadline,
+            attempt,
+            last_reason,
+            recipients,
+            ..
+        } = self;
+        recipients
+            .into_iter()
+            .map(|r| Job {
+                v: JOB_SCHEMA_VERSION,
+                id: r.id,
+                request: request.clone(),
+                tenant: tenant.clone(),
+                campaign: campaign.clone(),
+                lane,
+                content: content.clone(),
+                to: r.to,
+                name: r.name,
+                vars: r.vars,
+                created,
+                deadline,
+                attempt,
+                last_reason: last_reason.clone(),
+            })
+            .collect()
+    }
+
+    /// The batch of some jobs of one request (taken from the first job:
+    /// everything but the recipient). `None` for no jobs.
+    pub fn from_jobs<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Option<JobBatch> {
+        let mut jobs = jobs.into_iter();
+        let mut batch = JobBatch::of_job(jobs.next()?.clone());
+        batch.recipients.extend(jobs.map(|j| BatchRecipient {
+            id: j.id.clone(),
+            to: j.to.clone(),
+            name: j.name.clone(),
+            vars: j.vars.clone(),
+        }));
+        Some(batch)
+    }
+}
+
+/// A message of a send lane, a held campaign's queue or a delay tier.
+pub struct LaneMessage;
+
+impl LaneMessage {
+    /// Reads a lane message: a [`JobBatch`] (schema 2) or a single [`Job`]
+    /// (schema 1, as the retrier publishes them), as a batch. The error says
+    /// why the message is not a job.
+    pub fn decode(bytes: &[u8]) -> Result<JobBatch, String> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let v = serde_json::from_slice::<Version>(bytes)
+            .map_err(|e| format!("unreadable job: {e}"))?
+            .v;
+        match v {
+            JOB_SCHEMA_VERSION => serde_json::from_slice::<Job>(bytes)
+                .map(JobBatch::of_job)
+                .map_err(|e| format!("unreadable job: {e}")),
+            BATCH_SCHEMA_VERSION => {
+                let batch = serde_json::from_slice::<JobBatch>(bytes)
+                    .map_err(|e| format!("unreadable job batch: {e}"))?;
+                if batch.recipients.is_empty() {
+                    return Err("job batch without recipients".into());
+                }
+                Ok(batch)
+            }
+            other => Err(format!("unsupported job version {other}")),
+        }
+    }
+}
+
 /// A job whose delivery attempt failed, on its way to the retrier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedJob {
@@ -419,5 +595,60 @@ mod tests {
         d.subject = "s2".into();
         assert_eq!(c.id(), c.clone().id());
         assert_ne!(c.id(), d.id());
+    }
+
+    fn job(to: &str) -> Job {
+        Job {
+            v: JOB_SCHEMA_VERSION,
+            id: message_id("req-1", to),
+            request: "req-1".into(),
+            tenant: Some("acme".into()),
+            campaign: None,
+            lane: Lane::Bulk,
+            content: "c1".into(),
+            to: to.into(),
+            name: Some("Ann".into()),
+            vars: serde_json::Map::from_iter([("k".to_string(), serde_json::json!(1))]),
+            created: 10,
+            deadline: 20,
+            attempt: 2,
+            last_reason: Some("mailbox_full".into()),
+        }
+    }
+
+    #[test]
+    fn a_lane_message_is_a_single_job_or_a_batch_and_reads_back_as_the_same_jobs() {
+        let one = job("a@example.com");
+        let read = LaneMessage::decode(&serde_json::to_vec(&one).unwrap()).unwrap();
+        assert_eq!(read.jobs(), vec![one.clone()]);
+
+        let mut batch = JobBatch::of_job(one.clone());
+        batch
+            .recipients
+            .extend(JobBatch::of_job(job("b@example.com")).recipients);
+        let bytes = serde_json::to_vec(&batch).unwrap();
+        let read = LaneMessage::decode(&bytes).unwrap();
+        assert_eq!(read.v, BATCH_SCHEMA_VERSION);
+        assert_eq!(read.jobs(), vec![one.clone(), job("b@example.com")]);
+        assert_eq!(read.clone().into_jobs(), read.jobs());
+        let jobs = read.into_jobs();
+        assert_eq!(JobBatch::from_jobs(&jobs[1..]).unwrap().jobs(), vec![job("b@example.com")]);
+        assert_eq!(JobBatch::from_jobs(&jobs).unwrap(), batch);
+        assert!(JobBatch::from_jobs(&[]).is_none());
+    }
+
+    #[test]
+    fn lane_messages_that_are_not_jobs_are_refused_with_the_reason() {
+        let no_recipients = r#"{"v":2,"request":"r","lane":"bulk","content":"c","created":0,"deadline":1,"recipients":[]}"#;
+        for (bytes, reason) in [
+            (&b"not json"[..], "unreadable job"),
+            (b"{\"hello\":1}", "unreadable job"),
+            (b"{\"v\":7}", "unsupported job version 7"),
+            (b"{\"v\":2,\"request\":\"r\"}", "unreadable job batch"),
+            (no_recipients.as_bytes(), "without recipients"),
+        ] {
+            let e = LaneMessage::decode(bytes).unwrap_err();
+            assert!(e.contains(reason), "{e}");
+        }
     }
 }

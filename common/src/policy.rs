@@ -23,27 +23,20 @@ use crate::config::{BreakerSettings, DomainPolicy, SlowdownSettings};
 use crate::store::{Store, StoreError};
 
 const THROTTLE_LUA: &str = r#"
--- KEYS: 1 pause, 2 domain tat, 3 domain overrides, 4 slowdown, 5 domain leases,
---       6 route tat, 7 route leases
--- ARGV: 1 domain interval ms (0 none), 2 domain burst, 3 domain concurrency (0 none),
---       4 route interval ms (0 none), 5 route concurrency (0 none), 6 lease id,
---       7 lease ttl ms, 8 breaker bucket prefix, 9 breaker window s
+-- Asks for any number of messages, in order, whether each may go now.
+-- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, then groups of 8:
+--   domain, route, domain interval ms (0 none), domain burst, domain
+--   concurrency (0 none), route interval ms (0 none), route concurrency
+--   (0 none), lease id.
+-- Returns three values per message: status (0 go, 1 wait, 2 paused),
+-- milliseconds to wait or pause, and 1 if concurrency leases were taken.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local paused = redis.call('PTTL', KEYS[1])
-if paused > 0 then return {2, paused} end
-local ov = redis.call('HMGET', KEYS[3], 'interval_ms', 'burst', 'concurrency')
-local dint = tonumber(ov[1]) or tonumber(ARGV[1])
-local dburst = tonumber(ov[2]) or tonumber(ARGV[2])
-local dconc = tonumber(ov[3]) or tonumber(ARGV[3])
-local sl = redis.call('HMGET', KEYS[4], 'factor', 'since', 'until')
-if sl[1] and dint > 0 then
-  local f = tonumber(sl[1])
-  local since, untl = tonumber(sl[2]), tonumber(sl[3])
-  if now < untl and untl > since then f = f + (1 - f) * (now - since) / (untl - since) else f = 1 end
-  if f > 0.01 then dint = dint / f else dint = dint * 100 end
-end
-local wait = 0
+local p = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local out = {}
+local wait
 local function gcra(key, interval, burst)
   if interval <= 0 then return nil end
   local tat = tonumber(redis.call('GET', key) or '0')
@@ -55,31 +48,61 @@ local function gcra(key, interval, burst)
   end
   return tat + interval
 end
-local dtat = gcra(KEYS[2], dint, dburst)
-local rtat = gcra(KEYS[6], tonumber(ARGV[4]), 1)
 local function room(key, limit)
   if limit <= 0 then return end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if redis.call('ZCARD', key) >= limit then wait = math.max(wait, 20) end
 end
-room(KEYS[5], dconc)
-room(KEYS[7], tonumber(ARGV[5]))
-if wait > 0 then return {1, math.ceil(wait)} end
-if dtat then redis.call('SET', KEYS[2], tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
-if rtat then redis.call('SET', KEYS[6], tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
-local ttl = tonumber(ARGV[7])
-if dconc > 0 then
-  redis.call('ZADD', KEYS[5], now + ttl, ARGV[6])
-  redis.call('PEXPIRE', KEYS[5], ttl)
+for i = 4, #ARGV, 8 do
+  local domain, route = ARGV[i], ARGV[i + 1]
+  local rint, rconc, lease = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ARGV[i + 7]
+  local dk = function(kind) return p .. ':' .. kind .. ':' .. domain end
+  local paused = redis.call('PTTL', dk('pause'))
+  if paused > 0 then
+    out[#out + 1] = 2; out[#out + 1] = paused; out[#out + 1] = 0
+  else
+    local ov = redis.call('HMGET', dk('limit'), 'interval_ms', 'burst', 'concurrency')
+    local dint = tonumber(ov[1]) or tonumber(ARGV[i + 2])
+    local dburst = tonumber(ov[2]) or tonumber(ARGV[i + 3])
+    local dconc = tonumber(ov[3]) or tonumber(ARGV[i + 4])
+    if dint > 0 then
+      local sl = redis.call('HMGET', dk('slow'), 'factor', 'since', 'until')
+      if sl[1] then
+        local f = tonumber(sl[1])
+        local since, untl = tonumber(sl[2]), tonumber(sl[3])
+        if now < untl and untl > since then f = f + (1 - f) * (now - since) / (untl - since) else f = 1 end
+        if f > 0.01 then dint = dint / f else dint = dint * 100 end
+      end
+    end
+    wait = 0
+    local dtat = gcra(dk('tat'), dint, dburst)
+    local rtat = gcra(p .. ':rtat:' .. route, rint, 1)
+    room(dk('conc'), dconc)
+    room(p .. ':rconc:' .. route, rconc)
+    if wait > 0 then
+      out[#out + 1] = 1; out[#out + 1] = math.ceil(wait); out[#out + 1] = 0
+    else
+      if dtat then redis.call('SET', dk('tat'), tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
+      if rtat then redis.call('SET', p .. ':rtat:' .. route, tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
+      local leased = 0
+      if dconc > 0 then
+        redis.call('ZADD', dk('conc'), now + ttl, lease)
+        redis.call('PEXPIRE', dk('conc'), ttl)
+        leased = 1
+      end
+      if rconc > 0 then
+        redis.call('ZADD', p .. ':rconc:' .. route, now + ttl, lease)
+        redis.call('PEXPIRE', p .. ':rconc:' .. route, ttl)
+        leased = 1
+      end
+      local bucket = p .. ':brk:' .. domain .. ':' .. math.floor(now / 60000)
+      redis.call('HINCRBY', bucket, 'a', 1)
+      redis.call('EXPIRE', bucket, window + 120)
+      out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = leased
+    end
+  end
 end
-if tonumber(ARGV[5]) > 0 then
-  redis.call('ZADD', KEYS[7], now + ttl, ARGV[6])
-  redis.call('PEXPIRE', KEYS[7], ttl)
-end
-local bucket = ARGV[8] .. math.floor(now / 60000)
-redis.call('HINCRBY', bucket, 'a', 1)
-redis.call('EXPIRE', bucket, tonumber(ARGV[9]) + 120)
-return {0, 0}
+return out
 "#;
 
 const BREAKER_LUA: &str = r#"
@@ -109,12 +132,24 @@ return {opened, a, f}
 /// What the policy says about sending one message now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Go; release `lease` when the transaction is over.
-    Go { lease: String },
+    /// Go; when `lease` is set, concurrency leases were taken under that
+    /// id: [`Policy::release`] them when the transaction is over.
+    Go { lease: Option<String> },
     /// A limit is reached: try again after this long.
     Wait(Duration),
     /// The domain is paused for this long.
     Paused(Duration),
+}
+
+/// One message to ask [`Policy::acquire_many`] about.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub domain: String,
+    /// The domain's configured limits (run-time overrides win).
+    pub limits: DomainPolicy,
+    pub route: RouteLimits,
+    /// Names the message's concurrency leases.
+    pub lease_id: String,
 }
 
 /// Limits of one route.
@@ -188,45 +223,65 @@ impl Policy {
         lease_ttl: Duration,
         breaker: &BreakerSettings,
     ) -> Result<Verdict, StoreError> {
-        let interval = limits
-            .rate
-            .map(|r| r.interval().as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
-        let mut c = self.store.connection();
-        let (status, ms): (i64, i64) = self
-            .throttle
-            .key(self.key(&["pause", domain]))
-            .key(self.key(&["tat", domain]))
-            .key(self.key(&["limit", domain]))
-            .key(self.key(&["slow", domain]))
-            .key(self.key(&["conc", domain]))
-            .key(self.key(&["rtat", &route.name]))
-            .key(self.key(&["rconc", &route.name]))
-            .arg(interval)
-            .arg(limits.burst.unwrap_or(1))
-            .arg(limits.concurrency.unwrap_or(0))
-            .arg(
-                route
-                    .interval
-                    .map(|i| i.as_secs_f64() * 1000.0)
-                    .unwrap_or(0.0),
-            )
-            .arg(route.concurrency.unwrap_or(0))
-            .arg(lease_id)
+        let ask = Ask {
+            domain: domain.to_string(),
+            limits: limits.clone(),
+            route: route.clone(),
+            lease_id: lease_id.to_string(),
+        };
+        let mut verdicts = self.acquire_many(&[ask], lease_ttl, breaker).await?;
+        Ok(verdicts.pop().unwrap_or(Verdict::Wait(Duration::from_millis(20))))
+    }
+
+    /// [`acquire`](Self::acquire) for many messages in one round trip,
+    /// decided in order (a message sees the budget the ones before it
+    /// spent); the verdicts come back in the order of `asks`.
+    pub async fn acquire_many(
+        &self,
+        asks: &[Ask],
+        lease_ttl: Duration,
+        breaker: &BreakerSettings,
+    ) -> Result<Vec<Verdict>, StoreError> {
+        if asks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ms = |d: Option<Duration>| d.map(|i| i.as_secs_f64() * 1000.0).unwrap_or(0.0);
+        let mut inv = self.throttle.prepare_invoke();
+        inv.arg(self.store.prefix())
             .arg(lease_ttl.as_millis() as u64)
-            .arg(self.key(&["brk", domain, ""]))
-            .arg(breaker.window.as_secs())
-            .invoke_async(&mut c)
-            .await
-            .map_err(op("throttle"))?;
-        let d = Duration::from_millis(ms.max(0) as u64);
-        Ok(match status {
-            0 => Verdict::Go {
-                lease: lease_id.to_string(),
-            },
-            2 => Verdict::Paused(d),
-            _ => Verdict::Wait(d),
-        })
+            .arg(breaker.window.as_secs());
+        for a in asks {
+            inv.arg(&a.domain)
+                .arg(&a.route.name)
+                .arg(ms(a.limits.rate.map(|r| r.interval())))
+                .arg(a.limits.burst.unwrap_or(1))
+                .arg(a.limits.concurrency.unwrap_or(0))
+                .arg(ms(a.route.interval))
+                .arg(a.route.concurrency.unwrap_or(0))
+                .arg(&a.lease_id);
+        }
+        let mut c = self.store.connection();
+        let flat: Vec<i64> = inv.invoke_async(&mut c).await.map_err(op("throttle"))?;
+        if flat.len() != asks.len() * 3 {
+            return Err(StoreError::Corrupt {
+                what: "throttle reply",
+                detail: format!("{} values for {} messages", flat.len(), asks.len()),
+            });
+        }
+        Ok(flat
+            .chunks(3)
+            .zip(asks)
+            .map(|(v, a)| {
+                let d = Duration::from_millis(v[1].max(0) as u64);
+                match v[0] {
+                    0 => Verdict::Go {
+                        lease: (v[2] == 1).then(|| a.lease_id.clone()),
+                    },
+                    2 => Verdict::Paused(d),
+                    _ => Verdict::Wait(d),
+                }
+            })
+            .collect())
     }
 
     /// Returns the concurrency leases of a finished transaction.

@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
 use crate::amqp;
-use crate::message::{EventKind, Job};
+use crate::message::{EventKind, Job, JobBatch, LaneMessage};
 use crate::store::{DoneRecord, Store};
 use crate::topology::Topology;
 use crate::unix_now;
@@ -39,7 +39,7 @@ impl QueueOps<'_> {
         let cancelled = self.store.campaign_flag(request, "cancelled").await?;
         let key = Topology::held_key(request);
         let counts = self
-            .drain(&key, |_, job| match (job, cancelled) {
+            .drain(&key, |_, jobs| match (jobs.first(), cancelled) {
                 (Some(_), true) => Fate::Remove("cancelled".into()),
                 (Some(j), false) => Fate::MoveTo(Topology::lane_key(j.lane)),
                 (None, _) => Fate::Remove("malformed".into()),
@@ -90,12 +90,14 @@ impl QueueOps<'_> {
     }
 
     /// Takes up to the current number of messages of a queue one by one and
-    /// hands each to `decide`, which says where it goes. At most the depth
-    /// seen at the start is processed, so messages arriving meanwhile do not
-    /// make this loop forever.
+    /// hands each, with its jobs (none when it is not a job message), to
+    /// `decide`, which says where it goes. At most the depth seen at the
+    /// start is processed, so messages arriving meanwhile do not make this
+    /// loop forever. The counts are of recipients (a message carries the
+    /// jobs of one or more), and of unreadable messages.
     pub async fn drain<F>(&self, key: &str, mut decide: F) -> anyhow::Result<DrainCounts>
     where
-        F: FnMut(&BasicGetMessage, Option<&Job>) -> Fate,
+        F: FnMut(&BasicGetMessage, &[Job]) -> Fate,
     {
         let mut counts = DrainCounts::default();
         let Some((depth, _)) = self.depth(key).await? else {
@@ -110,8 +112,11 @@ impl QueueOps<'_> {
             else {
                 break;
             };
-            let job: Option<Job> = serde_json::from_slice(&msg.delivery.data).ok();
-            match decide(&msg, job.as_ref()) {
+            let jobs: Vec<Job> = LaneMessage::decode(&msg.delivery.data)
+                .map(JobBatch::into_jobs)
+                .unwrap_or_default();
+            let n = jobs.len().max(1) as u64;
+            match decide(&msg, &jobs) {
                 Fate::MoveTo(target) => {
                     amqp::publish_confirmed(
                         self.channel,
@@ -121,7 +126,7 @@ impl QueueOps<'_> {
                         fresh_properties(&msg.delivery.properties),
                     )
                     .await?;
-                    counts.moved += 1;
+                    counts.moved += n;
                 }
                 Fate::Keep => {
                     // Back into the same queue; in a delay tier it keeps its
@@ -141,26 +146,24 @@ impl QueueOps<'_> {
                         props,
                     )
                     .await?;
-                    counts.kept += 1;
+                    counts.kept += n;
                 }
                 Fate::Remove(reason) => {
-                    match &job {
-                        Some(j) => {
-                            self.record_removed(j, &reason).await?;
-                        }
-                        None => {
-                            // Not a job: keep it for operators in the dead-letter queue.
-                            amqp::publish_confirmed(
-                                self.channel,
-                                &self.topology.exchange(),
-                                Topology::DEAD,
-                                &msg.delivery.data,
-                                msg.delivery.properties.clone(),
-                            )
-                            .await?;
-                        }
+                    for j in &jobs {
+                        self.record_removed(j, &reason).await?;
                     }
-                    counts.removed += 1;
+                    if jobs.is_empty() {
+                        // Not a job: keep it for operators in the dead-letter queue.
+                        amqp::publish_confirmed(
+                            self.channel,
+                            &self.topology.exchange(),
+                            Topology::DEAD,
+                            &msg.delivery.data,
+                            msg.delivery.properties.clone(),
+                        )
+                        .await?;
+                    }
+                    counts.removed += n;
                 }
             }
             msg.delivery.ack(BasicAckOptions::default()).await?;

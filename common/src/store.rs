@@ -53,6 +53,10 @@ pub enum StoreError {
     },
     #[error("stored {what} is corrupt: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// A call that ran for several callers at once failed; each caller gets
+    /// its description.
+    #[error("{0}")]
+    Shared(String),
 }
 
 fn op(op: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
@@ -75,26 +79,79 @@ pub struct Gate {
 }
 
 const GATE_LUA: &str = r#"
--- One round trip before a send: terminal record, operator flags, and the
--- message's lease, taken atomically with the check that nothing ended it.
--- KEYS: 1 done, 2 held, 3 cancelled, 4 lease, 5 deferred zset, 6 deferred info
--- ARGV: 1 message, 2 retried (1/0), 3 owner, 4 lease ttl ms
-if ARGV[2] == '1' then
-  redis.call('ZREM', KEYS[5], ARGV[1])
-  redis.call('HDEL', KEYS[6], ARGV[1])
+-- Before sends, in one round trip for any number of messages: each
+-- message's terminal record, its campaign's operator flags, and its lease,
+-- taken atomically with the check that nothing ended it.
+-- ARGV: 1 prefix, 2 lease ttl ms, then groups of 4: message, request,
+-- retried (1/0), owner. Returns status and value per message: 0 leased,
+-- 1 done (the record), 2 cancelled, 3 held, 4 leased by another (ms left).
+local p, ttl = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV, 4 do
+  local mid, req, retried, owner = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if retried == '1' then
+    redis.call('ZREM', p .. ':deferred', mid)
+    redis.call('HDEL', p .. ':deferred:info', mid)
+  end
+  local status, value = '0', ''
+  local done = redis.call('GET', p .. ':done:' .. mid)
+  local lease = p .. ':lease:' .. mid
+  if done then
+    status, value = '1', done
+  elseif redis.call('EXISTS', p .. ':cancelled:' .. req) == 1 then
+    status = '2'
+  elseif redis.call('EXISTS', p .. ':held:' .. req) == 1 then
+    status = '3'
+  elseif not redis.call('SET', lease, owner, 'NX', 'PX', ttl) then
+    -- The same delivery again (after a Redis error): it still holds the lease.
+    if redis.call('GET', lease) == owner then
+      redis.call('PEXPIRE', lease, ttl)
+    else
+      status, value = '4', tostring(redis.call('PTTL', lease))
+    end
+  end
+  out[#out + 1] = status
+  out[#out + 1] = value
 end
-local done = redis.call('GET', KEYS[1])
-if done then return {1, done} end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {2, ''} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {3, ''} end
-if redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PX', ARGV[4]) then return {0, ''} end
--- The same delivery again (after a Redis error): it still holds the lease.
-if redis.call('GET', KEYS[4]) == ARGV[3] then
-  redis.call('PEXPIRE', KEYS[4], ARGV[4])
-  return {0, ''}
-end
-return {4, tostring(redis.call('PTTL', KEYS[4]))}
+return out
 "#;
+
+/// One message to check and lease in [`Store::gate_many`].
+#[derive(Debug, Clone)]
+pub struct GateRequest {
+    pub message: String,
+    pub request: String,
+    /// A retry: the message also leaves the deferred index.
+    pub retried: bool,
+    /// The lease holder: unique per delivery.
+    pub owner: String,
+}
+
+/// One terminal record to write in [`Store::record_done_many`].
+#[derive(Debug, Clone)]
+pub struct DoneWrite {
+    pub message: String,
+    pub record: DoneRecord,
+    /// Request-hash counters to raise when the record is new, space-separated.
+    pub counters: String,
+    /// The address whose soft-failure counter the record resets (a delivery).
+    pub reset_address: Option<String>,
+    /// How long the record is kept.
+    pub ttl: Duration,
+}
+
+impl DoneWrite {
+    /// The sent record of a delivery to `address`.
+    pub fn sent(message: &str, record: DoneRecord, address: &str, ttl: Duration) -> Self {
+        Self {
+            message: message.to_string(),
+            record,
+            counters: "sent".into(),
+            reset_address: Some(address.to_string()),
+            ttl,
+        }
+    }
+}
 
 fn unix_now_str() -> String {
     crate::unix_now().to_string()
@@ -242,16 +299,27 @@ return out
 "#;
 
 const DONE_LUA: &str = r#"
--- KEYS[1] done key, KEYS[2] request hash, KEYS[3] (optional) a key to delete
--- with the record (the address's soft-failure counter, reset by a delivery);
--- ARGV[1] record, ARGV[2] ttl seconds, ARGV[3..] counter fields to raise
--- when the record is new
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  for i = 3, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
-  if KEYS[3] then redis.call('DEL', KEYS[3]) end
-  return 1
+-- Terminal records of any number of messages, each counted only when new.
+-- ARGV: 1 prefix, then groups of 6: message, request, record, ttl seconds,
+-- address whose soft-failure counter a delivery resets ('' = none), and
+-- the request-hash counters to raise, space-separated. Returns 1 per
+-- message whose record is new, else 0.
+local p = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 6 do
+  local mid, req, record, ttl, reset, counters =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  if redis.call('SET', p .. ':done:' .. mid, record, 'NX', 'EX', ttl) then
+    for field in string.gmatch(counters, '%S+') do
+      redis.call('HINCRBY', p .. ':req:' .. req, field, 1)
+    end
+    if reset ~= '' then redis.call('DEL', p .. ':errors:' .. reset) end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
 end
-return 0
+return out
 "#;
 
 const FAILURE_LUA: &str = r#"
@@ -613,41 +681,69 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Gate, StoreError> {
-        let mut c = self.conn.clone();
-        let (status, value): (i64, String) = self
-            .gate
-            .key(self.key(&["done", message]))
-            .key(self.key(&["held", request]))
-            .key(self.key(&["cancelled", request]))
-            .key(self.key(&["lease", message]))
-            .key(self.key(&["deferred"]))
-            .key(self.key(&["deferred", "info"]))
-            .arg(message)
-            .arg(if retried { "1" } else { "0" })
-            .arg(owner)
-            .arg(lease.as_millis().max(1) as u64)
-            .invoke_async(&mut c)
-            .await
-            .map_err(op("gate"))?;
-        let mut gate = Gate::default();
-        match status {
-            0 => {}
-            1 => {
-                gate.done = Some(
-                    serde_json::from_str(&value).map_err(|e| StoreError::Corrupt {
-                        what: "done record",
-                        detail: e.to_string(),
-                    })?,
-                )
-            }
-            2 => gate.cancelled = true,
-            3 => gate.held = true,
-            _ => {
-                let ms = value.parse::<i64>().unwrap_or(0).max(1);
-                gate.lease_wait = Some(Duration::from_millis(ms as u64));
-            }
+        let mut gates = self
+            .gate_many(
+                &[GateRequest {
+                    message: message.to_string(),
+                    request: request.to_string(),
+                    retried,
+                    owner: owner.to_string(),
+                }],
+                lease,
+            )
+            .await?;
+        Ok(gates.pop().unwrap_or_default())
+    }
+
+    /// [`gate`](Self::gate) for many messages in one round trip; the gates
+    /// come back in the order of `requests`.
+    pub async fn gate_many(
+        &self,
+        requests: &[GateRequest],
+        lease: Duration,
+    ) -> Result<Vec<Gate>, StoreError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(gate)
+        let mut inv = self.gate.prepare_invoke();
+        inv.arg(&self.prefix).arg(lease.as_millis().max(1) as u64);
+        for r in requests {
+            inv.arg(&r.message)
+                .arg(&r.request)
+                .arg(if r.retried { "1" } else { "0" })
+                .arg(&r.owner);
+        }
+        let mut c = self.conn.clone();
+        let flat: Vec<String> = inv.invoke_async(&mut c).await.map_err(op("gate"))?;
+        if flat.len() != requests.len() * 2 {
+            return Err(StoreError::Corrupt {
+                what: "gate reply",
+                detail: format!("{} values for {} messages", flat.len(), requests.len()),
+            });
+        }
+        flat.chunks(2)
+            .map(|pair| {
+                let mut gate = Gate::default();
+                match pair[0].as_str() {
+                    "0" => {}
+                    "1" => {
+                        gate.done = Some(serde_json::from_str(&pair[1]).map_err(|e| {
+                            StoreError::Corrupt {
+                                what: "done record",
+                                detail: e.to_string(),
+                            }
+                        })?)
+                    }
+                    "2" => gate.cancelled = true,
+                    "3" => gate.held = true,
+                    _ => {
+                        let ms = pair[1].parse::<i64>().unwrap_or(0).max(1);
+                        gate.lease_wait = Some(Duration::from_millis(ms as u64));
+                    }
+                }
+                Ok(gate)
+            })
+            .collect()
     }
 
     /// Sets or clears an operator flag on a campaign (`held`, `cancelled`).
@@ -939,8 +1035,16 @@ impl Store {
         counters: &[&str],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.record_done_resetting(message, record, counters, ttl, None)
-            .await
+        let new = self
+            .record_done_many(&[DoneWrite {
+                message: message.to_string(),
+                record: record.clone(),
+                counters: counters.join(" "),
+                reset_address: None,
+                ttl,
+            }])
+            .await?;
+        Ok(new.first().copied().unwrap_or(false))
     }
 
     /// [`record_done`](Self::record_done) for a delivery: also resets the
@@ -952,32 +1056,31 @@ impl Store {
         address: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.record_done_resetting(message, record, &["sent"], ttl, Some(address))
-            .await
+        let new = self
+            .record_done_many(&[DoneWrite::sent(message, record.clone(), address, ttl)])
+            .await?;
+        Ok(new.first().copied().unwrap_or(false))
     }
 
-    async fn record_done_resetting(
-        &self,
-        message: &str,
-        record: &DoneRecord,
-        counters: &[&str],
-        ttl: Duration,
-        reset_address: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let mut inv = self.done.prepare_invoke();
-        inv.key(self.key(&["done", message]))
-            .key(self.key(&["req", &record.request]));
-        if let Some(addr) = reset_address {
-            inv.key(self.key(&["errors", addr]));
+    /// Records the terminal states of many messages in one round trip;
+    /// for each, whether its record is new (only new records are counted).
+    pub async fn record_done_many(&self, writes: &[DoneWrite]) -> Result<Vec<bool>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
         }
-        inv.arg(serde_json::to_string(record).unwrap_or_default())
-            .arg(ttl.as_secs().max(1));
-        for f in counters {
-            inv.arg(*f);
+        let mut inv = self.done.prepare_invoke();
+        inv.arg(&self.prefix);
+        for w in writes {
+            inv.arg(&w.message)
+                .arg(&w.record.request)
+                .arg(serde_json::to_string(&w.record).unwrap_or_default())
+                .arg(w.ttl.as_secs().max(1))
+                .arg(w.reset_address.as_deref().unwrap_or(""))
+                .arg(&w.counters);
         }
         let mut c = self.conn.clone();
-        let n: i64 = inv.invoke_async(&mut c).await.map_err(op("record done"))?;
-        Ok(n == 1)
+        let new: Vec<i64> = inv.invoke_async(&mut c).await.map_err(op("record done"))?;
+        Ok(new.into_iter().map(|n| n == 1).collect())
     }
 
     /// Counts a recipient-scope failure against an address (once per message
@@ -1097,9 +1200,19 @@ impl Store {
 
     /// Raises a request counter that is not a terminal state (e.g. failed attempts).
     pub async fn incr_request(&self, request: &str, field: &str) -> Result<(), StoreError> {
+        self.incr_request_by(request, field, 1).await
+    }
+
+    /// Raises a request counter by `n`.
+    pub async fn incr_request_by(
+        &self,
+        request: &str,
+        field: &str,
+        n: u64,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         let _: i64 = c
-            .hincr(self.key(&["req", request]), field, 1)
+            .hincr(self.key(&["req", request]), field, n)
             .await
             .map_err(op("count"))?;
         Ok(())

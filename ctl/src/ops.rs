@@ -61,7 +61,7 @@ impl Ops {
     /// See [`QueueOps::drain`].
     pub async fn drain<F>(&self, key: &str, decide: F) -> anyhow::Result<DrainCounts>
     where
-        F: FnMut(&lapin::message::BasicGetMessage, Option<&Job>) -> Fate,
+        F: FnMut(&lapin::message::BasicGetMessage, &[Job]) -> Fate,
     {
         self.ops().drain(key, decide).await
     }

@@ -277,19 +277,21 @@ impl FlushCommand {
             .filter(|k| k.starts_with("retry."))
         {
             total += ops
-                .drain(&key, |_, job| match job {
-                    Some(j) => {
+                .drain(&key, |_, jobs| {
+                    // A deferred message holds one request and one domain
+                    // (the sender groups them so); it moves if any of its
+                    // recipients matches.
+                    let matches = |j: &mailpipe_common::message::Job| {
                         let domain_ok = domain
                             .as_ref()
                             .is_none_or(|d| j.to.to_ascii_lowercase().ends_with(&format!("@{d}")));
                         let campaign_ok = self.campaign.as_ref().is_none_or(|c| &j.request == c);
-                        if domain_ok && campaign_ok {
-                            Fate::MoveTo(Topology::lane_key(j.lane))
-                        } else {
-                            Fate::Keep
-                        }
+                        domain_ok && campaign_ok
+                    };
+                    match jobs.iter().find(|j| matches(j)) {
+                        Some(j) => Fate::MoveTo(Topology::lane_key(j.lane)),
+                        None => Fate::Keep,
                     }
-                    None => Fate::Keep,
                 })
                 .await?;
         }
@@ -402,7 +404,7 @@ impl PurgeCommand {
         let mut total = DrainCounts::default();
         for key in keys {
             total += ops
-                .drain(&key, |_, job| match (job, &self.campaign) {
+                .drain(&key, |_, jobs| match (jobs.first(), &self.campaign) {
                     (Some(j), Some(c)) if &j.request != c => Fate::Keep,
                     _ => Fate::Remove("purged".into()),
                 })

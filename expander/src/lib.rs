@@ -6,9 +6,11 @@
 //! then streams over the recipients in batches: each batch is screened in one
 //! Redis round trip (duplicates across the whole campaign, denylist,
 //! quarantine, control group, coalescing, audience limit), and every accepted
-//! recipient is published into the request's lane with a deterministic
-//! message id. Publishes are confirmed in a sliding window; the request is
-//! acked only after all of them were confirmed and the part's counts stored.
+//! recipient gets a job with a deterministic message id. The jobs go into
+//! the request's lane `expander.jobs_per_message` to a broker message
+//! ([`JobBatch`]). Publishes are confirmed in a sliding window; the request
+//! is acked only after all of them were confirmed and the part's counts
+//! stored.
 //!
 //! A redelivered or republished request replays safely: screening remembers
 //! each recipient's first verdict by position, the jobs carry the same ids
@@ -30,14 +32,14 @@ use mailpipe_common::amqp::{self, ConfirmWindow};
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{
-    in_control_group, message_id, DeadRecord, Event, EventKind, Job, Lane, Recipient,
-    JOB_SCHEMA_VERSION,
+    in_control_group, message_id, BatchRecipient, DeadRecord, Event, EventKind, JobBatch, Lane,
+    Recipient, BATCH_SCHEMA_VERSION,
 };
 use mailpipe_common::metrics::Metrics;
 use mailpipe_common::store::{Candidate, PartCounts, RequestMeta, ScreenOptions, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
-use mailpipe_common::{unix_now, unix_now_ms};
+use mailpipe_common::unix_now;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -417,6 +419,9 @@ impl Expander {
         let exchange = self.topology.exchange();
         let events = self.topology.events_exchange();
         let mut window = ConfirmWindow::new(cfg.publish_window);
+        let per_message = cfg.jobs_per_message.max(1);
+        // The accepted recipients not yet published, up to `per_message`.
+        let mut pending: Option<JobBatch> = None;
         let mut counts = PartCounts::default();
         let exclude = |counts: &mut PartCounts, reason: &str| {
             *counts.excluded.entry(reason.to_string()).or_default() += 1;
@@ -501,40 +506,34 @@ impl Expander {
                     continue;
                 }
                 counts.accepted += 1;
-                let job = Job {
-                    v: JOB_SCHEMA_VERSION,
-                    id: candidate.message_id,
+                let batch = pending.get_or_insert_with(|| JobBatch {
+                    v: BATCH_SCHEMA_VERSION,
                     request: rid.clone(),
                     tenant: valid.request.tenant.clone(),
                     campaign: valid.request.campaign.clone(),
                     lane,
                     content: content_id.clone(),
-                    to: address.to_string(),
-                    name: recipient.name,
-                    vars: recipient.vars,
                     created: meta.created,
                     deadline: meta.deadline,
                     attempt: 0,
                     last_reason: None,
-                };
-                let props = amqp::with_headers(
-                    amqp::properties().with_message_id(job.id.clone().into()),
-                    &[("x-mailpipe-published-ms", unix_now_ms().to_string())],
-                );
-                let pending = amqp::publish(
-                    publish,
-                    &exchange,
-                    &lane_key,
-                    &serde_json::to_vec(&job).unwrap_or_default(),
-                    props,
-                )
-                .await
-                .map_err(|e| ExpandError::Broker(e.into()))?;
-                window
-                    .push(pending)
-                    .await
-                    .map_err(|e| ExpandError::Broker(e.into()))?;
+                    recipients: Vec::with_capacity(per_message),
+                });
+                batch.recipients.push(BatchRecipient {
+                    id: candidate.message_id,
+                    to: address.to_string(),
+                    name: recipient.name,
+                    vars: recipient.vars,
+                });
+                if batch.recipients.len() >= per_message {
+                    if let Some(full) = pending.take() {
+                        publish_jobs(publish, &exchange, &lane_key, &full, &mut window).await?;
+                    }
+                }
             }
+        }
+        if let Some(last) = pending.take() {
+            publish_jobs(publish, &exchange, &lane_key, &last, &mut window).await?;
         }
         window
             .drain()
@@ -554,6 +553,35 @@ impl Expander {
         );
         Ok(ExpandOutcome::Expanded(counts))
     }
+}
+
+/// Publishes the jobs of some recipients of a request as one lane message
+/// (its confirm joins the window).
+async fn publish_jobs(
+    publish: &Channel,
+    exchange: &str,
+    lane_key: &str,
+    batch: &JobBatch,
+    window: &mut ConfirmWindow,
+) -> Result<(), ExpandError> {
+    let id = batch
+        .recipients
+        .first()
+        .map(|r| r.id.clone())
+        .unwrap_or_default();
+    let pending = amqp::publish(
+        publish,
+        exchange,
+        lane_key,
+        &serde_json::to_vec(batch).unwrap_or_default(),
+        amqp::properties().with_message_id(id.into()),
+    )
+    .await
+    .map_err(|e| ExpandError::Broker(e.into()))?;
+    window
+        .push(pending)
+        .await
+        .map_err(|e| ExpandError::Broker(e.into()))
 }
 
 /// A failure while expanding that is not the request's fault.

@@ -12,12 +12,13 @@
 //! the ack. A replica that receives a message whose lease is held waits for
 //! the holder to finish or the lease to expire.
 
+mod coalesce;
 pub mod dkim;
 pub mod mime;
 mod mx;
 mod smtp;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,11 +34,11 @@ use mailpipe_common::classify::Failure;
 use mailpipe_common::config::{DeliveryMode, RouteSettings, Settings};
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{
-    Content, DeadRecord, Event, EventKind, FailedJob, Job, Lane, JOB_SCHEMA_VERSION,
+    Content, DeadRecord, Event, EventKind, FailedJob, Job, JobBatch, Lane, LaneMessage,
 };
 use mailpipe_common::metrics::Metrics;
-use mailpipe_common::policy::{Policy, RouteLimits, Verdict};
-use mailpipe_common::store::{DoneRecord, Store, StoreError};
+use mailpipe_common::policy::{Ask, Policy, RouteLimits, Verdict};
+use mailpipe_common::store::{DoneRecord, DoneWrite, Gate, GateRequest, Store, StoreError};
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::template::Compiled;
 use mailpipe_common::topology::Topology;
@@ -47,6 +48,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use coalesce::Coalescer;
 pub use smtp::enhanced_code;
 
 /// One relay and how it is chosen.
@@ -91,6 +93,8 @@ enum DeliveryOutcome {
         reason: &'static str,
         detail: String,
     },
+    /// Not attempted (shutdown came first): back into its lane.
+    Unsent,
 }
 
 /// What to do with a delivery once [`Sender::handle`] returned.
@@ -98,7 +102,7 @@ enum DeliveryOutcome {
 enum Settled {
     /// Its outcome is durable: ack it.
     Ack,
-    /// Give it back to the queue (shutdown came first).
+    /// Give it back to the queue (a recipient's handler panicked).
     Requeue,
 }
 
@@ -185,6 +189,133 @@ impl Acker {
     }
 }
 
+/// What a lane's tasks share.
+#[derive(Clone)]
+struct LaneContext {
+    sender: Arc<Sender>,
+    lane: Lane,
+    publish: Arc<Channel>,
+    acks: Acker,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl LaneContext {
+    /// Records the outcome of recipient `i` of a delivery (`None`: its
+    /// handler panicked); the last recipient to finish settles the delivery.
+    fn done(&self, batch: &Arc<Batch>, i: usize, outcome: Option<DeliveryOutcome>) {
+        let Some(outcomes) = batch.record(i, outcome) else {
+            return;
+        };
+        let ctx = self.clone();
+        let batch = batch.clone();
+        self.tracker.spawn(async move {
+            let result = match outcomes {
+                Some(outcomes) => {
+                    ctx.sender
+                        .settle(ctx.lane, &ctx.publish, &batch.jobs, outcomes)
+                        .await
+                }
+                // The whole delivery goes back (the recipients already sent
+                // are skipped by their records); the delivery limit stops a
+                // message that keeps crashing its handler.
+                None => Ok(Settled::Requeue),
+            };
+            ctx.finish(batch.tag, result);
+        });
+    }
+
+    /// Acks a settled delivery, or returns it to the queue.
+    fn finish(&self, tag: u64, result: anyhow::Result<Settled>) {
+        match result {
+            Ok(Settled::Ack) => self.acks.settle(tag, true),
+            Ok(Settled::Requeue) => self.acks.settle(tag, false),
+            Err(e) => {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "delivery not settled; it will be redelivered");
+                self.acks.settle(tag, false);
+            }
+        }
+    }
+}
+
+/// One delivery of a lane being sent: the jobs of its recipients and
+/// their outcomes so far.
+struct Batch {
+    tag: u64,
+    jobs: Vec<Job>,
+    /// A std mutex: held only to record an outcome, never across an await.
+    state: Mutex<BatchState>,
+}
+
+struct BatchState {
+    outcomes: Vec<Option<DeliveryOutcome>>,
+    /// Recipients without an outcome yet.
+    left: usize,
+    /// A recipient's handler panicked.
+    panicked: bool,
+}
+
+impl Batch {
+    fn new(tag: u64, jobs: Vec<Job>) -> Self {
+        let n = jobs.len();
+        Self {
+            tag,
+            jobs,
+            state: Mutex::new(BatchState {
+                outcomes: (0..n).map(|_| None).collect(),
+                left: n,
+                panicked: false,
+            }),
+        }
+    }
+
+    /// Records an outcome. When it was the last one: `Some` of every
+    /// outcome, or of `None` if a handler panicked.
+    #[allow(clippy::type_complexity)]
+    fn record(
+        &self,
+        i: usize,
+        outcome: Option<DeliveryOutcome>,
+    ) -> Option<Option<Vec<DeliveryOutcome>>> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Some(o) => s.outcomes[i] = Some(o),
+            None => s.panicked = true,
+        }
+        s.left -= 1;
+        if s.left > 0 {
+            return None;
+        }
+        if s.panicked {
+            return Some(None);
+        }
+        Some(Some(
+            s.outcomes
+                .iter_mut()
+                .map(|o| o.take().unwrap_or(DeliveryOutcome::Unsent))
+                .collect(),
+        ))
+    }
+}
+
+/// What [`Sender::open`] made of a delivery.
+enum Opened {
+    /// Send these.
+    Jobs(Vec<Job>),
+    /// Settle it without sending.
+    Settle(Unopened),
+}
+
+/// A delivery settled without sending.
+enum Unopened {
+    /// Not a job: dead-lettered with the reason.
+    Malformed(String),
+    /// A retry not due yet: on through this delay tier.
+    NotDue(String),
+    /// Returned too often: its recipients end as `poison_message`.
+    Poison(Vec<Job>, String),
+}
+
 /// A stable 64-bit hash of two strings (FNV-1a), for route ordering.
 fn hash(a: &str, b: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -254,6 +385,7 @@ pub async fn run_until_stopped(
         }
     }
     let policy = Policy::new(store.clone());
+    let batched = Batched::start(&store, &policy, &settings);
     let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
     let sender = Arc::new(Sender {
         topology: Topology::from_settings(&settings),
@@ -270,6 +402,7 @@ pub async fn run_until_stopped(
         health: health.clone(),
         cache: Mutex::new(HashMap::new()),
         origin,
+        batched,
     });
     run_sessions(
         &sender.settings.amqp,
@@ -314,6 +447,42 @@ struct Sender {
     cache: Mutex<HashMap<String, Arc<Prepared>>>,
     /// Envelope sender (VERP) and DKIM keys, set up at start-up.
     origin: mime::Origin,
+    /// The per-message Redis calls, run for all messages in flight together.
+    batched: Batched,
+}
+
+/// Most asks of one kind answered by one Redis call.
+const COALESCE_MAX: usize = 256;
+
+/// The Redis calls every message makes, coalesced across the messages in
+/// flight ([`coalesce`]): its gate and lease, the sending policy's verdict,
+/// and its sent record.
+struct Batched {
+    gate: Coalescer<GateRequest, Gate>,
+    acquire: Coalescer<Ask, Verdict>,
+    sent: Coalescer<DoneWrite, bool>,
+}
+
+impl Batched {
+    fn start(store: &Store, policy: &Policy, settings: &Settings) -> Self {
+        let lease = settings.sender.lease;
+        let breaker = settings.policy.breaker.clone();
+        let (gate_store, sent_store, policy) = (store.clone(), store.clone(), policy.clone());
+        Self {
+            gate: Coalescer::start(COALESCE_MAX, move |asks: Vec<GateRequest>| {
+                let store = gate_store.clone();
+                async move { store.gate_many(&asks, lease).await }
+            }),
+            acquire: Coalescer::start(COALESCE_MAX, move |asks: Vec<Ask>| {
+                let (policy, breaker) = (policy.clone(), breaker.clone());
+                async move { policy.acquire_many(&asks, lease, &breaker).await }
+            }),
+            sent: Coalescer::start(COALESCE_MAX, move |writes: Vec<DoneWrite>| {
+                let store = sent_store.clone();
+                async move { store.record_done_many(&writes).await }
+            }),
+        }
+    }
 }
 
 impl Sender {
@@ -423,13 +592,20 @@ impl Sender {
                 FieldTable::default(),
             )
             .await?;
+        // One permit per SMTP transaction in flight. The recipients of the
+        // lane's messages take them in queue order, so a message's
+        // recipients go out together and its ack is not held back by the
+        // messages after it.
         let permits = Arc::new(Semaphore::new(concurrency));
+        let ctx = LaneContext {
+            sender: self.clone(),
+            lane,
+            publish,
+            acks,
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
+        };
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = failed.cancelled() => return Ok(()),
-                p = permits.clone().acquire_owned() => p?,
-            };
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = failed.cancelled() => return Ok(()),
@@ -440,61 +616,64 @@ impl Sender {
                 Some(Err(e)) => return Err(e.into()),
                 None => anyhow::bail!("consumer of lane {} was cancelled", lane.as_str()),
             };
-            let this = self.clone();
-            let publish = publish.clone();
-            let shutdown = shutdown.clone();
-            acks.received(delivery.delivery_tag);
-            let acks = acks.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                let tag = delivery.delivery_tag;
-                let gauge = this.metrics.in_flight.with_label_values(&[lane.as_str()]);
-                gauge.inc();
-                let result = AssertUnwindSafe(this.handle(lane, &publish, &delivery, &shutdown))
-                    .catch_unwind()
-                    .await;
-                gauge.dec();
-                match result {
-                    Ok(Ok(Settled::Ack)) => acks.settle(tag, true),
-                    Ok(Ok(Settled::Requeue)) => acks.settle(tag, false),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error.cause_chain = ?e, error.message = %e, "delivery not settled; it will be redelivered");
-                        acks.settle(tag, false);
-                    }
-                    Err(_) => {
-                        tracing::error!("delivery handler panicked; returning the message (the delivery limit stops a poison message)");
-                        acks.settle(tag, false);
-                    }
+            ctx.acks.received(delivery.delivery_tag);
+            let jobs = match self.open(&delivery) {
+                Opened::Jobs(jobs) => jobs,
+                Opened::Settle(settle) => {
+                    let ctx = ctx.clone();
+                    tracker.spawn(async move {
+                        let tag = delivery.delivery_tag;
+                        let result = ctx.sender.settle_unopened(&ctx, &delivery, settle).await;
+                        ctx.finish(tag, result);
+                    });
+                    continue;
                 }
-            });
+            };
+            let batch = Arc::new(Batch::new(delivery.delivery_tag, jobs));
+            for i in 0..batch.jobs.len() {
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    _ = failed.cancelled() => None,
+                    p = permits.clone().acquire_owned() => p.ok(),
+                };
+                let Some(permit) = permit else {
+                    // Not started: these recipients go back to their lane.
+                    for rest in i..batch.jobs.len() {
+                        ctx.done(&batch, rest, Some(DeliveryOutcome::Unsent));
+                    }
+                    return Ok(());
+                };
+                let ctx = ctx.clone();
+                let batch = batch.clone();
+                tracker.spawn(async move {
+                    let _permit = permit;
+                    let gauge = ctx.sender.metrics.in_flight.with_label_values(&[lane.as_str()]);
+                    gauge.inc();
+                    let job = &batch.jobs[i];
+                    let result = AssertUnwindSafe(ctx.sender.deliver_with_retry(job, &ctx.shutdown))
+                        .catch_unwind()
+                        .await;
+                    gauge.dec();
+                    let outcome = match result {
+                        // Shutdown while Redis was unavailable: hand it back.
+                        Ok(None) => Some(DeliveryOutcome::Unsent),
+                        Ok(Some(o)) => Some(o),
+                        Err(_) => {
+                            tracing::error!(message = %job.id, "delivery handler panicked; returning the message (the delivery limit stops a poison message)");
+                            None
+                        }
+                    };
+                    ctx.done(&batch, i, outcome);
+                });
+            }
         }
     }
 
-    /// Handles one delivery until its outcome is durable; the caller then
-    /// acks it (or returns it to the queue).
-    async fn handle(
-        &self,
-        lane: Lane,
-        publish: &Channel,
-        delivery: &Delivery,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<Settled> {
-        let job: Job = match serde_json::from_slice::<Job>(&delivery.data) {
-            Ok(j) if j.v == JOB_SCHEMA_VERSION => j,
-            Ok(j) => {
-                return self
-                    .settle_malformed(
-                        publish,
-                        delivery,
-                        format!("unsupported job version {}", j.v),
-                    )
-                    .await
-            }
-            Err(e) => {
-                return self
-                    .settle_malformed(publish, delivery, format!("unreadable job: {e}"))
-                    .await
-            }
+    /// Reads a delivery: its jobs, or what to do with it without sending.
+    fn open(&self, delivery: &Delivery) -> Opened {
+        let batch = match LaneMessage::decode(&delivery.data) {
+            Ok(b) => b,
+            Err(detail) => return Opened::Settle(Unopened::Malformed(detail)),
         };
         // A retry not yet due (jittered, or longer than one tier) goes on
         // through the next tier.
@@ -507,50 +686,62 @@ impl Sender {
                     .topology
                     .hop_tier(Duration::from_millis(remaining as u64))
                 {
-                    amqp::publish_confirmed(
-                        publish,
-                        &self.topology.exchange(),
-                        &Topology::tier_key(tier, job.lane),
-                        &delivery.data,
-                        delivery.properties.clone(),
-                    )
-                    .await?;
-                    self.metrics
-                        .deliveries
-                        .with_label_values(&[lane.as_str(), "not_due"])
-                        .inc();
-                    return Ok(Settled::Ack);
+                    return Opened::Settle(Unopened::NotDue(Topology::tier_key(tier, batch.lane)));
                 }
             }
         }
+        let jobs = batch.into_jobs();
         // The broker dead-letters a message returned `delivery_limit` times
-        // (a crash loop); end it here on its last delivery instead, with a
-        // terminal record, so its campaign's counts still close.
+        // (a crash loop); end it here on its last delivery instead, with
+        // terminal records, so its campaign's counts still close.
         let returned = amqp::header_str(&delivery.properties, "x-delivery-count")
             .and_then(|c| c.parse::<u32>().ok())
             .unwrap_or(0);
         if returned + 1 >= self.settings.amqp.delivery_limit {
             let detail = format!("returned to the queue {returned} times without an outcome");
-            tracing::error!(message = %job.id, %detail, "poison message stopped");
-            return self
-                .settle(
-                    lane,
-                    publish,
-                    delivery,
-                    &job,
-                    DeliveryOutcome::Dead {
-                        reason: "poison_message",
-                        detail,
-                    },
-                )
-                .await;
+            tracing::error!(message = %jobs[0].id, recipients = jobs.len(), %detail, "poison message stopped");
+            return Opened::Settle(Unopened::Poison(jobs, detail));
         }
-        let outcome = self.deliver_with_retry(&job, shutdown).await;
-        let Some(outcome) = outcome else {
-            // Shutdown while Redis was unavailable: hand the message back.
-            return Ok(Settled::Requeue);
-        };
-        self.settle(lane, publish, delivery, &job, outcome).await
+        Opened::Jobs(jobs)
+    }
+
+    /// Settles a delivery that was not sent: malformed, not due, or poison.
+    async fn settle_unopened(
+        &self,
+        ctx: &LaneContext,
+        delivery: &Delivery,
+        what: Unopened,
+    ) -> anyhow::Result<Settled> {
+        match what {
+            Unopened::Malformed(detail) => self.settle_malformed(&ctx.publish, delivery, detail).await,
+            Unopened::NotDue(key) => {
+                amqp::publish_confirmed(
+                    &ctx.publish,
+                    &self.topology.exchange(),
+                    &key,
+                    &delivery.data,
+                    delivery.properties.clone(),
+                )
+                .await?;
+                self.metrics
+                    .deliveries
+                    .with_label_values(&[ctx.lane.as_str(), "not_due"])
+                    .inc();
+                Ok(Settled::Ack)
+            }
+            Unopened::Poison(jobs, detail) => {
+                let outcomes = jobs
+                    .iter()
+                    .map(|_| {
+                        DeliveryOutcome::Dead {
+                            reason: "poison_message",
+                            detail: detail.clone(),
+                        }
+                    })
+                    .collect();
+                self.settle(ctx.lane, &ctx.publish, &jobs, outcomes).await
+            }
+        }
     }
 
     /// Runs [`Self::deliver`], waiting out Redis outages (the sender never
@@ -625,11 +816,16 @@ impl Sender {
         shutdown: &CancellationToken,
     ) -> Result<DeliveryOutcome, DeliverError> {
         // Check the message and take its lease, or wait for whoever holds it.
-        let lease = self.settings.sender.lease;
         let gate = loop {
             let gate = self
-                .store
-                .gate(&job.id, &job.request, job.attempt > 0, owner, lease)
+                .batched
+                .gate
+                .ask(GateRequest {
+                    message: job.id.clone(),
+                    request: job.request.clone(),
+                    retried: job.attempt > 0,
+                    owner: owner.to_string(),
+                })
                 .await?;
             let Some(wait) = gate.lease_wait else {
                 break gate;
@@ -746,15 +942,14 @@ impl Sender {
             let mut waited = Duration::ZERO;
             let policy_lease = loop {
                 let verdict = self
-                    .policy
-                    .acquire(
-                        &domain,
-                        &limits,
-                        &route.limits,
-                        &format!("{}:{}", self.instance, job.id),
-                        self.settings.sender.lease,
-                        &self.settings.policy.breaker,
-                    )
+                    .batched
+                    .acquire
+                    .ask(Ask {
+                        domain: domain.clone(),
+                        limits: limits.clone(),
+                        route: route.limits.clone(),
+                        lease_id: format!("{}:{}", self.instance, job.id),
+                    })
                     .await?;
                 match verdict {
                     Verdict::Go { lease } => break lease,
@@ -782,17 +977,14 @@ impl Sender {
             let result = route.route.send(conn, &envelope, &bytes).await;
             // The concurrency leases are returned off the message's path (they
             // also expire on their own if this fails).
-            {
+            if let Some(lease) = policy_lease {
                 let (policy, domain, route_name) = (
                     self.policy.clone(),
                     domain.clone(),
                     route.limits.name.clone(),
                 );
                 tokio::spawn(async move {
-                    policy
-                        .release(&domain, &route_name, &policy_lease)
-                        .await
-                        .ok();
+                    policy.release(&domain, &route_name, &lease).await.ok();
                 });
             }
             self.metrics
@@ -994,11 +1186,8 @@ impl Sender {
         let address = job.to.to_ascii_lowercase();
         let mut delay = Duration::from_millis(50);
         loop {
-            match self
-                .store
-                .record_sent(&job.id, record, &address, self.record_ttl(job))
-                .await
-            {
+            let write = DoneWrite::sent(&job.id, record.clone(), &address, self.record_ttl(job));
+            match self.batched.sent.ask(write).await {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::error!(message = %job.id, error = %e, "cannot write the sent record; retrying (the lease still protects the message)");
@@ -1063,14 +1252,18 @@ impl Sender {
         }
     }
 
-    /// Makes an outcome durable; the delivery may then be acked.
+    /// Makes the outcomes of one delivery's recipients durable; the
+    /// delivery may then be acked. Each recipient's outcome is its own
+    /// (a sent event, a failure record, a terminal record); the recipients
+    /// that go back through a queue (deferred, held, not started) go as
+    /// one message per destination queue, and every publish is confirmed
+    /// before this returns.
     async fn settle(
         &self,
         lane: Lane,
         publish: &Channel,
-        delivery: &Delivery,
-        job: &Job,
-        outcome: DeliveryOutcome,
+        jobs: &[Job],
+        outcomes: Vec<DeliveryOutcome>,
     ) -> anyhow::Result<Settled> {
         let label = |o: &str| {
             self.metrics
@@ -1079,124 +1272,189 @@ impl Sender {
                 .inc()
         };
         let events = self.topology.events_exchange();
-        match outcome {
-            DeliveryOutcome::Delivered => {
-                label("sent");
-                let ev = self.event(job, EventKind::Sent, None, None);
-                amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
-            }
-            DeliveryOutcome::AlreadyDone => label("duplicate"),
-            DeliveryOutcome::Deferred { delay, reason } => {
-                label(reason);
-                let tier = self.topology.tier_for(delay);
-                amqp::publish_confirmed(
-                    publish,
-                    &self.topology.exchange(),
-                    &Topology::tier_key(tier, job.lane),
-                    &delivery.data,
-                    amqp::with_headers(
-                        amqp::properties().with_message_id(job.id.clone().into()),
-                        &[(
-                            Topology::DUE_HEADER,
-                            (mailpipe_common::unix_now_ms() + tier.as_millis() as i64).to_string(),
-                        )],
-                    ),
-                )
-                .await?;
-            }
-            DeliveryOutcome::Held => {
-                label("held");
-                self.topology.declare_held(publish, &job.request).await?;
-                amqp::publish_confirmed(
-                    publish,
-                    &self.topology.exchange(),
-                    &Topology::held_key(&job.request),
-                    &delivery.data,
-                    amqp::properties().with_message_id(job.id.clone().into()),
-                )
-                .await?;
-                // After the publish, so the sweeper never forgets a parked message.
-                self.store.mark_parked(&job.request).await?;
-            }
-            DeliveryOutcome::Cancelled => {
-                label("removed");
-                let record = DoneRecord {
-                    state: "removed".into(),
-                    request: job.request.clone(),
-                    at: unix_now(),
-                    route: String::new(),
-                    detail: "cancelled: the campaign was cancelled by an operator".into(),
-                    ..Default::default()
-                };
-                if self
-                    .store
-                    .record_done(&job.id, &record, &["removed"], self.record_ttl(job))
-                    .await?
-                {
-                    let ev = self.event(job, EventKind::Removed, Some("cancelled".into()), None);
-                    amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
+        let exchange = self.topology.exchange();
+        let mut confirms = Vec::new();
+        let mut held: Vec<&Job> = Vec::new();
+        let mut unsent: Vec<&Job> = Vec::new();
+        // Deferred recipients by tier and domain: a deferred message holds
+        // one domain, so `mailpipe queue flush --domain` moves it whole.
+        let mut deferred: BTreeMap<(Duration, String), Vec<&Job>> = BTreeMap::new();
+        let mut failed = 0;
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            match outcome {
+                DeliveryOutcome::Delivered => {
+                    label("sent");
+                    let ev = self.event(job, EventKind::Sent, None, None);
+                    confirms.push(amqp::publish_event(publish, &events, &ev, lane).await?);
                 }
-            }
-            DeliveryOutcome::Failed(failure, route) => {
-                label("failed");
-                match &failure {
-                    Failure::Reply { code: 421, .. } => {
-                        tracing::warn!(message = %job.id, failure = %scrub(&failure.to_string()), "relay answered 421; deferring")
-                    }
-                    _ => {
-                        tracing::info!(message = %job.id, failure = %scrub(&failure.to_string()), "delivery attempt failed")
+                DeliveryOutcome::AlreadyDone => label("duplicate"),
+                DeliveryOutcome::Deferred { delay, reason } => {
+                    label(reason);
+                    let tier = self.topology.tier_for(delay);
+                    deferred
+                        .entry((tier, domain_of(&job.to)))
+                        .or_default()
+                        .push(job);
+                }
+                DeliveryOutcome::Held => {
+                    label("held");
+                    held.push(job);
+                }
+                DeliveryOutcome::Unsent => {
+                    label("returned");
+                    unsent.push(job);
+                }
+                DeliveryOutcome::Cancelled => {
+                    label("removed");
+                    let record = DoneRecord {
+                        state: "removed".into(),
+                        request: job.request.clone(),
+                        at: unix_now(),
+                        route: String::new(),
+                        detail: "cancelled: the campaign was cancelled by an operator".into(),
+                        ..Default::default()
+                    };
+                    if self
+                        .store
+                        .record_done(&job.id, &record, &["removed"], self.record_ttl(job))
+                        .await?
+                    {
+                        let ev =
+                            self.event(job, EventKind::Removed, Some("cancelled".into()), None);
+                        confirms.push(amqp::publish_event(publish, &events, &ev, lane).await?);
                     }
                 }
-                let failed = FailedJob {
-                    v: 1,
-                    job: job.clone(),
-                    failure,
-                    route,
-                    at: unix_now(),
-                };
-                amqp::publish_confirmed(
+                DeliveryOutcome::Failed(failure, route) => {
+                    label("failed");
+                    match &failure {
+                        Failure::Reply { code: 421, .. } => {
+                            tracing::warn!(message = %job.id, failure = %scrub(&failure.to_string()), "relay answered 421; deferring")
+                        }
+                        _ => {
+                            tracing::info!(message = %job.id, failure = %scrub(&failure.to_string()), "delivery attempt failed")
+                        }
+                    }
+                    let record = FailedJob {
+                        v: 1,
+                        job: job.clone(),
+                        failure,
+                        route,
+                        at: unix_now(),
+                    };
+                    confirms.push(
+                        amqp::publish(
+                            publish,
+                            &exchange,
+                            Topology::FAILED,
+                            &serde_json::to_vec(&record)?,
+                            amqp::properties().with_message_id(job.id.clone().into()),
+                        )
+                        .await?,
+                    );
+                    failed += 1;
+                }
+                DeliveryOutcome::Dead { reason, detail } => {
+                    label(reason);
+                    let record = DoneRecord {
+                        state: "dead".into(),
+                        request: job.request.clone(),
+                        at: unix_now(),
+                        route: String::new(),
+                        detail: format!("{reason}: {detail}"),
+                        ..Default::default()
+                    };
+                    let field = format!("dead:{reason}");
+                    self.store
+                        .record_done(&job.id, &record, &["dead", &field], self.record_ttl(job))
+                        .await?;
+                    let dead = DeadRecord {
+                        v: 1,
+                        reason: reason.to_string(),
+                        detail: detail.clone(),
+                        request: Some(job.request.clone()),
+                        message: Some(job.id.clone()),
+                        job: Some(job.clone()),
+                        failure: None,
+                        payload: None,
+                        at: unix_now(),
+                    };
+                    self.publish_dead(publish, &dead).await?;
+                    let ev =
+                        self.event(job, EventKind::Dead, Some(reason.to_string()), Some(detail));
+                    confirms.push(amqp::publish_event(publish, &events, &ev, lane).await?);
+                }
+            }
+        }
+        for ((tier, _), group) in deferred {
+            let due = mailpipe_common::unix_now_ms() + tier.as_millis() as i64;
+            confirms.push(
+                self.publish_jobs(
                     publish,
-                    &self.topology.exchange(),
-                    Topology::FAILED,
-                    &serde_json::to_vec(&failed)?,
-                    amqp::properties().with_message_id(job.id.clone().into()),
+                    &Topology::tier_key(tier, lane),
+                    &group,
+                    &[(Topology::DUE_HEADER, due.to_string())],
                 )
-                .await?;
-                self.store
-                    .incr_request(&job.request, "failed_attempts")
-                    .await
-                    .ok();
-            }
-            DeliveryOutcome::Dead { reason, detail } => {
-                label(reason);
-                let record = DoneRecord {
-                    state: "dead".into(),
-                    request: job.request.clone(),
-                    at: unix_now(),
-                    route: String::new(),
-                    detail: format!("{reason}: {detail}"),
-                    ..Default::default()
-                };
-                let field = format!("dead:{reason}");
-                self.store
-                    .record_done(&job.id, &record, &["dead", &field], self.record_ttl(job))
-                    .await?;
-                let dead = DeadRecord {
-                    v: 1,
-                    reason: reason.to_string(),
-                    detail: detail.clone(),
-                    request: Some(job.request.clone()),
-                    message: Some(job.id.clone()),
-                    job: Some(job.clone()),
-                    failure: None,
-                    payload: None,
-                    at: unix_now(),
-                };
-                self.publish_dead(publish, &dead).await?;
-                let ev = self.event(job, EventKind::Dead, Some(reason.to_string()), Some(detail));
-                amqp::confirm(amqp::publish_event(publish, &events, &ev, lane).await?).await?;
-            }
+                .await?,
+            );
+        }
+        if let Some(first) = held.first() {
+            self.topology.declare_held(publish, &first.request).await?;
+            confirms.push(
+                self.publish_jobs(publish, &Topology::held_key(&first.request), &held, &[])
+                    .await?,
+            );
+        }
+        if !unsent.is_empty() {
+            confirms.push(
+                self.publish_jobs(publish, &Topology::lane_key(lane), &unsent, &[])
+                    .await?,
+            );
+        }
+        for pending in confirms {
+            amqp::confirm(pending).await?;
+        }
+        if let Some(first) = held.first() {
+            // After the publish, so the sweeper never forgets a parked message.
+            self.store.mark_parked(&first.request).await?;
+        }
+        if failed > 0 {
+            self.store
+                .incr_request_by(&jobs[0].request, "failed_attempts", failed)
+                .await
+                .ok();
         }
         Ok(Settled::Ack)
     }
+
+    /// Publishes some jobs of one request as one message (confirm pending).
+    async fn publish_jobs(
+        &self,
+        publish: &Channel,
+        key: &str,
+        jobs: &[&Job],
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<amqp::PendingConfirm> {
+        let batch = JobBatch::from_jobs(jobs.iter().copied())
+            .context("publishing a message without recipients")?;
+        let props = amqp::with_headers(
+            amqp::properties().with_message_id(batch.recipients[0].id.clone().into()),
+            headers,
+        );
+        Ok(amqp::publish(
+            publish,
+            &self.topology.exchange(),
+            key,
+            &serde_json::to_vec(&batch)?,
+            props,
+        )
+        .await?)
+    }
+}
+
+/// The domain of an address, lowercased.
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
 }
