@@ -4,8 +4,8 @@
 //! ```text
 //! exchange {p}           direct  — all work queues, bound by their short name
 //!   {p}.requests                     bulk requests from applications
-//!   {p}.send.transactional           one job per recipient, transactional lane
-//!   {p}.send.bulk                    one job per recipient, bulk lane
+//!   {p}.send.transactional           jobs (up to jobs_per_message recipients each), transactional lane
+//!   {p}.send.bulk                    jobs (up to jobs_per_message recipients each), bulk lane
 //!   {p}.failed                       failed attempts, for the retrier
 //!   {p}.retry.<tier>.<lane>          delay tiers: fixed TTL, dead-letter back to send.<lane>
 //!   {p}.dead                         what stopped for good, with its reason

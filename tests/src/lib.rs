@@ -648,6 +648,12 @@ impl TestPipeline {
         q.message_count()
     }
 
+    /// Lane messages that `recipients` accepted recipients of one request
+    /// make (`expander.jobs_per_message` to a message).
+    pub fn lane_messages(&self, recipients: usize) -> u32 {
+        recipients.div_ceil(self.settings.expander.jobs_per_message.max(1)) as u32
+    }
+
     /// Takes every message currently in a queue (acking them), as JSON.
     pub async fn drain_queue(&self, key: &str) -> Vec<serde_json::Value> {
         let conn = amqp::connect_once(&self.settings.amqp, "test-drain")
@@ -667,6 +673,19 @@ impl TestPipeline {
         }
         let _ = conn.close(200, "ok".into()).await;
         out
+    }
+
+    /// Takes every message of a send lane (acking them) and reads their jobs.
+    pub async fn drain_jobs(&self, key: &str) -> Vec<mailpipe_common::message::Job> {
+        self.drain_queue(key)
+            .await
+            .iter()
+            .flat_map(|m| {
+                mailpipe_common::message::LaneMessage::decode(&serde_json::to_vec(m).unwrap())
+                    .expect("a lane message")
+                    .into_jobs()
+            })
+            .collect()
     }
 
     /// Collects every delivery event the pipeline publishes from now on

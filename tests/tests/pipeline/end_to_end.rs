@@ -217,17 +217,28 @@ async fn redelivered_messages_are_not_sent_twice() {
         (p.status(rid).await.parts_done == 1).then_some(())
     })
     .await;
-    assert_eq!(p.queue_depth("send.bulk").await, 3_000);
+    let messages = p.lane_messages(3_000);
+    assert_eq!(p.queue_depth("send.bulk").await, messages);
 
-    // Put every job back, plus a second copy of 500 of them: what the broker
-    // does when an ack is lost or a consumer dies.
-    let jobs = p.drain_queue("send.bulk").await;
-    assert_eq!(jobs.len(), 3_000);
+    // Put every lane message back, plus a second copy of the first ones
+    // (500 recipients): what the broker does when an ack is lost or a
+    // consumer dies.
+    let batches = p.drain_queue("send.bulk").await;
+    let recipients = |m: &serde_json::Value| m["recipients"].as_array().map_or(1, Vec::len);
+    assert_eq!(batches.iter().map(recipients).sum::<usize>(), 3_000);
+    let mut copies = 0;
+    let twice: Vec<&serde_json::Value> = batches
+        .iter()
+        .take_while(|m| {
+            copies += recipients(m);
+            copies <= 500
+        })
+        .collect();
     let conn = mailpipe_common::amqp::connect_once(&p.settings.amqp, "test")
         .await
         .unwrap();
     let ch = mailpipe_common::amqp::channel(&conn, None).await.unwrap();
-    for job in jobs.iter().chain(jobs.iter().take(500)) {
+    for job in batches.iter().chain(twice.iter().copied()) {
         mailpipe_common::amqp::publish_confirmed(
             &ch,
             &p.topology.exchange(),
@@ -239,7 +250,10 @@ async fn redelivered_messages_are_not_sent_twice() {
         .unwrap();
     }
     let _ = conn.close(200, "ok".into()).await;
-    assert_eq!(p.queue_depth("send.bulk").await, 3_500);
+    assert_eq!(
+        p.queue_depth("send.bulk").await,
+        messages + twice.len() as u32
+    );
 
     // Start and stop the sender several times mid-run: every stop hands back
     // the prefetched, unacked messages, which the broker redelivers.
