@@ -322,6 +322,16 @@ end
 return out
 "#;
 
+const MARK_LUA: &str = r#"
+-- KEYS[1] a marker key, KEYS[2] request hash; ARGV[1] value, ARGV[2] ttl
+-- seconds, ARGV[3..] counter fields to raise when the marker is new
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  for i = 3, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+  return 1
+end
+return 0
+"#;
+
 const FAILURE_LUA: &str = r#"
 -- KEYS[1] error counter hash, KEYS[2] quarantine key, KEYS[3] counted marker,
 -- KEYS[4] allowlist set, KEYS[5] quarantine index (zset address -> expiry)
@@ -469,6 +479,7 @@ pub struct Store {
     screen: std::sync::Arc<redis::Script>,
     gate: std::sync::Arc<redis::Script>,
     done: std::sync::Arc<redis::Script>,
+    mark: std::sync::Arc<redis::Script>,
     release: std::sync::Arc<redis::Script>,
     failure: std::sync::Arc<redis::Script>,
     qualify: std::sync::Arc<redis::Script>,
@@ -497,6 +508,7 @@ impl Store {
             screen: std::sync::Arc::new(redis::Script::new(SCREEN_LUA)),
             gate: std::sync::Arc::new(redis::Script::new(GATE_LUA)),
             done: std::sync::Arc::new(redis::Script::new(DONE_LUA)),
+            mark: std::sync::Arc::new(redis::Script::new(MARK_LUA)),
             release: std::sync::Arc::new(redis::Script::new(RELEASE_LUA)),
             failure: std::sync::Arc::new(redis::Script::new(FAILURE_LUA)),
             qualify: std::sync::Arc::new(redis::Script::new(QUALIFY_LUA)),
@@ -1312,7 +1324,7 @@ impl Store {
         counters: &[&str],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut inv = self.done.prepare_invoke();
+        let mut inv = self.mark.prepare_invoke();
         inv.key(self.key(key))
             .key(self.key(&["req", request]))
             .arg(value)
