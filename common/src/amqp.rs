@@ -123,16 +123,31 @@ pub async fn publish(
     publish_with(channel, exchange, routing_key, payload, props, true).await
 }
 
-/// Publishes a delivery event to the events exchange. Not mandatory: an
-/// installation where no application subscribed to events is normal.
+/// Publishes a delivery event to the events exchange (see [`publish_events`]).
 pub async fn publish_event(
     channel: &Channel,
     exchange: &str,
     event: &crate::message::Event,
     lane: crate::message::Lane,
 ) -> Result<PendingConfirm, PublishError> {
-    let key = format!("{}.{}", event.event.as_str(), lane.as_str());
-    let payload = serde_json::to_vec(event).unwrap_or_default();
+    publish_events(channel, exchange, std::slice::from_ref(event), lane).await
+}
+
+/// Publishes delivery events of one kind as one message to the events
+/// exchange, routing key `<kind>.<lane>`; the body is a JSON array of the
+/// events (a sender publishes the `sent` events of one job message
+/// together). Not mandatory: an installation where no application
+/// subscribed to events is normal.
+pub async fn publish_events(
+    channel: &Channel,
+    exchange: &str,
+    events: &[crate::message::Event],
+    lane: crate::message::Lane,
+) -> Result<PendingConfirm, PublishError> {
+    let kind = events.first().map_or("none", |e| e.event.as_str());
+    debug_assert!(events.iter().all(|e| e.event.as_str() == kind));
+    let key = format!("{kind}.{}", lane.as_str());
+    let payload = serde_json::to_vec(events).unwrap_or_default();
     publish_with(channel, exchange, &key, &payload, properties(), false).await
 }
 

@@ -632,7 +632,10 @@ mod tests {
         assert_eq!(read.jobs(), vec![one.clone(), job("b@example.com")]);
         assert_eq!(read.clone().into_jobs(), read.jobs());
         let jobs = read.into_jobs();
-        assert_eq!(JobBatch::from_jobs(&jobs[1..]).unwrap().jobs(), vec![job("b@example.com")]);
+        assert_eq!(
+            JobBatch::from_jobs(&jobs[1..]).unwrap().jobs(),
+            vec![job("b@example.com")]
+        );
         assert_eq!(JobBatch::from_jobs(&jobs).unwrap(), batch);
         assert!(JobBatch::from_jobs(&[]).is_none());
     }

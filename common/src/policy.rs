@@ -53,18 +53,28 @@ local function room(key, limit)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if redis.call('ZCARD', key) >= limit then wait = math.max(wait, 20) end
 end
+-- What does not change within one call is read once per domain: its
+-- pause and its run-time limits; the breaker's attempts are added once per
+-- domain at the end.
+local domains, attempts, touched = {}, {}, {}
 for i = 4, #ARGV, 8 do
   local domain, route = ARGV[i], ARGV[i + 1]
   local rint, rconc, lease = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ARGV[i + 7]
   local dk = function(kind) return p .. ':' .. kind .. ':' .. domain end
-  local paused = redis.call('PTTL', dk('pause'))
-  if paused > 0 then
-    out[#out + 1] = 2; out[#out + 1] = paused; out[#out + 1] = 0
+  local d = domains[domain]
+  if not d then
+    d = {paused = redis.call('PTTL', dk('pause'))}
+    if d.paused <= 0 then
+      d.ov = redis.call('HMGET', dk('limit'), 'interval_ms', 'burst', 'concurrency')
+    end
+    domains[domain] = d
+  end
+  if d.paused > 0 then
+    out[#out + 1] = 2; out[#out + 1] = d.paused; out[#out + 1] = 0
   else
-    local ov = redis.call('HMGET', dk('limit'), 'interval_ms', 'burst', 'concurrency')
-    local dint = tonumber(ov[1]) or tonumber(ARGV[i + 2])
-    local dburst = tonumber(ov[2]) or tonumber(ARGV[i + 3])
-    local dconc = tonumber(ov[3]) or tonumber(ARGV[i + 4])
+    local dint = tonumber(d.ov[1]) or tonumber(ARGV[i + 2])
+    local dburst = tonumber(d.ov[2]) or tonumber(ARGV[i + 3])
+    local dconc = tonumber(d.ov[3]) or tonumber(ARGV[i + 4])
     if dint > 0 then
       local sl = redis.call('HMGET', dk('slow'), 'factor', 'since', 'until')
       if sl[1] then
@@ -95,12 +105,19 @@ for i = 4, #ARGV, 8 do
         redis.call('PEXPIRE', p .. ':rconc:' .. route, ttl)
         leased = 1
       end
-      local bucket = p .. ':brk:' .. domain .. ':' .. math.floor(now / 60000)
-      redis.call('HINCRBY', bucket, 'a', 1)
-      redis.call('EXPIRE', bucket, window + 120)
+      if not attempts[domain] then
+        attempts[domain] = 0
+        touched[#touched + 1] = domain
+      end
+      attempts[domain] = attempts[domain] + 1
       out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = leased
     end
   end
+end
+for _, domain in ipairs(touched) do
+  local bucket = p .. ':brk:' .. domain .. ':' .. math.floor(now / 60000)
+  redis.call('HINCRBY', bucket, 'a', attempts[domain])
+  redis.call('EXPIRE', bucket, window + 120)
 end
 return out
 "#;
@@ -230,7 +247,9 @@ impl Policy {
             lease_id: lease_id.to_string(),
         };
         let mut verdicts = self.acquire_many(&[ask], lease_ttl, breaker).await?;
-        Ok(verdicts.pop().unwrap_or(Verdict::Wait(Duration::from_millis(20))))
+        Ok(verdicts
+            .pop()
+            .unwrap_or(Verdict::Wait(Duration::from_millis(20))))
     }
 
     /// [`acquire`](Self::acquire) for many messages in one round trip,

@@ -86,6 +86,7 @@ const GATE_LUA: &str = r#"
 -- retried (1/0), owner. Returns status and value per message: 0 leased,
 -- 1 done (the record), 2 cancelled, 3 held, 4 leased by another (ms left).
 local p, ttl = ARGV[1], ARGV[2]
+local flags = {}
 local out = {}
 for i = 3, #ARGV, 4 do
   local mid, req, retried, owner = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -95,19 +96,29 @@ for i = 3, #ARGV, 4 do
   end
   local status, value = '0', ''
   local done = redis.call('GET', p .. ':done:' .. mid)
-  local lease = p .. ':lease:' .. mid
   if done then
     status, value = '1', done
-  elseif redis.call('EXISTS', p .. ':cancelled:' .. req) == 1 then
-    status = '2'
-  elseif redis.call('EXISTS', p .. ':held:' .. req) == 1 then
-    status = '3'
-  elseif not redis.call('SET', lease, owner, 'NX', 'PX', ttl) then
-    -- The same delivery again (after a Redis error): it still holds the lease.
-    if redis.call('GET', lease) == owner then
-      redis.call('PEXPIRE', lease, ttl)
-    else
-      status, value = '4', tostring(redis.call('PTTL', lease))
+  else
+    -- A campaign's flags, read once per call.
+    local flag = flags[req]
+    if not flag then
+      local cancelled, held = p .. ':cancelled:' .. req, p .. ':held:' .. req
+      flag = '0'
+      if redis.call('EXISTS', cancelled, held) > 0 then
+        if redis.call('EXISTS', cancelled) == 1 then flag = '2' else flag = '3' end
+      end
+      flags[req] = flag
+    end
+    local lease = p .. ':lease:' .. mid
+    if flag ~= '0' then
+      status = flag
+    elseif not redis.call('SET', lease, owner, 'NX', 'PX', ttl) then
+      -- The same delivery again (after a Redis error): it still holds the lease.
+      if redis.call('GET', lease) == owner then
+        redis.call('PEXPIRE', lease, ttl)
+      else
+        status, value = '4', tostring(redis.call('PTTL', lease))
+      end
     end
   end
   out[#out + 1] = status
@@ -306,18 +317,28 @@ const DONE_LUA: &str = r#"
 -- message whose record is new, else 0.
 local p = ARGV[1]
 local out = {}
+local counts, order = {}, {}
 for i = 2, #ARGV, 6 do
   local mid, req, record, ttl, reset, counters =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   if redis.call('SET', p .. ':done:' .. mid, record, 'NX', 'EX', ttl) then
     for field in string.gmatch(counters, '%S+') do
-      redis.call('HINCRBY', p .. ':req:' .. req, field, 1)
+      local k = req .. '\0' .. field
+      if not counts[k] then
+        counts[k] = 0
+        order[#order + 1] = {req, field, k}
+      end
+      counts[k] = counts[k] + 1
     end
     if reset ~= '' then redis.call('DEL', p .. ':errors:' .. reset) end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
+end
+-- Counters raised once per request and field.
+for _, c in ipairs(order) do
+  redis.call('HINCRBY', p .. ':req:' .. c[1], c[2], counts[c[3]])
 end
 return out
 "#;

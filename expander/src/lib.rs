@@ -38,8 +38,8 @@ use mailpipe_common::message::{
 use mailpipe_common::metrics::Metrics;
 use mailpipe_common::store::{Candidate, PartCounts, RequestMeta, ScreenOptions, Store};
 use mailpipe_common::topology::Topology;
-use mailpipe_common::worker::{run_sessions, SessionEnd};
 use mailpipe_common::unix_now;
+use mailpipe_common::worker::{run_sessions, SessionEnd};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -478,13 +478,15 @@ impl Expander {
                 parsed.push((address, recipient));
             }
             let verdicts = self.store.screen(&rid, &candidates, &screen).await?;
+            // The exclusions of this screening batch, published as one message.
+            let mut excluded = Vec::new();
             for ((candidate, (address, recipient)), verdict) in
                 candidates.into_iter().zip(parsed).zip(verdicts)
             {
                 if verdict != "accepted" {
                     exclude(&mut counts, &verdict);
                     if verdict != "duplicate" {
-                        let event = Event {
+                        excluded.push(Event {
                             v: 1,
                             event: EventKind::Excluded,
                             request: rid.clone(),
@@ -494,14 +496,7 @@ impl Expander {
                             reason: Some(verdict),
                             detail: None,
                             at: now,
-                        };
-                        let pending = amqp::publish_event(publish, &events, &event, lane)
-                            .await
-                            .map_err(|e| ExpandError::Broker(e.into()))?;
-                        window
-                            .push(pending)
-                            .await
-                            .map_err(|e| ExpandError::Broker(e.into()))?;
+                        });
                     }
                     continue;
                 }
@@ -530,6 +525,15 @@ impl Expander {
                         publish_jobs(publish, &exchange, &lane_key, &full, &mut window).await?;
                     }
                 }
+            }
+            if !excluded.is_empty() {
+                let pending = amqp::publish_events(publish, &events, &excluded, lane)
+                    .await
+                    .map_err(|e| ExpandError::Broker(e.into()))?;
+                window
+                    .push(pending)
+                    .await
+                    .map_err(|e| ExpandError::Broker(e.into()))?;
             }
         }
         if let Some(last) = pending.take() {

@@ -713,7 +713,9 @@ impl Sender {
         what: Unopened,
     ) -> anyhow::Result<Settled> {
         match what {
-            Unopened::Malformed(detail) => self.settle_malformed(&ctx.publish, delivery, detail).await,
+            Unopened::Malformed(detail) => {
+                self.settle_malformed(&ctx.publish, delivery, detail).await
+            }
             Unopened::NotDue(key) => {
                 amqp::publish_confirmed(
                     &ctx.publish,
@@ -732,11 +734,9 @@ impl Sender {
             Unopened::Poison(jobs, detail) => {
                 let outcomes = jobs
                     .iter()
-                    .map(|_| {
-                        DeliveryOutcome::Dead {
-                            reason: "poison_message",
-                            detail: detail.clone(),
-                        }
+                    .map(|_| DeliveryOutcome::Dead {
+                        reason: "poison_message",
+                        detail: detail.clone(),
                     })
                     .collect();
                 self.settle(ctx.lane, &ctx.publish, &jobs, outcomes).await
@@ -1280,12 +1280,15 @@ impl Sender {
         // one domain, so `mailpipe queue flush --domain` moves it whole.
         let mut deferred: BTreeMap<(Duration, String), Vec<&Job>> = BTreeMap::new();
         let mut failed = 0;
+        // Events by kind, published together below.
+        let mut sent = Vec::new();
+        let mut removed = Vec::new();
+        let mut dead_events = Vec::new();
         for (job, outcome) in jobs.iter().zip(outcomes) {
             match outcome {
                 DeliveryOutcome::Delivered => {
                     label("sent");
-                    let ev = self.event(job, EventKind::Sent, None, None);
-                    confirms.push(amqp::publish_event(publish, &events, &ev, lane).await?);
+                    sent.push(self.event(job, EventKind::Sent, None, None));
                 }
                 DeliveryOutcome::AlreadyDone => label("duplicate"),
                 DeliveryOutcome::Deferred { delay, reason } => {
@@ -1319,9 +1322,12 @@ impl Sender {
                         .record_done(&job.id, &record, &["removed"], self.record_ttl(job))
                         .await?
                     {
-                        let ev =
-                            self.event(job, EventKind::Removed, Some("cancelled".into()), None);
-                        confirms.push(amqp::publish_event(publish, &events, &ev, lane).await?);
+                        removed.push(self.event(
+                            job,
+                            EventKind::Removed,
+                            Some("cancelled".into()),
+                            None,
+                        ));
                     }
                 }
                 DeliveryOutcome::Failed(failure, route) => {
@@ -1379,10 +1385,18 @@ impl Sender {
                         at: unix_now(),
                     };
                     self.publish_dead(publish, &dead).await?;
-                    let ev =
-                        self.event(job, EventKind::Dead, Some(reason.to_string()), Some(detail));
-                    confirms.push(amqp::publish_event(publish, &events, &ev, lane).await?);
+                    dead_events.push(self.event(
+                        job,
+                        EventKind::Dead,
+                        Some(reason.to_string()),
+                        Some(detail),
+                    ));
                 }
+            }
+        }
+        for group in [sent, removed, dead_events] {
+            if !group.is_empty() {
+                confirms.push(amqp::publish_events(publish, &events, &group, lane).await?);
             }
         }
         for ((tier, _), group) in deferred {

@@ -803,6 +803,20 @@ pub async fn http_get(addr: &str, path: &str) -> Option<String> {
     text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
+/// The events of one message of the events exchange (a JSON array of
+/// events of one kind), checked to be that.
+pub fn events_in(body: &[u8]) -> Vec<serde_json::Value> {
+    let events: Vec<serde_json::Value> =
+        serde_json::from_slice(body).expect("an event message is a JSON array of events");
+    assert!(!events.is_empty(), "an event message without events");
+    let kind = &events[0]["event"];
+    assert!(
+        events.iter().all(|e| &e["event"] == kind),
+        "events of several kinds in one message: {events:?}"
+    );
+    events
+}
+
 /// A request body with `n` recipients `user{i}@{domain}`, personalized with
 /// their index.
 pub fn sample_request(request_id: &str, n: usize, domain: &str) -> serde_json::Value {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use mailpipe_tests::postfix::{self, Postfix};
-use mailpipe_tests::{wait_for, SmtpSink, TestPipeline, Workers};
+use mailpipe_tests::{events_in, wait_for, SmtpSink, TestPipeline, Workers};
 
 const VERP_KEY: &str = "test-verp-key-0123456789abcdef";
 
@@ -24,7 +24,7 @@ async fn collect_until(
     let deadline = tokio::time::Instant::now() + timeout;
     while !until(&seen) {
         match tokio::time::timeout_at(deadline, consumer.next()).await {
-            Ok(Some(Ok(d))) => seen.push(serde_json::from_slice(&d.data).unwrap()),
+            Ok(Some(Ok(d))) => seen.extend(events_in(&d.data)),
             _ => break,
         }
     }
