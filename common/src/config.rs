@@ -362,6 +362,10 @@ pub struct RouteSettings {
     pub pool_size: u32,
     #[serde(default = "sixty_seconds", deserialize_with = "duration")]
     pub pool_idle: Duration,
+    /// PEM file of CA certificates trusted for this relay's certificate,
+    /// besides the system's (a relay with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Name to verify the server's certificate against when `host` is an
     /// address (set by MX delivery, not in config files).
     #[serde(skip)]
@@ -409,6 +413,7 @@ impl SenderSettings {
             timeout: s.timeout,
             pool_size: s.pool_size,
             pool_idle: s.pool_idle,
+            ca_file: s.ca_file.clone(),
             tls_name: None,
             accept_invalid_certs: false,
         }]
@@ -590,6 +595,9 @@ pub struct SmtpSettings {
     /// Idle connections are closed after this long.
     #[serde(deserialize_with = "duration")]
     pub pool_idle: Duration,
+    /// PEM file of CA certificates trusted for the relay's certificate,
+    /// besides the system's (a relay with a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SmtpSettings {
@@ -603,6 +611,7 @@ impl Default for SmtpSettings {
             timeout: Duration::from_secs(30),
             pool_size: 40,
             pool_idle: Duration::from_secs(60),
+            ca_file: None,
         }
     }
 }

@@ -1117,6 +1117,7 @@ impl Sender {
                     pool_size: mx.pool_size,
                     pool_idle: mx.pool_idle,
                     tls_name: Some(ex.host.clone()),
+                    ca_file: None,
                     accept_invalid_certs: mx.tls == mailpipe_common::config::TlsMode::Opportunistic,
                 };
                 match smtp::Route::new(&settings, &self.settings.sender.hostname) {

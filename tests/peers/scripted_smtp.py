@@ -7,7 +7,15 @@ fate. Started by `mailpipe-tests`' `ScriptedSmtp` (tests/src/scripted.rs).
 
 Usage:
     python3 scripted_smtp.py --port PORT --dir DIR [--host 127.0.0.1]
-                             [--slow-seconds 10]
+                             [--slow-seconds 10] [--no-pipelining]
+                             [--tls-cert CERT --tls-key KEY
+                              [--tls-mode starttls|require-starttls|implicit]]
+                             [--auth USER:PASSWORD]
+
+It offers PIPELINING unless --no-pipelining is given. With a certificate it
+offers STARTTLS (`require-starttls`: refuses mail before it), or speaks TLS
+from the first byte (`implicit`). With --auth it requires AUTH (PLAIN or
+LOGIN) with that user and password, over TLS when TLS is configured.
 
 Prints `READY` on stdout once listening. Exits cleanly on SIGTERM / SIGINT,
 and, with --exit-on-stdin-eof, when its stdin closes (the test harness holds
@@ -43,7 +51,8 @@ recipient still within its failure budget uses up one failure.
 Output in DIR:
   mail/<unique>.eml   one file per accepted message (250 at end of DATA):
                       `X-Mail-Args: <sender>`, one `X-Rcpt-Args: <rcpt>` per
-                      accepted recipient, then the message exactly as received.
+                      accepted recipient, `X-Session: tls=yes|no auth=<user>|-`,
+                      then the message exactly as received.
                       Written under DIR/tmp/ and renamed, so never partial.
   attempts.jsonl      one JSON line per decision: every RCPT reply and, per
                       recipient, every end-of-DATA outcome:
@@ -62,13 +71,14 @@ import logging
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
 import weakref
 
 try:
-    from aiosmtpd.smtp import SMTP
+    from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 except ImportError:  # pragma: no cover - environment problem
     sys.stderr.write(
         "scripted_smtp.py: the Python package aiosmtpd is missing; "
@@ -129,7 +139,8 @@ class ScriptedSMTP(SMTP):
 
 
 class Handler:
-    def __init__(self, directory, slow_seconds):
+    def __init__(self, directory, slow_seconds, pipelining=True):
+        self.pipelining = pipelining
         self.mail_dir = os.path.join(directory, "mail")
         self.tmp_dir = os.path.join(directory, "tmp")
         os.makedirs(self.mail_dir, exist_ok=True)
@@ -159,10 +170,15 @@ class Handler:
             return True
         return False
 
-    def save(self, envelope):
+    def save(self, server, session, envelope):
         name = "%d-%d-%06d.eml" % (time.time_ns(), os.getpid(), next(self.seq))
         head = "X-Mail-Args: <%s>\r\n" % (envelope.mail_from or "")
         head += "".join("X-Rcpt-Args: <%s>\r\n" % r for r in envelope.rcpt_tos)
+        head += "X-Session: tls=%s auth=%s\r\n" % (
+            # STARTTLS sets session.ssl; implicit TLS is on the transport.
+            "yes" if session.ssl or server.transport.get_extra_info("sslcontext") else "no",
+            (session.auth_data.login.decode() if session.authenticated else "-"),
+        )
         tmp = os.path.join(self.tmp_dir, name)
         with open(tmp, "wb") as f:
             f.write(head.encode("utf-8"))
@@ -174,7 +190,12 @@ class Handler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
-        return responses[:-1] + ["250-ENHANCEDSTATUSCODES", responses[-1]]
+        extra = ["250-ENHANCEDSTATUSCODES"]
+        if self.pipelining:
+            # aiosmtpd reads commands one by one from its stream, so it
+            # serves pipelined commands in order (RFC 2920).
+            extra.append("250-PIPELINING")
+        return responses[:-1] + extra + [responses[-1]]
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         envelope.mail_from = address
@@ -213,7 +234,7 @@ class Handler:
                     decision = (behaviour, reply)
 
         if decision is None:
-            name = self.save(envelope)
+            name = self.save(server, session, envelope)
             for r in rcpts:
                 self.record(r, "data", 250)
             return "250 2.0.0 OK queued as %s" % name
@@ -235,7 +256,7 @@ class Handler:
                 for r in rcpts:
                     self.record(r, "data", 0, "timeout")
                 return "250 2.0.0 OK (too late)"
-            name = self.save(envelope)
+            name = self.save(server, session, envelope)
             for r in rcpts:
                 self.record(r, "data", 250, "slow")
             return "250 2.0.0 OK queued as %s (slowly)" % name
@@ -246,8 +267,30 @@ class Handler:
 
 async def serve(args):
     loop = asyncio.get_running_loop()
-    handler = Handler(args.dir, args.slow_seconds)
+    handler = Handler(args.dir, args.slow_seconds, pipelining=not args.no_pipelining)
     connections = weakref.WeakSet()
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    security = {}
+    if tls is not None and args.tls_mode != "implicit":
+        security["tls_context"] = tls
+        security["require_starttls"] = args.tls_mode == "require-starttls"
+    if args.auth:
+        user, password = args.auth.split(":", 1)
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login == user.encode()
+                and auth_data.password == password.encode()
+            )
+            return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+        security["authenticator"] = authenticator
+        security["auth_required"] = True
+        security["auth_require_tls"] = tls is not None
 
     def factory():
         proto = ScriptedSMTP(
@@ -258,12 +301,19 @@ async def serve(args):
             ident="mailpipe scripted SMTP",
             timeout=300,
             loop=loop,
+            **security,
         )
         connections.add(proto)
         return proto
 
     try:
-        server = await loop.create_server(factory, host=args.host, port=args.port, backlog=1024)
+        server = await loop.create_server(
+            factory,
+            host=args.host,
+            port=args.port,
+            backlog=1024,
+            ssl=tls if args.tls_mode == "implicit" else None,
+        )
     except OSError as e:
         sys.stderr.write("scripted_smtp.py: cannot listen on %s:%d: %s\n" % (args.host, args.port, e))
         return 1
@@ -300,6 +350,13 @@ def main():
     p.add_argument("--dir", required=True, help="output directory (mail/, attempts.jsonl)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--slow-seconds", type=float, default=10.0)
+    p.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
+    p.add_argument("--tls-cert", help="PEM certificate chain: offer STARTTLS, or see --tls-mode")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--tls-mode", choices=["starttls", "require-starttls", "implicit"], default="starttls"
+    )
+    p.add_argument("--auth", help="USER:PASSWORD: require AUTH with these credentials")
     p.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",

@@ -10,6 +10,7 @@
 //! Depended upon by every test in `tests/tests/`; keep helpers here, not in
 //! the scenarios.
 
+pub mod certs;
 pub mod dovecot;
 pub mod faults;
 pub mod postfix;

@@ -65,6 +65,8 @@ pub struct ScriptedSmtp {
     pub host: String,
     dir: tempfile::TempDir,
     slow_seconds: f64,
+    /// Further command-line options of the script (TLS, AUTH, pipelining).
+    options: Vec<String>,
     child: Option<Child>,
     /// Held open so the server exits by itself if this process dies.
     stdin: Option<ChildStdin>,
@@ -85,6 +87,17 @@ impl ScriptedSmtp {
     /// Starts the server with the delay before a `slow` recipient's
     /// end-of-DATA reply (pick more than the sender's SMTP timeout).
     pub fn start_with_slow_seconds(secs: f64) -> Self {
+        Self::start_with(secs, &[])
+    }
+
+    /// Starts the server with further options of the script:
+    /// `--no-pipelining`, `--tls-cert CERT --tls-key KEY [--tls-mode M]`,
+    /// `--auth USER:PASSWORD` (see `tests/peers/scripted_smtp.py`).
+    pub fn start_with_options(options: &[&str]) -> Self {
+        Self::start_with(DEFAULT_SLOW_SECONDS, options)
+    }
+
+    fn start_with(secs: f64, options: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -94,6 +107,7 @@ impl ScriptedSmtp {
             host: "127.0.0.1".into(),
             dir: tempfile::tempdir().expect("temp dir for the scripted SMTP server"),
             slow_seconds: secs,
+            options: options.iter().map(|o| o.to_string()).collect(),
             child: None,
             stdin: None,
         };
@@ -110,6 +124,7 @@ impl ScriptedSmtp {
             host: host.to_string(),
             dir: tempfile::tempdir().expect("temp dir for the scripted SMTP server"),
             slow_seconds: DEFAULT_SLOW_SECONDS,
+            options: Vec::new(),
             child: None,
             stdin: None,
         };
@@ -144,6 +159,7 @@ impl ScriptedSmtp {
             .arg("--slow-seconds")
             .arg(self.slow_seconds.to_string())
             .arg("--exit-on-stdin-eof")
+            .args(&self.options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

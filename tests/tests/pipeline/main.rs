@@ -9,3 +9,4 @@ mod faults;
 mod operator;
 mod policy;
 mod request_controls;
+mod smtp_session;

@@ -33,6 +33,7 @@ fn route(name: &str, port: u16, priority: u32) -> RouteSettings {
         pool_size: 40,
         pool_idle: Duration::from_secs(60),
         tls_name: None,
+        ca_file: None,
         accept_invalid_certs: false,
     }
 }

@@ -1,0 +1,415 @@
+//! The SMTP side of the sender: one connection pool per route (relay), and
+//! the translation of SMTP errors into mailpipe's [`Failure`], keeping the
+//! server's full reply (basic code, enhanced code, text) for the classifier
+//! and for operators. The protocol itself is in [`client`].
+//!
+//! The pool is deadpool's: every transaction runs under a deadline, and a
+//! connection that timed out or failed is taken out of the pool and closed
+//! (a transaction abandoned half-way must never go back to the pool: the
+//! next message would read the stale replies). deadpool's `max_size` also
+//! bounds the connections open to the relay.
+
+mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
+use lettre::address::Envelope;
+use mailpipe_common::classify::{ConnectionError, Failure};
+use mailpipe_common::config::{RouteSettings, TlsMode};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_rustls::rustls;
+
+use client::{Client, SmtpError, Tls, TlsUse};
+
+/// Connects to the first reachable address of `host` with Nagle's
+/// algorithm off. The SMTP client writes the end of the data (`.`) apart
+/// from the message; with Nagle on, that small write waits for the ACK of
+/// the message, which the server delays (~40 ms on Linux) as it has nothing
+/// to answer yet: one stall per message.
+async fn connect_nodelay(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection timed out",
+                ))
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} resolves to no address"),
+        )
+    }))
+}
+
+/// A pooled connection idle for longer than this is checked with NOOP
+/// before it is used again.
+const NOOP_AFTER: Duration = Duration::from_secs(1);
+
+/// Creates and checks connections to one relay.
+struct SmtpManager {
+    host: String,
+    port: u16,
+    tls_use: TlsUse,
+    tls: Option<Tls>,
+    hello: String,
+    credentials: Option<(String, SecretString)>,
+    timeout: Duration,
+    idle: Duration,
+}
+
+impl managed::Manager for SmtpManager {
+    type Type = Client;
+    type Error = SmtpError;
+
+    async fn create(&self) -> Result<Client, SmtpError> {
+        let open = async {
+            let tcp = connect_nodelay(&self.host, self.port, self.timeout).await?;
+            let credentials = self
+                .credentials
+                .as_ref()
+                .map(|(user, password)| (user.as_str(), password.expose_secret()));
+            Client::open(
+                tcp,
+                &self.hello,
+                self.tls_use,
+                self.tls.as_ref(),
+                credentials,
+            )
+            .await
+        };
+        match tokio::time::timeout(self.timeout, open).await {
+            Ok(result) => result,
+            Err(_) => Err(SmtpError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no SMTP session within {:?}", self.timeout),
+            ))),
+        }
+    }
+
+    async fn recycle(&self, conn: &mut Client, metrics: &Metrics) -> RecycleResult<SmtpError> {
+        if conn.has_broken() {
+            return Err(RecycleError::message("connection broke"));
+        }
+        let idle = metrics.last_used();
+        if idle > self.idle {
+            conn.quit().await;
+            return Err(RecycleError::message("connection idle too long"));
+        }
+        // A connection that rested may have been closed by the server
+        // meanwhile: NOOP first. One in steady use is not asked, which
+        // saves a round trip per message.
+        if idle > NOOP_AFTER && !conn.noop().await {
+            return Err(RecycleError::message("connection closed by the server"));
+        }
+        Ok(())
+    }
+}
+
+/// The rustls configuration of a route: ring, the system's roots, or no
+/// verification at all when `accept_invalid_certs` is set (opportunistic
+/// TLS to MX hosts, whose certificates rarely match).
+fn tls_config(
+    accept_invalid_certs: bool,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = if accept_invalid_certs {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = ca_file {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    anyhow::anyhow!("reading CA certificates from {}: {e}", path.display())
+                })?;
+            anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| anyhow::anyhow!("CA certificate in {}: {e}", path.display()))?;
+            }
+        }
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "no root certificates found on the system: {:?}",
+            native.errors
+        );
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate (signatures are still checked, so the
+/// session is encrypted with the key the server presented).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A relay the sender submits to.
+pub struct Route {
+    /// The route's name, as reported in sent records, failures and metrics.
+    pub name: String,
+    pool: managed::Pool<SmtpManager>,
+    timeout: Duration,
+}
+
+/// The server's positive reply.
+pub struct Accepted {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Route {
+    /// Builds the connection pool of a relay (no connection is opened yet).
+    pub fn new(smtp: &RouteSettings, hello_name: &str) -> anyhow::Result<Self> {
+        let tls_use = match smtp.tls {
+            TlsMode::None => TlsUse::None,
+            TlsMode::Implicit => TlsUse::Implicit,
+            TlsMode::Starttls => TlsUse::Required,
+            TlsMode::Opportunistic => TlsUse::Opportunistic,
+        };
+        let tls = match smtp.tls {
+            TlsMode::None => None,
+            _ => {
+                let name = smtp.tls_name.clone().unwrap_or_else(|| smtp.host.clone());
+                Some(Tls {
+                    config: tls_config(smtp.accept_invalid_certs, smtp.ca_file.as_deref())?,
+                    name: rustls::pki_types::ServerName::try_from(name.clone())
+                        .map_err(|e| anyhow::anyhow!("TLS name {name:?}: {e}"))?,
+                })
+            }
+        };
+        let credentials = match (&smtp.username, &smtp.password) {
+            (Some(user), Some(pass)) => Some((user.clone(), pass.clone())),
+            _ => None,
+        };
+        let manager = SmtpManager {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            tls_use,
+            tls,
+            hello: hello_name.to_string(),
+            credentials,
+            timeout: smtp.timeout,
+            idle: smtp.pool_idle,
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(smtp.pool_size.max(1) as usize)
+            .runtime(deadpool::Runtime::Tokio1)
+            .create_timeout(Some(smtp.timeout))
+            .recycle_timeout(Some(smtp.timeout))
+            .build()?;
+        Ok(Self {
+            name: smtp.name.clone(),
+            pool,
+            timeout: smtp.timeout,
+        })
+    }
+
+    /// A connection from the pool (a new one if none is idle): taken
+    /// before the sending policy is asked, so the time between the policy's
+    /// go and the server seeing the message stays short and even.
+    pub async fn connection(&self) -> Result<Connection, Failure> {
+        match self.pool.get().await {
+            Ok(c) => Ok(Connection(c)),
+            Err(PoolError::Backend(SmtpError::Io(e))) => Err(Failure::Connection {
+                error: io_error_kind(&e),
+                detail: format!("connecting to {}: {e}", self.name),
+            }),
+            Err(PoolError::Backend(e)) => Err(failure_of(e)),
+            Err(PoolError::Timeout(_)) => Err(Failure::Connection {
+                error: ConnectionError::Timeout,
+                detail: format!(
+                    "no usable connection to {} within {:?}",
+                    self.name, self.timeout
+                ),
+            }),
+            Err(e) => Err(Failure::Connection {
+                error: ConnectionError::Other,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Submits one message on a connection under the transaction deadline;
+    /// the error is the failure as the classifier sees it. A connection that
+    /// failed or timed out is closed, never returned to the pool.
+    pub async fn send(
+        &self,
+        conn: Connection,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Accepted, Failure> {
+        let mut conn = conn.0;
+        let from = envelope.from().map(|a| a.to_string()).unwrap_or_default();
+        let to: Vec<String> = envelope.to().iter().map(|a| a.to_string()).collect();
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        match tokio::time::timeout(self.timeout, conn.send(&from, &to, message)).await {
+            Ok(Ok(reply)) => Ok(Accepted {
+                code: reply.code,
+                text: reply.text(),
+            }),
+            Ok(Err(e)) => {
+                drop(Object::take(conn));
+                Err(failure_of(e))
+            }
+            Err(_) => {
+                drop(Object::take(conn));
+                Err(Failure::Connection {
+                    error: ConnectionError::Timeout,
+                    detail: format!("no reply from {} within {:?}", self.name, self.timeout),
+                })
+            }
+        }
+    }
+}
+
+/// A pooled connection to a route, returned to the pool when dropped.
+pub struct Connection(Object<SmtpManager>);
+
+/// Extracts an RFC 3463 enhanced status code (`4.4.3`) from the start of a reply text.
+pub fn enhanced_code(text: &str) -> Option<String> {
+    let word = text.split_whitespace().next()?;
+    let mut parts = word.split('.');
+    let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
+    let ok = parts.next().is_none()
+        && matches!(class, "2" | "4" | "5")
+        && (1..=3).contains(&subject.len())
+        && (1..=3).contains(&detail.len())
+        && subject
+            .chars()
+            .chain(detail.chars())
+            .all(|c| c.is_ascii_digit());
+    ok.then(|| word.to_string())
+}
+
+/// How an I/O error failed the connection, for the classifier.
+fn io_error_kind(io: &std::io::Error) -> ConnectionError {
+    use std::io::ErrorKind as K;
+    match io.kind() {
+        K::ConnectionRefused => ConnectionError::Refused,
+        K::TimedOut => ConnectionError::Timeout,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            ConnectionError::Disconnected
+        }
+        K::NotFound => ConnectionError::Dns,
+        _ if io.to_string().contains("lookup") => ConnectionError::Dns,
+        _ => ConnectionError::Other,
+    }
+}
+
+fn failure_of(e: SmtpError) -> Failure {
+    match e {
+        SmtpError::Reply(reply) => {
+            let text = reply.text();
+            Failure::Reply {
+                code: reply.code,
+                enhanced: enhanced_code(&text),
+                text,
+            }
+        }
+        SmtpError::Io(io) => Failure::Connection {
+            error: io_error_kind(&io),
+            detail: io.to_string(),
+        },
+        SmtpError::Tls(io) => Failure::Connection {
+            error: ConnectionError::Tls,
+            detail: format!("TLS: {io}"),
+        },
+        SmtpError::Protocol(detail) => Failure::Connection {
+            error: ConnectionError::Other,
+            detail,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enhanced_codes_are_found_at_the_start_of_the_text() {
+        assert_eq!(
+            enhanced_code("4.4.3 Routing server failure").as_deref(),
+            Some("4.4.3")
+        );
+        assert_eq!(
+            enhanced_code("5.7.606 Access denied").as_deref(),
+            Some("5.7.606")
+        );
+        assert_eq!(enhanced_code("Service not available"), None);
+        assert_eq!(enhanced_code("1.2.3 nope"), None);
+        assert_eq!(enhanced_code("5.1 short"), None);
+    }
+}
