@@ -272,8 +272,11 @@ local out = {}
 for i = 6, #ARGV, 4 do
   local addr, pos, mid, cg = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
   local verdict
-  local prev = redis.call('HGET', KEYS[1], addr)
-  if prev then
+  -- Claimed as accepted at once (the usual verdict, one command); a
+  -- recipient seen before keeps its first verdict, and any other verdict
+  -- overwrites the claim below.
+  if redis.call('HSETNX', KEYS[1], addr, pos .. '|accepted') == 0 then
+    local prev = redis.call('HGET', KEYS[1], addr)
     local sep = string.find(prev, '|', 1, true)
     if string.sub(prev, 1, sep - 1) == pos then
       verdict = string.sub(prev, sep + 1)
@@ -300,7 +303,9 @@ for i = 6, #ARGV, 4 do
         if redis.call('INCR', KEYS[2]) > max then verdict = 'target_size_limited' end
       end
     end
-    redis.call('HSET', KEYS[1], addr, pos .. '|' .. verdict)
+    if verdict ~= 'accepted' then
+      redis.call('HSET', KEYS[1], addr, pos .. '|' .. verdict)
+    end
   end
   out[#out + 1] = verdict
 end
