@@ -185,6 +185,11 @@ impl ListCommand {
             for (k, d, c) in &rows {
                 println!("{:<40} {:>10} {:>10}", ops.topology.queue(k), d, c);
             }
+            println!(
+                "(a send-lane message carries the jobs of up to {} recipients of one request; \
+                 `mailpipe status ID` counts recipients)",
+                ctx.settings.expander.jobs_per_message.max(1)
+            );
             match next_due {
                 Some(due) => println!(
                     "{deferred} deferred message(s); the next one is due {}",

@@ -390,6 +390,7 @@ pub async fn run_until_stopped(
     let sender = Arc::new(Sender {
         topology: Topology::from_settings(&settings),
         instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+        deliveries: Default::default(),
         settings,
         store,
         routes,
@@ -425,6 +426,8 @@ struct Sender {
     topology: Topology,
     /// Identifies this process as a lease holder.
     instance: String,
+    /// Deliveries started by this process: numbers each one's lease owner.
+    deliveries: std::sync::atomic::AtomicU64,
     store: Store,
     /// The relays, with their limits and order (relay mode).
     routes: Vec<Arc<RouteState>>,
@@ -754,7 +757,12 @@ impl Sender {
         // The lease owner of this delivery: unique, so two deliveries of one
         // message in this process exclude each other too, and the same over
         // a Redis outage, so this delivery finds its own lease again.
-        let owner = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
+        let owner = format!(
+            "{}:{}",
+            self.instance,
+            self.deliveries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let mut delay = Duration::from_millis(100);
         loop {
             match self.deliver(job, &owner, shutdown).await {
@@ -1071,9 +1079,21 @@ impl Sender {
             .filter(|r| only.is_none_or(|name| r.limits.name == name))
             .cloned()
             .collect();
-        let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
+        if routes.len() < 2 {
+            return routes;
+        }
         let now = Instant::now();
-        let is_down = |r: &RouteState| down.get(&r.limits.name).is_some_and(|until| *until > now);
+        let down: HashMap<String, bool> = {
+            let d = self.down.lock().unwrap_or_else(|e| e.into_inner());
+            routes
+                .iter()
+                .map(|r| {
+                    let name = &r.limits.name;
+                    (name.clone(), d.get(name).is_some_and(|until| *until > now))
+                })
+                .collect()
+        };
+        let is_down = |r: &RouteState| down.get(&r.limits.name).copied().unwrap_or(false);
         let key = |r: &RouteState| {
             let u = (hash(message_id, &r.limits.name) as f64 + 1.0) / (u64::MAX as f64 + 2.0);
             -u.ln() / r.weight as f64

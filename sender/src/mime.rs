@@ -135,6 +135,9 @@ pub fn build(
     };
     let envelope =
         Envelope::new(Some(return_path), vec![to_addr]).map_err(|e| format!("envelope: {e}"))?;
+    // Given the envelope, lettre does not derive it by parsing the headers
+    // it was just given.
+    b = b.envelope(envelope.clone());
     let message = match (rendered.text, rendered.html) {
         (Some(text), Some(html)) => b.multipart(MultiPart::alternative_plain_html(text, html)),
         (Some(text), None) => b.singlepart(SinglePart::plain(text)),
