@@ -930,3 +930,118 @@ async fn a_message_that_keeps_crashing_its_consumer_is_stopped_by_the_delivery_l
     assert_eq!(p.queue_depth("send.bulk").await, 0);
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_stopped_in_the_middle_of_a_lane_message_hands_back_exactly_the_unsent_recipients()
+{
+    // One lane message of 400 recipients, sent one at a time, so that the
+    // stop lands in the middle of it.
+    let mut p = TestPipeline::spawn_with(
+        SmtpSink::start(),
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: true,
+        },
+        |s| {
+            s.expander.jobs_per_message = 400;
+            s.sender.bulk_concurrency = 1;
+        },
+    )
+    .await;
+    let rid = "stop-mid-message";
+    let n = 400;
+    p.publish_json(&sample_request(rid, n, "example.com")).await;
+    wait_for("the expansion", Duration::from_secs(60), || async {
+        (p.status(rid).await.parts_done == 1).then_some(())
+    })
+    .await;
+    assert_eq!(p.queue_depth("send.bulk").await, 1);
+    p.start_worker("sender");
+    wait_for("some of it sent", Duration::from_secs(60), || async {
+        (p.sink().count() >= 20).then_some(())
+    })
+    .await;
+    p.stop_worker("sender").await;
+    let sent = p.status(rid).await.sent as usize;
+    assert!(sent < n, "the whole message went out before the stop");
+    // What is back in the lane is one message holding exactly the
+    // recipients without a sent record: the stop returned them, it did not
+    // leave the whole message to be redelivered.
+    let back = p.drain_jobs("send.bulk").await;
+    assert_eq!(back.len(), n - sent, "{} back, {sent} sent", back.len());
+    for job in &back {
+        assert!(p.store.done(&job.id).await.unwrap().is_none(), "{job:?}");
+    }
+    let batch = mailpipe_common::message::JobBatch::from_jobs(&back).unwrap();
+    publish_raw(&p, "send.bulk", &serde_json::to_vec(&batch).unwrap()).await;
+    p.start_worker("sender");
+    let status = p.wait_complete(rid, COMPLETE_TIMEOUT).await;
+    assert_eq!(status.sent, n as u64);
+    let per = p.sink().per_recipient();
+    assert_eq!(per.len(), n);
+    assert!(per.values().all(|c| *c == 1), "sent twice: {per:?}");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recipient_of_a_lane_message_on_its_last_allowed_delivery_ends_as_poison() {
+    let mut p = TestPipeline::spawn_with(
+        SmtpSink::start(),
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: true,
+        },
+        |_| {},
+    )
+    .await;
+    let rid = "poison-lane-message";
+    p.publish_json(&sample_request(rid, 3, "example.com")).await;
+    wait_for("the expansion", Duration::from_secs(60), || async {
+        (p.status(rid).await.parts_done == 1).then_some(())
+    })
+    .await;
+    // The lane message comes back as the broker hands it out after it was
+    // returned `delivery_limit - 1` times (a consumer crashing on it): on
+    // this last allowed delivery the sender ends each recipient with a
+    // terminal record instead of sending, so the campaign's counts close.
+    let message = p
+        .drain_queue("send.bulk")
+        .await
+        .pop()
+        .expect("the lane message");
+    assert_eq!(message["recipients"].as_array().map(Vec::len), Some(3));
+    let returned = (p.settings.amqp.delivery_limit - 1).to_string();
+    let conn = mailpipe_common::amqp::connect_once(&p.settings.amqp, "test")
+        .await
+        .unwrap();
+    let ch = mailpipe_common::amqp::channel(&conn, None).await.unwrap();
+    mailpipe_common::amqp::publish_confirmed(
+        &ch,
+        &p.topology.exchange(),
+        "send.bulk",
+        &serde_json::to_vec(&message).unwrap(),
+        mailpipe_common::amqp::with_headers(
+            mailpipe_common::amqp::properties(),
+            &[("x-delivery-count", returned)],
+        ),
+    )
+    .await
+    .unwrap();
+    let _ = conn.close(200, "ok".into()).await;
+    p.start_worker("sender");
+    let status = p.wait_complete(rid, Duration::from_secs(60)).await;
+    assert_eq!(status.dead.get("poison_message"), Some(&3), "{status:?}");
+    assert_eq!(status.sent, 0);
+    assert_eq!(p.sink().count(), 0);
+    let dead = p.drain_queue("dead").await;
+    assert_eq!(
+        dead.iter()
+            .filter(|d| d["reason"] == "poison_message")
+            .count(),
+        3,
+        "{dead:?}"
+    );
+    p.shutdown().await;
+}
