@@ -56,55 +56,63 @@ end
 -- What does not change within one call is read once per domain: its
 -- pause and its run-time limits; the breaker's attempts are added once per
 -- domain at the end.
-local domains, attempts, touched = {}, {}, {}
+local pauses, overrides, attempts, touched = {}, {}, {}, {}
 for i = 4, #ARGV, 8 do
   local domain, route = ARGV[i], ARGV[i + 1]
-  local rint, rconc, lease = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ARGV[i + 7]
-  local dk = function(kind) return p .. ':' .. kind .. ':' .. domain end
-  local d = domains[domain]
-  if not d then
-    d = {paused = redis.call('PTTL', dk('pause'))}
-    if d.paused <= 0 then
-      d.ov = redis.call('HMGET', dk('limit'), 'interval_ms', 'burst', 'concurrency')
-    end
-    domains[domain] = d
+  local paused = pauses[domain]
+  if paused == nil then
+    paused = redis.call('PTTL', p .. ':pause:' .. domain)
+    pauses[domain] = paused
   end
-  if d.paused > 0 then
-    out[#out + 1] = 2; out[#out + 1] = d.paused; out[#out + 1] = 0
+  if paused > 0 then
+    out[#out + 1] = 2; out[#out + 1] = paused; out[#out + 1] = 0
   else
-    local dint = tonumber(d.ov[1]) or tonumber(ARGV[i + 2])
-    local dburst = tonumber(d.ov[2]) or tonumber(ARGV[i + 3])
-    local dconc = tonumber(d.ov[3]) or tonumber(ARGV[i + 4])
-    if dint > 0 then
-      local sl = redis.call('HMGET', dk('slow'), 'factor', 'since', 'until')
-      if sl[1] then
-        local f = tonumber(sl[1])
-        local since, untl = tonumber(sl[2]), tonumber(sl[3])
-        if now < untl and untl > since then f = f + (1 - f) * (now - since) / (untl - since) else f = 1 end
-        if f > 0.01 then dint = dint / f else dint = dint * 100 end
+    local ov = overrides[domain]
+    if ov == nil then
+      ov = redis.call('HMGET', p .. ':limit:' .. domain, 'interval_ms', 'burst', 'concurrency')
+      overrides[domain] = ov
+    end
+    local dint = tonumber(ov[1]) or tonumber(ARGV[i + 2])
+    local dconc = tonumber(ov[3]) or tonumber(ARGV[i + 4])
+    local rint, rconc = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+    local leased, go = 0, true
+    -- Without any limit there is nothing to spend: only the attempt counts.
+    if dint > 0 or dconc > 0 or rint > 0 or rconc > 0 then
+      local dburst = tonumber(ov[2]) or tonumber(ARGV[i + 3])
+      local lease = ARGV[i + 7]
+      if dint > 0 then
+        local sl = redis.call('HMGET', p .. ':slow:' .. domain, 'factor', 'since', 'until')
+        if sl[1] then
+          local f = tonumber(sl[1])
+          local since, untl = tonumber(sl[2]), tonumber(sl[3])
+          if now < untl and untl > since then f = f + (1 - f) * (now - since) / (untl - since) else f = 1 end
+          if f > 0.01 then dint = dint / f else dint = dint * 100 end
+        end
+      end
+      wait = 0
+      local dtat = gcra(p .. ':tat:' .. domain, dint, dburst)
+      local rtat = gcra(p .. ':rtat:' .. route, rint, 1)
+      room(p .. ':conc:' .. domain, dconc)
+      room(p .. ':rconc:' .. route, rconc)
+      if wait > 0 then
+        out[#out + 1] = 1; out[#out + 1] = math.ceil(wait); out[#out + 1] = 0
+        go = false
+      else
+        if dtat then redis.call('SET', p .. ':tat:' .. domain, tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
+        if rtat then redis.call('SET', p .. ':rtat:' .. route, tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
+        if dconc > 0 then
+          redis.call('ZADD', p .. ':conc:' .. domain, now + ttl, lease)
+          redis.call('PEXPIRE', p .. ':conc:' .. domain, ttl)
+          leased = 1
+        end
+        if rconc > 0 then
+          redis.call('ZADD', p .. ':rconc:' .. route, now + ttl, lease)
+          redis.call('PEXPIRE', p .. ':rconc:' .. route, ttl)
+          leased = 1
+        end
       end
     end
-    wait = 0
-    local dtat = gcra(dk('tat'), dint, dburst)
-    local rtat = gcra(p .. ':rtat:' .. route, rint, 1)
-    room(dk('conc'), dconc)
-    room(p .. ':rconc:' .. route, rconc)
-    if wait > 0 then
-      out[#out + 1] = 1; out[#out + 1] = math.ceil(wait); out[#out + 1] = 0
-    else
-      if dtat then redis.call('SET', dk('tat'), tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
-      if rtat then redis.call('SET', p .. ':rtat:' .. route, tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
-      local leased = 0
-      if dconc > 0 then
-        redis.call('ZADD', dk('conc'), now + ttl, lease)
-        redis.call('PEXPIRE', dk('conc'), ttl)
-        leased = 1
-      end
-      if rconc > 0 then
-        redis.call('ZADD', p .. ':rconc:' .. route, now + ttl, lease)
-        redis.call('PEXPIRE', p .. ':rconc:' .. route, ttl)
-        leased = 1
-      end
+    if go then
       if not attempts[domain] then
         attempts[domain] = 0
         touched[#touched + 1] = domain

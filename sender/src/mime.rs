@@ -138,7 +138,7 @@ pub fn build(
     // Given the envelope, lettre does not derive it by parsing the headers
     // it was just given.
     b = b.envelope(envelope.clone());
-    let message = match (rendered.text, rendered.html) {
+    let message = match (rendered.text.map(crlf), rendered.html.map(crlf)) {
         (Some(text), Some(html)) => b.multipart(MultiPart::alternative_plain_html(text, html)),
         (Some(text), None) => b.singlepart(SinglePart::plain(text)),
         (None, Some(html)) => b.singlepart(SinglePart::html(html)),
@@ -154,6 +154,30 @@ pub fn build(
         .sign(sender.from.email.domain(), message.formatted(), unix)
         .map_err(|e| format!("DKIM signing: {e}"))?;
     Ok((envelope, bytes))
+}
+
+/// The text with CRLF line ends, in one pass. lettre does the same to a
+/// body with bare LFs, but inserts each CR in place, moving the rest of the
+/// body every time; given CRLF already, it has nothing to do.
+fn crlf(text: String) -> String {
+    let bytes = text.as_bytes();
+    let bare = memchr::memchr_iter(b'\n', bytes)
+        .filter(|&i| i == 0 || bytes[i - 1] != b'\r')
+        .count();
+    if bare == 0 {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + bare);
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', bytes) {
+        if i == 0 || bytes[i - 1] != b'\r' {
+            out.push_str(&text[start..i]);
+            out.push_str("\r\n");
+            start = i + 1;
+        }
+    }
+    out.push_str(&text[start..]);
+    out
 }
 
 #[cfg(test)]
@@ -213,6 +237,35 @@ mod tests {
             BASE64.encode(pkcs8.as_ref())
         );
         Signer::new(domain, "s1", DkimAlgorithm::Ed25519Sha256, pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn line_ends_become_crlf_once() {
+        assert_eq!(crlf("a\nb\r\nc\n".into()), "a\r\nb\r\nc\r\n");
+        assert_eq!(crlf("\nx".into()), "\r\nx");
+        assert_eq!(crlf("no line end".into()), "no line end");
+        assert_eq!(crlf("ü\n\n".into()), "ü\r\n\r\n");
+    }
+
+    #[test]
+    fn the_built_message_is_the_same_whatever_the_line_ends_of_the_bodies() {
+        let o = origin(None, Signers::default());
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let with = |text: &str| Rendered {
+            text: Some(text.into()),
+            html: Some(format!("<p>{text}</p>")),
+            ..rendered()
+        };
+        let strip_boundaries = |b: Vec<u8>| {
+            let t = String::from_utf8(b).unwrap();
+            t.lines()
+                .filter(|l| !l.contains("boundary") && !l.starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (_, lf) = build(&job(), &sender(), with("one\ntwo\n"), &o, now).unwrap();
+        let (_, crlf) = build(&job(), &sender(), with("one\r\ntwo\r\n"), &o, now).unwrap();
+        assert_eq!(strip_boundaries(lf), strip_boundaries(crlf));
     }
 
     #[test]
