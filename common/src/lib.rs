@@ -10,6 +10,8 @@
 pub mod address;
 pub mod amqp;
 pub mod bounce;
+#[cfg(feature = "redis")]
+pub mod calls;
 pub mod classify;
 pub mod config;
 pub mod http;

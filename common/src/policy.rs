@@ -19,116 +19,9 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::Serialize;
 
+use crate::calls::{Answer, Call};
 use crate::config::{BreakerSettings, DomainPolicy, SlowdownSettings};
 use crate::store::{Store, StoreError};
-
-const THROTTLE_LUA: &str = r#"
--- Asks for any number of messages, in order, whether each may go now.
--- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, then groups of 8:
---   domain, route, domain interval ms (0 none), domain burst, domain
---   concurrency (0 none), route interval ms (0 none), route concurrency
---   (0 none), lease id.
--- Returns three values per message: status (0 go, 1 wait, 2 paused),
--- milliseconds to wait or pause, and 1 if concurrency leases were taken.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local p = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local out = {}
-local wait
-local function gcra(key, interval, burst)
-  if interval <= 0 then return nil end
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  local tau = interval * math.max(burst - 1, 0)
-  if tat - now > tau then
-    wait = math.max(wait, tat - now - tau)
-    return nil
-  end
-  return tat + interval
-end
-local function room(key, limit)
-  if limit <= 0 then return end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if redis.call('ZCARD', key) >= limit then wait = math.max(wait, 20) end
-end
--- What does not change within one call is read once per domain: its
--- pause and its run-time limits; the breaker's attempts are added once per
--- domain at the end.
-local pauses, overrides, attempts, touched = {}, {}, {}, {}
-for i = 4, #ARGV, 8 do
-  local domain, route = ARGV[i], ARGV[i + 1]
-  local paused = pauses[domain]
-  if paused == nil then
-    paused = redis.call('PTTL', p .. ':pause:' .. domain)
-    pauses[domain] = paused
-  end
-  if paused > 0 then
-    out[#out + 1] = 2; out[#out + 1] = paused; out[#out + 1] = 0
-  else
-    local ov = overrides[domain]
-    if ov == nil then
-      ov = redis.call('HMGET', p .. ':limit:' .. domain, 'interval_ms', 'burst', 'concurrency')
-      overrides[domain] = ov
-    end
-    local dint = tonumber(ov[1]) or tonumber(ARGV[i + 2])
-    local dconc = tonumber(ov[3]) or tonumber(ARGV[i + 4])
-    local rint, rconc = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-    local leased, go = 0, true
-    -- Without any limit there is nothing to spend: only the attempt counts.
-    if dint > 0 or dconc > 0 or rint > 0 or rconc > 0 then
-      local dburst = tonumber(ov[2]) or tonumber(ARGV[i + 3])
-      local lease = ARGV[i + 7]
-      if dint > 0 then
-        local sl = redis.call('HMGET', p .. ':slow:' .. domain, 'factor', 'since', 'until')
-        if sl[1] then
-          local f = tonumber(sl[1])
-          local since, untl = tonumber(sl[2]), tonumber(sl[3])
-          if now < untl and untl > since then f = f + (1 - f) * (now - since) / (untl - since) else f = 1 end
-          if f > 0.01 then dint = dint / f else dint = dint * 100 end
-        end
-      end
-      wait = 0
-      local dtat = gcra(p .. ':tat:' .. domain, dint, dburst)
-      local rtat = gcra(p .. ':rtat:' .. route, rint, 1)
-      room(p .. ':conc:' .. domain, dconc)
-      room(p .. ':rconc:' .. route, rconc)
-      if wait > 0 then
-        out[#out + 1] = 1; out[#out + 1] = math.ceil(wait); out[#out + 1] = 0
-        go = false
-      else
-        if dtat then redis.call('SET', p .. ':tat:' .. domain, tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
-        if rtat then redis.call('SET', p .. ':rtat:' .. route, tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
-        if dconc > 0 then
-          redis.call('ZADD', p .. ':conc:' .. domain, now + ttl, lease)
-          redis.call('PEXPIRE', p .. ':conc:' .. domain, ttl)
-          leased = 1
-        end
-        if rconc > 0 then
-          redis.call('ZADD', p .. ':rconc:' .. route, now + ttl, lease)
-          redis.call('PEXPIRE', p .. ':rconc:' .. route, ttl)
-          leased = 1
-        end
-      end
-    end
-    if go then
-      if not attempts[domain] then
-        attempts[domain] = 0
-        touched[#touched + 1] = domain
-      end
-      attempts[domain] = attempts[domain] + 1
-      out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = leased
-    end
-  end
-end
-for _, domain in ipairs(touched) do
-  local bucket = p .. ':brk:' .. domain .. ':' .. math.floor(now / 60000)
-  redis.call('HINCRBY', bucket, 'a', attempts[domain])
-  redis.call('EXPIRE', bucket, window + 120)
-end
-return out
-"#;
 
 const BREAKER_LUA: &str = r#"
 -- KEYS: 1 pause; ARGV: 1 bucket prefix, 2 window s, 3 min attempts, 4 ratio,
@@ -210,7 +103,6 @@ pub struct DomainState {
 #[derive(Clone)]
 pub struct Policy {
     store: Store,
-    throttle: std::sync::Arc<redis::Script>,
     breaker: std::sync::Arc<redis::Script>,
 }
 
@@ -222,7 +114,6 @@ impl Policy {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            throttle: std::sync::Arc::new(redis::Script::new(THROTTLE_LUA)),
             breaker: std::sync::Arc::new(redis::Script::new(BREAKER_LUA)),
         }
     }
@@ -269,44 +160,13 @@ impl Policy {
         lease_ttl: Duration,
         breaker: &BreakerSettings,
     ) -> Result<Vec<Verdict>, StoreError> {
-        if asks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ms = |d: Option<Duration>| d.map(|i| i.as_secs_f64() * 1000.0).unwrap_or(0.0);
-        let mut inv = self.throttle.prepare_invoke();
-        inv.arg(self.store.prefix())
-            .arg(lease_ttl.as_millis() as u64)
-            .arg(breaker.window.as_secs());
-        for a in asks {
-            inv.arg(&a.domain)
-                .arg(&a.route.name)
-                .arg(ms(a.limits.rate.map(|r| r.interval())))
-                .arg(a.limits.burst.unwrap_or(1))
-                .arg(a.limits.concurrency.unwrap_or(0))
-                .arg(ms(a.route.interval))
-                .arg(a.route.concurrency.unwrap_or(0))
-                .arg(&a.lease_id);
-        }
-        let mut c = self.store.connection();
-        let flat: Vec<i64> = inv.invoke_async(&mut c).await.map_err(op("throttle"))?;
-        if flat.len() != asks.len() * 3 {
-            return Err(StoreError::Corrupt {
-                what: "throttle reply",
-                detail: format!("{} values for {} messages", flat.len(), asks.len()),
-            });
-        }
-        Ok(flat
-            .chunks(3)
-            .zip(asks)
-            .map(|(v, a)| {
-                let d = Duration::from_millis(v[1].max(0) as u64);
-                match v[0] {
-                    0 => Verdict::Go {
-                        lease: (v[2] == 1).then(|| a.lease_id.clone()),
-                    },
-                    2 => Verdict::Paused(d),
-                    _ => Verdict::Wait(d),
-                }
+        let calls: Vec<Call> = asks.iter().cloned().map(Call::Acquire).collect();
+        let answers = self.store.calls(&calls, lease_ttl, breaker.window).await?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Acquire(v) => Some(v),
+                _ => None,
             })
             .collect())
     }

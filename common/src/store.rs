@@ -40,6 +40,7 @@ use redis::AsyncCommands;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+use crate::calls::{Answer, Call};
 use crate::config::RedisSettings;
 
 /// A Redis failure, with the operation that failed.
@@ -77,55 +78,6 @@ pub struct Gate {
     /// lease another replica holds has left.
     pub lease_wait: Option<Duration>,
 }
-
-const GATE_LUA: &str = r#"
--- Before sends, in one round trip for any number of messages: each
--- message's terminal record, its campaign's operator flags, and its lease,
--- taken atomically with the check that nothing ended it.
--- ARGV: 1 prefix, 2 lease ttl ms, then groups of 4: message, request,
--- retried (1/0), owner. Returns status and value per message: 0 leased,
--- 1 done (the record), 2 cancelled, 3 held, 4 leased by another (ms left).
-local p, ttl = ARGV[1], ARGV[2]
-local flags = {}
-local out = {}
-for i = 3, #ARGV, 4 do
-  local mid, req, retried, owner = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if retried == '1' then
-    redis.call('ZREM', p .. ':deferred', mid)
-    redis.call('HDEL', p .. ':deferred:info', mid)
-  end
-  local status, value = '0', ''
-  local done = redis.call('GET', p .. ':done:' .. mid)
-  if done then
-    status, value = '1', done
-  else
-    -- A campaign's flags, read once per call.
-    local flag = flags[req]
-    if not flag then
-      local cancelled, held = p .. ':cancelled:' .. req, p .. ':held:' .. req
-      flag = '0'
-      if redis.call('EXISTS', cancelled, held) > 0 then
-        if redis.call('EXISTS', cancelled) == 1 then flag = '2' else flag = '3' end
-      end
-      flags[req] = flag
-    end
-    local lease = p .. ':lease:' .. mid
-    if flag ~= '0' then
-      status = flag
-    elseif not redis.call('SET', lease, owner, 'NX', 'PX', ttl) then
-      -- The same delivery again (after a Redis error): it still holds the lease.
-      if redis.call('GET', lease) == owner then
-        redis.call('PEXPIRE', lease, ttl)
-      else
-        status, value = '4', tostring(redis.call('PTTL', lease))
-      end
-    end
-  end
-  out[#out + 1] = status
-  out[#out + 1] = value
-end
-return out
-"#;
 
 /// One message to check and lease in [`Store::gate_many`].
 #[derive(Debug, Clone)]
@@ -314,40 +266,6 @@ if max > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 return out
 "#;
 
-const DONE_LUA: &str = r#"
--- Terminal records of any number of messages, each counted only when new.
--- ARGV: 1 prefix, then groups of 6: message, request, record, ttl seconds,
--- address whose soft-failure counter a delivery resets ('' = none), and
--- the request-hash counters to raise, space-separated. Returns 1 per
--- message whose record is new, else 0.
-local p = ARGV[1]
-local out = {}
-local counts, order = {}, {}
-for i = 2, #ARGV, 6 do
-  local mid, req, record, ttl, reset, counters =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  if redis.call('SET', p .. ':done:' .. mid, record, 'NX', 'EX', ttl) then
-    for field in string.gmatch(counters, '%S+') do
-      local k = req .. '\0' .. field
-      if not counts[k] then
-        counts[k] = 0
-        order[#order + 1] = {req, field, k}
-      end
-      counts[k] = counts[k] + 1
-    end
-    if reset ~= '' then redis.call('DEL', p .. ':errors:' .. reset) end
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
-end
--- Counters raised once per request and field.
-for _, c in ipairs(order) do
-  redis.call('HINCRBY', p .. ':req:' .. c[1], c[2], counts[c[3]])
-end
-return out
-"#;
-
 const MARK_LUA: &str = r#"
 -- KEYS[1] a marker key, KEYS[2] request hash; ARGV[1] value, ARGV[2] ttl
 -- seconds, ARGV[3..] counter fields to raise when the marker is new
@@ -503,8 +421,7 @@ pub struct Store {
     conn: ConnectionManager,
     prefix: String,
     screen: std::sync::Arc<redis::Script>,
-    gate: std::sync::Arc<redis::Script>,
-    done: std::sync::Arc<redis::Script>,
+    calls: std::sync::Arc<redis::Script>,
     mark: std::sync::Arc<redis::Script>,
     release: std::sync::Arc<redis::Script>,
     failure: std::sync::Arc<redis::Script>,
@@ -532,8 +449,7 @@ impl Store {
             conn,
             prefix: settings.prefix.clone(),
             screen: std::sync::Arc::new(redis::Script::new(SCREEN_LUA)),
-            gate: std::sync::Arc::new(redis::Script::new(GATE_LUA)),
-            done: std::sync::Arc::new(redis::Script::new(DONE_LUA)),
+            calls: std::sync::Arc::new(redis::Script::new(crate::calls::CALLS_LUA)),
             mark: std::sync::Arc::new(redis::Script::new(MARK_LUA)),
             release: std::sync::Arc::new(redis::Script::new(RELEASE_LUA)),
             failure: std::sync::Arc::new(redis::Script::new(FAILURE_LUA)),
@@ -740,48 +656,35 @@ impl Store {
         requests: &[GateRequest],
         lease: Duration,
     ) -> Result<Vec<Gate>, StoreError> {
-        if requests.is_empty() {
+        let calls: Vec<Call> = requests.iter().cloned().map(Call::Gate).collect();
+        let answers = self.calls(&calls, lease, Duration::ZERO).await?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Gate(g) => Some(g),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Runs any mix of the per-message calls of a sender in one round trip,
+    /// in order ([`crate::calls`]); the answers come back in the order of
+    /// `calls`. `lease` is the ttl of message and concurrency leases,
+    /// `breaker_window` the domain breaker's window.
+    pub async fn calls(
+        &self,
+        calls: &[Call],
+        lease: Duration,
+        breaker_window: Duration,
+    ) -> Result<Vec<Answer>, StoreError> {
+        if calls.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = self.gate.prepare_invoke();
-        inv.arg(&self.prefix).arg(lease.as_millis().max(1) as u64);
-        for r in requests {
-            inv.arg(&r.message)
-                .arg(&r.request)
-                .arg(if r.retried { "1" } else { "0" })
-                .arg(&r.owner);
-        }
+        let mut inv = self.calls.prepare_invoke();
+        crate::calls::arguments(&mut inv, &self.prefix, calls, lease, breaker_window);
         let mut c = self.conn.clone();
-        let flat: Vec<String> = inv.invoke_async(&mut c).await.map_err(op("gate"))?;
-        if flat.len() != requests.len() * 2 {
-            return Err(StoreError::Corrupt {
-                what: "gate reply",
-                detail: format!("{} values for {} messages", flat.len(), requests.len()),
-            });
-        }
-        flat.chunks(2)
-            .map(|pair| {
-                let mut gate = Gate::default();
-                match pair[0].as_str() {
-                    "0" => {}
-                    "1" => {
-                        gate.done = Some(serde_json::from_str(&pair[1]).map_err(|e| {
-                            StoreError::Corrupt {
-                                what: "done record",
-                                detail: e.to_string(),
-                            }
-                        })?)
-                    }
-                    "2" => gate.cancelled = true,
-                    "3" => gate.held = true,
-                    _ => {
-                        let ms = pair[1].parse::<i64>().unwrap_or(0).max(1);
-                        gate.lease_wait = Some(Duration::from_millis(ms as u64));
-                    }
-                }
-                Ok(gate)
-            })
-            .collect()
+        let reply: Vec<String> = inv.invoke_async(&mut c).await.map_err(op("calls"))?;
+        crate::calls::answers(calls, reply)
     }
 
     /// Sets or clears an operator flag on a campaign (`held`, `cancelled`).
@@ -1103,22 +1006,15 @@ impl Store {
     /// Records the terminal states of many messages in one round trip;
     /// for each, whether its record is new (only new records are counted).
     pub async fn record_done_many(&self, writes: &[DoneWrite]) -> Result<Vec<bool>, StoreError> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut inv = self.done.prepare_invoke();
-        inv.arg(&self.prefix);
-        for w in writes {
-            inv.arg(&w.message)
-                .arg(&w.record.request)
-                .arg(serde_json::to_string(&w.record).unwrap_or_default())
-                .arg(w.ttl.as_secs().max(1))
-                .arg(w.reset_address.as_deref().unwrap_or(""))
-                .arg(&w.counters);
-        }
-        let mut c = self.conn.clone();
-        let new: Vec<i64> = inv.invoke_async(&mut c).await.map_err(op("record done"))?;
-        Ok(new.into_iter().map(|n| n == 1).collect())
+        let calls: Vec<Call> = writes.iter().cloned().map(Call::Done).collect();
+        let answers = self.calls(&calls, Duration::ZERO, Duration::ZERO).await?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Done(new) => Some(new),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Counts a recipient-scope failure against an address (once per message

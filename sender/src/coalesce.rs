@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 type Reply<O> = oneshot::Sender<Result<O, StoreError>>;
 
-/// A queue of asks of one kind, answered together.
+/// A queue of asks, answered together.
 pub struct Coalescer<I, O> {
     tx: mpsc::UnboundedSender<(I, Reply<O>)>,
 }

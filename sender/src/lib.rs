@@ -30,6 +30,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
+use mailpipe_common::calls::{Answer, Call};
 use mailpipe_common::classify::Failure;
 use mailpipe_common::config::{DeliveryMode, RouteSettings, Settings};
 use mailpipe_common::http::Health;
@@ -385,7 +386,7 @@ pub async fn run_until_stopped(
         }
     }
     let policy = Policy::new(store.clone());
-    let batched = Batched::start(&store, &policy, &settings);
+    let batched = Batched::start(&store, &settings);
     let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
     let sender = Arc::new(Sender {
         topology: Topology::from_settings(&settings),
@@ -454,36 +455,50 @@ struct Sender {
     batched: Batched,
 }
 
-/// Most asks of one kind answered by one Redis call.
+/// Most calls made in one Redis round trip.
 const COALESCE_MAX: usize = 256;
 
-/// The Redis calls every message makes, coalesced across the messages in
-/// flight ([`coalesce`]): its gate and lease, the sending policy's verdict,
-/// and its sent record.
+/// The Redis calls every message makes — its gate and lease, the sending
+/// policy's verdict, its sent record — gathered across the messages in
+/// flight and made together, whatever their kind, as one script call per
+/// round trip ([`coalesce`], [`mailpipe_common::calls`]).
 struct Batched {
-    gate: Coalescer<GateRequest, Gate>,
-    acquire: Coalescer<Ask, Verdict>,
-    sent: Coalescer<DoneWrite, bool>,
+    calls: Coalescer<Call, Answer>,
 }
 
 impl Batched {
-    fn start(store: &Store, policy: &Policy, settings: &Settings) -> Self {
+    fn start(store: &Store, settings: &Settings) -> Self {
         let lease = settings.sender.lease;
-        let breaker = settings.policy.breaker.clone();
-        let (gate_store, sent_store, policy) = (store.clone(), store.clone(), policy.clone());
+        let window = settings.policy.breaker.window;
+        let store = store.clone();
         Self {
-            gate: Coalescer::start(COALESCE_MAX, move |asks: Vec<GateRequest>| {
-                let store = gate_store.clone();
-                async move { store.gate_many(&asks, lease).await }
+            calls: Coalescer::start(COALESCE_MAX, move |calls: Vec<Call>| {
+                let store = store.clone();
+                async move { store.calls(&calls, lease, window).await }
             }),
-            acquire: Coalescer::start(COALESCE_MAX, move |asks: Vec<Ask>| {
-                let (policy, breaker) = (policy.clone(), breaker.clone());
-                async move { policy.acquire_many(&asks, lease, &breaker).await }
-            }),
-            sent: Coalescer::start(COALESCE_MAX, move |writes: Vec<DoneWrite>| {
-                let store = sent_store.clone();
-                async move { store.record_done_many(&writes).await }
-            }),
+        }
+    }
+
+    async fn gate(&self, request: GateRequest) -> Result<Gate, StoreError> {
+        match self.calls.ask(Call::Gate(request)).await? {
+            Answer::Gate(g) => Ok(g),
+            other => Err(StoreError::Shared(format!("a gate answered {other:?}"))),
+        }
+    }
+
+    async fn acquire(&self, ask: Ask) -> Result<Verdict, StoreError> {
+        match self.calls.ask(Call::Acquire(ask)).await? {
+            Answer::Acquire(v) => Ok(v),
+            other => Err(StoreError::Shared(format!(
+                "a policy ask answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn record(&self, write: DoneWrite) -> Result<bool, StoreError> {
+        match self.calls.ask(Call::Done(write)).await? {
+            Answer::Done(new) => Ok(new),
+            other => Err(StoreError::Shared(format!("a record answered {other:?}"))),
         }
     }
 }
@@ -827,8 +842,7 @@ impl Sender {
         let gate = loop {
             let gate = self
                 .batched
-                .gate
-                .ask(GateRequest {
+                .gate(GateRequest {
                     message: job.id.clone(),
                     request: job.request.clone(),
                     retried: job.attempt > 0,
@@ -951,8 +965,7 @@ impl Sender {
             let policy_lease = loop {
                 let verdict = self
                     .batched
-                    .acquire
-                    .ask(Ask {
+                    .acquire(Ask {
                         domain: domain.clone(),
                         limits: limits.clone(),
                         route: route.limits.clone(),
@@ -1208,7 +1221,7 @@ impl Sender {
         let mut delay = Duration::from_millis(50);
         loop {
             let write = DoneWrite::sent(&job.id, record.clone(), &address, self.record_ttl(job));
-            match self.batched.sent.ask(write).await {
+            match self.batched.record(write).await {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::error!(message = %job.id, error = %e, "cannot write the sent record; retrying (the lease still protects the message)");

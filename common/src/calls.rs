@@ -1,0 +1,392 @@
+//! The Redis calls a sender makes for every message — its gate and lease,
+//! the sending policy's verdict, its terminal record — as one script that
+//! serves any mix of them in one round trip, in order.
+//!
+//! A busy sender has dozens of messages in flight, each at its own step; it
+//! gathers whatever they ask at the moment and sends it as one
+//! [`Store::calls`](crate::store::Store::calls). One script for all three
+//! kinds means one round trip, and one script invocation on the server, for
+//! all of them, where three scripts would need three. [`Store::gate_many`],
+//! [`Store::record_done_many`] and [`Policy::acquire_many`] are the same
+//! script with one kind of call.
+//!
+//! [`Store::gate_many`]: crate::store::Store::gate_many
+//! [`Store::record_done_many`]: crate::store::Store::record_done_many
+//! [`Policy::acquire_many`]: crate::policy::Policy::acquire_many
+
+use std::time::Duration;
+
+use crate::policy::{Ask, Verdict};
+use crate::store::{DoneWrite, Gate, GateRequest, StoreError};
+
+pub(crate) const CALLS_LUA: &str = r#"
+-- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, then the calls, each
+-- a tag and its fields:
+--   g  message, request, retried (1/0), owner
+--      the message's terminal record, its campaign's operator flags, and
+--      its lease, taken atomically with the check that nothing ended it;
+--      answers status (0 leased, 1 done, 2 cancelled, 3 held, 4 leased by
+--      another) and value (the record, or the lease's ms left)
+--   a  domain, route, domain interval ms (0 none), domain burst, domain
+--      concurrency (0 none), route interval ms (0 none), route
+--      concurrency (0 none), lease id
+--      whether the message may go now; answers status (0 go, 1 wait,
+--      2 paused), ms to wait or pause, and 1 if concurrency leases were
+--      taken
+--   d  message, request, record, ttl s, address whose soft-failure counter
+--      a delivery resets ('' none), request counters to raise (space-
+--      separated)
+--      the terminal record, counted only when new; answers 1 if new
+-- What does not change within one call is read once: a campaign's flags,
+-- a domain's pause and run-time limits, the server's clock; counters are
+-- raised once per request and field, breaker attempts once per domain.
+local p, ttl, window = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+local now
+local flags, pauses, overrides = {}, {}, {}
+local attempts, touched = {}, {}
+local counts, order = {}, {}
+local wait
+local function gcra(key, interval, burst)
+  if interval <= 0 then return nil end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local tau = interval * math.max(burst - 1, 0)
+  if tat - now > tau then
+    wait = math.max(wait, tat - now - tau)
+    return nil
+  end
+  return tat + interval
+end
+local function room(key, limit)
+  if limit <= 0 then return end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= limit then wait = math.max(wait, 20) end
+end
+
+local function gate(mid, req, retried, owner)
+  if retried == '1' then
+    redis.call('ZREM', p .. ':deferred', mid)
+    redis.call('HDEL', p .. ':deferred:info', mid)
+  end
+  local done = redis.call('GET', p .. ':done:' .. mid)
+  if done then return '1', done end
+  local flag = flags[req]
+  if not flag then
+    local cancelled, held = p .. ':cancelled:' .. req, p .. ':held:' .. req
+    flag = '0'
+    if redis.call('EXISTS', cancelled, held) > 0 then
+      if redis.call('EXISTS', cancelled) == 1 then flag = '2' else flag = '3' end
+    end
+    flags[req] = flag
+  end
+  if flag ~= '0' then return flag, '' end
+  local lease = p .. ':lease:' .. mid
+  if redis.call('SET', lease, owner, 'NX', 'PX', ttl) then return '0', '' end
+  -- The same delivery again (after a Redis error): it still holds the lease.
+  if redis.call('GET', lease) == owner then
+    redis.call('PEXPIRE', lease, ttl)
+    return '0', ''
+  end
+  return '4', tostring(redis.call('PTTL', lease))
+end
+
+local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease)
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local paused = pauses[domain]
+  if paused == nil then
+    paused = redis.call('PTTL', p .. ':pause:' .. domain)
+    pauses[domain] = paused
+  end
+  if paused > 0 then return 2, paused, 0 end
+  local ov = overrides[domain]
+  if ov == nil then
+    ov = redis.call('HMGET', p .. ':limit:' .. domain, 'interval_ms', 'burst', 'concurrency')
+    overrides[domain] = ov
+  end
+  dint = tonumber(ov[1]) or tonumber(dint)
+  dconc = tonumber(ov[3]) or tonumber(dconc)
+  rint, rconc = tonumber(rint), tonumber(rconc)
+  local leased = 0
+  -- Without any limit there is nothing to spend: only the attempt counts.
+  if dint > 0 or dconc > 0 or rint > 0 or rconc > 0 then
+    dburst = tonumber(ov[2]) or tonumber(dburst)
+    if dint > 0 then
+      local sl = redis.call('HMGET', p .. ':slow:' .. domain, 'factor', 'since', 'until')
+      if sl[1] then
+        local f = tonumber(sl[1])
+        local since, untl = tonumber(sl[2]), tonumber(sl[3])
+        if now < untl and untl > since then f = f + (1 - f) * (now - since) / (untl - since) else f = 1 end
+        if f > 0.01 then dint = dint / f else dint = dint * 100 end
+      end
+    end
+    wait = 0
+    local dtat = gcra(p .. ':tat:' .. domain, dint, dburst)
+    local rtat = gcra(p .. ':rtat:' .. route, rint, 1)
+    room(p .. ':conc:' .. domain, dconc)
+    room(p .. ':rconc:' .. route, rconc)
+    if wait > 0 then return 1, math.ceil(wait), 0 end
+    if dtat then redis.call('SET', p .. ':tat:' .. domain, tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
+    if rtat then redis.call('SET', p .. ':rtat:' .. route, tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
+    local lttl = tonumber(ttl)
+    if dconc > 0 then
+      redis.call('ZADD', p .. ':conc:' .. domain, now + lttl, lease)
+      redis.call('PEXPIRE', p .. ':conc:' .. domain, lttl)
+      leased = 1
+    end
+    if rconc > 0 then
+      redis.call('ZADD', p .. ':rconc:' .. route, now + lttl, lease)
+      redis.call('PEXPIRE', p .. ':rconc:' .. route, lttl)
+      leased = 1
+    end
+  end
+  if not attempts[domain] then
+    attempts[domain] = 0
+    touched[#touched + 1] = domain
+  end
+  attempts[domain] = attempts[domain] + 1
+  return 0, 0, leased
+end
+
+local function done(mid, req, record, rttl, reset, counters)
+  if not redis.call('SET', p .. ':done:' .. mid, record, 'NX', 'EX', rttl) then return '0' end
+  for field in string.gmatch(counters, '%S+') do
+    local k = req .. '\0' .. field
+    if not counts[k] then
+      counts[k] = 0
+      order[#order + 1] = {req, field, k}
+    end
+    counts[k] = counts[k] + 1
+  end
+  if reset ~= '' then redis.call('DEL', p .. ':errors:' .. reset) end
+  return '1'
+end
+
+local i = 4
+while i <= #ARGV do
+  local tag = ARGV[i]
+  if tag == 'g' then
+    local status, value = gate(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+    out[#out + 1] = status
+    out[#out + 1] = value
+    i = i + 5
+  elseif tag == 'a' then
+    local status, ms, leased = acquire(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+      ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8])
+    out[#out + 1] = tostring(status)
+    out[#out + 1] = tostring(ms)
+    out[#out + 1] = tostring(leased)
+    i = i + 9
+  elseif tag == 'd' then
+    out[#out + 1] = done(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
+    i = i + 7
+  else
+    return redis.error_reply('mailpipe calls: unknown call ' .. tostring(tag))
+  end
+end
+for _, domain in ipairs(touched) do
+  local bucket = p .. ':brk:' .. domain .. ':' .. math.floor(now / 60000)
+  redis.call('HINCRBY', bucket, 'a', attempts[domain])
+  redis.call('EXPIRE', bucket, window + 120)
+end
+for _, c in ipairs(order) do
+  redis.call('HINCRBY', p .. ':req:' .. c[1], c[2], counts[c[3]])
+end
+return out
+"#;
+
+/// One call of [`Store::calls`](crate::store::Store::calls).
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// Check a message and take its lease.
+    Gate(GateRequest),
+    /// Ask the sending policy whether a message may go now.
+    Acquire(Ask),
+    /// Write a terminal record.
+    Done(DoneWrite),
+}
+
+/// The answer to a [`Call`], of the same kind.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Gate(Gate),
+    Acquire(Verdict),
+    /// Whether the record is new (and was counted).
+    Done(bool),
+}
+
+/// Appends the script's arguments for `calls`.
+pub(crate) fn arguments(
+    inv: &mut redis::ScriptInvocation<'_>,
+    prefix: &str,
+    calls: &[Call],
+    lease: Duration,
+    breaker_window: Duration,
+) {
+    let ms = |d: Option<Duration>| d.map(|i| i.as_secs_f64() * 1000.0).unwrap_or(0.0);
+    inv.arg(prefix)
+        .arg(lease.as_millis().max(1) as u64)
+        .arg(breaker_window.as_secs());
+    for call in calls {
+        match call {
+            Call::Gate(g) => {
+                inv.arg("g")
+                    .arg(&g.message)
+                    .arg(&g.request)
+                    .arg(if g.retried { "1" } else { "0" })
+                    .arg(&g.owner);
+            }
+            Call::Acquire(a) => {
+                inv.arg("a")
+                    .arg(&a.domain)
+                    .arg(&a.route.name)
+                    .arg(ms(a.limits.rate.map(|r| r.interval())))
+                    .arg(a.limits.burst.unwrap_or(1))
+                    .arg(a.limits.concurrency.unwrap_or(0))
+                    .arg(ms(a.route.interval))
+                    .arg(a.route.concurrency.unwrap_or(0))
+                    .arg(&a.lease_id);
+            }
+            Call::Done(d) => {
+                inv.arg("d")
+                    .arg(&d.message)
+                    .arg(&d.record.request)
+                    .arg(serde_json::to_string(&d.record).unwrap_or_default())
+                    .arg(d.ttl.as_secs().max(1))
+                    .arg(d.reset_address.as_deref().unwrap_or(""))
+                    .arg(&d.counters);
+            }
+        }
+    }
+}
+
+/// Reads the script's flat reply as one answer per call.
+pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>, StoreError> {
+    let wanted: usize = calls
+        .iter()
+        .map(|c| match c {
+            Call::Gate(_) => 2,
+            Call::Acquire(_) => 3,
+            Call::Done(_) => 1,
+        })
+        .sum();
+    if reply.len() != wanted {
+        return Err(StoreError::Corrupt {
+            what: "calls reply",
+            detail: format!(
+                "{} values for {} calls ({wanted} expected)",
+                reply.len(),
+                calls.len()
+            ),
+        });
+    }
+    let mut values = reply.iter().map(String::as_str);
+    let mut next = || values.next().unwrap_or_default();
+    let mut out = Vec::with_capacity(calls.len());
+    for call in calls {
+        out.push(match call {
+            Call::Gate(_) => {
+                let (status, value) = (next(), next());
+                let mut gate = Gate::default();
+                match status {
+                    "0" => {}
+                    "1" => {
+                        gate.done =
+                            Some(
+                                serde_json::from_str(value).map_err(|e| StoreError::Corrupt {
+                                    what: "done record",
+                                    detail: e.to_string(),
+                                })?,
+                            )
+                    }
+                    "2" => gate.cancelled = true,
+                    "3" => gate.held = true,
+                    _ => {
+                        let ms = value.parse::<i64>().unwrap_or(0).max(1);
+                        gate.lease_wait = Some(Duration::from_millis(ms as u64));
+                    }
+                }
+                Answer::Gate(gate)
+            }
+            Call::Acquire(a) => {
+                let (status, ms, leased) = (next(), next(), next());
+                let d = Duration::from_millis(ms.parse::<i64>().unwrap_or(0).max(0) as u64);
+                Answer::Acquire(match status {
+                    "0" => Verdict::Go {
+                        lease: (leased == "1").then(|| a.lease_id.clone()),
+                    },
+                    "2" => Verdict::Paused(d),
+                    _ => Verdict::Wait(d),
+                })
+            }
+            Call::Done(_) => Answer::Done(next() == "1"),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RouteLimits;
+    use crate::store::DoneRecord;
+
+    fn calls() -> Vec<Call> {
+        vec![
+            Call::Gate(GateRequest {
+                message: "m1".into(),
+                request: "r".into(),
+                retried: false,
+                owner: "o".into(),
+            }),
+            Call::Acquire(Ask {
+                domain: "example.com".into(),
+                limits: Default::default(),
+                route: RouteLimits::default(),
+                lease_id: "o:m1".into(),
+            }),
+            Call::Done(DoneWrite::sent(
+                "m0",
+                DoneRecord::default(),
+                "a@example.com",
+                Duration::from_secs(60),
+            )),
+            Call::Gate(GateRequest {
+                message: "m2".into(),
+                request: "r".into(),
+                retried: true,
+                owner: "o".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn a_mixed_reply_is_read_as_one_answer_per_call_in_order() {
+        let reply = ["0", "", "0", "0", "1", "1", "4", "1500"]
+            .map(String::from)
+            .to_vec();
+        let answers = answers(&calls(), reply).unwrap();
+        assert!(
+            matches!(&answers[0], Answer::Gate(g) if g.lease_wait.is_none() && g.done.is_none())
+        );
+        assert!(
+            matches!(&answers[1], Answer::Acquire(Verdict::Go { lease: Some(l) }) if l == "o:m1")
+        );
+        assert!(matches!(answers[2], Answer::Done(true)));
+        assert!(
+            matches!(&answers[3], Answer::Gate(g) if g.lease_wait == Some(Duration::from_millis(1500)))
+        );
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_length_is_an_error_not_a_guess() {
+        let reply = ["0", "", "0", "0"].map(String::from).to_vec();
+        assert!(matches!(
+            answers(&calls(), reply),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}
