@@ -213,8 +213,8 @@ pub async fn publish_confirmed(
 }
 
 /// A window of publishes awaiting confirmation: publishing does not stop for
-/// each confirm, but never more than `max` are outstanding, and [`drain`]
-/// (Self::drain) returns only when every one was confirmed.
+/// each confirm, but never more than `max` are outstanding, and
+/// [`drain`](Self::drain) returns only when every one was confirmed.
 pub struct ConfirmWindow {
     pending: std::collections::VecDeque<PendingConfirm>,
     max: usize,

@@ -6,13 +6,9 @@
 //! gathers whatever they ask at the moment and sends it as one
 //! [`Store::calls`](crate::store::Store::calls). One script for all three
 //! kinds means one round trip, and one script invocation on the server, for
-//! all of them, where three scripts would need three. [`Store::gate_many`],
-//! [`Store::record_done_many`] and [`Policy::acquire_many`] are the same
-//! script with one kind of call.
-//!
-//! [`Store::gate_many`]: crate::store::Store::gate_many
-//! [`Store::record_done_many`]: crate::store::Store::record_done_many
-//! [`Policy::acquire_many`]: crate::policy::Policy::acquire_many
+//! all of them, where three scripts would need three.
+//! [`Store::record_done`](crate::store::Store::record_done), which the
+//! retrier and the operator CLI use too, is the same script with one call.
 
 use std::time::Duration;
 

@@ -13,13 +13,17 @@
 //! Keys: `{p}:pause:{domain}`, `{p}:tat:{domain}`, `{p}:limit:{domain}`,
 //! `{p}:slow:{domain}`, `{p}:conc:{domain}`, `{p}:rtat:{route}`,
 //! `{p}:rconc:{route}`, `{p}:brk:{domain}:{minute}` (breaker buckets).
+//!
+//! Whether a message may go now ([`Ask`] → [`Verdict`]) is decided by the
+//! script of [`crate::calls`], together with the sender's other calls for
+//! its messages; this module releases leases and counts failures, and keeps
+//! the operators' view and controls.
 
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::calls::{Answer, Call};
 use crate::config::{BreakerSettings, DomainPolicy, SlowdownSettings};
 use crate::store::{Store, StoreError};
 
@@ -59,7 +63,7 @@ pub enum Verdict {
     Paused(Duration),
 }
 
-/// One message to ask [`Policy::acquire_many`] about.
+/// One message to ask the sending policy about: a [`crate::calls::Call::Acquire`].
 #[derive(Debug, Clone)]
 pub struct Ask {
     pub domain: String,
@@ -125,50 +129,6 @@ impl Policy {
             k.push_str(p);
         }
         k
-    }
-
-    /// Asks to send one message to `domain` over `route`; on `Go` the rate
-    /// budget is spent, the concurrency leases taken and the attempt counted
-    /// for the breaker.
-    pub async fn acquire(
-        &self,
-        domain: &str,
-        limits: &DomainPolicy,
-        route: &RouteLimits,
-        lease_id: &str,
-        lease_ttl: Duration,
-        breaker: &BreakerSettings,
-    ) -> Result<Verdict, StoreError> {
-        let ask = Ask {
-            domain: domain.to_string(),
-            limits: limits.clone(),
-            route: route.clone(),
-            lease_id: lease_id.to_string(),
-        };
-        let mut verdicts = self.acquire_many(&[ask], lease_ttl, breaker).await?;
-        Ok(verdicts
-            .pop()
-            .unwrap_or(Verdict::Wait(Duration::from_millis(20))))
-    }
-
-    /// [`acquire`](Self::acquire) for many messages in one round trip,
-    /// decided in order (a message sees the budget the ones before it
-    /// spent); the verdicts come back in the order of `asks`.
-    pub async fn acquire_many(
-        &self,
-        asks: &[Ask],
-        lease_ttl: Duration,
-        breaker: &BreakerSettings,
-    ) -> Result<Vec<Verdict>, StoreError> {
-        let calls: Vec<Call> = asks.iter().cloned().map(Call::Acquire).collect();
-        let answers = self.store.calls(&calls, lease_ttl, breaker.window).await?;
-        Ok(answers
-            .into_iter()
-            .filter_map(|a| match a {
-                Answer::Acquire(v) => Some(v),
-                _ => None,
-            })
-            .collect())
     }
 
     /// Returns the concurrency leases of a finished transaction.

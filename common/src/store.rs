@@ -79,7 +79,7 @@ pub struct Gate {
     pub lease_wait: Option<Duration>,
 }
 
-/// One message to check and lease in [`Store::gate_many`].
+/// One message to check and lease: a [`crate::calls::Call::Gate`].
 #[derive(Debug, Clone)]
 pub struct GateRequest {
     pub message: String,
@@ -622,51 +622,6 @@ impl Store {
             .map_err(op("part done"))
     }
 
-    /// What a sender checks before sending, in one round trip: the
-    /// message's terminal record, whether its campaign is held or
-    /// cancelled, and — only when it may be sent — its lease for `owner`
-    /// (taken atomically with those checks, so no re-check is needed once
-    /// it is held). A retried message also leaves the deferred index.
-    pub async fn gate(
-        &self,
-        message: &str,
-        request: &str,
-        retried: bool,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<Gate, StoreError> {
-        let mut gates = self
-            .gate_many(
-                &[GateRequest {
-                    message: message.to_string(),
-                    request: request.to_string(),
-                    retried,
-                    owner: owner.to_string(),
-                }],
-                lease,
-            )
-            .await?;
-        Ok(gates.pop().unwrap_or_default())
-    }
-
-    /// [`gate`](Self::gate) for many messages in one round trip; the gates
-    /// come back in the order of `requests`.
-    pub async fn gate_many(
-        &self,
-        requests: &[GateRequest],
-        lease: Duration,
-    ) -> Result<Vec<Gate>, StoreError> {
-        let calls: Vec<Call> = requests.iter().cloned().map(Call::Gate).collect();
-        let answers = self.calls(&calls, lease, Duration::ZERO).await?;
-        Ok(answers
-            .into_iter()
-            .filter_map(|a| match a {
-                Answer::Gate(g) => Some(g),
-                _ => None,
-            })
-            .collect())
-    }
-
     /// Runs any mix of the per-message calls of a sender in one round trip,
     /// in order ([`crate::calls`]); the answers come back in the order of
     /// `calls`. `lease` is the ttl of message and concurrency leases,
@@ -984,21 +939,6 @@ impl Store {
                 reset_address: None,
                 ttl,
             }])
-            .await?;
-        Ok(new.first().copied().unwrap_or(false))
-    }
-
-    /// [`record_done`](Self::record_done) for a delivery: also resets the
-    /// address's soft-failure counter.
-    pub async fn record_sent(
-        &self,
-        message: &str,
-        record: &DoneRecord,
-        address: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let new = self
-            .record_done_many(&[DoneWrite::sent(message, record.clone(), address, ttl)])
             .await?;
         Ok(new.first().copied().unwrap_or(false))
     }
