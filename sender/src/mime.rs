@@ -10,8 +10,9 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use lettre::address::Envelope;
+use lettre::message::header::ContentTransferEncoding;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
 use mailpipe_common::config::Settings;
 use mailpipe_common::message::Job;
@@ -138,7 +139,7 @@ pub fn build(
     // Given the envelope, lettre does not derive it by parsing the headers
     // it was just given.
     b = b.envelope(envelope.clone());
-    let message = match (rendered.text.map(crlf), rendered.html.map(crlf)) {
+    let message = match (rendered.text.map(body), rendered.html.map(body)) {
         (Some(text), Some(html)) => b.multipart(MultiPart::alternative_plain_html(text, html)),
         (Some(text), None) => b.singlepart(SinglePart::plain(text)),
         (None, Some(html)) => b.singlepart(SinglePart::html(html)),
@@ -156,20 +157,98 @@ pub fn build(
     Ok((envelope, bytes))
 }
 
-/// The text with CRLF line ends, in one pass. lettre does the same to a
-/// body with bare LFs, but inserts each CR in place, moving the rest of the
-/// body every time; given CRLF already, it has nothing to do.
+/// A body for lettre, with its transfer encoding chosen and done here:
+/// `7bit` when it is ASCII with lines of at most 76 octets, else
+/// quoted-printable when at most a third of its bytes need escaping (text
+/// in a Latin script), else base64 (left to lettre). Line ends become CRLF.
+///
+/// lettre chooses the same way, but encodes quoted-printable byte by byte
+/// through a general-purpose crate and first inserts each missing CR in
+/// place, moving the rest of the body every time; this is one pass.
+fn body(text: String) -> Body {
+    let bytes = text.as_bytes();
+    let mut line = 0usize;
+    let mut long = false;
+    let mut escapes = 0usize;
+    for &b in bytes {
+        match b {
+            b'\n' => line = 0,
+            b'\r' => {}
+            _ => {
+                line += 1;
+                long |= line > 76;
+                escapes += usize::from(!matches!(b, b'\t' | b' '..=b'~'));
+            }
+        }
+    }
+    if escapes == 0 && !long {
+        return Body::dangerous_pre_encoded(
+            crlf(text).into_bytes(),
+            ContentTransferEncoding::SevenBit,
+        );
+    }
+    if escapes <= bytes.len() / 3 {
+        return Body::dangerous_pre_encoded(
+            quoted_printable(bytes),
+            ContentTransferEncoding::QuotedPrintable,
+        );
+    }
+    Body::new_with_encoding(text, ContentTransferEncoding::Base64)
+        .unwrap_or_else(|_| unreachable!("any text can be base64-encoded"))
+}
+
+/// Quoted-printable (RFC 2045, 6.7) of a text: printable ASCII as is,
+/// everything else (and `=`, and a space or tab that ends a line) as `=XX`,
+/// LF or CRLF as a CRLF line end, and soft line breaks (`=` CRLF) that keep
+/// every encoded line within 76 characters.
+fn quoted_printable(text: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Content of an encoded line, before a soft break's `=`.
+    const MAX: usize = 75;
+    let mut out = Vec::with_capacity(text.len() + text.len() / 16 + 16);
+    let mut col = 0;
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        let next = text.get(i + 1).copied();
+        if b == b'\n' || (b == b'\r' && next == Some(b'\n')) {
+            out.extend_from_slice(b"\r\n");
+            col = 0;
+            i += if b == b'\r' { 2 } else { 1 };
+            continue;
+        }
+        let ends_line = matches!(next, None | Some(b'\n')) || (next == Some(b'\r'));
+        let literal =
+            matches!(b, b'!'..=b'<' | b'>'..=b'~') || (matches!(b, b' ' | b'\t') && !ends_line);
+        let width = if literal { 1 } else { 3 };
+        // The last character of a line may use the 76th column: no soft
+        // break follows it.
+        if col + width > MAX && !(ends_line && col + width <= MAX + 1) {
+            out.extend_from_slice(b"=\r\n");
+            col = 0;
+        }
+        if literal {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+        col += width;
+        i += 1;
+    }
+    out
+}
+
+/// The text with CRLF line ends, in one pass.
 fn crlf(text: String) -> String {
     let bytes = text.as_bytes();
-    let bare = memchr::memchr_iter(b'\n', bytes)
-        .filter(|&i| i == 0 || bytes[i - 1] != b'\r')
-        .count();
-    if bare == 0 {
+    let Some(first) = memchr::memchr_iter(b'\n', bytes).find(|&i| i == 0 || bytes[i - 1] != b'\r')
+    else {
         return text;
-    }
-    let mut out = String::with_capacity(text.len() + bare);
-    let mut start = 0;
-    for i in memchr::memchr_iter(b'\n', bytes) {
+    };
+    let mut out = String::with_capacity(text.len() + text.len() / 32 + 2);
+    out.push_str(&text[..first]);
+    let mut start = first;
+    for i in memchr::memchr_iter(b'\n', &bytes[first..]).map(|i| i + first) {
         if i == 0 || bytes[i - 1] != b'\r' {
             out.push_str(&text[start..i]);
             out.push_str("\r\n");
@@ -237,6 +316,86 @@ mod tests {
             BASE64.encode(pkcs8.as_ref())
         );
         Signer::new(domain, "s1", DkimAlgorithm::Ed25519Sha256, pem.as_bytes()).unwrap()
+    }
+
+    fn decoded(message: &[u8]) -> (String, String) {
+        let m = mail_parser::MessageParser::default()
+            .parse(message)
+            .expect("a MIME message");
+        let lf = |s: &str| s.replace("\r\n", "\n");
+        (
+            lf(&m.body_text(0).expect("a text body")),
+            lf(&m.body_html(0).expect("an html body")),
+        )
+    }
+
+    #[test]
+    fn every_body_decodes_to_its_text_whatever_encoding_it_got() {
+        let o = origin(None, Signers::default());
+        let long = "x".repeat(300);
+        let cases = [
+            // 7bit: ASCII, short lines.
+            (
+                "7bit",
+                "Hi there.\nSecond line.\n".to_string(),
+                "<p>Hi</p>\n".to_string(),
+            ),
+            // Quoted-printable: long lines, `=`, trailing blanks, Latin text.
+            (
+                "quoted-printable",
+                format!("{long}\nLine with = sign and trailing space \nÜber straße café\n"),
+                format!("<p style=\"color: red\">{long}</p>\t\n<p>naïve</p>"),
+            ),
+            // Base64: mostly non-Latin text.
+            (
+                "base64",
+                "こんにちは、世界。メールの本文です。\n".repeat(5),
+                "<p>你好，世界</p>".repeat(40),
+            ),
+        ];
+        for (encoding, text, html) in cases {
+            let r = Rendered {
+                text: Some(text.clone()),
+                html: Some(html.clone()),
+                ..rendered()
+            };
+            let (_, bytes) = build(&job(), &sender(), r, &o, SystemTime::now()).unwrap();
+            assert!(
+                String::from_utf8_lossy(&bytes)
+                    .split("\r\n")
+                    .all(|l| l.len() <= 998),
+                "a line over 998 octets"
+            );
+            let cte = format!("Content-Transfer-Encoding: {encoding}\r\n");
+            assert_eq!(
+                String::from_utf8_lossy(&bytes).matches(&cte).count(),
+                2,
+                "both bodies in {encoding}"
+            );
+            let (t, h) = decoded(&bytes);
+            assert_eq!(t.trim_end(), text.trim_end());
+            assert_eq!(h.trim_end(), html.trim_end());
+        }
+    }
+
+    #[test]
+    fn quoted_printable_lines_stay_within_76_characters_and_escape_what_they_must() {
+        let input = format!(
+            "{}\r\nend with space \nend with tab\t\na=b\r\nbare\rcr {}",
+            "é".repeat(60),
+            "y".repeat(200)
+        );
+        let out = String::from_utf8(quoted_printable(input.as_bytes())).unwrap();
+        for line in out.split("\r\n") {
+            assert!(line.len() <= 76, "{} characters: {line:?}", line.len());
+            assert!(!line.ends_with(' ') && !line.ends_with('\t'), "{line:?}");
+        }
+        assert!(out.contains("end with space=20\r\n"), "{out}");
+        assert!(out.contains("end with tab=09\r\n"), "{out}");
+        assert!(out.contains("a=3Db\r\n"), "{out}");
+        assert!(out.contains("bare=0Dcr"), "{out}");
+        assert!(out.starts_with("=C3=A9"), "{out}");
+        assert!(out.bytes().all(|b| b.is_ascii()));
     }
 
     #[test]
