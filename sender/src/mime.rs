@@ -157,30 +157,39 @@ pub fn build(
     Ok((envelope, bytes))
 }
 
+/// Bytes quoted-printable writes as they are: printable ASCII but `=`.
+const PRINTABLE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = b'!';
+    while b <= b'~' {
+        t[b as usize] = b != b'=';
+        b += 1;
+    }
+    t
+};
+
 /// A body for lettre, with its transfer encoding chosen and done here:
 /// `7bit` when it is ASCII with lines of at most 76 octets, else
 /// quoted-printable when at most a third of its bytes need escaping (text
 /// in a Latin script), else base64 (left to lettre). Line ends become CRLF.
 ///
-/// lettre chooses the same way, but encodes quoted-printable byte by byte
-/// through a general-purpose crate and first inserts each missing CR in
-/// place, moving the rest of the body every time; this is one pass.
+/// lettre chooses the same way, but first inserts each missing CR in place,
+/// moving the rest of the body every time.
 fn body(text: String) -> Body {
     let bytes = text.as_bytes();
-    let mut line = 0usize;
     let mut long = false;
-    let mut escapes = 0usize;
-    for &b in bytes {
-        match b {
-            b'\n' => line = 0,
-            b'\r' => {}
-            _ => {
-                line += 1;
-                long |= line > 76;
-                escapes += usize::from(!matches!(b, b'\t' | b' '..=b'~'));
-            }
-        }
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', bytes).chain([bytes.len()]) {
+        let line = &bytes[start..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        long |= line.len() > 76;
+        start = nl + 1;
     }
+    let escapes = if bytes.is_ascii() {
+        0
+    } else {
+        bytes.iter().filter(|&&b| !b.is_ascii()).count()
+    };
     if escapes == 0 && !long {
         return Body::dangerous_pre_encoded(
             crlf(text).into_bytes(),
@@ -200,42 +209,61 @@ fn body(text: String) -> Body {
 /// Quoted-printable (RFC 2045, 6.7) of a text: printable ASCII as is,
 /// everything else (and `=`, and a space or tab that ends a line) as `=XX`,
 /// LF or CRLF as a CRLF line end, and soft line breaks (`=` CRLF) that keep
-/// every encoded line within 76 characters.
+/// every encoded line within 76 characters. Runs of printable bytes are
+/// copied at once.
 fn quoted_printable(text: &[u8]) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    // Content of an encoded line, before a soft break's `=`.
-    const MAX: usize = 75;
     let mut out = Vec::with_capacity(text.len() + text.len() / 16 + 16);
-    let mut col = 0;
-    let mut i = 0;
-    while i < text.len() {
-        let b = text[i];
-        let next = text.get(i + 1).copied();
-        if b == b'\n' || (b == b'\r' && next == Some(b'\n')) {
-            out.extend_from_slice(b"\r\n");
-            col = 0;
-            i += if b == b'\r' { 2 } else { 1 };
-            continue;
+    let mut start = 0;
+    while start <= text.len() {
+        let end = memchr::memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
+        let line = &text[start..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        quoted_printable_line(line, &mut out);
+        if end == text.len() {
+            break;
         }
-        let ends_line = matches!(next, None | Some(b'\n')) || (next == Some(b'\r'));
-        let literal =
-            matches!(b, b'!'..=b'<' | b'>'..=b'~') || (matches!(b, b' ' | b'\t') && !ends_line);
-        let width = if literal { 1 } else { 3 };
-        // The last character of a line may use the 76th column: no soft
-        // break follows it.
-        if col + width > MAX && !(ends_line && col + width <= MAX + 1) {
+        out.extend_from_slice(b"\r\n");
+        start = end + 1;
+    }
+    out
+}
+
+/// One line of [`quoted_printable`], without its line end.
+fn quoted_printable_line(line: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Content of an encoded line, before a soft break's `=`; the line's own
+    // last character may take the 76th column.
+    const MAX: usize = 75;
+    let literal = |i: usize| {
+        let b = line[i];
+        PRINTABLE[usize::from(b)] || (matches!(b, b' ' | b'\t') && i + 1 < line.len())
+    };
+    let (mut col, mut i) = (0, 0);
+    while i < line.len() {
+        // A run of literal bytes that fits on the encoded line.
+        let room = (MAX - col).min(line.len() - i);
+        let run = (i..i + room).find(|&j| !literal(j)).unwrap_or(i + room) - i;
+        out.extend_from_slice(&line[i..i + run]);
+        col += run;
+        i += run;
+        if i == line.len() {
+            break;
+        }
+        let width = if literal(i) { 1 } else { 3 };
+        let last = i + 1 == line.len();
+        if col + width > MAX && !(last && col + width <= MAX + 1) {
             out.extend_from_slice(b"=\r\n");
             col = 0;
         }
-        if literal {
-            out.push(b);
+        if width == 1 {
+            out.push(line[i]);
         } else {
+            let b = line[i];
             out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
         col += width;
         i += 1;
     }
-    out
 }
 
 /// The text with CRLF line ends, in one pass.
