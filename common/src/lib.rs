@@ -26,6 +26,7 @@ pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod template;
+pub mod tls;
 pub mod topology;
 pub mod verp;
 pub mod worker;

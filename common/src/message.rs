@@ -337,32 +337,6 @@ impl JobBatch {
         }
     }
 
-    /// The job of recipient `i`.
-    pub fn job(&self, i: usize) -> Job {
-        let r = &self.recipients[i];
-        Job {
-            v: JOB_SCHEMA_VERSION,
-            id: r.id.clone(),
-            request: self.request.clone(),
-            tenant: self.tenant.clone(),
-            campaign: self.campaign.clone(),
-            lane: self.lane,
-            content: self.content.clone(),
-            to: r.to.clone(),
-            name: r.name.clone(),
-            vars: r.vars.clone(),
-            created: self.created,
-            deadline: self.deadline,
-            attempt: self.attempt,
-            last_reason: self.last_reason.clone(),
-        }
-    }
-
-    /// Every recipient's job.
-    pub fn jobs(&self) -> Vec<Job> {
-        (0..self.recipients.len()).map(|i| self.job(i)).collect()
-    }
-
     /// The jobs, moved out of the batch.
     pub fn into_jobs(self) -> Vec<Job> {
         let JobBatch {
@@ -620,7 +594,7 @@ mod tests {
     fn a_lane_message_is_a_single_job_or_a_batch_and_reads_back_as_the_same_jobs() {
         let one = job("a@example.com");
         let read = LaneMessage::decode(&serde_json::to_vec(&one).unwrap()).unwrap();
-        assert_eq!(read.jobs(), vec![one.clone()]);
+        assert_eq!(read.into_jobs(), vec![one.clone()]);
 
         let mut batch = JobBatch::of_job(one.clone());
         batch
@@ -629,11 +603,10 @@ mod tests {
         let bytes = serde_json::to_vec(&batch).unwrap();
         let read = LaneMessage::decode(&bytes).unwrap();
         assert_eq!(read.v, BATCH_SCHEMA_VERSION);
-        assert_eq!(read.jobs(), vec![one.clone(), job("b@example.com")]);
-        assert_eq!(read.clone().into_jobs(), read.jobs());
         let jobs = read.into_jobs();
+        assert_eq!(jobs, vec![one.clone(), job("b@example.com")]);
         assert_eq!(
-            JobBatch::from_jobs(&jobs[1..]).unwrap().jobs(),
+            JobBatch::from_jobs(&jobs[1..]).unwrap().into_jobs(),
             vec![job("b@example.com")]
         );
         assert_eq!(JobBatch::from_jobs(&jobs).unwrap(), batch);

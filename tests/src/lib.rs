@@ -818,6 +818,26 @@ pub fn events_in(body: &[u8]) -> Vec<serde_json::Value> {
     events
 }
 
+/// A request whose recipients are `{local}@example.com` for the given local
+/// parts (which tell the scripted SMTP peer what to answer each one).
+pub fn request_for(id: &str, locals: &[impl AsRef<str>]) -> serde_json::Value {
+    let recipients: Vec<_> = locals
+        .iter()
+        .map(|l| {
+            let l = l.as_ref();
+            serde_json::json!({"email": format!("{l}@example.com"), "vars": {"who": l}})
+        })
+        .collect();
+    serde_json::json!({
+        "schema_version": 1,
+        "request_id": id,
+        "from": "ACME <news@acme.example>",
+        "subject": "Hello {{ who }}",
+        "text": "Hi {{ who }}.\n.a line that starts with a dot\n",
+        "recipients": recipients,
+    })
+}
+
 /// A request body with `n` recipients `user{i}@{domain}`, personalized with
 /// their index.
 pub fn sample_request(request_id: &str, n: usize, domain: &str) -> serde_json::Value {

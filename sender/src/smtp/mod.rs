@@ -11,7 +11,6 @@
 
 mod client;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
@@ -121,101 +120,6 @@ impl managed::Manager for SmtpManager {
     }
 }
 
-/// The rustls configuration of a route: ring, the system's roots, or no
-/// verification at all when `accept_invalid_certs` is set (opportunistic
-/// TLS to MX hosts, whose certificates rarely match).
-fn tls_config(
-    accept_invalid_certs: bool,
-    ca_file: Option<&std::path::Path>,
-) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let config = if accept_invalid_certs {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(path) = ca_file {
-            use rustls::pki_types::pem::PemObject;
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    anyhow::anyhow!("reading CA certificates from {}: {e}", path.display())
-                })?;
-            anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| anyhow::anyhow!("CA certificate in {}: {e}", path.display()))?;
-            }
-        }
-        anyhow::ensure!(
-            !roots.is_empty(),
-            "no root certificates found on the system: {:?}",
-            native.errors
-        );
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    Ok(Arc::new(config))
-}
-
-/// Accepts any server certificate (signatures are still checked, so the
-/// session is encrypted with the key the server presented).
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A relay the sender submits to.
 pub struct Route {
     /// The route's name, as reported in sent records, failures and metrics.
@@ -244,7 +148,11 @@ impl Route {
             _ => {
                 let name = smtp.tls_name.clone().unwrap_or_else(|| smtp.host.clone());
                 Some(Tls {
-                    config: tls_config(smtp.accept_invalid_certs, smtp.ca_file.as_deref())?,
+                    config: mailpipe_common::tls::client_config(
+                        smtp.ca_file.as_deref(),
+                        smtp.accept_invalid_certs,
+                    )
+                    .map_err(|e| anyhow::anyhow!("TLS of route {}: {e}", smtp.name))?,
                     name: rustls::pki_types::ServerName::try_from(name.clone())
                         .map_err(|e| anyhow::anyhow!("TLS name {name:?}: {e}"))?,
                 })

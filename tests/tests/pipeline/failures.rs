@@ -8,23 +8,7 @@ use std::time::Duration;
 use futures_lite::StreamExt;
 use mailpipe_common::message::message_id;
 use mailpipe_tests::scripted::ScriptedSmtp;
-use mailpipe_tests::{events_in, wait_for, TestPipeline, Workers};
-use serde_json::json;
-
-fn request(id: &str, locals: &[&str]) -> serde_json::Value {
-    let recipients: Vec<_> = locals
-        .iter()
-        .map(|l| json!({"email": format!("{l}@example.com"), "vars": {"who": l}}))
-        .collect();
-    json!({
-        "schema_version": 1,
-        "request_id": id,
-        "from": "ACME <news@acme.example>",
-        "subject": "Hello {{ who }}",
-        "text": "Hi {{ who }}.",
-        "recipients": recipients,
-    })
-}
+use mailpipe_tests::{events_in, request_for, wait_for, TestPipeline, Workers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() {
@@ -64,7 +48,7 @@ async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() 
         ("slow-1-a", "sent", 2, None), // timeout
     ];
     let locals: Vec<&str> = table.iter().map(|r| r.0).collect();
-    p.publish_json(&request("failures", &locals)).await;
+    p.publish_json(&request_for("failures", &locals)).await;
     let status = p.wait_complete("failures", Duration::from_secs(120)).await;
 
     for (local, state, attempts, quarantine) in table {
@@ -190,7 +174,7 @@ async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() 
         .any(|r| r["reason"] == "rate_limited" && r["count"].as_u64() >= Some(4)));
 
     // Quarantined addresses are excluded from later requests.
-    p.publish_json(&request("later", &["r550-0-a", "r452-0-a", "ok-0-b"]))
+    p.publish_json(&request_for("later", &["r550-0-a", "r452-0-a", "ok-0-b"]))
         .await;
     let later = p.wait_complete("later", Duration::from_secs(60)).await;
     assert_eq!(later.excluded.get("quarantined"), Some(&2));
@@ -209,7 +193,7 @@ async fn a_relay_outage_defers_mail_and_loses_nothing() {
     smtp.stop();
     let locals: Vec<String> = (0..60).map(|i| format!("ok-0-{i}")).collect();
     let refs: Vec<&str> = locals.iter().map(String::as_str).collect();
-    p.publish_json(&request("outage", &refs)).await;
+    p.publish_json(&request_for("outage", &refs)).await;
     wait_for(
         "every message to fail at least once",
         Duration::from_secs(60),

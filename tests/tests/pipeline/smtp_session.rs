@@ -8,24 +8,8 @@ use mailpipe_common::config::TlsMode;
 use mailpipe_common::message::message_id;
 use mailpipe_tests::certs::TestCa;
 use mailpipe_tests::scripted::ScriptedSmtp;
-use mailpipe_tests::{wait_for, TestPipeline, Workers};
+use mailpipe_tests::{request_for, wait_for, TestPipeline, Workers};
 use secrecy::SecretString;
-use serde_json::json;
-
-fn request(id: &str, locals: &[String]) -> serde_json::Value {
-    let recipients: Vec<_> = locals
-        .iter()
-        .map(|l| json!({"email": format!("{l}@example.com"), "vars": {"who": l}}))
-        .collect();
-    json!({
-        "schema_version": 1,
-        "request_id": id,
-        "from": "ACME <news@acme.example>",
-        "subject": "Hello {{ who }}",
-        "text": "Hi {{ who }}.\n.a line that starts with a dot\n",
-        "recipients": recipients,
-    })
-}
 
 fn locals(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
@@ -79,7 +63,7 @@ async fn starttls_and_auth_carry_every_message_over_an_encrypted_authenticated_s
         s.sender.smtp.password = Some(SecretString::from("s3cret"));
     })
     .await;
-    p.publish_json(&request("tls-auth", &locals("user", 40)))
+    p.publish_json(&request_for("tls-auth", &locals("user", 40)))
         .await;
     let status = p.wait_complete("tls-auth", Duration::from_secs(60)).await;
     assert_eq!(status.sent, 40);
@@ -108,7 +92,8 @@ async fn implicit_tls_speaks_tls_from_the_first_byte() {
         s.sender.smtp.ca_file = Some(ca.ca());
     })
     .await;
-    p.publish_json(&request("smtps", &locals("user", 10))).await;
+    p.publish_json(&request_for("smtps", &locals("user", 10)))
+        .await;
     let status = p.wait_complete("smtps", Duration::from_secs(60)).await;
     assert_eq!(status.sent, 10);
     assert_eq!(sessions(&smtp), vec!["tls=yes auth=-"; 10]);
@@ -124,7 +109,7 @@ async fn opportunistic_tls_is_used_when_the_server_offers_it() {
         s.sender.smtp.ca_file = Some(ca.ca());
     })
     .await;
-    p.publish_json(&request("opportunistic", &locals("user", 5)))
+    p.publish_json(&request_for("opportunistic", &locals("user", 5)))
         .await;
     let status = p
         .wait_complete("opportunistic", Duration::from_secs(60))
@@ -143,7 +128,7 @@ async fn a_certificate_nobody_vouches_for_stops_the_session_before_any_mail_is_s
         s.sender.smtp.tls = TlsMode::Starttls;
     })
     .await;
-    p.publish_json(&request("untrusted", &locals("user", 5)))
+    p.publish_json(&request_for("untrusted", &locals("user", 5)))
         .await;
     wait_for(
         "every message to fail at least once",
@@ -174,7 +159,7 @@ async fn a_wrong_password_is_a_failed_attempt_and_nothing_is_sent() {
         s.sender.smtp.password = Some(SecretString::from("wrong"));
     })
     .await;
-    p.publish_json(&request("bad-auth", &locals("user", 3)))
+    p.publish_json(&request_for("bad-auth", &locals("user", 3)))
         .await;
     wait_for("every message to fail", Duration::from_secs(60), || async {
         (p.status("bad-auth").await.failed_attempts >= 3).then_some(())
@@ -200,7 +185,7 @@ async fn a_server_without_pipelining_gets_one_command_at_a_time_and_the_same_out
         let rid = format!("pipelining-{pipelining}");
         let mut who = locals("ok-0-", 6);
         who.extend(["r550-0-a", "r554-0-a", "r552-0-a"].map(String::from));
-        p.publish_json(&request(&rid, &who)).await;
+        p.publish_json(&request_for(&rid, &who)).await;
         let status = p.wait_complete(&rid, Duration::from_secs(60)).await;
         assert_eq!(status.sent, 6, "pipelining {pipelining}");
         for reason in ["user_unknown", "refused", "message_too_large"] {
