@@ -649,6 +649,17 @@ impl TestPipeline {
         q.message_count()
     }
 
+    /// Waits until a (one-part) request is expanded: every job confirmed in
+    /// its lane and the part's counts stored.
+    pub async fn wait_expanded(&self, request: &str) {
+        wait_for(
+            &format!("{request} expanded"),
+            Duration::from_secs(60),
+            || async { (self.status(request).await.parts_done == 1).then_some(()) },
+        )
+        .await;
+    }
+
     /// Lane messages that `recipients` accepted recipients of one request
     /// make (`expander.jobs_per_message` to a message).
     pub fn lane_messages(&self, recipients: usize) -> u32 {

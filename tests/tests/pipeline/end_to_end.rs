@@ -213,10 +213,7 @@ async fn redelivered_messages_are_not_sent_twice() {
     let rid = "redeliver";
     p.publish_json(&sample_request(rid, 3_000, "example.org"))
         .await;
-    wait_for("expansion", Duration::from_secs(60), || async {
-        (p.status(rid).await.parts_done == 1).then_some(())
-    })
-    .await;
+    p.wait_expanded(rid).await;
     let messages = p.lane_messages(3_000);
     assert_eq!(p.queue_depth("send.bulk").await, messages);
 

@@ -303,10 +303,7 @@ async fn a_redis_outage_does_not_drop_failures_waiting_for_the_retrier() {
     let rid = "faults-redis-retrier";
     let n = 4;
     p.publish_json(&sample_request(rid, n, "example.com")).await;
-    wait_for("the jobs in the lane", Duration::from_secs(60), || async {
-        (p.status(rid).await.parts_done == 1).then_some(())
-    })
-    .await;
+    p.wait_expanded(rid).await;
     let jobs = p.drain_jobs("send.bulk").await;
     assert_eq!(jobs.len(), n);
 
@@ -952,10 +949,7 @@ async fn a_sender_stopped_in_the_middle_of_a_lane_message_hands_back_exactly_the
     let rid = "stop-mid-message";
     let n = 400;
     p.publish_json(&sample_request(rid, n, "example.com")).await;
-    wait_for("the expansion", Duration::from_secs(60), || async {
-        (p.status(rid).await.parts_done == 1).then_some(())
-    })
-    .await;
+    p.wait_expanded(rid).await;
     assert_eq!(p.queue_depth("send.bulk").await, 1);
     p.start_worker("sender");
     wait_for("some of it sent", Duration::from_secs(60), || async {
@@ -998,10 +992,7 @@ async fn every_recipient_of_a_lane_message_on_its_last_allowed_delivery_ends_as_
     .await;
     let rid = "poison-lane-message";
     p.publish_json(&sample_request(rid, 3, "example.com")).await;
-    wait_for("the expansion", Duration::from_secs(60), || async {
-        (p.status(rid).await.parts_done == 1).then_some(())
-    })
-    .await;
+    p.wait_expanded(rid).await;
     // The lane message comes back as the broker hands it out after it was
     // returned `delivery_limit - 1` times (a consumer crashing on it): on
     // this last allowed delivery the sender ends each recipient with a
