@@ -771,9 +771,19 @@ impl TestPipeline {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Held campaigns' queues are named after their requests.
+        let mut c = self.store.connection();
+        let requests: Vec<String> = redis::cmd("ZRANGE")
+            .arg(format!("{}:requests", self.settings.redis.prefix))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
         if let Ok(conn) = amqp::connect_once(&self.settings.amqp, "test-cleanup").await {
             if let Ok(ch) = conn.create_channel().await {
-                for key in self.topology.all_keys() {
+                let held = requests.iter().map(|r| Topology::held_key(r));
+                for key in self.topology.all_keys().into_iter().chain(held) {
                     let _ = ch
                         .queue_delete(
                             self.topology.queue(&key).into(),
@@ -786,6 +796,29 @@ impl TestPipeline {
                 }
             }
             let _ = conn.close(200, "ok".into()).await;
+        }
+        // The test's Redis keys go too (a 20,000-recipient scenario leaves
+        // some 20,000 records), so the shared Redis does not fill up with
+        // them run after run.
+        let pattern = format!("{}:*", self.settings.redis.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(5000)
+                .query_async(&mut c)
+                .await;
+            let Ok((next, keys)) = scanned else { break };
+            if !keys.is_empty() {
+                let _: Result<i64, _> = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
     }
 }
