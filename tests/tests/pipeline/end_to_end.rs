@@ -381,3 +381,29 @@ async fn killing_the_sender_process_mid_run_loses_nothing() {
     );
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_recipient_per_lane_message_is_a_setting_that_still_delivers_everything_once() {
+    let mut p = TestPipeline::spawn_with(
+        SmtpSink::start(),
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: true,
+        },
+        |s| s.expander.jobs_per_message = 1,
+    )
+    .await;
+    let rid = "one-per-message";
+    p.publish_json(&sample_request(rid, 30, "example.org"))
+        .await;
+    p.wait_expanded(rid).await;
+    assert_eq!(p.queue_depth("send.bulk").await, 30);
+    p.start_worker("sender");
+    let status = p.wait_complete(rid, Duration::from_secs(60)).await;
+    assert_eq!(status.sent, 30);
+    let per = p.sink().per_recipient();
+    assert_eq!(per.len(), 30);
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
+    p.shutdown().await;
+}
