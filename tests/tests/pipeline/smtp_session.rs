@@ -83,40 +83,32 @@ async fn starttls_and_auth_carry_every_message_over_an_encrypted_authenticated_s
     p.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn implicit_tls_speaks_tls_from_the_first_byte() {
+/// Sends `n` messages to a server of TLS mode `server` (see
+/// `scripted_smtp.py`) with the sender in mode `sender`, trusting the test
+/// CA, and checks that every one went over TLS.
+async fn delivered_over_tls(server: &str, sender: TlsMode, rid: &str, n: usize) {
     let ca = TestCa::new();
-    let smtp = tls_server(&ca, "implicit", &[]);
+    let smtp = tls_server(&ca, server, &[]);
     let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |s| {
-        s.sender.smtp.tls = TlsMode::Implicit;
+        s.sender.smtp.tls = sender;
         s.sender.smtp.ca_file = Some(ca.ca());
     })
     .await;
-    p.publish_json(&request_for("smtps", &locals("user", 10)))
-        .await;
-    let status = p.wait_complete("smtps", Duration::from_secs(60)).await;
-    assert_eq!(status.sent, 10);
-    assert_eq!(sessions(&smtp), vec!["tls=yes auth=-"; 10]);
+    p.publish_json(&request_for(rid, &locals("user", n))).await;
+    let status = p.wait_complete(rid, Duration::from_secs(60)).await;
+    assert_eq!(status.sent, n as u64);
+    assert_eq!(sessions(&smtp), vec!["tls=yes auth=-"; n]);
     p.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_speaks_tls_from_the_first_byte() {
+    delivered_over_tls("implicit", TlsMode::Implicit, "smtps", 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opportunistic_tls_is_used_when_the_server_offers_it() {
-    let ca = TestCa::new();
-    let smtp = tls_server(&ca, "starttls", &[]);
-    let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |s| {
-        s.sender.smtp.tls = TlsMode::Opportunistic;
-        s.sender.smtp.ca_file = Some(ca.ca());
-    })
-    .await;
-    p.publish_json(&request_for("opportunistic", &locals("user", 5)))
-        .await;
-    let status = p
-        .wait_complete("opportunistic", Duration::from_secs(60))
-        .await;
-    assert_eq!(status.sent, 5);
-    assert_eq!(sessions(&smtp), vec!["tls=yes auth=-"; 5]);
-    p.shutdown().await;
+    delivered_over_tls("starttls", TlsMode::Opportunistic, "opportunistic", 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
