@@ -28,10 +28,15 @@ pub struct QueueOps<'a> {
 impl QueueOps<'_> {
     /// Moves the parked messages of a campaign that is no longer held back
     /// into their lanes (or removes them if the campaign was cancelled), and
-    /// deletes its parking queue once empty. Safe against senders that park
-    /// concurrently: they publish before they mark the campaign as parked,
-    /// and the mark is dropped before the queue is deleted and restored if
-    /// the queue was not empty.
+    /// deletes its parking queue once empty.
+    ///
+    /// Quorum queues refuse `queue.delete` with `if-empty` (RabbitMQ answers
+    /// NOT_IMPLEMENTED, which closes the whole connection), so emptiness is
+    /// guaranteed by a fence instead: senders announce each parking in Redis
+    /// ([`Store::begin_parking`]) and are turned away while the queue is
+    /// closed ([`Store::close_parking`]); the queue is deleted only when it
+    /// is closed, no parking is in progress and the broker reports it empty.
+    /// Otherwise the campaign stays marked as parked and is swept again.
     pub async fn sweep_parked(&self, request: &str) -> anyhow::Result<DrainCounts> {
         if self.store.campaign_flag(request, "held").await? {
             return Ok(DrainCounts::default());
@@ -46,23 +51,35 @@ impl QueueOps<'_> {
             })
             .await?;
         self.store.unmark_parked(request).await?;
-        let ch = self.conn.create_channel().await?;
-        let deleted = ch
-            .queue_delete(
-                self.topology.queue(&key).into(),
-                lapin::options::QueueDeleteOptions {
-                    if_empty: true,
-                    ..Default::default()
-                },
-            )
-            .await;
-        if deleted.is_err() {
-            // Not empty (a sender parked meanwhile): sweep again later.
+        if !self.store.close_parking(request).await? {
+            // A sender is parking right now: it marks the campaign when done.
+            return Ok(counts);
+        }
+        let deleted = self.delete_if_empty(&key).await;
+        self.store.reopen_parking(request).await?;
+        if !deleted? {
             self.store.mark_parked(request).await?;
-        } else {
-            let _ = ch.close(200, "ok".into()).await;
         }
         Ok(counts)
+    }
+
+    /// Deletes a queue that the broker reports empty and unconsumed (or
+    /// that does not exist): `false` when it is not. The caller makes sure
+    /// nothing publishes to it meanwhile.
+    async fn delete_if_empty(&self, key: &str) -> anyhow::Result<bool> {
+        match self.depth(key).await? {
+            None => return Ok(true),
+            Some((0, 0)) => {}
+            Some(_) => return Ok(false),
+        }
+        let ch = self.conn.create_channel().await?;
+        ch.queue_delete(
+            self.topology.queue(key).into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "ok".into()).await;
+        Ok(true)
     }
 
     /// Messages ready in a queue (by routing key) and its consumers, or

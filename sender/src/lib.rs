@@ -1445,12 +1445,22 @@ impl Sender {
                 .await?,
             );
         }
-        if let Some(first) = held.first() {
-            self.topology.declare_held(publish, &first.request).await?;
+        // Parking is announced first, so the retrier never deletes a parking
+        // queue under a publish; turned away (the queue is being deleted
+        // because the campaign was released), the jobs go back to the lane.
+        let parking = match held.first() {
+            Some(first) => self.store.begin_parking(&first.request).await?,
+            None => false,
+        };
+        if parking {
+            let request = &held[0].request;
+            self.topology.declare_held(publish, request).await?;
             confirms.push(
-                self.publish_jobs(publish, &Topology::held_key(&first.request), &held, &[])
+                self.publish_jobs(publish, &Topology::held_key(request), &held, &[])
                     .await?,
             );
+        } else {
+            unsent.extend(held.iter().cloned());
         }
         if !unsent.is_empty() {
             confirms.push(
@@ -1461,9 +1471,9 @@ impl Sender {
         for pending in confirms {
             amqp::confirm(pending).await?;
         }
-        if let Some(first) = held.first() {
+        if parking {
             // After the publish, so the sweeper never forgets a parked message.
-            self.store.mark_parked(&first.request).await?;
+            self.store.end_parking(&held[0].request).await?;
         }
         if failed > 0 {
             self.store

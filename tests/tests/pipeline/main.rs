@@ -10,3 +10,4 @@ mod operator;
 mod policy;
 mod request_controls;
 mod smtp_session;
+mod store_scripts;
