@@ -42,7 +42,10 @@ pub async fn run_sessions<F, Fut>(
             return;
         };
         let conn = Arc::new(conn);
+        health.session_started();
+        let began = std::time::Instant::now();
         let result = session(conn.clone()).await;
+        health.session_ended();
         let _ = conn.close(200, "mailpipe stopping".into()).await;
         match result {
             Ok(SessionEnd::Stopped) => {
@@ -51,6 +54,7 @@ pub async fn run_sessions<F, Fut>(
             }
             Err(e) => {
                 health.set_ready(false);
+                delay = reconnect_wait(delay, amqp.reconnect_delay, began.elapsed());
                 tracing::warn!(error.cause_chain = ?e, error.message = %e, retry_in = ?delay, "session ended; reconnecting");
             }
         }
@@ -58,9 +62,27 @@ pub async fn run_sessions<F, Fut>(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
+        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
     }
 }
+
+/// The wait before reconnecting after a session that lived `lived`: the
+/// planned wait (doubled after each failed session, up to
+/// [`MAX_RECONNECT_DELAY`]) or, after a session that lived at least
+/// [`HEALTHY_SESSION`], the initial delay again, so a few hiccups hours
+/// apart do not leave every later reconnect waiting 30 s.
+pub fn reconnect_wait(planned: Duration, initial: Duration, lived: Duration) -> Duration {
+    if lived >= HEALTHY_SESSION {
+        initial
+    } else {
+        planned
+    }
+}
+
+/// How long a broker session must have lived to count as healthy.
+pub const HEALTHY_SESSION: Duration = Duration::from_secs(60);
+/// The longest wait between reconnects.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
 /// What every worker starts with: its metrics, its health endpoint on
 /// `listen`, and a Redis connection (retried until Redis answers) whose
@@ -74,6 +96,9 @@ pub async fn start(
     use anyhow::Context as _;
     let metrics = crate::metrics::Metrics::new();
     let health = Health::default();
+    health
+        .register(&metrics.registry)
+        .context("registering the connection metrics")?;
     crate::http::serve(
         listen,
         health.clone(),
@@ -87,4 +112,38 @@ pub async fn start(
     };
     crate::http::watch_redis(store.clone(), health.clone(), shutdown.clone());
     Ok(Some((metrics, health, store)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_wait_doubles_after_short_sessions_and_resets_after_a_healthy_one() {
+        let ms = Duration::from_millis;
+        let initial = ms(500);
+        // (how long each session lived, expected wait after it)
+        let table = [
+            (ms(10), 500),
+            (ms(10), 1000),
+            (ms(10), 2000),
+            (ms(10), 4000),
+            (ms(10), 8000),
+            (ms(10), 16000),
+            (ms(10), 30000),
+            (ms(10), 30000),
+            (HEALTHY_SESSION - ms(1), 30000),
+            (HEALTHY_SESSION, 500),
+            (ms(10), 1000),
+        ];
+        let mut planned = initial;
+        let mut seen = Vec::new();
+        for (lived, _) in table {
+            let wait = reconnect_wait(planned, initial, lived);
+            seen.push(wait.as_millis());
+            planned = (wait * 2).min(MAX_RECONNECT_DELAY);
+        }
+        let expected: Vec<u128> = table.iter().map(|(_, w)| *w).collect();
+        assert_eq!(seen, expected);
+    }
 }

@@ -323,7 +323,15 @@ pub struct TestPipeline {
         JoinHandle<anyhow::Result<()>>,
     )>,
     processes: Vec<Child>,
+    /// Whether the scenario disturbs the broker on purpose, so that its
+    /// workers' reconnects are expected (see [`TestPipeline::expect_reconnects`]).
+    reconnects_expected: bool,
 }
+
+/// How long the end-of-scenario health check watches the workers for a
+/// reconnect loop: longer than the retrier's sweep of parked campaigns
+/// (2 s), the periodic step most likely to fail on its own.
+const HEALTH_WINDOW: Duration = Duration::from_millis(2500);
 
 /// Settings of an isolated test pipeline: random prefix, free ports,
 /// millisecond retry tiers.
@@ -418,6 +426,7 @@ impl TestPipeline {
             topology,
             tasks: Vec::new(),
             processes: Vec::new(),
+            reconnects_expected: false,
         };
         if workers.expander {
             p.start_worker("expander");
@@ -628,7 +637,29 @@ impl TestPipeline {
         .await
     }
 
-    /// Messages waiting in a queue (by routing key), not counting unacked ones.
+    /// Whether a queue (by routing key) exists.
+    pub async fn queue_exists(&self, key: &str) -> bool {
+        let conn = amqp::connect_once(&self.settings.amqp, "test-inspect")
+            .await
+            .expect("RabbitMQ");
+        let ch = conn.create_channel().await.expect("channel");
+        let found = ch
+            .queue_declare(
+                self.topology.queue(key).into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok();
+        let _ = conn.close(200, "ok".into()).await;
+        found
+    }
+
+    /// Messages waiting in a queue (by routing key), not counting unacked
+    /// ones; the queue must exist.
     pub async fn queue_depth(&self, key: &str) -> u32 {
         let conn = amqp::connect_once(&self.settings.amqp, "test-inspect")
             .await
@@ -746,12 +777,7 @@ impl TestPipeline {
     /// Reads a counter from a worker's /metrics endpoint (sum over series
     /// whose line starts with `series`).
     pub async fn metric(&self, worker: &str, series: &str) -> f64 {
-        let listen = match worker {
-            "expander" => &self.settings.expander.listen,
-            "sender" => &self.settings.sender.listen,
-            "intake" => &self.settings.bounces.listen,
-            _ => &self.settings.retrier.listen,
-        };
+        let listen = self.listen_of(worker);
         let body = http_get(listen, "/metrics").await.unwrap_or_default();
         body.lines()
             .filter(|l| l.starts_with(series))
@@ -759,8 +785,100 @@ impl TestPipeline {
             .sum()
     }
 
+    /// Says that this scenario makes the workers reconnect on purpose (it
+    /// restarts or kills the broker): the health check then allows earlier
+    /// reconnects, but still none during its watch.
+    pub fn expect_reconnects(&mut self) {
+        self.reconnects_expected = true;
+    }
+
+    fn listen_of(&self, worker: &str) -> &str {
+        match worker {
+            "expander" => &self.settings.expander.listen,
+            "sender" => &self.settings.sender.listen,
+            "intake" => &self.settings.bounces.listen,
+            _ => &self.settings.retrier.listen,
+        }
+    }
+
+    /// The end-of-scenario health check, run by [`Self::shutdown`]: every
+    /// in-process worker still running is ready, has not reconnected to the
+    /// broker (unless [`Self::expect_reconnects`]) and does not reconnect
+    /// during a watch of [`HEALTH_WINDOW`]; with a retrier running, the
+    /// failure queue is drained. A scenario whose mail arrived while a
+    /// worker loops on the broker fails here.
+    pub async fn assert_healthy(&self) {
+        let running: Vec<&'static str> = self
+            .tasks
+            .iter()
+            .filter(|(_, _, h)| !h.is_finished())
+            .map(|(n, _, _)| *n)
+            .collect();
+        for (name, _, h) in &self.tasks {
+            assert!(
+                !h.is_finished(),
+                "health: the {name} stopped before the end of the scenario"
+            );
+        }
+        for w in &running {
+            let listen = self.listen_of(w).to_string();
+            wait_for(
+                &format!("the {w} to be ready"),
+                Duration::from_secs(20),
+                || {
+                    let listen = listen.clone();
+                    async move {
+                        let body = http_get(&listen, "/readyz").await?;
+                        body.starts_with("ready").then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+        let reconnects = |w: &'static str| self.metric(w, "mailpipe_broker_reconnects_total");
+        let mut before = Vec::new();
+        for w in &running {
+            let n = reconnects(w).await;
+            if !self.reconnects_expected {
+                assert_eq!(
+                    n, 0.0,
+                    "health: the {w} reconnected to the broker {n} time(s)"
+                );
+            }
+            before.push(n);
+        }
+        tokio::time::sleep(HEALTH_WINDOW).await;
+        for (w, n) in running.iter().zip(before) {
+            let now = reconnects(w).await;
+            assert_eq!(
+                now, n,
+                "health: the {w} reconnected to the broker during the final watch (a reconnect loop)"
+            );
+            let body = http_get(self.listen_of(w), "/readyz").await;
+            assert!(
+                body.as_deref().is_some_and(|b| b.starts_with("ready")),
+                "health: the {w} is not ready at the end of the scenario"
+            );
+        }
+        if running.contains(&"retrier") {
+            wait_for(
+                "the failure queue to drain",
+                Duration::from_secs(20),
+                || async { (self.queue_depth(Topology::FAILED).await == 0).then_some(()) },
+            )
+            .await;
+        }
+    }
+
+    /// Checks the pipeline's health ([`Self::assert_healthy`]), then stops
+    /// it ([`Self::shutdown_unchecked`]).
+    pub async fn shutdown(self) {
+        self.assert_healthy().await;
+        self.shutdown_unchecked().await;
+    }
+
     /// Stops every worker and deletes the test's queues and exchanges.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown_unchecked(mut self) {
         for (_, token, _) in &self.tasks {
             token.cancel();
         }

@@ -238,7 +238,13 @@ async fn a_wrong_password_is_retried_until_it_works_and_shutdown_stops_the_loop(
         (recorder.mails().len() == 2).then_some(())
     })
     .await;
-    assert!(dovecot.contents("INBOX").is_empty());
+    // The poller expunges a mail after handing it on: wait for that step too.
+    wait_for(
+        "the inbox to be expunged",
+        Duration::from_secs(10),
+        || async { dovecot.contents("INBOX").is_empty().then_some(()) },
+    )
+    .await;
 
     token.cancel();
     tokio::time::timeout(Duration::from_secs(5), task)

@@ -116,10 +116,12 @@ fn check_exactly_once(
 async fn rabbitmq_restarted_mid_campaign_loses_and_duplicates_nothing() {
     let started = Instant::now();
     let mut rabbit = blocking(PrivateRabbit::start);
-    let p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
+    let mut p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
         s.amqp.url = SecretString::from(rabbit.url());
     })
     .await;
+    // The scenario takes the broker (or Redis) away: reconnects are its point.
+    p.expect_reconnects();
     let rid = "faults-rabbit-restart";
     let n = CAMPAIGN;
     p.publish_json(&sample_request(rid, n, "example.com")).await;
@@ -165,10 +167,12 @@ async fn rabbitmq_killed_mid_campaign_loses_nothing() {
     // The crash variant: SIGKILL of the whole node, no clean shutdown.
     let started = Instant::now();
     let mut rabbit = blocking(PrivateRabbit::start);
-    let p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
+    let mut p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
         s.amqp.url = SecretString::from(rabbit.url());
     })
     .await;
+    // The scenario takes the broker (or Redis) away: reconnects are its point.
+    p.expect_reconnects();
     let rid = "faults-rabbit-kill";
     let n = CAMPAIGN;
     p.publish_json(&sample_request(rid, n, "example.com")).await;
@@ -205,10 +209,12 @@ async fn rabbitmq_killed_mid_campaign_loses_nothing() {
 async fn redis_restarted_mid_campaign_loses_and_duplicates_nothing() {
     let started = Instant::now();
     let mut redis = blocking(PrivateRedis::start);
-    let p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
+    let mut p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
         s.redis.url = SecretString::from(redis.url());
     })
     .await;
+    // The scenario takes the broker (or Redis) away: reconnects are its point.
+    p.expect_reconnects();
     let ready = p.settings.sender.listen.clone();
     let rid = "faults-redis-restart";
     let n = CAMPAIGN;
@@ -300,6 +306,7 @@ async fn a_redis_outage_does_not_drop_failures_waiting_for_the_retrier() {
         },
     )
     .await;
+    p.expect_reconnects();
     let rid = "faults-redis-retrier";
     let n = 4;
     p.publish_json(&sample_request(rid, n, "example.com")).await;

@@ -1,6 +1,7 @@
 //! The operator CLI against a running pipeline: queue list/show/flush/
 //! remove/purge, campaign hold/release/cancel, address lists, help.
 
+use std::ops::Not;
 use std::time::Duration;
 
 use mailpipe_common::message::message_id;
@@ -189,7 +190,16 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
         "a recipient got two messages"
     );
     assert_eq!(s.sent as usize, N);
-    assert_eq!(p.queue_depth(&format!("held.{rid}")).await, 0);
+    // The parking queue is deleted once empty (quorum queues cannot be
+    // deleted "if empty": the sweeper fences senders off instead), and
+    // the health check of shutdown() sees no worker knocked off the broker.
+    let held = format!("held.{rid}");
+    wait_for(
+        "the parking queue to be deleted",
+        Duration::from_secs(20),
+        || async { p.queue_exists(&held).await.not().then_some(()) },
+    )
+    .await;
     p.shutdown().await;
 }
 
@@ -433,4 +443,134 @@ async fn submitting_a_csv_splits_it_into_parts_and_is_idempotent() {
     p.stop_worker("sender").await;
     assert_eq!(p.sink().count(), N);
     p.shutdown().await;
+}
+
+/// Every Redis key under the pipeline's prefix.
+async fn redis_keys(p: &TestPipeline) -> std::collections::BTreeSet<String> {
+    let mut c = p.store.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", p.settings.redis.prefix))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    keys.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_given_an_unknown_id_exits_3_and_writes_nothing() {
+    let p = TestPipeline::spawn_for_port(
+        1,
+        Workers {
+            expander: false,
+            sender: false,
+            retrier: false,
+        },
+        |_| {},
+    )
+    .await;
+    // A known request, so that the keyspace is not empty to begin with.
+    p.publish_json(&request("known", &["a"])).await;
+    let mut p = p;
+    p.start_worker("expander");
+    p.wait_expanded("known").await;
+    p.stop_worker("expander").await;
+    let before = redis_keys(&p).await;
+    assert!(!before.is_empty());
+    let unknown_message = message_id("nosuchreq", "a@example.com");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["status", "nosuchreq"],
+        vec!["queue", "show", &unknown_message],
+        vec!["queue", "remove", &unknown_message, "--yes"],
+        vec![
+            "queue",
+            "remove",
+            "--request",
+            "nosuchreq",
+            "a@example.com",
+            "--yes",
+        ],
+        vec!["queue", "purge", "--campaign", "nosuchreq", "--yes"],
+        vec!["queue", "flush", "--campaign", "nosuchreq"],
+        vec!["campaign", "hold", "nosuchreq"],
+        vec!["campaign", "release", "nosuchreq"],
+        vec!["campaign", "cancel", "nosuchreq", "--yes"],
+        vec!["quarantine", "show", "nobody@example.com"],
+        vec!["quarantine", "remove", "nobody@example.com", "--yes"],
+        vec!["denylist", "remove", "nobody@example.com"],
+        vec!["allowlist", "remove", "nobody@example.com"],
+    ];
+    for c in &commands {
+        for json in [false, true] {
+            let mut args = if json { vec!["--json"] } else { vec![] };
+            args.extend(c.iter().copied());
+            let (code, out) = p.cli(&args);
+            assert_eq!(code, 3, "{args:?} exited {code}: {out}");
+            assert_eq!(
+                redis_keys(&p).await,
+                before,
+                "{args:?} wrote to Redis for an unknown id"
+            );
+        }
+    }
+    // Nor was any queue declared for it.
+    assert!(!p.queue_exists("held.nosuchreq").await);
+    // The id stays free: submitting it later sends to everyone.
+    let mut p = p;
+    p.start_worker("expander");
+    p.publish_json(&request("nosuchreq", &["a", "b"])).await;
+    p.wait_expanded("nosuchreq").await;
+    let s = p.status("nosuchreq").await;
+    assert_eq!(
+        s.removed, 0,
+        "a purge of the unknown id cancelled it ahead of time"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_binaries_answer_help_and_version_without_starting() {
+    for name in [
+        "mailpipe-expander",
+        "mailpipe-sender",
+        "mailpipe-retrier",
+        "mailpipe-intake",
+    ] {
+        for (arg, code, expect) in [
+            ("--help", 0, "Usage:"),
+            ("--version", 0, env!("CARGO_PKG_VERSION")),
+            ("--bogus", 2, "unexpected argument"),
+        ] {
+            // Pointed at a broker that does not exist: a worker that started
+            // instead of answering would retry it forever.
+            let mut child = std::process::Command::new(mailpipe_tests::binary(name))
+                .arg(arg)
+                .env("MAILPIPE__AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+                .env("MAILPIPE__REDIS__URL", "redis://127.0.0.1:1/")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let started = std::time::Instant::now();
+            let status = loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break Some(s);
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let status =
+                status.unwrap_or_else(|| panic!("{name} {arg} started instead of exiting: {text}"));
+            assert_eq!(status.code(), Some(code), "{name} {arg}: {text}");
+            assert!(text.contains(expect), "{name} {arg}: {text}");
+        }
+    }
 }
