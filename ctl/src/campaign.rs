@@ -50,9 +50,8 @@ impl CampaignCommand {
             | CampaignSubCommand::Cancel { id, .. } => id.clone(),
         };
         if ops.store.request_status(&id).await?.meta.is_none() {
-            eprintln!("mailpipe: no request {id:?} is known");
             ops.close().await;
-            return Ok(ExitCode::from(3));
+            return Ok(crate::queue::unknown_request(&id));
         }
         let out = match &self.command {
             CampaignSubCommand::Hold { .. } => {

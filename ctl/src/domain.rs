@@ -136,7 +136,7 @@ impl DomainCommand {
                     policy.clear_limit(&norm(domain)).await?;
                     println!("{}: run-time limits cleared", norm(domain));
                 } else if rate.is_none() && burst.is_none() && concurrency.is_none() {
-                    eprintln!("mailpipe: give --rate, --burst, --concurrency or --clear");
+                    crate::out::error("give --rate, --burst, --concurrency or --clear");
                     return Ok(ExitCode::from(2));
                 } else {
                     policy

@@ -44,6 +44,7 @@ pub enum QuarantineSubCommand {
         expiry: Option<String>,
     },
     /// Lift the quarantine of addresses (and reset their error counters).
+    /// Exit 3 if one of them was not quarantined.
     Remove {
         #[arg(required = true)]
         addresses: Vec<String>,
@@ -58,11 +59,13 @@ pub enum QuarantineSubCommand {
         #[arg(long)]
         expiry: Option<String>,
     },
-    /// Print every quarantined address as CSV (address,reason,count,first,last,expires,source).
+    /// Print every quarantined address as CSV (address,reason,count,first,last,expires,source;
+    /// times as Unix seconds), or as JSON with --json.
     Export,
 }
 
-/// The denylist (seeds/003: imported from external lists): never sent to.
+/// The denylist: addresses never sent to (opt-outs, complaints, lists
+/// imported from elsewhere).
 #[derive(Args)]
 pub struct DenylistCommand {
     #[command(subcommand)]
@@ -83,7 +86,7 @@ pub enum ListSubCommand {
         #[arg(required = true)]
         addresses: Vec<String>,
     },
-    /// Remove addresses.
+    /// Remove addresses (exit 3 if one of them was not on the list).
     Remove {
         #[arg(required = true)]
         addresses: Vec<String>,
@@ -92,6 +95,10 @@ pub enum ListSubCommand {
     Import { file: PathBuf },
     /// Whether an address is on the list (exit 3 if not).
     Check { address: String },
+    /// Every address on the list, one per line (sorted).
+    List,
+    /// Every address on the list as CSV with a header (`email`), ready for `import`.
+    Export,
 }
 
 /// Canonical address keys; invalid ones are reported and skipped.
@@ -143,7 +150,28 @@ fn expiry(ctx: &crate::Context, raw: &Option<String>) -> anyhow::Result<Duration
 
 fn report_invalid(bad: &[String]) {
     for b in bad {
-        eprintln!("mailpipe: skipped invalid address {b:?}");
+        crate::out::warn(&format!("skipped invalid address {b:?}"));
+    }
+}
+
+/// Prints a command's result: `value` under `--json`, else `text`.
+fn print(ctx: &crate::Context, value: serde_json::Value, text: impl FnOnce() -> String) {
+    if ctx.json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+/// Exit 3 when some named addresses were not found (the others were handled).
+fn exit_for(not_found: &[String], what: &str) -> ExitCode {
+    for a in not_found {
+        crate::out::error(&format!("{a}: {what}"));
+    }
+    if not_found.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
     }
 }
 
@@ -161,17 +189,18 @@ impl QuarantineCommand {
                     println!("{}", serde_json::to_string_pretty(&out)?);
                 } else {
                     println!(
-                        "{:<40} {:<18} {:>5} {:<10} expires",
-                        "address", "reason", "count", "source"
+                        "{:<40} {:<18} {:>5} {:<10} {:<21} expires",
+                        "address", "reason", "count", "source", "since"
                     );
                     for (a, r) in &rows {
                         println!(
-                            "{:<40} {:<18} {:>5} {:<10} {}",
+                            "{:<40} {:<18} {:>5} {:<10} {:<21} {}",
                             a,
                             r["reason"].as_str().unwrap_or("-"),
                             r["count"].as_u64().unwrap_or(0),
                             r["source"].as_str().unwrap_or("-"),
-                            r["expires"].as_i64().unwrap_or(0)
+                            crate::out::utc(r["first"].as_i64().unwrap_or(0)),
+                            crate::out::utc(r["expires"].as_i64().unwrap_or(0))
                         );
                     }
                 }
@@ -184,15 +213,45 @@ impl QuarantineCommand {
                 };
                 let record = store.quarantine(key).await?;
                 let count = store.failure_count(key).await?;
+                let denylisted = store.list_contains("denylist", key).await?;
+                let allowlisted = store.list_contains("allowlist", key).await?;
                 let out = json!({
                     "address": key,
                     "quarantined": record.is_some(),
                     "record": record,
                     "error_count": count,
-                    "denylisted": store.list_contains("denylist", key).await?,
-                    "allowlisted": store.list_contains("allowlist", key).await?,
+                    "denylisted": denylisted,
+                    "allowlisted": allowlisted,
                 });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                if ctx.json {
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    println!("address      {key}");
+                    match &record {
+                        Some(r) => {
+                            println!("quarantined  yes");
+                            println!("reason       {}", r["reason"].as_str().unwrap_or("-"));
+                            println!("source       {}", r["source"].as_str().unwrap_or("-"));
+                            println!("count        {}", r["count"].as_u64().unwrap_or(0));
+                            println!(
+                                "first        {}",
+                                crate::out::utc(r["first"].as_i64().unwrap_or(0))
+                            );
+                            println!(
+                                "last         {}",
+                                crate::out::utc(r["last"].as_i64().unwrap_or(0))
+                            );
+                            println!(
+                                "expires      {}",
+                                crate::out::utc(r["expires"].as_i64().unwrap_or(0))
+                            );
+                        }
+                        None => println!("quarantined  no"),
+                    }
+                    println!("errors       {count}");
+                    println!("denylisted   {}", if denylisted { "yes" } else { "no" });
+                    println!("allowlisted  {}", if allowlisted { "yes" } else { "no" });
+                }
                 if record.is_none() {
                     return Ok(ExitCode::from(3));
                 }
@@ -208,7 +267,11 @@ impl QuarantineCommand {
                 for a in &ok {
                     store.quarantine_add(a, reason, d).await?;
                 }
-                println!("{} address(es) quarantined", ok.len());
+                print(
+                    ctx,
+                    json!({"quarantined": ok.len(), "invalid": bad}),
+                    || format!("{} address(es) quarantined", ok.len()),
+                );
             }
             QuarantineSubCommand::Remove { addresses, yes } => {
                 if let Some(code) = require_yes(*yes, "quarantine remove") {
@@ -216,13 +279,21 @@ impl QuarantineCommand {
                 }
                 let (ok, bad) = keys(addresses);
                 report_invalid(&bad);
-                let mut n = 0;
+                let mut lifted = 0;
+                let mut not_found = Vec::new();
                 for a in &ok {
-                    if store.quarantine_remove(a).await? {
-                        n += 1;
+                    if store.quarantine(a).await?.is_none() {
+                        not_found.push(a.clone());
+                    } else if store.quarantine_remove(a).await? {
+                        lifted += 1;
                     }
                 }
-                println!("{n} quarantine(s) lifted");
+                print(
+                    ctx,
+                    json!({"lifted": lifted, "not_quarantined": not_found, "invalid": bad}),
+                    || format!("{lifted} quarantine(s) lifted"),
+                );
+                return Ok(exit_for(&not_found, "not quarantined; unchanged"));
             }
             QuarantineSubCommand::Import {
                 file,
@@ -235,15 +306,30 @@ impl QuarantineCommand {
                 for a in &ok {
                     store.quarantine_add(a, reason, d).await?;
                 }
-                println!(
-                    "{} address(es) quarantined, {} invalid skipped",
-                    ok.len(),
-                    bad.len()
+                print(
+                    ctx,
+                    json!({"quarantined": ok.len(), "invalid": bad.len()}),
+                    || {
+                        format!(
+                            "{} address(es) quarantined, {} invalid skipped",
+                            ok.len(),
+                            bad.len()
+                        )
+                    },
                 );
             }
             QuarantineSubCommand::Export => {
+                let rows = store.quarantine_list(usize::MAX / 2).await?;
+                if ctx.json {
+                    let out: Vec<_> = rows
+                        .iter()
+                        .map(|(a, r)| json!({"address": a, "record": r}))
+                        .collect();
+                    println!("{}", serde_json::to_string(&out)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
                 println!("address,reason,count,first,last,expires,source");
-                for (a, r) in store.quarantine_list(usize::MAX / 2).await? {
+                for (a, r) in rows {
                     println!(
                         "{a},{},{},{},{},{},{}",
                         r["reason"].as_str().unwrap_or(""),
@@ -271,13 +357,26 @@ async fn run_list(
             let (ok, bad) = keys(addresses);
             report_invalid(&bad);
             let n = store.list_add(list, &ok).await?;
-            println!("{n} address(es) added to the {list}");
+            print(ctx, json!({"added": n, "invalid": bad}), || {
+                format!("{n} address(es) added to the {list}")
+            });
         }
         ListSubCommand::Remove { addresses } => {
             let (ok, bad) = keys(addresses);
             report_invalid(&bad);
+            let mut not_found = Vec::new();
+            for a in &ok {
+                if !store.list_contains(list, a).await? {
+                    not_found.push(a.clone());
+                }
+            }
             let n = store.list_remove(list, &ok).await?;
-            println!("{n} address(es) removed from the {list}");
+            print(
+                ctx,
+                json!({"removed": n, "not_listed": not_found, "invalid": bad}),
+                || format!("{n} address(es) removed from the {list}"),
+            );
+            return Ok(exit_for(&not_found, &format!("not on the {list}")));
         }
         ListSubCommand::Import { file } => {
             let (ok, bad) = keys(&read_file(file)?);
@@ -286,20 +385,48 @@ async fn run_list(
             for chunk in ok.chunks(1000) {
                 n += store.list_add(list, chunk).await?;
             }
-            println!(
-                "{n} new address(es) in the {list}, {} invalid skipped",
-                bad.len()
-            );
+            print(ctx, json!({"added": n, "invalid": bad.len()}), || {
+                format!(
+                    "{n} new address(es) in the {list}, {} invalid skipped",
+                    bad.len()
+                )
+            });
         }
         ListSubCommand::Check { address } => {
             let (ok, _) = keys(std::slice::from_ref(address));
-            let on = match ok.first() {
+            let key = ok.first();
+            let on = match key {
                 Some(k) => store.list_contains(list, k).await?,
                 None => false,
             };
-            println!("{}", if on { "listed" } else { "not listed" });
+            print(
+                ctx,
+                json!({"address": key.unwrap_or(address), "list": list, "listed": on}),
+                || (if on { "listed" } else { "not listed" }).to_string(),
+            );
             if !on {
                 return Ok(ExitCode::from(3));
+            }
+        }
+        ListSubCommand::List => {
+            let members = store.list_members(list).await?;
+            if ctx.json {
+                println!("{}", serde_json::to_string(&members)?);
+            } else {
+                for m in &members {
+                    println!("{m}");
+                }
+            }
+        }
+        ListSubCommand::Export => {
+            let members = store.list_members(list).await?;
+            if ctx.json {
+                println!("{}", serde_json::to_string(&members)?);
+            } else {
+                println!("email");
+                for m in &members {
+                    println!("{m}");
+                }
             }
         }
     }

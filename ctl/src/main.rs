@@ -12,6 +12,7 @@ mod classify;
 mod domain;
 mod lists;
 mod ops;
+mod out;
 mod queue;
 mod status;
 mod submit;
@@ -58,10 +59,11 @@ pub struct Context {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    out::set_json(cli.json);
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("mailpipe: {e}");
+            out::error(&e.to_string());
             return ExitCode::from(2);
         }
     };
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("mailpipe: cannot start the runtime: {e}");
+            out::error(&format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -96,7 +98,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mailpipe: {e:#}");
+            out::error(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -66,6 +66,14 @@ impl Ops {
         self.ops().drain(key, decide).await
     }
 
+    /// Whether mailpipe knows a request id (its expander recorded it).
+    /// Commands that would write state for a request check this first: an
+    /// unknown id is an error that writes nothing, so a mistyped or future
+    /// id is never cancelled or given records ahead of time.
+    pub async fn known_request(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(self.store.request_status(id).await?.meta.is_some())
+    }
+
     /// See [`QueueOps::sweep_parked`].
     pub async fn sweep_parked(&self, request: &str) -> anyhow::Result<DrainCounts> {
         self.ops().sweep_parked(request).await
@@ -91,7 +99,7 @@ pub fn require_yes(yes: bool, what: &str) -> Option<std::process::ExitCode> {
     if yes {
         None
     } else {
-        eprintln!("mailpipe: {what} is destructive: add --yes to confirm");
+        crate::out::error(&format!("{what} is destructive: add --yes to confirm"));
         Some(std::process::ExitCode::from(2))
     }
 }

@@ -55,7 +55,8 @@ pub struct FlushCommand {
     /// Only messages to this recipient domain.
     #[arg(long)]
     pub domain: Option<String>,
-    /// Only messages of this request (campaign) id.
+    /// Only messages of this request: its id (as `mailpipe submit` printed
+    /// it) or its campaign label.
     #[arg(long)]
     pub campaign: Option<String>,
 }
@@ -108,6 +109,15 @@ impl QueueCommand {
     }
 }
 
+/// Says that no request `id` is known, and how to find the right one; exit
+/// code 3 (nothing was written).
+pub fn unknown_request(id: &str) -> ExitCode {
+    crate::out::error(&format!(
+        "no request {id:?} is known (use the request id that `mailpipe submit` printed; `mailpipe queue list --deferred` shows it in the request column)"
+    ));
+    ExitCode::from(3)
+}
+
 fn ago(secs: i64) -> String {
     match secs {
         s if s < 0 => format!("in {}", human(-s)),
@@ -138,18 +148,17 @@ impl ListCommand {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!(
-                    "{:<32} {:<30} {:<20} {:>7} {:<14} next attempt",
-                    "id", "recipient", "campaign", "attempt", "last reason"
+                    "{:<32} {:<30} {:<24} {:<20} {:>7} {:<14} next attempt",
+                    "id", "recipient", "request", "campaign", "attempt", "last reason"
                 );
                 for (id, due, info) in &rows {
                     let s = |k: &str| info[k].as_str().unwrap_or("-").to_string();
                     println!(
-                        "{:<32} {:<30} {:<20} {:>7} {:<14} {}",
+                        "{:<32} {:<30} {:<24} {:<20} {:>7} {:<14} {}",
                         id,
                         s("recipient"),
-                        info["campaign"]
-                            .as_str()
-                            .unwrap_or(info["request"].as_str().unwrap_or("-")),
+                        s("request"),
+                        s("campaign"),
                         info["attempt"].as_u64().unwrap_or(0),
                         s("reason"),
                         ago(now - due)
@@ -216,10 +225,10 @@ impl ShowCommand {
             .find(|(id, ..)| id == &self.id);
         ops.close().await;
         if done.is_none() && history.is_empty() && deferred.is_none() {
-            eprintln!(
-                "mailpipe: nothing is known about message {:?} (pending messages that never failed have no history yet)",
+            crate::out::error(&format!(
+                "nothing is known about message {:?} (pending messages that never failed have no history yet)",
                 self.id
-            );
+            ));
             return Ok(ExitCode::from(3));
         }
         let state = match (&done, &deferred) {
@@ -290,7 +299,10 @@ impl FlushCommand {
                         let domain_ok = domain
                             .as_ref()
                             .is_none_or(|d| j.to.to_ascii_lowercase().ends_with(&format!("@{d}")));
-                        let campaign_ok = self.campaign.as_ref().is_none_or(|c| &j.request == c);
+                        let campaign_ok = self
+                            .campaign
+                            .as_ref()
+                            .is_none_or(|c| &j.request == c || j.campaign.as_ref() == Some(c));
                         domain_ok && campaign_ok
                     };
                     match jobs.iter().find(|j| matches(j)) {
@@ -299,6 +311,12 @@ impl FlushCommand {
                     }
                 })
                 .await?;
+        }
+        if let Some(c) = &self.campaign {
+            if total.moved == 0 && !ops.known_request(c).await? {
+                ops.close().await;
+                return Ok(unknown_request(c));
+            }
         }
         ops.close().await;
         if ctx.json {
@@ -316,6 +334,12 @@ impl RemoveCommand {
             return Ok(code);
         }
         let ops = Ops::connect(ctx).await?;
+        if let Some(r) = &self.request {
+            if !ops.known_request(r).await? {
+                ops.close().await;
+                return Ok(unknown_request(r));
+            }
+        }
         let deferred = ops.store.deferred(1_000_000).await?;
         let mut removed = 0;
         let mut unknown = Vec::new();
@@ -362,12 +386,14 @@ impl RemoveCommand {
             if ops.record_removed(&job, "removed").await? {
                 removed += 1;
             } else {
-                eprintln!("{raw}: already has a terminal state; unchanged");
+                crate::out::warn(&format!("{raw}: already has a terminal state; unchanged"));
             }
         }
         ops.close().await;
         for u in &unknown {
-            eprintln!("mailpipe: {u}: not among deferred messages; pass --request to remove a pending one");
+            crate::out::error(&format!(
+                "{u}: not among deferred messages; pass --request to remove a pending one"
+            ));
         }
         if ctx.json {
             println!("{}", json!({"removed": removed, "unknown": unknown}));
@@ -388,6 +414,12 @@ impl PurgeCommand {
             return Ok(code);
         }
         let ops = Ops::connect(ctx).await?;
+        if let Some(c) = &self.campaign {
+            if !ops.known_request(c).await? {
+                ops.close().await;
+                return Ok(unknown_request(c));
+            }
+        }
         if let Some(c) = &self.campaign {
             // Cancel first, so what is in flight or not yet expanded is removed too.
             ops.store

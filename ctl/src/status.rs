@@ -27,8 +27,7 @@ impl StatusCommand {
         if !self.watch {
             let s = store.request_status(&self.id).await?;
             if s.meta.is_none() {
-                eprintln!("mailpipe: no request {:?} is known", self.id);
-                return Ok(ExitCode::from(3));
+                return Ok(crate::queue::unknown_request(&self.id));
             }
             print(&s, ctx.json)?;
             return Ok(ExitCode::SUCCESS);

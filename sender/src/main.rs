@@ -1,11 +1,13 @@
 //! `mailpipe-sender`: loads the configuration, installs logging and runs the
 //! sender until SIGTERM or ctrl-c.
 
-use mailpipe_common::config::{config_arg, Settings};
+use mailpipe_common::config::{worker_config_arg, Settings};
+
+const ABOUT: &str = "mailpipe-sender: delivers the jobs of the send lanes over SMTP under the\nshared per-domain policy, and never sends a message twice.";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load(config_arg().as_deref())?;
+    let settings = Settings::load(worker_config_arg("mailpipe-sender", ABOUT).as_deref())?;
     mailpipe_common::telemetry::init(&settings.telemetry);
     let shutdown = mailpipe_common::shutdown::signal();
     mailpipe_sender::run_until_stopped(settings, shutdown).await

@@ -1,0 +1,80 @@
+//! How the CLI speaks: errors and warnings on stderr, as `mailpipe: ...`
+//! lines, or as one JSON object per line under `--json` (so scripts that
+//! parse stdout can parse stderr the same way), and times as UTC dates.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Set once at start from `--json`.
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// An error: `{"error": ...}` under `--json`, else `mailpipe: ...`.
+pub fn error(message: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        eprintln!("{}", serde_json::json!({ "error": message }));
+    } else {
+        eprintln!("mailpipe: {message}");
+    }
+}
+
+/// A warning: `{"warning": ...}` under `--json`, else `mailpipe: ...`.
+pub fn warn(message: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        eprintln!("{}", serde_json::json!({ "warning": message }));
+    } else {
+        eprintln!("mailpipe: {message}");
+    }
+}
+
+/// A Unix time as `2026-12-06 22:41:07Z` (`-` for 0, which means "never").
+pub fn utc(epoch: i64) -> String {
+    if epoch == 0 {
+        return "-".into();
+    }
+    let days = epoch.div_euclid(86_400);
+    let secs = epoch.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_times_read_as_utc_dates() {
+        let table = [
+            (0, "-"),
+            (1, "1970-01-01 00:00:01Z"),
+            (951_782_400, "2000-02-29 00:00:00Z"),
+            (1_795_412_345, "2026-11-24 05:39:05Z"),
+            (4_107_542_399, "2100-02-28 23:59:59Z"),
+        ];
+        for (epoch, expected) in table {
+            assert_eq!(utc(epoch), expected, "{epoch}");
+        }
+    }
+}
