@@ -388,20 +388,20 @@ impl Policy {
     /// calls this right after the attempt, so the breaker sees failures as
     /// they happen): failures about the domain or the sender (blocks,
     /// unreachable, throttling) count toward the breaker — a recipient's own
-    /// failure (user unknown) never does — and a throttling reply slows the
-    /// domain down.
+    /// failure (user unknown, greylisting) never does — and a throttling
+    /// reply slows the domain down (`Classification::domain_effect` decides).
     pub async fn react(
         &self,
         domain: &str,
         class: &crate::classify::Classification,
         settings: &crate::config::PolicySettings,
     ) -> Result<DomainReaction, StoreError> {
-        use crate::classify::{Reason, Scope};
+        let effect = class.domain_effect();
         let mut r = DomainReaction::default();
-        if class.scope != Scope::Recipient {
+        if effect.counts_toward_breaker {
             r.paused = self.record_failure(domain, true, &settings.breaker).await?;
         }
-        if class.reason == Reason::RateLimited {
+        if effect.slows_down {
             self.slow_down(domain, &settings.slowdown).await?;
             r.slowed = true;
         }

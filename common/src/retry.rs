@@ -15,12 +15,13 @@ pub enum RetryDecision {
     Dead { reason: String },
 }
 
-/// The schedule a classified failure follows: rate limiting and 421 back off
-/// fast and briefly (seeds/002), routing and connection failures slowly
-/// (seeds/000–001), everything else on the soft schedule (seeds/003).
+/// The schedule a classified failure follows: rate limiting, greylisting and
+/// 421 back off fast and briefly (a greylisting server accepts the retry
+/// after a few minutes), routing and connection failures slowly, everything
+/// else on the soft schedule.
 pub fn policy_for<'a>(policies: &'a RetryPolicies, c: &Classification) -> &'a RetryPolicy {
     match c.reason {
-        Reason::RateLimited => &policies.throttled,
+        Reason::RateLimited | Reason::Greylisted => &policies.throttled,
         Reason::Unreachable => &policies.routing,
         _ => &policies.soft,
     }
@@ -115,6 +116,36 @@ mod tests {
         assert_eq!(
             run(&p.soft, i64::MAX),
             vec![h, h, h, h, 24 * h, 24 * h, 24 * h, 24 * h]
+        );
+    }
+
+    #[test]
+    fn each_reason_follows_its_schedule() {
+        use crate::classify::{FailureType, Quarantine, Scope};
+        let p = RetryPolicies::default();
+        let class = |reason| Classification {
+            kind: FailureType::Soft,
+            reason,
+            retry: true,
+            quarantine: Quarantine::None,
+            scope: Scope::Domain,
+            rule: None,
+        };
+        for reason in Reason::ALL {
+            let want = match reason {
+                Reason::RateLimited | Reason::Greylisted => &p.throttled,
+                Reason::Unreachable => &p.routing,
+                _ => &p.soft,
+            };
+            assert!(
+                std::ptr::eq(policy_for(&p, &class(reason)), want),
+                "{reason}"
+            );
+        }
+        // Greylisting is retried within minutes, as throttling is.
+        assert_eq!(
+            policy_for(&p, &class(Reason::Greylisted)).schedule[0],
+            Duration::from_secs(60)
         );
     }
 

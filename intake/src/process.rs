@@ -284,7 +284,7 @@ impl Intake {
             _ => return Ok(Ok("ignored")),
         }
         let failure = status.failure();
-        let class = self.classifier.classify(&failure);
+        let class = self.classifier.classify_for(&failure, Some(&m.address));
         let text = failure.to_string();
         self.store
             .qualify(

@@ -177,7 +177,9 @@ impl Retrier {
         };
         let job = &failed.job;
         let attempts = job.attempt + 1;
-        let class = self.classifier.classify(&failed.failure);
+        let class = self
+            .classifier
+            .classify_for(&failed.failure, Some(&failed.job.to));
         let reason = class.reason.as_str().to_string();
         self.log_failure(job, &failed.failure, &class);
         self.qualify(&failed.failure, &class).await?;
@@ -344,19 +346,18 @@ impl Retrier {
         Ok(())
     }
 
-    /// 421s and throttling are warnings (seeds/002): the remote side is
-    /// busy, not broken. Hard failures are info: they are the recipient's.
+    /// Logs one failed attempt at the level [`failure_log_level`] decides.
     fn log_failure(&self, job: &Job, failure: &Failure, class: &Classification) {
         let full = failure_text(failure);
         let text = mailpipe_common::telemetry::scrub(&full);
-        match (failure, class.reason) {
-            (Failure::Reply { code: 421, .. }, _) | (_, Reason::RateLimited) => {
+        match failure_log_level(failure, class) {
+            FailureLog::Throttled => {
                 tracing::warn!(message = %job.id, reply = %text, reason = class.reason.as_str(), "throttled by the receiving server")
             }
-            (_, Reason::Refused) => {
+            FailureLog::Refused => {
                 tracing::warn!(message = %job.id, reply = %text, "refused by the receiving server (aimed at the sender)")
             }
-            _ => {
+            FailureLog::Failed => {
                 tracing::info!(message = %job.id, reply = %text, reason = class.reason.as_str(), kind = class.kind.as_str(), "delivery failed")
             }
         }
@@ -446,6 +447,30 @@ impl Retrier {
     }
 }
 
+/// How a failed attempt is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureLog {
+    /// Warning: the receiving side is busy or throttles us (421, rate limiting).
+    Throttled,
+    /// Warning: a block aimed at the sender (content, reputation, authentication).
+    Refused,
+    /// Info: a failure about the recipient, or an expected step such as
+    /// greylisting, which every first attempt to a greylisting server meets.
+    Failed,
+}
+
+/// The log level of a failed attempt: 421s and throttling are warnings (the
+/// remote side is busy, not broken), and so are blocks aimed at the sender;
+/// greylisting is info even under a 421, as are the recipient's own failures.
+pub fn failure_log_level(failure: &Failure, class: &Classification) -> FailureLog {
+    match (failure, class.reason) {
+        (_, Reason::Greylisted) => FailureLog::Failed,
+        (Failure::Reply { code: 421, .. }, _) | (_, Reason::RateLimited) => FailureLog::Throttled,
+        (_, Reason::Refused) => FailureLog::Refused,
+        _ => FailureLog::Failed,
+    }
+}
+
 /// How long a message's history is kept: its validity plus a week.
 fn history_ttl(job: &Job) -> Duration {
     Duration::from_secs((job.deadline - unix_now()).max(0) as u64 + 7 * 24 * 3600)
@@ -484,5 +509,47 @@ pub fn failure_text(f: &Failure) -> String {
             _ => format!("{code} {text}"),
         },
         Failure::Connection { error, detail } => format!("connection {error:?}: {detail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greylisting_is_logged_as_info_and_throttling_as_a_warning() {
+        let classifier = Classifier::default();
+        let table: &[(&str, FailureLog)] = &[
+            (
+                "451 4.7.1 Greylisted, please try again later",
+                FailureLog::Failed,
+            ),
+            (
+                "450 4.2.0 <bob@example.com>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.com.html",
+                FailureLog::Failed,
+            ),
+            ("451 4.7.1 Try again later", FailureLog::Failed),
+            (
+                "421 4.7.0 Service not available, closing transmission channel",
+                FailureLog::Throttled,
+            ),
+            (
+                "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered.",
+                FailureLog::Throttled,
+            ),
+            (
+                "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+                FailureLog::Refused,
+            ),
+            (
+                "550 5.1.1 <bob@example.com>: Recipient address rejected: User unknown",
+                FailureLog::Failed,
+            ),
+        ];
+        for (reply, want) in table {
+            let failure = Failure::from_reply_text(reply);
+            let class = classifier.classify(&failure);
+            assert_eq!(failure_log_level(&failure, &class), *want, "{reply}");
+        }
     }
 }

@@ -5,7 +5,10 @@
 //! 1. the rules, highest-precedence file first (the last operator file added,
 //!    ..., the first operator file, then the defaults), each file in its own
 //!    order; the first rule whose conditions all hold decides;
-//! 2. otherwise the fallback table (same precedence), by reply class;
+//! 2. otherwise the fallback table (same precedence), by reply class and,
+//!    for entries marked `names_sender`, whether the text names the sending
+//!    side (an IP address, "sender", "your server", HELO, or, with
+//!    [`Classifier::classify_for`], an address other than the recipient's);
 //! 3. otherwise a built-in catch-all (`undefined`, soft, retry, no quarantine).
 //!
 //! All patterns live in one case-insensitive `RegexSet`, run once per failure.
@@ -15,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::reply::{find_enhanced, is_transient, leading_code, EnhancedCode};
 use super::rules::{self, CompiledRule, CompiledRules, Output, RulesError, RulesFile};
+use super::sender_side::names_sender_side;
 use super::types::{
     Classification, ConnectionError, Failure, FailureType, Quarantine, Reason, Scope,
 };
@@ -154,6 +158,13 @@ impl Classifier {
 
     /// Classify one failure.
     pub fn classify(&self, failure: &Failure) -> Classification {
+        self.classify_for(failure, None)
+    }
+
+    /// Classify one failure of a delivery to `recipient` (when known): an
+    /// unclassified reply that names another address than the recipient's
+    /// is about the sending side, not about the recipient.
+    pub fn classify_for(&self, failure: &Failure, recipient: Option<&str>) -> Classification {
         let subject = match failure {
             Failure::Reply {
                 code,
@@ -198,11 +209,19 @@ impl Classifier {
                 return finish(output, Some(rule.name.clone()));
             }
         }
+        let names_sender = std::cell::OnceCell::new();
         let output = self
             .inner
             .fallback
             .iter()
-            .find(|f| f.class.is_none() || f.class == class)
+            .find(|f| {
+                (f.class.is_none() || f.class == class)
+                    && (!f.names_sender
+                        || *names_sender.get_or_init(|| match &subject {
+                            Subject::Reply { text, .. } => names_sender_side(text, recipient),
+                            Subject::Connection { .. } => false,
+                        }))
+            })
             .map(|f| f.output)
             .unwrap_or(LAST_RESORT);
         finish(output, None)

@@ -33,6 +33,7 @@ mod classifier;
 mod normalize;
 mod reply;
 mod rules;
+mod sender_side;
 mod types;
 
 #[cfg(test)]
@@ -42,7 +43,9 @@ pub use classifier::{Classifier, ClassifierBuilder};
 pub use normalize::{normalize, PLACEHOLDER};
 pub use reply::{parse_reply, EnhancedCode, ParseEnhancedCodeError, SmtpReply};
 pub use rules::RulesError;
-pub use types::{Classification, ConnectionError, Failure, FailureType, Quarantine, Reason, Scope};
+pub use types::{
+    Classification, ConnectionError, DomainEffect, Failure, FailureType, Quarantine, Reason, Scope,
+};
 
 /// The default rules file (`rules/default.yaml`), embedded at build time.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/default.yaml");

@@ -17,8 +17,10 @@
 //!     quarantine: none                    # immediate | count | none
 //!     scope: domain                       # recipient | domain | sender
 //!     transient: { type: soft, retry: true }  # overrides when the reply is transient
-//! fallback:         # when no rule matched; first entry whose class fits wins
+//! fallback:         # when no rule matched; first entry whose conditions fit wins
 //!   - class: 5                            # 4, 5, ... or absent for "anything"
+//!     names_sender: true                  # only when the text names the sending
+//!                                         # side (optional; see `Classifier`)
 //!     type: soft
 //!     reason: undefined
 //!     retry: false
@@ -199,6 +201,11 @@ struct FallbackDef {
     /// Reply class (4, 5, ...) this entry applies to; absent for any failure.
     #[serde(default)]
     class: Option<u8>,
+    /// When true, the entry applies only to replies whose text names the
+    /// sending side (an IP address, "sender", "your server", an address other
+    /// than the recipient...).
+    #[serde(default)]
+    names_sender: bool,
     /// Output: failure type.
     #[serde(rename = "type")]
     failure_type: FailureType,
@@ -374,6 +381,8 @@ pub(crate) struct CompiledRule {
 pub(crate) struct CompiledFallback {
     /// Reply class it applies to; `None` for any failure.
     pub class: Option<u8>,
+    /// Applies only to replies whose text names the sending side.
+    pub names_sender: bool,
     /// Decision.
     pub output: Output,
 }
@@ -464,6 +473,7 @@ pub(crate) fn compile(sources: &[(String, RulesFile)]) -> Result<CompiledRules, 
                 .map_err(|message| invalid(file, &format!("fallback[{i}]"), &message))?;
             fallback.push(CompiledFallback {
                 class: def.class,
+                names_sender: def.names_sender,
                 output,
             });
         }

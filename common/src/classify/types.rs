@@ -165,8 +165,13 @@ pub enum Reason {
     MailboxFull,
     /// The destination could not be reached (network, routing, DNS, TLS).
     Unreachable,
-    /// The destination asks us to slow down (throttling, greylisting, deferrals).
+    /// The destination asks us to slow down (throttling, volume deferrals,
+    /// too many connections or recipients).
     RateLimited,
+    /// Greylisting: the destination defers the first attempt from an unknown
+    /// (client, sender, recipient) triplet and accepts a later retry. It says
+    /// nothing about the domain's capacity, so it never slows the domain down.
+    Greylisted,
     /// The destination refuses the sender: spam, blocklists, reputation,
     /// authentication (SPF/DKIM/DMARC/PTR), relay or policy. Never the recipient's fault.
     Refused,
@@ -180,13 +185,14 @@ pub enum Reason {
 
 impl Reason {
     /// Every variant, in declaration order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::UserUnknown,
         Reason::InvalidDomain,
         Reason::AccountDisabled,
         Reason::MailboxFull,
         Reason::Unreachable,
         Reason::RateLimited,
+        Reason::Greylisted,
         Reason::Refused,
         Reason::MessageTooLarge,
         Reason::AutoReply,
@@ -202,6 +208,7 @@ impl Reason {
             Reason::MailboxFull => "mailbox_full",
             Reason::Unreachable => "unreachable",
             Reason::RateLimited => "rate_limited",
+            Reason::Greylisted => "greylisted",
             Reason::Refused => "refused",
             Reason::MessageTooLarge => "message_too_large",
             Reason::AutoReply => "auto_reply",
@@ -274,6 +281,18 @@ impl fmt::Display for Scope {
     }
 }
 
+/// What one classified failure does to the sending policy of its destination
+/// domain (the sender applies it right after the attempt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DomainEffect {
+    /// The failure counts toward the domain's circuit breaker: it is about
+    /// the domain or about the sender (blocks, unreachable, throttling), not
+    /// about one recipient.
+    pub counts_toward_breaker: bool,
+    /// The domain asked us to slow down: its rate is lowered.
+    pub slows_down: bool,
+}
+
 /// The classifier's verdict on one [`Failure`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Classification {
@@ -290,6 +309,19 @@ pub struct Classification {
     pub scope: Scope,
     /// Name of the rule that matched; None when only the basic-code fallback applied ("to qualify").
     pub rule: Option<String>,
+}
+
+impl Classification {
+    /// What this failure does to its domain's sending policy. Only a
+    /// failure about one recipient leaves the breaker alone; only throttling
+    /// (`rate_limited`) lowers the domain's rate. Greylisting is about one
+    /// (client, sender, recipient) triplet: it does neither.
+    pub fn domain_effect(&self) -> DomainEffect {
+        DomainEffect {
+            counts_toward_breaker: self.scope != Scope::Recipient,
+            slows_down: self.reason == Reason::RateLimited,
+        }
+    }
 }
 
 #[cfg(test)]
