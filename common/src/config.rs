@@ -243,7 +243,7 @@ pub enum DkimAlgorithm {
     Ed25519Sha256,
 }
 
-/// Asynchronous bounces and complaints (seeds/003): the VERP return path the
+/// Asynchronous bounces and complaints (failures reported after delivery): the VERP return path the
 /// sender writes and the intake that reads what comes back to it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -462,7 +462,8 @@ impl Default for MxSettings {
     }
 }
 
-/// Sending policy shared by every sender replica (seeds/002–004).
+/// Sending policy shared by every sender replica (per-domain and per-route
+/// rates, concurrency, the circuit breaker and slow-downs).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicySettings {
@@ -504,7 +505,8 @@ pub struct DomainPolicy {
     pub route: Option<String>,
 }
 
-/// The domain circuit breaker (seeds/003 domain management).
+/// The domain circuit breaker: a domain whose recent attempts mostly failed is
+/// paused for a while, so the sender stops hurting its reputation there.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerSettings {
@@ -647,7 +649,7 @@ pub struct RetrierSettings {
     pub policies: RetryPolicies,
 }
 
-/// Which schedule a failure follows (seeds/000–003).
+/// Which schedule a failure follows (routing, throttling or other soft failures).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicies {
@@ -708,7 +710,8 @@ impl Default for RetrierSettings {
     }
 }
 
-/// Address quarantine (seeds/003).
+/// Address quarantine: addresses that failed for good (or too often) are not
+/// sent to until the quarantine expires.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuarantineSettings {

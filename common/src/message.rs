@@ -81,7 +81,7 @@ pub struct Part {
 }
 
 /// Send at most one message per recipient and key within a window
-/// (seeds/004: one "usage at 70/80/90 %" notice instead of three).
+/// (one "usage at 70/80/90 %" notice instead of three).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Coalesce {

@@ -24,7 +24,7 @@ pub struct Metrics {
     /// Records published to the dead-letter queue, by reason.
     pub dead: IntCounterVec,
     /// Transactions per route (relay) and outcome (`sent`, `failed`,
-    /// `unavailable`): route tracking of seeds/000.
+    /// `unavailable`): which relay route each message took.
     pub routes: IntCounterVec,
     /// Domains paused by the breaker (counter of openings).
     pub breaker_openings: IntCounterVec,

@@ -6,7 +6,7 @@
 //!   time" per key; a burst allowance lets `burst` messages through at once);
 //! * per-domain and per-route concurrency, as leases in a sorted set that
 //!   expire on their own if a replica dies mid-transaction;
-//! * domain pauses (the circuit breaker of seeds/003 and `mailpipe domain
+//! * domain pauses (the circuit breaker and `mailpipe domain
 //!   pause`), and slow-downs after throttling replies that recover linearly;
 //! * run-time overrides of a domain's limits (`mailpipe domain limit`).
 //!

@@ -165,7 +165,7 @@ pub struct PartCounts {
 }
 
 /// A message's terminal state, kept for the validity period (the archive of
-/// seeds/004 for sent mail).
+/// the validity period of sent mail).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoneRecord {
     /// `sent`, `dead` or `removed`.
@@ -208,6 +208,36 @@ pub struct RequestStatus {
     pub complained: u64,
     /// Accepted messages without a terminal state yet.
     pub pending: u64,
+    /// Parts (`"2"`, or `"request"` when the part is unknown) the expander
+    /// refused, with why: a campaign with a refused part never completes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, Refusal>,
+}
+
+/// Why the expander refused a request or one of its parts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Short reason, as in the dead-letter record (`invalid_request`, ...).
+    pub reason: String,
+    /// What was wrong, for a person.
+    pub detail: String,
+    pub at: i64,
+}
+
+impl RequestStatus {
+    /// Whether every part was expanded and every recipient has an outcome.
+    pub fn is_complete(&self) -> bool {
+        self.meta
+            .as_ref()
+            .is_some_and(|m| self.parts_done >= m.parts_total && self.pending == 0)
+    }
+
+    /// Whether nothing more will happen although the request is not
+    /// complete: a part (or the whole request) was refused and every
+    /// accepted recipient has an outcome.
+    pub fn is_incomplete(&self) -> bool {
+        !self.refused.is_empty() && self.pending == 0 && !self.is_complete()
+    }
 }
 
 const SCREEN_LUA: &str = r#"
@@ -323,7 +353,8 @@ redis.call('ZADD', KEYS[2], count, ARGV[1])
 return count
 "#;
 
-/// Occurrences of one bounce text are counted up to this (seeds/003).
+/// Occurrences of one bounce text are counted up to this (the qualification table
+/// shows "at least" beyond it).
 pub const QUALIFICATION_CAP: u64 = 100_000;
 
 /// What [`Store::record_recipient_failure`] did.
@@ -1127,7 +1158,7 @@ impl Store {
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
-    /// Counts one failure text in the qualification table (seeds/003).
+    /// Counts one failure text in the qualification table (`mailpipe bounces`).
     pub async fn qualify(
         &self,
         normalized: &str,
@@ -1348,6 +1379,41 @@ impl Store {
         .map_err(op("unprocessed"))
     }
 
+    /// Records that the expander refused a request (`part` = None when it
+    /// could not tell which part) so that `mailpipe status` can say so; the
+    /// record lives as long as the request's other state (`ttl` when it has
+    /// none yet).
+    pub async fn record_refusal(
+        &self,
+        request: &str,
+        part: Option<u32>,
+        refusal: &Refusal,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let field = format!(
+            "refused:{}",
+            part.map(|p| p.to_string())
+                .unwrap_or_else(|| "request".into())
+        );
+        let json = serde_json::to_string(refusal).unwrap_or_default();
+        let _: i64 = redis::Script::new(
+            r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"#,
+        )
+        .key(self.key(&["req", request]))
+        .arg(field)
+        .arg(json)
+        .arg(ttl.as_secs().max(1))
+        .invoke_async(&mut c)
+        .await
+        .map_err(op("record refusal"))?;
+        Ok(())
+    }
+
     /// Everything known about a request.
     pub async fn request_status(&self, request: &str) -> Result<RequestStatus, StoreError> {
         let mut c = self.conn.clone();
@@ -1372,7 +1438,11 @@ impl Store {
                 "failed_attempts" => s.failed_attempts = n,
                 "complained" => s.complained = n,
                 other => {
-                    if let Some(reason) = other.strip_prefix("dead:") {
+                    if let Some(part) = other.strip_prefix("refused:") {
+                        if let Ok(r) = serde_json::from_str(value) {
+                            s.refused.insert(part.to_string(), r);
+                        }
+                    } else if let Some(reason) = other.strip_prefix("dead:") {
                         s.dead.insert(reason.to_string(), n);
                     } else if let Some(reason) = other.strip_prefix("bounced:") {
                         s.bounced.insert(reason.to_string(), n);

@@ -1,5 +1,5 @@
 //! VERP return paths: the envelope sender of each message names the message,
-//! so an asynchronous bounce (seeds/003) sent back to it says which message
+//! so an asynchronous bounce sent back to it says which message
 //! failed without anyone parsing the bounce's body.
 //!
 //! The address is `{local_part}+{token}@{domain}` (`bounces.*` settings). The

@@ -1,4 +1,4 @@
-//! `mailpipe bounces`: the qualification table (seeds/003) — every failure
+//! `mailpipe bounces`: the qualification table — every failure
 //! text seen, normalized so identical failures aggregate, by count.
 
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 //! `mailpipe quarantine`, `mailpipe denylist`, `mailpipe allowlist`: the
-//! address lists of seeds/003. Quarantined and denylisted addresses are
+//! address lists. Quarantined and denylisted addresses are
 //! excluded when a request is expanded; allowlisted addresses are never
 //! quarantined.
 

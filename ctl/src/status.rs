@@ -26,7 +26,7 @@ impl StatusCommand {
             .context("connecting to Redis")?;
         if !self.watch {
             let s = store.request_status(&self.id).await?;
-            if s.meta.is_none() {
+            if s.meta.is_none() && s.refused.is_empty() {
                 return Ok(crate::queue::unknown_request(&self.id));
             }
             print(&s, ctx.json)?;
@@ -70,16 +70,18 @@ impl StatusCommand {
                     rate
                 ));
             }
-            let complete = s
-                .meta
-                .as_ref()
-                .is_some_and(|m| s.parts_done >= m.parts_total && s.pending == 0);
-            if complete {
+            if s.is_complete() || s.is_incomplete() {
                 if let Some(b) = &bar {
                     b.finish();
                 }
                 print(&s, ctx.json)?;
-                return Ok(ExitCode::SUCCESS);
+                // Nothing more will happen to an incomplete request: say so
+                // in the exit code too, so a script does not take it as done.
+                return Ok(if s.is_complete() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(4)
+                });
             }
             if bar.is_none() && !ctx.json {
                 println!(
@@ -97,8 +99,28 @@ fn print(s: &RequestStatus, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(s)?);
         return Ok(());
     }
-    let meta = s.meta.clone().unwrap_or_default();
     println!("request    {}", s.request);
+    let state = if s.meta.is_none() {
+        "refused"
+    } else if s.is_complete() {
+        "complete"
+    } else if s.is_incomplete() {
+        "incomplete (a part was refused; nothing more will be sent)"
+    } else {
+        "in progress"
+    };
+    println!("state      {state}");
+    for (part, r) in &s.refused {
+        let which = if part == "request" {
+            "request".to_string()
+        } else {
+            format!("part {part}")
+        };
+        println!("refused    {which}: {} ({})", r.reason, r.detail);
+    }
+    let Some(meta) = s.meta.clone() else {
+        return Ok(());
+    };
     if let Some(c) = &meta.campaign {
         println!("campaign   {c}");
     }

@@ -36,7 +36,7 @@ use mailpipe_common::message::{
     Recipient, BATCH_SCHEMA_VERSION,
 };
 use mailpipe_common::metrics::Metrics;
-use mailpipe_common::store::{Candidate, PartCounts, RequestMeta, ScreenOptions, Store};
+use mailpipe_common::store::{Candidate, PartCounts, Refusal, RequestMeta, ScreenOptions, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
@@ -68,6 +68,9 @@ fn peek_lane(body: &[u8]) -> Lane {
 /// Extra time request keys live in Redis beyond the validity period, so
 /// `mailpipe status` still answers after the last retry.
 const STATUS_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long `mailpipe status` remembers why a request was refused, when the
+/// request has no other state.
+const REFUSAL_TTL: Duration = STATUS_GRACE;
 
 /// Runs the expander until `shutdown` is cancelled. Serves the health
 /// endpoint on `settings.expander.listen`.
@@ -340,7 +343,12 @@ impl Expander {
         request_id: Option<String>,
         body: &[u8],
     ) -> Result<ExpandOutcome, ExpandError> {
-        tracing::warn!(reason = rejection.reason(), detail = %rejection, "request refused");
+        tracing::warn!(
+            request = request_id.as_deref().unwrap_or("-"),
+            reason = rejection.reason(),
+            detail = %rejection,
+            "request refused"
+        );
         let payload: String = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
         let record = DeadRecord {
             v: 1,
@@ -369,7 +377,23 @@ impl Expander {
         let cfg = &self.settings.expander;
         let valid = match request::validate(body, amqp_message_id, cfg.max_request_bytes) {
             Ok(v) => v,
-            Err(rejection) => return self.reject(publish, &rejection, None, body).await,
+            Err(rejection) => {
+                let claimed = request::claimed_id(body, cfg.max_request_bytes);
+                if let Some((id, part)) = &claimed {
+                    // `mailpipe status ID` tells the application why.
+                    let refusal = Refusal {
+                        reason: rejection.reason().to_string(),
+                        detail: rejection.to_string(),
+                        at: unix_now(),
+                    };
+                    self.store
+                        .record_refusal(id, *part, &refusal, REFUSAL_TTL)
+                        .await
+                        .map_err(ExpandError::Store)?;
+                }
+                let id = claimed.map(|(id, _)| id);
+                return self.reject(publish, &rejection, id, body).await;
+            }
         };
         let rid = valid.id.clone();
         let part = valid.part;

@@ -85,6 +85,30 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
 }
 
+/// The request id (and part index) a body claims, read leniently from a
+/// body that [`validate`] refused, so that the refusal can be recorded
+/// under the id the application will ask `mailpipe status` about. `None`
+/// when the body names no usable id (then only the dead-letter record
+/// tells of it). An id the application did not give (a message id or a
+/// content hash) is not claimed: nobody would ask for it.
+pub fn claimed_id(body: &[u8], max_bytes: usize) -> Option<(String, Option<u32>)> {
+    if body.len() > max_bytes {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Claim {
+        request_id: Option<String>,
+        part: Option<ClaimedPart>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ClaimedPart {
+        index: Option<u32>,
+    }
+    let claim: Claim = serde_json::from_slice(body).ok()?;
+    let id = claim.request_id.filter(|id| valid_id(id))?;
+    Some((id, claim.part.and_then(|p| p.index)))
+}
+
 /// Parses and validates a request body. `amqp_message_id` is the publish's
 /// message id, used as the request id when the body has none.
 pub fn validate<'a>(
@@ -189,6 +213,36 @@ pub fn validate<'a>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_refused_body_still_names_the_request_and_part_it_claims() {
+        type Claimed<'a> = Option<(&'a str, Option<u32>)>;
+        let table: &[(&str, Claimed)] = &[
+            (
+                r#"{"request_id":"r1","subject":"{{ oops"}"#,
+                Some(("r1", None)),
+            ),
+            (
+                r#"{"request_id":"r1","part":{"index":4,"total":3}}"#,
+                Some(("r1", Some(4))),
+            ),
+            (
+                r#"{"request_id":"r1","part":{"total":3}}"#,
+                Some(("r1", None)),
+            ),
+            (r#"{"request_id":"a b"}"#, None),
+            (r#"{"request_id":42}"#, None),
+            (r#"{"subject":"no id"}"#, None),
+            ("not json", None),
+        ];
+        for (body, expected) in table {
+            let got = claimed_id(body.as_bytes(), 1 << 20);
+            let expected = expected.map(|(id, part)| (id.to_string(), part));
+            assert_eq!(got, expected, "{body}");
+        }
+        assert_eq!(claimed_id(br#"{"request_id":"r1"}"#, 4), None, "oversized");
+    }
+
     use super::*;
 
     const OK: &str = r#"{"schema_version":1,"request_id":"r1","from":"News <n@example.com>",

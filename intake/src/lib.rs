@@ -1,5 +1,5 @@
 //! The intake: receives bounce and complaint mail after the SMTP session
-//! (seeds/003), over SMTP for the bounce domain and by polling an IMAP
+//! (failures reported after delivery), over SMTP for the bounce domain and by polling an IMAP
 //! mailbox, and feeds each report into the same quarantine, counters and
 //! events as synchronous failures.
 

@@ -381,7 +381,7 @@ impl Intake {
         })
     }
 
-    /// A feedback-loop report: the recipient goes on the denylist (seeds/003)
+    /// A feedback-loop report: the recipient goes on the denylist (a complaint is an opt-out)
     /// and applications get a `complained` event.
     async fn apply_complaint(
         &self,

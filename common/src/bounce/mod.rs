@@ -1,6 +1,6 @@
 //! Reading the mail that comes back after a message was accepted: delivery
 //! status notifications (bounces), feedback-loop complaints and
-//! auto-replies (seeds/003: "asynchronous failures").
+//! auto-replies: the failures that come back after the SMTP transaction succeeded.
 //!
 //! [`parse`] takes the raw mail as the bounce intake received it (by SMTP on
 //! the VERP domain, or fetched by IMAP) and says what it is:

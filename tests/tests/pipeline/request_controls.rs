@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mailpipe_tests::{sample_request, TestPipeline};
+use mailpipe_tests::{sample_request, wait_for, TestPipeline};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,5 +145,65 @@ async fn a_transactional_request_is_expanded_while_a_large_campaign_expands() {
     .await;
     assert_eq!(big2.accepted, 40_000);
     assert_eq!(p.status("big-1").await.accepted, 40_000);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_and_a_refused_part_are_visible_in_status() {
+    let p = TestPipeline::spawn().await;
+    // A template that does not compile: refused as a whole.
+    let mut bad = sample_request("bad-template", 3, "example.com");
+    bad["subject"] = json!("Hello {{ name");
+    p.publish_json(&bad).await;
+    let out = wait_for(
+        "the refusal to be recorded",
+        Duration::from_secs(30),
+        || async {
+            let (code, out) = p.cli(&["--json", "status", "bad-template"]);
+            (code == 0).then_some(out)
+        },
+    )
+    .await;
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["refused"]["request"]["reason"], "invalid_template", "{s}");
+    let (code, text) = p.cli(&["status", "bad-template"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("state      refused"), "{text}");
+    assert!(text.contains("invalid_template"), "{text}");
+
+    // Parts 1/2 and 2/2 arrive, then a part "3/2": refused, out of range.
+    // Part 2 never arrives under a valid index, so the campaign is incomplete.
+    let rid = "refused-part";
+    for (index, range) in [(1, 0..5), (3, 5..10)] {
+        let mut r = sample_request(rid, 0, "example.com");
+        r["recipients"] = json!(range
+            .map(|i| json!({"email": format!("user{i}@example.com")}))
+            .collect::<Vec<_>>());
+        r["part"] = json!({"index": index, "total": 2});
+        p.publish_json(&r).await;
+    }
+    let s = wait_for(
+        "part 1 sent and part 3 refused",
+        Duration::from_secs(60),
+        || async {
+            let s = p.status(rid).await;
+            (s.sent == 5 && !s.refused.is_empty()).then_some(s)
+        },
+    )
+    .await;
+    assert!(s.is_incomplete(), "{s:?}");
+    assert_eq!(s.refused["3"].reason, "invalid_request");
+    assert!(
+        s.refused["3"].detail.contains("out of range"),
+        "{:?}",
+        s.refused
+    );
+    // `status --watch` ends (exit 4: incomplete) instead of waiting forever.
+    let (code, text) = p.cli(&["status", "--watch", rid]);
+    assert_eq!(code, 4, "{text}");
+    assert!(
+        text.contains("incomplete") && text.contains("part 3"),
+        "{text}"
+    );
     p.shutdown().await;
 }
