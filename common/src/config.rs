@@ -650,8 +650,11 @@ pub struct RetrierSettings {
 }
 
 /// Which schedule a failure follows (routing, throttling or other soft failures).
+///
+/// Each policy merges field by field with its own default: setting only
+/// `retrier.policies.soft.schedule` keeps the soft policy's `max_attempts`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "PartialRetryPolicies")]
 pub struct RetryPolicies {
     /// Routing and connection failures (4.4.x, relay unreachable): 1 h, 2 h,
     /// 4 h, 8 h, 24 h.
@@ -673,6 +676,47 @@ pub struct RetryPolicy {
     /// Attempts (including the first) after which the message is
     /// dead-lettered as `exhausted`.
     pub max_attempts: u32,
+}
+
+/// [`RetryPolicies`] as written: any policy and any field may be missing.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct PartialRetryPolicies {
+    routing: PartialRetryPolicy,
+    throttled: PartialRetryPolicy,
+    soft: PartialRetryPolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct PartialRetryPolicy {
+    #[serde(deserialize_with = "some_durations")]
+    schedule: Option<Vec<Duration>>,
+    max_attempts: Option<u32>,
+}
+
+impl PartialRetryPolicy {
+    fn over(self, default: RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            schedule: self.schedule.unwrap_or(default.schedule),
+            max_attempts: self.max_attempts.unwrap_or(default.max_attempts),
+        }
+    }
+}
+
+impl From<PartialRetryPolicies> for RetryPolicies {
+    fn from(p: PartialRetryPolicies) -> Self {
+        let d = RetryPolicies::default();
+        Self {
+            routing: p.routing.over(d.routing),
+            throttled: p.throttled.over(d.throttled),
+            soft: p.soft.over(d.soft),
+        }
+    }
+}
+
+fn some_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Duration>>, D::Error> {
+    durations(d).map(Some)
 }
 
 impl Default for RetryPolicies {
@@ -1035,6 +1079,45 @@ fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Erro
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_partial_override_of_a_nested_policy_keeps_the_other_defaults() {
+        // Same layering as Settings::load, with the override as YAML text
+        // (an environment variable becomes the same nested map).
+        let load = |yaml: &str| -> Settings {
+            config::Config::builder()
+                .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+                .build()
+                .unwrap()
+                .try_deserialize()
+                .unwrap()
+        };
+        let d = RetryPolicies::default();
+        let s = load("retrier:\n  policies:\n    soft:\n      schedule: [10s, 20s]\n");
+        let p = &s.retrier.policies;
+        let secs = |v: &[Duration]| v.iter().map(|d| d.as_secs()).collect::<Vec<_>>();
+        assert_eq!(secs(&p.soft.schedule), vec![10, 20]);
+        assert_eq!(p.soft.max_attempts, d.soft.max_attempts);
+        assert_eq!(secs(&p.routing.schedule), secs(&d.routing.schedule));
+        assert_eq!(p.throttled.max_attempts, d.throttled.max_attempts);
+
+        let s = load("retrier:\n  policies:\n    throttled:\n      max_attempts: 2\n");
+        let p = &s.retrier.policies;
+        assert_eq!(p.throttled.max_attempts, 2);
+        assert_eq!(secs(&p.throttled.schedule), secs(&d.throttled.schedule));
+        assert_eq!(p.soft.max_attempts, d.soft.max_attempts);
+
+        // Unknown keys are still refused.
+        let bad = config::Config::builder()
+            .add_source(config::File::from_str(
+                "retrier:\n  policies:\n    soft:\n      max_atempts: 2\n",
+                config::FileFormat::Yaml,
+            ))
+            .build()
+            .unwrap()
+            .try_deserialize::<Settings>();
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn a_worker_answers_help_and_version_and_refuses_unknown_arguments() {
