@@ -127,6 +127,10 @@ class ScriptedSMTP(SMTP):
 
     after_reply = None
 
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.event_handler.connected()
+
     async def push(self, status):
         action, self.after_reply = self.after_reply, None
         if action == "drop":
@@ -146,6 +150,7 @@ class Handler:
         os.makedirs(self.mail_dir, exist_ok=True)
         os.makedirs(self.tmp_dir, exist_ok=True)
         self.attempts = open(os.path.join(directory, "attempts.jsonl"), "a", encoding="utf-8")
+        self.connections = open(os.path.join(directory, "connections.log"), "a", encoding="utf-8")
         self.slow_seconds = slow_seconds
         self.failures = {}  # lowercase address -> failures so far
         self.seq = itertools.count()
@@ -160,6 +165,12 @@ class Handler:
         )
         self.attempts.write(line + "\n")  # one write per line: readers see whole lines
         self.attempts.flush()
+
+    def connected(self):
+        """One line per accepted TCP connection (connections.log)."""
+        if not self.connections.closed:
+            self.connections.write("1\n")
+            self.connections.flush()
 
     def fails_now(self, address, n):
         """Whether this attempt fails; uses up one failure if it does."""

@@ -863,7 +863,7 @@ impl TestPipeline {
         if running.contains(&"retrier") {
             wait_for(
                 "the failure queue to drain",
-                Duration::from_secs(20),
+                Duration::from_secs(60),
                 || async { (self.queue_depth(Topology::FAILED).await == 0).then_some(()) },
             )
             .await;

@@ -23,7 +23,8 @@
 //!
 //! Any other local part is accepted. Accepted messages land in
 //! [`received`](ScriptedSmtp::received); every RCPT reply and every
-//! end-of-DATA outcome is listed by [`attempts`](ScriptedSmtp::attempts).
+//! end-of-DATA outcome is listed by [`attempts`](ScriptedSmtp::attempts),
+//! and [`connections`](ScriptedSmtp::connections) counts the connections.
 //! The script's header documents the details.
 
 use std::collections::BTreeMap;
@@ -240,6 +241,13 @@ impl ScriptedSmtp {
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .map(|raw| crate::ReceivedMail::from_raw(&raw))
             .collect()
+    }
+
+    /// Number of TCP connections the server accepted so far.
+    pub fn connections(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("connections.log"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
     }
 
     /// Number of messages accepted so far.

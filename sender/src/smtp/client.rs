@@ -103,6 +103,15 @@ impl From<io::Error> for SmtpError {
     }
 }
 
+/// Whether a connection may carry another transaction (after RSET) once a
+/// transaction failed with `e`, provided every reply was read: only after
+/// a 4xx or 5xx reply, and never after 421, with which the server says it
+/// is closing the connection. I/O, TLS and protocol errors leave it in an
+/// unknown state.
+pub fn reusable_after(e: &SmtpError) -> bool {
+    matches!(e, SmtpError::Reply(r) if r.code != 421 && (400..600).contains(&r.code))
+}
+
 /// What the server offered in its EHLO reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -168,6 +177,10 @@ pub struct Client {
     /// Set once an exchange failed in a way that leaves the connection in
     /// an unknown state; such a connection is never used again.
     broken: bool,
+    /// Whether every reply of the current transaction has been read, so
+    /// that a failed transaction leaves the connection in step with the
+    /// server (see [`reusable_after`]).
+    in_step: bool,
     /// Reused for every command and message written.
     out: Vec<u8>,
 }
@@ -191,6 +204,7 @@ impl Client {
             io: BufReader::new(stream),
             caps: Capabilities::default(),
             broken: false,
+            in_step: true,
             out: Vec::with_capacity(256),
         };
         let greeting = client.read_reply().await?;
@@ -234,19 +248,33 @@ impl Client {
     }
 
     /// Sends one message. `from` is the envelope sender (empty for the null
-    /// sender), `message` the formatted message with CRLF line ends. Any
-    /// failure leaves the connection broken.
+    /// sender), `message` the formatted message with CRLF line ends.
+    ///
+    /// A transaction the server refused with a reply (a 4xx or 5xx to MAIL,
+    /// RCPT, DATA or the data), with every reply read, is ended with RSET
+    /// and the connection stays usable: a rejected recipient must not cost
+    /// a new connection (and a TLS handshake). Any other failure, a 421, or
+    /// a RSET that is not answered 250, leaves the connection broken.
     pub async fn send(
         &mut self,
         from: &str,
         to: &[&str],
         message: &[u8],
     ) -> Result<Reply, SmtpError> {
+        self.in_step = false;
         let result = self.transaction(from, to, message).await;
-        if result.is_err() {
-            self.broken = true;
+        if let Err(e) = &result {
+            let keep = self.in_step && reusable_after(e) && self.reset().await;
+            if !keep {
+                self.broken = true;
+            }
         }
         result
+    }
+
+    /// RSET: whether the server confirmed it (250).
+    async fn reset(&mut self) -> bool {
+        matches!(self.command("RSET").await, Ok(r) if r.code == 250)
     }
 
     async fn transaction(
@@ -300,18 +328,28 @@ impl Client {
             let data = self.read_reply().await;
             match (failure, data) {
                 (None, Ok(r)) if r.code == 354 => {}
-                (None, Ok(r)) => return Err(SmtpError::Reply(r)),
+                (None, Ok(r)) => {
+                    self.in_step = true;
+                    return Err(SmtpError::Reply(r));
+                }
                 (None, Err(e)) => return Err(e),
                 (Some(failure), Ok(r)) if r.code == 354 => {
                     // DATA was accepted after all (RFC 2920, 3.1): end the
                     // empty message so that nothing is delivered.
                     self.write_all(b".\r\n").await?;
-                    let _ = self.read_reply().await;
+                    self.in_step = self.read_reply().await.is_ok();
                     return Err(failure);
                 }
-                (Some(failure), _) => return Err(failure),
+                (Some(failure), Ok(_)) => {
+                    self.in_step = true;
+                    return Err(failure);
+                }
+                (Some(failure), Err(_)) => return Err(failure),
             }
         } else {
+            // One command at a time: a negative reply is read whole, so
+            // the connection is in step unless the I/O itself failed.
+            self.in_step = true;
             self.command(&mail).await?;
             for rcpt in to {
                 self.command(&format!("RCPT TO:<{rcpt}>")).await?;
@@ -321,10 +359,12 @@ impl Client {
                 return Err(SmtpError::Reply(r));
             }
         }
+        self.in_step = false;
         self.out.clear();
         stuff(message, &mut self.out);
         self.flush_out().await?;
         let reply = self.read_reply().await?;
+        self.in_step = true;
         if reply.code / 100 == 2 {
             Ok(reply)
         } else {
@@ -714,6 +754,90 @@ mod tests {
         }
         let seen = server.await.unwrap();
         assert_eq!(seen.last().unwrap(), ".\r\n", "the body was sent: {seen:?}");
+    }
+
+    #[test]
+    fn only_a_negative_reply_other_than_421_leaves_a_connection_reusable() {
+        let reply = |code| {
+            SmtpError::Reply(Reply {
+                code,
+                lines: vec![],
+            })
+        };
+        let io = || SmtpError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "eof"));
+        let table = [
+            (reply(550), true),
+            (reply(554), true),
+            (reply(552), true),
+            (reply(451), true),
+            (reply(452), true),
+            (reply(450), true),
+            (reply(421), false),
+            (io(), false),
+            (SmtpError::Tls(io::Error::other("bad certificate")), false),
+            (SmtpError::Protocol("not SMTP".into()), false),
+        ];
+        for (e, expected) in table {
+            assert_eq!(reusable_after(&e), expected, "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_recipient_is_reset_and_the_connection_carries_the_next_message() {
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-test\r\n250 PIPELINING\r\n"),
+            (
+                "DATA\r\n",
+                "250 ok\r\n550 5.1.1 no such user\r\n503 5.5.1 no valid recipients\r\n",
+            ),
+            ("RSET\r\n", "250 2.0.0 flushed\r\n"),
+            (
+                "MAIL FROM:<a@x.test>\r\nRCPT TO:<c@y.test>\r\nDATA\r\n",
+                "250 ok\r\n250 ok\r\n354 go\r\n",
+            ),
+            ("\r\n.\r\n", "554 5.7.1 rejected as spam\r\n"),
+            ("RSET\r\n", "250 2.0.0 flushed\r\n"),
+            ("DATA\r\n", "250 ok\r\n250 ok\r\n354 go\r\n"),
+            ("\r\n.\r\n", "250 2.0.0 queued\r\n"),
+        ])
+        .await;
+        let mut c = client(port).await;
+        match c.send("a@x.test", &["b@y.test"], b"x\r\n").await {
+            Err(SmtpError::Reply(r)) => assert_eq!(r.code, 550),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !c.has_broken(),
+            "a refused recipient must not cost the connection"
+        );
+        match c.send("a@x.test", &["c@y.test"], b"x\r\n").await {
+            Err(SmtpError::Reply(r)) => assert_eq!(r.code, 554),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !c.has_broken(),
+            "a refused message must not cost the connection"
+        );
+        let r = c.send("a@x.test", &["d@y.test"], b"x\r\n").await.unwrap();
+        assert_eq!(r.code, 250);
+        assert!(!c.has_broken());
+        assert_eq!(server.await.unwrap().len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_reset_is_refused_is_not_used_again() {
+        let (port, _server) = scripted(vec![
+            ("EHLO", "250-test\r\n250 PIPELINING\r\n"),
+            (
+                "DATA\r\n",
+                "250 ok\r\n451 4.3.0 try later\r\n503 5.5.1 no valid recipients\r\n",
+            ),
+            ("RSET\r\n", "500 5.5.1 what?\r\n"),
+        ])
+        .await;
+        let mut c = client(port).await;
+        assert!(c.send("a@x.test", &["b@y.test"], b"x\r\n").await.is_err());
+        assert!(c.has_broken());
     }
 
     #[tokio::test]

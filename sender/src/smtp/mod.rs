@@ -6,7 +6,9 @@
 //! The pool is deadpool's: every transaction runs under a deadline, and a
 //! connection that timed out or failed is taken out of the pool and closed
 //! (a transaction abandoned half-way must never go back to the pool: the
-//! next message would read the stale replies). deadpool's `max_size` also
+//! next message would read the stale replies). A transaction the server
+//! refused with a reply, every reply read, is reset (RSET) and its
+//! connection kept. deadpool's `max_size` also
 //! bounds the connections open to the relay.
 
 mod client;
@@ -211,8 +213,10 @@ impl Route {
     }
 
     /// Submits one message on a connection under the transaction deadline;
-    /// the error is the failure as the classifier sees it. A connection that
-    /// failed or timed out is closed, never returned to the pool.
+    /// the error is the failure as the classifier sees it. A connection the
+    /// server refused a transaction on (a 4xx or 5xx reply, reset with
+    /// RSET) goes back to the pool; one that failed otherwise, was told 421
+    /// or timed out is closed, never returned to the pool.
     pub async fn send(
         &self,
         conn: Connection,
@@ -229,7 +233,9 @@ impl Route {
                 text: reply.text(),
             }),
             Ok(Err(e)) => {
-                drop(Object::take(conn));
+                if conn.has_broken() {
+                    drop(Object::take(conn));
+                }
                 Err(failure_of(e))
             }
             Err(_) => {

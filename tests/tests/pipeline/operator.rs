@@ -295,9 +295,15 @@ async fn address_lists_steer_expansion() {
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["record"]["reason"], "complaint");
-    let (code, out) = p.cli(&["quarantine", "show", "user3@example.com"]);
+    let (code, out) = p.cli(&["--json", "quarantine", "show", "user3@example.com"]);
     assert_eq!(code, 0);
     assert!(out.contains("\"quarantined\": true"));
+    let (code, out) = p.cli(&["quarantine", "show", "user3@example.com"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("quarantined  yes") && out.contains("complaint"),
+        "{out}"
+    );
     let (_, csv) = p.cli(&["quarantine", "export"]);
     assert!(
         csv.lines()

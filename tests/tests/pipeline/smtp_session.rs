@@ -192,3 +192,40 @@ async fn a_server_without_pipelining_gets_one_command_at_a_time_and_the_same_out
         p.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_recipients_and_messages_do_not_cost_a_connection() {
+    // Two connections at most; a third of the recipients refused at RCPT
+    // (550, 452), one in ten at the end of the data (554). Each refused
+    // transaction is reset and its connection reused: before, every refusal
+    // closed the connection (and, with TLS, cost a handshake).
+    let smtp = ScriptedSmtp::start();
+    let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |s| {
+        s.sender.bulk_concurrency = 2;
+        s.sender.transactional_concurrency = 2;
+        s.sender.smtp.pool_size = 2;
+    })
+    .await;
+    let mut who = locals("ok-0-", 40);
+    who.extend(locals("r550-0-", 15));
+    who.extend(locals("r452-1-", 5));
+    who.extend(locals("r554-0-", 6));
+    p.publish_json(&request_for("reuse", &who)).await;
+    let status = p.wait_complete("reuse", Duration::from_secs(60)).await;
+    assert_eq!(status.sent, 45, "{status:?}");
+    assert_eq!(
+        status.dead.get("user_unknown"),
+        Some(&15),
+        "{:?}",
+        status.dead
+    );
+    assert_eq!(status.dead.get("refused"), Some(&6), "{:?}", status.dead);
+    assert_eq!(smtp.per_recipient().len(), 45);
+    let connections = smtp.connections();
+    eprintln!("{connections} connection(s) for 66 recipients, 26 refused");
+    assert!(
+        connections <= 4,
+        "{connections} connections for 2 pooled slots: refusals closed connections"
+    );
+    p.shutdown().await;
+}
