@@ -475,6 +475,9 @@ pub enum EventKind {
     /// The recipient reported the message as spam (a feedback-loop report);
     /// the address is on the denylist now.
     Complained,
+    /// The recipient asked to unsubscribe by mail (a `mailto:` unsubscribe
+    /// or an "unsubscribe" reply); the address is on the denylist now.
+    Unsubscribed,
 }
 
 impl EventKind {
@@ -488,6 +491,7 @@ impl EventKind {
             EventKind::Quarantined => "quarantined",
             EventKind::Removed => "removed",
             EventKind::Complained => "complained",
+            EventKind::Unsubscribed => "unsubscribed",
         }
     }
 }

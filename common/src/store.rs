@@ -20,7 +20,7 @@
 //! | `{p}:held:{rid}` / `{p}:cancelled:{rid}` | string | campaign held / cancelled by an operator |
 //! | `{p}:deferred` + `{p}:deferred:info` | zset + hash | deferred messages by due time, with what operators see |
 //! | `{p}:history:{mid}` | list | a message's failed attempts (JSON), for `mailpipe queue show` |
-//! | `{p}:bounced:{mid}` / `{p}:complained:{mid}` | string | an asynchronous bounce / complaint for a sent message was counted (once) |
+//! | `{p}:bounced:{mid}` / `{p}:complained:{mid}` / `{p}:unsubscribed:{mid}` | string | an asynchronous bounce / complaint / unsubscribe request for a sent message was counted (once) |
 //! | `{p}:intake:unprocessed` | list | the latest mails the intake could not use, and why (JSON, capped) |
 //!
 //! Every counter is written idempotently: expansion counts are stored per
@@ -1321,6 +1321,18 @@ impl Store {
             ttl,
         )
         .await
+    }
+
+    /// Counts an unsubscribe request about a sent message, once per message.
+    pub async fn record_unsubscribe(
+        &self,
+        message: &str,
+        request: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = ["unsubscribed", message];
+        self.mark_once(&key, request, "unsubscribed", &["unsubscribed"], ttl)
+            .await
     }
 
     async fn mark_once(

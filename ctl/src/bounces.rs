@@ -22,9 +22,10 @@ pub struct BouncesCommand {
     /// report, no matching message, forged token), newest first, with why.
     #[arg(long, conflicts_with_all = ["to_qualify", "parse"])]
     pub unprocessed: bool,
-    /// Instead: read one mail (a bounce, DSN, feedback report; `-` for
-    /// standard input) and show what the intake makes of it: report type,
-    /// recipients, status and classification. Touches nothing.
+    /// Instead: read one mail (a bounce, DSN, feedback report, unsubscribe
+    /// request; `-` for standard input) and show what the intake makes of
+    /// it: report type, recipients (for a complaint, who complained and
+    /// where that was read), status and classification. Touches nothing.
     #[arg(long, value_name = "FILE", conflicts_with = "to_qualify")]
     pub parse: Option<std::path::PathBuf>,
 }
@@ -130,6 +131,10 @@ impl BouncesCommand {
                     "original_rcpt_to".into(),
                     serde_json::json!(c.original_rcpt_to),
                 );
+                // Who complained, and where that was read (the returned
+                // message's To when the report names no Original-Rcpt-To).
+                out.insert("recipients".into(), serde_json::json!(c.recipients));
+                out.insert("recipients_from".into(), c.recipients_from.as_str().into());
                 out.insert(
                     "original_mailpipe_id".into(),
                     serde_json::json!(c.original.mailpipe_id),
@@ -137,6 +142,18 @@ impl BouncesCommand {
                 out.insert(
                     "original_message_id".into(),
                     serde_json::json!(c.original.message_id),
+                );
+            }
+            Report::Unsubscribe(u) => {
+                out.insert("report".into(), "unsubscribe".into());
+                out.insert("address".into(), serde_json::json!(u.address));
+                out.insert(
+                    "original_mailpipe_id".into(),
+                    serde_json::json!(u.original.mailpipe_id),
+                );
+                out.insert(
+                    "original_message_id".into(),
+                    serde_json::json!(u.original.message_id),
                 );
             }
             Report::AutoReply => {

@@ -2,8 +2,9 @@
 //! any bytes: what anyone can send to the bounce intake. Parsing must return
 //! (never panic, never hang), and what it returns must be well formed: a
 //! delivery report names at least one recipient, statuses have the RFC 3464
-//! shape, addresses are bare and lowercased where documented, and every
-//! recipient's failure can be built and printed.
+//! shape, addresses (recipients, complainants, unsubscribing senders) are
+//! bare and lowercased where documented, and every recipient's failure can
+//! be built and printed.
 //!
 //! `parse` catches panics of its own (it turns them into `Unrecognized`);
 //! libFuzzer's panic hook aborts before that, so a panic is still a crash
@@ -44,6 +45,16 @@ fuzz_target!(|data: &[u8]| {
         Report::Complaint(report) => {
             assert!(!report.feedback_type.is_empty());
             assert_eq!(report.feedback_type, report.feedback_type.to_ascii_lowercase());
+            for address in report.recipients.iter().chain(&report.original_rcpt_to) {
+                assert!(address.contains('@'), "not an address: {address:?}");
+                assert_eq!(address, &address.to_ascii_lowercase());
+            }
+        }
+        Report::Unsubscribe(request) => {
+            if let Some(address) = &request.address {
+                assert!(address.contains('@'), "not an address: {address:?}");
+                assert_eq!(address, &address.to_ascii_lowercase());
+            }
         }
         Report::AutoReply => {}
         Report::Unrecognized(why) => assert!(!why.is_empty()),

@@ -9,10 +9,14 @@
 //! never an address the report names: a forged report cannot quarantine or
 //! denylist an address mailpipe did not send to.
 //!
+//! A complaint that names several recipients (several `Original-Rcpt-To`)
+//! acts on each of them that mailpipe sent the same request to: their sent
+//! records are found by the message id that request and address give.
+//!
 //! Every mail ends in one of these, and only then is it acknowledged (SMTP
 //! 250, or deleted from the IMAP mailbox):
-//! - a bounce or complaint applied (counted once per message, however often
-//!   the report arrives);
+//! - a bounce, complaint or unsubscribe request applied (counted once per
+//!   message, however often the report arrives);
 //! - ignored on purpose (auto-replies, delay warnings, success notices), counted
 //!   in `mailpipe_intake_mails_total`;
 //! - unusable (unrecognized, unmatched, forged): kept in
@@ -26,9 +30,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::Channel;
+use mailpipe_common::address::EmailAddress;
 use mailpipe_common::amqp;
 use mailpipe_common::bounce::{
-    self, Action, ComplaintReport, DeliveryReport, Original, Parsed, Report,
+    self, Action, ComplaintReport, DeliveryReport, Original, Parsed, Report, UnsubscribeRequest,
 };
 use mailpipe_common::classify::{normalize, Classifier, Failure, FailureType};
 use mailpipe_common::config::Settings;
@@ -47,6 +52,10 @@ const UNPROCESSED_KEPT: usize = 1000;
 
 /// How long the once-per-message markers of bounces and complaints live.
 const MARKER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Further complainants of one report that are looked up (each costs a
+/// Redis read).
+const MAX_OTHER_COMPLAINANTS: usize = 100;
 
 /// The intake's processing, shared by the SMTP listener and the IMAP poller.
 pub struct Intake {
@@ -149,8 +158,21 @@ impl Intake {
             },
             Report::Complaint(report) => {
                 match self.identify(mail, &parsed, &report.original).await? {
-                    Ok(m) => self.apply_complaint(&m, report).await?,
+                    Ok(m) => self.apply_complaints(&m, report).await?,
                     Err(u) => Err(u),
+                }
+            }
+            Report::Unsubscribe(request) => {
+                match self.identify(mail, &parsed, &request.original).await? {
+                    Ok(m) => self.apply_unsubscribe(&m, request).await?,
+                    Err(mut u) => {
+                        u.why = format!(
+                            "unsubscribe request from {}: {}",
+                            request.address.as_deref().unwrap_or("an unknown sender"),
+                            u.why
+                        );
+                        Err(u)
+                    }
                 }
             }
         };
@@ -381,9 +403,11 @@ impl Intake {
         })
     }
 
-    /// A feedback-loop report: the recipient goes on the denylist (a complaint is an opt-out)
-    /// and applications get a `complained` event.
-    async fn apply_complaint(
+    /// A feedback-loop report about the matched message and, when it names
+    /// further complainants, about the messages of the same request to them:
+    /// each goes through [`Self::apply_complaint`]. "complained" when any
+    /// was new.
+    async fn apply_complaints(
         &self,
         m: &Matched,
         report: &ComplaintReport,
@@ -391,12 +415,71 @@ impl Intake {
         if report.feedback_type == "not-spam" {
             return Ok(Ok("ignored"));
         }
+        let mut outcome = self.apply_complaint(m, report).await?;
+        for other in self.other_complainants(m, report).await? {
+            if self.apply_complaint(&other, report).await? == "complained" {
+                outcome = "complained";
+            }
+        }
+        Ok(Ok(outcome))
+    }
+
+    /// The report's other complainants that mailpipe sent the same request
+    /// to: the sent record of each is the one its address and the request
+    /// give, and must name that address. Others are ignored (a report cannot
+    /// make mailpipe act on an address it did not send to).
+    async fn other_complainants(
+        &self,
+        m: &Matched,
+        report: &ComplaintReport,
+    ) -> Result<Vec<Matched>, Temporary> {
+        let mut out = Vec::new();
+        let others = report
+            .recipients
+            .iter()
+            .filter(|a| **a != m.address)
+            .take(MAX_OTHER_COMPLAINANTS);
+        for address in others {
+            let Ok(parsed) = EmailAddress::parse(address) else {
+                continue;
+            };
+            let id = mailpipe_common::message::message_id(&m.record.request, &parsed.key());
+            let record = self
+                .store
+                .done(&id)
+                .await
+                .map_err(|e| Temporary(e.to_string()))?;
+            let Some(record) = record.filter(|r| r.state == "sent") else {
+                tracing::info!(message = %m.message, complainant = %address, "complainant without a sent message of this request: ignored");
+                continue;
+            };
+            let sent_to = record.to.clone().unwrap_or_default().to_ascii_lowercase();
+            if sent_to != *address {
+                continue;
+            }
+            out.push(Matched {
+                message: id,
+                record,
+                address: sent_to,
+                by: m.by,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One complainant: the recipient goes on the denylist and applications
+    /// get a `complained` event (once per message).
+    async fn apply_complaint(
+        &self,
+        m: &Matched,
+        report: &ComplaintReport,
+    ) -> Result<&'static str, Temporary> {
         self.store
             .list_add("denylist", std::slice::from_ref(&m.address))
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         if self.marked(&["complained", &m.message]).await? {
-            return Ok(Ok("duplicate"));
+            return Ok("duplicate");
         }
         let lane = m.record.lane.unwrap_or(Lane::Bulk);
         let channel = self.channel()?;
@@ -416,7 +499,38 @@ impl Intake {
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         tracing::info!(message = %m.message, by = m.by, feedback = %report.feedback_type, "complaint: address denylisted");
-        Ok(Ok("complained"))
+        Ok("complained")
+    }
+
+    /// An unsubscribe request about a sent message: its recipient goes on
+    /// the denylist (reason `unsubscribed`) and applications get an
+    /// `unsubscribed` event, once per message. The address acted on is the
+    /// message's recipient; the request's sender is only logged (a mail
+    /// client may write from another address of the same person).
+    async fn apply_unsubscribe(
+        &self,
+        m: &Matched,
+        request: &UnsubscribeRequest,
+    ) -> Result<Result<&'static str, Unusable>, Temporary> {
+        self.store
+            .list_add("denylist", std::slice::from_ref(&m.address))
+            .await
+            .map_err(|e| Temporary(e.to_string()))?;
+        if self.marked(&["unsubscribed", &m.message]).await? {
+            return Ok(Ok("duplicate"));
+        }
+        let lane = m.record.lane.unwrap_or(Lane::Bulk);
+        let channel = self.channel()?;
+        let requester = request.address.as_deref().unwrap_or("an unknown sender");
+        let detail = format!("unsubscribe request mailed by {requester}");
+        let ev = self.event(m, EventKind::Unsubscribed, "unsubscribed", &detail);
+        self.publish_event(&channel, &ev, lane).await?;
+        self.store
+            .record_unsubscribe(&m.message, &m.record.request, MARKER_TTL)
+            .await
+            .map_err(|e| Temporary(e.to_string()))?;
+        tracing::info!(message = %m.message, by = m.by, requester, "unsubscribe request: address denylisted");
+        Ok(Ok("unsubscribed"))
     }
 
     async fn marked(&self, key: &[&str]) -> Result<bool, Temporary> {

@@ -95,9 +95,12 @@ fn push_recipient(recipients: &mut Vec<RecipientStatus>, block: &[&Field]) {
     {
         return;
     }
+    // Without a Diagnostic-Code, a comment after the status says why
+    // (`Status: 4.0.0 (host lookup failed)`).
     let diagnostic = get("diagnostic-code")
         .map(|v| fields::collapse_whitespace(fields::strip_type(v)))
-        .filter(|v| !v.is_empty());
+        .filter(|v| !v.is_empty())
+        .or_else(|| get("status").and_then(status_comment));
     let remote_mta = get("remote-mta")
         .map(|v| fields::strip_type(v).to_string())
         .filter(|v| !v.is_empty());
@@ -123,6 +126,20 @@ pub(super) fn status_code(value: &str) -> Option<String> {
     let first = value.split_whitespace().next()?;
     let first = first.trim_end_matches([',', ';', ')']);
     valid_status(first).then(|| first.to_string())
+}
+
+/// The comment after a `Status` code (`4.0.0 (host lookup failed)` →
+/// `host lookup failed`), when it says something.
+fn status_comment(value: &str) -> Option<String> {
+    let code = value.split_whitespace().next()?;
+    status_code(code)?;
+    let rest = value[value.find(code)? + code.len()..]
+        .trim()
+        .trim_start_matches(['(', '-', ':', ';'])
+        .trim_end_matches(')')
+        .trim();
+    let rest = fields::collapse_whitespace(rest);
+    (rest.chars().filter(|c| c.is_alphabetic()).count() >= 3).then_some(rest)
 }
 
 /// Whether `s` is exactly `[245].d{1,3}.d{1,3}`.
@@ -158,6 +175,21 @@ mod tests {
         assert_eq!(ds.recipients.len(), 2);
         assert_eq!(ds.recipients[0].action, Action::Failed);
         assert_eq!(ds.recipients[1].action, Action::Delayed);
+    }
+
+    #[test]
+    fn a_comment_after_the_status_is_the_diagnostic_when_there_is_none() {
+        let ds = parse("Final-Recipient: rfc822; a@x.example\nAction: delayed\nStatus: 4.0.0 (host lookup failed)\n\nFinal-Recipient: rfc822; b@x.example\nStatus: 5.0.0 (unknown user)\nDiagnostic-Code: smtp; 550 no such user\n\nFinal-Recipient: rfc822; c@x.example\nStatus: 5.0.0\n");
+        assert_eq!(
+            ds.recipients[0].diagnostic.as_deref(),
+            Some("host lookup failed")
+        );
+        assert_eq!(ds.recipients[0].status.as_deref(), Some("4.0.0"));
+        assert_eq!(
+            ds.recipients[1].diagnostic.as_deref(),
+            Some("550 no such user")
+        );
+        assert_eq!(ds.recipients[2].diagnostic, None);
     }
 
     #[test]

@@ -8,17 +8,31 @@
 //! - [`Report::Delivery`]: a delivery report. Standard ones are RFC 3464
 //!   `multipart/report; report-type=delivery-status` mails; their
 //!   `message/delivery-status` part gives one [`RecipientStatus`] per
-//!   recipient (`Final-Recipient`, `Action`, `Status`, `Diagnostic-Code`).
+//!   recipient (`Final-Recipient`, `Action`, `Status`, `Diagnostic-Code`);
+//!   a mail with several such parts gives the recipients of all of them.
+//!   A recipient without `Diagnostic-Code` (a generic `5.0.0`, say) takes
+//!   its reason from a comment after the status (`4.0.0 (host lookup
+//!   failed)`) or from what the human-readable part says about its address.
 //!   Bounces without that part are recognized by the text their MTA writes
-//!   (qmail, Yahoo, Exim, Postfix without DSN, Sendmail, Gmail, Exchange 2003,
-//!   Exchange 2007+/Office 365) and marked `standard: false`.
+//!   (qmail, Yahoo, Exim, Postfix without DSN, Sendmail, Smail, Gmail,
+//!   Exchange 5.5-2003, Exchange 2007+/Office 365), or, for mail that looks
+//!   like a bounce, by a notice naming a reason and an `<address>`; they are
+//!   marked `standard: false`, and so are DSNs whose MIME structure is broken
+//!   (declared `multipart/report` but without the boundary lines), whose
+//!   fields are read inline.
 //! - [`Report::Complaint`]: an RFC 5965 ARF feedback report (`multipart/report;
 //!   report-type=feedback-report`, or a bare `message/feedback-report` mail;
 //!   RFC 6591 authentication-failure reports share the format and come out
 //!   with `feedback_type: "auth-failure"`), or a Microsoft JMRP complaint
 //!   (Outlook.com / Hotmail, which returns the complained-about message with
 //!   an `X-HmXmrOriginalRecipient` header instead of ARF fields, and is
-//!   reported as `feedback_type: "abuse"`).
+//!   reported as `feedback_type: "abuse"`). Every `Original-Rcpt-To` is a
+//!   complainant; without any, the returned message's `To` addresses are
+//!   ([`ComplaintReport::recipients`], [`RecipientsFrom`]).
+//! - [`Report::Unsubscribe`]: an unsubscribe request mailed to the bounce or
+//!   List-Unsubscribe address (a mail client's one-click `mailto:`
+//!   unsubscribe, often marked `Auto-Submitted`, or a person's
+//!   "unsubscribe"): an opt-out of its sender, not an auto-reply.
 //! - [`Report::AutoReply`]: an out-of-office or other automatic reply (RFC 3834
 //!   `Auto-Submitted: auto-replied`, `X-Autoreply`, `Precedence: auto_reply`,
 //!   vacation subjects). Only when the mail is none of the above: a DSN carries
@@ -61,6 +75,7 @@ mod dsn;
 mod fields;
 mod mime;
 mod text;
+mod unsubscribe;
 
 #[cfg(test)]
 mod tests;
@@ -109,6 +124,9 @@ pub enum Report {
     Delivery(DeliveryReport),
     /// An RFC 5965 ARF feedback report (multipart/report; report-type=feedback-report).
     Complaint(ComplaintReport),
+    /// A request to unsubscribe (an opt-out) mailed to the bounce or List-Unsubscribe
+    /// address: a mail client's one-click `mailto:` unsubscribe, or a person's "unsubscribe".
+    Unsubscribe(UnsubscribeRequest),
     /// An auto-reply (RFC 3834 Auto-Submitted: auto-replied, X-Autoreply, vacation/out-of-office
     /// patterns, Precedence: auto_reply ...) that is not a bounce: ignored by the intake.
     AutoReply,
@@ -127,6 +145,17 @@ pub struct DeliveryReport {
     /// One entry per recipient the report is about; never empty.
     pub recipients: Vec<RecipientStatus>,
     /// What identifies the returned message.
+    pub original: Original,
+}
+
+/// An unsubscribe request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsubscribeRequest {
+    /// Who asks to stop receiving mail: the request's `From` (else `Reply-To`,
+    /// `Sender`), bare and lowercased.
+    pub address: Option<String>,
+    /// What identifies the message it answers: an attached or quoted copy,
+    /// else the `In-Reply-To` / `References` message id.
     pub original: Original,
 }
 
@@ -232,9 +261,14 @@ pub struct ComplaintReport {
     pub feedback_type: String,
     /// `User-Agent` of the report generator.
     pub user_agent: Option<String>,
-    /// Original-Rcpt-To (bare, lowercased): who complained. Many feedback
-    /// loops redact it.
-    pub original_rcpt_to: Option<String>,
+    /// Every Original-Rcpt-To (bare, lowercased, in order, without
+    /// repeats). Many feedback loops redact or omit it.
+    pub original_rcpt_to: Vec<String>,
+    /// Who complained: the Original-Rcpt-To addresses, or, when the report
+    /// names none, the `To` addresses of the returned message (lowercased).
+    pub recipients: Vec<String>,
+    /// Where [`ComplaintReport::recipients`] come from.
+    pub recipients_from: RecipientsFrom,
     /// Original-Mail-From (bare): the envelope sender, where a VERP token survives.
     pub original_mail_from: Option<String>,
     /// `Arrival-Date` (or the older `Received-Date`) as written.
@@ -243,6 +277,32 @@ pub struct ComplaintReport {
     pub reported_domain: Option<String>,
     /// What identifies the complained-about message.
     pub original: Original,
+}
+
+/// Where the complainants of a [`ComplaintReport`] were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientsFrom {
+    /// The report's `Original-Rcpt-To` fields.
+    OriginalRcptTo,
+    /// The `To` of the returned message (`message/rfc822` or
+    /// `text/rfc822-headers`): the report names no recipient.
+    ReturnedTo,
+    /// A Microsoft JMRP report's `X-HmXmrOriginalRecipient`.
+    JmrpHeader,
+    /// Nowhere: the report names no recipient at all.
+    Nowhere,
+}
+
+impl RecipientsFrom {
+    /// A short name for logs and `mailpipe bounces --parse`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientsFrom::OriginalRcptTo => "original_rcpt_to",
+            RecipientsFrom::ReturnedTo => "returned_message_to",
+            RecipientsFrom::JmrpHeader => "x_hmxmr_original_recipient",
+            RecipientsFrom::Nowhere => "none",
+        }
+    }
 }
 
 impl RecipientStatus {
@@ -427,7 +487,7 @@ fn parse_unguarded(raw: &[u8]) -> Parsed {
         .subject
         .clone()
         .or_else(|| fields::get(&header, "subject").map(str::to_string));
-    parsed.report = classify(&mail, &header, &parsed);
+    parsed.report = classify(&mail, &header, &parsed, &raw);
     parsed
 }
 
@@ -476,12 +536,15 @@ fn addressed_to(header: &[Field]) -> Vec<String> {
 }
 
 /// Decide what the mail is, most specific first.
-fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed) -> Report {
+fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed, raw: &[u8]) -> Report {
     let is_report = mail.root_type == "multipart/report";
     let report_type = mail.report_type.as_deref().filter(|_| is_report);
+    let subject = parsed.subject.as_deref().unwrap_or("");
+    let human = report_text(mail);
     let mut reason = None;
 
-    // 1. A typed report part (also when it is the whole mail).
+    // 1. A typed report part (also when it is the whole mail). Every
+    // delivery-status part counts: a mail may carry several reports.
     let feedback_first = report_type == Some("feedback-report");
     for pass in 0..2 {
         let want_feedback = (pass == 0) == feedback_first;
@@ -494,6 +557,7 @@ fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed) -> Report {
                 return complaint(&part.text, mail);
             }
         } else {
+            let mut merged: Option<DeliveryReport> = None;
             let delivery_parts = mail.parts.iter().filter(|p| {
                 matches!(
                     p.ctype.as_str(),
@@ -501,10 +565,13 @@ fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed) -> Report {
                 )
             });
             for part in delivery_parts {
-                if let Some(report) = delivery(&part.text, true, mail, "") {
-                    return Report::Delivery(report);
+                match delivery(&part.text, true, mail, "", &human, subject) {
+                    Some(report) => merge(&mut merged, report),
+                    None => reason = Some("delivery-status part without any recipient block"),
                 }
-                reason = Some("delivery-status part without any recipient block");
+            }
+            if let Some(report) = merged {
+                return Report::Delivery(report);
             }
         }
     }
@@ -518,7 +585,7 @@ fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed) -> Report {
                 .skip(1)
                 .filter(|p| !p.is_returned_message())
             {
-                if let Some(report) = delivery(&part.text, true, mail, "") {
+                if let Some(report) = delivery(&part.text, true, mail, "", &human, subject) {
                     return Report::Delivery(report);
                 }
             }
@@ -536,14 +603,41 @@ fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed) -> Report {
         _ => {}
     }
 
-    // 3. A Microsoft JMRP complaint.
+    // 3. A DSN whose MIME structure is broken: declared multipart/report
+    // (delivery-status), but without boundary lines or with other ones, so
+    // that its per-recipient fields sit inline in the body.
+    if report_type == Some("delivery-status")
+        || (mail.root_type.starts_with("multipart/")
+            && mail.parts.iter().all(|p| p.text.trim().is_empty()))
+    {
+        let body = raw_body(raw);
+        let (own, _) = text::split_at_returned_message(&body);
+        if let Some(mut report) = delivery(own, false, mail, "", &body, subject) {
+            if report.original == Original::default() {
+                report.original = original_from(&fields::header_block(inline_returned(&body)));
+            }
+            return Report::Delivery(report);
+        }
+    }
+
+    // 4. A Microsoft JMRP complaint.
     for part in mail.parts.iter().filter(|p| p.ctype == "message/rfc822") {
         let returned = fields::header_block(&part.text);
         if let Some(recipient) = fields::get(&returned, "x-hmxmroriginalrecipient") {
+            let recipients: Vec<String> = fields::bare_address(recipient)
+                .map(|a| a.to_ascii_lowercase())
+                .into_iter()
+                .collect();
             return Report::Complaint(ComplaintReport {
                 feedback_type: "abuse".into(),
                 user_agent: None,
-                original_rcpt_to: fields::bare_address(recipient).map(|a| a.to_ascii_lowercase()),
+                original_rcpt_to: Vec::new(),
+                recipients_from: if recipients.is_empty() {
+                    RecipientsFrom::Nowhere
+                } else {
+                    RecipientsFrom::JmrpHeader
+                },
+                recipients,
                 original_mail_from: None,
                 arrival_date: None,
                 reported_domain: None,
@@ -552,10 +646,8 @@ fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed) -> Report {
         }
     }
 
-    // 4. A bounce in the words of a known MTA.
-    let body = report_text(mail);
-    let (own_text, quoted) = text::split_at_returned_message(&body);
-    let subject = parsed.subject.as_deref().unwrap_or("");
+    // 5. A bounce in the words of a known MTA.
+    let (own_text, quoted) = text::split_at_returned_message(&human);
     let failed_header: Vec<String> = fields::all(header, "x-failed-recipients")
         .flat_map(fields::address_list)
         .map(|a| a.to_ascii_lowercase())
@@ -580,16 +672,44 @@ fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed) -> Report {
         TextOutcome::NotFound => {}
     }
 
-    // 5. Delivery-status fields pasted into a text part.
+    // 6. Delivery-status fields pasted into a text part.
     for part in mail.parts.iter().filter(|p| p.is_plain_text()) {
         let (own, quoted) = text::split_at_returned_message(&part.text);
-        if let Some(report) = delivery(own, false, mail, quoted) {
+        if let Some(report) = delivery(own, false, mail, quoted, &human, subject) {
             return Report::Delivery(report);
         }
     }
 
-    // 6. Auto-replies, unless the mail looks like a bounce.
     let looks_like_bounce = autoreply::bounce_look(parsed.from.as_deref(), subject);
+    if looks_like_bounce.is_some() {
+        // 7. A mailer daemon's short notice: a reason and an <address>.
+        let own: Vec<String> = parsed
+            .addressed_to
+            .iter()
+            .cloned()
+            .chain(parsed.from.iter().map(|f| f.to_ascii_lowercase()))
+            .collect();
+        if let Some(recipients) = text::notice(own_text, subject, &own) {
+            return Report::Delivery(DeliveryReport {
+                standard: false,
+                reporting_mta: None,
+                recipients,
+                original: returned_original(mail, quoted),
+            });
+        }
+    } else if unsubscribe::is_request(subject, own_text, &parsed.addressed_to) {
+        // 8. An unsubscribe request (before auto-replies: a mail client's
+        // one-click unsubscribe mail is marked Auto-Submitted).
+        return Report::Unsubscribe(UnsubscribeRequest {
+            address: ["from", "reply-to", "sender"]
+                .iter()
+                .find_map(|name| fields::get(header, name).and_then(fields::bare_address))
+                .map(|a| a.to_ascii_lowercase()),
+            original: answered_original(mail, quoted, header),
+        });
+    }
+
+    // 9. Auto-replies, unless the mail looks like a bounce.
     if looks_like_bounce.is_none() && autoreply::is_auto_reply(header, subject) {
         return Report::AutoReply;
     }
@@ -605,17 +725,82 @@ fn classify(mail: &mime::Mail, header: &[Field], parsed: &Parsed) -> Report {
     })
 }
 
+/// Adds a report's recipients to the ones already read (several reports in one mail).
+fn merge(merged: &mut Option<DeliveryReport>, report: DeliveryReport) {
+    match merged {
+        None => *merged = Some(report),
+        Some(m) => {
+            for r in report.recipients {
+                if m.recipients.len() < dsn::MAX_RECIPIENTS && !m.recipients.contains(&r) {
+                    m.recipients.push(r);
+                }
+            }
+        }
+    }
+}
+
+/// The body of the raw mail (after its header), as text for the fields
+/// reader: lossy, capped, `\n` line ends.
+fn raw_body(raw: &[u8]) -> String {
+    let raw = &raw[..raw.len().min(MAX_TEXT_BYTES + MAX_HEADER_BYTES)];
+    let text = String::from_utf8_lossy(raw).replace('\r', "");
+    let body = text.split_once("\n\n").map_or("", |(_, body)| body);
+    let mut end = body.len().min(MAX_TEXT_BYTES);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    body[..end].to_string()
+}
+
+static INLINE_RETURNED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?im)^content-type:[ \t]*(?:message/rfc822|message/global|text/rfc822-headers|message/rfc822-headers)\b.*$",
+    )
+    .expect("built-in pattern must compile")
+});
+
+/// In a body whose MIME structure is broken: the header of the returned
+/// message, after its inline `Content-Type: message/rfc822` (or
+/// `text/rfc822-headers`) line and that part's own header.
+fn inline_returned(body: &str) -> &str {
+    let Some(m) = INLINE_RETURNED.find(body) else {
+        return "";
+    };
+    let after = &body[m.end()..];
+    after
+        .split_once("\n\n")
+        .map_or("", |(_, returned)| returned)
+}
+
+/// What an unsubscribe request answers: an attached or quoted copy, else the
+/// message id of its `In-Reply-To` / `References`.
+fn answered_original(mail: &mime::Mail, quoted: &str, header: &[Field]) -> Original {
+    let mut original = returned_original(mail, quoted);
+    if original.message_id.is_none() {
+        original.message_id = ["in-reply-to", "references"]
+            .iter()
+            .flat_map(|name| fields::all(header, name))
+            .flat_map(|v| v.split_whitespace())
+            .find_map(fields::message_id);
+    }
+    original
+}
+
 /// A delivery report from delivery-status fields, if they name a recipient.
+/// `human` is the report's human-readable text, which says why when a
+/// recipient's fields do not (no Diagnostic-Code).
 fn delivery(
     fields_text: &str,
     standard: bool,
     mail: &mime::Mail,
     quoted: &str,
+    human: &str,
+    subject: &str,
 ) -> Option<DeliveryReport> {
     if !standard && !looks_like_status_fields(fields_text) {
         return None;
     }
-    let status = dsn::parse(fields_text);
+    let mut status = dsn::parse(fields_text);
     if status.recipients.is_empty()
         || status
             .recipients
@@ -624,12 +809,67 @@ fn delivery(
     {
         return None;
     }
+    fill_diagnostics(&mut status.recipients, human, subject);
     Some(DeliveryReport {
         standard,
         reporting_mta: status.reporting_mta,
         recipients: status.recipients,
         original: returned_original(mail, quoted),
     })
+}
+
+/// Recipients whose fields give no diagnostic (only a generic `5.0.0` or
+/// `4.0.0`, say) take it from the report's human-readable text: from what a
+/// known MTA's wording says about that address, else from the line that
+/// names the address (or the line after it).
+fn fill_diagnostics(recipients: &mut [RecipientStatus], human: &str, subject: &str) {
+    if recipients.iter().all(|r| r.diagnostic.is_some()) || human.trim().is_empty() {
+        return;
+    }
+    let (own, _) = text::split_at_returned_message(human);
+    let known = match text::recognize(own, subject, &[]) {
+        TextOutcome::Found { recipients, .. } => recipients,
+        _ => Vec::new(),
+    };
+    let lines: Vec<&str> = own
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    for r in recipients.iter_mut().filter(|r| r.diagnostic.is_none()) {
+        let Some(address) = r
+            .final_recipient
+            .clone()
+            .or_else(|| r.original_recipient.clone())
+        else {
+            continue;
+        };
+        let from_text = known
+            .iter()
+            .find(|k| k.final_recipient.as_deref() == Some(address.as_str()))
+            .and_then(|k| k.diagnostic.clone())
+            .or_else(|| line_about(&lines, &address));
+        r.diagnostic = from_text.filter(|d| !d.is_empty());
+    }
+}
+
+/// What the text says about `address`: the rest of the line that names it
+/// (with its indented continuation), or the next line when that says nothing.
+fn line_about(lines: &[&str], address: &str) -> Option<String> {
+    let i = lines
+        .iter()
+        .position(|l| l.to_ascii_lowercase().contains(address))?;
+    let lower = lines[i].to_ascii_lowercase();
+    let at = lower.find(address)?;
+    let rest = lines[i][at + address.len()..]
+        .trim_start_matches(['>', ':', ',', ' ', '\t', '"', ')'])
+        .trim();
+    let rest = if rest.chars().filter(|c| c.is_alphabetic()).count() >= 5 {
+        rest.to_string()
+    } else {
+        lines.get(i + 1)?.to_string()
+    };
+    Some(fields::collapse_whitespace(&rest))
 }
 
 static STATUS_FIELDS: LazyLock<Regex> =
@@ -645,7 +885,13 @@ fn looks_like_status_fields(text: &str) -> bool {
 }
 
 fn complaint(fields_text: &str, mail: &mime::Mail) -> Report {
-    match arf::parse(fields_text, returned_original(mail, "")) {
+    let returned_to = mail
+        .parts
+        .iter()
+        .find(|p| p.is_returned_message())
+        .map(|p| returned_to(&fields::header_block(&p.text)))
+        .unwrap_or_default();
+    match arf::parse(fields_text, returned_original(mail, ""), returned_to) {
         Ok(report) => Report::Complaint(report),
         Err(why) => Report::Unrecognized(why),
     }
@@ -727,6 +973,19 @@ fn returned_original(mail: &mime::Mail, quoted: &str) -> Original {
         return Original::default();
     }
     original_from(&fields::header_block(quoted))
+}
+
+/// Every `To` address of a returned message's header (lowercased, without
+/// repeats, capped).
+fn returned_to(header: &[Field]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for address in fields::all(header, "to").flat_map(fields::address_list) {
+        let address = address.to_ascii_lowercase();
+        if !out.contains(&address) && out.len() < arf::MAX_COMPLAINANTS {
+            out.push(address);
+        }
+    }
+    out
 }
 
 fn original_from(header: &[Field]) -> Original {

@@ -40,12 +40,120 @@ const SAMPLES: &[(&str, &[u8])] = &[
         include_bytes!("samples/flanker-rfc3464-simple.eml"),
     ),
     (
+        "mailpipe-arf-no-rcpt-headers.eml",
+        include_bytes!("samples/mailpipe-arf-no-rcpt-headers.eml"),
+    ),
+    (
+        "mailpipe-arf-no-rcpt-rfc822.eml",
+        include_bytes!("samples/mailpipe-arf-no-rcpt-rfc822.eml"),
+    ),
+    (
+        "mailpipe-arf-three-recipients-headers.eml",
+        include_bytes!("samples/mailpipe-arf-three-recipients-headers.eml"),
+    ),
+    (
+        "mailpipe-arf-two-recipients.eml",
+        include_bytes!("samples/mailpipe-arf-two-recipients.eml"),
+    ),
+    (
+        "mailpipe-daemon-notice-disabled.eml",
+        include_bytes!("samples/mailpipe-daemon-notice-disabled.eml"),
+    ),
+    (
+        "mailpipe-daemon-one-line-full.eml",
+        include_bytes!("samples/mailpipe-daemon-one-line-full.eml"),
+    ),
+    (
+        "mailpipe-daemon-one-line-unknown.eml",
+        include_bytes!("samples/mailpipe-daemon-one-line-unknown.eml"),
+    ),
+    (
+        "mailpipe-dsn-dns-error-no-code.eml",
+        include_bytes!("samples/mailpipe-dsn-dns-error-no-code.eml"),
+    ),
+    (
+        "mailpipe-dsn-generic-4.0.0-comment.eml",
+        include_bytes!("samples/mailpipe-dsn-generic-4.0.0-comment.eml"),
+    ),
+    (
+        "mailpipe-dsn-generic-5.0.0-comment.eml",
+        include_bytes!("samples/mailpipe-dsn-generic-5.0.0-comment.eml"),
+    ),
+    (
+        "mailpipe-dsn-generic-5.0.0-text.eml",
+        include_bytes!("samples/mailpipe-dsn-generic-5.0.0-text.eml"),
+    ),
+    (
+        "mailpipe-dsn-no-boundary-lines.eml",
+        include_bytes!("samples/mailpipe-dsn-no-boundary-lines.eml"),
+    ),
+    (
+        "mailpipe-dsn-no-boundary-parameter.eml",
+        include_bytes!("samples/mailpipe-dsn-no-boundary-parameter.eml"),
+    ),
+    (
+        "mailpipe-dsn-other-boundary.eml",
+        include_bytes!("samples/mailpipe-dsn-other-boundary.eml"),
+    ),
+    (
+        "mailpipe-exchange55-address-in-body.eml",
+        include_bytes!("samples/mailpipe-exchange55-address-in-body.eml"),
+    ),
+    (
+        "mailpipe-exchange55-address-in-subject.eml",
+        include_bytes!("samples/mailpipe-exchange55-address-in-subject.eml"),
+    ),
+    (
+        "mailpipe-gmail-dns-no-data.eml",
+        include_bytes!("samples/mailpipe-gmail-dns-no-data.eml"),
+    ),
+    (
+        "mailpipe-smail-one-address.eml",
+        include_bytes!("samples/mailpipe-smail-one-address.eml"),
+    ),
+    (
+        "mailpipe-smail-two-addresses.eml",
+        include_bytes!("samples/mailpipe-smail-two-addresses.eml"),
+    ),
+    (
+        "mailpipe-two-reports.eml",
+        include_bytes!("samples/mailpipe-two-reports.eml"),
+    ),
+    (
+        "mailpipe-two-text-bounces.eml",
+        include_bytes!("samples/mailpipe-two-text-bounces.eml"),
+    ),
+    (
+        "mailpipe-unsubscribe-auto-replied.eml",
+        include_bytes!("samples/mailpipe-unsubscribe-auto-replied.eml"),
+    ),
+    (
+        "mailpipe-unsubscribe-list-address.eml",
+        include_bytes!("samples/mailpipe-unsubscribe-list-address.eml"),
+    ),
+    (
+        "mailpipe-unsubscribe-one-click.eml",
+        include_bytes!("samples/mailpipe-unsubscribe-one-click.eml"),
+    ),
+    (
+        "mailpipe-unsubscribe-reply.eml",
+        include_bytes!("samples/mailpipe-unsubscribe-reply.eml"),
+    ),
+    (
         "mbd-exchange-delay.eml",
         include_bytes!("samples/mbd-exchange-delay.eml"),
     ),
     (
         "mbd-non-bounce-hello-world.eml",
         include_bytes!("samples/mbd-non-bounce-hello-world.eml"),
+    ),
+    (
+        "mbd-qmail-no-host.eml",
+        include_bytes!("samples/mbd-qmail-no-host.eml"),
+    ),
+    (
+        "mbd-unknown-status.eml",
+        include_bytes!("samples/mbd-unknown-status.eml"),
     ),
     (
         "sisimai-arf-01.eml",
@@ -134,54 +242,55 @@ fn sample(name: &str) -> &'static [u8] {
 enum Kind {
     /// Delivery report; the flag is `standard`.
     Delivery(bool),
-    /// Complaint with this feedback type.
-    Complaint(&'static str),
+    /// Complaint with this feedback type, its recipients read from there.
+    Complaint(&'static str, RecipientsFrom),
+    /// Unsubscribe request.
+    Unsubscribe,
     AutoReply,
     /// Unrecognized, with a reason containing this text.
     Unrecognized(&'static str),
 }
 
-struct Row {
-    file: &'static str,
-    kind: Kind,
-    /// Delivery: number of recipients.
-    recipients: usize,
-    /// Delivery: the first recipient's address; Complaint: Original-Rcpt-To.
-    recipient: Option<&'static str>,
-    /// Delivery: the first recipient's action.
+/// One recipient a report names, with what it says about it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rcpt {
+    address: &'static str,
+    /// Delivery: the recipient's action.
     action: Option<Action>,
-    /// Delivery: the first recipient's status.
+    /// Delivery: the recipient's status.
     status: Option<&'static str>,
-    /// Delivery: the shipped classifier's reason for the first recipient's failure.
+    /// Delivery: the shipped classifier's reason for the recipient's failure.
     reason: Option<Reason>,
 }
 
-const fn delivery(
+struct Row {
     file: &'static str,
-    standard: bool,
-    recipients: usize,
-    recipient: &'static str,
+    kind: Kind,
+    /// Every recipient, in order: delivery reports with their action, status
+    /// and reason; complaints (who complained) and unsubscribe requests (who
+    /// asks) by address only.
+    recipients: &'static [Rcpt],
+}
+
+/// A recipient of a delivery report.
+const fn rcpt(
+    address: &'static str,
     action: Action,
     status: Option<&'static str>,
     reason: Reason,
-) -> Row {
-    Row {
-        file,
-        kind: Kind::Delivery(standard),
-        recipients,
-        recipient: Some(recipient),
+) -> Rcpt {
+    Rcpt {
+        address,
         action: Some(action),
         status,
         reason: Some(reason),
     }
 }
 
-const fn other(file: &'static str, kind: Kind, recipient: Option<&'static str>) -> Row {
-    Row {
-        file,
-        kind,
-        recipients: 0,
-        recipient,
+/// A complainant or an unsubscribing address.
+const fn who(address: &'static str) -> Rcpt {
+    Rcpt {
+        address,
         action: None,
         status: None,
         reason: None,
@@ -189,80 +298,129 @@ const fn other(file: &'static str, kind: Kind, recipient: Option<&'static str>) 
 }
 
 use Action::{Delayed, Failed};
-use Reason::{InvalidDomain, MailboxFull, Refused, Unreachable, UserUnknown};
+use Reason::{AccountDisabled, InvalidDomain, MailboxFull, Refused, Unreachable, UserUnknown};
+use RecipientsFrom::{JmrpHeader, Nowhere, OriginalRcptTo, ReturnedTo};
 
 #[rustfmt::skip]
 const TABLE: &[Row] = &[
     // RFC 3464 delivery-status notifications.
-    delivery("flanker-rfc3464-simple.eml", true, 1, "louisl@larry.slip.umd.edu", Failed, Some("4.0.0"), Unreachable),
-    delivery("flanker-aol-mailbox-full.eml", true, 1, "user@aol.com", Failed, Some("5.2.2"), MailboxFull),
-    delivery("flanker-delayed-no-mx.eml", true, 1, "user@example.com", Delayed, Some("4.4.4"), Unreachable),
-    delivery("flanker-delivery-status-only.eml", true, 1, "demo@example.com", Failed, Some("4.2.2"), MailboxFull),
-    delivery("sisimai-postfix-02.eml", true, 2, "filtered@example.co.jp", Failed, Some("5.2.1"), UserUnknown),
-    delivery("sisimai-postfix-03.eml", true, 1, "kijitora@example.net", Failed, Some("5.0.0"), UserUnknown),
-    delivery("sisimai-sendmail-01.eml", true, 1, "userunknown@bouncehammer.jp", Failed, Some("5.1.1"), UserUnknown),
-    delivery("sisimai-exchange2007-04.eml", true, 1, "neko-nyaan@example.jp", Failed, Some("5.7.1"), Refused),
-    delivery("mbd-exchange-delay.eml", true, 1, "rui.lopes@example.com", Delayed, Some("4.4.7"), Unreachable),
+    Row { file: "flanker-rfc3464-simple.eml", kind: Kind::Delivery(true), recipients: &[rcpt("louisl@larry.slip.umd.edu", Failed, Some("4.0.0"), Unreachable)] },
+    Row { file: "flanker-aol-mailbox-full.eml", kind: Kind::Delivery(true), recipients: &[rcpt("user@aol.com", Failed, Some("5.2.2"), MailboxFull)] },
+    Row { file: "flanker-delayed-no-mx.eml", kind: Kind::Delivery(true), recipients: &[rcpt("user@example.com", Delayed, Some("4.4.4"), Unreachable)] },
+    Row { file: "flanker-delivery-status-only.eml", kind: Kind::Delivery(true), recipients: &[rcpt("demo@example.com", Failed, Some("4.2.2"), MailboxFull)] },
+    Row { file: "sisimai-postfix-02.eml", kind: Kind::Delivery(true), recipients: &[rcpt("filtered@example.co.jp", Failed, Some("5.2.1"), UserUnknown), rcpt("userunknown@example.co.jp", Failed, Some("5.1.1"), UserUnknown)] },
+    Row { file: "sisimai-postfix-03.eml", kind: Kind::Delivery(true), recipients: &[rcpt("kijitora@example.net", Failed, Some("5.0.0"), UserUnknown)] },
+    Row { file: "sisimai-sendmail-01.eml", kind: Kind::Delivery(true), recipients: &[rcpt("userunknown@bouncehammer.jp", Failed, Some("5.1.1"), UserUnknown)] },
+    Row { file: "sisimai-exchange2007-04.eml", kind: Kind::Delivery(true), recipients: &[rcpt("neko-nyaan@example.jp", Failed, Some("5.7.1"), Refused)] },
+    Row { file: "mbd-exchange-delay.eml", kind: Kind::Delivery(true), recipients: &[rcpt("rui.lopes@example.com", Delayed, Some("4.4.7"), Unreachable)] },
     // Bounces recognized by their text.
-    delivery("sisimai-qmail-01.eml", false, 1, "kijitora@example.ne.jp", Failed, Some("5.5.0"), UserUnknown),
-    delivery("sisimai-yahoo-01.eml", false, 1, "kijitora@example.org", Failed, Some("5.1.1"), UserUnknown),
-    delivery("sisimai-exim-02.eml", false, 2, "kijitora@example.jp", Failed, Some("5.1.1"), UserUnknown),
-    delivery("sisimai-exim-30.eml", false, 1, "kijitora@exmaple.ch", Failed, Some("5.7.1"), Refused),
-    delivery("sisimai-google-02.eml", false, 1, "aougoueioaldljgoiuiorghladkgke@example.fr", Failed, Some("5.1.1"), UserUnknown),
-    delivery("flanker-gmail-invalid-address.eml", false, 1, "awfawfawfawfawfaw@someserverhere.com", Failed, Some("5.1.0"), UserUnknown),
-    delivery("flanker-gmail-no-dns.eml", false, 1, "user@example.comm", Failed, None, InvalidDomain),
-    delivery("sisimai-exchange2003-03.eml", false, 1, "kijitora@example.jp", Failed, None, UserUnknown),
+    Row { file: "sisimai-qmail-01.eml", kind: Kind::Delivery(false), recipients: &[rcpt("kijitora@example.ne.jp", Failed, Some("5.5.0"), UserUnknown)] },
+    Row { file: "sisimai-yahoo-01.eml", kind: Kind::Delivery(false), recipients: &[rcpt("kijitora@example.org", Failed, Some("5.1.1"), UserUnknown)] },
+    Row { file: "sisimai-exim-02.eml", kind: Kind::Delivery(false), recipients: &[rcpt("kijitora@example.jp", Failed, Some("5.1.1"), UserUnknown), rcpt("sabatora@example.jp", Failed, Some("5.2.1"), UserUnknown)] },
+    Row { file: "sisimai-exim-30.eml", kind: Kind::Delivery(false), recipients: &[rcpt("kijitora@exmaple.ch", Failed, Some("5.7.1"), Refused)] },
+    Row { file: "sisimai-google-02.eml", kind: Kind::Delivery(false), recipients: &[rcpt("aougoueioaldljgoiuiorghladkgke@example.fr", Failed, Some("5.1.1"), UserUnknown)] },
+    Row { file: "flanker-gmail-invalid-address.eml", kind: Kind::Delivery(false), recipients: &[rcpt("awfawfawfawfawfaw@someserverhere.com", Failed, Some("5.1.0"), UserUnknown)] },
+    Row { file: "flanker-gmail-no-dns.eml", kind: Kind::Delivery(false), recipients: &[rcpt("user@example.comm", Failed, None, InvalidDomain)] },
+    Row { file: "sisimai-exchange2003-03.eml", kind: Kind::Delivery(false), recipients: &[rcpt("kijitora@example.jp", Failed, None, UserUnknown)] },
     // Feedback reports.
-    other("sisimai-arf-01.eml", Kind::Complaint("abuse"), None),
-    other("sisimai-arf-05.eml", Kind::Complaint("abuse"), Some("fake.rcpt@example.com")),
-    other("sisimai-arf-07.eml", Kind::Complaint("auth-failure"), Some("fake.rcpt@example.com")),
-    other("sisimai-arf-09.eml", Kind::Complaint("auth-failure"), None),
-    other("sisimai-arf-11.eml", Kind::Complaint("abuse"), None),
-    other("sisimai-arf-13.eml", Kind::Complaint("abuse"), Some("recipient@hotmail.com")),
+    Row { file: "sisimai-arf-01.eml", kind: Kind::Complaint("abuse", ReturnedTo), recipients: &[who("redacted@example.net")] },
+    Row { file: "sisimai-arf-05.eml", kind: Kind::Complaint("abuse", OriginalRcptTo), recipients: &[who("fake.rcpt@example.com"), who("fake.rcpt2@example.net")] },
+    Row { file: "sisimai-arf-07.eml", kind: Kind::Complaint("auth-failure", OriginalRcptTo), recipients: &[who("fake.rcpt@example.com")] },
+    Row { file: "sisimai-arf-09.eml", kind: Kind::Complaint("auth-failure", ReturnedTo), recipients: &[who("fake.recipient@example.org")] },
+    Row { file: "sisimai-arf-11.eml", kind: Kind::Complaint("abuse", Nowhere), recipients: &[] },
+    Row { file: "sisimai-arf-13.eml", kind: Kind::Complaint("abuse", JmrpHeader), recipients: &[who("recipient@hotmail.com")] },
     // Auto-replies.
-    other("sisimai-rfc3834-01.eml", Kind::AutoReply, None),
-    other("sisimai-rfc3834-04.eml", Kind::AutoReply, None),
+    Row { file: "sisimai-rfc3834-01.eml", kind: Kind::AutoReply, recipients: &[] },
+    Row { file: "sisimai-rfc3834-04.eml", kind: Kind::AutoReply, recipients: &[] },
     // Neither.
-    other("flanker-broken-mime.eml", Kind::Unrecognized("looks like a bounce"), None),
-    other("mbd-non-bounce-hello-world.eml", Kind::Unrecognized("no delivery-status or feedback-report part"), None),
+    Row { file: "flanker-broken-mime.eml", kind: Kind::Unrecognized("looks like a bounce"), recipients: &[] },
+    Row { file: "mbd-non-bounce-hello-world.eml", kind: Kind::Unrecognized("no delivery-status or feedback-report part"), recipients: &[] },
+
+    // ----- The hard cases -----
+    // ARF reports naming several Original-Rcpt-To: every one complained.
+    Row { file: "mailpipe-arf-two-recipients.eml", kind: Kind::Complaint("abuse", OriginalRcptTo), recipients: &[who("ann@isp.example"), who("ben@isp.example")] },
+    Row { file: "mailpipe-arf-three-recipients-headers.eml", kind: Kind::Complaint("abuse", OriginalRcptTo), recipients: &[who("carol.jones@mail.example.net"), who("dave@mail.example.net"), who("erin@mail.example.net")] },
+    // ARF reports without Original-Rcpt-To: the returned message's To.
+    Row { file: "mailpipe-arf-no-rcpt-rfc822.eml", kind: Kind::Complaint("abuse", ReturnedTo), recipients: &[who("frank.smith@aol.example")] },
+    Row { file: "mailpipe-arf-no-rcpt-headers.eml", kind: Kind::Complaint("abuse", ReturnedTo), recipients: &[who("grace@hotmail.example"), who("heidi@hotmail.example")] },
+    // DSNs whose MIME structure is broken: fields read inline.
+    Row { file: "mailpipe-dsn-no-boundary-lines.eml", kind: Kind::Delivery(false), recipients: &[rcpt("ivan@example.org", Failed, Some("5.1.1"), UserUnknown)] },
+    Row { file: "mailpipe-dsn-other-boundary.eml", kind: Kind::Delivery(false), recipients: &[rcpt("judy@example.net", Failed, Some("5.2.2"), MailboxFull)] },
+    Row { file: "mailpipe-dsn-no-boundary-parameter.eml", kind: Kind::Delivery(false), recipients: &[rcpt("kevin@example.com", Failed, Some("5.1.2"), InvalidDomain)] },
+    // Plain-text bounces: Smail, one-line daemon notices, old Exchange.
+    Row { file: "mailpipe-smail-one-address.eml", kind: Kind::Delivery(false), recipients: &[rcpt("lisa@example.edu", Failed, None, UserUnknown)] },
+    Row { file: "mailpipe-smail-two-addresses.eml", kind: Kind::Delivery(false), recipients: &[rcpt("mike@example.org", Failed, None, MailboxFull), rcpt("nina@example.invalid", Failed, None, InvalidDomain)] },
+    Row { file: "mailpipe-daemon-one-line-full.eml", kind: Kind::Delivery(false), recipients: &[rcpt("oscar@example.biz", Failed, None, MailboxFull)] },
+    Row { file: "mailpipe-daemon-one-line-unknown.eml", kind: Kind::Delivery(false), recipients: &[rcpt("pat@example.info", Failed, None, UserUnknown)] },
+    Row { file: "mailpipe-daemon-notice-disabled.eml", kind: Kind::Delivery(false), recipients: &[rcpt("quinn@example.co", Failed, None, AccountDisabled)] },
+    Row { file: "mailpipe-exchange55-address-in-subject.eml", kind: Kind::Delivery(false), recipients: &[rcpt("rachel.green@corp.example.com", Failed, None, UserUnknown)] },
+    Row { file: "mailpipe-exchange55-address-in-body.eml", kind: Kind::Delivery(false), recipients: &[rcpt("steve@example.ca", Failed, Some("5.1.1"), UserUnknown)] },
+    Row { file: "mbd-qmail-no-host.eml", kind: Kind::Delivery(false), recipients: &[rcpt("god@heaven.af.mil", Failed, None, InvalidDomain)] },
+    // Unsubscribe requests: opt-outs, not auto-replies.
+    Row { file: "mailpipe-unsubscribe-one-click.eml", kind: Kind::Unsubscribe, recipients: &[who("tina.user@gmail.example")] },
+    Row { file: "mailpipe-unsubscribe-auto-replied.eml", kind: Kind::Unsubscribe, recipients: &[who("uma@example.net")] },
+    Row { file: "mailpipe-unsubscribe-reply.eml", kind: Kind::Unsubscribe, recipients: &[who("victor@example.org")] },
+    Row { file: "mailpipe-unsubscribe-list-address.eml", kind: Kind::Unsubscribe, recipients: &[who("wendy@example.com")] },
+    // DSNs with only a generic status: the reason from the text or the status comment.
+    Row { file: "mailpipe-dsn-generic-5.0.0-text.eml", kind: Kind::Delivery(true), recipients: &[rcpt("xavier@example.eu", Failed, Some("5.0.0"), MailboxFull)] },
+    Row { file: "mailpipe-dsn-generic-4.0.0-comment.eml", kind: Kind::Delivery(true), recipients: &[rcpt("yolanda@example.io", Delayed, Some("4.0.0"), Unreachable)] },
+    Row { file: "mailpipe-dsn-generic-5.0.0-comment.eml", kind: Kind::Delivery(true), recipients: &[rcpt("zack@example.io", Failed, Some("5.0.0"), UserUnknown)] },
+    Row { file: "mbd-unknown-status.eml", kind: Kind::Delivery(true), recipients: &[rcpt("email_that_does_not_exists_this_is_just_a_test@test.local", Failed, Some("5.0.999"), UserUnknown)] },
+    // Provider "DNS error" texts without a reply code.
+    Row { file: "mailpipe-gmail-dns-no-data.eml", kind: Kind::Delivery(false), recipients: &[rcpt("amy@example.invalid", Failed, None, InvalidDomain)] },
+    Row { file: "mailpipe-dsn-dns-error-no-code.eml", kind: Kind::Delivery(true), recipients: &[rcpt("bart@nomail.example", Failed, Some("5.0.0"), InvalidDomain)] },
+    // Two reports in one mail: both are read.
+    Row { file: "mailpipe-two-reports.eml", kind: Kind::Delivery(true), recipients: &[rcpt("cleo@example.com", Failed, Some("5.1.1"), UserUnknown), rcpt("dan@example.net", Failed, Some("5.2.2"), MailboxFull)] },
+    Row { file: "mailpipe-two-text-bounces.eml", kind: Kind::Delivery(false), recipients: &[rcpt("eve@example.org", Failed, Some("5.1.1"), UserUnknown), rcpt("fay@example.org", Failed, None, UserUnknown)] },
 ];
 
 fn check_row(row: &Row, parsed: &Parsed, classifier: &Classifier) -> Result<(), String> {
     let fail = |what: &str| Err(format!("{}: {what}; got {:#?}", row.file, parsed.report));
+    let addresses: Vec<&str> = row.recipients.iter().map(|r| r.address).collect();
     match (&row.kind, &parsed.report) {
         (Kind::Delivery(standard), Report::Delivery(report)) => {
             if report.standard != *standard {
                 return fail("standard flag");
             }
-            if report.recipients.len() != row.recipients {
-                return fail("number of recipients");
+            let got: Vec<&str> = report
+                .recipients
+                .iter()
+                .map(|r| r.final_recipient.as_deref().unwrap_or(""))
+                .collect();
+            if got != addresses {
+                return fail("recipients");
             }
-            let first = &report.recipients[0];
-            if first.final_recipient.as_deref() != row.recipient {
-                return fail("recipient");
-            }
-            if Some(first.action) != row.action {
-                return fail("action");
-            }
-            if first.status.as_deref() != row.status {
-                return fail("status");
-            }
-            let class = classifier.classify(&first.failure());
-            if Some(class.reason) != row.reason {
-                return Err(format!(
-                    "{}: reason {:?} for {:?}",
-                    row.file,
-                    class.reason,
-                    first.failure()
-                ));
+            for (want, got) in row.recipients.iter().zip(&report.recipients) {
+                if Some(got.action) != want.action {
+                    return fail(&format!("action of {}", want.address));
+                }
+                if got.status.as_deref() != want.status {
+                    return fail(&format!("status of {}", want.address));
+                }
+                let class = classifier.classify(&got.failure());
+                if Some(class.reason) != want.reason {
+                    return Err(format!(
+                        "{}: reason {:?} (rule {:?}) for {} from {:?}",
+                        row.file,
+                        class.reason,
+                        class.rule,
+                        want.address,
+                        got.failure()
+                    ));
+                }
             }
         }
-        (Kind::Complaint(feedback), Report::Complaint(report)) => {
+        (Kind::Complaint(feedback, from), Report::Complaint(report)) => {
             if report.feedback_type != *feedback {
                 return fail("feedback type");
             }
-            if report.original_rcpt_to.as_deref() != row.recipient {
-                return fail("Original-Rcpt-To");
+            if report.recipients != addresses || report.recipients_from != *from {
+                return fail("complainants");
+            }
+        }
+        (Kind::Unsubscribe, Report::Unsubscribe(request)) => {
+            if request.address.as_deref() != addresses.first().copied() {
+                return fail("unsubscribing address");
             }
         }
         (Kind::AutoReply, Report::AutoReply) => {}
@@ -579,7 +737,7 @@ fn a_bare_feedback_report_body_is_a_complaint() {
     match parse(raw).report {
         Report::Complaint(c) => {
             assert_eq!(c.feedback_type, "abuse");
-            assert_eq!(c.original_rcpt_to.as_deref(), Some("someone@example.com"));
+            assert_eq!(c.original_rcpt_to, ["someone@example.com"]);
         }
         other => panic!("{other:?}"),
     }
@@ -961,4 +1119,103 @@ fn pathological_inputs_are_bounded() {
         let noise: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
         let _ = parse_unguarded(&noise);
     }
+}
+
+#[test]
+fn a_complaint_names_every_recipient_or_falls_back_to_the_returned_to() {
+    let (_, report) = complaint_of("mailpipe-arf-two-recipients.eml");
+    assert_eq!(
+        report.original_rcpt_to,
+        ["ann@isp.example", "ben@isp.example"]
+    );
+    assert_eq!(report.recipients, report.original_rcpt_to);
+    assert_eq!(
+        report.original.mailpipe_id.as_deref(),
+        Some("5d41402abc4b2a76b9719d911017c592")
+    );
+    // No Original-Rcpt-To: the returned message's To, all of its addresses.
+    let (_, report) = complaint_of("mailpipe-arf-no-rcpt-headers.eml");
+    assert!(report.original_rcpt_to.is_empty());
+    assert_eq!(report.recipients_from, RecipientsFrom::ReturnedTo);
+    assert_eq!(
+        report.recipients,
+        ["grace@hotmail.example", "heidi@hotmail.example"]
+    );
+    assert_eq!(report.recipients_from.as_str(), "returned_message_to");
+}
+
+#[test]
+fn a_dsn_with_broken_mime_is_read_inline_with_its_returned_headers() {
+    for name in [
+        "mailpipe-dsn-no-boundary-lines.eml",
+        "mailpipe-dsn-other-boundary.eml",
+    ] {
+        let (_, report) = delivery_of(name);
+        assert!(report.original.mailpipe_id.is_some(), "{name}: {report:?}");
+        assert_eq!(report.recipients.len(), 1, "{name}");
+    }
+    let (_, report) = delivery_of("mailpipe-dsn-no-boundary-lines.eml");
+    assert_eq!(report.reporting_mta.as_deref(), Some("mx2.example.org"));
+    assert_eq!(
+        report.recipients[0].diagnostic.as_deref(),
+        Some("550 5.1.1 <ivan@example.org>: Recipient address rejected: User unknown in virtual mailbox table")
+    );
+}
+
+#[test]
+fn a_generic_status_takes_its_reason_from_the_text_or_the_status_comment() {
+    let (_, report) = delivery_of("mailpipe-dsn-generic-5.0.0-text.eml");
+    assert_eq!(
+        report.recipients[0].failure(),
+        Failure::Reply {
+            code: 550,
+            enhanced: Some("5.0.0".into()),
+            text: "the mailbox is full and cannot accept more mail".into()
+        }
+    );
+    let (_, report) = delivery_of("mailpipe-dsn-generic-4.0.0-comment.eml");
+    assert_eq!(report.recipients[0].action, Action::Delayed);
+    assert_eq!(
+        report.recipients[0].diagnostic.as_deref(),
+        Some("host lookup failed")
+    );
+}
+
+#[test]
+fn unsubscribe_requests_are_opt_outs_and_name_the_message_they_answer() {
+    let parsed = parse(sample("mailpipe-unsubscribe-reply.eml"));
+    let Report::Unsubscribe(request) = parsed.report else {
+        panic!("{:?}", parsed.report);
+    };
+    assert_eq!(request.address.as_deref(), Some("victor@example.org"));
+    assert_eq!(
+        request.original.message_id.as_deref(),
+        Some("e0e1e2e3e4e5e6e7e8e9eaebecedeeef@mx1.news.example.com")
+    );
+    // Marked auto-replied or auto-generated, it is still no auto-reply.
+    for name in [
+        "mailpipe-unsubscribe-one-click.eml",
+        "mailpipe-unsubscribe-auto-replied.eml",
+    ] {
+        assert!(
+            matches!(parse(sample(name)).report, Report::Unsubscribe(_)),
+            "{name}"
+        );
+    }
+    // A bounce never is one, whatever its subject says.
+    let raw = b"From: MAILER-DAEMON@mx.example.org\nSubject: Undeliverable: unsubscribe\n\nDelivery to <x@example.org> failed: user unknown\n";
+    assert!(matches!(parse(raw).report, Report::Delivery(_)));
+}
+
+#[test]
+fn a_daemon_notice_never_takes_its_own_addresses_for_failed_ones() {
+    let raw = b"From: MAILER-DAEMON@mx.example.org\nTo: <bounces+tok@bounce.example.com>\nSubject: Returned mail\n\nMail from <bounces+tok@bounce.example.com> to <zoe@example.org> failed: no such user\n";
+    let Report::Delivery(report) = parse(raw).report else {
+        panic!("not a delivery report");
+    };
+    assert_eq!(report.recipients.len(), 1);
+    assert_eq!(
+        report.recipients[0].final_recipient.as_deref(),
+        Some("zoe@example.org")
+    );
 }

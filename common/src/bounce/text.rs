@@ -1,7 +1,11 @@
 //! Bounces without a `message/delivery-status` part, recognized by the text
 //! their MTA writes: qmail, Yahoo (qmail-derived), Exim, Postfix (without
-//! DSN support), Sendmail, Gmail / Google Workspace, Microsoft Exchange 2003
-//! and Exchange 2007+ / Office 365.
+//! DSN support), Sendmail, Smail (sectioned "message log" / "failed
+//! addresses" parts), Gmail / Google Workspace, Microsoft Exchange 5.5 to
+//! 2003 ("did not reach the following recipient(s)", where a recipient may
+//! be named only by its display name) and Exchange 2007+ / Office 365; and,
+//! for mail that looks like a bounce but follows none of these, a notice
+//! that names a reason and an address in angle brackets ([`notice`]).
 //!
 //! Each recognizer looks for its MTA's fixed sentence, then reads the failed
 //! addresses and the text that follows each one. The caller passes the
@@ -66,6 +70,7 @@ pub(super) fn recognize(text: &str, subject: &str, failed_header: &[String]) -> 
         ("exim", exim),
         ("postfix", postfix),
         ("sendmail", sendmail),
+        ("smail", smail),
         ("gmail", gmail),
         ("exchange2003", exchange2003),
         ("exchange", exchange),
@@ -488,39 +493,122 @@ fn gmail(text: &str, subject: &str) -> Option<Vec<RecipientStatus>> {
     )
 }
 
-// ----- Exchange 2003: "did not reach the following recipient(s):"
+// ----- Exchange 5.5 to 2003: "did not reach the following recipient(s):"
 
 static EXCHANGE2003: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)did not reach the following recipient\(s\):?"));
-static EXCHANGE2003_ADDRESS: LazyLock<Regex> =
-    LazyLock::new(|| re(r"^[ \t]*(\S+@\S+?)\s+on\s+\S.*$"));
+/// A recipient line: an address or a display name, then "on <date>".
+static EXCHANGE2003_RECIPIENT: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?i)^[ \t]*(\S.*?)\s+on\s+(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*,?\s+\d|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}|\d{1,2}\s+[a-z]{3,}\s+\d{2,4})",
+    )
+});
+/// The "To:" line of the "Your message" block.
+static EXCHANGE2003_TO: LazyLock<Regex> = LazyLock::new(|| re(r"(?im)^[ \t]*to:[ \t]*(.+)$"));
 
 fn exchange2003(text: &str, subject: &str) -> Option<Vec<RecipientStatus>> {
-    let start = EXCHANGE2003.find(text)?.end();
+    let intro = EXCHANGE2003.find(text)?;
     let action = action_of("", subject);
-    let mut out = Vec::new();
-    let mut current: Option<(String, Vec<&str>)> = None;
-    for line in text[start..].lines() {
-        if let Some(c) = EXCHANGE2003_ADDRESS.captures(line) {
-            if let Some((address, lines)) = current.take() {
-                out.push(recipient(Some(address), action, &lines.join(" ")));
-            }
-            if let Some(address) = fields::bare_address(&c[1]) {
-                current = Some((address, Vec::new()));
-            }
+    // Where a recipient is named by its display name only, its address is
+    // the "To:" of the "Your message" block, else the one in the Subject.
+    let fallback = || {
+        EXCHANGE2003_TO
+            .captures(&text[..intro.start()])
+            .and_then(|c| fields::bare_address(&c[1]))
+            .or_else(|| fields::bare_address(subject))
+    };
+    let mut out: Vec<(Option<String>, Vec<&str>)> = Vec::new();
+    let mut open = false;
+    for line in text[intro.end()..].lines() {
+        if let Some(c) = EXCHANGE2003_RECIPIENT.captures(line) {
+            out.push((fields::bare_address(&c[1]), Vec::new()));
+            open = true;
         } else if line.trim().is_empty() {
-            if let Some((address, lines)) = current.take() {
-                out.push(recipient(Some(address), action, &lines.join(" ")));
+            open = false;
+        } else if open {
+            if let Some((_, lines)) = out.last_mut() {
+                lines.push(line.trim());
             }
-        } else if let Some((_, lines)) = current.as_mut() {
-            lines.push(line.trim());
         }
         if out.len() >= MAX_RECIPIENTS {
             break;
         }
     }
-    if let Some((address, lines)) = current {
-        out.push(recipient(Some(address), action, &lines.join(" ")));
+    let unnamed = out.iter().filter(|(a, _)| a.is_none()).count();
+    Some(
+        out.into_iter()
+            .filter_map(|(address, lines)| {
+                let address = match address {
+                    Some(a) => a,
+                    // Only one unnamed recipient can be told by the fallback.
+                    None if unnamed == 1 => fallback()?,
+                    None => return None,
+                };
+                Some(recipient(Some(address), action, &lines.join(" ")))
+            })
+            .collect(),
+    )
+}
+
+// ----- Smail: "Failed addresses follow:" and "Message log follows:" sections
+
+static SMAIL_FAILED: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?im)^[ \t|]*-*[ \t]*failed addresses follow:?[ \t]*-*[ \t|]*$"));
+static SMAIL_LOG: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?im)^[ \t|]*-*[ \t]*message log follows:?[ \t]*-*[ \t|]*$"));
+/// The line that starts any Smail section.
+static SMAIL_SECTION: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)^[ \t]*\|?-{5,}.*follows?:?[ \t]*-*\|?[ \t]*$"));
+/// `address ... reason`, the address bare or in angle brackets.
+static SMAIL_ENTRY: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[ \t]*<?([^<>\s]+@[^<>\s]+?)>?(?:[ \t]*\.\.\.[ \t]*(.*))?$"));
+
+/// The lines of the section that starts right after `start`.
+fn smail_section(text: &str, start: usize) -> impl Iterator<Item = &str> {
+    text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !SMAIL_SECTION.is_match(l))
+}
+
+fn smail(text: &str, subject: &str) -> Option<Vec<RecipientStatus>> {
+    let failed = SMAIL_FAILED.find(text)?;
+    let action = action_of("", subject);
+    // The message log says why, per address ("<a@b> ... mailbox full") or
+    // for the whole message.
+    let mut log_per_address: Vec<(String, String)> = Vec::new();
+    let mut log_text: Vec<&str> = Vec::new();
+    if let Some(log) = SMAIL_LOG.find(text) {
+        for line in smail_section(text, log.start()) {
+            match SMAIL_ENTRY.captures(line) {
+                Some(c) if c.get(2).is_some() => {
+                    log_per_address.push((c[1].to_ascii_lowercase(), c[2].to_string()));
+                }
+                _ if !line.trim().is_empty() => log_text.push(line.trim()),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for line in smail_section(text, failed.start()) {
+        let Some(c) = SMAIL_ENTRY.captures(line) else {
+            continue;
+        };
+        let address = c[1].to_ascii_lowercase();
+        let logged = log_per_address
+            .iter()
+            .find(|(a, _)| *a == address)
+            .map(|(_, r)| r.as_str());
+        let reason = match (c.get(2).map(|m| m.as_str()), logged) {
+            // The log usually says more than the one-word reason.
+            (_, Some(logged)) => logged.to_string(),
+            (Some(own), None) if !own.trim().is_empty() => own.to_string(),
+            _ => log_text.join(" "),
+        };
+        out.push(recipient(Some(address), action, &reason));
+        if out.len() >= MAX_RECIPIENTS {
+            break;
+        }
     }
     Some(out)
 }
@@ -594,6 +682,61 @@ fn exchange(text: &str, subject: &str) -> Option<Vec<RecipientStatus>> {
             })
             .collect(),
     )
+}
+
+// ----- A mailer daemon's short notice: a reason and an address in angle brackets
+
+/// An address in angle brackets.
+static ANGLE_ADDRESS: LazyLock<Regex> = LazyLock::new(|| re(r"<([^<>\s]+@[^<>\s]+)>"));
+/// Lines of a notice that are read.
+const NOTICE_LINES: usize = 40;
+
+/// A short notice from a mailer daemon that follows no known MTA's wording
+/// but names the failed address in angle brackets and says why ("Delivery
+/// to <a@b> failed: mailbox is full", "<a@b> is not a registered user.").
+/// The caller only asks when the mail looks like a bounce. `exclude` are the
+/// notice's own addresses (its From and To), never a failed recipient. The
+/// reason is the line naming the address, without it, or the next line when
+/// that one says nothing else.
+pub(super) fn notice(
+    text: &str,
+    subject: &str,
+    exclude: &[String],
+) -> Option<Vec<RecipientStatus>> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(NOTICE_LINES)
+        .collect();
+    let action = action_of(text, subject);
+    let mut out: Vec<RecipientStatus> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        for c in ANGLE_ADDRESS.captures_iter(line) {
+            let address = c[1].to_ascii_lowercase();
+            let known = exclude.iter().any(|e| e.eq_ignore_ascii_case(&address))
+                || out
+                    .iter()
+                    .any(|r| r.final_recipient.as_deref() == Some(address.as_str()));
+            if known || fields::bare_address(&address).is_none() {
+                continue;
+            }
+            let rest = ANGLE_ADDRESS.replace_all(line, "");
+            let rest =
+                rest.trim_matches(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '-'));
+            let says_something = rest.chars().filter(|c| c.is_alphabetic()).count() >= 8;
+            let reason = if says_something {
+                rest.to_string()
+            } else {
+                lines.get(i + 1).map_or_else(String::new, |l| l.to_string())
+            };
+            out.push(recipient(Some(address), action, &reason));
+            if out.len() >= MAX_RECIPIENTS {
+                return Some(out);
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Whether an Exchange line is an address line (`a@b`, `a@b<mailto:a@b>`,

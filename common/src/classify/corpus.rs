@@ -448,6 +448,8 @@ const CORPUS: &[Row] = &[
     ("550 5.4.316 Message expired, connection refused(Socket error code 10061)", Unreachable, SOFT, true, NOQ, DOM),
     ("554 5.6.0 STOREDRV.Deliver; Corrupt message content", Undefined, HARD, false, NOQ, SND),
     ("550 5.6.211 Invalid MIME Content: Single text value size (32775) exceeded allowed maximum (32768)", Undefined, HARD, false, NOQ, SND),
+    // Exim: the DNS lookup of the recipient's host did not complete.
+    ("host lookup did not complete", Unreachable, SOFT, true, NOQ, DOM),
     // Sendmail and qmail-remote: the remote side did not answer.
     ("451 4.4.1 reply: read error from mx.example.net.", Unreachable, SOFT, true, NOQ, DOM),
     ("Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)", Unreachable, SOFT, true, NOQ, DOM),
@@ -499,8 +501,9 @@ const CORPUS: &[Row] = &[
     ("554 delivery error: dd Not a valid recipient - atlas117.free.mail.ne1.yahoo.com", UserUnknown, HARD, false, IMM, REC),
     ("550 5.1.1 User does not exist - <bob@zoho.com>", UserUnknown, HARD, false, IMM, REC),
     ("550 #5.1.0 Address rejected bob@example.com", UserUnknown, HARD, false, IMM, REC),
-    // qmail chkuser.
+    // qmail chkuser; qmail's dot-qmail(5) bouncesaying example.
     ("511 sorry, no mailbox here by that name (#5.1.1 - chkuser)", UserUnknown, HARD, false, IMM, REC),
+    ("This address no longer accepts mail.", UserUnknown, HARD, false, IMM, REC),
     // Orange: invalid recipient (French and English).
     ("550 5.1.1 Adresse d au moins un destinataire invalide. Invalid recipient. OFR_416", UserUnknown, HARD, false, IMM, REC),
 
