@@ -1323,6 +1323,15 @@ impl Store {
         .await
     }
 
+    /// The ids of the `limit` most recently created requests, newest first.
+    pub async fn recent_requests(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        let mut c = self.conn.clone();
+        c.zrevrange(self.key(&["requests"]), 0, stop)
+            .await
+            .map_err(op("recent requests"))
+    }
+
     /// Counts an unsubscribe request about a sent message, once per message.
     pub async fn record_unsubscribe(
         &self,

@@ -11,7 +11,10 @@
 //!
 //! A complaint that names several recipients (several `Original-Rcpt-To`)
 //! acts on each of them that mailpipe sent the same request to: their sent
-//! records are found by the message id that request and address give.
+//! records are found by the message id that request and address give. An
+//! unsubscribe request that names no message (mailed to the plain
+//! List-Unsubscribe address) is matched the same way by its sender's
+//! address, over the most recent requests.
 //!
 //! Every mail ends in one of these, and only then is it acknowledged (SMTP
 //! 250, or deleted from the IMAP mailbox):
@@ -57,6 +60,10 @@ const MARKER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Redis read).
 const MAX_OTHER_COMPLAINANTS: usize = 100;
 
+/// Recent requests searched for a message to the sender of an unsubscribe
+/// request that names no message (each costs a Redis read).
+const UNSUBSCRIBE_LOOKBACK: usize = 500;
+
 /// The intake's processing, shared by the SMTP listener and the IMAP poller.
 pub struct Intake {
     settings: Settings,
@@ -79,7 +86,7 @@ struct Matched {
     record: DoneRecord,
     /// The recipient mailpipe sent to (lowercased).
     address: String,
-    /// `verp` or `header`.
+    /// `verp`, `header` or (unsubscribe requests only) `address`.
     by: &'static str,
 }
 
@@ -163,7 +170,15 @@ impl Intake {
                 }
             }
             Report::Unsubscribe(request) => {
-                match self.identify(mail, &parsed, &request.original).await? {
+                let mut matched = self.identify(mail, &parsed, &request.original).await?;
+                if let (Err(u), Some(address)) = (&matched, &request.address) {
+                    if u.outcome == "unmatched" {
+                        if let Some(m) = self.sent_to(address).await? {
+                            matched = Ok(m);
+                        }
+                    }
+                }
+                match matched {
                     Ok(m) => self.apply_unsubscribe(&m, request).await?,
                     Err(mut u) => {
                         u.why = format!(
@@ -267,6 +282,43 @@ impl Intake {
                 tried.join(", ")
             ),
         }))
+    }
+
+    /// The latest message mailpipe sent to `address`, among the recent
+    /// requests: how an unsubscribe request mailed to the plain
+    /// List-Unsubscribe or bounce address (no VERP token, no message id) is
+    /// matched. Only an address mailpipe sent to can be found.
+    async fn sent_to(&self, address: &str) -> Result<Option<Matched>, Temporary> {
+        let Ok(parsed) = EmailAddress::parse(address) else {
+            return Ok(None);
+        };
+        let key = parsed.key();
+        let requests = self
+            .store
+            .recent_requests(UNSUBSCRIBE_LOOKBACK)
+            .await
+            .map_err(|e| Temporary(e.to_string()))?;
+        for request in requests {
+            let id = mailpipe_common::message::message_id(&request, &key);
+            let record = self
+                .store
+                .done(&id)
+                .await
+                .map_err(|e| Temporary(e.to_string()))?;
+            let Some(record) = record.filter(|r| r.state == "sent") else {
+                continue;
+            };
+            let sent_to = record.to.clone().unwrap_or_default().to_ascii_lowercase();
+            if sent_to == address.to_ascii_lowercase() {
+                return Ok(Some(Matched {
+                    message: id,
+                    record,
+                    address: sent_to,
+                    by: "address",
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// A delivery report: a failure counts against the recipient as a
