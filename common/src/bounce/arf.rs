@@ -27,7 +27,10 @@ pub(super) fn parse(
     // Every Original-Rcpt-To is a recipient who complained (a report may
     // cover several copies of one message); a value may list several.
     let mut original_rcpt_to: Vec<String> = Vec::new();
-    for address in fields::all(&fields, "original-rcpt-to").flat_map(fields::address_list) {
+    // `Removal-Recipient` is the name older feedback loops (AOL's) gave it.
+    let named =
+        fields::all(&fields, "original-rcpt-to").chain(fields::all(&fields, "removal-recipient"));
+    for address in named.flat_map(fields::address_list) {
         let address = address.to_ascii_lowercase();
         if !original_rcpt_to.contains(&address) && original_rcpt_to.len() < MAX_COMPLAINANTS {
             original_rcpt_to.push(address);

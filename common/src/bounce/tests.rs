@@ -1219,3 +1219,34 @@ fn a_daemon_notice_never_takes_its_own_addresses_for_failed_ones() {
         Some("zoe@example.org")
     );
 }
+
+#[test]
+fn a_notice_listing_bare_addresses_is_read_and_contacts_are_not_recipients() {
+    // Lotus Domino's delivery failure report lists the address alone on a
+    // line, the reason a few lines below.
+    let raw = b"From: Postmaster <postmaster@notes.example.com>\nTo: bounces+tok@bounce.example.com\nSubject: DELIVERY FAILURE: User bob not listed in Domino Directory\n\nYour message\n\n  Subject: Spring\n\nwas not delivered to:\n\n  bob@notes.example.com\n\nbecause:\n\n  User bob (bob@notes.example.com) not listed in Domino Directory\n\nPlease write to postmaster@notes.example.com for help.\n";
+    let Report::Delivery(report) = parse(raw).report else {
+        panic!("not a delivery report: {:?}", parse(raw).report);
+    };
+    assert_eq!(report.recipients.len(), 1, "{report:?}");
+    let bob = &report.recipients[0];
+    assert_eq!(
+        bob.final_recipient.as_deref(),
+        Some("bob@notes.example.com")
+    );
+    assert_eq!(
+        Classifier::default().classify(&bob.failure()).reason,
+        Reason::UserUnknown,
+        "{bob:?}"
+    );
+}
+
+#[test]
+fn a_removal_recipient_is_a_complainant() {
+    let raw = b"From: scomp@aol.example\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nRemoval-Recipient: <Kim@aol.example>\r\n";
+    let Report::Complaint(c) = parse(raw).report else {
+        panic!("not a complaint");
+    };
+    assert_eq!(c.recipients, ["kim@aol.example"]);
+    assert_eq!(c.recipients_from, RecipientsFrom::OriginalRcptTo);
+}

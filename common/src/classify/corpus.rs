@@ -501,6 +501,8 @@ const CORPUS: &[Row] = &[
     ("554 delivery error: dd Not a valid recipient - atlas117.free.mail.ne1.yahoo.com", UserUnknown, HARD, false, IMM, REC),
     ("550 5.1.1 User does not exist - <bob@zoho.com>", UserUnknown, HARD, false, IMM, REC),
     ("550 #5.1.0 Address rejected bob@example.com", UserUnknown, HARD, false, IMM, REC),
+    // Lotus Domino's delivery failure report.
+    ("User bob (bob@example.com) not listed in Domino Directory", UserUnknown, HARD, false, IMM, REC),
     // qmail chkuser; qmail's dot-qmail(5) bouncesaying example.
     ("511 sorry, no mailbox here by that name (#5.1.1 - chkuser)", UserUnknown, HARD, false, IMM, REC),
     ("This address no longer accepts mail.", UserUnknown, HARD, false, IMM, REC),
