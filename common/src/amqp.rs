@@ -13,7 +13,6 @@ use lapin::options::{BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions}
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use lapin::{Confirmation, PublisherConfirm};
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{redact_url, AmqpSettings};
@@ -35,25 +34,71 @@ pub enum PublishError {
     NotConfirmed,
 }
 
-/// Connects to RabbitMQ, retrying with exponential backoff (capped at 30 s)
-/// until it succeeds or `shutdown` fires. Returns `None` on shutdown.
+/// The order in which to try `n` broker nodes, starting at `start`:
+/// every node once, round the ring.
+pub fn node_order(n: usize, start: usize) -> Vec<usize> {
+    (0..n).map(|i| (start + i) % n.max(1)).collect()
+}
+
+/// Where this process starts trying nodes next time: set at random on
+/// first use (so the processes of an installation spread over the nodes)
+/// and moved past each node used, so that a reconnect after a lost session
+/// tries the other nodes before the one that just failed.
+static NEXT_NODE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+fn next_start(n: usize) -> usize {
+    use std::sync::atomic::Ordering;
+    let mut start = NEXT_NODE.load(Ordering::Relaxed);
+    if start == usize::MAX {
+        start = uuid::Uuid::new_v4().as_u128() as usize;
+    }
+    start % n.max(1)
+}
+
+fn used_node(i: usize) {
+    NEXT_NODE.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Tries every node of `settings.url` once, in [`node_order`]; the error
+/// is the last node's (`None` when no URL is configured).
+async fn connect_any(
+    settings: &AmqpSettings,
+    name: &str,
+) -> Result<Connection, Option<lapin::Error>> {
+    let urls = settings.node_urls();
+    let mut last = None;
+    for i in node_order(urls.len(), next_start(urls.len())) {
+        let url = &urls[i];
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        match Connection::connect(url, props).await {
+            Ok(conn) => {
+                used_node(i);
+                tracing::info!(url = %redact_url(url), "connected to RabbitMQ");
+                return Ok(conn);
+            }
+            Err(e) => {
+                tracing::warn!(url = %redact_url(url), error = %e, "cannot connect to RabbitMQ node");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Connects to RabbitMQ, trying every node of `amqp.url` (one URL, or
+/// several separated by commas for a cluster) in turn, and retrying the
+/// round with exponential backoff (capped at 30 s) until one answers or
+/// `shutdown` fires. Returns `None` on shutdown.
 pub async fn connect(
     settings: &AmqpSettings,
     name: &str,
     shutdown: &CancellationToken,
 ) -> Option<Connection> {
-    let url = settings.url.expose_secret().to_string();
     let mut delay = settings.reconnect_delay;
     loop {
-        let props = ConnectionProperties::default().with_connection_name(name.into());
-        match Connection::connect(&url, props).await {
-            Ok(conn) => {
-                tracing::info!(url = %redact_url(&url), "connected to RabbitMQ");
-                return Some(conn);
-            }
-            Err(e) => {
-                tracing::warn!(url = %redact_url(&url), error = %e, retry_in = ?delay, "cannot connect to RabbitMQ");
-            }
+        match connect_any(settings, name).await {
+            Ok(conn) => return Some(conn),
+            Err(_) => tracing::warn!(retry_in = ?delay, "no RabbitMQ node answers"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -63,10 +108,34 @@ pub async fn connect(
     }
 }
 
-/// Connects once, without retrying: for the CLI and tests.
-pub async fn connect_once(settings: &AmqpSettings, name: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(settings.url.expose_secret(), props).await
+/// Connects once (every node tried once), without retrying: for the CLI
+/// and tests. The error names the node, without its password.
+pub async fn connect_once(settings: &AmqpSettings, name: &str) -> anyhow::Result<Connection> {
+    connect_any(settings, name).await.map_err(|e| {
+        let urls: Vec<String> = settings.node_urls().iter().map(|u| redact_url(u)).collect();
+        let why = e.map_or_else(|| "amqp.url names no node".to_string(), |e| plain(&e));
+        anyhow::anyhow!("cannot connect to RabbitMQ at {}: {why}", urls.join(", "))
+    })
+}
+
+/// An I/O error's text once: lapin's wraps the same io::Error twice
+/// ("Connection refused (os error 111): Connection refused (os error 111)").
+fn plain(e: &lapin::Error) -> String {
+    said_once(&e.to_string())
+}
+
+/// A text made of the same half twice (joined by ": "), as that half.
+fn said_once(text: &str) -> String {
+    let half = text.len().saturating_sub(2) / 2;
+    let doubled = !text.is_empty()
+        && text.len() == 2 * half + 2
+        && text.get(half..half + 2) == Some(": ")
+        && text.get(..half) == text.get(half + 2..);
+    if doubled {
+        text[..half].to_string()
+    } else {
+        text.to_string()
+    }
 }
 
 /// Opens a channel with publisher confirms enabled and, if `prefetch` is
@@ -277,5 +346,56 @@ mod tests {
             .unwrap();
         assert_eq!(uri.scheme, lapin::uri::AMQPScheme::AMQPS);
         assert_eq!(uri.authority.port, 5671);
+    }
+}
+
+#[cfg(test)]
+mod node_tests {
+    use super::*;
+
+    #[test]
+    fn every_node_is_tried_once_round_the_ring_from_the_start() {
+        let table: &[(usize, usize, &[usize])] = &[
+            (1, 0, &[0]),
+            (1, 7, &[0]),
+            (3, 0, &[0, 1, 2]),
+            (3, 1, &[1, 2, 0]),
+            (3, 2, &[2, 0, 1]),
+            (3, 5, &[2, 0, 1]),
+            (0, 3, &[]),
+        ];
+        for (n, start, expected) in table {
+            assert_eq!(node_order(*n, *start), *expected, "n={n} start={start}");
+        }
+    }
+
+    #[test]
+    fn the_url_setting_lists_the_nodes_of_a_cluster() {
+        let s = AmqpSettings {
+            url: secrecy::SecretString::from(" amqp://a:5672/%2f, amqp://b:5672/%2f ,,amqp://c/ "),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.node_urls(),
+            vec!["amqp://a:5672/%2f", "amqp://b:5672/%2f", "amqp://c/"]
+        );
+        assert_eq!(AmqpSettings::default().node_urls().len(), 1);
+    }
+
+    #[test]
+    fn an_error_text_that_repeats_itself_is_said_once() {
+        let table = [
+            (
+                "IO error: Connection refused (os error 111): IO error: Connection refused (os error 111)",
+                "IO error: Connection refused (os error 111)",
+            ),
+            ("Connection refused (os error 111): Connection refused (os error 111)", "Connection refused (os error 111)"),
+            ("connection refused", "connection refused"),
+            ("ab", "ab"),
+            ("", ""),
+        ];
+        for (text, expected) in table {
+            assert_eq!(said_once(text), expected, "{text}");
+        }
     }
 }

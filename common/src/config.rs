@@ -51,6 +51,9 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpSettings {
     /// `amqp://` or `amqps://` URL, credentials included (redacted in logs).
+    /// For a cluster, the URLs of several nodes separated by commas: a
+    /// process starts at a random one and moves to the next when a node
+    /// does not answer or its session ends.
     pub url: SecretString,
     /// Prefix of every exchange and queue name, so several installations (or
     /// test runs) can share one broker.
@@ -61,6 +64,18 @@ pub struct AmqpSettings {
     /// Delay before reconnecting after the broker went away (doubles up to 30 s).
     #[serde(deserialize_with = "duration")]
     pub reconnect_delay: Duration,
+}
+
+impl AmqpSettings {
+    /// The broker nodes' URLs (`url` split at commas).
+    pub fn node_urls(&self) -> Vec<String> {
+        secrecy::ExposeSecret::expose_secret(&self.url)
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 impl Default for AmqpSettings {

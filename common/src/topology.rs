@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::config::format_duration;
 use crate::message::Lane;
@@ -93,7 +93,7 @@ impl Topology {
                     durable: true,
                     ..Default::default()
                 },
-                quorum(),
+                with_leader_locator(quorum()),
             )
             .await?;
         channel
@@ -206,9 +206,19 @@ impl Topology {
         t
     }
 
-    /// Declares every exchange, queue and binding. Idempotent: safe to call
-    /// from every process at every start and after every reconnect.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// Declares every exchange, queue and binding, on a channel of its own
+    /// (closed afterwards). Idempotent: safe to call from every process at
+    /// every start and after every reconnect.
+    ///
+    /// Queues are created with `x-queue-leader-locator: balanced`, so that in
+    /// a RabbitMQ cluster their leaders spread over the nodes instead of all
+    /// landing on the node the first process reached. Queues created by an
+    /// older mailpipe lack the argument and the broker refuses to redeclare
+    /// them with it (PRECONDITION_FAILED, which closes the channel): those
+    /// are declared as they are, with a warning (`rabbitmq-queues rebalance
+    /// quorum` moves their leaders).
+    pub async fn declare(&self, conn: &Connection) -> Result<(), lapin::Error> {
+        let mut channel = conn.create_channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
@@ -244,16 +254,18 @@ impl Topology {
         }
         for (key, args) in queues {
             let name = self.queue(&key);
-            channel
-                .queue_declare(
-                    ShortString::from(name.clone()),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    args,
-                )
-                .await?;
+            match declare_queue(&channel, &name, with_leader_locator(args.clone())).await {
+                Ok(()) => {}
+                Err(e) if e.to_string().contains(LEADER_LOCATOR) => {
+                    tracing::warn!(
+                        queue = %name,
+                        "queue was created without a leader locator (by an older mailpipe); declared as it is"
+                    );
+                    channel = conn.create_channel().await?;
+                    declare_queue(&channel, &name, args).await?;
+                }
+                Err(e) => return Err(e),
+            }
             channel
                 .queue_bind(
                     name.into(),
@@ -264,8 +276,38 @@ impl Topology {
                 )
                 .await?;
         }
+        let _ = channel.close(200, "declared".into()).await;
         Ok(())
     }
+}
+
+/// The quorum-queue argument that places a new queue's leader.
+const LEADER_LOCATOR: &str = "x-queue-leader-locator";
+
+fn with_leader_locator(mut args: FieldTable) -> FieldTable {
+    args.insert(
+        LEADER_LOCATOR.into(),
+        AMQPValue::LongString(LongString::from("balanced")),
+    );
+    args
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    args: FieldTable,
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            ShortString::from(name.to_string()),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .map(|_| ())
 }
 
 fn quorum() -> FieldTable {

@@ -29,7 +29,7 @@ impl Ops {
         let channel = amqp::channel(&conn, None).await?;
         let topology = Topology::from_settings(&ctx.settings);
         topology
-            .declare(&channel)
+            .declare(&conn)
             .await
             .context("declaring topology")?;
         Ok(Self {

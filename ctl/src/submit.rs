@@ -95,7 +95,7 @@ impl SubmitCommand {
         let channel = amqp::channel(&conn, None).await?;
         let topology = Topology::from_settings(&ctx.settings);
         topology
-            .declare(&channel)
+            .declare(&conn)
             .await
             .context("declaring topology")?;
 

@@ -144,7 +144,7 @@ impl Expander {
         let consume = Arc::new(amqp::channel(&conn, Some(prefetch)).await?);
         let publish = Arc::new(amqp::channel(&conn, None).await?);
         self.topology
-            .declare(&publish)
+            .declare(&conn)
             .await
             .context("declaring topology")?;
         let mut consumer = consume

@@ -129,7 +129,7 @@ pub async fn run_until_stopped(
             let topology = mailpipe_common::topology::Topology::from_settings(&settings);
             async move {
                 let channel = Arc::new(mailpipe_common::amqp::channel(&conn, None).await?);
-                topology.declare(&channel).await.context("declaring topology")?;
+                topology.declare(&conn).await.context("declaring topology")?;
                 intake.set_channel(Some(channel.clone()));
                 health.set_ready(true);
                 let end = loop {

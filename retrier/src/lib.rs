@@ -89,7 +89,7 @@ impl Retrier {
         let consume = amqp::channel(&conn, Some(self.settings.retrier.prefetch)).await?;
         let publish = amqp::channel(&conn, None).await?;
         self.topology
-            .declare(&publish)
+            .declare(&conn)
             .await
             .context("declaring topology")?;
         let mut consumer = consume

@@ -511,7 +511,7 @@ impl Sender {
     ) -> anyhow::Result<SessionEnd> {
         let publish = Arc::new(amqp::channel(&conn, None).await?);
         self.topology
-            .declare(&publish)
+            .declare(&conn)
             .await
             .context("declaring topology")?;
         let tracker = TaskTracker::new();

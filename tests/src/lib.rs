@@ -416,8 +416,8 @@ impl TestPipeline {
         let conn = amqp::connect_once(&settings.amqp, "test-declare")
             .await
             .expect("RabbitMQ on localhost");
-        let ch = amqp::channel(&conn, None).await.expect("channel");
-        topology.declare(&ch).await.expect("declare topology");
+
+        topology.declare(&conn).await.expect("declare topology");
         let _ = conn.close(200, "ok".into()).await;
         let mut p = Self {
             settings,

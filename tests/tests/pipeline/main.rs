@@ -3,6 +3,7 @@
 //! harness).
 
 mod bounces;
+mod broker;
 mod end_to_end;
 mod failures;
 mod faults;
