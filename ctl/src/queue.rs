@@ -312,6 +312,16 @@ impl FlushCommand {
                 })
                 .await?;
         }
+        if let Some(d) = &domain {
+            let policy = mailpipe_common::policy::Policy::new(ops.store.clone());
+            let st = policy.state(d, &ctx.settings.policy.breaker).await?;
+            if let Some(left) = st.paused_for {
+                crate::out::warn(&format!(
+                    "{d} is paused for another {left}s (by {}): senders defer what was flushed back to the delay tiers; `mailpipe domain resume {d}` first",
+                    st.paused_by.as_deref().unwrap_or("?")
+                ));
+            }
+        }
         if let Some(c) = &self.campaign {
             if total.moved == 0 && !ops.known_request(c).await? {
                 ops.close().await;

@@ -4,13 +4,15 @@
 //! `--request-id` sends nothing twice.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use mailpipe_common::address::{parse_mailbox, EmailAddress};
 use mailpipe_common::amqp;
-use mailpipe_common::message::{Lane, REQUEST_SCHEMA_VERSION};
+use mailpipe_common::message::{Content, Lane, Recipient, REQUEST_SCHEMA_VERSION};
+use mailpipe_common::template::Compiled;
 use mailpipe_common::topology::Topology;
 use serde_json::{json, Map, Value};
 
@@ -67,7 +69,15 @@ pub struct SubmitCommand {
     /// Recipients per published part.
     #[arg(long, default_value_t = 10_000)]
     pub part_size: usize,
+    /// Check the request and print the messages of its first recipients
+    /// (like `postcat`), and the recipients whose address the expander
+    /// would refuse, without publishing anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
+
+/// How many recipients' messages `--dry-run` prints.
+const DRY_RUN_SAMPLES: usize = 3;
 
 impl SubmitCommand {
     pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
@@ -83,6 +93,23 @@ impl SubmitCommand {
             (None, Some(path)) => self.read_csv(path)?,
             _ => bail!("give a JSON request file or --csv (see mailpipe submit --help)"),
         };
+        if total == 0 {
+            crate::out::error("the request has no recipients; nothing to submit");
+            return Ok(ExitCode::from(2));
+        }
+        // What the expander would refuse is refused here, before anything
+        // is published: a request the expander refuses is acked and only
+        // its dead-letter record (and `mailpipe status`) tell of it.
+        let compiled = match check_content(&base) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::out::error(&format!("the request would be refused: {e}"));
+                return Ok(ExitCode::from(2));
+            }
+        };
+        if self.dry_run {
+            return self.dry_run(ctx, &compiled, &mut recipients, total);
+        }
         let request_id = base
             .get("request_id")
             .and_then(Value::as_str)
@@ -104,9 +131,15 @@ impl SubmitCommand {
             let b = indicatif::ProgressBar::new(total as u64);
             b.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "submitting {wide_bar} {pos}/{len} recipients ({per_sec})",
+                    "submitting {wide_bar} {pos}/{len} recipients ({rate})",
                 )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}/s", whole(state.per_sec()));
+                    },
+                ),
             );
             b
         });
@@ -155,6 +188,90 @@ impl SubmitCommand {
             println!("{request_id}");
             eprintln!(
                 "submitted {total} recipients in {total_parts} part(s); follow with: mailpipe status {request_id} --watch"
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `--dry-run`: renders the first recipients' messages and counts the
+    /// addresses the expander would refuse; publishes nothing.
+    fn dry_run(
+        &self,
+        ctx: &crate::Context,
+        compiled: &Compiled,
+        recipients: &mut Recipients,
+        total: usize,
+    ) -> anyhow::Result<ExitCode> {
+        let mut samples = Vec::new();
+        let mut invalid = Vec::new();
+        let mut seen = 0;
+        loop {
+            let chunk = recipients.next_chunk(self.part_size.min(10_000))?;
+            if chunk.is_empty() {
+                break;
+            }
+            for r in chunk {
+                seen += 1;
+                let r: Recipient = match serde_json::from_value(r.clone()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        invalid.push(json!({"recipient": r, "why": e.to_string()}));
+                        continue;
+                    }
+                };
+                if let Err(e) = EmailAddress::parse(&r.email) {
+                    invalid.push(json!({"recipient": r.email, "why": e.to_string()}));
+                    continue;
+                }
+                if samples.len() < DRY_RUN_SAMPLES {
+                    let m = compiled
+                        .render(&r.email, r.name.as_deref(), &r.vars)
+                        .map_err(|e| anyhow::anyhow!("rendering for {}: {e}", r.email))?;
+                    samples.push(json!({
+                        "to": r.email,
+                        "subject": m.subject,
+                        "headers": m.headers,
+                        "text": m.text,
+                        "html": m.html,
+                    }));
+                }
+            }
+        }
+        debug_assert_eq!(seen, total);
+        if ctx.json {
+            println!(
+                "{}",
+                json!({"recipients": total, "invalid_addresses": invalid, "samples": samples})
+            );
+        } else {
+            for m in &samples {
+                println!("To: {}", m["to"].as_str().unwrap_or(""));
+                println!("Subject: {}", m["subject"].as_str().unwrap_or(""));
+                for h in m["headers"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}: {}",
+                        h[0].as_str().unwrap_or(""),
+                        h[1].as_str().unwrap_or("")
+                    );
+                }
+                if let Some(t) = m["text"].as_str() {
+                    println!("\n{t}");
+                }
+                if let Some(h) = m["html"].as_str() {
+                    println!("\n-- html --\n{h}");
+                }
+                println!("----");
+            }
+            for i in &invalid {
+                println!(
+                    "excluded as invalid_address: {} ({})",
+                    i["recipient"],
+                    i["why"].as_str().unwrap_or("")
+                );
+            }
+            println!(
+                "{total} recipient(s), {} would be excluded as invalid addresses; nothing was published (--dry-run)",
+                invalid.len()
             );
         }
         Ok(ExitCode::SUCCESS)
@@ -252,7 +369,7 @@ impl SubmitCommand {
         let mut record = csv::ByteRecord::new();
         while counter
             .read_byte_record(&mut record)
-            .with_context(|| format!("CSV record {}", total + 2))?
+            .map_err(|e| csv_error(path, e))?
         {
             total += 1;
         }
@@ -274,6 +391,63 @@ impl SubmitCommand {
             total,
         ))
     }
+}
+
+/// A CSV reading error said once, with its line: the csv crate's own text
+/// counts records from 1 after the header and lines from 1, which read as
+/// two different places when wrapped in another count.
+fn csv_error(path: &Path, e: csv::Error) -> anyhow::Error {
+    let line = e.position().map(|p| p.line());
+    let what = match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} field(s) where the header has {expected_len}"),
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+        _ => e.to_string(),
+    };
+    match line {
+        Some(l) => anyhow::anyhow!("{}, line {l}: {what}", path.display()),
+        None => anyhow::anyhow!("{}: {what}", path.display()),
+    }
+}
+
+/// A rate as a whole number with thousands separators: 386543.27 → "386,543".
+fn whole(rate: f64) -> String {
+    let n = rate.max(0.0).round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Checks what the expander checks of a request's content: the sender
+/// address, the reply-to, the headers and that every template compiles.
+fn check_content(base: &Map<String, Value>) -> anyhow::Result<Compiled> {
+    let keys = [
+        "from",
+        "reply_to",
+        "subject",
+        "text",
+        "html",
+        "headers",
+        "unsubscribe_url",
+    ];
+    let fields: Map<String, Value> = keys
+        .iter()
+        .filter_map(|k| base.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    let content: Content =
+        serde_json::from_value(Value::Object(fields)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    parse_mailbox(&content.from).map_err(|e| anyhow::anyhow!("from {:?}: {e}", content.from))?;
+    if let Some(r) = &content.reply_to {
+        parse_mailbox(r).map_err(|e| anyhow::anyhow!("reply_to {r:?}: {e}"))?;
+    }
+    Compiled::compile(&content).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Where the recipients of a submission come from.
@@ -303,7 +477,7 @@ impl Recipients {
             } => {
                 for record in records.by_ref().take(n) {
                     *line += 1;
-                    let record = record.with_context(|| format!("CSV record {line}"))?;
+                    let record = record.map_err(|e| csv_error(Path::new("the CSV"), e))?;
                     let mut vars = Map::new();
                     for (i, value) in record.iter().enumerate() {
                         if i != *email_col && Some(i) != *name_col {
@@ -323,5 +497,85 @@ impl Recipients {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_whole_numbers_with_thousands_separators() {
+        let table = [
+            (386_543.2681, "386,543"),
+            (999.6, "1,000"),
+            (12.0, "12"),
+            (0.2, "0"),
+            (-3.0, "0"),
+            (1_234_567.0, "1,234,567"),
+        ];
+        for (rate, expected) in table {
+            assert_eq!(whole(rate), expected, "{rate}");
+        }
+    }
+
+    #[test]
+    fn a_csv_error_names_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("people.csv");
+        std::fs::write(
+            &path,
+            "email,name\na@example.com,Ann\nb@example.com,Bob,extra\n",
+        )
+        .unwrap();
+        let mut r = csv::ReaderBuilder::new().from_path(&path).unwrap();
+        let e = r
+            .records()
+            .find_map(Result::err)
+            .expect("the third line has one field too many");
+        let text = csv_error(&path, e).to_string();
+        assert!(
+            text.ends_with("line 3: 3 field(s) where the header has 2"),
+            "{text}"
+        );
+        assert_eq!(text.matches("line").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn content_the_expander_would_refuse_is_refused_before_publishing() {
+        let ok =
+            json!({"from": "News <n@example.com>", "subject": "Hi {{ name }}", "text": "Hello"});
+        let table = [
+            (ok.clone(), None),
+            (
+                json!({"from": "News <n@example.com>", "subject": "Hi {{ name", "text": "x"}),
+                Some("subject"),
+            ),
+            (
+                json!({"from": "not an address", "subject": "s", "text": "x"}),
+                Some("from"),
+            ),
+            (
+                json!({"from": "n@example.com", "subject": "s"}),
+                Some("body"),
+            ),
+            (
+                json!({"from": "n@example.com", "subject": "s", "text": "x", "reply_to": "bad@"}),
+                Some("reply_to"),
+            ),
+        ];
+        for (content, error) in table {
+            let map = content.as_object().unwrap().clone();
+            match (check_content(&map), error) {
+                (Ok(_), None) => {}
+                (Err(e), Some(word)) => {
+                    assert!(
+                        e.to_string().to_lowercase().contains(word),
+                        "{content}: {e}"
+                    )
+                }
+                (r, _) => panic!("{content}: {:?}", r.map(|_| ())),
+            }
+        }
     }
 }

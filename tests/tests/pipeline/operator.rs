@@ -580,3 +580,60 @@ async fn worker_binaries_answer_help_and_version_without_starting() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_checks_the_request_locally_and_dry_run_publishes_nothing() {
+    let p = TestPipeline::spawn_for_port(
+        1,
+        Workers {
+            expander: false,
+            sender: false,
+            retrier: false,
+        },
+        |_| {},
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.txt");
+    std::fs::write(&body, "Hello {{ name }}, plan {{ plan }}.").unwrap();
+    let csv = dir.path().join("people.csv");
+    std::fs::write(
+        &csv,
+        "email,name,plan\nann@example.com,Ann,gold\nnot-an-address,Bob,silver\ncid@example.com,Cid,free\n",
+    )
+    .unwrap();
+    let submit = |extra: &[&str], csv: &std::path::Path| {
+        let mut args = vec![
+            "submit",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--from",
+            "ACME <news@acme.example>",
+            "--text",
+            body.to_str().unwrap(),
+            "--request-id",
+            "checked",
+        ];
+        args.extend_from_slice(extra);
+        p.cli(&args)
+    };
+    // A subject template that does not compile: refused here (exit 2).
+    let (code, out) = submit(&["--subject", "Hi {{ name"], &csv);
+    assert_eq!(code, 2, "{out}");
+    // --dry-run renders the first messages and names the bad address.
+    let (code, out) = submit(&["--subject", "Hi {{ name }}", "--dry-run"], &csv);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("To: ann@example.com"), "{out}");
+    assert!(out.contains("Subject: Hi Ann"), "{out}");
+    assert!(out.contains("Hello Ann, plan gold."), "{out}");
+    assert!(out.contains("not-an-address"), "{out}");
+    assert!(out.contains("1 would be excluded"), "{out}");
+    // A CSV with only its header is not a campaign of 0.
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "email,name\n").unwrap();
+    let (code, out) = submit(&["--subject", "Hi"], &empty);
+    assert_eq!(code, 2, "{out}");
+    // Nothing was published by any of these.
+    assert_eq!(p.queue_depth("requests").await, 0);
+    p.shutdown().await;
+}
