@@ -507,7 +507,7 @@ mod tests {
     #[test]
     fn rates_are_whole_numbers_with_thousands_separators() {
         let table = [
-            (386_543.2681, "386,543"),
+            (386_543.268_1, "386,543"),
             (999.6, "1,000"),
             (12.0, "12"),
             (0.2, "0"),
