@@ -1,5 +1,6 @@
-//! `mailpipe campaign hold|release|cancel`: stop a campaign's sending within
-//! seconds and resume it where it stopped (like `postsuper -h/-H`), or end it.
+//! `mailpipe campaign list|hold|release|cancel`: see recent campaigns and
+//! their state; stop a campaign's sending within seconds and resume it where
+//! it stopped (like `postsuper -h/-H`), or end it.
 //!
 //! Holding sets a flag the senders check before every message; a held
 //! campaign's messages are parked in their own queue (`<prefix>.held.<id>`),
@@ -14,12 +15,14 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use mailpipe_common::store::{RequestStatus, Store};
+
 use crate::ops::{require_yes, Ops};
 
 /// How long an operator flag lives if nobody clears it.
 const FLAG_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Hold, release or cancel a campaign.
+/// List campaigns; hold, release or cancel one.
 #[derive(Args)]
 pub struct CampaignCommand {
     #[command(subcommand)]
@@ -28,6 +31,12 @@ pub struct CampaignCommand {
 
 #[derive(Subcommand)]
 pub enum CampaignSubCommand {
+    /// Recent campaigns (requests), newest first, with their progress and state.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Stop sending a campaign; its messages wait until released.
     Hold { id: String },
     /// Resume a held campaign where it stopped.
@@ -43,11 +52,15 @@ pub enum CampaignSubCommand {
 
 impl CampaignCommand {
     pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        if let CampaignSubCommand::List { limit } = &self.command {
+            return list(ctx, *limit).await;
+        }
         let ops = Ops::connect(ctx).await?;
         let id = match &self.command {
             CampaignSubCommand::Hold { id }
             | CampaignSubCommand::Release { id }
             | CampaignSubCommand::Cancel { id, .. } => id.clone(),
+            CampaignSubCommand::List { .. } => unreachable!("answered above"),
         };
         if ops.store.request_status(&id).await?.meta.is_none() {
             ops.close().await;
@@ -69,6 +82,7 @@ impl CampaignCommand {
                 let moved = ops.sweep_parked(&id).await?;
                 json!({"request": id, "held": false, "resumed": moved.moved})
             }
+            CampaignSubCommand::List { .. } => unreachable!("answered above"),
             CampaignSubCommand::Cancel { yes, .. } => {
                 if let Some(code) = require_yes(*yes, "campaign cancel") {
                     ops.close().await;
@@ -100,8 +114,73 @@ impl CampaignCommand {
                     "{id} cancelled; {} parked message(s) removed, the rest is removed as it reaches a sender",
                     out["removed_now"]
                 ),
+                CampaignSubCommand::List { .. } => {}
             }
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The state of a campaign as `campaign list` shows it.
+fn state_of(s: &RequestStatus, held: bool, cancelled: bool) -> &'static str {
+    if s.meta.is_none() {
+        "refused"
+    } else if s.is_complete() {
+        "complete"
+    } else if s.is_incomplete() {
+        "incomplete"
+    } else if cancelled {
+        "cancelled"
+    } else if held {
+        "held"
+    } else {
+        "sending"
+    }
+}
+
+/// `campaign list`: Redis only (no broker needed).
+async fn list(ctx: &crate::Context, limit: usize) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let store = Store::connect(&ctx.settings.redis)
+        .await
+        .context("connecting to Redis")?;
+    let mut rows = Vec::new();
+    for id in store.recent_requests(limit).await? {
+        let s = store.request_status(&id).await?;
+        let held = store.campaign_flag(&id, "held").await?;
+        let cancelled = store.campaign_flag(&id, "cancelled").await?;
+        rows.push((state_of(&s, held, cancelled), s));
+    }
+    if ctx.json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(state, s)| json!({"state": state, "status": s}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<28} {:<20} {:<13} {:<21} {:>5} {:>9} {:>9} {:>7} {:>9}  state",
+        "request", "campaign", "lane", "created", "parts", "accepted", "sent", "dead", "pending"
+    );
+    for (state, s) in &rows {
+        let meta = s.meta.clone().unwrap_or_default();
+        println!(
+            "{:<28} {:<20} {:<13} {:<21} {:>5} {:>9} {:>9} {:>7} {:>9}  {state}",
+            s.request,
+            meta.campaign.as_deref().unwrap_or("-"),
+            if meta.lane.is_empty() {
+                "-"
+            } else {
+                &meta.lane
+            },
+            crate::out::utc(meta.created),
+            format!("{}/{}", s.parts_done, meta.parts_total),
+            s.accepted,
+            s.sent,
+            s.dead.values().sum::<u64>(),
+            s.pending,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

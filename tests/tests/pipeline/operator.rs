@@ -177,6 +177,25 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
     );
     let s = p.status(rid).await;
     assert_eq!(s.sent as usize, settled);
+    let state_in_list = || {
+        let (code, out) = p.cli(&["--json", "campaign", "list"]);
+        assert_eq!(code, 0, "{out}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r["status"]["request"] == rid)
+            .unwrap_or_else(|| panic!("{rid} not in campaign list: {out}"));
+        row["state"].as_str().unwrap().to_string()
+    };
+    assert_eq!(state_in_list(), "held");
+    let (code, table) = p.cli(&["campaign", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(rid) && l.ends_with("held")),
+        "{table}"
+    );
 
     let (code, out) = p.cli(&["--json", "campaign", "release", rid]);
     assert_eq!(code, 0, "{out}");
@@ -190,6 +209,7 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
         "a recipient got two messages"
     );
     assert_eq!(s.sent as usize, N);
+    assert_eq!(state_in_list(), "complete");
     // The parking queue is deleted once empty (quorum queues cannot be
     // deleted "if empty": the sweeper fences senders off instead), and
     // the health check of shutdown() sees no worker knocked off the broker.
@@ -363,6 +383,7 @@ async fn every_command_has_complete_help() {
         vec!["campaign", "hold"],
         vec!["campaign", "release"],
         vec!["campaign", "cancel"],
+        vec!["campaign", "list"],
         vec!["quarantine", "list"],
         vec!["quarantine", "import"],
         vec!["denylist", "import"],
