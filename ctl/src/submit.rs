@@ -4,7 +4,7 @@
 //! `--request-id` sends nothing twice.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
@@ -14,6 +14,7 @@ use mailpipe_common::amqp;
 use mailpipe_common::message::{Content, Lane, Recipient, REQUEST_SCHEMA_VERSION};
 use mailpipe_common::template::Compiled;
 use mailpipe_common::topology::Topology;
+use mailpipe_ctl::recipients::CsvRecipients;
 use serde_json::{json, Map, Value};
 
 /// Submit a campaign. Prints the request id (pass it to `mailpipe status`).
@@ -348,8 +349,9 @@ impl SubmitCommand {
         Ok((base, recipients))
     }
 
-    /// Opens a CSV of recipients: counts its records in a first pass, then
-    /// hands them out part by part.
+    /// Opens a CSV of recipients: reads it whole in a first pass (counting
+    /// its records, and refusing it before anything is published when one
+    /// is bad), then hands them out part by part.
     fn read_csv(&self, path: &PathBuf) -> anyhow::Result<(Map<String, Value>, Recipients, usize)> {
         let mut base = Map::new();
         base.insert("schema_version".into(), json!(REQUEST_SCHEMA_VERSION));
@@ -357,57 +359,13 @@ impl SubmitCommand {
         if !base.contains_key("text") && !base.contains_key("html") {
             bail!("give --text and/or --html body templates");
         }
-        let open = || {
-            csv::ReaderBuilder::new()
-                .trim(csv::Trim::All)
-                .flexible(false)
-                .from_path(path)
-                .with_context(|| format!("opening {}", path.display()))
+        let name = path.display().to_string();
+        let open = || -> anyhow::Result<CsvRecipients<std::fs::File>> {
+            let file = std::fs::File::open(path).with_context(|| format!("opening {name}"))?;
+            CsvRecipients::new(file, &name)
         };
-        let mut total = 0;
-        let mut counter = open()?;
-        let mut record = csv::ByteRecord::new();
-        while counter
-            .read_byte_record(&mut record)
-            .map_err(|e| csv_error(path, e))?
-        {
-            total += 1;
-        }
-        let mut reader = open()?;
-        let headers = reader.headers()?.clone();
-        let Some(email_col) = headers.iter().position(|h| h.eq_ignore_ascii_case("email")) else {
-            bail!("the CSV header has no \"email\" column");
-        };
-        let name_col = headers.iter().position(|h| h.eq_ignore_ascii_case("name"));
-        Ok((
-            base,
-            Recipients::Csv {
-                records: reader.into_records(),
-                headers,
-                email_col,
-                name_col,
-                line: 1,
-            },
-            total,
-        ))
-    }
-}
-
-/// A CSV reading error said once, with its line: the csv crate's own text
-/// counts records from 1 after the header and lines from 1, which read as
-/// two different places when wrapped in another count.
-fn csv_error(path: &Path, e: csv::Error) -> anyhow::Error {
-    let line = e.position().map(|p| p.line());
-    let what = match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!("{len} field(s) where the header has {expected_len}"),
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
-        _ => e.to_string(),
-    };
-    match line {
-        Some(l) => anyhow::anyhow!("{}, line {l}: {what}", path.display()),
-        None => anyhow::anyhow!("{}: {what}", path.display()),
+        let total = open()?.count()?;
+        Ok((base, Recipients::Csv(open()?), total))
     }
 }
 
@@ -453,50 +411,16 @@ fn check_content(base: &Map<String, Value>) -> anyhow::Result<Compiled> {
 /// Where the recipients of a submission come from.
 enum Recipients {
     Json(std::vec::IntoIter<Value>),
-    Csv {
-        records: csv::StringRecordsIntoIter<std::fs::File>,
-        headers: csv::StringRecord,
-        email_col: usize,
-        name_col: Option<usize>,
-        line: usize,
-    },
+    Csv(CsvRecipients<std::fs::File>),
 }
 
 impl Recipients {
     /// The next `n` recipients (fewer at the end).
     fn next_chunk(&mut self, n: usize) -> anyhow::Result<Vec<Value>> {
-        let mut out = Vec::with_capacity(n.min(100_000));
         match self {
-            Recipients::Json(it) => out.extend(it.by_ref().take(n)),
-            Recipients::Csv {
-                records,
-                headers,
-                email_col,
-                name_col,
-                line,
-            } => {
-                for record in records.by_ref().take(n) {
-                    *line += 1;
-                    let record = record.map_err(|e| csv_error(Path::new("the CSV"), e))?;
-                    let mut vars = Map::new();
-                    for (i, value) in record.iter().enumerate() {
-                        if i != *email_col && Some(i) != *name_col {
-                            vars.insert(headers[i].to_string(), Value::from(value));
-                        }
-                    }
-                    let mut r = Map::new();
-                    r.insert("email".into(), Value::from(&record[*email_col]));
-                    if let Some(name) = name_col.map(|i| &record[i]).filter(|v| !v.is_empty()) {
-                        r.insert("name".into(), Value::from(name));
-                    }
-                    if !vars.is_empty() {
-                        r.insert("vars".into(), Value::Object(vars));
-                    }
-                    out.push(Value::Object(r));
-                }
-            }
+            Recipients::Json(it) => Ok(it.by_ref().take(n).collect()),
+            Recipients::Csv(csv) => csv.next_chunk(n),
         }
-        Ok(out)
     }
 }
 
@@ -517,28 +441,6 @@ mod tests {
         for (rate, expected) in table {
             assert_eq!(whole(rate), expected, "{rate}");
         }
-    }
-
-    #[test]
-    fn a_csv_error_names_one_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("people.csv");
-        std::fs::write(
-            &path,
-            "email,name\na@example.com,Ann\nb@example.com,Bob,extra\n",
-        )
-        .unwrap();
-        let mut r = csv::ReaderBuilder::new().from_path(&path).unwrap();
-        let e = r
-            .records()
-            .find_map(Result::err)
-            .expect("the third line has one field too many");
-        let text = csv_error(&path, e).to_string();
-        assert!(
-            text.ends_with("line 3: 3 field(s) where the header has 2"),
-            "{text}"
-        );
-        assert_eq!(text.matches("line").count(), 1, "{text}");
     }
 
     #[test]
