@@ -189,12 +189,28 @@ async fn run_session<H: Handler>(
     shutdown: &CancellationToken,
 ) {
     let (read, write) = stream.into_split();
-    let mut session = Session::new(read, write, settings, handler);
-    match session.run(shutdown).await {
+    match run_session_on(read, write, settings, handler, shutdown).await {
         Ok(()) => tracing::debug!(%peer, "session closed"),
         Err(e) => tracing::debug!(%peer, error.message = %e, "session ended"),
     }
+}
+
+/// One session on any pair of byte streams, from the 220 greeting to the
+/// close: what [`serve`] runs for each connection. Public (but not part of
+/// the intake's API) so that the fuzz target plays hostile clients through
+/// the very same code, without sockets.
+#[doc(hidden)]
+pub async fn run_session_on<H: Handler, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    read: R,
+    write: W,
+    settings: &SmtpListen,
+    handler: &H,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
+    let mut session = Session::new(read, write, settings, handler);
+    let result = session.run(shutdown).await;
     let _ = timeout(settings.timeout, session.conn.close()).await;
+    result
 }
 
 /// The client's side of a session: buffered both ways. Replies are written

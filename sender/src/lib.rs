@@ -51,6 +51,8 @@ use tokio_util::task::TaskTracker;
 
 use coalesce::Coalescer;
 pub use smtp::enhanced_code;
+#[doc(hidden)]
+pub use smtp::fuzzing;
 
 /// One relay and how it is chosen.
 struct RouteState {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use data_encoding::BASE64;
 use mailpipe_common::tls::Stream;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::ClientConfig;
@@ -170,9 +170,11 @@ pub enum TlsUse {
     Opportunistic,
 }
 
-/// One SMTP connection, ready for transactions.
-pub struct Client {
-    io: BufReader<Stream>,
+/// One SMTP connection, ready for transactions. Generic over the stream
+/// only so that the fuzz target can play a server from memory
+/// ([`fuzzing`]); the sender always uses [`Stream`].
+pub struct Client<S = Stream> {
+    io: BufReader<S>,
     caps: Capabilities,
     /// Set once an exchange failed in a way that leaves the connection in
     /// an unknown state; such a connection is never used again.
@@ -200,18 +202,7 @@ impl Client {
             (TlsUse::Implicit, Some(tls)) => handshake(tcp, tls).await?,
             _ => Stream::Plain(tcp),
         };
-        let mut client = Client {
-            io: BufReader::new(stream),
-            caps: Capabilities::default(),
-            broken: false,
-            in_step: true,
-            out: Vec::with_capacity(256),
-        };
-        let greeting = client.read_reply().await?;
-        if greeting.code != 220 {
-            return Err(SmtpError::Reply(greeting));
-        }
-        client.hello(hello).await?;
+        let mut client = Client::greet(stream, hello).await?;
         let upgrade = match tls_use {
             TlsUse::Required if !client.caps.starttls => {
                 return Err(SmtpError::Protocol(
@@ -233,6 +224,26 @@ impl Client {
         if let Some((user, password)) = credentials {
             client.authenticate(user, password).await?;
         }
+        Ok(client)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Reads the server's greeting on a connected stream and says EHLO
+    /// (HELO to an old server).
+    async fn greet(stream: S, hello: &str) -> Result<Self, SmtpError> {
+        let mut client = Client {
+            io: BufReader::new(stream),
+            caps: Capabilities::default(),
+            broken: false,
+            in_step: true,
+            out: Vec::with_capacity(256),
+        };
+        let greeting = client.read_reply().await?;
+        if greeting.code != 220 {
+            return Err(SmtpError::Reply(greeting));
+        }
+        client.hello(hello).await?;
         Ok(client)
     }
 
@@ -570,6 +581,29 @@ async fn handshake(tcp: TcpStream, tls: &Tls) -> Result<Stream, SmtpError> {
         .await
         .map(|s| Stream::Tls(Box::new(s)))
         .map_err(SmtpError::Tls)
+}
+
+/// The client on any byte stream, for the fuzz target that plays hostile
+/// servers from memory. Not part of the sender's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use tokio::io::{AsyncRead, AsyncWrite};
+
+    pub use super::{Capabilities, Client, Reply, SmtpError};
+
+    /// Opens a session as [`Client::open`] does without TLS: greeting,
+    /// EHLO (or HELO), then AUTH when `credentials` are given.
+    pub async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: S,
+        hello: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Client<S>, SmtpError> {
+        let mut client = Client::greet(stream, hello).await?;
+        if let Some((user, password)) = credentials {
+            client.authenticate(user, password).await?;
+        }
+        Ok(client)
+    }
 }
 
 #[cfg(test)]

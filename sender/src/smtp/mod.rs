@@ -24,6 +24,9 @@ use tokio_rustls::rustls;
 
 use client::{Client, SmtpError, Tls, TlsUse};
 
+#[doc(hidden)]
+pub use client::fuzzing;
+
 /// Connects to the first reachable address of `host` with Nagle's
 /// algorithm off. The SMTP client writes the end of the data (`.`) apart
 /// from the message; with Nagle on, that small write waits for the ACK of
