@@ -329,10 +329,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             let mut failure = None;
             for _ in 0..to.len() + 1 {
                 match self.read_reply().await {
-                    Ok(r) if !r.is_positive() => {
-                        failure.get_or_insert(SmtpError::Reply(r));
+                    Ok(r) => {
+                        if let Err(refused) = accepted(r) {
+                            failure.get_or_insert(refused);
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) => return Err(failure.unwrap_or(e)),
                 }
             }
@@ -361,9 +362,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             // One command at a time: a negative reply is read whole, so
             // the connection is in step unless the I/O itself failed.
             self.in_step = true;
-            self.command(&mail).await?;
+            self.command(&mail).await.and_then(accepted)?;
             for rcpt in to {
-                self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+                self.command(&format!("RCPT TO:<{rcpt}>"))
+                    .await
+                    .and_then(accepted)?;
             }
             let r = self.command("DATA").await?;
             if r.code != 354 {
@@ -518,6 +521,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 )));
             }
         }
+    }
+}
+
+/// The reply to MAIL or RCPT, which only a 2xx accepts (RFC 5321, 4.3.2):
+/// a 4xx or 5xx is the server's refusal, and any other reply (a 3xx) means
+/// the server is not answering the command the client sent, so the
+/// transaction must not go on to the message.
+fn accepted(reply: Reply) -> Result<Reply, SmtpError> {
+    match reply.code / 100 {
+        2 => Ok(reply),
+        4 | 5 => Err(SmtpError::Reply(reply)),
+        _ => Err(SmtpError::Protocol(format!(
+            "{} is no reply to MAIL or RCPT",
+            truncate(&reply.to_string())
+        ))),
     }
 }
 
@@ -888,6 +906,44 @@ mod tests {
         assert!(!c.capabilities().pipelining);
         let r = c.send("a@x.test", &["b@y.test"], b"x\r\n").await.unwrap();
         assert_eq!(r.code, 250);
+    }
+
+    /// Found by the sender_smtp fuzz target (fuzz/regressions/sender_smtp/):
+    /// a server that answered RCPT with 354 got the message.
+    #[tokio::test]
+    async fn only_a_2xx_accepts_a_recipient() {
+        let (port, server) = scripted(vec![
+            ("EHLO", "250 test\r\n"),
+            ("MAIL FROM:<a@x.test>\r\n", "250 ok\r\n"),
+            ("RCPT TO:<b@y.test>\r\n", "354 go on\r\n"),
+            ("DATA\r\n", "354 go\r\n"),
+        ])
+        .await;
+        let mut c = client(port).await;
+        match c.send("a@x.test", &["b@y.test"], b"x\r\n").await {
+            Err(SmtpError::Protocol(e)) => assert!(e.contains("354 go on"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.has_broken());
+        c.quit().await;
+        assert_eq!(server.await.unwrap().len(), 3, "DATA was sent");
+
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-test\r\n250 PIPELINING\r\n"),
+            (
+                "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n",
+                "250 ok\r\n354 go on\r\n354 go\r\n",
+            ),
+            (".\r\n", "250 nothing\r\n"),
+            ("the body", ""),
+        ])
+        .await;
+        let mut c = client(port).await;
+        let r = c.send("a@x.test", &["b@y.test"], b"the body\r\n").await;
+        assert!(matches!(r, Err(SmtpError::Protocol(_))), "{r:?}");
+        assert!(c.has_broken());
+        c.quit().await;
+        assert_eq!(server.await.unwrap().len(), 3, "the message was sent");
     }
 
     #[tokio::test]
