@@ -1,0 +1,473 @@
+//! One recipient's delivery: its gate and lease, its rendering, the route
+//! loop with the shared policy's budget, and the SMTP transaction. Every
+//! result is a [`DeliveryOutcome`]; only Redis errors escape, and
+//! [`Sender::deliver_with_retry`] waits them out.
+//!
+//! The decisions on the way are pure functions with table tests:
+//! [`after_failure`] (try the next route, or settle the failure) here, and
+//! the budget's (go, wait, or defer) in `budget.rs`.
+
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use mailpipe_common::classify::{ConnectionError, Failure};
+use mailpipe_common::message::Job;
+use mailpipe_common::store::{DoneRecord, DoneWrite, GateRequest, StoreError};
+use mailpipe_common::telemetry::scrub;
+use mailpipe_common::unix_now;
+use tokio_util::sync::CancellationToken;
+
+use crate::{mime, smtp, Sender};
+
+/// What became of one delivery.
+#[derive(Debug)]
+pub(crate) enum DeliveryOutcome {
+    /// The server accepted the message; the sent record is written.
+    Delivered,
+    /// The message already had a terminal state (sent, dead or removed).
+    AlreadyDone,
+    /// An operator holds the campaign: park the message until release.
+    Held,
+    /// An operator cancelled the campaign: the message ends as `removed`.
+    Cancelled,
+    /// The attempt failed; the job goes to the failure queue with the
+    /// route that answered.
+    Failed(Failure, String),
+    /// The sending policy says not now (rate limit, paused domain): back
+    /// through a delay tier, without counting an attempt.
+    Deferred {
+        delay: Duration,
+        reason: &'static str,
+    },
+    /// The message cannot be sent at all: dead-letter it with this reason.
+    Dead {
+        reason: &'static str,
+        detail: String,
+    },
+    /// Not attempted (shutdown came first): back into its lane.
+    Unsent,
+}
+
+impl DeliveryOutcome {
+    /// The `outcome` label of the deliveries metric.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "sent",
+            DeliveryOutcome::AlreadyDone => "duplicate",
+            DeliveryOutcome::Held => "held",
+            DeliveryOutcome::Cancelled => "removed",
+            DeliveryOutcome::Failed(..) => "failed",
+            DeliveryOutcome::Deferred { reason, .. } => reason,
+            DeliveryOutcome::Dead { reason, .. } => reason,
+            DeliveryOutcome::Unsent => "returned",
+        }
+    }
+}
+
+/// Why a delivery could not reach an outcome yet.
+#[derive(Debug)]
+pub(crate) enum DeliverError {
+    /// Redis failed; the message is held and tried again.
+    Store(StoreError),
+    /// Shutdown came while the message waited; it goes back to the queue.
+    Shutdown,
+}
+
+impl From<StoreError> for DeliverError {
+    fn from(e: StoreError) -> Self {
+        DeliverError::Store(e)
+    }
+}
+
+/// What a failed attempt on one route means for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// The route is away (no connection, or a 421: the server is closing
+    /// the channel): it goes last for a while and the next route is tried.
+    NextRoute,
+    /// A reply about the destination: the domain's breaker and slow-down
+    /// see it, and the failure goes to the retrier.
+    Settle,
+}
+
+/// Decides what a failed attempt means: see [`AfterFailure`].
+pub(crate) fn after_failure(failure: &Failure) -> AfterFailure {
+    match failure {
+        Failure::Connection { .. } | Failure::Reply { code: 421, .. } => AfterFailure::NextRoute,
+        Failure::Reply { .. } => AfterFailure::Settle,
+    }
+}
+
+/// The domain of an address, lowercased.
+pub(crate) fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+impl Sender {
+    /// Runs [`Self::deliver`], waiting out Redis outages (the sender never
+    /// submits without its idempotency check). `None` on shutdown.
+    pub(crate) async fn deliver_with_retry(
+        &self,
+        job: &Job,
+        shutdown: &CancellationToken,
+    ) -> Option<DeliveryOutcome> {
+        // The lease owner of this delivery: unique, so two deliveries of one
+        // message in this process exclude each other too, and the same over
+        // a Redis outage, so this delivery finds its own lease again.
+        let owner = format!(
+            "{}:{}",
+            self.instance,
+            self.deliveries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.deliver(job, &owner, shutdown).await {
+                Ok(o) => return Some(o),
+                Err(DeliverError::Shutdown) => return None,
+                Err(DeliverError::Store(e)) => {
+                    self.health.set_ready(false);
+                    tracing::warn!(error = %e, retry_in = ?delay, "Redis unavailable; holding the message");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+            if self.store.ping().await.is_ok() {
+                self.health.set_ready(true);
+            }
+        }
+    }
+
+    /// Delivers one job. Redis errors are returned (the caller waits and
+    /// tries again); every other result is an outcome.
+    async fn deliver(
+        &self,
+        job: &Job,
+        owner: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<DeliveryOutcome, DeliverError> {
+        // Check the message and take its lease, or wait for whoever holds it.
+        let gate = loop {
+            let gate = self
+                .calls
+                .gate(GateRequest {
+                    message: job.id.clone(),
+                    request: job.request.clone(),
+                    retried: job.attempt > 0,
+                    owner: owner.to_string(),
+                })
+                .await?;
+            let Some(wait) = gate.lease_wait else {
+                break gate;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(DeliverError::Shutdown),
+                _ = tokio::time::sleep(wait.min(Duration::from_millis(500))) => {}
+            }
+        };
+        if gate.done.is_some() {
+            return Ok(DeliveryOutcome::AlreadyDone);
+        }
+        if gate.cancelled {
+            return Ok(DeliveryOutcome::Cancelled);
+        }
+        if gate.held {
+            return Ok(DeliveryOutcome::Held);
+        }
+        // This delivery holds the lease from here on.
+        let outcome = self.deliver_leased(job, owner).await?;
+        if matches!(outcome, DeliveryOutcome::Dead { .. }) {
+            self.store.release_lease(&job.id, owner).await.ok();
+        }
+        Ok(outcome)
+    }
+
+    /// Renders and submits a message whose lease `owner` holds, trying its
+    /// routes in order until one answers about the destination.
+    async fn deliver_leased(
+        &self,
+        job: &Job,
+        owner: &str,
+    ) -> Result<DeliveryOutcome, DeliverError> {
+        if unix_now() > job.deadline {
+            return Ok(DeliveryOutcome::Dead {
+                reason: "expired",
+                detail: "the validity period ended before the message could be sent".into(),
+            });
+        }
+        let (envelope, bytes) = match self.build_message(job).await? {
+            Ok(m) => m,
+            Err(dead) => return Ok(dead),
+        };
+        let domain = domain_of(&job.to);
+        let limits = self.settings.policy.for_domain(&domain);
+        let candidates = match self
+            .routes
+            .for_message(&job.id, &domain, limits.route.as_deref())
+            .await
+        {
+            Ok(c) => c,
+            Err((failure, route)) => {
+                self.store.release_lease(&job.id, owner).await.ok();
+                return Ok(DeliveryOutcome::Failed(failure, route));
+            }
+        };
+        let mut last: Option<(Failure, String)> = None;
+        for route in candidates {
+            let name = route.limits.name.clone();
+            let conn = match route.route.connection().await {
+                Ok(c) => c,
+                Err(failure) => {
+                    self.route_unavailable(&name, &failure);
+                    last = Some((failure, name));
+                    continue;
+                }
+            };
+            // Wait for the shared budget, or give the message back.
+            let policy_lease = match self.wait_for_budget(job, &domain, &limits, &route).await? {
+                Ok(lease) => lease,
+                Err(deferred) => {
+                    self.store.release_lease(&job.id, owner).await?;
+                    return Ok(deferred);
+                }
+            };
+            let started = Instant::now();
+            let result = route.route.send(conn, &envelope, &bytes).await;
+            if let Some(lease) = policy_lease {
+                self.release_policy_lease(&domain, &name, lease);
+            }
+            self.metrics
+                .smtp_seconds
+                .with_label_values(&[job.lane.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(accepted) => return Ok(self.on_accepted(job, name, accepted).await),
+                Err(failure) => match after_failure(&failure) {
+                    AfterFailure::NextRoute => {
+                        self.route_unavailable(&name, &failure);
+                        last = Some((failure, name));
+                    }
+                    AfterFailure::Settle => {
+                        self.metrics
+                            .routes
+                            .with_label_values(&[self.routes.label(&name), "failed"])
+                            .inc();
+                        self.react(&domain, &failure).await?;
+                        self.store.release_lease(&job.id, owner).await.ok();
+                        return Ok(DeliveryOutcome::Failed(failure, name));
+                    }
+                },
+            }
+        }
+        self.store.release_lease(&job.id, owner).await.ok();
+        let (failure, route) = last.unwrap_or((
+            Failure::Connection {
+                error: ConnectionError::Other,
+                detail: "no route configured for this domain".into(),
+            },
+            String::new(),
+        ));
+        Ok(DeliveryOutcome::Failed(failure, route))
+    }
+
+    /// The envelope and bytes of a job's message, or why it cannot be
+    /// sent at all (a `Dead` outcome).
+    async fn build_message(
+        &self,
+        job: &Job,
+    ) -> Result<Result<(Envelope, Vec<u8>), DeliveryOutcome>, StoreError> {
+        let dead = |reason: &'static str, detail: String| DeliveryOutcome::Dead { reason, detail };
+        let prepared = match self.content.get(&self.store, &job.content).await? {
+            Ok(p) => p,
+            Err(detail) => return Ok(Err(dead("content_unavailable", detail))),
+        };
+        let rendered = match prepared
+            .compiled
+            .render(&job.to, job.name.as_deref(), &job.vars)
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(dead("render_failed", e.to_string()))),
+        };
+        Ok(mime::build(
+            job,
+            &prepared.sender,
+            rendered,
+            &self.origin,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|detail| dead("invalid_message", detail)))
+    }
+
+    /// A route did not take the message: counted, logged, and last for a while.
+    fn route_unavailable(&self, name: &str, failure: &Failure) {
+        self.metrics
+            .routes
+            .with_label_values(&[self.routes.label(name), "unavailable"])
+            .inc();
+        tracing::warn!(route = %name, failure = %scrub(&failure.to_string()), "route unavailable; trying the next one");
+        self.routes.down(name);
+    }
+
+    /// A reply about the destination (not the relay being away): the
+    /// domain's breaker and slow-down see it now.
+    async fn react(&self, domain: &str, failure: &Failure) -> Result<(), StoreError> {
+        let class = self.classifier.classify(failure);
+        let reaction = self
+            .policy
+            .react(domain, &class, &self.settings.policy)
+            .await?;
+        if reaction.paused {
+            self.metrics
+                .breaker_openings
+                .with_label_values(&["breaker"])
+                .inc();
+            tracing::warn!(%domain, pause = ?self.settings.policy.breaker.pause, "failure ratio over the threshold: sending to the domain is paused");
+        }
+        Ok(())
+    }
+
+    /// The server took the message: its sent record is written before
+    /// anything else happens to it.
+    async fn on_accepted(
+        &self,
+        job: &Job,
+        route: String,
+        accepted: smtp::Accepted,
+    ) -> DeliveryOutcome {
+        self.metrics
+            .routes
+            .with_label_values(&[self.routes.label(&route), "sent"])
+            .inc();
+        self.routes.up(&route);
+        let record = DoneRecord {
+            state: "sent".into(),
+            request: job.request.clone(),
+            at: unix_now(),
+            route,
+            detail: format!("{} {}", accepted.code, accepted.text),
+            to: Some(job.to.clone()),
+            campaign: job.campaign.clone(),
+            lane: Some(job.lane),
+        };
+        // The message is out: the record must be written, whatever it
+        // takes, or a redelivery would send it again.
+        self.record_sent_persistently(job, &record).await;
+        DeliveryOutcome::Delivered
+    }
+
+    /// How long a message's terminal record is kept: its validity plus the
+    /// configured margin.
+    pub(crate) fn record_ttl(&self, job: &Job) -> Duration {
+        let remaining = (job.deadline - unix_now()).max(0) as u64;
+        Duration::from_secs(remaining) + self.settings.sender.sent_record_ttl
+    }
+
+    /// Writes the sent record (and resets the address's soft-failure
+    /// counter), retrying until Redis takes it.
+    async fn record_sent_persistently(&self, job: &Job, record: &DoneRecord) {
+        let address = job.to.to_ascii_lowercase();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let write = DoneWrite::sent(&job.id, record.clone(), &address, self.record_ttl(job));
+            match self.calls.record(write).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(message = %job.id, error = %e, "cannot write the sent record; retrying (the lease still protects the message)");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: u16) -> Failure {
+        Failure::Reply {
+            code,
+            enhanced: None,
+            text: "text".into(),
+        }
+    }
+
+    fn connection(error: ConnectionError) -> Failure {
+        Failure::Connection {
+            error,
+            detail: "detail".into(),
+        }
+    }
+
+    #[test]
+    fn a_route_that_is_away_is_failed_over_and_a_reply_about_the_destination_is_not() {
+        use AfterFailure::*;
+        let table = [
+            (connection(ConnectionError::Refused), NextRoute),
+            (connection(ConnectionError::Timeout), NextRoute),
+            (connection(ConnectionError::Tls), NextRoute),
+            (connection(ConnectionError::Dns), NextRoute),
+            (connection(ConnectionError::Disconnected), NextRoute),
+            (connection(ConnectionError::Other), NextRoute),
+            (reply(421), NextRoute),
+            (reply(450), Settle),
+            (reply(451), Settle),
+            (reply(452), Settle),
+            (reply(454), Settle),
+            (reply(550), Settle),
+            (reply(552), Settle),
+            (reply(554), Settle),
+        ];
+        for (failure, want) in table {
+            assert_eq!(after_failure(&failure), want, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn every_outcome_has_its_metric_label() {
+        let table = [
+            (DeliveryOutcome::Delivered, "sent"),
+            (DeliveryOutcome::AlreadyDone, "duplicate"),
+            (DeliveryOutcome::Held, "held"),
+            (DeliveryOutcome::Cancelled, "removed"),
+            (DeliveryOutcome::Failed(reply(550), "r".into()), "failed"),
+            (
+                DeliveryOutcome::Deferred {
+                    delay: Duration::ZERO,
+                    reason: "throttled",
+                },
+                "throttled",
+            ),
+            (
+                DeliveryOutcome::Dead {
+                    reason: "expired",
+                    detail: String::new(),
+                },
+                "expired",
+            ),
+            (DeliveryOutcome::Unsent, "returned"),
+        ];
+        for (outcome, label) in table {
+            assert_eq!(outcome.label(), label);
+        }
+    }
+
+    #[test]
+    fn the_domain_is_the_part_after_the_last_at_lowercased() {
+        let table = [
+            ("bob@Example.COM", "example.com"),
+            ("\"a@b\"@example.org", "example.org"),
+            ("no-at-sign", ""),
+        ];
+        for (address, domain) in table {
+            assert_eq!(domain_of(address), domain);
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Makes the outcomes of a delivery durable before it is acked: sent
+//! events, failure records for the retrier, terminal records, and the
+//! recipients that go back through a queue. Every publish is confirmed
+//! before [`Sender::settle`] returns [`Settled::Ack`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use lapin::message::Delivery;
+use lapin::Channel;
+use mailpipe_common::amqp;
+use mailpipe_common::classify::Failure;
+use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job, JobBatch, Lane};
+use mailpipe_common::store::DoneRecord;
+use mailpipe_common::telemetry::scrub;
+use mailpipe_common::topology::Topology;
+use mailpipe_common::unix_now;
+
+use crate::deliver::{domain_of, DeliveryOutcome};
+use crate::lane::Unopened;
+use crate::Sender;
+
+/// What to do with a delivery once it is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Its outcome is durable: ack it.
+    Ack,
+    /// Give it back to the queue (a recipient's handler panicked).
+    Requeue,
+}
+
+/// The publishes of one settlement, gathered so that the recipients going
+/// the same way go as one message (or one batch of events).
+#[derive(Default)]
+struct Settlement<'a> {
+    /// Publishes started; all confirmed before the ack.
+    confirms: Vec<amqp::PendingConfirm>,
+    /// Parked until the campaign is released.
+    held: Vec<&'a Job>,
+    /// Back into their lane.
+    unsent: Vec<&'a Job>,
+    /// Deferred recipients by tier and domain: a deferred message holds
+    /// one domain, so `mailpipe queue flush --domain` moves it whole.
+    deferred: BTreeMap<(Duration, String), Vec<&'a Job>>,
+    /// Failure records published for the retrier.
+    failed: u64,
+    /// Events by kind, published together.
+    sent: Vec<Event>,
+    removed: Vec<Event>,
+    dead: Vec<Event>,
+}
+
+impl Sender {
+    /// Makes the outcomes of one delivery's recipients durable; the
+    /// delivery may then be acked. Each recipient's outcome is its own
+    /// (a sent event, a failure record, a terminal record); the recipients
+    /// that go back through a queue (deferred, held, not started) go as
+    /// one message per destination queue, and every publish is confirmed
+    /// before this returns.
+    pub(crate) async fn settle(
+        &self,
+        lane: Lane,
+        publish: &Channel,
+        jobs: &[Job],
+        outcomes: Vec<DeliveryOutcome>,
+    ) -> anyhow::Result<Settled> {
+        let mut s = Settlement::default();
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            self.metrics
+                .deliveries
+                .with_label_values(&[lane.as_str(), outcome.label()])
+                .inc();
+            match outcome {
+                DeliveryOutcome::Delivered => {
+                    s.sent.push(self.event(job, EventKind::Sent, None, None));
+                }
+                DeliveryOutcome::AlreadyDone => {}
+                DeliveryOutcome::Deferred { delay, .. } => {
+                    let tier = self.topology.tier_for(delay);
+                    s.deferred
+                        .entry((tier, domain_of(&job.to)))
+                        .or_default()
+                        .push(job);
+                }
+                DeliveryOutcome::Held => s.held.push(job),
+                DeliveryOutcome::Unsent => s.unsent.push(job),
+                DeliveryOutcome::Cancelled => {
+                    if let Some(ev) = self.settle_cancelled(job).await? {
+                        s.removed.push(ev);
+                    }
+                }
+                DeliveryOutcome::Failed(failure, route) => {
+                    s.confirms
+                        .push(self.publish_failure(publish, job, failure, route).await?);
+                    s.failed += 1;
+                }
+                DeliveryOutcome::Dead { reason, detail } => {
+                    s.dead
+                        .push(self.settle_dead(publish, job, reason, detail).await?);
+                }
+            }
+        }
+        self.publish_settlement(lane, publish, jobs, s).await
+    }
+
+    /// Publishes what a settlement gathered, waits for every confirm, then
+    /// records what must follow the publishes.
+    async fn publish_settlement(
+        &self,
+        lane: Lane,
+        publish: &Channel,
+        jobs: &[Job],
+        mut s: Settlement<'_>,
+    ) -> anyhow::Result<Settled> {
+        let events = self.topology.events_exchange();
+        for group in [s.sent, s.removed, s.dead] {
+            if !group.is_empty() {
+                s.confirms
+                    .push(amqp::publish_events(publish, &events, &group, lane).await?);
+            }
+        }
+        for ((tier, _), group) in s.deferred {
+            let due = mailpipe_common::unix_now_ms() + tier.as_millis() as i64;
+            s.confirms.push(
+                self.publish_jobs(
+                    publish,
+                    &Topology::tier_key(tier, lane),
+                    &group,
+                    &[(Topology::DUE_HEADER, due.to_string())],
+                )
+                .await?,
+            );
+        }
+        // Parking is announced first, so the retrier never deletes a parking
+        // queue under a publish; turned away (the queue is being deleted
+        // because the campaign was released), the jobs go back to the lane.
+        let parking = match s.held.first() {
+            Some(first) => self.store.begin_parking(&first.request).await?,
+            None => false,
+        };
+        if parking {
+            let request = &s.held[0].request;
+            self.topology.declare_held(publish, request).await?;
+            s.confirms.push(
+                self.publish_jobs(publish, &Topology::held_key(request), &s.held, &[])
+                    .await?,
+            );
+        } else {
+            s.unsent.extend(s.held.iter().cloned());
+        }
+        if !s.unsent.is_empty() {
+            s.confirms.push(
+                self.publish_jobs(publish, &Topology::lane_key(lane), &s.unsent, &[])
+                    .await?,
+            );
+        }
+        for pending in s.confirms {
+            amqp::confirm(pending).await?;
+        }
+        if parking {
+            // After the publish, so the sweeper never forgets a parked message.
+            self.store.end_parking(&s.held[0].request).await?;
+        }
+        if s.failed > 0 {
+            self.store
+                .incr_request_by(&jobs[0].request, "failed_attempts", s.failed)
+                .await
+                .ok();
+        }
+        Ok(Settled::Ack)
+    }
+
+    /// A cancelled campaign's message ends as `removed`: its event, if
+    /// this was the first to record it.
+    async fn settle_cancelled(&self, job: &Job) -> anyhow::Result<Option<Event>> {
+        let record = DoneRecord {
+            state: "removed".into(),
+            request: job.request.clone(),
+            at: unix_now(),
+            route: String::new(),
+            detail: "cancelled: the campaign was cancelled by an operator".into(),
+            ..Default::default()
+        };
+        let new = self
+            .store
+            .record_done(&job.id, &record, &["removed"], self.record_ttl(job))
+            .await?;
+        Ok(new.then(|| self.event(job, EventKind::Removed, Some("cancelled".into()), None)))
+    }
+
+    /// Starts publishing a failed attempt to the retrier.
+    async fn publish_failure(
+        &self,
+        publish: &Channel,
+        job: &Job,
+        failure: Failure,
+        route: String,
+    ) -> anyhow::Result<amqp::PendingConfirm> {
+        match &failure {
+            Failure::Reply { code: 421, .. } => {
+                tracing::warn!(message = %job.id, failure = %scrub(&failure.to_string()), "relay answered 421; deferring")
+            }
+            _ => {
+                tracing::info!(message = %job.id, failure = %scrub(&failure.to_string()), "delivery attempt failed")
+            }
+        }
+        let record = FailedJob {
+            v: 1,
+            job: job.clone(),
+            failure,
+            route,
+            at: unix_now(),
+        };
+        Ok(amqp::publish(
+            publish,
+            &self.topology.exchange(),
+            Topology::FAILED,
+            &serde_json::to_vec(&record)?,
+            amqp::properties().with_message_id(job.id.clone().into()),
+        )
+        .await?)
+    }
+
+    /// A message that cannot be sent: its terminal record and dead-letter
+    /// record; returns its `dead` event.
+    async fn settle_dead(
+        &self,
+        publish: &Channel,
+        job: &Job,
+        reason: &'static str,
+        detail: String,
+    ) -> anyhow::Result<Event> {
+        let record = DoneRecord {
+            state: "dead".into(),
+            request: job.request.clone(),
+            at: unix_now(),
+            route: String::new(),
+            detail: format!("{reason}: {detail}"),
+            ..Default::default()
+        };
+        let field = format!("dead:{reason}");
+        self.store
+            .record_done(&job.id, &record, &["dead", &field], self.record_ttl(job))
+            .await?;
+        let dead = DeadRecord {
+            v: 1,
+            reason: reason.to_string(),
+            detail: detail.clone(),
+            request: Some(job.request.clone()),
+            message: Some(job.id.clone()),
+            job: Some(job.clone()),
+            failure: None,
+            payload: None,
+            at: unix_now(),
+        };
+        self.publish_dead(publish, &dead).await?;
+        Ok(self.event(job, EventKind::Dead, Some(reason.to_string()), Some(detail)))
+    }
+
+    /// Settles a delivery that was not sent: malformed, not due, or poison.
+    pub(crate) async fn settle_unopened(
+        &self,
+        lane: Lane,
+        publish: &Channel,
+        delivery: &Delivery,
+        what: Unopened,
+    ) -> anyhow::Result<Settled> {
+        match what {
+            Unopened::Malformed(detail) => self.settle_malformed(publish, delivery, detail).await,
+            Unopened::NotDue(key) => {
+                amqp::publish_confirmed(
+                    publish,
+                    &self.topology.exchange(),
+                    &key,
+                    &delivery.data,
+                    delivery.properties.clone(),
+                )
+                .await?;
+                self.metrics
+                    .deliveries
+                    .with_label_values(&[lane.as_str(), "not_due"])
+                    .inc();
+                Ok(Settled::Ack)
+            }
+            Unopened::Poison(jobs, detail) => {
+                let outcomes = jobs
+                    .iter()
+                    .map(|_| DeliveryOutcome::Dead {
+                        reason: "poison_message",
+                        detail: detail.clone(),
+                    })
+                    .collect();
+                self.settle(lane, publish, &jobs, outcomes).await
+            }
+        }
+    }
+
+    async fn settle_malformed(
+        &self,
+        publish: &Channel,
+        delivery: &Delivery,
+        detail: String,
+    ) -> anyhow::Result<Settled> {
+        tracing::warn!(detail = %scrub(&detail), "malformed job dead-lettered");
+        let record = DeadRecord {
+            v: 1,
+            reason: "malformed_job".into(),
+            detail,
+            request: None,
+            message: None,
+            job: None,
+            failure: None,
+            payload: Some(
+                String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(4096)])
+                    .into_owned(),
+            ),
+            at: unix_now(),
+        };
+        self.publish_dead(publish, &record).await?;
+        Ok(Settled::Ack)
+    }
+
+    async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {
+        amqp::publish_dead(publish, &self.topology.exchange(), record).await?;
+        self.metrics
+            .dead
+            .with_label_values(&[record.reason.as_str()])
+            .inc();
+        Ok(())
+    }
+
+    fn event(
+        &self,
+        job: &Job,
+        kind: EventKind,
+        reason: Option<String>,
+        detail: Option<String>,
+    ) -> Event {
+        Event {
+            v: 1,
+            event: kind,
+            request: job.request.clone(),
+            message: Some(job.id.clone()),
+            recipient: job.to.clone(),
+            campaign: job.campaign.clone(),
+            reason,
+            detail,
+            at: unix_now(),
+        }
+    }
+
+    /// Publishes some jobs of one request as one message (confirm pending).
+    async fn publish_jobs(
+        &self,
+        publish: &Channel,
+        key: &str,
+        jobs: &[&Job],
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<amqp::PendingConfirm> {
+        let batch = JobBatch::from_jobs(jobs.iter().copied())
+            .context("publishing a message without recipients")?;
+        let props = amqp::with_headers(
+            amqp::properties().with_message_id(batch.recipients[0].id.clone().into()),
+            headers,
+        );
+        Ok(amqp::publish(
+            publish,
+            &self.topology.exchange(),
+            key,
+            &serde_json::to_vec(&batch)?,
+            props,
+        )
+        .await?)
+    }
+}
