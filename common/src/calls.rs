@@ -9,13 +9,17 @@
 //! all of them, where three scripts would need three.
 //! [`Store::record_done`](crate::store::Store::record_done), which the
 //! retrier and the operator CLI use too, is the same script with one call.
+//!
+//! This module builds on [`crate::store`] (its types and connection) and
+//! on [`crate::policy`]'s ask and verdict; neither of them imports it.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::policy::{Ask, Verdict};
-use crate::store::{DoneWrite, Gate, GateRequest, StoreError};
+use crate::store::{DoneRecord, DoneWrite, Gate, GateRequest, Store, StoreError};
 
-pub(crate) const CALLS_LUA: &str = r#"
+const CALLS_LUA: &str = r#"
 -- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, then the calls, each
 -- a tag and its fields:
 --   g  message, request, retried (1/0), owner
@@ -322,6 +326,73 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
         });
     }
     Ok(out)
+}
+
+/// The calls script, hashed once per process.
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CALLS_LUA));
+
+impl Store {
+    /// Runs any mix of the per-message calls of a sender in one round trip,
+    /// in order ([`crate::calls`]); the answers come back in the order of
+    /// `calls`. `lease` is the ttl of message and concurrency leases,
+    /// `breaker_window` the domain breaker's window.
+    pub async fn calls(
+        &self,
+        calls: &[Call],
+        lease: Duration,
+        breaker_window: Duration,
+    ) -> Result<Vec<Answer>, StoreError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = SCRIPT.prepare_invoke();
+        arguments(&mut inv, self.prefix(), calls, lease, breaker_window);
+        let mut c = self.connection();
+        let reply: Vec<String> =
+            inv.invoke_async(&mut c)
+                .await
+                .map_err(|source| StoreError::Redis {
+                    op: "calls",
+                    source,
+                })?;
+        answers(calls, reply)
+    }
+
+    /// Records a terminal state; returns `false` when the message already had
+    /// one (then nothing is counted). `counters` are the request-hash fields
+    /// to raise, e.g. `["sent"]` or `["dead", "dead:user_unknown"]`.
+    pub async fn record_done(
+        &self,
+        message: &str,
+        record: &DoneRecord,
+        counters: &[&str],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let new = self
+            .record_done_many(&[DoneWrite {
+                message: message.to_string(),
+                record: record.clone(),
+                counters: counters.join(" "),
+                reset_address: None,
+                ttl,
+            }])
+            .await?;
+        Ok(new.first().copied().unwrap_or(false))
+    }
+
+    /// Records the terminal states of many messages in one round trip;
+    /// for each, whether its record is new (only new records are counted).
+    pub async fn record_done_many(&self, writes: &[DoneWrite]) -> Result<Vec<bool>, StoreError> {
+        let calls: Vec<Call> = writes.iter().cloned().map(Call::Done).collect();
+        let answers = self.calls(&calls, Duration::ZERO, Duration::ZERO).await?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Done(new) => Some(new),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,162 @@
+//! A message's terminal record (`{p}:done:{mid}`) and lease
+//! (`{p}:lease:{mid}`), and named locks (`{p}:lock:{name}`), which a lease
+//! shares its compare-and-delete release with. Terminal records are written
+//! by the calls script (`crate::calls`): see `Store::record_done`.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use super::{op, Store, StoreError};
+
+/// What the sender learns about a job before sending it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    /// The message's terminal record, if it has one.
+    pub done: Option<DoneRecord>,
+    /// An operator holds the campaign.
+    pub held: bool,
+    /// An operator cancelled the campaign.
+    pub cancelled: bool,
+    /// When the message may be sent (no terminal record, not held, not
+    /// cancelled): `None` when the caller took its lease, else how long the
+    /// lease another replica holds has left.
+    pub lease_wait: Option<Duration>,
+}
+
+/// One message to check and lease: a [`crate::calls::Call::Gate`].
+#[derive(Debug, Clone)]
+pub struct GateRequest {
+    pub message: String,
+    pub request: String,
+    /// A retry: the message also leaves the deferred index.
+    pub retried: bool,
+    /// The lease holder: unique per delivery.
+    pub owner: String,
+}
+
+/// One terminal record to write in [`Store::record_done_many`].
+#[derive(Debug, Clone)]
+pub struct DoneWrite {
+    pub message: String,
+    pub record: DoneRecord,
+    /// Request-hash counters to raise when the record is new, space-separated.
+    pub counters: String,
+    /// The address whose soft-failure counter the record resets (a delivery).
+    pub reset_address: Option<String>,
+    /// How long the record is kept.
+    pub ttl: Duration,
+}
+
+impl DoneWrite {
+    /// The sent record of a delivery to `address`.
+    pub fn sent(message: &str, record: DoneRecord, address: &str, ttl: Duration) -> Self {
+        Self {
+            message: message.to_string(),
+            record,
+            counters: "sent".into(),
+            reset_address: Some(address.to_string()),
+            ttl,
+        }
+    }
+}
+
+/// A message's terminal state, kept for the validity period (the archive of
+/// the validity period of sent mail).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneRecord {
+    /// `sent`, `dead` or `removed`.
+    pub state: String,
+    pub request: String,
+    pub at: i64,
+    /// For `sent`: the route; for others: empty.
+    #[serde(default)]
+    pub route: String,
+    /// For `sent`: the server's reply; for `dead`/`removed`: the reason.
+    pub detail: String,
+    /// For `sent`: the recipient, campaign and lane, so that a bounce or a
+    /// complaint arriving days later (matched by its VERP token or the
+    /// returned message's id) finds who it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<crate::message::Lane>,
+}
+
+pub(super) const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+impl Store {
+    /// A message's terminal state, if it has one.
+    pub async fn done(&self, message: &str) -> Result<Option<DoneRecord>, StoreError> {
+        let mut c = self.conn.clone();
+        let raw: Option<String> = c
+            .get(self.key(&["done", message]))
+            .await
+            .map_err(op("get done"))?;
+        raw.map(|r| {
+            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt {
+                what: "done record",
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Releases a lease if `owner` still holds it.
+    pub async fn release_lease(&self, message: &str, owner: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.key(&["lease", message]))
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("release lease"))?;
+        Ok(())
+    }
+
+    /// Takes (or renews) a named lock for `owner` for `ttl`; `false` while
+    /// someone else holds it.
+    pub async fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(&["lock", name]);
+        let mut c = self.conn.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(op("lock"))?;
+        if taken.is_some() {
+            return Ok(true);
+        }
+        let holder: Option<String> = c.get(&key).await.map_err(op("lock"))?;
+        Ok(holder.as_deref() == Some(owner))
+    }
+
+    /// Releases a named lock if `owner` holds it.
+    pub async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.key(&["lock", name]))
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("unlock"))?;
+        Ok(())
+    }
+}

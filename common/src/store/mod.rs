@@ -1,0 +1,197 @@
+//! mailpipe's shared state in Redis.
+//!
+//! Keys (all under the configured prefix `{p}`):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `{p}:content:{id}` | string | a request's templates (JSON), content-addressed |
+//! | `{p}:req:{rid}` | hash | request metadata and terminal-state counters |
+//! | `{p}:req:{rid}:parts` | hash | per part: the expansion counts (JSON), written once the part is fully published |
+//! | `{p}:req:{rid}:rcpts` | hash | address → `position|verdict`: deduplication across parts, replay-safe |
+//! | `{p}:req:{rid}:audience` | string | recipients accepted so far (for `max_audience`) |
+//! | `{p}:requests` | zset | request ids by creation time |
+//! | `{p}:done:{mid}` | string | a message's terminal state (sent record with route and reply, dead, removed) |
+//! | `{p}:lease:{mid}` | string | the sender replica currently submitting the message |
+//! | `{p}:coalesce:{tenant}:{key}:{addr}` | string | message id that used the coalescing window |
+//! | `{p}:quarantine:{addr}` | string | quarantine record (JSON) |
+//! | `{p}:quarantined` | zset | quarantined addresses by expiry time (index for listing) |
+//! | `{p}:denylist` / `{p}:allowlist` | set | addresses |
+//! | `{p}:errors:{addr}` | hash | soft-failure counter of an address |
+//! | `{p}:held:{rid}` / `{p}:cancelled:{rid}` | string | campaign held / cancelled by an operator |
+//! | `{p}:deferred` + `{p}:deferred:info` | zset + hash | deferred messages by due time, with what operators see |
+//! | `{p}:history:{mid}` | list | a message's failed attempts (JSON), for `mailpipe queue show` |
+//! | `{p}:bounced:{mid}` / `{p}:complained:{mid}` / `{p}:unsubscribed:{mid}` | string | an asynchronous bounce / complaint / unsubscribe request for a sent message was counted (once) |
+//! | `{p}:intake:unprocessed` | list | the latest mails the intake could not use, and why (JSON, capped) |
+//!
+//! Every counter is written idempotently: expansion counts are stored per
+//! part (overwritten by a replay, never added twice), and terminal states are
+//! counted only by the `SET NX` that creates `{p}:done:{mid}`. That is what
+//! lets `mailpipe status` agree with the SMTP server after crashes and
+//! redeliveries.
+//!
+//! The scripts name keys they compute from the prefix, which a single Redis
+//! (or Sentinel) deployment allows; Redis Cluster is not supported yet.
+//!
+//! One file per key family, each adding its methods to [`Store`]:
+//! `requests.rs` (content, request metadata and counters, `mailpipe
+//! status`), `screen.rs` (screening recipients), `done.rs` (terminal
+//! records, leases, locks), `campaigns.rs` (operator flags, parking),
+//! `deferred.rs` (the deferred index, histories), `addresses.rs` (failure
+//! counters, quarantine, address lists) and `feedback.rs` (the bounce
+//! qualification table, asynchronous bounces and complaints, the intake's
+//! unprocessed mails). The per-message calls of a sender, terminal records
+//! included, are [`crate::calls`], which builds on this module (never the
+//! other way round).
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use secrecy::ExposeSecret;
+
+use crate::config::RedisSettings;
+
+mod addresses;
+mod campaigns;
+mod deferred;
+mod done;
+mod feedback;
+mod requests;
+mod screen;
+
+pub use addresses::{FailureCount, RecipientFailure};
+pub use campaigns::PARKING_GUARD;
+pub use done::{DoneRecord, DoneWrite, Gate, GateRequest};
+pub use feedback::{BounceEntry, QUALIFICATION_CAP};
+pub use requests::{PartCounts, Refusal, RequestMeta, RequestStatus};
+pub use screen::{Candidate, ScreenOptions};
+
+/// A Redis failure, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis {op}: {source}")]
+    Redis {
+        op: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    /// A call that ran for several callers at once failed; each caller gets
+    /// its description.
+    #[error("{0}")]
+    Shared(String),
+}
+
+fn op(op: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
+    move |source| StoreError::Redis { op, source }
+}
+
+fn unix_now_str() -> String {
+    crate::unix_now().to_string()
+}
+
+/// Handle to mailpipe's Redis state. Cheap to clone: one multiplexed
+/// connection that reconnects by itself.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    prefix: String,
+    screen: std::sync::Arc<redis::Script>,
+    mark: std::sync::Arc<redis::Script>,
+    release: std::sync::Arc<redis::Script>,
+    failure: std::sync::Arc<redis::Script>,
+    qualify: std::sync::Arc<redis::Script>,
+}
+
+impl Store {
+    /// Connects (fails fast when Redis is unreachable; callers retry).
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        // Nagle off: many small requests share one multiplexed connection,
+        // and none should wait for the ACK of the one before.
+        let info = redis::IntoConnectionInfo::into_connection_info(settings.url.expose_secret())
+            .map_err(op("open"))?;
+        let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(op("open"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(op("connect"))?;
+        Ok(Self {
+            conn,
+            prefix: settings.prefix.clone(),
+            screen: std::sync::Arc::new(redis::Script::new(screen::SCREEN_LUA)),
+            mark: std::sync::Arc::new(redis::Script::new(feedback::MARK_LUA)),
+            release: std::sync::Arc::new(redis::Script::new(done::RELEASE_LUA)),
+            failure: std::sync::Arc::new(redis::Script::new(addresses::FAILURE_LUA)),
+            qualify: std::sync::Arc::new(redis::Script::new(feedback::QUALIFY_LUA)),
+        })
+    }
+
+    /// Connects, retrying with backoff until Redis answers; `None` on shutdown.
+    pub async fn connect_with_retry(
+        settings: &RedisSettings,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Self> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match Self::connect(settings).await {
+                Ok(s) => return Some(s),
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to Redis"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+
+    /// A connection for commands this module does not wrap.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(op("ping"))?;
+        Ok(())
+    }
+
+    /// Whether a key (under the prefix) exists.
+    pub async fn exists(&self, key: &[&str]) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        c.exists(self.key(key)).await.map_err(op("exists"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tls_redis_urls_are_understood() {
+        assert!(redis::Client::open("rediss://cache.example:6380/0").is_ok());
+        assert!(redis::Client::open("redis://127.0.0.1:6379").is_ok());
+    }
+}
