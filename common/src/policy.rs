@@ -358,22 +358,6 @@ impl Policy {
     }
 }
 
-/// Compiles the shipped classification rules plus the operator's files.
-pub fn build_classifier(
-    settings: &crate::config::ClassifierSettings,
-) -> anyhow::Result<crate::classify::Classifier> {
-    use anyhow::Context as _;
-    let mut builder = crate::classify::Classifier::builder();
-    for path in &settings.rules_files {
-        let yaml = std::fs::read_to_string(path)
-            .with_context(|| format!("reading rules file {}", path.display()))?;
-        builder = builder
-            .add_yaml(path.display().to_string(), &yaml)
-            .with_context(|| format!("compiling rules file {}", path.display()))?;
-    }
-    Ok(builder.build()?)
-}
-
 /// What a classified failure did to its domain's policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DomainReaction {

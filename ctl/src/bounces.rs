@@ -88,7 +88,7 @@ impl BouncesCommand {
         } else {
             raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         }
-        let classifier = mailpipe_common::policy::build_classifier(&ctx.settings.classifier)?;
+        let classifier = mailpipe_common::classify::build_classifier(&ctx.settings.classifier)?;
         let parsed = bounce::parse(&raw);
         let mut out = serde_json::Map::new();
         out.insert(

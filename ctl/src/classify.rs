@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::Args;
-use mailpipe_common::classify::{Classifier, Failure};
+use mailpipe_common::classify::{build_classifier, Failure};
 use serde_json::json;
 
 /// Classify SMTP replies: prints exactly one JSON object per input line, in
@@ -26,16 +26,11 @@ pub struct ClassifyCommand {
 
 impl ClassifyCommand {
     pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
-        let mut settings = ctx.settings.clone();
+        let mut settings = ctx.settings.classifier.clone();
         let mut files = self.rules.clone();
-        files.append(&mut settings.classifier.rules_files);
-        let mut builder = Classifier::builder();
-        for path in &files {
-            let yaml = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            builder = builder.add_yaml(path.display().to_string(), &yaml)?;
-        }
-        let classifier = builder.build()?;
+        files.append(&mut settings.rules_files);
+        settings.rules_files = files;
+        let classifier = build_classifier(&settings)?;
         let print = |line: &str| {
             let failure = Failure::from_reply_text(line);
             let c = classifier.classify(&failure);

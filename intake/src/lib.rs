@@ -84,7 +84,7 @@ pub async fn run_until_stopped(
     else {
         return Ok(());
     };
-    let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
+    let classifier = mailpipe_common::classify::build_classifier(&settings.classifier)?;
     if settings.bounces.domain.is_none() {
         tracing::warn!("bounces.domain is not set: mail carries no VERP token and bounces are matched by the returned message's headers only");
     }

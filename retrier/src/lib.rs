@@ -40,7 +40,7 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
+    let classifier = mailpipe_common::classify::build_classifier(&settings.classifier)?;
     let Some((metrics, health, store)) =
         mailpipe_common::worker::start(&settings.retrier.listen, &settings.redis, &shutdown)
             .await?

@@ -79,7 +79,7 @@ pub async fn run_until_stopped(
     }
     let policy = Policy::new(store.clone());
     let calls = calls::Calls::start(&store, &settings);
-    let classifier = mailpipe_common::policy::build_classifier(&settings.classifier)?;
+    let classifier = mailpipe_common::classify::build_classifier(&settings.classifier)?;
     let sender = Arc::new(Sender {
         topology: Topology::from_settings(&settings),
         instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),

@@ -47,5 +47,23 @@ pub use types::{
     Classification, ConnectionError, DomainEffect, Failure, FailureType, Quarantine, Reason, Scope,
 };
 
+/// Compiles the shipped classification rules plus the operator's rules
+/// files (`classifier.rules_files`), which every worker and the CLI load
+/// the same way.
+pub fn build_classifier(
+    settings: &crate::config::ClassifierSettings,
+) -> anyhow::Result<Classifier> {
+    use anyhow::Context as _;
+    let mut builder = Classifier::builder();
+    for path in &settings.rules_files {
+        let yaml = std::fs::read_to_string(path)
+            .with_context(|| format!("reading rules file {}", path.display()))?;
+        builder = builder
+            .add_yaml(path.display().to_string(), &yaml)
+            .with_context(|| format!("compiling rules file {}", path.display()))?;
+    }
+    Ok(builder.build()?)
+}
+
 /// The default rules file (`rules/default.yaml`), embedded at build time.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/default.yaml");
