@@ -121,8 +121,8 @@ impl CampaignCommand {
     }
 }
 
-/// The state of a campaign as `campaign list` shows it.
-fn state_of(s: &RequestStatus, held: bool, cancelled: bool) -> &'static str {
+/// The state of a campaign, as `campaign list` and `status` show it.
+pub fn state_of(s: &RequestStatus, held: bool, cancelled: bool) -> &'static str {
     if s.meta.is_none() {
         "refused"
     } else if s.is_complete() {

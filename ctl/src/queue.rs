@@ -175,6 +175,13 @@ impl ListCommand {
                 rows.push((key, depth, consumers));
             }
         }
+        // Held campaigns' parking queues: their mail is waiting too.
+        for request in ops.store.parked().await? {
+            let key = Topology::held_key(&request);
+            if let Some((depth, consumers)) = ops.depth(&key).await? {
+                rows.push((key, depth, consumers));
+            }
+        }
         let (deferred, next_due) = ops.store.deferred_summary().await?;
         if ctx.json {
             let queues: Vec<_> = rows

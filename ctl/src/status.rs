@@ -29,7 +29,8 @@ impl StatusCommand {
             if s.meta.is_none() && s.refused.is_empty() {
                 return Ok(crate::queue::unknown_request(&self.id));
             }
-            print(&s, ctx.json)?;
+            let state = state(&store, &s).await?;
+            print(&s, state, ctx.json)?;
             return Ok(ExitCode::SUCCESS);
         }
         self.watch(&store, ctx).await
@@ -74,7 +75,7 @@ impl StatusCommand {
                 if let Some(b) = &bar {
                     b.finish();
                 }
-                print(&s, ctx.json)?;
+                print(&s, state(store, &s).await?, ctx.json)?;
                 // Nothing more will happen to an incomplete request: say so
                 // in the exit code too, so a script does not take it as done.
                 return Ok(if s.is_complete() {
@@ -94,22 +95,28 @@ impl StatusCommand {
     }
 }
 
-fn print(s: &RequestStatus, json: bool) -> anyhow::Result<()> {
+/// The request's state (see [`crate::campaign::state_of`]).
+async fn state(store: &Store, s: &RequestStatus) -> anyhow::Result<&'static str> {
+    let held = store.campaign_flag(&s.request, "held").await?;
+    let cancelled = store.campaign_flag(&s.request, "cancelled").await?;
+    Ok(crate::campaign::state_of(s, held, cancelled))
+}
+
+fn print(s: &RequestStatus, state: &str, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
+        let mut v = serde_json::to_value(s)?;
+        v["state"] = state.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!("request    {}", s.request);
-    let state = if s.meta.is_none() {
-        "refused"
-    } else if s.is_complete() {
-        "complete"
-    } else if s.is_incomplete() {
-        "incomplete (a part was refused; nothing more will be sent)"
-    } else {
-        "in progress"
+    let why = match state {
+        "incomplete" => " (a part was refused; nothing more will be sent)",
+        "held" => " (senders park its messages until `mailpipe campaign release`)",
+        "cancelled" => " (what is left ends as removed as it reaches a sender)",
+        _ => "",
     };
-    println!("state      {state}");
+    println!("state      {state}{why}");
     for (part, r) in &s.refused {
         let which = if part == "request" {
             "request".to_string()

@@ -188,6 +188,22 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
         row["state"].as_str().unwrap().to_string()
     };
     assert_eq!(state_in_list(), "held");
+    // Held mail is visible: its parking queue in `queue list`, the state
+    // in `status`.
+    let (code, out) = p.cli(&["--json", "queue", "list"]);
+    assert_eq!(code, 0, "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let held_queue = format!("{}.held.{rid}", p.settings.amqp.prefix);
+    let parked = listed["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == held_queue.as_str())
+        .unwrap_or_else(|| panic!("no {held_queue} in queue list: {out}"));
+    assert!(parked["messages"].as_u64().unwrap() > 0, "{parked}");
+    let (code, out) = p.cli(&["status", rid]);
+    assert_eq!(code, 0);
+    assert!(out.contains("state      held"), "{out}");
     let (code, table) = p.cli(&["campaign", "list"]);
     assert_eq!(code, 0);
     assert!(
