@@ -252,8 +252,11 @@ fn count_exchange(log: &[Event]) -> (usize, usize) {
 
 /// A reply line: its code and whether it is the last of its reply.
 fn reply_line(line: &[u8]) -> Option<(u16, bool)> {
-    let line = line.strip_suffix(b"\n")?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Line ends as the client takes them: LF, after any number of CRs.
+    let mut line = line.strip_suffix(b"\n")?;
+    while let Some(l) = line.strip_suffix(b"\r") {
+        line = l;
+    }
     let code = std::str::from_utf8(line.get(..3)?).ok()?.parse().ok()?;
     match line.get(3) {
         None | Some(b' ') => Some((code, true)),
