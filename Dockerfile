@@ -10,7 +10,10 @@
 #   /usr/local/bin/mailpipe-intake     (bounces and complaints: SMTP and IMAP)
 #   /usr/local/bin/mailpipe            (operator CLI, the default entrypoint)
 #
-# Build:  docker build -t ghcr.io/mailpipe/mailpipe:dev .
+# Build:  docker build -t ghcr.io/mailpipe/mailpipe:dev \
+#           --build-arg MAILPIPE_COMMIT="$(git rev-parse --short HEAD)" .
+# (the build context has no .git: without the argument the metric
+# mailpipe_build_info says commit="unknown")
 # The runtime image has no shell: run the CLI in a pod with
 #   kubectl exec deploy/mailpipe-sender -- /usr/local/bin/mailpipe status ID
 
@@ -18,6 +21,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
+ARG MAILPIPE_COMMIT=unknown
+ENV MAILPIPE_COMMIT=$MAILPIPE_COMMIT
 # Cache mounts keep the registry and the target directory between builds
 # (BuildKit); the binaries are copied out of the cached target in the same
 # step. Release builds keep line tables (profile.release debug = 1) for

@@ -84,25 +84,26 @@ pub const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 /// The longest wait between reconnects.
 pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
-/// What every worker starts with: its metrics, its health endpoint on
+/// What every worker starts with: its metrics (`M`: the binary's own
+/// families), its health endpoint on
 /// `listen`, and a Redis connection (retried until Redis answers) whose
 /// health feeds readiness. `None` when shutdown came first.
 #[cfg(feature = "redis")]
-pub async fn start(
+pub async fn start<M: crate::metrics::WorkerMetrics>(
     listen: &str,
     redis: &crate::config::RedisSettings,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<(crate::metrics::Metrics, Health, crate::store::Store)>> {
+) -> anyhow::Result<Option<(M, Health, crate::store::Store)>> {
     use anyhow::Context as _;
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = M::new();
     let health = Health::default();
     health
-        .register(&metrics.registry)
+        .register(metrics.registry())
         .context("registering the connection metrics")?;
     crate::http::serve(
         listen,
         health.clone(),
-        metrics.registry.clone(),
+        metrics.registry().clone(),
         shutdown.clone(),
     )
     .await

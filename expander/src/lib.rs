@@ -35,7 +35,7 @@ use mailpipe_common::message::{
     in_control_group, message_id, BatchRecipient, DeadRecord, Event, EventKind, JobBatch, Lane,
     Recipient, BATCH_SCHEMA_VERSION,
 };
-use mailpipe_common::metrics::Metrics;
+use mailpipe_common::metrics::ExpanderMetrics;
 use mailpipe_common::store::{Candidate, PartCounts, Refusal, RequestMeta, ScreenOptions, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -78,9 +78,12 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some((metrics, health, store)) =
-        mailpipe_common::worker::start(&settings.expander.listen, &settings.redis, &shutdown)
-            .await?
+    let Some((metrics, health, store)) = mailpipe_common::worker::start::<ExpanderMetrics>(
+        &settings.expander.listen,
+        &settings.redis,
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -111,7 +114,7 @@ struct Expander {
     settings: Settings,
     topology: Topology,
     store: Store,
-    metrics: Metrics,
+    metrics: ExpanderMetrics,
     health: Health,
 }
 

@@ -78,9 +78,10 @@ pub async fn run_until_stopped(
     use std::sync::Arc;
     use std::time::Duration;
 
-    let Some((metrics, health, store)) =
-        mailpipe_common::worker::start(&settings.bounces.listen, &settings.redis, &shutdown)
-            .await?
+    let Some((metrics, health, store)) = mailpipe_common::worker::start::<
+        mailpipe_common::metrics::IntakeMetrics,
+    >(&settings.bounces.listen, &settings.redis, &shutdown)
+    .await?
     else {
         return Ok(());
     };

@@ -41,7 +41,7 @@ use mailpipe_common::bounce::{
 use mailpipe_common::classify::{normalize, Classifier, Failure, FailureType};
 use mailpipe_common::config::Settings;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, Lane};
-use mailpipe_common::metrics::Metrics;
+use mailpipe_common::metrics::IntakeMetrics;
 use mailpipe_common::store::{DoneRecord, FailureCount, RecipientFailure, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -71,7 +71,7 @@ pub struct Intake {
     verp: Option<Verp>,
     classifier: Classifier,
     topology: Topology,
-    metrics: Metrics,
+    metrics: IntakeMetrics,
     /// Names this replica when it takes its turn at the IMAP mailbox.
     instance: String,
     /// The confirm-mode channel of the current broker session; `None`
@@ -114,7 +114,12 @@ struct UnprocessedEntry<'a> {
 }
 
 impl Intake {
-    pub fn new(settings: Settings, store: Store, classifier: Classifier, metrics: Metrics) -> Self {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        classifier: Classifier,
+        metrics: IntakeMetrics,
+    ) -> Self {
         Self {
             verp: Verp::from_settings(&settings.bounces),
             instance: uuid::Uuid::new_v4().simple().to_string(),

@@ -24,7 +24,7 @@ use mailpipe_common::classify::{
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
-use mailpipe_common::metrics::Metrics;
+use mailpipe_common::metrics::RetrierMetrics;
 use mailpipe_common::retry::{decide, policy_for, RetryDecision};
 use mailpipe_common::store::{DoneRecord, FailureCount, RecipientFailure, Store};
 use mailpipe_common::topology::Topology;
@@ -41,9 +41,12 @@ pub async fn run_until_stopped(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let classifier = mailpipe_common::classify::build_classifier(&settings.classifier)?;
-    let Some((metrics, health, store)) =
-        mailpipe_common::worker::start(&settings.retrier.listen, &settings.redis, &shutdown)
-            .await?
+    let Some((metrics, health, store)) = mailpipe_common::worker::start::<RetrierMetrics>(
+        &settings.retrier.listen,
+        &settings.redis,
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -76,7 +79,7 @@ struct Retrier {
     settings: Settings,
     topology: Topology,
     store: Store,
-    metrics: Metrics,
+    metrics: RetrierMetrics,
     health: Health,
 }
 

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use mailpipe_common::classify::Classifier;
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
-use mailpipe_common::metrics::Metrics;
+use mailpipe_common::metrics::SenderMetrics;
 use mailpipe_common::policy::Policy;
 use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
@@ -65,8 +65,12 @@ pub async fn run_until_stopped(
 ) -> anyhow::Result<()> {
     // Key files are read first: one that cannot be used stops start-up.
     let origin = mime::Origin::from_settings(&settings)?;
-    let Some((metrics, health, store)) =
-        mailpipe_common::worker::start(&settings.sender.listen, &settings.redis, &shutdown).await?
+    let Some((metrics, health, store)) = mailpipe_common::worker::start::<SenderMetrics>(
+        &settings.sender.listen,
+        &settings.redis,
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -128,7 +132,7 @@ struct Sender {
     /// Classifies failures at once for the domain's breaker and slow-down
     /// (the retrier classifies them again for retries and quarantine).
     classifier: Classifier,
-    metrics: Metrics,
+    metrics: SenderMetrics,
     health: Health,
     /// Compiled templates by content id.
     content: content::ContentCache,
