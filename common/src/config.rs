@@ -662,6 +662,10 @@ pub struct RetrierSettings {
     pub jitter: f64,
     /// Retry schedules per kind of failure.
     pub policies: RetryPolicies,
+    /// How often the retrier reads the backlog it exports as metrics: the
+    /// depth of every queue, the deferred retries, the paused domains.
+    #[serde(deserialize_with = "duration")]
+    pub backlog_interval: Duration,
 }
 
 /// Which schedule a failure follows (routing, throttling or other soft failures).
@@ -765,6 +769,7 @@ impl Default for RetrierSettings {
             tiers: vec![m(1), m(2), m(4), m(8), m(16), h(1), h(2), h(4), h(8), h(24)],
             jitter: 0.1,
             policies: RetryPolicies::default(),
+            backlog_interval: Duration::from_secs(15),
         }
     }
 }
@@ -861,6 +866,11 @@ impl Settings {
         if !(0.0..=0.5).contains(&r.jitter) {
             return Err(ConfigError::Invalid(
                 "retrier.jitter must be between 0 and 0.5".into(),
+            ));
+        }
+        if r.backlog_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "retrier.backlog_interval must be longer than 0".into(),
             ));
         }
         let p = &r.policies;

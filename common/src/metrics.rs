@@ -16,7 +16,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The commit the binary was built from (see `common/build.rs`), or `unknown`.
@@ -159,6 +159,40 @@ pub struct SenderMetrics {
     pub in_flight: IntGaugeVec,
     /// Records published to the dead-letter queue, by reason.
     pub dead: IntCounterVec,
+    /// By lane, the newest time (Unix seconds) at which a message this
+    /// sender took had entered the lane, or 0 before it took any: the head
+    /// of the lane entered later (see [`crate::backlog`]).
+    lane_entered: prometheus::GaugeVec,
+    /// Recipients taken with less than a fifth of their validity period
+    /// left, by lane and attempt (`first`, `retry`).
+    near_deadline: IntCounterVec,
+}
+
+impl SenderMetrics {
+    /// Counts the jobs of a lane message taken to be sent (`due_ms`: its
+    /// due-time header, for a retry): when the message entered the lane,
+    /// and whether its recipients are close to their deadline. The jobs of
+    /// one lane message share their request's times and attempt.
+    pub fn taken(&self, jobs: &[crate::message::Job], due_ms: Option<i64>) {
+        let Some(first) = jobs.first() else {
+            return;
+        };
+        let now_ms = crate::unix_now_ms();
+        let lane = first.lane.as_str();
+        let entered =
+            crate::backlog::entered_lane_ms(first.created, due_ms, now_ms) as f64 / 1000.0;
+        // One task consumes each lane: no other writer between get and set.
+        let gauge = self.lane_entered.with_label_values(&[lane]);
+        if entered > gauge.get() {
+            gauge.set(entered);
+        }
+        if crate::backlog::deadline_close(first.created, first.deadline, now_ms / 1000) {
+            let attempt = if first.attempt == 0 { "first" } else { "retry" };
+            self.near_deadline
+                .with_label_values(&[lane, attempt])
+                .inc_by(jobs.len() as u64);
+        }
+    }
 }
 
 impl WorkerMetrics for SenderMetrics {
@@ -209,12 +243,33 @@ impl WorkerMetrics for SenderMetrics {
             .expect("valid metric"),
         );
         let dead = dead_letters(&registry);
+        let lane_entered = register(
+            &registry,
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "mailpipe_lane_entered_timestamp_seconds",
+                    "Newest time (Unix seconds) at which a message this sender took had entered its lane (0: none taken yet); the head of the lane entered later",
+                ),
+                &["lane"],
+            )
+            .expect("valid metric"),
+        );
+        let near_deadline = counter(
+            &registry,
+            "mailpipe_recipients_near_deadline_total",
+            "Recipients taken from a lane with less than a fifth of their validity period left, by lane and attempt (first, retry)",
+            &["lane", "attempt"],
+        );
         for lane in ["transactional", "bulk"] {
             for o in ["sent", "failed", "duplicate"] {
                 deliveries.with_label_values(&[lane, o]);
             }
             smtp_seconds.with_label_values(&[lane]);
             in_flight.with_label_values(&[lane]);
+            lane_entered.with_label_values(&[lane]);
+            for attempt in ["first", "retry"] {
+                near_deadline.with_label_values(&[lane, attempt]);
+            }
         }
         breaker_openings.with_label_values(&["breaker"]);
         dead.with_label_values(&["expired"]);
@@ -226,6 +281,8 @@ impl WorkerMetrics for SenderMetrics {
             breaker_openings,
             in_flight,
             dead,
+            lane_entered,
+            near_deadline,
         }
     }
 
@@ -234,7 +291,9 @@ impl WorkerMetrics for SenderMetrics {
     }
 }
 
-/// The retrier's families.
+/// The retrier's families: its decisions, and the backlog its sampler
+/// reads (one retrier's view is the whole installation's: with several
+/// replicas, aggregate with `max`).
 #[derive(Clone)]
 pub struct RetrierMetrics {
     pub registry: Registry,
@@ -242,6 +301,89 @@ pub struct RetrierMetrics {
     pub retries: IntCounterVec,
     /// Records published to the dead-letter queue, by reason.
     pub dead: IntCounterVec,
+    /// Messages ready per queue (`queue`: routing key; `lane` for the send
+    /// lanes and their delay tiers), and `queue="held"`: the parking queues
+    /// of held campaigns together. A send-lane message carries up to
+    /// `expander.jobs_per_message` recipients.
+    queue_messages: IntGaugeVec,
+    /// Consumers per queue.
+    queue_consumers: IntGaugeVec,
+    /// Retries waiting in the delay tiers (the deferred index).
+    deferred: IntGauge,
+    /// How late the earliest of them is: 0 while every retry is on time.
+    deferred_overdue: IntGauge,
+    /// Paused domains in all.
+    paused_domains: IntGauge,
+    /// End of each paused domain's pause (Unix seconds), by domain and by
+    /// whom (`breaker`, `operator`): a series exists while the pause lasts.
+    paused_until: IntGaugeVec,
+}
+
+/// At most this many paused domains are exported one by one (the count is
+/// always whole).
+pub const PAUSED_DOMAINS_EXPORTED: usize = 100;
+
+impl RetrierMetrics {
+    /// Exports one sample of the backlog.
+    pub fn show_backlog(&self, b: &crate::backlog::Backlog) {
+        for (q, depth) in &b.queues {
+            let labels = [q.key.as_str(), q.lane];
+            match depth {
+                Some((messages, consumers)) => {
+                    self.queue_messages
+                        .with_label_values(&labels)
+                        .set(*messages as i64);
+                    self.queue_consumers
+                        .with_label_values(&labels)
+                        .set(*consumers as i64);
+                }
+                None => {
+                    let _ = self.queue_messages.remove_label_values(&labels);
+                    let _ = self.queue_consumers.remove_label_values(&labels);
+                }
+            }
+        }
+        if let Some(held) = b.held {
+            self.queue_messages
+                .with_label_values(&["held", ""])
+                .set(held as i64);
+        }
+        if let Some(d) = &b.deferred {
+            self.deferred.set(d.count as i64);
+            self.deferred_overdue.set(d.overdue_seconds);
+        }
+        let Some(paused) = &b.paused else {
+            return;
+        };
+        self.paused_domains.set(paused.total as i64);
+        // Series of pauses that ended go; the others are set (never
+        // removed and recreated, so an alert on them does not flap).
+        let shown = &paused.domains[..paused.domains.len().min(PAUSED_DOMAINS_EXPORTED)];
+        let now: std::collections::BTreeSet<(&str, &str)> = shown
+            .iter()
+            .map(|(d, by, _)| (d.as_str(), by.as_str()))
+            .collect();
+        for family in self.paused_until.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                let (domain, by) = (label("domain"), label("by"));
+                if !now.contains(&(domain.as_str(), by.as_str())) {
+                    let _ = self.paused_until.remove_label_values(&[&domain, &by]);
+                }
+            }
+        }
+        for (domain, by, until) in shown {
+            self.paused_until
+                .with_label_values(&[domain, by])
+                .set(*until);
+        }
+    }
 }
 
 impl WorkerMetrics for RetrierMetrics {
@@ -254,6 +396,39 @@ impl WorkerMetrics for RetrierMetrics {
             &["decision", "reason"],
         );
         let dead = dead_letters(&registry);
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            register(&registry, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let queue_messages = gauges(
+            "mailpipe_queue_messages",
+            "Messages ready per queue (held: the parking queues of held campaigns together), as the retrier last read them",
+            &["queue", "lane"],
+        );
+        let queue_consumers = gauges(
+            "mailpipe_queue_consumers",
+            "Consumers per queue, as the retrier last read them",
+            &["queue", "lane"],
+        );
+        let deferred = gauge(
+            "mailpipe_deferred_recipients",
+            "Retries waiting in the delay tiers (the deferred index in Redis)",
+        );
+        let deferred_overdue = gauge(
+            "mailpipe_deferred_overdue_seconds",
+            "How late the earliest retry of the deferred index is (0: every retry is on time)",
+        );
+        let paused_domains = gauge("mailpipe_paused_domains", "Domains paused now");
+        let paused_until = gauges(
+            "mailpipe_domain_paused_until_seconds",
+            "End of a paused domain's pause (Unix seconds), by domain and by whom (breaker, operator); present while the pause lasts",
+            &["domain", "by"],
+        );
         for d in ["retry", "dead"] {
             retries.with_label_values(&[d, "undefined"]);
         }
@@ -262,6 +437,12 @@ impl WorkerMetrics for RetrierMetrics {
             registry,
             retries,
             dead,
+            queue_messages,
+            queue_consumers,
+            deferred,
+            deferred_overdue,
+            paused_domains,
+            paused_until,
         }
     }
 
@@ -337,7 +518,12 @@ mod tests {
         ("mailpipe_route_transactions_total", "sender"),
         ("mailpipe_domain_pauses_total", "sender"),
         ("mailpipe_in_flight_messages", "sender"),
+        ("mailpipe_lane_entered_timestamp_seconds", "sender"),
+        ("mailpipe_recipients_near_deadline_total", "sender"),
         ("mailpipe_retrier_decisions_total", "retrier"),
+        ("mailpipe_deferred_recipients", "retrier"),
+        ("mailpipe_deferred_overdue_seconds", "retrier"),
+        ("mailpipe_paused_domains", "retrier"),
         ("mailpipe_intake_mails_total", "intake"),
     ];
 
@@ -384,6 +570,189 @@ mod tests {
                 assert!(families.contains(family), "{binary} lacks {family}");
             }
         }
+    }
+
+    /// The series of a family in a scrape of `registry`: labels and value.
+    fn series(registry: &Registry, family: &str) -> Vec<(Vec<(String, String)>, f64)> {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == family)
+            .flat_map(|f| f.get_metric().iter())
+            .map(|m| {
+                let labels = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect();
+                (labels, m.get_gauge().get_value())
+            })
+            .collect()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_backlog_sample_sets_the_gauges_and_a_paused_domain_lasts_as_long_as_its_pause() {
+        use crate::backlog::{Backlog, Deferred, Paused, SampledQueue};
+        let m = RetrierMetrics::new();
+        let lane = |key: &str, lane: &'static str| SampledQueue {
+            key: key.into(),
+            lane,
+        };
+        let paused = |d: &str, by: &str, until: i64| (d.to_string(), by.to_string(), until);
+        let first = Backlog {
+            queues: vec![
+                (lane("send.bulk", "bulk"), Some((120, 2))),
+                (lane("retry.1m.bulk", "bulk"), Some((7, 0))),
+            ],
+            held: Some(3),
+            deferred: Some(Deferred {
+                count: 40,
+                overdue_seconds: 90,
+            }),
+            paused: Some(Paused {
+                total: 2,
+                domains: vec![
+                    paused("a.example", "breaker", 1_000),
+                    paused("b.example", "operator", 2_000),
+                ],
+            }),
+        };
+        m.show_backlog(&first);
+        let r = m.registry();
+        assert_eq!(
+            series(r, "mailpipe_queue_messages"),
+            vec![
+                (labels(&[("lane", ""), ("queue", "held")]), 3.0),
+                (labels(&[("lane", "bulk"), ("queue", "retry.1m.bulk")]), 7.0),
+                (labels(&[("lane", "bulk"), ("queue", "send.bulk")]), 120.0),
+            ]
+        );
+        assert_eq!(
+            series(r, "mailpipe_queue_consumers")[1],
+            (labels(&[("lane", "bulk"), ("queue", "send.bulk")]), 2.0)
+        );
+        assert_eq!(series(r, "mailpipe_deferred_recipients")[0].1, 40.0);
+        assert_eq!(series(r, "mailpipe_deferred_overdue_seconds")[0].1, 90.0);
+        assert_eq!(series(r, "mailpipe_paused_domains")[0].1, 2.0);
+        assert_eq!(
+            series(r, "mailpipe_domain_paused_until_seconds"),
+            vec![
+                (
+                    labels(&[("by", "breaker"), ("domain", "a.example")]),
+                    1_000.0
+                ),
+                (
+                    labels(&[("by", "operator"), ("domain", "b.example")]),
+                    2_000.0
+                ),
+            ]
+        );
+        // a.example's pause ended, b.example's was extended, the retry tier
+        // is gone, the held campaigns and the deferred index could not be
+        // read (their gauges keep their values).
+        let second = Backlog {
+            queues: vec![
+                (lane("send.bulk", "bulk"), Some((0, 2))),
+                (lane("retry.1m.bulk", "bulk"), None),
+            ],
+            paused: Some(Paused {
+                total: 1,
+                domains: vec![paused("b.example", "operator", 5_000)],
+            }),
+            ..Backlog::default()
+        };
+        m.show_backlog(&second);
+        assert_eq!(
+            series(r, "mailpipe_queue_messages"),
+            vec![
+                (labels(&[("lane", ""), ("queue", "held")]), 3.0),
+                (labels(&[("lane", "bulk"), ("queue", "send.bulk")]), 0.0),
+            ]
+        );
+        assert_eq!(series(r, "mailpipe_deferred_overdue_seconds")[0].1, 90.0);
+        assert_eq!(
+            series(r, "mailpipe_domain_paused_until_seconds"),
+            vec![(
+                labels(&[("by", "operator"), ("domain", "b.example")]),
+                5_000.0
+            )]
+        );
+        // Many paused domains: the count is whole, the series are capped.
+        let many = Backlog {
+            paused: Some(Paused {
+                total: 500,
+                domains: (0..500)
+                    .map(|i| paused(&format!("d{i}.example"), "breaker", i))
+                    .collect(),
+            }),
+            ..Backlog::default()
+        };
+        m.show_backlog(&many);
+        assert_eq!(series(r, "mailpipe_paused_domains")[0].1, 500.0);
+        assert_eq!(
+            series(r, "mailpipe_domain_paused_until_seconds").len(),
+            PAUSED_DOMAINS_EXPORTED
+        );
+    }
+
+    #[test]
+    fn a_taken_lane_message_moves_the_entry_time_forward_only_and_counts_recipients_near_their_deadline(
+    ) {
+        let m = SenderMetrics::new();
+        let now = crate::unix_now();
+        let day = 86_400;
+        let batch = |created: i64, deadline: i64, attempt: u32, n: usize| {
+            let job = crate::message::Job {
+                v: crate::message::JOB_SCHEMA_VERSION,
+                id: "m".into(),
+                request: "r".into(),
+                tenant: None,
+                campaign: None,
+                lane: crate::message::Lane::Bulk,
+                content: "c".into(),
+                to: "a@example.com".into(),
+                name: None,
+                vars: Default::default(),
+                created,
+                deadline,
+                attempt,
+                last_reason: None,
+            };
+            vec![job; n]
+        };
+        let entered = |m: &SenderMetrics| {
+            series(m.registry(), "mailpipe_lane_entered_timestamp_seconds")
+                .into_iter()
+                .find(|(l, _)| l == &labels(&[("lane", "bulk")]))
+                .map(|(_, v)| v)
+        };
+        let near = |m: &SenderMetrics, attempt: &str| {
+            m.near_deadline.with_label_values(&["bulk", attempt]).get()
+        };
+        assert_eq!(entered(&m), Some(0.0));
+        // A first attempt accepted a minute ago, valid five days.
+        m.taken(&batch(now - 60, now + 5 * day, 0, 50), None);
+        assert_eq!(entered(&m), Some((now - 60) as f64));
+        // A retry due 10 s ago: it entered the lane then.
+        let due = (now - 10) * 1000;
+        m.taken(&batch(now - 2 * day, now + 3 * day, 2, 1), Some(due));
+        assert_eq!(entered(&m), Some((now - 10) as f64));
+        // An older message after it does not move the time back.
+        m.taken(&batch(now - 3600, now + 5 * day, 0, 1), None);
+        assert_eq!(entered(&m), Some((now - 10) as f64));
+        assert_eq!((near(&m, "first"), near(&m, "retry")), (0, 0));
+        // Accepted 4.5 days ago, valid 5 days: 20 recipients close to
+        // their deadline, on their first attempt; then a retry.
+        m.taken(&batch(now - 9 * day / 2, now + day / 2, 0, 20), None);
+        m.taken(&batch(now - 9 * day / 2, now + day / 2, 3, 1), Some(due));
+        assert_eq!((near(&m, "first"), near(&m, "retry")), (20, 1));
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //!
 //! Keys: `{p}:pause:{domain}`, `{p}:tat:{domain}`, `{p}:limit:{domain}`,
 //! `{p}:slow:{domain}`, `{p}:conc:{domain}`, `{p}:rtat:{route}`,
-//! `{p}:rconc:{route}`, `{p}:brk:{domain}:{minute}` (breaker buckets).
+//! `{p}:rconc:{route}`, `{p}:brk:{domain}:{minute}` (breaker buckets),
+//! `{p}:paused` (index of the paused domains by the end of their pause, so
+//! the paused domains are listed without scanning the key space; the pause
+//! key decides, the index only points at it).
 //!
 //! Whether a message may go now ([`Ask`] → [`Verdict`]) is decided by the
 //! script of [`crate::calls`], together with the sender's other calls for
@@ -28,8 +31,8 @@ use crate::config::{BreakerSettings, DomainPolicy, SlowdownSettings};
 use crate::store::{Store, StoreError};
 
 const BREAKER_LUA: &str = r#"
--- KEYS: 1 pause; ARGV: 1 bucket prefix, 2 window s, 3 min attempts, 4 ratio,
--- 5 pause s, 6 count this failure (1/0)
+-- KEYS: 1 pause, 2 index of paused domains; ARGV: 1 bucket prefix, 2 window s,
+-- 3 min attempts, 4 ratio, 5 pause s, 6 count this failure (1/0), 7 domain
 local t = redis.call('TIME')
 local minute = math.floor(tonumber(t[1]) / 60)
 local window = tonumber(ARGV[2])
@@ -46,10 +49,51 @@ for i = 0, math.max(math.ceil(window / 60) - 1, 0) do
 end
 local opened = 0
 if a >= tonumber(ARGV[3]) and a > 0 and f / a >= tonumber(ARGV[4]) then
-  if redis.call('SET', KEYS[1], 'breaker', 'NX', 'EX', ARGV[5]) then opened = 1 end
+  if redis.call('SET', KEYS[1], 'breaker', 'NX', 'EX', ARGV[5]) then
+    opened = 1
+    local till = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5]) * 1000
+    redis.call('ZADD', KEYS[2], till, ARGV[7])
+  end
 end
 return {opened, a, f}
 "#;
+
+/// The paused domains of the index, checked against their pause keys:
+/// entries whose pause ended (or was removed) leave the index.
+const PAUSED_LUA: &str = r#"
+-- KEYS: 1 index of paused domains; ARGV: 1 pause key prefix, 2 most domains
+-- to describe. Returns the number paused and, for the first ones by end of
+-- pause, domain, end (Unix ms) and who paused it.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[2])
+local total, out = 0, {}
+for _, d in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local ttl = redis.call('PTTL', ARGV[1] .. d)
+  -- Without a time to live a pause key does not pause (the senders' check).
+  if ttl <= 0 then
+    redis.call('ZREM', KEYS[1], d)
+  else
+    total = total + 1
+    if total <= limit then
+      out[#out + 1] = d
+      out[#out + 1] = tostring(now + ttl)
+      out[#out + 1] = redis.call('GET', ARGV[1] .. d) or ''
+    end
+  end
+end
+return {total, out}
+"#;
+
+/// A paused domain: until when, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PausedDomain {
+    pub domain: String,
+    /// End of the pause, Unix milliseconds.
+    pub until_ms: i64,
+    /// `breaker` or `operator`.
+    pub by: String,
+}
 
 /// What the policy says about sending one message now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,12 +202,14 @@ impl Policy {
         let (opened, _a, _f): (i64, i64, i64) = self
             .breaker
             .key(self.key(&["pause", domain]))
+            .key(self.key(&["paused"]))
             .arg(self.key(&["brk", domain, ""]))
             .arg(breaker.window.as_secs())
             .arg(breaker.min_attempts)
             .arg(breaker.failure_ratio)
             .arg(breaker.pause.as_secs().max(1))
             .arg(if counts { "1" } else { "0" })
+            .arg(domain)
             .invoke_async(&mut c)
             .await
             .map_err(op("breaker"))?;
@@ -197,11 +243,39 @@ impl Policy {
     /// Pauses sending to a domain.
     pub async fn pause(&self, domain: &str, for_: Duration, by: &str) -> Result<(), StoreError> {
         let mut c = self.store.connection();
-        let _: () = c
-            .set_ex(self.key(&["pause", domain]), by, for_.as_secs().max(1))
+        let secs = for_.as_secs().max(1);
+        let until = crate::unix_now_ms() + secs as i64 * 1000;
+        let _: () = redis::pipe()
+            .set_ex(self.key(&["pause", domain]), by, secs)
+            .ignore()
+            .zadd(self.key(&["paused"]), domain, until)
+            .ignore()
+            .query_async(&mut c)
             .await
             .map_err(op("pause"))?;
         Ok(())
+    }
+
+    /// The paused domains (the first `limit` by end of pause) and how many
+    /// there are in all; forgets pauses that ended.
+    pub async fn paused(&self, limit: usize) -> Result<(u64, Vec<PausedDomain>), StoreError> {
+        let mut c = self.store.connection();
+        let (total, flat): (u64, Vec<String>) = redis::Script::new(PAUSED_LUA)
+            .key(self.key(&["paused"]))
+            .arg(self.key(&["pause", ""]))
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("paused domains"))?;
+        let domains = flat
+            .chunks_exact(3)
+            .map(|d| PausedDomain {
+                domain: d[0].clone(),
+                until_ms: d[1].parse().unwrap_or_default(),
+                by: d[2].clone(),
+            })
+            .collect();
+        Ok((total, domains))
     }
 
     /// Resumes a paused domain (and forgets its slow-down and breaker window).
@@ -210,6 +284,8 @@ impl Policy {
         let (n,): (i64,) = redis::pipe()
             .del(self.key(&["pause", domain]))
             .del(self.key(&["slow", domain]))
+            .ignore()
+            .zrem(self.key(&["paused"]), domain)
             .ignore()
             .query_async(&mut c)
             .await

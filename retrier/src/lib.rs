@@ -8,6 +8,8 @@
 //! record with the reason, and a `dead` event. Every publish is confirmed
 //! before the failure is acked.
 
+mod sampler;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,14 +105,24 @@ impl Retrier {
                 FieldTable::default(),
             )
             .await?;
-        self.health.set_ready(true);
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first sample is taken before the retrier says it is ready, so
+        // a ready retrier exports the backlog.
+        let mut backlog = tokio::time::interval(self.settings.retrier.backlog_interval);
+        backlog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        backlog.tick().await;
+        self.sample_backlog(&conn, &publish).await?;
+        self.health.set_ready(true);
         loop {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
                 _ = sweep.tick() => {
                     self.sweep_parked(&conn, &publish).await?;
+                    continue;
+                }
+                _ = backlog.tick() => {
+                    self.sample_backlog(&conn, &publish).await?;
                     continue;
                 }
                 d = consumer.next() => d,
@@ -134,6 +146,12 @@ impl Retrier {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+
+    async fn sample_backlog(&self, conn: &Connection, publish: &Channel) -> anyhow::Result<()> {
+        sampler::sample(conn, publish, &self.store, &self.topology, &self.metrics)
+            .await
+            .context("sampling the backlog")
     }
 
     /// Moves the parked messages of released (or cancelled) campaigns back

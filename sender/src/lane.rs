@@ -264,7 +264,12 @@ async fn consume_lane(
             sender.settings.amqp.delivery_limit,
         );
         let jobs = match opened {
-            Opened::Jobs(jobs) => jobs,
+            Opened::Jobs(jobs) => {
+                let due = amqp::header_str(&delivery.properties, Topology::DUE_HEADER)
+                    .and_then(|d| d.parse().ok());
+                sender.metrics.taken(&jobs, due);
+                jobs
+            }
             Opened::Settle(settle) => {
                 let ctx = ctx.clone();
                 tracker.spawn(async move {

@@ -7,6 +7,7 @@ mod broker;
 mod end_to_end;
 mod failures;
 mod faults;
+mod observability;
 mod operator;
 mod policy;
 mod request_controls;

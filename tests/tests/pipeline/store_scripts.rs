@@ -1,6 +1,8 @@
 //! Redis scripts tested directly against Redis (a random prefix each), as
 //! tables of steps and expected answers.
 
+use std::time::Duration;
+
 use mailpipe_common::config::RedisSettings;
 use mailpipe_common::store::Store;
 
@@ -67,6 +69,89 @@ async fn a_parking_queue_is_closed_only_when_no_sender_parks_and_senders_are_tur
         .arg(format!("{p}:parking:{r}"))
         .arg(format!("{p}:parking_closed:{r}"))
         .query_async(&mut s.connection())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_paused_domains_are_indexed_by_the_breaker_and_by_operators_and_leave_when_their_pause_ends(
+) {
+    use mailpipe_common::config::BreakerSettings;
+    use mailpipe_common::policy::Policy;
+    let s = store().await;
+    let p = s.prefix().to_string();
+    let policy = Policy::new(s.clone());
+    let mut c = s.connection();
+    let breaker = BreakerSettings {
+        min_attempts: 5,
+        pause: Duration::from_secs(3 * 3600),
+        ..BreakerSettings::default()
+    };
+    // Five attempts to blocked.example this minute: their failures open the
+    // breaker on the fifth (a failure ratio of 1, over the 0.9 default).
+    let minute = mailpipe_common::unix_now() / 60;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{p}:brk:blocked.example:{minute}"))
+        .arg("a")
+        .arg(5)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut opened = Vec::new();
+    for _ in 0..5 {
+        opened.push(
+            policy
+                .record_failure("blocked.example", true, &breaker)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(opened, [false, false, false, false, true]);
+    let now_ms = mailpipe_common::unix_now_ms();
+    policy
+        .pause("slow.example", Duration::from_secs(600), "operator")
+        .await
+        .unwrap();
+    let (total, domains) = policy.paused(10).await.unwrap();
+    assert_eq!(total, 2);
+    let shown: Vec<(&str, &str)> = domains
+        .iter()
+        .map(|d| (d.domain.as_str(), d.by.as_str()))
+        .collect();
+    // Soonest end first.
+    assert_eq!(
+        shown,
+        [("slow.example", "operator"), ("blocked.example", "breaker")]
+    );
+    let ends = [now_ms + 600_000, now_ms + 3 * 3600 * 1000];
+    for (d, end) in domains.iter().zip(ends) {
+        assert!(
+            (end - 5_000..=end + 5_000).contains(&d.until_ms),
+            "{}: until {} expected about {end}",
+            d.domain,
+            d.until_ms
+        );
+    }
+    // The limit shows the first ones; the count stays whole.
+    let (total, domains) = policy.paused(1).await.unwrap();
+    assert_eq!((total, domains.len()), (2, 1));
+    // Resumed: gone. A pause key removed by other means: forgotten.
+    assert!(policy.resume("blocked.example").await.unwrap());
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{p}:pause:slow.example"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(policy.paused(10).await.unwrap(), (0, vec![]));
+    let left: i64 = redis::cmd("ZCARD")
+        .arg(format!("{p}:paused"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the index forgets ended pauses");
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{p}:brk:blocked.example:{minute}"))
+        .query_async(&mut c)
         .await
         .unwrap();
 }
