@@ -18,6 +18,9 @@ use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 
+/// Most entries of ended messages dropped from the deferred index per sample.
+const DEFERRED_CLEANED: usize = 100;
+
 /// Reads one sample and exports it.
 pub async fn sample(
     conn: &Connection,
@@ -49,7 +52,7 @@ pub async fn sample(
         }
         Err(e) => tracing::warn!(error = %e, "backlog: cannot list the held campaigns"),
     }
-    match store.deferred_summary().await {
+    match store.deferred_head(DEFERRED_CLEANED).await {
         Ok((count, earliest)) => {
             b.deferred = Some(Deferred {
                 count,

@@ -8,6 +8,21 @@ use redis::AsyncCommands;
 
 use super::{op, Store, StoreError};
 
+/// KEYS: deferred index, its info hash. ARGV: prefix, most entries to drop.
+/// Drops the earliest entries whose message already has a terminal record
+/// (one that ended without passing a sender's gate, such as a poison
+/// message), then answers the number indexed and the earliest due time.
+const DEFERRED_HEAD_LUA: &str = r#"
+for _ = 1, tonumber(ARGV[2]) do
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if #first == 0 or redis.call('EXISTS', ARGV[1] .. ':done:' .. first[1]) == 0 then break end
+  redis.call('ZREM', KEYS[1], first[1])
+  redis.call('HDEL', KEYS[2], first[1])
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {redis.call('ZCARD', KEYS[1]), first[2] or ''}
+"#;
+
 impl Store {
     /// Records a deferred message in the index operators list.
     pub async fn index_deferred(
@@ -94,6 +109,23 @@ impl Store {
             out.push((id, due as i64, info));
         }
         Ok(out)
+    }
+
+    /// Like [`Self::deferred_summary`], after dropping from the head of the
+    /// index up to `clean` entries of messages that already ended (a
+    /// message that ended without a sender taking it from its lane would
+    /// otherwise look overdue for ever).
+    pub async fn deferred_head(&self, clean: usize) -> Result<(u64, Option<i64>), StoreError> {
+        let mut c = self.conn.clone();
+        let (n, first): (u64, String) = redis::Script::new(DEFERRED_HEAD_LUA)
+            .key(self.key(&["deferred"]))
+            .key(self.key(&["deferred", "info"]))
+            .arg(self.prefix())
+            .arg(clean)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("deferred head"))?;
+        Ok((n, first.parse::<f64>().ok().map(|d| d as i64)))
     }
 
     /// Number of deferred messages and the earliest due time.

@@ -194,16 +194,26 @@ async fn the_retrier_exports_the_backlog_and_a_paused_domain_for_as_long_as_its_
         Some(0.0)
     );
 
-    // A retry due two minutes ago that no sender took: two minutes overdue.
+    // A retry due two minutes ago that no sender took: two minutes
+    // overdue. One due ten minutes ago whose message ended without a sender
+    // taking it (it has a terminal record) is dropped from the index.
     let now = mailpipe_common::unix_now();
-    p.store
-        .index_deferred(
-            "obs-overdue",
-            now - 120,
-            &serde_json::json!({"request": "obs-backlog"}),
-            &serde_json::json!({"at": now}),
-            Duration::from_secs(600),
-        )
+    for (id, due) in [("obs-overdue", now - 120), ("obs-ended", now - 600)] {
+        p.store
+            .index_deferred(
+                id,
+                due,
+                &serde_json::json!({"request": "obs-backlog"}),
+                &serde_json::json!({"at": now}),
+                Duration::from_secs(600),
+            )
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:done:obs-ended", p.settings.redis.prefix))
+        .arg("{}")
+        .query_async(&mut p.store.connection())
         .await
         .unwrap();
     let overdue = wait_for("the overdue retry", Duration::from_secs(10), || async {
