@@ -42,6 +42,19 @@ async fn each_worker_exports_its_own_families_with_build_info_and_process_metric
     p.wait_complete(rid, Duration::from_secs(60)).await;
 
     let s = &p.settings;
+    // Ready workers (the retrier has read the backlog once by then).
+    for listen in [&s.expander.listen, &s.sender.listen, &s.retrier.listen] {
+        wait_for(
+            "the workers to be ready",
+            Duration::from_secs(20),
+            || async {
+                http_get(listen, "/readyz")
+                    .await
+                    .filter(|b| b.starts_with("ready"))
+            },
+        )
+        .await;
+    }
     let expander = scrape(&s.expander.listen).await;
     let sender = scrape(&s.sender.listen).await;
     let retrier = scrape(&s.retrier.listen).await;
