@@ -181,6 +181,19 @@ pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
+/// The poison check: `Some(returned)` when a delivery the broker returned
+/// `returned` times without an ack (its `x-delivery-count`) is on its last
+/// allowed delivery. The broker dead-letters a message returned
+/// `delivery_limit` times (a crash loop) without telling anyone; a consumer
+/// that gets `Some` ends the message itself instead, with its terminal
+/// records, so its campaign's counts still close.
+pub fn poisoned(props: &BasicProperties, delivery_limit: u32) -> Option<u32> {
+    let returned = header_str(props, "x-delivery-count")
+        .and_then(|c| c.parse::<u32>().ok())
+        .unwrap_or(0);
+    (returned.saturating_add(1) >= delivery_limit).then_some(returned)
+}
+
 /// Starts a mandatory publish and returns its pending confirmation.
 pub async fn publish(
     channel: &Channel,
@@ -339,6 +352,32 @@ pub async fn publish_dead(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_poison_on_its_last_allowed_delivery() {
+        let count = |v: AMQPValue| {
+            let mut t = FieldTable::default();
+            t.insert("x-delivery-count".into(), v);
+            properties().with_headers(t)
+        };
+        let text = |v: &str| with_headers(properties(), &[("x-delivery-count", v.to_string())]);
+        let table = [
+            (properties(), 10, None),
+            (count(AMQPValue::LongLongInt(8)), 10, None),
+            (count(AMQPValue::LongLongInt(9)), 10, Some(9)),
+            (count(AMQPValue::LongInt(12)), 10, Some(12)),
+            (text("9"), 10, Some(9)),
+            (text("not a number"), 10, None),
+            // A limit of 1 allows one delivery: the first is the last.
+            (properties(), 1, Some(0)),
+            (text("4294967295"), 10, Some(u32::MAX)),
+        ];
+        for (props, limit, want) in table {
+            assert_eq!(poisoned(&props, limit), want, "{:?}", props.headers());
+        }
+    }
+
     #[test]
     fn tls_broker_urls_are_understood() {
         let uri: lapin::uri::AMQPUri = "amqps://mailpipe:secret@broker.example:5671/%2f"

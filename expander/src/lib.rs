@@ -260,10 +260,8 @@ impl Expander {
             .message_id()
             .as_ref()
             .map(|m| m.as_str().to_string());
-        let returned = amqp::header_str(&delivery.properties, "x-delivery-count")
-            .and_then(|c| c.parse::<u32>().ok())
-            .unwrap_or(0);
-        let outcome = if returned + 1 >= self.settings.amqp.delivery_limit {
+        let poisoned = amqp::poisoned(&delivery.properties, self.settings.amqp.delivery_limit);
+        let outcome = if let Some(returned) = poisoned {
             self.reject(publish, &Rejection::Poison(returned), None, &delivery.data)
                 .await
                 .map_err(|e| match e {

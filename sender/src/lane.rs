@@ -125,13 +125,8 @@ pub(crate) fn open(
         }
     }
     let jobs = batch.into_jobs();
-    // The broker dead-letters a message returned `delivery_limit` times
-    // (a crash loop); end it here on its last delivery instead, with
-    // terminal records, so its campaign's counts still close.
-    let returned = amqp::header_str(properties, "x-delivery-count")
-        .and_then(|c| c.parse::<u32>().ok())
-        .unwrap_or(0);
-    if returned + 1 >= delivery_limit {
+    // On its last allowed delivery a message ends here, not in the broker.
+    if let Some(returned) = amqp::poisoned(properties, delivery_limit) {
         let detail = format!("returned to the queue {returned} times without an outcome");
         tracing::error!(message = %jobs[0].id, recipients = jobs.len(), %detail, "poison message stopped");
         return Opened::Settle(Unopened::Poison(jobs, detail));
