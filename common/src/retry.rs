@@ -1,10 +1,15 @@
 //! When to try a failed message again: a pure function of the attempt
 //! number, the failure's classification, the policy and the clock.
+//!
+//! [`decide`] is the schedule; [`outcome`] is the retrier's whole decision
+//! on a failed attempt (the schedule, the poison check, the quarantine and
+//! the jitter), which the retrier's shell only carries out.
 
 use std::time::Duration;
 
-use crate::classify::{Classification, Reason};
-use crate::config::{RetryPolicies, RetryPolicy};
+use crate::classify::{Classification, FailureType, Reason};
+use crate::config::{RetrierSettings, RetryPolicies, RetryPolicy};
+use crate::message::Job;
 
 /// What the retrier does with a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +88,64 @@ pub fn decide(
     RetryDecision::Retry { delay }
 }
 
+/// What the retrier does with one failed attempt, all things considered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Publish attempt number `attempt` to go after `delay` (jitter
+    /// included).
+    Retry { attempt: u32, delay: Duration },
+    /// Stop after `attempt` attempts: terminal record and dead letter with
+    /// this reason, and a `bounced` event first when the failure is hard.
+    Dead {
+        attempt: u32,
+        reason: String,
+        bounced: bool,
+    },
+}
+
+/// The retrier's decision on the failed attempt of `job`, classified as
+/// `class`, at `now`:
+///
+/// * a failure record on its last allowed delivery (`poisoned`, see
+///   [`crate::amqp::poisoned`]) stops the message as `poison_message`;
+/// * otherwise [`decide`] on the schedule [`policy_for`] the class;
+/// * a retry of an address that is quarantined (`quarantined`, by this
+///   failure or before) stops with the failure's own reason instead;
+/// * a retry's delay is spread by the configured jitter, the same for the
+///   same message and attempt.
+pub fn outcome(
+    job: &Job,
+    class: &Classification,
+    quarantined: bool,
+    poisoned: bool,
+    now: i64,
+    settings: &RetrierSettings,
+) -> RetryOutcome {
+    let attempt = job.attempt + 1;
+    let reason = class.reason.as_str();
+    let dead = |reason: &str| RetryOutcome::Dead {
+        attempt,
+        reason: reason.to_string(),
+        bounced: class.kind == FailureType::Hard,
+    };
+    if poisoned {
+        return dead("poison_message");
+    }
+    let policy = policy_for(&settings.policies, class);
+    match decide(attempt, class.retry, reason, policy, now, job.deadline) {
+        RetryDecision::Retry { .. } if quarantined => dead(reason),
+        RetryDecision::Retry { delay } => RetryOutcome::Retry {
+            attempt,
+            delay: jittered(delay, settings.jitter, jitter_sample(&job.id, attempt)),
+        },
+        RetryDecision::Dead { reason } => dead(&reason),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::{Quarantine, Scope};
 
     fn secs(v: &[u64]) -> Vec<Duration> {
         v.iter().copied().map(Duration::from_secs).collect()
@@ -202,6 +262,165 @@ mod tests {
                 reason: "exhausted".into()
             }
         );
+    }
+
+    fn class(kind: FailureType, reason: Reason, retry: bool) -> Classification {
+        Classification {
+            kind,
+            reason,
+            retry,
+            quarantine: Quarantine::None,
+            scope: Scope::Recipient,
+            rule: None,
+        }
+    }
+
+    fn job(attempt: u32, deadline: i64) -> Job {
+        Job {
+            v: 1,
+            id: "m1".into(),
+            request: "r1".into(),
+            tenant: None,
+            campaign: None,
+            lane: crate::message::Lane::Bulk,
+            content: "c1".into(),
+            to: "bob@example.com".into(),
+            name: None,
+            vars: Default::default(),
+            created: 0,
+            deadline,
+            attempt,
+            last_reason: None,
+        }
+    }
+
+    #[test]
+    fn the_retrier_decides_from_the_class_the_quarantine_and_the_poison_check() {
+        let settings = RetrierSettings {
+            jitter: 0.0,
+            ..Default::default()
+        };
+        let h = Duration::from_secs(3600);
+        let m = Duration::from_secs(60);
+        let soft = class(FailureType::Soft, Reason::MailboxFull, true);
+        let hard = class(FailureType::Hard, Reason::UserUnknown, false);
+        let throttled = class(FailureType::Soft, Reason::RateLimited, true);
+        let unreachable = class(FailureType::Soft, Reason::Unreachable, true);
+        let retry = |attempt, delay| RetryOutcome::Retry { attempt, delay };
+        let dead = |attempt, reason: &str, bounced| RetryOutcome::Dead {
+            attempt,
+            reason: reason.into(),
+            bounced,
+        };
+        // (attempts made before, class, quarantined, poisoned, deadline, outcome)
+        let table = [
+            (0, &soft, false, false, i64::MAX, retry(1, h)),
+            (4, &soft, false, false, i64::MAX, retry(5, 24 * h)),
+            (0, &throttled, false, false, i64::MAX, retry(1, m)),
+            (2, &throttled, false, false, i64::MAX, retry(3, 4 * m)),
+            (0, &unreachable, false, false, i64::MAX, retry(1, h)),
+            (
+                0,
+                &hard,
+                false,
+                false,
+                i64::MAX,
+                dead(1, "user_unknown", true),
+            ),
+            // Quarantined: a retry would be pointless.
+            (
+                0,
+                &soft,
+                true,
+                false,
+                i64::MAX,
+                dead(1, "mailbox_full", false),
+            ),
+            (
+                0,
+                &hard,
+                true,
+                false,
+                i64::MAX,
+                dead(1, "user_unknown", true),
+            ),
+            // Poison wins over everything, and a hard failure still bounces.
+            (
+                0,
+                &soft,
+                false,
+                true,
+                i64::MAX,
+                dead(1, "poison_message", false),
+            ),
+            (
+                0,
+                &hard,
+                false,
+                true,
+                i64::MAX,
+                dead(1, "poison_message", true),
+            ),
+            // The schedule's own ends.
+            (
+                8,
+                &soft,
+                false,
+                false,
+                i64::MAX,
+                dead(9, "exhausted", false),
+            ),
+            (
+                4,
+                &throttled,
+                false,
+                false,
+                i64::MAX,
+                dead(5, "exhausted", false),
+            ),
+            (
+                0,
+                &soft,
+                false,
+                false,
+                1_000 + 3_599,
+                dead(1, "expired", false),
+            ),
+            (0, &soft, false, false, 1_000 + 3_600, retry(1, h)),
+        ];
+        for (attempt, class, quarantined, poisoned, deadline, want) in table {
+            let got = outcome(
+                &job(attempt, deadline),
+                class,
+                quarantined,
+                poisoned,
+                1_000,
+                &settings,
+            );
+            assert_eq!(
+                got, want,
+                "attempt {attempt}, {:?}, quarantined {quarantined}, poisoned {poisoned}",
+                class.reason
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_is_jittered_the_same_way_for_the_same_message_and_attempt() {
+        let settings = RetrierSettings::default();
+        let soft = class(FailureType::Soft, Reason::MailboxFull, true);
+        let delay = |j: &Job| match outcome(j, &soft, false, false, 0, &settings) {
+            RetryOutcome::Retry { delay, .. } => delay.as_secs(),
+            other => panic!("{other:?}"),
+        };
+        let first = delay(&job(0, i64::MAX));
+        assert!((3240..=3960).contains(&first), "{first}");
+        assert_eq!(first, delay(&job(0, i64::MAX)));
+        let other = Job {
+            id: "m2".into(),
+            ..job(0, i64::MAX)
+        };
+        assert_ne!(first, delay(&other));
     }
 
     #[test]

@@ -20,14 +20,12 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
-use mailpipe_common::classify::{
-    normalize, Classification, Classifier, Failure, FailureType, Reason,
-};
+use mailpipe_common::classify::{normalize, Classification, Classifier, Failure, Reason};
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
 use mailpipe_common::metrics::RetrierMetrics;
-use mailpipe_common::retry::{decide, policy_for, RetryDecision};
+use mailpipe_common::retry::{outcome, RetryOutcome};
 use mailpipe_common::store::{DoneRecord, FailureCount, RecipientFailure, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -197,173 +195,179 @@ impl Retrier {
             }
         };
         let job = &failed.job;
-        let attempts = job.attempt + 1;
         let class = self
             .classifier
             .classify_for(&failed.failure, Some(&failed.job.to));
-        let reason = class.reason.as_str().to_string();
         self.log_failure(job, &failed.failure, &class);
         self.qualify(&failed.failure, &class).await?;
         let quarantined = self
-            .count_against_recipient(publish, job, attempts, &failed.failure, &class)
+            .count_against_recipient(publish, job, job.attempt + 1, &failed.failure, &class)
             .await?;
-        let decision = decide(
-            attempts,
-            class.retry,
-            &reason,
-            policy_for(&self.settings.retrier.policies, &class),
-            unix_now(),
-            job.deadline,
-        );
         // A failure record the broker returned `delivery_limit` times (a
-        // crash loop): stop the message here with a terminal record.
-        let returned = amqp::header_str(&delivery.properties, "x-delivery-count")
-            .and_then(|c| c.parse::<u32>().ok())
-            .unwrap_or(0);
-        let decision = if returned + 1 >= self.settings.amqp.delivery_limit {
-            RetryDecision::Dead {
-                reason: "poison_message".into(),
+        // crash loop) stops the message here with a terminal record.
+        let poisoned = amqp::poisoned(&delivery.properties, self.settings.amqp.delivery_limit);
+        let decided = outcome(
+            job,
+            &class,
+            quarantined,
+            poisoned.is_some(),
+            unix_now(),
+            &self.settings.retrier,
+        );
+        match decided {
+            RetryOutcome::Retry { attempt, delay } => {
+                self.retry(publish, &failed, &class, attempt, delay).await?
             }
-        } else {
-            decision
-        };
-        // Once the address is quarantined, further attempts are pointless.
-        let decision = match decision {
-            RetryDecision::Retry { .. } if quarantined => RetryDecision::Dead {
-                reason: reason.clone(),
-            },
-            d => d,
-        };
-        match decision {
-            RetryDecision::Retry { delay } => {
-                let delay = mailpipe_common::retry::jittered(
-                    delay,
-                    self.settings.retrier.jitter,
-                    mailpipe_common::retry::jitter_sample(&job.id, attempts),
-                );
-                // The first hop: the longest tier within the delay; the
-                // sender sends the message on through shorter tiers until due.
-                let tier = self
-                    .topology
-                    .hop_tier(delay)
-                    .or_else(|| self.topology.tiers().first().copied())
-                    .unwrap_or(delay);
-                let due_ms = mailpipe_common::unix_now_ms() + delay.as_millis() as i64;
-                let due = due_ms / 1000;
-                // Indexed before the publish: the message may be back in its
-                // lane (and leave the index) before this returns.
-                let info = serde_json::json!({
-                    "request": job.request, "campaign": job.campaign, "recipient": job.to,
-                    "lane": job.lane, "attempt": attempts, "reason": reason,
-                    "reply": failure_text(&failed.failure), "tier": mailpipe_common::config::format_duration(tier),
-                });
-                self.store
-                    .index_deferred(
-                        &job.id,
-                        due,
-                        &info,
-                        &history_entry(&failed, &class, attempts, "retry", Some(due)),
-                        history_ttl(job),
-                    )
-                    .await?;
-                let next = Job {
-                    attempt: attempts,
-                    last_reason: Some(reason.clone()),
-                    ..job.clone()
-                };
-                amqp::publish_confirmed(
-                    publish,
-                    &self.topology.exchange(),
-                    &Topology::tier_key(tier, job.lane),
-                    &serde_json::to_vec(&next)?,
-                    amqp::with_headers(
-                        amqp::properties().with_message_id(job.id.clone().into()),
-                        &[
-                            ("x-mailpipe-attempt", attempts.to_string()),
-                            ("x-mailpipe-last-reason", reason.clone()),
-                            (Topology::DUE_HEADER, due_ms.to_string()),
-                        ],
-                    ),
-                )
-                .await?;
-                let ev = self.event(job, EventKind::Deferred, &reason, &failed.failure);
-                amqp::confirm(
-                    amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
-                        .await?,
-                )
-                .await?;
-                self.metrics
-                    .retries
-                    .with_label_values(&["retry", reason.as_str()])
-                    .inc();
-                tracing::debug!(message = %job.id, attempt = attempts, ?tier, %reason, "deferred");
-            }
-            RetryDecision::Dead {
-                reason: dead_reason,
+            RetryOutcome::Dead {
+                attempt,
+                reason,
+                bounced,
             } => {
-                self.store
-                    .push_history(
-                        &job.id,
-                        &history_entry(&failed, &class, attempts, &dead_reason, None),
-                        history_ttl(job),
-                    )
-                    .await?;
-                let record = DoneRecord {
-                    state: "dead".into(),
-                    request: job.request.clone(),
-                    at: unix_now(),
-                    route: failed.route.clone(),
-                    detail: format!("{dead_reason}: {}", failure_text(&failed.failure)),
-                    ..Default::default()
-                };
-                let field = format!("dead:{dead_reason}");
-                let ttl = Duration::from_secs((job.deadline - unix_now()).max(0) as u64)
-                    + self.settings.sender.sent_record_ttl;
-                self.store
-                    .record_done(&job.id, &record, &["dead", &field], ttl)
-                    .await?;
-                let dead = DeadRecord {
-                    v: 1,
-                    reason: dead_reason.clone(),
-                    detail: failure_text(&failed.failure),
-                    request: Some(job.request.clone()),
-                    message: Some(job.id.clone()),
-                    job: Some(Job {
-                        attempt: attempts,
-                        ..job.clone()
-                    }),
-                    failure: Some(failed.failure.clone()),
-                    payload: None,
-                    at: unix_now(),
-                };
-                self.publish_dead(publish, &dead).await?;
-                if class.kind == FailureType::Hard {
-                    let ev = self.event(job, EventKind::Bounced, &reason, &failed.failure);
-                    amqp::confirm(
-                        amqp::publish_event(
-                            publish,
-                            &self.topology.events_exchange(),
-                            &ev,
-                            job.lane,
-                        )
-                        .await?,
-                    )
-                    .await?;
-                }
-                let ev = self.event(job, EventKind::Dead, &dead_reason, &failed.failure);
-                amqp::confirm(
-                    amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
-                        .await?,
-                )
-                .await?;
-                self.metrics
-                    .retries
-                    .with_label_values(&["dead", dead_reason.as_str()])
-                    .inc();
-                tracing::info!(message = %job.id, attempt = attempts, reason = %dead_reason, "dead-lettered");
+                self.stop(publish, &failed, &class, attempt, &reason, bounced)
+                    .await?
             }
         }
         delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Publishes attempt `attempts` of a failed message through the delay
+    /// tiers, after indexing it for operators, and its `deferred` event.
+    async fn retry(
+        &self,
+        publish: &Channel,
+        failed: &FailedJob,
+        class: &Classification,
+        attempts: u32,
+        delay: Duration,
+    ) -> anyhow::Result<()> {
+        let job = &failed.job;
+        let reason = class.reason.as_str().to_string();
+        // The first hop: the longest tier within the delay; the
+        // sender sends the message on through shorter tiers until due.
+        let tier = self
+            .topology
+            .hop_tier(delay)
+            .or_else(|| self.topology.tiers().first().copied())
+            .unwrap_or(delay);
+        let due_ms = mailpipe_common::unix_now_ms() + delay.as_millis() as i64;
+        let due = due_ms / 1000;
+        // Indexed before the publish: the message may be back in its
+        // lane (and leave the index) before this returns.
+        let info = serde_json::json!({
+            "request": job.request, "campaign": job.campaign, "recipient": job.to,
+            "lane": job.lane, "attempt": attempts, "reason": reason,
+            "reply": failure_text(&failed.failure), "tier": mailpipe_common::config::format_duration(tier),
+        });
+        self.store
+            .index_deferred(
+                &job.id,
+                due,
+                &info,
+                &history_entry(failed, class, attempts, "retry", Some(due)),
+                history_ttl(job),
+            )
+            .await?;
+        let next = Job {
+            attempt: attempts,
+            last_reason: Some(reason.clone()),
+            ..job.clone()
+        };
+        amqp::publish_confirmed(
+            publish,
+            &self.topology.exchange(),
+            &Topology::tier_key(tier, job.lane),
+            &serde_json::to_vec(&next)?,
+            amqp::with_headers(
+                amqp::properties().with_message_id(job.id.clone().into()),
+                &[
+                    ("x-mailpipe-attempt", attempts.to_string()),
+                    ("x-mailpipe-last-reason", reason.clone()),
+                    (Topology::DUE_HEADER, due_ms.to_string()),
+                ],
+            ),
+        )
+        .await?;
+        let ev = self.event(job, EventKind::Deferred, &reason, &failed.failure);
+        amqp::confirm(
+            amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane).await?,
+        )
+        .await?;
+        self.metrics
+            .retries
+            .with_label_values(&["retry", reason.as_str()])
+            .inc();
+        tracing::debug!(message = %job.id, attempt = attempts, ?tier, %reason, "deferred");
+        Ok(())
+    }
+
+    /// Stops a message after `attempts` attempts: its history, terminal
+    /// record, dead letter, and its events (`bounced` first when `bounced`).
+    async fn stop(
+        &self,
+        publish: &Channel,
+        failed: &FailedJob,
+        class: &Classification,
+        attempts: u32,
+        dead_reason: &str,
+        bounced: bool,
+    ) -> anyhow::Result<()> {
+        let job = &failed.job;
+        let reason = class.reason.as_str();
+        self.store
+            .push_history(
+                &job.id,
+                &history_entry(failed, class, attempts, dead_reason, None),
+                history_ttl(job),
+            )
+            .await?;
+        let record = DoneRecord {
+            state: "dead".into(),
+            request: job.request.clone(),
+            at: unix_now(),
+            route: failed.route.clone(),
+            detail: format!("{dead_reason}: {}", failure_text(&failed.failure)),
+            ..Default::default()
+        };
+        let field = format!("dead:{dead_reason}");
+        let ttl = Duration::from_secs((job.deadline - unix_now()).max(0) as u64)
+            + self.settings.sender.sent_record_ttl;
+        self.store
+            .record_done(&job.id, &record, &["dead", &field], ttl)
+            .await?;
+        let dead = DeadRecord {
+            v: 1,
+            reason: dead_reason.to_string(),
+            detail: failure_text(&failed.failure),
+            request: Some(job.request.clone()),
+            message: Some(job.id.clone()),
+            job: Some(Job {
+                attempt: attempts,
+                ..job.clone()
+            }),
+            failure: Some(failed.failure.clone()),
+            payload: None,
+            at: unix_now(),
+        };
+        self.publish_dead(publish, &dead).await?;
+        if bounced {
+            let ev = self.event(job, EventKind::Bounced, reason, &failed.failure);
+            amqp::confirm(
+                amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane)
+                    .await?,
+            )
+            .await?;
+        }
+        let ev = self.event(job, EventKind::Dead, dead_reason, &failed.failure);
+        amqp::confirm(
+            amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane).await?,
+        )
+        .await?;
+        self.metrics
+            .retries
+            .with_label_values(&["dead", dead_reason])
+            .inc();
+        tracing::info!(message = %job.id, attempt = attempts, reason = %dead_reason, "dead-lettered");
         Ok(())
     }
 
