@@ -42,7 +42,7 @@ use mailpipe_common::classify::{normalize, Classifier, Failure, FailureType};
 use mailpipe_common::config::Settings;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, Lane};
 use mailpipe_common::metrics::IntakeMetrics;
-use mailpipe_common::store::{DoneRecord, FailureCount, RecipientFailure, Store};
+use mailpipe_common::store::{AddressState, DoneRecord, RecipientFailure, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::verp::{Verp, VerpError};
@@ -422,8 +422,8 @@ impl Intake {
         Ok(Ok("bounced"))
     }
 
-    /// Same rule as the retrier: only failures about the recipient count
-    /// against the address (never blocks aimed at the sender).
+    /// Counts the bounce against the address the way the retrier counts a
+    /// failed attempt ([`RecipientFailure::of`], [`Store::count_against_recipient`]).
     async fn count_against_recipient(
         &self,
         m: &Matched,
@@ -433,31 +433,21 @@ impl Intake {
         let detail = failure.to_string();
         // Counted once per message, apart from the synchronous attempts.
         let counted_as = format!("{}:bounce", m.message);
-        let Some(counted) = RecipientFailure::of(
+        let counted = RecipientFailure::of(
             &m.address,
             &counted_as,
             0,
             class,
             &self.settings.quarantine,
             &detail,
-        ) else {
-            return Ok(false);
-        };
-        let outcome = self
+            unix_now(),
+        );
+        let state = self
             .store
-            .record_recipient_failure(&counted)
+            .count_against_recipient(counted.as_ref())
             .await
             .map_err(|e| Temporary(e.to_string()))?;
-        Ok(match outcome {
-            FailureCount::Counted { quarantined, .. } => quarantined,
-            FailureCount::AlreadyCounted => self
-                .store
-                .quarantine(&m.address)
-                .await
-                .map_err(|e| Temporary(e.to_string()))?
-                .is_some(),
-            FailureCount::Allowlisted => false,
-        })
+        Ok(state != AddressState::Open)
     }
 
     /// A feedback-loop report about the matched message and, when it names

@@ -26,7 +26,7 @@ use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
 use mailpipe_common::metrics::RetrierMetrics;
 use mailpipe_common::retry::{outcome, RetryOutcome};
-use mailpipe_common::store::{DoneRecord, FailureCount, RecipientFailure, Store};
+use mailpipe_common::store::{AddressState, DoneRecord, RecipientFailure, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
@@ -417,22 +417,17 @@ impl Retrier {
     ) -> anyhow::Result<bool> {
         let address = job.to.to_ascii_lowercase();
         let detail = failure_text(failure);
-        let Some(counted) = RecipientFailure::of(
+        let counted = RecipientFailure::of(
             &address,
             &job.id,
             attempt,
             class,
             &self.settings.quarantine,
             &detail,
-        ) else {
-            return Ok(false);
-        };
-        let outcome = self.store.record_recipient_failure(&counted).await?;
-        match outcome {
-            FailureCount::Counted {
-                quarantined: true,
-                count,
-            } => {
+            unix_now(),
+        );
+        match self.store.count_against_recipient(counted.as_ref()).await? {
+            AddressState::QuarantinedNow { count } => {
                 tracing::info!(message = %job.id, count, reason = class.reason.as_str(), "address quarantined");
                 let ev = self.event(job, EventKind::Quarantined, class.reason.as_str(), failure);
                 amqp::confirm(
@@ -443,8 +438,8 @@ impl Retrier {
                 Ok(true)
             }
             // A redelivered failure: the first delivery counted it.
-            FailureCount::AlreadyCounted => Ok(self.store.quarantine(&address).await?.is_some()),
-            FailureCount::Counted { .. } | FailureCount::Allowlisted => Ok(false),
+            AddressState::QuarantinedBefore => Ok(true),
+            AddressState::Open => Ok(false),
         }
     }
 

@@ -71,6 +71,7 @@ impl<'a> RecipientFailure<'a> {
         class: &crate::classify::Classification,
         settings: &crate::config::QuarantineSettings,
         detail: &'a str,
+        now: i64,
     ) -> Option<Self> {
         use crate::classify::{Quarantine, Reason, Scope};
         if class.scope != Scope::Recipient || class.quarantine == Quarantine::None {
@@ -90,12 +91,51 @@ impl<'a> RecipientFailure<'a> {
             },
             counter_ttl: settings.counter_ttl,
             detail,
-            now: crate::unix_now(),
+            now,
         })
     }
 }
 
+/// What counting a failure left its address in
+/// ([`Store::count_against_recipient`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressState {
+    /// Not quarantined: the failure did not count, the address is
+    /// allowlisted, or it is under the threshold.
+    Open,
+    /// This failure quarantined it, after `count` counted failures.
+    QuarantinedNow { count: u64 },
+    /// Quarantined already: this failure had been counted before (a
+    /// redelivered failure record or report).
+    QuarantinedBefore,
+}
+
 impl Store {
+    /// Counts a failure against its address, for the retrier and the
+    /// intake alike: `failure` is what [`RecipientFailure::of`] made of it
+    /// (`None`: it does not count). Raises the address's counter or
+    /// quarantines it, once per message and attempt, and says what the
+    /// address is now.
+    pub async fn count_against_recipient(
+        &self,
+        failure: Option<&RecipientFailure<'_>>,
+    ) -> Result<AddressState, StoreError> {
+        let Some(f) = failure else {
+            return Ok(AddressState::Open);
+        };
+        Ok(match self.record_recipient_failure(f).await? {
+            FailureCount::Counted {
+                quarantined: true,
+                count,
+            } => AddressState::QuarantinedNow { count },
+            FailureCount::AlreadyCounted => match self.quarantine(f.address).await? {
+                Some(_) => AddressState::QuarantinedBefore,
+                None => AddressState::Open,
+            },
+            FailureCount::Counted { .. } | FailureCount::Allowlisted => AddressState::Open,
+        })
+    }
+
     /// Counts a recipient-scope failure against an address (once per message
     /// and attempt) and quarantines the address when the failure is hard or
     /// the count reaches the threshold. Allowlisted addresses are skipped.
@@ -281,5 +321,85 @@ impl Store {
         c.sismember(self.key(&[list]), address)
             .await
             .map_err(op("list contains"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{Classification, FailureType, Quarantine, Reason, Scope};
+    use crate::config::QuarantineSettings;
+
+    fn class(reason: Reason, scope: Scope, quarantine: Quarantine) -> Classification {
+        Classification {
+            kind: FailureType::Soft,
+            reason,
+            retry: true,
+            quarantine,
+            scope,
+            rule: None,
+        }
+    }
+
+    #[test]
+    fn only_failures_about_the_recipient_count_against_its_address() {
+        let settings = QuarantineSettings::default();
+        let year = settings.expiry;
+        let month = settings.mailbox_full_expiry;
+        // (class, counted: Some((immediate, expiry)) or None)
+        let table = [
+            (
+                class(Reason::UserUnknown, Scope::Recipient, Quarantine::Immediate),
+                Some((true, year)),
+            ),
+            (
+                class(Reason::AccountDisabled, Scope::Recipient, Quarantine::Count),
+                Some((false, year)),
+            ),
+            (
+                class(Reason::MailboxFull, Scope::Recipient, Quarantine::Count),
+                Some((false, month)),
+            ),
+            (
+                class(Reason::MailboxFull, Scope::Recipient, Quarantine::None),
+                None,
+            ),
+            // Blocks aimed at the sender and domain trouble never count.
+            (
+                class(Reason::Refused, Scope::Sender, Quarantine::Immediate),
+                None,
+            ),
+            (
+                class(Reason::Unreachable, Scope::Domain, Quarantine::Count),
+                None,
+            ),
+        ];
+        for (class, want) in table {
+            let got = RecipientFailure::of(
+                "bob@example.com",
+                "m1",
+                2,
+                &class,
+                &settings,
+                "550 no",
+                1_000,
+            );
+            assert_eq!(
+                got.as_ref().map(|f| (f.immediate, f.expiry)),
+                want,
+                "{:?} {:?} {:?}",
+                class.reason,
+                class.scope,
+                class.quarantine
+            );
+            if let Some(f) = got {
+                assert_eq!(f.reason, class.reason.as_str());
+                assert_eq!(
+                    (f.attempt, f.now, f.threshold),
+                    (2, 1_000, settings.threshold)
+                );
+                assert_eq!(f.counter_ttl, settings.counter_ttl);
+            }
+        }
     }
 }

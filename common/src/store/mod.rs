@@ -59,7 +59,7 @@ mod feedback;
 mod requests;
 mod screen;
 
-pub use addresses::{FailureCount, RecipientFailure};
+pub use addresses::{AddressState, FailureCount, RecipientFailure};
 pub use campaigns::PARKING_GUARD;
 pub use done::{DoneRecord, DoneWrite, Gate, GateRequest};
 pub use feedback::{BounceEntry, QUALIFICATION_CAP};
