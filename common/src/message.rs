@@ -431,6 +431,12 @@ pub struct FailedJob {
     pub route: String,
     /// When the attempt failed (Unix seconds).
     pub at: i64,
+    /// The sender's classification of the failure, made once with its
+    /// rules for the domain's breaker and carried here so the retrier
+    /// decides on the same verdict. Absent in records written before it was
+    /// carried: the retrier then classifies the failure itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<crate::classify::Classification>,
 }
 
 /// Why a message or request stopped for good. Published to the dead-letter
@@ -630,5 +636,56 @@ mod tests {
             let e = LaneMessage::decode(bytes).unwrap_err();
             assert!(e.contains(reason), "{e}");
         }
+    }
+
+    #[test]
+    fn a_failure_record_carries_its_classification_and_old_records_still_read() {
+        use crate::classify::{Classification, Failure, FailureType, Quarantine, Reason, Scope};
+        let job = JobBatch {
+            v: BATCH_SCHEMA_VERSION,
+            request: "r1".into(),
+            tenant: None,
+            campaign: None,
+            lane: Lane::Bulk,
+            content: "c1".into(),
+            created: 0,
+            deadline: 10,
+            attempt: 0,
+            last_reason: None,
+            recipients: vec![BatchRecipient {
+                id: "m1".into(),
+                to: "bob@example.com".into(),
+                name: None,
+                vars: Default::default(),
+            }],
+        }
+        .into_jobs()
+        .remove(0);
+        let class = Classification {
+            kind: FailureType::Hard,
+            reason: Reason::UserUnknown,
+            retry: false,
+            quarantine: Quarantine::Immediate,
+            scope: Scope::Recipient,
+            rule: Some("user_unknown".into()),
+        };
+        let record = FailedJob {
+            v: 1,
+            job,
+            failure: Failure::from_reply_text("550 5.1.1 no such user"),
+            route: "default".into(),
+            at: 5,
+            classification: Some(class.clone()),
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["classification"]["reason"], "user_unknown");
+        let back: FailedJob = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, record);
+        // A record from a sender that did not carry it yet.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("classification");
+        let back: FailedJob = serde_json::from_value(old).unwrap();
+        assert_eq!(back.classification, None);
+        assert_eq!(back.failure, record.failure);
     }
 }

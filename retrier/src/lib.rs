@@ -195,9 +195,14 @@ impl Retrier {
             }
         };
         let job = &failed.job;
-        let class = self
-            .classifier
-            .classify_for(&failed.failure, Some(&failed.job.to));
+        // The sender's verdict, carried in the record; a record from a
+        // sender that did not carry one yet is classified here.
+        let class = match &failed.classification {
+            Some(class) => class.clone(),
+            None => self
+                .classifier
+                .classify_for(&failed.failure, Some(&failed.job.to)),
+        };
         self.log_failure(job, &failed.failure, &class);
         self.qualify(&failed.failure, &class).await?;
         let quarantined = self

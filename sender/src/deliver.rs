@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
-use mailpipe_common::classify::{ConnectionError, Failure};
+use mailpipe_common::classify::{Classification, ConnectionError, Failure};
 use mailpipe_common::message::Job;
 use mailpipe_common::store::{DoneRecord, DoneWrite, GateRequest, StoreError};
 use mailpipe_common::telemetry::scrub;
@@ -31,8 +31,8 @@ pub(crate) enum DeliveryOutcome {
     /// An operator cancelled the campaign: the message ends as `removed`.
     Cancelled,
     /// The attempt failed; the job goes to the failure queue with the
-    /// route that answered.
-    Failed(Failure, String),
+    /// route that answered and the failure's classification.
+    Failed(Failure, String, Classification),
     /// The sending policy says not now (rate limit, paused domain): back
     /// through a delay tier, without counting an attempt.
     Deferred {
@@ -215,7 +215,8 @@ impl Sender {
             Ok(c) => c,
             Err((failure, route)) => {
                 self.store.release_lease(&job.id, owner).await.ok();
-                return Ok(DeliveryOutcome::Failed(failure, route));
+                let class = self.classify(job, &failure);
+                return Ok(DeliveryOutcome::Failed(failure, route, class));
             }
         };
         let mut last: Option<(Failure, String)> = None;
@@ -258,9 +259,10 @@ impl Sender {
                             .routes
                             .with_label_values(&[self.routes.label(&name), "failed"])
                             .inc();
-                        self.react(&domain, &failure).await?;
+                        let class = self.classify(job, &failure);
+                        self.react(&domain, &class).await?;
                         self.store.release_lease(&job.id, owner).await.ok();
-                        return Ok(DeliveryOutcome::Failed(failure, name));
+                        return Ok(DeliveryOutcome::Failed(failure, name, class));
                     }
                 },
             }
@@ -273,7 +275,8 @@ impl Sender {
             },
             String::new(),
         ));
-        Ok(DeliveryOutcome::Failed(failure, route))
+        let class = self.classify(job, &failure);
+        Ok(DeliveryOutcome::Failed(failure, route, class))
     }
 
     /// The envelope and bytes of a job's message, or why it cannot be
@@ -314,13 +317,18 @@ impl Sender {
         self.routes.down(name);
     }
 
+    /// Classifies a failed attempt, once: the domain's policy sees this
+    /// verdict here, and the retrier gets it with the failure record.
+    fn classify(&self, job: &Job, failure: &Failure) -> Classification {
+        self.classifier.classify_for(failure, Some(&job.to))
+    }
+
     /// A reply about the destination (not the relay being away): the
     /// domain's breaker and slow-down see it now.
-    async fn react(&self, domain: &str, failure: &Failure) -> Result<(), StoreError> {
-        let class = self.classifier.classify(failure);
+    async fn react(&self, domain: &str, class: &Classification) -> Result<(), StoreError> {
         let reaction = self
             .policy
-            .react(domain, &class, &self.settings.policy)
+            .react(domain, class, &self.settings.policy)
             .await?;
         if reaction.paused {
             self.metrics
@@ -437,7 +445,14 @@ mod tests {
             (DeliveryOutcome::AlreadyDone, "duplicate"),
             (DeliveryOutcome::Held, "held"),
             (DeliveryOutcome::Cancelled, "removed"),
-            (DeliveryOutcome::Failed(reply(550), "r".into()), "failed"),
+            (
+                DeliveryOutcome::Failed(
+                    reply(550),
+                    "r".into(),
+                    mailpipe_common::classify::Classifier::default().classify(&reply(550)),
+                ),
+                "failed",
+            ),
             (
                 DeliveryOutcome::Deferred {
                     delay: Duration::ZERO,

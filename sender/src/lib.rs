@@ -129,8 +129,9 @@ struct Sender {
     routes: routes::Routes,
     /// The shared sending policy (rate, concurrency, pauses).
     policy: Policy,
-    /// Classifies failures at once for the domain's breaker and slow-down
-    /// (the retrier classifies them again for retries and quarantine).
+    /// Classifies each failed attempt once: for the domain's breaker and
+    /// slow-down here, and for the retrier, which gets the classification
+    /// with the failure record.
     classifier: Classifier,
     metrics: SenderMetrics,
     health: Health,

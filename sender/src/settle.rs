@@ -10,7 +10,7 @@ use anyhow::Context;
 use lapin::message::Delivery;
 use lapin::Channel;
 use mailpipe_common::amqp;
-use mailpipe_common::classify::Failure;
+use mailpipe_common::classify::{Classification, Failure};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job, JobBatch, Lane};
 use mailpipe_common::store::DoneRecord;
 use mailpipe_common::telemetry::scrub;
@@ -90,9 +90,11 @@ impl Sender {
                         s.removed.push(ev);
                     }
                 }
-                DeliveryOutcome::Failed(failure, route) => {
-                    s.confirms
-                        .push(self.publish_failure(publish, job, failure, route).await?);
+                DeliveryOutcome::Failed(failure, route, class) => {
+                    s.confirms.push(
+                        self.publish_failure(publish, job, failure, route, class)
+                            .await?,
+                    );
                     s.failed += 1;
                 }
                 DeliveryOutcome::Dead { reason, detail } => {
@@ -196,6 +198,7 @@ impl Sender {
         job: &Job,
         failure: Failure,
         route: String,
+        class: Classification,
     ) -> anyhow::Result<amqp::PendingConfirm> {
         match &failure {
             Failure::Reply { code: 421, .. } => {
@@ -211,6 +214,7 @@ impl Sender {
             failure,
             route,
             at: unix_now(),
+            classification: Some(class),
         };
         Ok(amqp::publish(
             publish,

@@ -261,3 +261,89 @@ async fn classify_prints_one_json_object_per_input_line_in_order() {
     assert_eq!(out.lines().count(), 2);
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retrier_decides_on_the_classification_the_sender_carried() {
+    // The sender classifies a failure once and carries the verdict in the
+    // failure record; the retrier decides on that verdict, not on its own
+    // rules (two deployments may load different rule files). A record
+    // without one, from a sender that did not carry it yet, is classified
+    // by the retrier.
+    use mailpipe_common::classify::{
+        Classification, Failure, FailureType, Quarantine, Reason, Scope,
+    };
+    use mailpipe_common::message::FailedJob;
+    use mailpipe_tests::faults::publish_raw;
+    use mailpipe_tests::{sample_request, SmtpSink};
+
+    let p = TestPipeline::spawn_with(
+        SmtpSink::start(),
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: true,
+        },
+        |_| {},
+    )
+    .await;
+    let rid = "carried-classification";
+    p.publish_json(&sample_request(rid, 2, "example.com")).await;
+    p.wait_expanded(rid).await;
+    let jobs = p.drain_jobs("send.bulk").await;
+    assert_eq!(jobs.len(), 2);
+    // A greylisting reply, which the rules retry, carried once with a
+    // verdict that says stop.
+    let failure = Failure::from_reply_text("451 4.7.1 Greylisted, please try again later");
+    let stop = Classification {
+        kind: FailureType::Hard,
+        reason: Reason::UserUnknown,
+        retry: false,
+        quarantine: Quarantine::None,
+        scope: Scope::Recipient,
+        rule: Some("carried".into()),
+    };
+    for (job, classification) in jobs.iter().zip([Some(stop), None]) {
+        let failed = FailedJob {
+            v: 1,
+            job: job.clone(),
+            failure: failure.clone(),
+            route: "default".into(),
+            at: mailpipe_common::unix_now(),
+            classification,
+        };
+        publish_raw(&p, "failed", &serde_json::to_vec(&failed).unwrap()).await;
+    }
+    wait_for("the carried verdict", Duration::from_secs(30), || async {
+        (p.status(rid).await.dead.get("user_unknown") == Some(&1)).then_some(())
+    })
+    .await;
+    let stopped = p
+        .store
+        .done(&jobs[0].id)
+        .await
+        .unwrap()
+        .expect("a terminal record");
+    assert_eq!(stopped.state, "dead");
+    assert!(
+        stopped.detail.starts_with("user_unknown: 451"),
+        "{}",
+        stopped.detail
+    );
+    // The record without a verdict: greylisting, retried by the rules.
+    wait_for(
+        "the other one deferred",
+        Duration::from_secs(30),
+        || async {
+            let deferred = p.store.deferred(1000).await.unwrap();
+            deferred
+                .iter()
+                .any(|(id, ..)| *id == jobs[1].id)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(p.store.done(&jobs[1].id).await.unwrap().is_none());
+    let status = p.status(rid).await;
+    assert_eq!(status.dead.values().sum::<u64>(), 1, "{status:?}");
+    p.shutdown().await;
+}

@@ -324,6 +324,8 @@ async fn a_redis_outage_does_not_drop_failures_waiting_for_the_retrier() {
             failure: failure.clone(),
             route: "default".into(),
             at: mailpipe_common::unix_now(),
+            // As a sender that did not carry it yet: the retrier classifies.
+            classification: None,
         };
         publish_raw(&p, "failed", &serde_json::to_vec(&failed).unwrap()).await;
     }
