@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use mailpipe_common::address::EmailAddress;
 use mailpipe_common::message::{message_id, Lane};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -361,10 +362,7 @@ impl RemoveCommand {
         let mut removed = 0;
         let mut unknown = Vec::new();
         for raw in &self.ids {
-            let id = match (&self.request, raw.contains('@')) {
-                (Some(r), true) => message_id(r, &raw.to_ascii_lowercase()),
-                _ => raw.clone(),
-            };
+            let id = target_id(self.request.as_deref(), raw);
             let info = deferred.iter().find(|(d, ..)| *d == id).map(|(_, _, i)| i);
             let request = self
                 .request
@@ -471,5 +469,57 @@ impl PurgeCommand {
             println!("{} message(s) purged (state removed)", total.removed);
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The message id `queue remove` acts on for `raw`: with `--request`, an
+/// address is the message of that request to it, found by the address's
+/// key as the expander computed it (trimmed, IDNA domain, lowercased);
+/// anything else is an id.
+fn target_id(request: Option<&str>, raw: &str) -> String {
+    match (request, raw.contains('@')) {
+        (Some(r), true) => match EmailAddress::parse(raw) {
+            Ok(address) => message_id(r, &address.key()),
+            // Not an address the expander would have accepted: no message
+            // has this id, and the caller reports it unknown.
+            Err(_) => raw.to_string(),
+        },
+        _ => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The id the expander gave the message of `request` to `raw`.
+    fn expanded(request: &str, raw: &str) -> String {
+        message_id(request, &EmailAddress::parse(raw).unwrap().key())
+    }
+
+    #[test]
+    fn an_address_names_the_message_the_expander_made_for_it() {
+        let table = [
+            "bob@example.com",
+            "Bob@Example.COM",
+            " bob@example.com ",
+            "bob@bücher.example",
+            "Bob@BÜCHER.example",
+            "bob@xn--bcher-kva.example",
+        ];
+        for raw in table {
+            assert_eq!(target_id(Some("r1"), raw), expanded("r1", raw), "{raw:?}");
+        }
+        // The internationalized spellings are one recipient.
+        assert_eq!(
+            target_id(Some("r1"), "bob@bücher.example"),
+            target_id(Some("r1"), "bob@xn--bcher-kva.example")
+        );
+    }
+
+    #[test]
+    fn without_a_request_or_an_at_sign_the_argument_is_the_id() {
+        assert_eq!(target_id(None, "bob@example.com"), "bob@example.com");
+        assert_eq!(target_id(Some("r1"), "0123abcd"), "0123abcd");
     }
 }
