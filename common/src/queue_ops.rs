@@ -192,7 +192,7 @@ impl QueueOps<'_> {
     /// publishes a `removed` event. `false` if it already had a terminal state.
     pub async fn record_removed(&self, job: &Job, reason: &str) -> anyhow::Result<bool> {
         let record = DoneRecord {
-            state: "removed".into(),
+            state: crate::store::DoneState::Removed,
             request: job.request.clone(),
             at: unix_now(),
             route: String::new(),

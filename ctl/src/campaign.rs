@@ -169,11 +169,7 @@ async fn list(ctx: &crate::Context, limit: usize) -> anyhow::Result<ExitCode> {
             "{:<28} {:<20} {:<13} {:<21} {:>5} {:>9} {:>9} {:>7} {:>9}  {state}",
             s.request,
             meta.campaign.as_deref().unwrap_or("-"),
-            if meta.lane.is_empty() {
-                "-"
-            } else {
-                &meta.lane
-            },
+            meta.lane.map_or("-", |l| l.as_str()),
             crate::out::utc(meta.created),
             format!("{}/{}", s.parts_done, meta.parts_total),
             s.accepted,

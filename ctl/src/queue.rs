@@ -240,7 +240,7 @@ impl ShowCommand {
             return Ok(ExitCode::from(3));
         }
         let state = match (&done, &deferred) {
-            (Some(d), _) => d.state.clone(),
+            (Some(d), _) => d.state.to_string(),
             (None, Some(_)) => "deferred".into(),
             (None, None) => "pending".into(),
         };

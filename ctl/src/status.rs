@@ -134,7 +134,7 @@ fn print(s: &RequestStatus, state: &str, json: bool) -> anyhow::Result<()> {
     if let Some(t) = &meta.tenant {
         println!("tenant     {t}");
     }
-    println!("lane       {}", meta.lane);
+    println!("lane       {}", meta.lane.map_or("-", |l| l.as_str()));
     println!("parts      {}/{} expanded", s.parts_done, meta.parts_total);
     println!("recipients {}", s.recipients);
     println!("expanded   {}", s.accepted);

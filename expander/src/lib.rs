@@ -36,7 +36,9 @@ use mailpipe_common::message::{
     Recipient, BATCH_SCHEMA_VERSION,
 };
 use mailpipe_common::metrics::ExpanderMetrics;
-use mailpipe_common::store::{Candidate, PartCounts, Refusal, RequestMeta, ScreenOptions, Store};
+use mailpipe_common::store::{
+    Candidate, PartCounts, Refusal, RequestMeta, ScreenOptions, ScreenVerdict, Store,
+};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
@@ -407,7 +409,7 @@ impl Expander {
                 &RequestMeta {
                     campaign: valid.request.campaign.clone(),
                     tenant: valid.request.tenant.clone(),
-                    lane: valid.lane().as_str().to_string(),
+                    lane: Some(valid.lane()),
                     parts_total: part.total,
                     created: now,
                     deadline: now + valid.validity.as_secs() as i64,
@@ -508,9 +510,9 @@ impl Expander {
             for ((candidate, (address, recipient)), verdict) in
                 candidates.into_iter().zip(parsed).zip(verdicts)
             {
-                if verdict != "accepted" {
-                    exclude(&mut counts, &verdict);
-                    if verdict != "duplicate" {
+                if verdict != ScreenVerdict::Accepted {
+                    exclude(&mut counts, verdict.as_str());
+                    if verdict != ScreenVerdict::Duplicate {
                         excluded.push(Event {
                             v: 1,
                             event: EventKind::Excluded,
@@ -518,7 +520,7 @@ impl Expander {
                             message: Some(candidate.message_id.clone()),
                             recipient: address.to_string(),
                             campaign: valid.request.campaign.clone(),
-                            reason: Some(verdict),
+                            reason: Some(verdict.as_str().to_string()),
                             detail: None,
                             at: now,
                         });

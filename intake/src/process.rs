@@ -42,7 +42,7 @@ use mailpipe_common::classify::{normalize, Classifier, Failure, FailureType};
 use mailpipe_common::config::Settings;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, Lane};
 use mailpipe_common::metrics::IntakeMetrics;
-use mailpipe_common::store::{AddressState, DoneRecord, RecipientFailure, Store};
+use mailpipe_common::store::{AddressState, DoneRecord, DoneState, RecipientFailure, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::verp::{Verp, VerpError};
@@ -265,7 +265,7 @@ impl Intake {
                 .await
                 .map_err(|e| Temporary(e.to_string()))?;
             match record {
-                Some(record) if record.state == "sent" => {
+                Some(record) if record.state == DoneState::Sent => {
                     let Some(address) = record.to.clone() else {
                         tried.push(id);
                         continue;
@@ -310,7 +310,7 @@ impl Intake {
                 .done(&id)
                 .await
                 .map_err(|e| Temporary(e.to_string()))?;
-            let Some(record) = record.filter(|r| r.state == "sent") else {
+            let Some(record) = record.filter(|r| r.state == DoneState::Sent) else {
                 continue;
             };
             let sent_to = record.to.clone().unwrap_or_default().to_ascii_lowercase();
@@ -496,7 +496,7 @@ impl Intake {
                 .done(&id)
                 .await
                 .map_err(|e| Temporary(e.to_string()))?;
-            let Some(record) = record.filter(|r| r.state == "sent") else {
+            let Some(record) = record.filter(|r| r.state == DoneState::Sent) else {
                 tracing::info!(message = %m.message, complainant = %address, "complainant without a sent message of this request: ignored");
                 continue;
             };

@@ -26,7 +26,7 @@ use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
 use mailpipe_common::metrics::RetrierMetrics;
 use mailpipe_common::retry::{outcome, RetryOutcome};
-use mailpipe_common::store::{AddressState, DoneRecord, RecipientFailure, Store};
+use mailpipe_common::store::{AddressState, DoneRecord, DoneState, RecipientFailure, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
@@ -327,7 +327,7 @@ impl Retrier {
             )
             .await?;
         let record = DoneRecord {
-            state: "dead".into(),
+            state: DoneState::Dead,
             request: job.request.clone(),
             at: unix_now(),
             route: failed.route.clone(),

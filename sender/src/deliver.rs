@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use lettre::address::Envelope;
 use mailpipe_common::classify::{Classification, ConnectionError, Failure};
 use mailpipe_common::message::Job;
-use mailpipe_common::store::{DoneRecord, DoneWrite, GateRequest, StoreError};
+use mailpipe_common::store::{DoneRecord, DoneState, DoneWrite, GateRequest, StoreError};
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::unix_now;
 use tokio_util::sync::CancellationToken;
@@ -354,7 +354,7 @@ impl Sender {
             .inc();
         self.routes.up(&route);
         let record = DoneRecord {
-            state: "sent".into(),
+            state: DoneState::Sent,
             request: job.request.clone(),
             at: unix_now(),
             route,

@@ -12,7 +12,7 @@ use lapin::Channel;
 use mailpipe_common::amqp;
 use mailpipe_common::classify::{Classification, Failure};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job, JobBatch, Lane};
-use mailpipe_common::store::DoneRecord;
+use mailpipe_common::store::{DoneRecord, DoneState};
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -177,7 +177,7 @@ impl Sender {
     /// this was the first to record it.
     async fn settle_cancelled(&self, job: &Job) -> anyhow::Result<Option<Event>> {
         let record = DoneRecord {
-            state: "removed".into(),
+            state: DoneState::Removed,
             request: job.request.clone(),
             at: unix_now(),
             route: String::new(),
@@ -236,7 +236,7 @@ impl Sender {
         detail: String,
     ) -> anyhow::Result<Event> {
         let record = DoneRecord {
-            state: "dead".into(),
+            state: DoneState::Dead,
             request: job.request.clone(),
             at: unix_now(),
             route: String::new(),

@@ -62,12 +62,41 @@ impl DoneWrite {
     }
 }
 
+/// A message's terminal state: `sent`, `dead` or `removed` on the wire and
+/// in Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneState {
+    /// The receiving server accepted the message.
+    #[default]
+    Sent,
+    /// It stopped for good; the record's detail says why.
+    Dead,
+    /// An operator removed it (a cancelled campaign, `queue remove`).
+    Removed,
+}
+
+impl DoneState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoneState::Sent => "sent",
+            DoneState::Dead => "dead",
+            DoneState::Removed => "removed",
+        }
+    }
+}
+
+impl std::fmt::Display for DoneState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A message's terminal state, kept for the validity period (the archive of
 /// the validity period of sent mail).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoneRecord {
-    /// `sent`, `dead` or `removed`.
-    pub state: String,
+    pub state: DoneState,
     pub request: String,
     pub at: i64,
     /// For `sent`: the route; for others: empty.
@@ -158,5 +187,32 @@ impl Store {
             .await
             .map_err(op("unlock"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_states_keep_their_wire_names() {
+        for (state, name) in [
+            (DoneState::Sent, "sent"),
+            (DoneState::Dead, "dead"),
+            (DoneState::Removed, "removed"),
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(state.as_str(), name);
+        }
+        // A record written before the state was typed reads the same.
+        let record: DoneRecord = serde_json::from_str(
+            r#"{"state":"dead","request":"r1","at":1,"route":"","detail":"expired: late"}"#,
+        )
+        .unwrap();
+        assert_eq!(record.state, DoneState::Dead);
+        assert!(serde_json::from_str::<DoneRecord>(
+            r#"{"state":"lost","request":"r1","at":1,"detail":""}"#
+        )
+        .is_err());
     }
 }

@@ -61,10 +61,10 @@ mod screen;
 
 pub use addresses::{AddressState, FailureCount, RecipientFailure};
 pub use campaigns::PARKING_GUARD;
-pub use done::{DoneRecord, DoneWrite, Gate, GateRequest};
+pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest};
 pub use feedback::{BounceEntry, QUALIFICATION_CAP};
 pub use requests::{PartCounts, Refusal, RequestMeta, RequestStatus};
-pub use screen::{Candidate, ScreenOptions};
+pub use screen::{Candidate, ScreenOptions, ScreenVerdict};
 
 /// A Redis failure, with the operation that failed.
 #[derive(Debug, thiserror::Error)]

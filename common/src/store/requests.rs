@@ -16,7 +16,10 @@ use super::{op, Store, StoreError};
 pub struct RequestMeta {
     pub campaign: Option<String>,
     pub tenant: Option<String>,
-    pub lane: String,
+    /// The request's lane (stored as its name, `bulk` or `transactional`);
+    /// `None` only in the empty metadata of a request not seen yet.
+    #[serde(default)]
+    pub lane: Option<crate::message::Lane>,
     pub parts_total: u32,
     pub created: i64,
     pub deadline: i64,
@@ -278,5 +281,26 @@ return 1
         let dead: u64 = s.dead.values().sum();
         s.pending = s.accepted.saturating_sub(s.sent + dead + s.removed);
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Lane;
+
+    #[test]
+    fn stored_request_metadata_keeps_the_lane_by_name() {
+        let stored = r#"{"campaign":"c","tenant":null,"lane":"transactional","parts_total":2,"created":1,"deadline":9}"#;
+        let meta: RequestMeta = serde_json::from_str(stored).unwrap();
+        assert_eq!(meta.lane, Some(Lane::Transactional));
+        assert_eq!(
+            serde_json::to_value(&meta).unwrap()["lane"],
+            "transactional"
+        );
+        assert!(
+            serde_json::from_str::<RequestMeta>(&stored.replace("transactional", "express"))
+                .is_err()
+        );
     }
 }

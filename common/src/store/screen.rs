@@ -19,6 +19,56 @@ pub struct Candidate {
     pub control_group: bool,
 }
 
+/// What screening made of one recipient; the script answers with the
+/// names of [`ScreenVerdict::as_str`], which are also the exclusion
+/// reasons in status counts and `excluded` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScreenVerdict {
+    /// Goes out.
+    Accepted,
+    /// Already in the request (an earlier part or position).
+    Duplicate,
+    /// On the denylist.
+    Denylisted,
+    /// Quarantined and not allowlisted.
+    Quarantined,
+    /// Held back as the request's control group.
+    ControlGroup,
+    /// Got a message of the same coalescing key within its window.
+    Coalesced,
+    /// Beyond the request's audience limit.
+    TargetSizeLimited,
+}
+
+impl ScreenVerdict {
+    pub const ALL: [ScreenVerdict; 7] = [
+        ScreenVerdict::Accepted,
+        ScreenVerdict::Duplicate,
+        ScreenVerdict::Denylisted,
+        ScreenVerdict::Quarantined,
+        ScreenVerdict::ControlGroup,
+        ScreenVerdict::Coalesced,
+        ScreenVerdict::TargetSizeLimited,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScreenVerdict::Accepted => "accepted",
+            ScreenVerdict::Duplicate => "duplicate",
+            ScreenVerdict::Denylisted => "denylisted",
+            ScreenVerdict::Quarantined => "quarantined",
+            ScreenVerdict::ControlGroup => "control_group",
+            ScreenVerdict::Coalesced => "coalesced",
+            ScreenVerdict::TargetSizeLimited => "target_size_limited",
+        }
+    }
+
+    /// The verdict the script named, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+}
+
 /// Per-request screening options.
 #[derive(Debug, Clone, Default)]
 pub struct ScreenOptions {
@@ -95,7 +145,7 @@ impl Store {
         request: &str,
         candidates: &[Candidate],
         opts: &ScreenOptions,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<ScreenVerdict>, StoreError> {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
@@ -121,8 +171,37 @@ impl Store {
                 .arg(if c.control_group { "1" } else { "0" });
         }
         let mut c = self.conn.clone();
-        inv.invoke_async(&mut c)
+        let names: Vec<String> = inv
+            .invoke_async(&mut c)
             .await
-            .map_err(op("screen recipients"))
+            .map_err(op("screen recipients"))?;
+        names
+            .iter()
+            .map(|n| {
+                ScreenVerdict::parse(n).ok_or_else(|| StoreError::Corrupt {
+                    what: "screening verdict",
+                    detail: format!("{n:?}"),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_verdict_is_one_the_script_gives_and_reads_back() {
+        for v in ScreenVerdict::ALL {
+            assert_eq!(ScreenVerdict::parse(v.as_str()), Some(v));
+            assert!(
+                SCREEN_LUA.contains(&format!("'{}'", v.as_str())),
+                "the script never answers {}",
+                v.as_str()
+            );
+        }
+        assert_eq!(ScreenVerdict::parse("Accepted"), None);
+        assert_eq!(ScreenVerdict::parse(""), None);
     }
 }

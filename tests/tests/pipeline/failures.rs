@@ -60,9 +60,9 @@ async fn every_reply_ends_in_the_state_and_after_the_attempts_the_policy_says() 
             .unwrap()
             .unwrap_or_else(|| panic!("{address} has no terminal state"));
         if *state == "sent" {
-            assert_eq!(done.state, "sent", "{address}: {}", done.detail);
+            assert_eq!(done.state.as_str(), "sent", "{address}: {}", done.detail);
         } else {
-            assert_eq!(done.state, "dead", "{address}");
+            assert_eq!(done.state.as_str(), "dead", "{address}");
             assert!(
                 done.detail.starts_with(&format!("{state}:")),
                 "{address} ended as {:?}, expected {state}",
@@ -323,7 +323,7 @@ async fn the_retrier_decides_on_the_classification_the_sender_carried() {
         .await
         .unwrap()
         .expect("a terminal record");
-    assert_eq!(stopped.state, "dead");
+    assert_eq!(stopped.state.as_str(), "dead");
     assert!(
         stopped.detail.starts_with("user_unknown: 451"),
         "{}",

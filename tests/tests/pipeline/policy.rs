@@ -344,7 +344,7 @@ async fn mx_mode_delivers_to_the_best_reachable_mx_and_fails_over_to_the_backup(
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(nx.state, "dead", "{}", nx.detail);
+    assert_eq!(nx.state.as_str(), "dead", "{}", nx.detail);
 
     // The primary MX goes away: the backup MX takes over, nothing is lost.
     mx1.stop();
