@@ -466,6 +466,32 @@ pub struct DeadRecord {
     pub at: i64,
 }
 
+/// How much of an input that could not be used a dead letter keeps.
+pub const DEAD_PAYLOAD_BYTES: usize = 4096;
+
+impl DeadRecord {
+    /// The dead letter of an input mailpipe refuses (a request, lane
+    /// message, failure record or mail it cannot use): its reason and
+    /// detail, and the start of the input (up to [`DEAD_PAYLOAD_BYTES`]) for
+    /// the operator.
+    pub fn for_input(reason: impl Into<String>, detail: String, payload: &[u8], at: i64) -> Self {
+        Self {
+            v: 1,
+            reason: reason.into(),
+            detail,
+            request: None,
+            message: None,
+            job: None,
+            failure: None,
+            payload: Some(
+                String::from_utf8_lossy(&payload[..payload.len().min(DEAD_PAYLOAD_BYTES)])
+                    .into_owned(),
+            ),
+            at,
+        }
+    }
+}
+
 /// The kinds of delivery events published to the events exchange (routing key
 /// `<kind>.<lane>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -687,5 +713,19 @@ mod tests {
         let back: FailedJob = serde_json::from_value(old).unwrap();
         assert_eq!(back.classification, None);
         assert_eq!(back.failure, record.failure);
+    }
+
+    #[test]
+    fn an_unreadable_input_keeps_only_its_start_in_the_dead_letter() {
+        let long = vec![b'x'; DEAD_PAYLOAD_BYTES + 10];
+        let d = DeadRecord::for_input("malformed_job", "why".into(), &long, 7);
+        assert_eq!(d.payload.as_deref().map(str::len), Some(DEAD_PAYLOAD_BYTES));
+        assert_eq!(
+            (d.reason.as_str(), d.detail.as_str(), d.at),
+            ("malformed_job", "why", 7)
+        );
+        let short = DeadRecord::for_input("r", String::new(), b"{\xff", 0);
+        assert_eq!(short.payload.as_deref(), Some("{\u{fffd}"));
+        assert!(short.job.is_none() && short.request.is_none() && short.message.is_none());
     }
 }

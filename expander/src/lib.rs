@@ -352,17 +352,9 @@ impl Expander {
             detail = %rejection,
             "request refused"
         );
-        let payload: String = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
         let record = DeadRecord {
-            v: 1,
-            reason: rejection.reason().to_string(),
-            detail: rejection.to_string(),
             request: request_id,
-            message: None,
-            job: None,
-            failure: None,
-            payload: Some(payload),
-            at: unix_now(),
+            ..DeadRecord::for_input(rejection.reason(), rejection.to_string(), body, unix_now())
         };
         amqp::publish_dead(publish, &self.topology.exchange(), &record)
             .await

@@ -638,19 +638,12 @@ impl Intake {
         };
         let json = serde_json::to_string(&entry).unwrap_or_default();
         let channel = self.channel()?;
-        let record = DeadRecord {
-            v: 1,
-            reason: format!("intake_{}", u.outcome),
-            detail: u.why.clone(),
-            request: None,
-            message: None,
-            job: None,
-            failure: None,
-            payload: Some(
-                String::from_utf8_lossy(&mail.data[..mail.data.len().min(4096)]).into_owned(),
-            ),
-            at: unix_now(),
-        };
+        let record = DeadRecord::for_input(
+            format!("intake_{}", u.outcome),
+            u.why.clone(),
+            &mail.data,
+            unix_now(),
+        );
         amqp::publish_dead(&channel, &self.topology.exchange(), &record)
             .await
             .map_err(|e| Temporary(e.to_string()))?;

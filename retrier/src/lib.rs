@@ -175,20 +175,12 @@ impl Retrier {
         let failed: FailedJob = match serde_json::from_slice(&delivery.data) {
             Ok(f) => f,
             Err(e) => {
-                let record = DeadRecord {
-                    v: 1,
-                    reason: "malformed_failure".into(),
-                    detail: format!("unreadable failure record: {e}"),
-                    request: None,
-                    message: None,
-                    job: None,
-                    failure: None,
-                    payload: Some(
-                        String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(4096)])
-                            .into_owned(),
-                    ),
-                    at: unix_now(),
-                };
+                let record = DeadRecord::for_input(
+                    "malformed_failure",
+                    format!("unreadable failure record: {e}"),
+                    &delivery.data,
+                    unix_now(),
+                );
                 self.publish_dead(publish, &record).await?;
                 delivery.ack(BasicAckOptions::default()).await?;
                 return Ok(());

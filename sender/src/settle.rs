@@ -307,20 +307,7 @@ impl Sender {
         detail: String,
     ) -> anyhow::Result<Settled> {
         tracing::warn!(detail = %scrub(&detail), "malformed job dead-lettered");
-        let record = DeadRecord {
-            v: 1,
-            reason: "malformed_job".into(),
-            detail,
-            request: None,
-            message: None,
-            job: None,
-            failure: None,
-            payload: Some(
-                String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(4096)])
-                    .into_owned(),
-            ),
-            at: unix_now(),
-        };
+        let record = DeadRecord::for_input("malformed_job", detail, &delivery.data, unix_now());
         self.publish_dead(publish, &record).await?;
         Ok(Settled::Ack)
     }
