@@ -27,13 +27,12 @@ use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use mailpipe_common::address::{is_header_safe, EmailAddress};
 use mailpipe_common::amqp::{self, ConfirmWindow};
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{
     in_control_group, message_id, BatchRecipient, DeadRecord, Event, EventKind, JobBatch, Lane,
-    Recipient, BATCH_SCHEMA_VERSION,
+    BATCH_SCHEMA_VERSION,
 };
 use mailpipe_common::metrics::ExpanderMetrics;
 use mailpipe_common::store::{
@@ -460,29 +459,13 @@ impl Expander {
             for (i, raw) in batch.iter().enumerate() {
                 counts.recipients += 1;
                 let index = batch_no * cfg.batch_size.max(1) + i;
-                let recipient: Recipient = match serde_json::from_str(raw.get()) {
-                    Ok(r) => r,
-                    Err(_) => {
-                        exclude(&mut counts, "invalid_recipient");
+                let (address, recipient) = match request::admit_recipient(raw.get()) {
+                    Ok(admitted) => admitted,
+                    Err(reason) => {
+                        exclude(&mut counts, reason);
                         continue;
                     }
                 };
-                if recipient.email.trim().is_empty() {
-                    exclude(&mut counts, "address_not_specified");
-                    continue;
-                }
-                let Ok(address) = EmailAddress::parse(&recipient.email) else {
-                    exclude(&mut counts, "invalid_address");
-                    continue;
-                };
-                if recipient
-                    .name
-                    .as_deref()
-                    .is_some_and(|n| !is_header_safe(n) || n.len() > 256)
-                {
-                    exclude(&mut counts, "invalid_recipient");
-                    continue;
-                }
                 let key = address.key();
                 let mid = message_id(&rid, &key);
                 candidates.push(Candidate {

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use mailpipe_common::address::parse_mailbox;
+use mailpipe_common::address::{is_header_safe, parse_mailbox, EmailAddress};
 use mailpipe_common::message::{
-    sha256_hex, BulkRequest, Content, Lane, Part, DEFAULT_VALIDITY_SECONDS, REQUEST_SCHEMA_VERSION,
+    sha256_hex, BulkRequest, Content, Lane, Part, Recipient, DEFAULT_VALIDITY_SECONDS,
+    REQUEST_SCHEMA_VERSION,
 };
 use mailpipe_common::template::Compiled;
 
@@ -211,8 +212,65 @@ pub fn validate<'a>(
     })
 }
 
+/// One recipient entry of a valid request (its raw JSON): its address and
+/// entry, or the reason it is excluded on its own (`invalid_recipient`,
+/// `address_not_specified`, `invalid_address`), counted in the part's
+/// exclusions; screening decides on the rest.
+pub fn admit_recipient(raw: &str) -> Result<(EmailAddress, Recipient), &'static str> {
+    let recipient: Recipient = serde_json::from_str(raw).map_err(|_| "invalid_recipient")?;
+    if recipient.email.trim().is_empty() {
+        return Err("address_not_specified");
+    }
+    let address = EmailAddress::parse(&recipient.email).map_err(|_| "invalid_address")?;
+    if recipient
+        .name
+        .as_deref()
+        .is_some_and(|n| !is_header_safe(n) || n.len() > 256)
+    {
+        return Err("invalid_recipient");
+    }
+    Ok((address, recipient))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_recipient_entry_is_admitted_or_excluded_with_its_reason() {
+        let long_name = format!(
+            r#"{{"email":"a@example.com","name":"{}"}}"#,
+            "n".repeat(257)
+        );
+        let table: Vec<(&str, Result<&str, &str>)> = vec![
+            (r#"{"email":"Bob@Example.COM"}"#, Ok("bob@example.com")),
+            (
+                r#"{"email":" bob@bücher.example "}"#,
+                Ok("bob@xn--bcher-kva.example"),
+            ),
+            (
+                r#"{"email":"a@example.com","name":"Ann","vars":{"x":1}}"#,
+                Ok("a@example.com"),
+            ),
+            (r#"{"email":""}"#, Err("address_not_specified")),
+            (r#"{"email":"   "}"#, Err("address_not_specified")),
+            (r#"{"email":"no-at-sign"}"#, Err("invalid_address")),
+            (r#"{"email":"a b@example.com"}"#, Err("invalid_address")),
+            (
+                r#"{"email":"a@example.com","name":"Ann\r\nBcc: x@y"}"#,
+                Err("invalid_recipient"),
+            ),
+            (&long_name, Err("invalid_recipient")),
+            (
+                r#"{"email":"a@example.com","extra":1}"#,
+                Err("invalid_recipient"),
+            ),
+            (r#"{"name":"no address"}"#, Err("invalid_recipient")),
+            ("[1,2]", Err("invalid_recipient")),
+        ];
+        for (raw, want) in table {
+            let got = super::admit_recipient(raw).map(|(a, _)| a.key());
+            assert_eq!(got.as_deref().map_err(|e| *e), want, "{raw}");
+        }
+    }
 
     #[test]
     fn a_refused_body_still_names_the_request_and_part_it_claims() {
