@@ -16,7 +16,12 @@
 //! each recipient's first verdict by position, the jobs carry the same ids
 //! (the sender sends each id at most once), and the part's counts are
 //! overwritten, not added.
+//!
+//! `lib.rs` runs the consumers and settles each request; `expand.rs`
+//! expands one; `request.rs` validates a request at the edge and admits
+//! each recipient entry.
 
+mod expand;
 mod request;
 
 use std::sync::Arc;
@@ -27,17 +32,12 @@ use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use mailpipe_common::amqp::{self, ConfirmWindow};
+use mailpipe_common::amqp;
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
-use mailpipe_common::message::{
-    in_control_group, message_id, BatchRecipient, DeadRecord, Event, EventKind, JobBatch, Lane,
-    BATCH_SCHEMA_VERSION,
-};
+use mailpipe_common::message::{DeadRecord, Lane};
 use mailpipe_common::metrics::ExpanderMetrics;
-use mailpipe_common::store::{
-    Candidate, PartCounts, Refusal, RequestMeta, ScreenOptions, ScreenVerdict, Store,
-};
+use mailpipe_common::store::{PartCounts, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
@@ -360,234 +360,6 @@ impl Expander {
             .map_err(|e| ExpandError::Broker(e.into()))?;
         Ok(ExpandOutcome::Rejected(rejection.reason()))
     }
-
-    async fn expand(
-        &self,
-        publish: &Channel,
-        body: &[u8],
-        amqp_message_id: Option<&str>,
-        shutdown: &CancellationToken,
-    ) -> Result<ExpandOutcome, ExpandError> {
-        let cfg = &self.settings.expander;
-        let valid = match request::validate(body, amqp_message_id, cfg.max_request_bytes) {
-            Ok(v) => v,
-            Err(rejection) => {
-                let claimed = request::claimed_id(body, cfg.max_request_bytes);
-                if let Some((id, part)) = &claimed {
-                    // `mailpipe status ID` tells the application why.
-                    let refusal = Refusal {
-                        reason: rejection.reason().to_string(),
-                        detail: rejection.to_string(),
-                        at: unix_now(),
-                    };
-                    self.store
-                        .record_refusal(id, *part, &refusal, REFUSAL_TTL)
-                        .await
-                        .map_err(ExpandError::Store)?;
-                }
-                let id = claimed.map(|(id, _)| id);
-                return self.reject(publish, &rejection, id, body).await;
-            }
-        };
-        let rid = valid.id.clone();
-        let part = valid.part;
-        let ttl = valid.validity + STATUS_GRACE;
-        let now = unix_now();
-        let meta = self
-            .store
-            .register_request(
-                &rid,
-                &RequestMeta {
-                    campaign: valid.request.campaign.clone(),
-                    tenant: valid.request.tenant.clone(),
-                    lane: Some(valid.lane()),
-                    parts_total: part.total,
-                    created: now,
-                    deadline: now + valid.validity.as_secs() as i64,
-                },
-                ttl,
-            )
-            .await?;
-        if self.store.part_done(&rid, part.index).await? {
-            tracing::info!(request = %rid, part = part.index, "part already expanded; nothing to do");
-            return Ok(ExpandOutcome::AlreadyDone);
-        }
-        let content_id = valid.content.id();
-        self.store
-            .put_content(
-                &content_id,
-                &serde_json::to_string(&valid.content).unwrap_or_default(),
-                ttl,
-            )
-            .await?;
-
-        let screen = ScreenOptions {
-            max_audience: valid.request.max_audience,
-            coalesce: valid.request.coalesce.as_ref().map(|c| {
-                (
-                    valid.request.tenant.clone().unwrap_or_default(),
-                    c.key.clone(),
-                    Duration::from_secs(c.window_seconds),
-                )
-            }),
-            ttl,
-        };
-        let lane = valid.lane();
-        let lane_key = Topology::lane_key(lane);
-        let exchange = self.topology.exchange();
-        let events = self.topology.events_exchange();
-        let mut window = ConfirmWindow::new(cfg.publish_window);
-        let per_message = cfg.jobs_per_message.max(1);
-        // The accepted recipients not yet published, up to `per_message`.
-        let mut pending: Option<JobBatch> = None;
-        let mut counts = PartCounts::default();
-        let exclude = |counts: &mut PartCounts, reason: &str| {
-            *counts.excluded.entry(reason.to_string()).or_default() += 1;
-        };
-
-        let recipients = &valid.request.recipients;
-        for (batch_no, batch) in recipients.chunks(cfg.batch_size.max(1)).enumerate() {
-            if shutdown.is_cancelled() {
-                window
-                    .drain()
-                    .await
-                    .map_err(|e| ExpandError::Broker(e.into()))?;
-                return Ok(ExpandOutcome::Interrupted);
-            }
-            let mut candidates = Vec::with_capacity(batch.len());
-            let mut parsed = Vec::with_capacity(batch.len());
-            for (i, raw) in batch.iter().enumerate() {
-                counts.recipients += 1;
-                let index = batch_no * cfg.batch_size.max(1) + i;
-                let (address, recipient) = match request::admit_recipient(raw.get()) {
-                    Ok(admitted) => admitted,
-                    Err(reason) => {
-                        exclude(&mut counts, reason);
-                        continue;
-                    }
-                };
-                let key = address.key();
-                let mid = message_id(&rid, &key);
-                candidates.push(Candidate {
-                    control_group: valid
-                        .request
-                        .control_group
-                        .is_some_and(|share| in_control_group(&rid, &key, share)),
-                    address: key,
-                    position: format!("{}:{}", part.index, index),
-                    message_id: mid,
-                });
-                parsed.push((address, recipient));
-            }
-            let verdicts = self.store.screen(&rid, &candidates, &screen).await?;
-            // The exclusions of this screening batch, published as one message.
-            let mut excluded = Vec::new();
-            for ((candidate, (address, recipient)), verdict) in
-                candidates.into_iter().zip(parsed).zip(verdicts)
-            {
-                if verdict != ScreenVerdict::Accepted {
-                    exclude(&mut counts, verdict.as_str());
-                    if verdict != ScreenVerdict::Duplicate {
-                        excluded.push(Event {
-                            v: 1,
-                            event: EventKind::Excluded,
-                            request: rid.clone(),
-                            message: Some(candidate.message_id.clone()),
-                            recipient: address.to_string(),
-                            campaign: valid.request.campaign.clone(),
-                            reason: Some(verdict.as_str().to_string()),
-                            detail: None,
-                            at: now,
-                        });
-                    }
-                    continue;
-                }
-                counts.accepted += 1;
-                let batch = pending.get_or_insert_with(|| JobBatch {
-                    v: BATCH_SCHEMA_VERSION,
-                    request: rid.clone(),
-                    tenant: valid.request.tenant.clone(),
-                    campaign: valid.request.campaign.clone(),
-                    lane,
-                    content: content_id.clone(),
-                    created: meta.created,
-                    deadline: meta.deadline,
-                    attempt: 0,
-                    last_reason: None,
-                    recipients: Vec::with_capacity(per_message),
-                });
-                batch.recipients.push(BatchRecipient {
-                    id: candidate.message_id,
-                    to: address.to_string(),
-                    name: recipient.name,
-                    vars: recipient.vars,
-                });
-                if batch.recipients.len() >= per_message {
-                    if let Some(full) = pending.take() {
-                        publish_jobs(publish, &exchange, &lane_key, &full, &mut window).await?;
-                    }
-                }
-            }
-            if !excluded.is_empty() {
-                let pending = amqp::publish_events(publish, &events, &excluded, lane)
-                    .await
-                    .map_err(|e| ExpandError::Broker(e.into()))?;
-                window
-                    .push(pending)
-                    .await
-                    .map_err(|e| ExpandError::Broker(e.into()))?;
-            }
-        }
-        if let Some(last) = pending.take() {
-            publish_jobs(publish, &exchange, &lane_key, &last, &mut window).await?;
-        }
-        window
-            .drain()
-            .await
-            .map_err(|e| ExpandError::Broker(e.into()))?;
-        self.store
-            .record_part(&rid, part.index, &counts, ttl)
-            .await?;
-        tracing::info!(
-            request = %rid,
-            part = part.index,
-            parts = part.total,
-            recipients = counts.recipients,
-            accepted = counts.accepted,
-            excluded = ?counts.excluded,
-            "request expanded"
-        );
-        Ok(ExpandOutcome::Expanded(counts))
-    }
-}
-
-/// Publishes the jobs of some recipients of a request as one lane message
-/// (its confirm joins the window).
-async fn publish_jobs(
-    publish: &Channel,
-    exchange: &str,
-    lane_key: &str,
-    batch: &JobBatch,
-    window: &mut ConfirmWindow,
-) -> Result<(), ExpandError> {
-    let id = batch
-        .recipients
-        .first()
-        .map(|r| r.id.clone())
-        .unwrap_or_default();
-    let pending = amqp::publish(
-        publish,
-        exchange,
-        lane_key,
-        &serde_json::to_vec(batch).unwrap_or_default(),
-        amqp::properties().with_message_id(id.into()),
-    )
-    .await
-    .map_err(|e| ExpandError::Broker(e.into()))?;
-    window
-        .push(pending)
-        .await
-        .map_err(|e| ExpandError::Broker(e.into()))
 }
 
 /// A failure while expanding that is not the request's fault.
