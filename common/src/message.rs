@@ -547,6 +547,29 @@ pub struct Event {
     pub at: i64,
 }
 
+impl Event {
+    /// An event about the message of `job`, at `at`.
+    pub fn for_job(
+        job: &Job,
+        kind: EventKind,
+        reason: Option<String>,
+        detail: Option<String>,
+        at: i64,
+    ) -> Self {
+        Self {
+            v: 1,
+            event: kind,
+            request: job.request.clone(),
+            message: Some(job.id.clone()),
+            recipient: job.to.clone(),
+            campaign: job.campaign.clone(),
+            reason,
+            detail,
+            at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,5 +750,34 @@ mod tests {
         let short = DeadRecord::for_input("r", String::new(), b"{\xff", 0);
         assert_eq!(short.payload.as_deref(), Some("{\u{fffd}"));
         assert!(short.job.is_none() && short.request.is_none() && short.message.is_none());
+    }
+
+    #[test]
+    fn an_event_about_a_job_names_its_message_recipient_and_campaign() {
+        let job = JobBatch::of_job(Job {
+            v: JOB_SCHEMA_VERSION,
+            id: "m1".into(),
+            request: "r1".into(),
+            tenant: None,
+            campaign: Some("spring".into()),
+            lane: Lane::Bulk,
+            content: "c1".into(),
+            to: "bob@example.com".into(),
+            name: None,
+            vars: Default::default(),
+            created: 0,
+            deadline: 10,
+            attempt: 2,
+            last_reason: None,
+        })
+        .into_jobs()
+        .remove(0);
+        let ev = Event::for_job(&job, EventKind::Dead, Some("expired".into()), None, 9);
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"v": 1, "event": "dead", "request": "r1", "message": "m1",
+                "recipient": "bob@example.com", "campaign": "spring", "reason": "expired", "at": 9})
+        );
     }
 }

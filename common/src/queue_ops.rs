@@ -212,17 +212,13 @@ impl QueueOps<'_> {
             )
             .await?;
         if new {
-            let ev = crate::message::Event {
-                v: 1,
-                event: EventKind::Removed,
-                request: job.request.clone(),
-                message: Some(job.id.clone()),
-                recipient: job.to.clone(),
-                campaign: job.campaign.clone(),
-                reason: Some(reason.to_string()),
-                detail: None,
-                at: unix_now(),
-            };
+            let ev = crate::message::Event::for_job(
+                job,
+                EventKind::Removed,
+                Some(reason.to_string()),
+                None,
+                unix_now(),
+            );
             amqp::confirm(
                 amqp::publish_event(
                     self.channel,

@@ -296,17 +296,13 @@ impl Retrier {
     }
 
     fn event(&self, job: &Job, kind: EventKind, reason: &str, failure: &Failure) -> Event {
-        Event {
-            v: 1,
-            event: kind,
-            request: job.request.clone(),
-            message: Some(job.id.clone()),
-            recipient: job.to.clone(),
-            campaign: job.campaign.clone(),
-            reason: Some(reason.to_string()),
-            detail: Some(failure_text(failure)),
-            at: unix_now(),
-        }
+        Event::for_job(
+            job,
+            kind,
+            Some(reason.to_string()),
+            Some(failure_text(failure)),
+            unix_now(),
+        )
     }
 
     async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {

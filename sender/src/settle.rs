@@ -328,17 +328,7 @@ impl Sender {
         reason: Option<String>,
         detail: Option<String>,
     ) -> Event {
-        Event {
-            v: 1,
-            event: kind,
-            request: job.request.clone(),
-            message: Some(job.id.clone()),
-            recipient: job.to.clone(),
-            campaign: job.campaign.clone(),
-            reason,
-            detail,
-            at: unix_now(),
-        }
+        Event::for_job(job, kind, reason, detail, unix_now())
     }
 
     /// Publishes some jobs of one request as one message (confirm pending).
