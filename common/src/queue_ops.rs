@@ -121,13 +121,21 @@ impl QueueOps<'_> {
             return Ok(counts);
         };
         let queue = self.topology.queue(key);
+        // Messages are taken on a channel of their own: another process (an
+        // operator's release, the retrier's sweep) may delete the queue
+        // meanwhile, and the broker answers that by closing the channel
+        // that asked, which must not be the one this process publishes on.
+        let get = self.conn.create_channel().await?;
         for _ in 0..depth {
-            let Some(msg) = self
-                .channel
+            let msg = match get
                 .basic_get(queue.clone().into(), BasicGetOptions { no_ack: false })
-                .await?
-            else {
-                break;
+                .await
+            {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                // The queue is gone: nothing left to take.
+                Err(_) if self.depth(key).await?.is_none() => break,
+                Err(e) => return Err(e.into()),
             };
             let jobs: Vec<Job> = LaneMessage::decode(&msg.delivery.data)
                 .map(JobBatch::into_jobs)
@@ -185,6 +193,7 @@ impl QueueOps<'_> {
             }
             msg.delivery.ack(BasicAckOptions::default()).await?;
         }
+        let _ = get.close(200, "ok".into()).await;
         Ok(counts)
     }
 

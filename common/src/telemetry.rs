@@ -50,12 +50,17 @@ pub fn init(settings: &TelemetrySettings) {
     };
 }
 
-/// Installs a subscriber for tests: silent unless `TEST_LOG` is set.
+/// Installs a subscriber for tests: warnings, or `info` with `TEST_LOG` set.
 pub fn init_for_tests() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        let _ = fmt().with_env_filter(filter).with_test_writer().try_init();
-    }
+    // Warnings always (a failed test shows why a worker reconnected or
+    // returned a message); everything from `info` with TEST_LOG set.
+    let default = if std::env::var_os("TEST_LOG").is_some() {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 #[cfg(test)]

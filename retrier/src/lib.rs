@@ -119,7 +119,15 @@ impl Retrier {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
                 _ = sweep.tick() => {
-                    self.sweep_parked(&conn, &publish).await?;
+                    if let Err(e) = self.sweep_parked(&conn, &publish).await {
+                        // Only a lost connection or publishing channel ends
+                        // the session; anything else (a queue deleted by a
+                        // concurrent release, a Redis hiccup) is swept again.
+                        if !conn.status().connected() || !publish.status().connected() {
+                            return Err(e);
+                        }
+                        tracing::warn!(error.cause_chain = ?e, error.message = %e, "sweep of parked messages failed; trying again at the next sweep");
+                    }
                     continue;
                 }
                 _ = backlog.tick() => {

@@ -30,7 +30,16 @@ return 1
 /// KEYS: parking counter, closed mark. ARGV: guard (ms).
 const CLOSE_PARKING_LUA: &str = r#"
 if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then return 0 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"#;
+
+/// KEYS: closed mark. The mark counts its closers (an operator's release
+/// and the retrier's sweep may close the same queue at once): it is lifted
+/// when the last of them reopens.
+const REOPEN_PARKING_LUA: &str = r#"
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
@@ -126,11 +135,12 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Lifts [`Self::close_parking`].
+    /// Lifts [`Self::close_parking`] (once every closer has reopened).
     pub async fn reopen_parking(&self, request: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: i64 = c
-            .del(self.key(&["parking_closed", request]))
+        let _: i64 = redis::Script::new(REOPEN_PARKING_LUA)
+            .key(self.key(&["parking_closed", request]))
+            .invoke_async(&mut c)
             .await
             .map_err(op("reopen parking"))?;
         Ok(())

@@ -674,3 +674,108 @@ async fn submit_checks_the_request_locally_and_dry_run_publishes_nothing() {
     assert_eq!(p.queue_depth("requests").await, 0);
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_and_the_retriers_sweep_at_once_move_each_parked_message_once_and_keep_both_on_the_broker(
+) {
+    use mailpipe_common::amqp;
+    use mailpipe_common::queue_ops::QueueOps;
+    // No sender and no retrier: this test plays both the operator's
+    // `campaign release` and the retrier's sweep, on the same parking queue
+    // at the same moment, as happens when an operator releases a campaign.
+    let p = TestPipeline::spawn_with(
+        SmtpSink::start(),
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: false,
+        },
+        |_| {},
+    )
+    .await;
+    let rid = "swept-twice";
+    let n = 60;
+    p.publish_json(&sample_request(rid, n, "example.com")).await;
+    p.wait_expanded(rid).await;
+    let mut jobs = p.drain_jobs("send.bulk").await;
+    assert_eq!(jobs.len(), n);
+    let connect = |name: &'static str| {
+        let settings = p.settings.amqp.clone();
+        async move {
+            let conn = amqp::connect_once(&settings, name).await.expect("RabbitMQ");
+            let ch = amqp::channel(&conn, None).await.expect("channel");
+            (conn, ch)
+        }
+    };
+    let (c1, ch1) = connect("test-release").await;
+    let (c2, ch2) = connect("test-sweep").await;
+    for round in 0..12u64 {
+        // Park every job, one message each, as senders do for a held campaign.
+        p.topology.declare_held(&ch1, rid).await.unwrap();
+        for j in &jobs {
+            amqp::publish_confirmed(
+                &ch1,
+                &p.topology.exchange(),
+                &format!("held.{rid}"),
+                &serde_json::to_vec(j).unwrap(),
+                amqp::properties(),
+            )
+            .await
+            .unwrap();
+        }
+        p.store.mark_parked(rid).await.unwrap();
+        let a = QueueOps {
+            conn: &c1,
+            channel: &ch1,
+            store: &p.store,
+            topology: &p.topology,
+        };
+        let b = QueueOps {
+            conn: &c2,
+            channel: &ch2,
+            store: &p.store,
+            topology: &p.topology,
+        };
+        // The second starts a little later each round, so that over the
+        // rounds it meets the first at every step: both draining, one
+        // deleting while the other still takes messages.
+        let (ra, rb) = tokio::join!(a.sweep_parked(rid), async {
+            tokio::time::sleep(Duration::from_millis(round * 15)).await;
+            b.sweep_parked(rid).await
+        });
+        let (ra, rb) = (
+            ra.unwrap_or_else(|e| panic!("round {round}: release failed: {e:#}")),
+            rb.unwrap_or_else(|e| panic!("round {round}: sweep failed: {e:#}")),
+        );
+        assert_eq!(
+            ra.moved + rb.moved,
+            n as u64,
+            "round {round}: each parked message moves once ({ra:?}, {rb:?})"
+        );
+        assert!(
+            ch1.status().connected() && ch2.status().connected(),
+            "round {round}: a sweep lost the channel it publishes on"
+        );
+        assert!(
+            c1.status().connected() && c2.status().connected(),
+            "round {round}: a sweep lost its connection"
+        );
+        jobs = p.drain_jobs("send.bulk").await;
+        assert_eq!(jobs.len(), n, "round {round}: every job back in its lane");
+        // Whoever deleted last, the queue is gone and open for parking again.
+        if p.store.parked().await.unwrap().is_empty() {
+            assert!(!p.queue_exists(&format!("held.{rid}")).await);
+        } else {
+            // A sweep saw the other's messages still there: the next sweep
+            // deletes it.
+            a.sweep_parked(rid).await.unwrap();
+            assert!(!p.queue_exists(&format!("held.{rid}")).await);
+        }
+        assert!(p.store.begin_parking(rid).await.unwrap());
+        p.store.end_parking(rid).await.unwrap();
+        p.store.unmark_parked(rid).await.unwrap();
+    }
+    let _ = c1.close(200, "ok".into()).await;
+    let _ = c2.close(200, "ok".into()).await;
+    p.shutdown().await;
+}

@@ -39,9 +39,11 @@ async fn a_parking_queue_is_closed_only_when_no_sender_parks_and_senders_are_tur
         (End, None),
         (Close, Some(true)),  // nobody parks: closed for deletion
         (Begin, Some(false)), // a sender is turned away meanwhile
-        (Close, Some(true)),
+        (Close, Some(true)),  // a second closer (a release and a sweep at once)
         (Reopen, None),
-        (Begin, Some(true)), // open again
+        (Begin, Some(false)), // still closed: the second closer deletes
+        (Reopen, None),
+        (Begin, Some(true)), // open again once both reopened
         (End, None),
     ];
     for (i, (step, expected)) in table.into_iter().enumerate() {
