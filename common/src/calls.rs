@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::policy::{Ask, Verdict};
-use crate::store::{DoneRecord, DoneWrite, Gate, GateRequest, Store, StoreError};
+use crate::store::{DoneRecord, DoneWrite, Gate, GateRequest, MarkRequest, Store, StoreError};
 
 const CALLS_LUA: &str = r#"
 -- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, then the calls, each
@@ -26,7 +26,10 @@ const CALLS_LUA: &str = r#"
 --      the message's terminal record, its campaign's operator flags, and
 --      its lease, taken atomically with the check that nothing ended it;
 --      answers status (0 leased, 1 done, 2 cancelled, 3 held, 4 leased by
---      another) and value (the record, or the lease's ms left)
+--      another, 5 leased but a delivery left its "data sent" mark)
+--      and value (the record, the lease's ms left, or the mark's owner)
+--   m  message, owner, ttl s
+--      "data sent, awaiting reply", written before the final dot; answers 1
 --   a  domain, route, domain interval ms (0 none), domain burst, domain
 --      concurrency (0 none), route interval ms (0 none), route
 --      concurrency (0 none), lease id
@@ -82,13 +85,18 @@ local function gate(mid, req, retried, owner)
   end
   if flag ~= '0' then return flag, '' end
   local lease = p .. ':lease:' .. mid
-  if redis.call('SET', lease, owner, 'NX', 'PX', ttl) then return '0', '' end
+  local taken = redis.call('SET', lease, owner, 'NX', 'PX', ttl)
   -- The same delivery again (after a Redis error): it still holds the lease.
-  if redis.call('GET', lease) == owner then
+  if not taken and redis.call('GET', lease) == owner then
     redis.call('PEXPIRE', lease, ttl)
-    return '0', ''
+    taken = true
   end
-  return '4', tostring(redis.call('PTTL', lease))
+  if not taken then return '4', tostring(redis.call('PTTL', lease)) end
+  -- A mark left by any delivery (this one too, when Redis failed after its
+  -- dot) means an answer was never recorded.
+  local mark = redis.call('GET', p .. ':dot:' .. mid)
+  if mark then return '5', mark end
+  return '0', ''
 end
 
 local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease)
@@ -152,6 +160,8 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease)
 end
 
 local function done(mid, req, record, rttl, reset, counters)
+  -- The answer is recorded: the attempt is no longer in doubt.
+  redis.call('DEL', p .. ':dot:' .. mid)
   if not redis.call('SET', p .. ':done:' .. mid, record, 'NX', 'EX', rttl) then return '0' end
   for field in string.gmatch(counters, '%S+') do
     local k = req .. '\0' .. field
@@ -180,6 +190,10 @@ while i <= #ARGV do
     out[#out + 1] = tostring(ms)
     out[#out + 1] = tostring(leased)
     i = i + 9
+  elseif tag == 'm' then
+    redis.call('SET', p .. ':dot:' .. ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
+    out[#out + 1] = '1'
+    i = i + 4
   elseif tag == 'd' then
     out[#out + 1] = done(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
     i = i + 7
@@ -207,6 +221,8 @@ pub enum Call {
     Acquire(Ask),
     /// Write a terminal record.
     Done(DoneWrite),
+    /// Mark a message "data sent, awaiting reply".
+    Mark(MarkRequest),
 }
 
 /// The answer to a [`Call`], of the same kind.
@@ -216,6 +232,7 @@ pub enum Answer {
     Acquire(Verdict),
     /// Whether the record is new (and was counted).
     Done(bool),
+    Mark,
 }
 
 /// Appends the script's arguments for `calls`.
@@ -250,6 +267,12 @@ pub(crate) fn arguments(
                     .arg(a.route.concurrency.unwrap_or(0))
                     .arg(&a.lease_id);
             }
+            Call::Mark(m) => {
+                inv.arg("m")
+                    .arg(&m.message)
+                    .arg(&m.owner)
+                    .arg(m.ttl.as_secs().max(1));
+            }
             Call::Done(d) => {
                 inv.arg("d")
                     .arg(&d.message)
@@ -270,7 +293,7 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
         .map(|c| match c {
             Call::Gate(_) => 2,
             Call::Acquire(_) => 3,
-            Call::Done(_) => 1,
+            Call::Done(_) | Call::Mark(_) => 1,
         })
         .sum();
     if reply.len() != wanted {
@@ -304,6 +327,7 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
                     }
                     "2" => gate.cancelled = true,
                     "3" => gate.held = true,
+                    "5" => gate.ambiguous = Some(value.to_string()),
                     _ => {
                         let ms = value.parse::<i64>().unwrap_or(0).max(1);
                         gate.lease_wait = Some(Duration::from_millis(ms as u64));
@@ -323,6 +347,10 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
                 })
             }
             Call::Done(_) => Answer::Done(next() == "1"),
+            Call::Mark(_) => {
+                next();
+                Answer::Mark
+            }
         });
     }
     Ok(out)

@@ -227,6 +227,37 @@ pub struct SenderSettings {
     /// such domain (an RSA and an Ed25519 key of one domain sign side by
     /// side). Mail from other domains goes out unsigned.
     pub dkim: Vec<DkimSettings>,
+    /// What a sender does with a recipient whose previous attempt is
+    /// ambiguous: the message data was sent but no reply was read (the
+    /// sending process died, or the connection broke or timed out after the
+    /// final dot), so the server may have accepted it. `resend` (at least
+    /// once, as every MTA does), `hold` (parked for an operator, never sent
+    /// twice) or `drop` (at most once: `dead` with reason `ambiguous`).
+    pub on_ambiguous: OnAmbiguous,
+}
+
+/// `sender.on_ambiguous`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAmbiguous {
+    /// Send it again (a possible duplicate, reported).
+    #[default]
+    Resend,
+    /// Park it in the `ambiguous` queue until an operator releases or
+    /// removes it.
+    Hold,
+    /// Stop it: `dead`, reason `ambiguous`.
+    Drop,
+}
+
+impl OnAmbiguous {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnAmbiguous::Resend => "resend",
+            OnAmbiguous::Hold => "hold",
+            OnAmbiguous::Drop => "drop",
+        }
+    }
 }
 
 /// One DKIM signing key of `sender.dkim`.
@@ -585,6 +616,7 @@ impl Default for SenderSettings {
             shutdown_timeout: Duration::from_secs(45),
             max_throttle_wait: Duration::from_millis(500),
             dkim: Vec::new(),
+            on_ambiguous: OnAmbiguous::Resend,
         }
     }
 }

@@ -510,6 +510,11 @@ pub enum EventKind {
     /// The recipient asked to unsubscribe by mail (a `mailto:` unsubscribe
     /// or an "unsubscribe" reply); the address is on the denylist now.
     Unsubscribed,
+    /// A previous attempt sent the data and got no reply (its sender died
+    /// or the connection broke before the server answered): the recipient
+    /// may have the message already. The reason says what mailpipe did
+    /// (`resend`, `hold` or `drop`, per `sender.on_ambiguous`).
+    Ambiguous,
 }
 
 impl EventKind {
@@ -524,6 +529,7 @@ impl EventKind {
             EventKind::Removed => "removed",
             EventKind::Complained => "complained",
             EventKind::Unsubscribed => "unsubscribed",
+            EventKind::Ambiguous => "ambiguous",
         }
     }
 }

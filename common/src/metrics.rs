@@ -166,6 +166,9 @@ pub struct SenderMetrics {
     /// Recipients taken with less than a fifth of their validity period
     /// left, by lane and attempt (`first`, `retry`).
     near_deadline: IntCounterVec,
+    /// Ambiguous attempts (data sent, no reply read), by what was done
+    /// (`resend`, `hold`, `drop`).
+    pub ambiguous: IntCounterVec,
 }
 
 impl SenderMetrics {
@@ -271,9 +274,19 @@ impl WorkerMetrics for SenderMetrics {
                 near_deadline.with_label_values(&[lane, attempt]);
             }
         }
+        let ambiguous = counter(
+            &registry,
+            "mailpipe_ambiguous_total",
+            "Recipients whose attempt was ambiguous (the data was sent and no reply read: they may have the message), by what was done (resend, hold, drop)",
+            &["action"],
+        );
+        for action in ["resend", "hold", "drop"] {
+            ambiguous.with_label_values(&[action]);
+        }
         breaker_openings.with_label_values(&["breaker"]);
         dead.with_label_values(&["expired"]);
         Self {
+            ambiguous,
             registry,
             deliveries,
             smtp_seconds,

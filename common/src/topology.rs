@@ -70,6 +70,10 @@ impl Topology {
     pub const REQUESTS: &'static str = "requests";
     pub const FAILED: &'static str = "failed";
     pub const DEAD: &'static str = "dead";
+    /// Recipients whose previous attempt's outcome is unknown (the data was
+    /// sent, no reply came), held for an operator by `sender.on_ambiguous:
+    /// hold` until `mailpipe queue release` or `queue remove`.
+    pub const AMBIGUOUS: &'static str = "ambiguous";
 
     /// Routing key of a send lane.
     pub fn lane_key(lane: Lane) -> String {
@@ -161,6 +165,7 @@ impl Topology {
             }
         }
         keys.push(Self::DEAD.to_string());
+        keys.push(Self::AMBIGUOUS.to_string());
         keys
     }
 
@@ -247,6 +252,7 @@ impl Topology {
         }
         queues.push((Self::FAILED.into(), self.work_queue_args()));
         queues.push((Self::DEAD.into(), quorum()));
+        queues.push((Self::AMBIGUOUS.into(), quorum()));
         for tier in &self.tiers {
             for lane in Lane::ALL {
                 queues.push((Self::tier_key(*tier, lane), self.tier_args(*tier, lane)));

@@ -156,5 +156,9 @@ fn print(s: &RequestStatus, state: &str, json: bool) -> anyhow::Result<()> {
         println!("  {reason:<22} {n}");
     }
     println!("complaints {}", s.complained);
+    println!("unsubscribed {}", s.unsubscribed);
+    // Recipients whose attempt's outcome was unknown (data sent, no reply
+    // read): with `sender.on_ambiguous: resend` they may have it twice.
+    println!("ambiguous  {}", s.ambiguous);
     Ok(())
 }

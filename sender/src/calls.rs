@@ -6,7 +6,7 @@
 use mailpipe_common::calls::{Answer, Call};
 use mailpipe_common::config::Settings;
 use mailpipe_common::policy::{Ask, Verdict};
-use mailpipe_common::store::{DoneWrite, Gate, GateRequest, Store, StoreError};
+use mailpipe_common::store::{DoneWrite, Gate, GateRequest, MarkRequest, Store, StoreError};
 
 use crate::coalesce::Coalescer;
 
@@ -46,6 +46,14 @@ impl Calls {
             other => Err(StoreError::Shared(format!(
                 "a policy ask answered {other:?}"
             ))),
+        }
+    }
+
+    /// Marks a message "data sent, awaiting reply" (before its final dot).
+    pub(crate) async fn mark(&self, mark: MarkRequest) -> Result<(), StoreError> {
+        match self.calls.ask(Call::Mark(mark)).await? {
+            Answer::Mark => Ok(()),
+            other => Err(StoreError::Shared(format!("a mark answered {other:?}"))),
         }
     }
 

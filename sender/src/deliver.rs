@@ -11,12 +11,17 @@ use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use mailpipe_common::classify::{Classification, ConnectionError, Failure};
+use mailpipe_common::config::OnAmbiguous;
 use mailpipe_common::message::Job;
-use mailpipe_common::store::{DoneRecord, DoneState, DoneWrite, GateRequest, StoreError};
+use mailpipe_common::store::{
+    DoneRecord, DoneState, DoneWrite, GateRequest, MarkRequest, StoreError,
+};
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::unix_now;
 use tokio_util::sync::CancellationToken;
 
+use crate::ambiguous::{self, Found};
+use crate::smtp::SendError;
 use crate::{mime, smtp, Sender};
 
 /// What became of one delivery.
@@ -46,6 +51,16 @@ pub(crate) enum DeliveryOutcome {
     },
     /// Not attempted (shutdown came first): back into its lane.
     Unsent,
+    /// The recipient had an ambiguous attempt (see `ambiguous.rs`): its
+    /// `ambiguous` event is published, then `then` is settled.
+    Ambiguous {
+        action: OnAmbiguous,
+        detail: String,
+        then: Box<DeliveryOutcome>,
+    },
+    /// Ambiguous, and `sender.on_ambiguous: hold`: parked in the
+    /// `ambiguous` queue for an operator.
+    AmbiguousHeld,
 }
 
 impl DeliveryOutcome {
@@ -60,6 +75,8 @@ impl DeliveryOutcome {
             DeliveryOutcome::Deferred { reason, .. } => reason,
             DeliveryOutcome::Dead { reason, .. } => reason,
             DeliveryOutcome::Unsent => "returned",
+            DeliveryOutcome::Ambiguous { then, .. } => then.label(),
+            DeliveryOutcome::AmbiguousHeld => "ambiguous_held",
         }
     }
 }
@@ -181,19 +198,40 @@ impl Sender {
             return Ok(DeliveryOutcome::Held);
         }
         // This delivery holds the lease from here on.
-        let outcome = self.deliver_leased(job, owner).await?;
-        if matches!(outcome, DeliveryOutcome::Dead { .. }) {
+        let mut found = None;
+        let outcome = match gate.ambiguous {
+            Some(earlier) => {
+                let f = Found::Mark(earlier);
+                let r = self.ambiguous(job, &f).await?;
+                let stopped = ambiguous::stopped(&r, &f);
+                found = Some(f);
+                match stopped {
+                    Some(o) => o,
+                    None => self.deliver_leased(job, owner, &mut found).await?,
+                }
+            }
+            None => self.deliver_leased(job, owner, &mut found).await?,
+        };
+        if matches!(
+            outcome,
+            DeliveryOutcome::Dead { .. } | DeliveryOutcome::AmbiguousHeld
+        ) {
             self.store.release_lease(&job.id, owner).await.ok();
         }
-        Ok(outcome)
+        Ok(match found {
+            Some(f) => self.after_ambiguous(&f, outcome),
+            None => outcome,
+        })
     }
 
     /// Renders and submits a message whose lease `owner` holds, trying its
-    /// routes in order until one answers about the destination.
+    /// routes in order until one answers about the destination. A
+    /// transaction whose outcome is unknown is recorded in `found`.
     async fn deliver_leased(
         &self,
         job: &Job,
         owner: &str,
+        found: &mut Option<Found>,
     ) -> Result<DeliveryOutcome, DeliverError> {
         if unix_now() > job.deadline {
             return Ok(DeliveryOutcome::Dead {
@@ -239,7 +277,13 @@ impl Sender {
                 }
             };
             let started = Instant::now();
-            let result = route.route.send(conn, &envelope, &bytes).await;
+            // "Data sent, awaiting reply", written while DATA is answered.
+            let mark = self.calls.mark(MarkRequest {
+                message: job.id.clone(),
+                owner: owner.to_string(),
+                ttl: self.record_ttl(job),
+            });
+            let result = route.route.send(conn, &envelope, &bytes, mark).await;
             if let Some(lease) = policy_lease {
                 self.release_policy_lease(&domain, &name, lease);
             }
@@ -247,24 +291,44 @@ impl Sender {
                 .smtp_seconds
                 .with_label_values(&[job.lane.as_str()])
                 .observe(started.elapsed().as_secs_f64());
-            match result {
+            let failure = match result {
                 Ok(accepted) => return Ok(self.on_accepted(job, name, accepted).await),
-                Err(failure) => match after_failure(&failure) {
-                    AfterFailure::NextRoute => {
-                        self.route_unavailable(&name, &failure);
-                        last = Some((failure, name));
+                // Abandoned before the dot: nothing was sent; the delivery
+                // waits for Redis like any other Redis failure.
+                Err(SendError::Unmarked(e)) => return Err(DeliverError::Store(e)),
+                Err(SendError::Failed { failure, marked }) => {
+                    if marked {
+                        // The answer is known: nothing was delivered.
+                        self.store.clear_mark(&job.id, owner).await?;
                     }
-                    AfterFailure::Settle => {
-                        self.metrics
-                            .routes
-                            .with_label_values(&[self.routes.label(&name), "failed"])
-                            .inc();
-                        let class = self.classify(job, &failure);
-                        self.react(&domain, &class).await?;
-                        self.store.release_lease(&job.id, owner).await.ok();
-                        return Ok(DeliveryOutcome::Failed(failure, name, class));
+                    failure
+                }
+                Err(SendError::Unknown(failure)) => {
+                    let f = Found::InFlight(failure.clone());
+                    let r = self.ambiguous(job, &f).await?;
+                    let stopped = ambiguous::stopped(&r, &f);
+                    *found = Some(f);
+                    if let Some(o) = stopped {
+                        return Ok(o);
                     }
-                },
+                    failure
+                }
+            };
+            match after_failure(&failure) {
+                AfterFailure::NextRoute => {
+                    self.route_unavailable(&name, &failure);
+                    last = Some((failure, name));
+                }
+                AfterFailure::Settle => {
+                    self.metrics
+                        .routes
+                        .with_label_values(&[self.routes.label(&name), "failed"])
+                        .inc();
+                    let class = self.classify(job, &failure);
+                    self.react(&domain, &class).await?;
+                    self.store.release_lease(&job.id, owner).await.ok();
+                    return Ok(DeliveryOutcome::Failed(failure, name, class));
+                }
             }
         }
         self.store.release_lease(&job.id, owner).await.ok();

@@ -28,6 +28,7 @@
 //! | `mime.rs`, `dkim.rs`, `smtp/`, `mx.rs`, `coalesce.rs` | the message, its signature, the SMTP client, MX lookups, the coalescer |
 
 mod acker;
+mod ambiguous;
 mod batch;
 mod budget;
 mod calls;

@@ -38,6 +38,8 @@ struct Settlement<'a> {
     confirms: Vec<amqp::PendingConfirm>,
     /// Parked until the campaign is released.
     held: Vec<&'a Job>,
+    /// Ambiguous, parked for an operator (`sender.on_ambiguous: hold`).
+    ambiguous_held: Vec<&'a Job>,
     /// Back into their lane.
     unsent: Vec<&'a Job>,
     /// Deferred recipients by tier and domain: a deferred message holds
@@ -49,6 +51,7 @@ struct Settlement<'a> {
     sent: Vec<Event>,
     removed: Vec<Event>,
     dead: Vec<Event>,
+    ambiguous: Vec<Event>,
 }
 
 impl Sender {
@@ -71,7 +74,25 @@ impl Sender {
                 .deliveries
                 .with_label_values(&[lane.as_str(), outcome.label()])
                 .inc();
+            // An ambiguous recipient's event, then what it became.
+            let mut outcome = outcome;
+            while let DeliveryOutcome::Ambiguous {
+                action,
+                detail,
+                then,
+            } = outcome
+            {
+                s.ambiguous.push(self.event(
+                    job,
+                    EventKind::Ambiguous,
+                    Some(action.as_str().to_string()),
+                    Some(detail),
+                ));
+                outcome = *then;
+            }
             match outcome {
+                DeliveryOutcome::Ambiguous { .. } => {}
+                DeliveryOutcome::AmbiguousHeld => s.ambiguous_held.push(job),
                 DeliveryOutcome::Delivered => {
                     s.sent.push(self.event(job, EventKind::Sent, None, None));
                 }
@@ -116,7 +137,7 @@ impl Sender {
         mut s: Settlement<'_>,
     ) -> anyhow::Result<Settled> {
         let events = self.topology.events_exchange();
-        for group in [s.sent, s.removed, s.dead] {
+        for group in [s.sent, s.removed, s.dead, s.ambiguous] {
             if !group.is_empty() {
                 s.confirms
                     .push(amqp::publish_events(publish, &events, &group, lane).await?);
@@ -150,6 +171,12 @@ impl Sender {
             );
         } else {
             s.unsent.extend(s.held.iter().cloned());
+        }
+        if !s.ambiguous_held.is_empty() {
+            s.confirms.push(
+                self.publish_jobs(publish, Topology::AMBIGUOUS, &s.ambiguous_held, &[])
+                    .await?,
+            );
         }
         if !s.unsent.is_empty() {
             s.confirms.push(

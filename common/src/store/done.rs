@@ -23,6 +23,10 @@ pub struct Gate {
     /// cancelled): `None` when the caller took its lease, else how long the
     /// lease another replica holds has left.
     pub lease_wait: Option<Duration>,
+    /// The caller took the lease, but an attempt (the delivery named here
+    /// by its lease owner) sent the data and never recorded the server's
+    /// answer: the recipient may have the message already.
+    pub ambiguous: Option<String>,
 }
 
 /// One message to check and lease: a [`crate::calls::Call::Gate`].
@@ -34,6 +38,20 @@ pub struct GateRequest {
     pub retried: bool,
     /// The lease holder: unique per delivery.
     pub owner: String,
+}
+
+/// "Data sent, awaiting reply": written by a delivery just before the final
+/// dot of its transaction ([`crate::calls::Call::Mark`]), removed when the
+/// server's answer is recorded. A later delivery that finds the mark of
+/// another knows that attempt's outcome is unknown; one that finds none
+/// knows the message was never handed over.
+#[derive(Debug, Clone)]
+pub struct MarkRequest {
+    pub message: String,
+    /// The delivery's lease owner.
+    pub owner: String,
+    /// How long the mark is kept (as long as the message's records).
+    pub ttl: Duration,
 }
 
 /// One terminal record to write in [`Store::record_done_many`].
@@ -120,7 +138,68 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+/// KEYS: the dot mark, the once-counted flag, the request hash, the
+/// history. ARGV: ttl s, history entry. Removes the mark and records the
+/// ambiguity; counts the recipient once (1 when counted now).
+pub(super) const RESOLVE_AMBIGUOUS_LUA: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('RPUSH', KEYS[4], ARGV[2])
+redis.call('EXPIRE', KEYS[4], ARGV[1])
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('HINCRBY', KEYS[3], 'ambiguous', 1)
+  return 1
+end
+return 0
+"#;
+
 impl Store {
+    /// Removes a delivery's "data sent" mark once the server's answer to
+    /// the data is known (a refusal: nothing was delivered).
+    pub async fn clear_mark(&self, message: &str, owner: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.key(&["dot", message]))
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("clear mark"))?;
+        Ok(())
+    }
+
+    /// Records that a message's attempt was ambiguous and what was done
+    /// about it (`entry`, a history entry): its mark goes, the entry joins
+    /// its history, and the request's `ambiguous` counter counts the
+    /// recipient once however often it happens. `true` when counted now.
+    pub async fn resolve_ambiguous(
+        &self,
+        message: &str,
+        request: &str,
+        entry: &serde_json::Value,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let n: i64 = redis::Script::new(RESOLVE_AMBIGUOUS_LUA)
+            .key(self.key(&["dot", message]))
+            .key(self.key(&["ambiguous", message]))
+            .key(self.key(&["req", request]))
+            .key(self.key(&["history", message]))
+            .arg(ttl.as_secs().max(1))
+            .arg(entry.to_string())
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("resolve ambiguous"))?;
+        Ok(n == 1)
+    }
+
+    /// A message's "data sent" mark, if a delivery left one: its owner.
+    pub async fn mark_of(&self, message: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn.clone();
+        c.get(self.key(&["dot", message]))
+            .await
+            .map_err(op("get mark"))
+    }
+
     /// A message's terminal state, if it has one.
     pub async fn done(&self, message: &str) -> Result<Option<DoneRecord>, StoreError> {
         let mut c = self.conn.clone();

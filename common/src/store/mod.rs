@@ -12,6 +12,8 @@
 //! | `{p}:requests` | zset | request ids by creation time |
 //! | `{p}:done:{mid}` | string | a message's terminal state (sent record with route and reply, dead, removed) |
 //! | `{p}:lease:{mid}` | string | the sender replica currently submitting the message |
+//! | `{p}:dot:{mid}` | string | "data sent, awaiting reply": the delivery that is about to send (or sent) the final dot and has not recorded the answer |
+//! | `{p}:ambiguous:{mid}` | string | the message had an ambiguous attempt (counted once) |
 //! | `{p}:coalesce:{tenant}:{key}:{addr}` | string | message id that used the coalescing window |
 //! | `{p}:quarantine:{addr}` | string | quarantine record (JSON) |
 //! | `{p}:quarantined` | zset | quarantined addresses by expiry time (index for listing) |
@@ -61,7 +63,7 @@ mod screen;
 
 pub use addresses::{AddressState, FailureCount, RecipientFailure};
 pub use campaigns::PARKING_GUARD;
-pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest};
+pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest};
 pub use feedback::{BounceEntry, QUALIFICATION_CAP};
 pub use requests::{PartCounts, Refusal, RequestMeta, RequestStatus};
 pub use screen::{Candidate, ScreenOptions, ScreenVerdict};

@@ -54,6 +54,14 @@ pub struct RequestStatus {
     pub bounced: BTreeMap<String, u64>,
     /// Sent messages whose recipient complained (feedback loops).
     pub complained: u64,
+    /// Sent messages whose recipient asked by mail to unsubscribe.
+    #[serde(default)]
+    pub unsubscribed: u64,
+    /// Recipients with an ambiguous attempt: the data was sent and no reply
+    /// was read, so they may have received the message twice (with
+    /// `sender.on_ambiguous: resend`). Each counted once.
+    #[serde(default)]
+    pub ambiguous: u64,
     /// Accepted messages without a terminal state yet.
     pub pending: u64,
     /// Parts (`"2"`, or `"request"` when the part is unknown) the expander
@@ -253,6 +261,8 @@ return 1
                 "removed" => s.removed = n,
                 "failed_attempts" => s.failed_attempts = n,
                 "complained" => s.complained = n,
+                "unsubscribed" => s.unsubscribed = n,
+                "ambiguous" => s.ambiguous = n,
                 other => {
                     if let Some(part) = other.strip_prefix("refused:") {
                         if let Ok(r) = serde_json::from_str(value) {

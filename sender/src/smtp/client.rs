@@ -82,6 +82,9 @@ pub enum SmtpError {
     /// The server's answer is not SMTP, or it cannot do what is required
     /// (STARTTLS, SMTPUTF8, an AUTH mechanism).
     Protocol(String),
+    /// The caller's "data sent" mark could not be written, so the
+    /// transaction was abandoned before the final dot (nothing delivered).
+    Aborted,
 }
 
 impl std::fmt::Display for SmtpError {
@@ -91,6 +94,9 @@ impl std::fmt::Display for SmtpError {
             SmtpError::Io(e) => write!(f, "{e}"),
             SmtpError::Tls(e) => write!(f, "TLS: {e}"),
             SmtpError::Protocol(e) => write!(f, "{e}"),
+            SmtpError::Aborted => {
+                write!(f, "transaction abandoned before the final dot (no mark)")
+            }
         }
     }
 }
@@ -185,6 +191,10 @@ pub struct Client<S = Stream> {
     in_step: bool,
     /// Reused for every command and message written.
     out: Vec<u8>,
+    /// The final dot of the current transaction is being sent or was sent
+    /// and its reply not read yet: if the transaction fails now, nobody
+    /// knows whether the server took the message.
+    awaiting_data_reply: bool,
 }
 
 impl Client {
@@ -238,6 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             broken: false,
             in_step: true,
             out: Vec::with_capacity(256),
+            awaiting_data_reply: false,
         };
         let greeting = client.read_reply().await?;
         if greeting.code != 220 {
@@ -272,8 +283,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         to: &[&str],
         message: &[u8],
     ) -> Result<Reply, SmtpError> {
+        self.send_marked(from, to, message, std::future::ready(true))
+            .await
+    }
+
+    /// [`Self::send`], with `mark` run once the server is asked for DATA
+    /// (at the same time as its reply is awaited, so it costs no round
+    /// trip): the final dot is sent only once `mark` answers `true`. With
+    /// `false`, the transaction is abandoned before the dot
+    /// ([`SmtpError::Aborted`]) and the connection is not reused.
+    pub async fn send_marked(
+        &mut self,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+        mark: impl std::future::Future<Output = bool>,
+    ) -> Result<Reply, SmtpError> {
         self.in_step = false;
-        let result = self.transaction(from, to, message).await;
+        self.awaiting_data_reply = false;
+        let result = self.transaction(from, to, message, mark).await;
         if let Err(e) = &result {
             let keep = self.in_step && reusable_after(e) && self.reset().await;
             if !keep {
@@ -281,6 +309,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
         }
         result
+    }
+
+    /// Whether the last transaction failed after its final dot was (being)
+    /// sent and before its reply was read: its outcome is unknown.
+    pub fn outcome_unknown(&self) -> bool {
+        self.awaiting_data_reply
     }
 
     /// RSET: whether the server confirmed it (250).
@@ -293,6 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         from: &str,
         to: &[&str],
         message: &[u8],
+        mark: impl std::future::Future<Output = bool>,
     ) -> Result<Reply, SmtpError> {
         let mut params = String::new();
         if !from.is_ascii() || to.iter().any(|t| !t.is_ascii()) {
@@ -323,40 +358,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
             self.out.extend_from_slice(b"DATA\r\n");
             self.flush_out().await?;
-            // Every reply is read, in order; the first negative one is the
-            // transaction's failure (a server that closes after it, as with
-            // a 421, leaves the later replies unread).
-            let mut failure = None;
-            for _ in 0..to.len() + 1 {
-                match self.read_reply().await {
-                    Ok(r) => {
-                        if let Err(refused) = accepted(r) {
-                            failure.get_or_insert(refused);
-                        }
-                    }
-                    Err(e) => return Err(failure.unwrap_or(e)),
-                }
-            }
-            let data = self.read_reply().await;
-            match (failure, data) {
-                (None, Ok(r)) if r.code == 354 => {}
-                (None, Ok(r)) => {
-                    self.in_step = true;
-                    return Err(SmtpError::Reply(r));
-                }
-                (None, Err(e)) => return Err(e),
-                (Some(failure), Ok(r)) if r.code == 354 => {
-                    // DATA was accepted after all (RFC 2920, 3.1): end the
-                    // empty message so that nothing is delivered.
-                    self.write_all(b".\r\n").await?;
-                    self.in_step = self.read_reply().await.is_ok();
-                    return Err(failure);
-                }
-                (Some(failure), Ok(_)) => {
-                    self.in_step = true;
-                    return Err(failure);
-                }
-                (Some(failure), Err(_)) => return Err(failure),
+            let (replies, marked) = tokio::join!(self.envelope_replies(to.len()), mark);
+            replies?;
+            if !marked {
+                self.broken = true;
+                return Err(SmtpError::Aborted);
             }
         } else {
             // One command at a time: a negative reply is read whole, so
@@ -368,21 +374,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     .await
                     .and_then(accepted)?;
             }
-            let r = self.command("DATA").await?;
+            let (r, marked) = tokio::join!(self.command("DATA"), mark);
+            let r = r?;
             if r.code != 354 {
                 return Err(SmtpError::Reply(r));
+            }
+            if !marked {
+                self.broken = true;
+                return Err(SmtpError::Aborted);
             }
         }
         self.in_step = false;
         self.out.clear();
         stuff(message, &mut self.out);
+        self.awaiting_data_reply = true;
         self.flush_out().await?;
         let reply = self.read_reply().await?;
+        self.awaiting_data_reply = false;
         self.in_step = true;
         if reply.code / 100 == 2 {
             Ok(reply)
         } else {
             Err(SmtpError::Reply(reply))
+        }
+    }
+
+    /// Reads the pipelined replies to MAIL, each RCPT and DATA: `Ok` when
+    /// every one is positive and DATA got 354. The first negative reply is
+    /// the transaction's failure (a server that closes after it, as with a
+    /// 421, leaves the later replies unread).
+    async fn envelope_replies(&mut self, recipients: usize) -> Result<(), SmtpError> {
+        let mut failure = None;
+        for _ in 0..recipients + 1 {
+            match self.read_reply().await {
+                Ok(r) => {
+                    if let Err(refused) = accepted(r) {
+                        failure.get_or_insert(refused);
+                    }
+                }
+                Err(e) => return Err(failure.unwrap_or(e)),
+            }
+        }
+        let data = self.read_reply().await;
+        match (failure, data) {
+            (None, Ok(r)) if r.code == 354 => Ok(()),
+            (None, Ok(r)) => {
+                self.in_step = true;
+                Err(SmtpError::Reply(r))
+            }
+            (None, Err(e)) => Err(e),
+            (Some(failure), Ok(r)) if r.code == 354 => {
+                // DATA was accepted after all (RFC 2920, 3.1): end the
+                // empty message so that nothing is delivered.
+                self.write_all(b".\r\n").await?;
+                self.in_step = self.read_reply().await.is_ok();
+                Err(failure)
+            }
+            (Some(failure), Ok(_)) => {
+                self.in_step = true;
+                Err(failure)
+            }
+            (Some(failure), Err(_)) => Err(failure),
         }
     }
 

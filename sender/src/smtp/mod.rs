@@ -215,41 +215,91 @@ impl Route {
         }
     }
 
-    /// Submits one message on a connection under the transaction deadline;
-    /// the error is the failure as the classifier sees it. A connection the
-    /// server refused a transaction on (a 4xx or 5xx reply, reset with
-    /// RSET) goes back to the pool; one that failed otherwise, was told 421
-    /// or timed out is closed, never returned to the pool.
-    pub async fn send(
+    /// Submits one message on a connection under the transaction deadline.
+    /// `mark` (the "data sent" record) runs while DATA is answered and must
+    /// succeed before the final dot is sent. A connection the server
+    /// refused a transaction on (a 4xx or 5xx reply, reset with RSET) goes
+    /// back to the pool; one that failed otherwise, was told 421 or timed
+    /// out is closed, never returned to the pool.
+    pub async fn send<E>(
         &self,
         conn: Connection,
         envelope: &Envelope,
         message: &[u8],
-    ) -> Result<Accepted, Failure> {
+        mark: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Result<Accepted, SendError<E>> {
         let mut conn = conn.0;
         let from = envelope.from().map(|a| a.to_string()).unwrap_or_default();
         let to: Vec<String> = envelope.to().iter().map(|a| a.to_string()).collect();
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
-        match tokio::time::timeout(self.timeout, conn.send(&from, &to, message)).await {
-            Ok(Ok(reply)) => Ok(Accepted {
-                code: reply.code,
-                text: reply.text(),
-            }),
+        let mut marked: Option<Result<(), E>> = None;
+        let hook = async {
+            let r = mark.await;
+            let ok = r.is_ok();
+            marked = Some(r);
+            ok
+        };
+        let sent =
+            tokio::time::timeout(self.timeout, conn.send_marked(&from, &to, message, hook)).await;
+        let unknown = conn.outcome_unknown();
+        // A mark that was written (or may still be) is cleared by the
+        // caller once the answer is known.
+        let was_marked = !matches!(marked, Some(Err(_)));
+        let failure = match sent {
+            Ok(Ok(reply)) => {
+                return Ok(Accepted {
+                    code: reply.code,
+                    text: reply.text(),
+                })
+            }
+            Ok(Err(SmtpError::Aborted)) => {
+                drop(Object::take(conn));
+                return match marked {
+                    Some(Err(e)) => Err(SendError::Unmarked(e)),
+                    _ => Err(SendError::Failed {
+                        failure: failure_of(SmtpError::Aborted),
+                        marked: true,
+                    }),
+                };
+            }
             Ok(Err(e)) => {
                 if conn.has_broken() {
                     drop(Object::take(conn));
                 }
-                Err(failure_of(e))
+                failure_of(e)
             }
             Err(_) => {
                 drop(Object::take(conn));
-                Err(Failure::Connection {
+                Failure::Connection {
                     error: ConnectionError::Timeout,
                     detail: format!("no reply from {} within {:?}", self.name, self.timeout),
-                })
+                }
             }
-        }
+        };
+        Err(if unknown {
+            SendError::Unknown(failure)
+        } else {
+            SendError::Failed {
+                failure,
+                marked: was_marked && marked.is_some(),
+            }
+        })
     }
+}
+
+/// Why a message was not (known to be) delivered.
+#[derive(Debug)]
+pub enum SendError<E> {
+    /// The server refused it, or the transaction failed before its data
+    /// was sent: not delivered. `marked` when the "data sent" mark was
+    /// written (the transaction reached DATA) and must now be cleared.
+    Failed { failure: Failure, marked: bool },
+    /// The data was sent and no answer was read (the connection broke or
+    /// timed out after the final dot): the server may have it.
+    Unknown(Failure),
+    /// The "data sent" mark could not be written: abandoned before the
+    /// final dot, nothing delivered.
+    Unmarked(E),
 }
 
 /// A pooled connection to a route, returned to the pool when dropped.
@@ -307,6 +357,10 @@ fn failure_of(e: SmtpError) -> Failure {
         SmtpError::Protocol(detail) => Failure::Connection {
             error: ConnectionError::Other,
             detail,
+        },
+        SmtpError::Aborted => Failure::Connection {
+            error: ConnectionError::Other,
+            detail: SmtpError::Aborted.to_string(),
         },
     }
 }

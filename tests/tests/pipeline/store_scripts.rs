@@ -157,3 +157,109 @@ async fn the_paused_domains_are_indexed_by_the_breaker_and_by_operators_and_leav
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_data_sent_mark_makes_the_next_delivery_ambiguous_until_the_answer_or_the_resolution_is_recorded(
+) {
+    use mailpipe_common::calls::{Answer, Call};
+    use mailpipe_common::store::{DoneRecord, DoneWrite, GateRequest, MarkRequest};
+    let s = store().await;
+    let lease = Duration::from_secs(30);
+    let window = Duration::from_secs(60);
+    let day = Duration::from_secs(86_400);
+    let gate = |mid: &str, owner: &str| {
+        Call::Gate(GateRequest {
+            message: mid.into(),
+            request: "req-1".into(),
+            retried: false,
+            owner: owner.into(),
+        })
+    };
+    let mark = |mid: &str, owner: &str| {
+        Call::Mark(MarkRequest {
+            message: mid.into(),
+            owner: owner.into(),
+            ttl: day,
+        })
+    };
+    let call = |c: Call| {
+        let s = s.clone();
+        async move { s.calls(&[c], lease, window).await.unwrap().pop().unwrap() }
+    };
+    let ambiguity = |a: Answer| match a {
+        Answer::Gate(g) => {
+            assert!(g.done.is_none() && g.lease_wait.is_none(), "{g:?}");
+            g.ambiguous
+        }
+        other => panic!("{other:?}"),
+    };
+    // A first delivery: nothing in doubt. It marks, then its sender dies
+    // (its lease ends) before the answer is recorded.
+    assert_eq!(ambiguity(call(gate("m1", "a:1")).await), None);
+    call(mark("m1", "a:1")).await;
+    s.release_lease("m1", "a:1").await.unwrap();
+    // The next delivery takes the lease and learns whose attempt is unknown.
+    assert_eq!(
+        ambiguity(call(gate("m1", "b:1")).await).as_deref(),
+        Some("a:1")
+    );
+    // A mark left by the same delivery (Redis failed after its dot) is in
+    // doubt too.
+    assert_eq!(
+        ambiguity(call(gate("m1", "b:1")).await).as_deref(),
+        Some("a:1")
+    );
+    // Only the owner clears its mark (a known answer).
+    s.clear_mark("m1", "b:1").await.unwrap();
+    assert_eq!(s.mark_of("m1").await.unwrap().as_deref(), Some("a:1"));
+    // Resolving removes the mark and counts the recipient once.
+    let entry = serde_json::json!({"decision": "ambiguous"});
+    assert!(s
+        .resolve_ambiguous("m1", "req-1", &entry, day)
+        .await
+        .unwrap());
+    assert_eq!(ambiguity(call(gate("m1", "b:1")).await), None);
+    call(mark("m1", "b:1")).await;
+    assert!(!s
+        .resolve_ambiguous("m1", "req-1", &entry, day)
+        .await
+        .unwrap());
+    assert_eq!(s.request_status("req-1").await.unwrap().ambiguous, 1);
+    assert_eq!(s.history("m1").await.unwrap().len(), 2);
+    // A known refusal clears the owner's mark: the next delivery is clean.
+    call(mark("m1", "b:1")).await;
+    s.clear_mark("m1", "b:1").await.unwrap();
+    s.release_lease("m1", "b:1").await.unwrap();
+    assert_eq!(ambiguity(call(gate("m1", "c:1")).await), None);
+    // The sent record clears the mark with it.
+    call(mark("m1", "c:1")).await;
+    let record = DoneRecord {
+        request: "req-1".into(),
+        ..Default::default()
+    };
+    match call(Call::Done(DoneWrite::sent(
+        "m1",
+        record,
+        "x@example.com",
+        day,
+    )))
+    .await
+    {
+        Answer::Done(new) => assert!(new),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.mark_of("m1").await.unwrap(), None);
+    let p = s.prefix().to_string();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*"))
+        .query_async(&mut s.connection())
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut s.connection())
+            .await
+            .unwrap();
+    }
+}
