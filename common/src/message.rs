@@ -35,6 +35,10 @@ pub const JOB_SCHEMA_VERSION: u32 = 1;
 pub const BATCH_SCHEMA_VERSION: u32 = 2;
 /// Default validity period of a request: five days, like an MTA's bounce time.
 pub const DEFAULT_VALIDITY_SECONDS: u64 = 5 * 24 * 3600;
+/// The most retries a request may ask for (`retries`): enough for any
+/// schedule that fits in the longest validity period, few enough that a typo
+/// cannot keep a message cycling through the delay tiers for its whole life.
+pub const MAX_REQUEST_RETRIES: u32 = 20;
 
 /// Which send lane a message travels in. Transactional mail has its own lane
 /// and its own sender capacity, so a campaign never delays a password reset.
@@ -149,6 +153,11 @@ pub struct BulkRequest<'a> {
     /// deterministically from the request id and the address.
     #[serde(default)]
     pub control_group: Option<f64>,
+    /// Retries after a failed first attempt, for every message of this
+    /// request, in place of the retry policy's `max_attempts - 1`
+    /// (0..=[`MAX_REQUEST_RETRIES`]; the validity period still ends them).
+    #[serde(default)]
+    pub retries: Option<u32>,
     #[serde(borrow)]
     pub recipients: Vec<&'a RawValue>,
 }
@@ -275,6 +284,10 @@ pub struct Job {
     /// Last failure reason, set by the retrier, for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reason: Option<String>,
+    /// The request's own number of retries (its `retries` field), which
+    /// replaces the retry policy's for this message; `None`: the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 /// One recipient of a [`JobBatch`]: what differs between the jobs of a request.
@@ -311,6 +324,8 @@ pub struct JobBatch {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
     pub recipients: Vec<BatchRecipient>,
 }
 
@@ -328,6 +343,7 @@ impl JobBatch {
             deadline: job.deadline,
             attempt: job.attempt,
             last_reason: job.last_reason,
+            retries: job.retries,
             recipients: vec![BatchRecipient {
                 id: job.id,
                 to: job.to,
@@ -349,6 +365,7 @@ impl JobBatch {
             deadline,
             attempt,
             last_reason,
+            retries,
             recipients,
             ..
         } = self;
@@ -369,6 +386,7 @@ impl JobBatch {
                 deadline,
                 attempt,
                 last_reason: last_reason.clone(),
+                retries,
             })
             .collect()
     }
@@ -652,6 +670,7 @@ mod tests {
             deadline: 20,
             attempt: 2,
             last_reason: Some("mailbox_full".into()),
+            retries: Some(1),
         }
     }
 
@@ -707,6 +726,7 @@ mod tests {
             deadline: 10,
             attempt: 0,
             last_reason: None,
+            retries: None,
             recipients: vec![BatchRecipient {
                 id: "m1".into(),
                 to: "bob@example.com".into(),
@@ -775,6 +795,7 @@ mod tests {
             deadline: 10,
             attempt: 2,
             last_reason: None,
+            retries: None,
         })
         .into_jobs()
         .remove(0);

@@ -737,6 +737,7 @@ mod tests {
                 deadline,
                 attempt,
                 last_reason: None,
+                retries: None,
             };
             vec![job; n]
         };

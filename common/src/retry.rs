@@ -108,7 +108,9 @@ pub enum RetryOutcome {
 ///
 /// * a failure record on its last allowed delivery (`poisoned`, see
 ///   [`crate::amqp::poisoned`]) stops the message as `poison_message`;
-/// * otherwise [`decide`] on the schedule [`policy_for`] the class;
+/// * otherwise [`decide`] on the schedule [`policy_for`] the class, with
+///   the request's own number of retries (`job.retries`) in place of the
+///   policy's when it set one (`retries + 1` attempts in all);
 /// * a retry of an address that is quarantined (`quarantined`, by this
 ///   failure or before) stops with the failure's own reason instead;
 /// * a retry's delay is spread by the configured jitter, the same for the
@@ -132,6 +134,17 @@ pub fn outcome(
         return dead("poison_message");
     }
     let policy = policy_for(&settings.policies, class);
+    let own;
+    let policy = match job.retries {
+        Some(retries) => {
+            own = RetryPolicy {
+                max_attempts: retries.saturating_add(1),
+                schedule: policy.schedule.clone(),
+            };
+            &own
+        }
+        None => policy,
+    };
     match decide(attempt, class.retry, reason, policy, now, job.deadline) {
         RetryDecision::Retry { .. } if quarantined => dead(reason),
         RetryDecision::Retry { delay } => RetryOutcome::Retry {
@@ -291,6 +304,7 @@ mod tests {
             deadline,
             attempt,
             last_reason: None,
+            retries: None,
         }
     }
 
@@ -400,6 +414,62 @@ mod tests {
             assert_eq!(
                 got, want,
                 "attempt {attempt}, {:?}, quarantined {quarantined}, poisoned {poisoned}",
+                class.reason
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_s_own_retries_replace_the_policy_s_max_attempts() {
+        let settings = RetrierSettings {
+            jitter: 0.0,
+            ..Default::default()
+        };
+        let h = Duration::from_secs(3600);
+        let m = Duration::from_secs(60);
+        let soft = class(FailureType::Soft, Reason::MailboxFull, true);
+        let throttled = class(FailureType::Soft, Reason::RateLimited, true);
+        let hard = class(FailureType::Hard, Reason::UserUnknown, false);
+        let retry = |attempt, delay| RetryOutcome::Retry { attempt, delay };
+        let dead = |attempt, reason: &str, bounced| RetryOutcome::Dead {
+            attempt,
+            reason: reason.into(),
+            bounced,
+        };
+        // (request's retries, attempts made before, class, deadline, outcome)
+        let table = [
+            // 0: the first soft failure stops, where the policy retries.
+            (Some(0), 0, &soft, i64::MAX, dead(1, "exhausted", false)),
+            (None, 0, &soft, i64::MAX, retry(1, h)),
+            // 1: one retry, on the policy's schedule, then stop.
+            (Some(1), 0, &soft, i64::MAX, retry(1, h)),
+            (Some(1), 1, &soft, i64::MAX, dead(2, "exhausted", false)),
+            (None, 1, &soft, i64::MAX, retry(2, h)),
+            (Some(1), 0, &throttled, i64::MAX, retry(1, m)),
+            (
+                Some(1),
+                1,
+                &throttled,
+                i64::MAX,
+                dead(2, "exhausted", false),
+            ),
+            // More than the policy's: the schedule's last delay repeats.
+            (Some(12), 9, &soft, i64::MAX, retry(10, 24 * h)),
+            (None, 8, &soft, i64::MAX, dead(9, "exhausted", false)),
+            // A hard failure is never retried, whatever the request says.
+            (Some(5), 0, &hard, i64::MAX, dead(1, "user_unknown", true)),
+            // The validity period still ends them.
+            (Some(5), 0, &soft, 1_000 + 3_599, dead(1, "expired", false)),
+        ];
+        for (retries, attempt, class, deadline, want) in table {
+            let job = Job {
+                retries,
+                ..job(attempt, deadline)
+            };
+            let got = outcome(&job, class, false, false, 1_000, &settings);
+            assert_eq!(
+                got, want,
+                "retries {retries:?}, attempt {attempt}, {:?}",
                 class.reason
             );
         }

@@ -397,6 +397,7 @@ impl RemoveCommand {
                 deadline: unix_now() + 5 * 24 * 3600,
                 attempt: 0,
                 last_reason: None,
+                retries: None,
             };
             if ops.record_removed(&job, "removed").await? {
                 removed += 1;

@@ -11,7 +11,9 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use mailpipe_common::address::{parse_mailbox, EmailAddress};
 use mailpipe_common::amqp;
-use mailpipe_common::message::{Content, Lane, Recipient, REQUEST_SCHEMA_VERSION};
+use mailpipe_common::message::{
+    Content, Lane, Recipient, MAX_REQUEST_RETRIES, REQUEST_SCHEMA_VERSION,
+};
 use mailpipe_common::template::Compiled;
 use mailpipe_common::topology::Topology;
 use mailpipe_ctl::recipients::CsvRecipients;
@@ -67,6 +69,11 @@ pub struct SubmitCommand {
     /// Validity period, e.g. "5d" or "36h".
     #[arg(long)]
     pub validity: Option<String>,
+    /// Retries after a failed first attempt for every message of this
+    /// request (0-20), in place of the retry policy's: 0 stops a message at
+    /// its first failure. Delays still follow the policy's schedule.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=MAX_REQUEST_RETRIES as i64))]
+    pub retries: Option<u32>,
     /// Recipients per published part.
     #[arg(long, default_value_t = 10_000)]
     pub part_size: usize,
@@ -296,6 +303,7 @@ impl SubmitCommand {
             "unsubscribe_url",
             self.unsubscribe_url.clone().map(Value::from),
         );
+        set("retries", self.retries.map(Value::from));
         if let Some(v) = &self.validity {
             let d = mailpipe_common::config::parse_duration(v).map_err(anyhow::Error::msg)?;
             set("validity_seconds", Some(json!(d.as_secs())));
@@ -384,7 +392,8 @@ fn whole(rate: f64) -> String {
 }
 
 /// Checks what the expander checks of a request's content: the sender
-/// address, the reply-to, the headers and that every template compiles.
+/// address, the reply-to, the headers and that every template compiles;
+/// and its number of retries.
 fn check_content(base: &Map<String, Value>) -> anyhow::Result<Compiled> {
     let keys = [
         "from",
@@ -401,6 +410,14 @@ fn check_content(base: &Map<String, Value>) -> anyhow::Result<Compiled> {
         .collect();
     let content: Content =
         serde_json::from_value(Value::Object(fields)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(retries) = base.get("retries") {
+        if retries
+            .as_u64()
+            .is_none_or(|r| r > u64::from(MAX_REQUEST_RETRIES))
+        {
+            anyhow::bail!("retries {retries} must be between 0 and {MAX_REQUEST_RETRIES}");
+        }
+    }
     parse_mailbox(&content.from).map_err(|e| anyhow::anyhow!("from {:?}: {e}", content.from))?;
     if let Some(r) = &content.reply_to {
         parse_mailbox(r).map_err(|e| anyhow::anyhow!("reply_to {r:?}: {e}"))?;
@@ -464,6 +481,18 @@ mod tests {
             (
                 json!({"from": "n@example.com", "subject": "s", "text": "x", "reply_to": "bad@"}),
                 Some("reply_to"),
+            ),
+            (
+                json!({"from": "n@example.com", "subject": "s", "text": "x", "retries": 21}),
+                Some("retries"),
+            ),
+            (
+                json!({"from": "n@example.com", "subject": "s", "text": "x", "retries": -1}),
+                Some("retries"),
+            ),
+            (
+                json!({"from": "n@example.com", "subject": "s", "text": "x", "retries": 0}),
+                None,
             ),
         ];
         for (content, error) in table {

@@ -174,6 +174,7 @@ impl Expander {
                     deadline: meta.deadline,
                     attempt: 0,
                     last_reason: None,
+                    retries: valid.request.retries,
                     recipients: Vec::with_capacity(per_message),
                 });
                 batch.recipients.push(BatchRecipient {

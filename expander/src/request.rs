@@ -7,7 +7,7 @@ use std::time::Duration;
 use mailpipe_common::address::{is_header_safe, parse_mailbox, EmailAddress};
 use mailpipe_common::message::{
     sha256_hex, BulkRequest, Content, Lane, Part, Recipient, DEFAULT_VALIDITY_SECONDS,
-    REQUEST_SCHEMA_VERSION,
+    MAX_REQUEST_RETRIES, REQUEST_SCHEMA_VERSION,
 };
 use mailpipe_common::template::Compiled;
 
@@ -186,6 +186,13 @@ pub fn validate<'a>(
             )));
         }
     }
+    if let Some(retries) = request.retries {
+        if retries > MAX_REQUEST_RETRIES {
+            return Err(Rejection::Invalid(format!(
+                "retries {retries} must be between 0 and {MAX_REQUEST_RETRIES}"
+            )));
+        }
+    }
     if let Some(c) = &request.coalesce {
         if c.key.is_empty() || c.key.len() > 128 || c.window_seconds == 0 {
             return Err(Rejection::Invalid(
@@ -312,6 +319,10 @@ mod tests {
         assert_eq!(v.id, "r1");
         assert_eq!(v.part, Part { index: 1, total: 1 });
         assert_eq!(v.validity, Duration::from_secs(DEFAULT_VALIDITY_SECONDS));
+        assert_eq!(v.request.retries, None);
+        let zero = OK.replace(r#""text":"Hello""#, r#""text":"Hello","retries":0"#);
+        let v = validate(zero.as_bytes(), None, 1 << 20).unwrap();
+        assert_eq!(v.request.retries, Some(0));
     }
 
     #[test]
@@ -343,6 +354,14 @@ mod tests {
             (
                 r#"{"schema_version":1,"from":"a@example.com","subject":"s","text":"t","recipients":[],"control_group":2}"#,
                 "invalid_request",
+            ),
+            (
+                r#"{"schema_version":1,"from":"a@example.com","subject":"s","text":"t","recipients":[],"retries":21}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"schema_version":1,"from":"a@example.com","subject":"s","text":"t","recipients":[],"retries":-1}"#,
+                "malformed_request",
             ),
         ];
         for (body, reason) in cases {
@@ -399,6 +418,7 @@ mod schema_tests {
         example["coalesce"] = serde_json::json!({"key": "k", "window_seconds": 60});
         example["max_audience"] = serde_json::json!(10);
         example["control_group"] = serde_json::json!(0.1);
+        example["retries"] = serde_json::json!(MAX_REQUEST_RETRIES);
         for key in props.keys() {
             assert!(
                 example.get(key).is_some(),

@@ -166,6 +166,7 @@ mod fixtures {
             deadline: i64::MAX,
             attempt: 0,
             last_reason: None,
+            retries: None,
         }
     }
 }

@@ -312,6 +312,7 @@ mod tests {
             deadline: i64::MAX,
             attempt: 0,
             last_reason: None,
+            retries: None,
         }
     }
 

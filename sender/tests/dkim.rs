@@ -169,6 +169,7 @@ fn job(to: &str, name: Option<&str>) -> Job {
         deadline: i64::MAX,
         attempt: 0,
         last_reason: None,
+        retries: None,
     }
 }
 

@@ -207,3 +207,90 @@ async fn a_refused_request_and_a_refused_part_are_visible_in_status() {
     );
     p.shutdown().await;
 }
+
+/// A request's own `retries` replaces the retry policy's number of
+/// attempts for its messages: with a policy that retries a soft failure 5
+/// times, a request asking for 1 stops after one retry and one asking for 0
+/// (through `mailpipe submit --retries 0`) is dead-lettered at its first
+/// failure; a request that says nothing follows the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_s_own_retries_replace_the_policy_s() {
+    use mailpipe_common::message::message_id;
+    use mailpipe_tests::request_for;
+    use mailpipe_tests::scripted::ScriptedSmtp;
+    use mailpipe_tests::Workers;
+
+    let smtp = ScriptedSmtp::start();
+    let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |s| {
+        // Soft failures (mailbox full, for ever): 6 attempts, 5 retries.
+        s.retrier.policies.soft.schedule = vec![Duration::from_millis(200)];
+        s.retrier.policies.soft.max_attempts = 6;
+        // Never quarantined on the way: the retries alone decide.
+        s.quarantine.threshold = 100;
+    })
+    .await;
+
+    // (request, recipient, retries, attempts the server sees)
+    let table: &[(&str, &str, Option<u32>, usize)] = &[
+        ("retries-policy", "r452-0-policy", None, 6),
+        ("retries-one", "r452-0-one", Some(1), 2),
+        ("retries-zero", "r452-0-zero", Some(0), 1),
+    ];
+    for (rid, local, retries, _) in table {
+        let mut request = request_for(rid, &[local]);
+        match retries {
+            Some(0) => {
+                // Through the CLI's flag.
+                let file = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(file.path(), serde_json::to_vec(&request).unwrap()).unwrap();
+                let path = file.path().to_str().unwrap();
+                let (code, _) = p.cli(&["submit", path, "--retries", "21"]);
+                assert_eq!(code, 2, "--retries above 20 is bad usage");
+                let (code, out) = p.cli(&["submit", path, "--retries", "0"]);
+                assert_eq!(code, 0, "submit failed: {out}");
+                assert_eq!(out.trim(), *rid);
+            }
+            Some(n) => {
+                request["retries"] = json!(n);
+                p.publish_json(&request).await;
+            }
+            None => p.publish_json(&request).await,
+        }
+    }
+    for (rid, local, retries, attempts) in table {
+        let status = p.wait_complete(rid, Duration::from_secs(60)).await;
+        assert_eq!(status.dead.get("exhausted"), Some(&1), "{rid}: {status:?}");
+        let address = format!("{local}@example.com");
+        let done = p
+            .store
+            .done(&message_id(rid, &address))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{address} has no terminal record"));
+        assert!(
+            done.detail.starts_with("exhausted:"),
+            "{rid}: {}",
+            done.detail
+        );
+        let seen = smtp
+            .attempts_for(&address)
+            .iter()
+            .filter(|a| a.stage == "rcpt")
+            .count();
+        assert_eq!(seen, *attempts, "{rid} (retries {retries:?}): attempts");
+    }
+    // Each stop left one dead letter, with the attempts made and the
+    // request's own retries in its job.
+    let records = p.drain_queue("dead").await;
+    assert_eq!(records.len(), table.len(), "{records:?}");
+    for (rid, _, retries, attempts) in table {
+        let record = records
+            .iter()
+            .find(|r| r["request"] == *rid)
+            .unwrap_or_else(|| panic!("no dead letter for {rid}: {records:?}"));
+        assert_eq!(record["reason"], "exhausted");
+        assert_eq!(record["job"]["attempt"], *attempts as u64, "{rid}");
+        assert_eq!(record["job"]["retries"], json!(retries), "{rid}");
+    }
+    p.shutdown().await;
+}
