@@ -49,6 +49,8 @@ pub fn sampled_queues(topology: &Topology) -> Vec<SampledQueue> {
     }
     out.push(q(Topology::FAILED.into(), ""));
     out.push(q(Topology::DEAD.into(), ""));
+    // Recipients in doubt after a crash, waiting for an operator.
+    out.push(q(Topology::AMBIGUOUS.into(), ""));
     out
 }
 
@@ -114,7 +116,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn the_sampled_queues_are_requests_lanes_tiers_failed_and_dead() {
+    fn the_sampled_queues_are_requests_lanes_tiers_failed_dead_and_ambiguous() {
         let t = Topology::new(
             "p",
             &[Duration::from_secs(60), Duration::from_secs(3600)],
@@ -134,6 +136,7 @@ mod tests {
             ("retry.1h.bulk", "bulk"),
             ("failed", ""),
             ("dead", ""),
+            ("ambiguous", ""),
         ];
         let expected: Vec<(String, &str)> =
             expected.iter().map(|(k, l)| (k.to_string(), *l)).collect();

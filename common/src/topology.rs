@@ -396,8 +396,9 @@ mod tests {
             "retry.1m.bulk"
         );
         let keys = t.all_keys();
-        assert_eq!(keys.len(), 1 + 2 + 1 + 3 * 2 + 1);
+        assert_eq!(keys.len(), 1 + 2 + 1 + 3 * 2 + 1 + 1);
         assert_eq!(keys.first().unwrap(), "requests");
-        assert_eq!(keys.last().unwrap(), "dead");
+        assert_eq!(keys[keys.len() - 2], "dead");
+        assert_eq!(keys.last().unwrap(), "ambiguous");
     }
 }

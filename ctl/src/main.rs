@@ -6,6 +6,7 @@
 //! success, 1 on an operational error (broker or Redis unreachable, request
 //! refused), 2 on bad usage.
 
+mod ambiguous;
 mod bounces;
 mod campaign;
 mod classify;

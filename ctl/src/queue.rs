@@ -26,16 +26,22 @@ pub enum QueueSubCommand {
     Flush(FlushCommand),
     Remove(RemoveCommand),
     Purge(PurgeCommand),
+    Release(crate::ambiguous::ReleaseCommand),
 }
 
-/// Depth and consumers of every lane, delay tier, failure and dead-letter
-/// queue (like `postqueue -p` summarised); with --deferred, the deferred
-/// messages themselves.
+/// Depth and consumers of every lane, delay tier, failure, dead-letter and
+/// ambiguous queue (like `postqueue -p` summarised); with --deferred, the
+/// deferred messages themselves; with --ambiguous, the recipients held
+/// because their attempt's outcome is unknown.
 #[derive(Args)]
 pub struct ListCommand {
     /// List deferred messages: id, recipient, campaign, attempt, last reason, next attempt.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ambiguous")]
     pub deferred: bool,
+    /// List the recipients held because an attempt sent the data and no
+    /// reply was read (`sender.on_ambiguous: hold`): id, recipient, request, why.
+    #[arg(long)]
+    pub ambiguous: bool,
     /// Deferred messages to show at most.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
@@ -90,7 +96,8 @@ pub struct PurgeCommand {
     /// campaign is also cancelled so nothing more of it is sent.
     #[arg(long, group = "what")]
     pub campaign: Option<String>,
-    /// Everything in every send lane and delay tier.
+    /// Everything in every send lane and delay tier (and the recipients
+    /// held as ambiguous).
     #[arg(long, group = "what")]
     pub all: bool,
     /// Confirm.
@@ -106,6 +113,7 @@ impl QueueCommand {
             QueueSubCommand::Flush(c) => c.run(ctx).await,
             QueueSubCommand::Remove(c) => c.run(ctx).await,
             QueueSubCommand::Purge(c) => c.run(ctx).await,
+            QueueSubCommand::Release(c) => c.run(ctx).await,
         }
     }
 }
@@ -139,6 +147,12 @@ impl ListCommand {
     async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
         let ops = Ops::connect(ctx).await?;
         let now = unix_now();
+        if self.ambiguous {
+            let r = crate::ambiguous::list(&ops, ctx.json).await;
+            ops.close().await;
+            r?;
+            return Ok(ExitCode::SUCCESS);
+        }
         if self.deferred {
             let rows = ops.store.deferred(self.limit).await?;
             if ctx.json {
@@ -358,11 +372,21 @@ impl RemoveCommand {
                 return Ok(unknown_request(r));
             }
         }
+        // Held ambiguous recipients are removed from their queue.
+        let ids: std::collections::BTreeSet<String> = self
+            .ids
+            .iter()
+            .map(|raw| target_id(self.request.as_deref(), raw))
+            .collect();
+        let held = crate::ambiguous::remove(&ops, &ids).await?;
         let deferred = ops.store.deferred(1_000_000).await?;
-        let mut removed = 0;
+        let mut removed = held.len();
         let mut unknown = Vec::new();
         for raw in &self.ids {
             let id = target_id(self.request.as_deref(), raw);
+            if held.contains(&id) {
+                continue;
+            }
             let info = deferred.iter().find(|(d, ..)| *d == id).map(|(_, _, i)| i);
             let request = self
                 .request
@@ -453,6 +477,10 @@ impl PurgeCommand {
         }
         if let Some(c) = &self.campaign {
             keys.push(Topology::held_key(c));
+        }
+        if self.lane.is_none() {
+            // Recipients held in doubt after a crash are queued mail too.
+            keys.push(Topology::AMBIGUOUS.to_string());
         }
         let mut total = DrainCounts::default();
         for key in keys {

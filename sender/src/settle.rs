@@ -172,9 +172,10 @@ impl Sender {
         } else {
             s.unsent.extend(s.held.iter().cloned());
         }
-        if !s.ambiguous_held.is_empty() {
+        // One message each: an operator releases or removes them one by one.
+        for job in &s.ambiguous_held {
             s.confirms.push(
-                self.publish_jobs(publish, Topology::AMBIGUOUS, &s.ambiguous_held, &[])
+                self.publish_jobs(publish, Topology::AMBIGUOUS, &[*job], &[])
                     .await?,
             );
         }

@@ -42,7 +42,10 @@ memory, across connections (a restart starts from zero).
   drop       DATA   the whole message is read, then the connection is closed
                     without any reply
 
-Any other local part is accepted with 250. DATA-stage behaviours only count
+Any other local part is accepted with 250. With --commit-delay S, every
+accepted message is written to mail/ first and its 250 sent S seconds later,
+as a real MTA commits to its queue and then replies: a client that dies in
+between leaves a delivered message whose outcome it never learned. DATA-stage behaviours only count
 an attempt when the client gets as far as the end of DATA. With several
 recipients in one transaction, RCPT decisions are per recipient; at the end of
 DATA the first failing recipient's behaviour decides the one reply, and every
@@ -143,7 +146,8 @@ class ScriptedSMTP(SMTP):
 
 
 class Handler:
-    def __init__(self, directory, slow_seconds, pipelining=True):
+    def __init__(self, directory, slow_seconds, pipelining=True, commit_delay=0.0):
+        self.commit_delay = commit_delay
         self.pipelining = pipelining
         self.mail_dir = os.path.join(directory, "mail")
         self.tmp_dir = os.path.join(directory, "tmp")
@@ -248,6 +252,8 @@ class Handler:
             name = self.save(server, session, envelope)
             for r in rcpts:
                 self.record(r, "data", 250)
+            if self.commit_delay > 0:
+                await asyncio.sleep(self.commit_delay)
             return "250 2.0.0 OK queued as %s" % name
 
         behaviour, reply = decision
@@ -278,7 +284,12 @@ class Handler:
 
 async def serve(args):
     loop = asyncio.get_running_loop()
-    handler = Handler(args.dir, args.slow_seconds, pipelining=not args.no_pipelining)
+    handler = Handler(
+        args.dir,
+        args.slow_seconds,
+        pipelining=not args.no_pipelining,
+        commit_delay=args.commit_delay,
+    )
     connections = weakref.WeakSet()
     tls = None
     if args.tls_cert:
@@ -362,6 +373,12 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--slow-seconds", type=float, default=10.0)
     p.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
+    p.add_argument(
+        "--commit-delay",
+        type=float,
+        default=0.0,
+        help="seconds between writing an accepted message and replying 250",
+    )
     p.add_argument("--tls-cert", help="PEM certificate chain: offer STARTTLS, or see --tls-mode")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument(

@@ -501,6 +501,14 @@ impl TestPipeline {
                 d(s.sender.smtp.timeout),
             ),
             ("MAILPIPE__SENDER__LEASE".into(), d(s.sender.lease)),
+            (
+                "MAILPIPE__SENDER__ON_AMBIGUOUS".into(),
+                s.sender.on_ambiguous.as_str().into(),
+            ),
+            (
+                "MAILPIPE__SENDER__BULK_CONCURRENCY".into(),
+                s.sender.bulk_concurrency.to_string(),
+            ),
             ("MAILPIPE__SENDER__LISTEN".into(), "127.0.0.1:0".into()),
             ("MAILPIPE__EXPANDER__LISTEN".into(), "127.0.0.1:0".into()),
             ("MAILPIPE__RETRIER__LISTEN".into(), "127.0.0.1:0".into()),

@@ -2,6 +2,7 @@
 //! servers. One binary, one module per area (see `mailpipe_tests` for the
 //! harness).
 
+mod ambiguous;
 mod bounces;
 mod broker;
 mod end_to_end;

@@ -524,6 +524,7 @@ async fn every_command_given_an_unknown_id_exits_3_and_writes_nothing() {
         vec!["status", "nosuchreq"],
         vec!["queue", "show", &unknown_message],
         vec!["queue", "remove", &unknown_message, "--yes"],
+        vec!["queue", "release", &unknown_message, "--yes"],
         vec![
             "queue",
             "remove",
