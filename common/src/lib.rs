@@ -24,6 +24,7 @@ pub mod policy;
 pub mod queue_ops;
 pub mod ratelimit;
 pub mod retry;
+pub mod rules;
 pub mod shutdown;
 pub mod telemetry;
 pub mod template;

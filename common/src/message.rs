@@ -533,6 +533,9 @@ pub enum EventKind {
     /// may have the message already. The reason says what mailpipe did
     /// (`resend`, `hold` or `drop`, per `sender.on_ambiguous`).
     Ambiguous,
+    /// Accepted, but an address check that only flags found something
+    /// (`likely_typo`, with the domain it resembles in `detail`).
+    Flagged,
 }
 
 impl EventKind {
@@ -548,6 +551,7 @@ impl EventKind {
             EventKind::Complained => "complained",
             EventKind::Unsubscribed => "unsubscribed",
             EventKind::Ambiguous => "ambiguous",
+            EventKind::Flagged => "flagged",
         }
     }
 }
@@ -565,6 +569,9 @@ pub struct Event {
     pub campaign: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The exclusion rule that excluded the recipient (`excluded_by_rule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Server reply or other detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -588,6 +595,7 @@ impl Event {
             recipient: job.to.clone(),
             campaign: job.campaign.clone(),
             reason,
+            rule: None,
             detail,
             at,
         }

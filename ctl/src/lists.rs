@@ -114,9 +114,9 @@ fn keys(raw: &[String]) -> (Vec<String>, Vec<String>) {
     (ok, bad)
 }
 
-/// Addresses of an import file: one per line or the first CSV column; a
-/// header line and comments (#) are skipped.
-fn read_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+/// Entries of an import file: one per line or the first CSV column; a
+/// header line (`email`, `address`, `domain`) and comments (#) are skipped.
+pub(crate) fn read_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = Vec::new();
     for line in std::io::BufReader::new(f).lines() {
@@ -127,7 +127,10 @@ fn read_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
             .unwrap_or("")
             .trim()
             .trim_matches('"');
-        if first.is_empty() || first.starts_with('#') || first.eq_ignore_ascii_case("email") {
+        let header = ["email", "address", "domain"]
+            .iter()
+            .any(|h| first.eq_ignore_ascii_case(h));
+        if first.is_empty() || first.starts_with('#') || header {
             continue;
         }
         out.push(first.to_string());

@@ -11,10 +11,12 @@ mod bounces;
 mod campaign;
 mod classify;
 mod domain;
+mod dry_run;
 mod lists;
 mod ops;
 mod out;
 mod queue;
+mod rules;
 mod status;
 mod submit;
 
@@ -48,6 +50,7 @@ enum SubCommand {
     Denylist(lists::DenylistCommand),
     Allowlist(lists::AllowlistCommand),
     Domain(domain::DomainCommand),
+    Rules(rules::RulesCommand),
     Classify(classify::ClassifyCommand),
     Bounces(bounces::BouncesCommand),
 }
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             SubCommand::Denylist(c) => c.run(&ctx).await,
             SubCommand::Allowlist(c) => c.run(&ctx).await,
             SubCommand::Domain(c) => c.run(&ctx).await,
+            SubCommand::Rules(c) => c.run(&ctx).await,
             SubCommand::Classify(c) => c.run(&ctx).await,
             SubCommand::Bounces(c) => c.run(&ctx).await,
         }

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use clap::Args;
 use mailpipe_common::store::{RequestStatus, Store};
 
-/// Show a campaign's counts: recipients, accepted, excluded by reason, sent,
-/// dead by reason, removed and pending. Exit code 3 when the request is unknown.
+/// Show a campaign's counts: recipients, accepted, excluded by reason (and
+/// by rule), flagged, sent, dead by reason, removed and pending. Exit code 3 when the request is unknown.
 #[derive(Args)]
 pub struct StatusCommand {
     /// The request id printed by `mailpipe submit`.
@@ -141,6 +141,17 @@ fn print(s: &RequestStatus, state: &str, json: bool) -> anyhow::Result<()> {
     println!("excluded   {}", s.excluded.values().sum::<u64>());
     for (reason, n) in &s.excluded {
         println!("  {reason:<22} {n}");
+        if reason == mailpipe_common::rules::EXCLUDED_BY_RULE {
+            for (rule, n) in &s.rules {
+                println!("    rule {rule:<17} {n}");
+            }
+        }
+    }
+    if !s.flagged.is_empty() {
+        println!("flagged    {} (accepted)", s.flagged.values().sum::<u64>());
+        for (check, n) in &s.flagged {
+            println!("  {check:<22} {n}");
+        }
     }
     println!("sent       {}", s.sent);
     println!("dead       {}", s.dead.values().sum::<u64>());

@@ -9,11 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use mailpipe_common::address::{parse_mailbox, EmailAddress};
+use mailpipe_common::address::parse_mailbox;
 use mailpipe_common::amqp;
-use mailpipe_common::message::{
-    Content, Lane, Recipient, MAX_REQUEST_RETRIES, REQUEST_SCHEMA_VERSION,
-};
+use mailpipe_common::message::{Content, Lane, MAX_REQUEST_RETRIES, REQUEST_SCHEMA_VERSION};
 use mailpipe_common::template::Compiled;
 use mailpipe_common::topology::Topology;
 use mailpipe_ctl::recipients::CsvRecipients;
@@ -78,14 +76,12 @@ pub struct SubmitCommand {
     #[arg(long, default_value_t = 10_000)]
     pub part_size: usize,
     /// Check the request and print the messages of its first recipients
-    /// (like `postcat`), and the recipients whose address the expander
-    /// would refuse, without publishing anything.
+    /// (like `postcat`), and the recipients the expander would exclude for
+    /// their address: invalid ones, and those the exclusion rules (read
+    /// from Redis) name, without publishing anything.
     #[arg(long)]
     pub dry_run: bool,
 }
-
-/// How many recipients' messages `--dry-run` prints.
-const DRY_RUN_SAMPLES: usize = 3;
 
 impl SubmitCommand {
     pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
@@ -116,7 +112,9 @@ impl SubmitCommand {
             }
         };
         if self.dry_run {
-            return self.dry_run(ctx, &compiled, &mut recipients, total);
+            return self
+                .dry_run(ctx, &base, &compiled, &mut recipients, total)
+                .await;
         }
         let request_id = base
             .get("request_id")
@@ -196,90 +194,6 @@ impl SubmitCommand {
             println!("{request_id}");
             eprintln!(
                 "submitted {total} recipients in {total_parts} part(s); follow with: mailpipe status {request_id} --watch"
-            );
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    /// `--dry-run`: renders the first recipients' messages and counts the
-    /// addresses the expander would refuse; publishes nothing.
-    fn dry_run(
-        &self,
-        ctx: &crate::Context,
-        compiled: &Compiled,
-        recipients: &mut Recipients,
-        total: usize,
-    ) -> anyhow::Result<ExitCode> {
-        let mut samples = Vec::new();
-        let mut invalid = Vec::new();
-        let mut seen = 0;
-        loop {
-            let chunk = recipients.next_chunk(self.part_size.min(10_000))?;
-            if chunk.is_empty() {
-                break;
-            }
-            for r in chunk {
-                seen += 1;
-                let r: Recipient = match serde_json::from_value(r.clone()) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        invalid.push(json!({"recipient": r, "why": e.to_string()}));
-                        continue;
-                    }
-                };
-                if let Err(e) = EmailAddress::parse(&r.email) {
-                    invalid.push(json!({"recipient": r.email, "why": e.to_string()}));
-                    continue;
-                }
-                if samples.len() < DRY_RUN_SAMPLES {
-                    let m = compiled
-                        .render(&r.email, r.name.as_deref(), &r.vars)
-                        .map_err(|e| anyhow::anyhow!("rendering for {}: {e}", r.email))?;
-                    samples.push(json!({
-                        "to": r.email,
-                        "subject": m.subject,
-                        "headers": m.headers,
-                        "text": m.text,
-                        "html": m.html,
-                    }));
-                }
-            }
-        }
-        debug_assert_eq!(seen, total);
-        if ctx.json {
-            println!(
-                "{}",
-                json!({"recipients": total, "invalid_addresses": invalid, "samples": samples})
-            );
-        } else {
-            for m in &samples {
-                println!("To: {}", m["to"].as_str().unwrap_or(""));
-                println!("Subject: {}", m["subject"].as_str().unwrap_or(""));
-                for h in m["headers"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}: {}",
-                        h[0].as_str().unwrap_or(""),
-                        h[1].as_str().unwrap_or("")
-                    );
-                }
-                if let Some(t) = m["text"].as_str() {
-                    println!("\n{t}");
-                }
-                if let Some(h) = m["html"].as_str() {
-                    println!("\n-- html --\n{h}");
-                }
-                println!("----");
-            }
-            for i in &invalid {
-                println!(
-                    "excluded as invalid_address: {} ({})",
-                    i["recipient"],
-                    i["why"].as_str().unwrap_or("")
-                );
-            }
-            println!(
-                "{total} recipient(s), {} would be excluded as invalid addresses; nothing was published (--dry-run)",
-                invalid.len()
             );
         }
         Ok(ExitCode::SUCCESS)
@@ -426,14 +340,14 @@ fn check_content(base: &Map<String, Value>) -> anyhow::Result<Compiled> {
 }
 
 /// Where the recipients of a submission come from.
-enum Recipients {
+pub(crate) enum Recipients {
     Json(std::vec::IntoIter<Value>),
     Csv(CsvRecipients<std::fs::File>),
 }
 
 impl Recipients {
     /// The next `n` recipients (fewer at the end).
-    fn next_chunk(&mut self, n: usize) -> anyhow::Result<Vec<Value>> {
+    pub(crate) fn next_chunk(&mut self, n: usize) -> anyhow::Result<Vec<Value>> {
         match self {
             Recipients::Json(it) => Ok(it.by_ref().take(n).collect()),
             Recipients::Csv(csv) => csv.next_chunk(n),

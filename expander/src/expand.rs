@@ -11,7 +11,7 @@ use mailpipe_common::message::{
     in_control_group, message_id, BatchRecipient, Event, EventKind, JobBatch, BATCH_SCHEMA_VERSION,
 };
 use mailpipe_common::store::{
-    Candidate, PartCounts, Refusal, RequestMeta, ScreenOptions, ScreenVerdict,
+    Candidate, PartCounts, Refusal, RequestMeta, ScreenOptions, ScreenVerdict, Screened,
 };
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -93,6 +93,14 @@ impl Expander {
             ttl,
         };
         let lane = valid.lane();
+        let tenant = valid.request.tenant.as_deref();
+        // The rules are compiled once for the request and again only when
+        // a screening call says they changed (or a rule in them expired).
+        let rules_version = self.store.rules_version().await?;
+        let mut rules = self
+            .rules
+            .for_request(&self.store, rules_version, tenant, lane, now)
+            .await?;
         let lane_key = Topology::lane_key(lane);
         let exchange = self.topology.exchange();
         let events = self.topology.events_exchange();
@@ -128,6 +136,7 @@ impl Expander {
                 };
                 let key = address.key();
                 let mid = message_id(&rid, &key);
+                let excluded = rules.first_match(&key).map(Screened::by_rule);
                 candidates.push(Candidate {
                     control_group: valid
                         .request
@@ -136,17 +145,22 @@ impl Expander {
                     address: key,
                     position: format!("{}:{}", part.index, index),
                     message_id: mid,
+                    excluded,
                 });
                 parsed.push((address, recipient));
             }
-            let verdicts = self.store.screen(&rid, &candidates, &screen).await?;
+            let screening = self.store.screen(&rid, &candidates, &screen).await?;
             // The exclusions of this screening batch, published as one message.
             let mut excluded = Vec::new();
-            for ((candidate, (address, recipient)), verdict) in
-                candidates.into_iter().zip(parsed).zip(verdicts)
+            for ((candidate, (address, recipient)), screened) in
+                candidates.into_iter().zip(parsed).zip(screening.verdicts)
             {
+                let verdict = screened.verdict;
                 if verdict != ScreenVerdict::Accepted {
                     exclude(&mut counts, verdict.as_str());
+                    if let Some(rule) = &screened.rule {
+                        *counts.rules.entry(rule.clone()).or_default() += 1;
+                    }
                     if verdict != ScreenVerdict::Duplicate {
                         excluded.push(Event {
                             v: 1,
@@ -156,6 +170,7 @@ impl Expander {
                             recipient: address.to_string(),
                             campaign: valid.request.campaign.clone(),
                             reason: Some(verdict.as_str().to_string()),
+                            rule: screened.rule,
                             detail: None,
                             at: now,
                         });
@@ -189,6 +204,16 @@ impl Expander {
                     }
                 }
             }
+            rules = self
+                .rules
+                .for_request(
+                    &self.store,
+                    screening.rules_version,
+                    tenant,
+                    lane,
+                    unix_now(),
+                )
+                .await?;
             if !excluded.is_empty() {
                 let pending = amqp::publish_events(publish, &events, &excluded, lane)
                     .await

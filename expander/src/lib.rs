@@ -23,6 +23,7 @@
 
 mod expand;
 mod request;
+mod rules;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,6 +95,7 @@ pub async fn run_until_stopped(
         store,
         metrics,
         health: health.clone(),
+        rules: rules::Rules::default(),
     });
     run_sessions(
         &worker.settings.amqp,
@@ -117,6 +119,8 @@ struct Expander {
     store: Store,
     metrics: ExpanderMetrics,
     health: Health,
+    /// The exclusion rules, compiled per tenant and lane.
+    rules: rules::Rules,
 }
 
 /// What became of one request delivery.

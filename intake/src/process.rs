@@ -596,6 +596,7 @@ impl Intake {
             recipient: m.address.clone(),
             campaign: m.record.campaign.clone(),
             reason: Some(reason.to_string()),
+            rule: None,
             detail: Some(detail.to_string()),
             at: unix_now(),
         }

@@ -24,6 +24,9 @@
 //! | `{p}:history:{mid}` | list | a message's failed attempts (JSON), for `mailpipe queue show` |
 //! | `{p}:bounced:{mid}` / `{p}:complained:{mid}` / `{p}:unsubscribed:{mid}` | string | an asynchronous bounce / complaint / unsubscribe request for a sent message was counted (once) |
 //! | `{p}:intake:unprocessed` | list | the latest mails the intake could not use, and why (JSON, capped) |
+//! | `{p}:rules` | hash | exclusion rule name → rule (JSON) |
+//! | `{p}:rulelist:{name}` / `{p}:rulelists` | set / set | a named list's entries (addresses, domains) / the lists' names |
+//! | `{p}:rules:version` | string | raised by every change to a rule or list (expanders reload on a change) |
 //!
 //! Every counter is written idempotently: expansion counts are stored per
 //! part (overwritten by a replay, never added twice), and terminal states are
@@ -39,7 +42,8 @@
 //! status`), `screen.rs` (screening recipients), `done.rs` (terminal
 //! records, leases, locks), `campaigns.rs` (operator flags, parking),
 //! `deferred.rs` (the deferred index, histories), `addresses.rs` (failure
-//! counters, quarantine, address lists) and `feedback.rs` (the bounce
+//! counters, quarantine, address lists), `rules.rs` (exclusion rules and
+//! their lists) and `feedback.rs` (the bounce
 //! qualification table, asynchronous bounces and complaints, the intake's
 //! unprocessed mails). The per-message calls of a sender, terminal records
 //! included, are [`crate::calls`], which builds on this module (never the
@@ -59,6 +63,7 @@ mod deferred;
 mod done;
 mod feedback;
 mod requests;
+mod rules;
 mod screen;
 
 pub use addresses::{AddressState, FailureCount, RecipientFailure};
@@ -66,7 +71,8 @@ pub use campaigns::PARKING_GUARD;
 pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest};
 pub use feedback::{BounceEntry, QUALIFICATION_CAP};
 pub use requests::{PartCounts, Refusal, RequestMeta, RequestStatus};
-pub use screen::{Candidate, ScreenOptions, ScreenVerdict};
+pub use rules::RulesSnapshot;
+pub use screen::{Candidate, ScreenOptions, ScreenVerdict, Screened, Screening};
 
 /// A Redis failure, with the operation that failed.
 #[derive(Debug, thiserror::Error)]

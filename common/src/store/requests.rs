@@ -34,6 +34,13 @@ pub struct PartCounts {
     pub accepted: u64,
     /// Excluded entries by reason (`invalid_address`, `duplicate`, ...).
     pub excluded: BTreeMap<String, u64>,
+    /// Of those excluded as `excluded_by_rule`: how many by each rule.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, u64>,
+    /// Accepted recipients flagged by an address check that only flags
+    /// (`likely_typo` when so configured), by check.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub flagged: BTreeMap<String, u64>,
 }
 
 /// Everything `mailpipe status` shows for one request.
@@ -45,6 +52,12 @@ pub struct RequestStatus {
     pub recipients: u64,
     pub accepted: u64,
     pub excluded: BTreeMap<String, u64>,
+    /// Of those excluded as `excluded_by_rule`: how many by each rule.
+    #[serde(default)]
+    pub rules: BTreeMap<String, u64>,
+    /// Accepted recipients an address check flagged (and did not exclude).
+    #[serde(default)]
+    pub flagged: BTreeMap<String, u64>,
     pub sent: u64,
     pub dead: BTreeMap<String, u64>,
     pub removed: u64,
@@ -286,6 +299,12 @@ return 1
             s.accepted += p.accepted;
             for (reason, n) in p.excluded {
                 *s.excluded.entry(reason).or_default() += n;
+            }
+            for (rule, n) in p.rules {
+                *s.rules.entry(rule).or_default() += n;
+            }
+            for (check, n) in p.flagged {
+                *s.flagged.entry(check).or_default() += n;
             }
         }
         let dead: u64 = s.dead.values().sum();

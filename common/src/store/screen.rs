@@ -1,7 +1,8 @@
 //! Screening recipients during expansion (`{p}:req:{rid}:rcpts`,
 //! `{p}:req:{rid}:audience`, `{p}:coalesce:…`): one script decides each
 //! recipient's verdict against the request's earlier parts, the address
-//! lists, quarantine, the control group, coalescing and the audience limit.
+//! lists, quarantine, the exclusion the expander decided before (a rule, an
+//! address check), the control group, coalescing and the audience limit.
 
 use std::time::Duration;
 
@@ -17,6 +18,66 @@ pub struct Candidate {
     pub message_id: String,
     /// Already decided to be in the control group (deterministic, computed by the caller).
     pub control_group: bool,
+    /// Excluded by the expander already (an exclusion rule, an address
+    /// check): the script records it as the recipient's verdict unless an
+    /// earlier verdict (a duplicate, the denylist, quarantine) stands.
+    pub excluded: Option<Screened>,
+}
+
+/// One recipient's verdict, with the rule that excluded it when the verdict
+/// is [`ScreenVerdict::ExcludedByRule`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screened {
+    pub verdict: ScreenVerdict,
+    pub rule: Option<String>,
+}
+
+impl Screened {
+    pub fn new(verdict: ScreenVerdict) -> Self {
+        Self {
+            verdict,
+            rule: None,
+        }
+    }
+
+    /// Excluded by the rule `name`.
+    pub fn by_rule(name: &str) -> Self {
+        Self {
+            verdict: ScreenVerdict::ExcludedByRule,
+            rule: Some(name.to_string()),
+        }
+    }
+
+    /// As the script stores and answers it: the verdict's name, then
+    /// `:rule` for a rule's exclusion (rule names have no `:` or `|`).
+    pub fn encode(&self) -> String {
+        match &self.rule {
+            Some(r) => format!("{}:{r}", self.verdict.as_str()),
+            None => self.verdict.as_str().to_string(),
+        }
+    }
+
+    /// What [`Self::encode`] wrote.
+    pub fn decode(raw: &str) -> Option<Self> {
+        let (name, rule) = match raw.split_once(':') {
+            Some((n, r)) => (n, Some(r.to_string())),
+            None => (raw, None),
+        };
+        let verdict = ScreenVerdict::parse(name)?;
+        if rule.is_some() != (verdict == ScreenVerdict::ExcludedByRule) {
+            return None;
+        }
+        Some(Self { verdict, rule })
+    }
+}
+
+/// What a screening call answers: one verdict per candidate, and the
+/// version of the exclusion rules at that moment (so the expander knows,
+/// without asking again, when to load them anew).
+#[derive(Debug, Clone, Default)]
+pub struct Screening {
+    pub verdicts: Vec<Screened>,
+    pub rules_version: u64,
 }
 
 /// What screening made of one recipient; the script answers with the
@@ -38,10 +99,16 @@ pub enum ScreenVerdict {
     Coalesced,
     /// Beyond the request's audience limit.
     TargetSizeLimited,
+    /// Named by an exclusion rule (the rule's name goes with it).
+    ExcludedByRule,
+    /// Its domain has no mail host: no MX and no address, or a null MX.
+    NoMailHost,
+    /// Its domain looks like a typo of a large provider's.
+    LikelyTypo,
 }
 
 impl ScreenVerdict {
-    pub const ALL: [ScreenVerdict; 7] = [
+    pub const ALL: [ScreenVerdict; 10] = [
         ScreenVerdict::Accepted,
         ScreenVerdict::Duplicate,
         ScreenVerdict::Denylisted,
@@ -49,6 +116,9 @@ impl ScreenVerdict {
         ScreenVerdict::ControlGroup,
         ScreenVerdict::Coalesced,
         ScreenVerdict::TargetSizeLimited,
+        ScreenVerdict::ExcludedByRule,
+        ScreenVerdict::NoMailHost,
+        ScreenVerdict::LikelyTypo,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +130,9 @@ impl ScreenVerdict {
             ScreenVerdict::ControlGroup => "control_group",
             ScreenVerdict::Coalesced => "coalesced",
             ScreenVerdict::TargetSizeLimited => "target_size_limited",
+            ScreenVerdict::ExcludedByRule => crate::rules::EXCLUDED_BY_RULE,
+            ScreenVerdict::NoMailHost => "no_mail_host",
+            ScreenVerdict::LikelyTypo => "likely_typo",
         }
     }
 
@@ -83,15 +156,17 @@ pub(super) const SCREEN_LUA: &str = r#"
 -- KEYS[1] rcpts hash, KEYS[2] audience counter
 -- ARGV[1] prefix, ARGV[2] max audience (0 = none), ARGV[3] ttl seconds,
 -- ARGV[4] coalesce scope ('' = none), ARGV[5] coalesce window seconds,
--- then groups of 4: address, position, message id, control group flag
+-- then groups of 5: address, position, message id, control group flag,
+-- the exclusion decided before ('' = none: a rule's or an address check's)
+-- Answers one verdict per recipient, then the exclusion rules' version.
 local prefix = ARGV[1]
 local max = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local cscope = ARGV[4]
 local cwindow = tonumber(ARGV[5])
 local out = {}
-for i = 6, #ARGV, 4 do
-  local addr, pos, mid, cg = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
+for i = 6, #ARGV, 5 do
+  local addr, pos, mid, cg, pre = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local verdict
   -- Claimed as accepted at once (the usual verdict, one command); a
   -- recipient seen before keeps its first verdict, and any other verdict
@@ -110,6 +185,9 @@ for i = 6, #ARGV, 4 do
     elseif redis.call('EXISTS', prefix .. ':quarantine:' .. addr) == 1
         and redis.call('SISMEMBER', prefix .. ':allowlist', addr) == 0 then
       verdict = 'quarantined'
+    elseif pre ~= '' then
+      -- 'excluded_by_rule:NAME', 'no_mail_host' or 'likely_typo'
+      verdict = pre
     elseif cg == '1' then
       verdict = 'control_group'
     else
@@ -132,22 +210,27 @@ for i = 6, #ARGV, 4 do
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 if max > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+out[#out + 1] = redis.call('GET', prefix .. ':rules:version') or '0'
 return out
 "#;
 
 impl Store {
     /// Screens a batch of recipients: deduplication across the whole request
     /// (replays of the same position keep their first verdict), denylist,
-    /// quarantine, control group, coalescing and audience limit. Returns one
-    /// verdict per candidate: `accepted` or an exclusion reason.
+    /// quarantine, the exclusion decided before, control group, coalescing
+    /// and audience limit. Answers one verdict per candidate (`accepted` or
+    /// an exclusion reason) and the exclusion rules' version.
     pub async fn screen(
         &self,
         request: &str,
         candidates: &[Candidate],
         opts: &ScreenOptions,
-    ) -> Result<Vec<ScreenVerdict>, StoreError> {
+    ) -> Result<Screening, StoreError> {
         if candidates.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Screening {
+                verdicts: Vec::new(),
+                rules_version: self.rules_version().await?,
+            });
         }
         let mut inv = self.screen.prepare_invoke();
         inv.key(self.key(&["req", request, "rcpts"]))
@@ -168,22 +251,31 @@ impl Store {
             inv.arg(&c.address)
                 .arg(&c.position)
                 .arg(&c.message_id)
-                .arg(if c.control_group { "1" } else { "0" });
+                .arg(if c.control_group { "1" } else { "0" })
+                .arg(
+                    c.excluded
+                        .as_ref()
+                        .map(Screened::encode)
+                        .unwrap_or_default(),
+                );
         }
         let mut c = self.conn.clone();
-        let names: Vec<String> = inv
+        let mut names: Vec<String> = inv
             .invoke_async(&mut c)
             .await
             .map_err(op("screen recipients"))?;
-        names
-            .iter()
-            .map(|n| {
-                ScreenVerdict::parse(n).ok_or_else(|| StoreError::Corrupt {
-                    what: "screening verdict",
-                    detail: format!("{n:?}"),
-                })
-            })
-            .collect()
+        let version = names.pop().unwrap_or_default();
+        let corrupt = |n: &str| StoreError::Corrupt {
+            what: "screening verdict",
+            detail: format!("{n:?}"),
+        };
+        Ok(Screening {
+            rules_version: version.parse().map_err(|_| corrupt(&version))?,
+            verdicts: names
+                .iter()
+                .map(|n| Screened::decode(n).ok_or_else(|| corrupt(n)))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
@@ -191,17 +283,52 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// The verdicts the expander decides before screening and passes in.
+    const PASSED_IN: [ScreenVerdict; 3] = [
+        ScreenVerdict::ExcludedByRule,
+        ScreenVerdict::NoMailHost,
+        ScreenVerdict::LikelyTypo,
+    ];
+
     #[test]
     fn every_verdict_is_one_the_script_gives_and_reads_back() {
         for v in ScreenVerdict::ALL {
             assert_eq!(ScreenVerdict::parse(v.as_str()), Some(v));
             assert!(
-                SCREEN_LUA.contains(&format!("'{}'", v.as_str())),
+                PASSED_IN.contains(&v) || SCREEN_LUA.contains(&format!("'{}'", v.as_str())),
                 "the script never answers {}",
+                v.as_str()
+            );
+            assert!(
+                SCREEN_LUA.contains(v.as_str()),
+                "the script does not name {}",
                 v.as_str()
             );
         }
         assert_eq!(ScreenVerdict::parse("Accepted"), None);
         assert_eq!(ScreenVerdict::parse(""), None);
+    }
+
+    #[test]
+    fn a_verdict_and_its_rule_read_back_as_the_script_stores_them() {
+        let table = [
+            (Screened::new(ScreenVerdict::Accepted), "accepted"),
+            (Screened::new(ScreenVerdict::NoMailHost), "no_mail_host"),
+            (
+                Screened::by_rule("role-admin"),
+                "excluded_by_rule:role-admin",
+            ),
+        ];
+        for (s, raw) in table {
+            assert_eq!(s.encode(), raw);
+            assert_eq!(Screened::decode(raw), Some(s));
+        }
+        assert_eq!(
+            Screened::decode("excluded_by_rule"),
+            None,
+            "a rule exclusion names its rule"
+        );
+        assert_eq!(Screened::decode("denylisted:x"), None);
+        assert_eq!(Screened::decode("nonsense"), None);
     }
 }

@@ -12,5 +12,6 @@ mod observability;
 mod operator;
 mod policy;
 mod request_controls;
+mod rules;
 mod smtp_session;
 mod store_scripts;

@@ -263,3 +263,127 @@ async fn a_data_sent_mark_makes_the_next_delivery_ambiguous_until_the_answer_or_
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn screening_records_the_exclusion_decided_before_it_after_the_lists_and_answers_the_rules_version(
+) {
+    use mailpipe_common::store::{Candidate, ScreenOptions, ScreenVerdict, Screened};
+    let s = store().await;
+    s.list_add("denylist", &["deny@example.com".to_string()])
+        .await
+        .unwrap();
+    let opts = ScreenOptions {
+        ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let rule = |n: &str| Some(Screened::by_rule(n));
+    let check = |v| Some(Screened::new(v));
+    // (address, position, exclusion decided before, control group, verdict)
+    let table: Vec<(&str, &str, Option<Screened>, bool, Screened)> = vec![
+        (
+            "a@example.com",
+            "1:0",
+            rule("r1"),
+            false,
+            Screened::by_rule("r1"),
+        ),
+        // A replay of the position keeps its first verdict, whatever the rules say now.
+        ("a@example.com", "1:0", None, false, Screened::by_rule("r1")),
+        (
+            "a@example.com",
+            "1:1",
+            None,
+            false,
+            Screened::new(ScreenVerdict::Duplicate),
+        ),
+        (
+            "deny@example.com",
+            "1:2",
+            rule("r1"),
+            false,
+            Screened::new(ScreenVerdict::Denylisted),
+        ),
+        (
+            "b@example.com",
+            "1:3",
+            check(ScreenVerdict::NoMailHost),
+            true,
+            Screened::new(ScreenVerdict::NoMailHost),
+        ),
+        (
+            "c@example.com",
+            "1:4",
+            check(ScreenVerdict::LikelyTypo),
+            false,
+            Screened::new(ScreenVerdict::LikelyTypo),
+        ),
+        (
+            "d@example.com",
+            "1:5",
+            None,
+            true,
+            Screened::new(ScreenVerdict::ControlGroup),
+        ),
+        (
+            "e@example.com",
+            "1:6",
+            None,
+            false,
+            Screened::new(ScreenVerdict::Accepted),
+        ),
+    ];
+    for (i, (address, position, excluded, control_group, want)) in table.into_iter().enumerate() {
+        let c = Candidate {
+            address: address.into(),
+            position: position.into(),
+            message_id: format!("m-{address}"),
+            control_group,
+            excluded,
+        };
+        let got = s.screen("r", &[c], &opts).await.unwrap();
+        assert_eq!(
+            got.verdicts,
+            vec![want],
+            "step {i}: {address} at {position}"
+        );
+        assert_eq!(got.rules_version, 0);
+    }
+    let rule = mailpipe_common::rules::Rule {
+        name: "r2".into(),
+        matches: mailpipe_common::rules::RuleMatch::Local(vec!["x".into()]),
+        scope: Default::default(),
+        expires: None,
+        enabled: true,
+        note: None,
+        created: 0,
+    };
+    assert!(s.put_rule(&rule, false).await.unwrap());
+    assert!(
+        !s.put_rule(&rule, false).await.unwrap(),
+        "the name is taken"
+    );
+    let c = Candidate {
+        address: "f@example.com".into(),
+        position: "1:7".into(),
+        message_id: "m-f".into(),
+        control_group: false,
+        excluded: None,
+    };
+    let got = s.screen("r", &[c], &opts).await.unwrap();
+    assert_eq!(got.rules_version, 1, "a stored rule raises the version");
+    assert!(s.remove_rule("r2").await.unwrap());
+    assert_eq!(s.rules_version().await.unwrap(), 2);
+    let p = s.prefix().to_string();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*"))
+        .query_async(&mut s.connection())
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut s.connection())
+            .await
+            .unwrap();
+    }
+}
