@@ -133,6 +133,22 @@ impl Topology {
             .unwrap_or(delay)
     }
 
+    /// Where a message the sender defers by `delay` (a paused domain, a
+    /// rate limit) goes, and when it is due: the tier of the first hop
+    /// toward it ([`Self::hop_tier`], so a 30-minute pause never parks mail
+    /// for an hour) and the wait until due, which the due-time header
+    /// carries so the message hops on until then. A delay shorter than
+    /// every tier waits the shortest one.
+    pub fn deferral(&self, delay: Duration) -> (Duration, Duration) {
+        match self.hop_tier(delay) {
+            Some(tier) => (tier, delay),
+            None => {
+                let tier = self.tier_for(delay);
+                (tier, tier)
+            }
+        }
+    }
+
     /// The tier of the next hop toward a due time `remaining` away: the
     /// longest tier not longer than it, or `None` when even the shortest
     /// tier is longer (the message is then as good as due). Delays that no
@@ -385,6 +401,24 @@ mod tests {
             sparse.hop_tier(Duration::from_secs(3300)),
             Some(Duration::from_secs(3600))
         );
+    }
+
+    #[test]
+    fn a_deferral_hops_toward_its_due_time_and_never_parks_past_it() {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        let t = Topology::new("mp", &[m(1), m(2), m(4), m(8), m(16), m(60)], 5);
+        let table = [
+            // (delay, first tier, wait until due)
+            (Duration::from_secs(5), m(1), m(1)),
+            (m(1), m(1), m(1)),
+            (m(3), m(2), m(3)),
+            (m(30), m(16), m(30)),
+            (m(60), m(60), m(60)),
+            (m(180), m(60), m(180)),
+        ];
+        for (delay, tier, wait) in table {
+            assert_eq!(t.deferral(delay), (tier, wait), "{delay:?}");
+        }
     }
 
     #[test]

@@ -42,9 +42,10 @@ struct Settlement<'a> {
     ambiguous_held: Vec<&'a Job>,
     /// Back into their lane.
     unsent: Vec<&'a Job>,
-    /// Deferred recipients by tier and domain: a deferred message holds
-    /// one domain, so `mailpipe queue flush --domain` moves it whole.
-    deferred: BTreeMap<(Duration, String), Vec<&'a Job>>,
+    /// Deferred recipients by first tier, wait until due (ms)
+    /// and domain: a deferred message holds one domain, so `mailpipe queue
+    /// flush --domain` moves it whole.
+    deferred: BTreeMap<(Duration, u64, String), Vec<&'a Job>>,
     /// Failure records published for the retrier.
     failed: u64,
     /// Events by kind, published together.
@@ -98,9 +99,11 @@ impl Sender {
                 }
                 DeliveryOutcome::AlreadyDone => {}
                 DeliveryOutcome::Deferred { delay, .. } => {
-                    let tier = self.topology.tier_for(delay);
+                    let (tier, wait) = self.topology.deferral(delay);
+                    // In 100 ms steps, so recipients deferred together go together.
+                    let wait = (wait.as_millis().div_ceil(100) * 100) as u64;
                     s.deferred
-                        .entry((tier, domain_of(&job.to)))
+                        .entry((tier, wait, domain_of(&job.to)))
                         .or_default()
                         .push(job);
                 }
@@ -143,8 +146,8 @@ impl Sender {
                     .push(amqp::publish_events(publish, &events, &group, lane).await?);
             }
         }
-        for ((tier, _), group) in s.deferred {
-            let due = mailpipe_common::unix_now_ms() + tier.as_millis() as i64;
+        for ((tier, wait_ms, _), group) in s.deferred {
+            let due = mailpipe_common::unix_now_ms() + wait_ms as i64;
             s.confirms.push(
                 self.publish_jobs(
                     publish,

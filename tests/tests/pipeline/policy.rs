@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mailpipe_common::config::{RouteSettings, TlsMode};
 use mailpipe_tests::scripted::ScriptedSmtp;
-use mailpipe_tests::{wait_for, TestPipeline, Workers};
+use mailpipe_tests::{wait_for, SmtpSink, TestPipeline, Workers};
 use serde_json::json;
 
 fn request(id: &str, addresses: &[String]) -> serde_json::Value {
@@ -364,5 +364,66 @@ async fn mx_mode_delivers_to_the_best_reachable_mx_and_fails_over_to_the_backup(
         .unwrap()
         .unwrap();
     assert_eq!(done.route, "mx:mx2.mx.test[127.0.0.3]");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_for_a_paused_domain_waits_for_the_pause_not_for_the_next_longer_tier() {
+    // Tiers of 200 ms, 400 ms, 1 s, 2 s and 1 min; the domain is paused for
+    // 8 s. The deferred messages hop through the short tiers and are sent
+    // once the pause ends: none waits in the 1-minute tier (before, a
+    // deferral took the smallest tier at least as long as the pause: a
+    // 30-minute pause parked mail for an hour).
+    let p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
+        s.retrier.tiers = vec![
+            Duration::from_millis(200),
+            Duration::from_millis(400),
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        ];
+    })
+    .await;
+    let (code, out) = p.cli(&["domain", "pause", "example.com", "--for", "8s"]);
+    assert_eq!(code, 0, "{out}");
+    let addresses: Vec<String> = (0..20).map(|i| format!("user{i}@example.com")).collect();
+    p.publish_json(&request("paused-3s", &addresses)).await;
+    p.wait_expanded("paused-3s").await;
+    let long_tier_used = std::cell::Cell::new(false);
+    let status = wait_for(
+        "the pause to end and mail to go",
+        Duration::from_secs(90),
+        || async {
+            for lane in ["transactional", "bulk"] {
+                if p.queue_depth(&format!("retry.1m.{lane}")).await > 0 {
+                    long_tier_used.set(true);
+                }
+            }
+            let s = p.status("paused-3s").await;
+            (s.pending == 0).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(status.sent, 20);
+    let paused = p
+        .metric(
+            "sender",
+            "mailpipe_deliveries_total{lane=\"transactional\",outcome=\"paused\"}",
+        )
+        .await
+        + p.metric(
+            "sender",
+            "mailpipe_deliveries_total{lane=\"bulk\",outcome=\"paused\"}",
+        )
+        .await;
+    eprintln!("deferred while paused: {paused}");
+    assert!(
+        paused > 0.0,
+        "nothing was deferred for the pause: nothing was tested"
+    );
+    assert!(
+        !long_tier_used.get(),
+        "deferred mail waited in the 1-minute tier"
+    );
     p.shutdown().await;
 }
