@@ -173,6 +173,7 @@ impl QueueOps<'_> {
                     .await?;
                     counts.kept += n;
                 }
+                Fate::Discard => counts.removed += n,
                 Fate::Remove(reason) => {
                     for j in &jobs {
                         self.record_removed(j, &reason).await?;
@@ -273,6 +274,9 @@ pub enum Fate {
     Keep,
     /// End it as `removed` with this reason.
     Remove(String),
+    /// Take it out of the queue, nothing else (its content was handed on
+    /// by the caller).
+    Discard,
 }
 
 /// What a drain did.

@@ -10,6 +10,7 @@ mod ambiguous;
 mod bounces;
 mod campaign;
 mod classify;
+mod dead;
 mod domain;
 mod dry_run;
 mod lists;
@@ -45,6 +46,7 @@ enum SubCommand {
     Submit(Box<submit::SubmitCommand>),
     Status(status::StatusCommand),
     Queue(queue::QueueCommand),
+    Dead(dead::DeadCommand),
     Campaign(campaign::CampaignCommand),
     Quarantine(lists::QuarantineCommand),
     Denylist(lists::DenylistCommand),
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
             SubCommand::Submit(c) => c.run(&ctx).await,
             SubCommand::Status(c) => c.run(&ctx).await,
             SubCommand::Queue(c) => c.run(&ctx).await,
+            SubCommand::Dead(c) => c.run(&ctx).await,
             SubCommand::Campaign(c) => c.run(&ctx).await,
             SubCommand::Quarantine(c) => c.run(&ctx).await,
             SubCommand::Denylist(c) => c.run(&ctx).await,

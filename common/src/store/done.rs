@@ -152,7 +152,40 @@ end
 return 0
 "#;
 
+/// KEYS: the terminal record, the request hash. ARGV: the dead reason's
+/// counter field. Lifts a `dead` terminal state so that the message can be
+/// sent again: the record goes and the request's dead counters go down.
+pub(super) const UNDO_DEAD_LUA: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, rec = pcall(cjson.decode, raw)
+if not ok or rec.state ~= 'dead' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[2], 'dead', -1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+return 1
+"#;
+
 impl Store {
+    /// Lifts a message's `dead` state (an operator requeues it): `false`
+    /// when it is not dead (sent, removed, or no record).
+    pub async fn undo_dead(
+        &self,
+        message: &str,
+        request: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let n: i64 = redis::Script::new(UNDO_DEAD_LUA)
+            .key(self.key(&["done", message]))
+            .key(self.key(&["req", request]))
+            .arg(format!("dead:{reason}"))
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("undo dead"))?;
+        Ok(n == 1)
+    }
+
     /// Removes a delivery's "data sent" mark once the server's answer to
     /// the data is known (a refusal: nothing was delivered).
     pub async fn clear_mark(&self, message: &str, owner: &str) -> Result<(), StoreError> {

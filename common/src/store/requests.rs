@@ -282,7 +282,10 @@ return 1
                             s.refused.insert(part.to_string(), r);
                         }
                     } else if let Some(reason) = other.strip_prefix("dead:") {
-                        s.dead.insert(reason.to_string(), n);
+                        // A reason whose messages were all requeued is gone.
+                        if n > 0 {
+                            s.dead.insert(reason.to_string(), n);
+                        }
                     } else if let Some(reason) = other.strip_prefix("bounced:") {
                         s.bounced.insert(reason.to_string(), n);
                     }

@@ -780,3 +780,64 @@ async fn a_release_and_the_retriers_sweep_at_once_move_each_parked_message_once_
     let _ = c2.close(200, "ok".into()).await;
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_requeued_by_the_operator() {
+    let smtp = ScriptedSmtp::start();
+    let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |_| {}).await;
+    let rid = "dead-letters";
+    // Two addresses the server refuses once with 550 5.1.1 (dead at once:
+    // the user is unknown), and one it accepts.
+    p.publish_json(&mailpipe_tests::request_for(
+        rid,
+        &["r550-1-a", "r550-1-b", "ok-0-c"],
+    ))
+    .await;
+    let s = wait_for("two dead, one sent", Duration::from_secs(60), || async {
+        let s = p.status(rid).await;
+        (s.pending == 0 && s.parts_done == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(s.sent, 1);
+    assert_eq!(s.dead.get("user_unknown"), Some(&2), "{:?}", s.dead);
+    let (code, out) = p.cli(&["--json", "dead", "list", "--request", rid]);
+    assert_eq!(code, 0, "{out}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 2, "{out}");
+    assert!(
+        listed.iter().all(|r| r["reason"] == "user_unknown"),
+        "{out}"
+    );
+    let (code, table) = p.cli(&["dead", "list", "--reason", "user_unknown"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("r550-1-a@example.com"), "{table}");
+    let a = message_id(rid, "r550-1-a@example.com");
+    let (code, out) = p.cli(&["dead", "show", &a]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("5.1.1"), "{out}");
+    // Unknown ids: exit 3, nothing requeued.
+    let (code, _) = p.cli(&["dead", "show", "no-such-id"]);
+    assert_eq!(code, 3);
+    let (code, _) = p.cli(&["dead", "requeue", "no-such-id", "--yes"]);
+    assert_eq!(code, 3);
+    assert_eq!(p.status(rid).await.dead.get("user_unknown"), Some(&2));
+    // Requeued, the message is tried again (the server now accepts it);
+    // its dead state is lifted and its record leaves the queue.
+    let (code, out) = p.cli(&["dead", "requeue", &a, "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    let s = wait_for(
+        "the requeued message to be sent",
+        Duration::from_secs(60),
+        || async {
+            let s = p.status(rid).await;
+            (s.sent == 2 && s.pending == 0).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(s.dead.get("user_unknown"), Some(&1), "{:?}", s.dead);
+    assert_eq!(smtp.per_recipient().get("r550-1-a@example.com"), Some(&1));
+    let (_, out) = p.cli(&["--json", "dead", "list", "--request", rid]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 1, "{out}");
+    p.shutdown().await;
+}
