@@ -37,6 +37,9 @@ pub enum CampaignSubCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// A campaign's recipients with their state and why (excluded, sent,
+    /// dead, removed, pending).
+    Recipients(crate::campaign_recipients::RecipientsCommand),
     /// Stop sending a campaign; its messages wait until released.
     Hold { id: String },
     /// Resume a held campaign where it stopped.
@@ -55,12 +58,17 @@ impl CampaignCommand {
         if let CampaignSubCommand::List { limit } = &self.command {
             return list(ctx, *limit).await;
         }
+        if let CampaignSubCommand::Recipients(c) = &self.command {
+            return c.run(ctx).await;
+        }
         let ops = Ops::connect(ctx).await?;
         let id = match &self.command {
             CampaignSubCommand::Hold { id }
             | CampaignSubCommand::Release { id }
             | CampaignSubCommand::Cancel { id, .. } => id.clone(),
-            CampaignSubCommand::List { .. } => unreachable!("answered above"),
+            CampaignSubCommand::List { .. } | CampaignSubCommand::Recipients(_) => {
+                unreachable!("answered above")
+            }
         };
         if ops.store.request_status(&id).await?.meta.is_none() {
             ops.close().await;
@@ -82,7 +90,9 @@ impl CampaignCommand {
                 let moved = ops.sweep_parked(&id).await?;
                 json!({"request": id, "held": false, "resumed": moved.moved})
             }
-            CampaignSubCommand::List { .. } => unreachable!("answered above"),
+            CampaignSubCommand::List { .. } | CampaignSubCommand::Recipients(_) => {
+                unreachable!("answered above")
+            }
             CampaignSubCommand::Cancel { yes, .. } => {
                 if let Some(code) = require_yes(*yes, "campaign cancel") {
                     ops.close().await;
@@ -114,7 +124,7 @@ impl CampaignCommand {
                     "{id} cancelled; {} parked message(s) removed, the rest is removed as it reaches a sender",
                     out["removed_now"]
                 ),
-                CampaignSubCommand::List { .. } => {}
+                CampaignSubCommand::List { .. } | CampaignSubCommand::Recipients(_) => {}
             }
         }
         Ok(ExitCode::SUCCESS)

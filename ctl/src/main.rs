@@ -9,6 +9,7 @@
 mod ambiguous;
 mod bounces;
 mod campaign;
+mod campaign_recipients;
 mod classify;
 mod dead;
 mod domain;

@@ -62,6 +62,7 @@ mod campaigns;
 mod deferred;
 mod done;
 mod feedback;
+mod recipients;
 mod requests;
 mod rules;
 mod screen;

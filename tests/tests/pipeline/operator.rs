@@ -536,6 +536,7 @@ async fn every_command_given_an_unknown_id_exits_3_and_writes_nothing() {
         vec!["queue", "purge", "--campaign", "nosuchreq", "--yes"],
         vec!["queue", "flush", "--campaign", "nosuchreq"],
         vec!["campaign", "hold", "nosuchreq"],
+        vec!["campaign", "recipients", "nosuchreq"],
         vec!["campaign", "release", "nosuchreq"],
         vec!["campaign", "cancel", "nosuchreq", "--yes"],
         vec!["quarantine", "show", "nobody@example.com"],
@@ -811,6 +812,24 @@ async fn dead_letters_are_listed_shown_and_requeued_by_the_operator() {
     let (code, table) = p.cli(&["dead", "list", "--reason", "user_unknown"]);
     assert_eq!(code, 0);
     assert!(table.contains("r550-1-a@example.com"), "{table}");
+    // The campaign's recipients, one by one, with their states and why.
+    let (code, out) = p.cli(&["--json", "campaign", "recipients", rid]);
+    assert_eq!(code, 0, "{out}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let state_of = |r: &str| {
+        rows.iter()
+            .find(|x| x["recipient"] == r)
+            .map(|x| x["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state_of("r550-1-a@example.com").as_deref(), Some("dead"));
+    assert_eq!(state_of("ok-0-c@example.com").as_deref(), Some("sent"));
+    let (code, out) = p.cli(&["campaign", "recipients", rid, "--state", "dead"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("5.1.1")).count(),
+        2,
+        "{out}"
+    );
     let a = message_id(rid, "r550-1-a@example.com");
     let (code, out) = p.cli(&["dead", "show", &a]);
     assert_eq!(code, 0, "{out}");
