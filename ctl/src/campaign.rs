@@ -41,7 +41,12 @@ pub enum CampaignSubCommand {
     /// dead, removed, pending).
     Recipients(crate::campaign_recipients::RecipientsCommand),
     /// Stop sending a campaign; its messages wait until released.
-    Hold { id: String },
+    Hold {
+        id: String,
+        /// Why (shown by `mailpipe status` and `campaign list` while it is held).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Resume a held campaign where it stopped.
     Release { id: String },
     /// End a campaign: nothing more of it is sent; unsent messages end as `removed`.
@@ -63,7 +68,7 @@ impl CampaignCommand {
         }
         let ops = Ops::connect(ctx).await?;
         let id = match &self.command {
-            CampaignSubCommand::Hold { id }
+            CampaignSubCommand::Hold { id, .. }
             | CampaignSubCommand::Release { id }
             | CampaignSubCommand::Cancel { id, .. } => id.clone(),
             CampaignSubCommand::List { .. } | CampaignSubCommand::Recipients(_) => {
@@ -75,16 +80,23 @@ impl CampaignCommand {
             return Ok(crate::queue::unknown_request(&id));
         }
         let out = match &self.command {
-            CampaignSubCommand::Hold { .. } => {
+            CampaignSubCommand::Hold { reason, .. } => {
                 ops.store
                     .set_campaign_flag(&id, "held", true, FLAG_TTL)
                     .await?;
-                json!({"request": id, "held": true})
+                let note = mailpipe_common::store::HoldNote {
+                    at: mailpipe_common::unix_now(),
+                    reason: reason.clone(),
+                    by: std::env::var("USER").unwrap_or_default(),
+                };
+                ops.store.set_hold_note(&id, Some(&note)).await?;
+                json!({"request": id, "held": true, "reason": reason})
             }
             CampaignSubCommand::Release { .. } => {
                 ops.store
                     .set_campaign_flag(&id, "held", false, FLAG_TTL)
                     .await?;
+                ops.store.set_hold_note(&id, None).await?;
                 // The retrier sweeps again for messages parked by senders
                 // that saw the flag just before it was cleared.
                 let moved = ops.sweep_parked(&id).await?;
@@ -104,6 +116,7 @@ impl CampaignCommand {
                 ops.store
                     .set_campaign_flag(&id, "held", false, FLAG_TTL)
                     .await?;
+                ops.store.set_hold_note(&id, None).await?;
                 let removed = ops.sweep_parked(&id).await?;
                 json!({"request": id, "cancelled": true, "removed_now": removed.removed})
             }

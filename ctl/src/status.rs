@@ -117,6 +117,19 @@ fn print(s: &RequestStatus, state: &str, json: bool) -> anyhow::Result<()> {
         _ => "",
     };
     println!("state      {state}{why}");
+    if let (Some(h), "held") = (&s.hold, state) {
+        let reason = if h.reason.is_empty() {
+            "no reason given"
+        } else {
+            &h.reason
+        };
+        let by = if h.by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", h.by)
+        };
+        println!("held       since {}{by}: {reason}", crate::out::utc(h.at));
+    }
     for (part, r) in &s.refused {
         let which = if part == "request" {
             "request".to_string()

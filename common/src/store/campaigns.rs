@@ -135,6 +135,25 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Records (or, with `None`, clears) why an operator holds a campaign,
+    /// shown by `mailpipe status` and `campaign list`.
+    pub async fn set_hold_note(
+        &self,
+        request: &str,
+        note: Option<&super::HoldNote>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let key = self.key(&["req", request]);
+        let _: i64 = match note {
+            Some(n) => c
+                .hset(key, "hold", serde_json::to_string(n).unwrap_or_default())
+                .await
+                .map_err(op("hold note"))?,
+            None => c.hdel(key, "hold").await.map_err(op("hold note"))?,
+        };
+        Ok(())
+    }
+
     /// Lifts [`Self::close_parking`] (once every closer has reopened).
     pub async fn reopen_parking(&self, request: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();

@@ -71,7 +71,7 @@ pub use addresses::{AddressState, FailureCount, RecipientFailure};
 pub use campaigns::PARKING_GUARD;
 pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest};
 pub use feedback::{BounceEntry, QUALIFICATION_CAP};
-pub use requests::{PartCounts, Refusal, RequestMeta, RequestStatus};
+pub use requests::{HoldNote, PartCounts, Refusal, RequestMeta, RequestStatus};
 pub use rules::RulesSnapshot;
 pub use screen::{Candidate, ScreenOptions, ScreenVerdict, Screened, Screening};
 

@@ -77,10 +77,23 @@ pub struct RequestStatus {
     pub ambiguous: u64,
     /// Accepted messages without a terminal state yet.
     pub pending: u64,
+    /// Why an operator holds the campaign, while it is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldNote>,
     /// Parts (`"2"`, or `"request"` when the part is unknown) the expander
     /// refused, with why: a campaign with a refused part never completes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, Refusal>,
+}
+
+/// An operator's hold of a campaign: when, why and who.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldNote {
+    pub at: i64,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub by: String,
 }
 
 /// Why the expander refused a request or one of its parts.
@@ -276,6 +289,7 @@ return 1
                 "complained" => s.complained = n,
                 "unsubscribed" => s.unsubscribed = n,
                 "ambiguous" => s.ambiguous = n,
+                "hold" => s.hold = serde_json::from_str(value).ok(),
                 other => {
                     if let Some(part) = other.strip_prefix("refused:") {
                         if let Ok(r) = serde_json::from_str(value) {

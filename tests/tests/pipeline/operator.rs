@@ -156,7 +156,7 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
         || async { (p.sink().count() > N / 10).then_some(()) },
     )
     .await;
-    let (code, out) = p.cli(&["campaign", "hold", rid]);
+    let (code, out) = p.cli(&["campaign", "hold", rid, "--reason", "complaint spike"]);
     assert_eq!(code, 0, "{out}");
     // Within seconds nothing more goes out.
     let settled = wait_for("sending to stop", Duration::from_secs(10), || async {
@@ -204,6 +204,7 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
     let (code, out) = p.cli(&["status", rid]);
     assert_eq!(code, 0);
     assert!(out.contains("state      held"), "{out}");
+    assert!(out.contains(": complaint spike"), "{out}");
     let (code, table) = p.cli(&["campaign", "list"]);
     assert_eq!(code, 0);
     assert!(
@@ -225,6 +226,7 @@ async fn holding_and_releasing_a_campaign_mid_flight_sends_everyone_exactly_once
         "a recipient got two messages"
     );
     assert_eq!(s.sent as usize, N);
+    assert!(s.hold.is_none(), "the hold's reason outlived the hold");
     assert_eq!(state_in_list(), "complete");
     // The parking queue is deleted once empty (quorum queues cannot be
     // deleted "if empty": the sweeper fences senders off instead), and
