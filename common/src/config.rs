@@ -837,12 +837,27 @@ impl Default for QuarantineSettings {
 }
 
 /// Failure classification rules.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClassifierSettings {
     /// Operator rule files (YAML, same format as the shipped defaults),
-    /// applied before the defaults.
+    /// applied before the kept rows of the qualification table and the
+    /// defaults.
     pub rules_files: Vec<std::path::PathBuf>,
+    /// How often a worker checks whether operators changed the kept rows
+    /// of the qualification table (one Redis GET of a version number), and
+    /// so how soon it classifies with them.
+    #[serde(deserialize_with = "duration")]
+    pub kept_rules_poll: Duration,
+}
+
+impl Default for ClassifierSettings {
+    fn default() -> Self {
+        Self {
+            rules_files: Vec::new(),
+            kept_rules_poll: Duration::from_secs(2),
+        }
+    }
 }
 
 impl Settings {
@@ -898,6 +913,11 @@ impl Settings {
         if !(0.0..=0.5).contains(&r.jitter) {
             return Err(ConfigError::Invalid(
                 "retrier.jitter must be between 0 and 0.5".into(),
+            ));
+        }
+        if self.classifier.kept_rules_poll.is_zero() {
+            return Err(ConfigError::Invalid(
+                "classifier.kept_rules_poll must be longer than 0".into(),
             ));
         }
         if r.backlog_interval.is_zero() {

@@ -16,6 +16,8 @@ pub mod calls;
 pub mod classify;
 pub mod config;
 pub mod http;
+#[cfg(feature = "redis")]
+pub mod live_rules;
 pub mod message;
 pub mod metrics;
 #[cfg(feature = "redis")]

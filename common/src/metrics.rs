@@ -80,6 +80,21 @@ fn dead_letters(registry: &Registry) -> IntCounterVec {
     )
 }
 
+/// The version of the kept rows of the qualification table the process
+/// classifies with (every binary that classifies failures: the sender, the
+/// retrier, the intake), so operators see that all of them applied a
+/// qualification.
+fn kept_rules_version(registry: &Registry) -> IntGauge {
+    register(
+        registry,
+        IntGauge::new(
+            "mailpipe_kept_rules_version",
+            "Version of the qualification table's kept rows this process classifies with (mailpipe bounces qualify raises it)",
+        )
+        .expect("valid metric"),
+    )
+}
+
 /// The expander's families.
 #[derive(Clone)]
 pub struct ExpanderMetrics {
@@ -169,6 +184,8 @@ pub struct SenderMetrics {
     /// Ambiguous attempts (data sent, no reply read), by what was done
     /// (`resend`, `hold`, `drop`).
     pub ambiguous: IntCounterVec,
+    /// The kept rows' version the sender classifies with.
+    pub kept_rules_version: IntGauge,
 }
 
 impl SenderMetrics {
@@ -285,7 +302,9 @@ impl WorkerMetrics for SenderMetrics {
         }
         breaker_openings.with_label_values(&["breaker"]);
         dead.with_label_values(&["expired"]);
+        let kept_rules_version = kept_rules_version(&registry);
         Self {
+            kept_rules_version,
             ambiguous,
             registry,
             deliveries,
@@ -330,6 +349,8 @@ pub struct RetrierMetrics {
     /// End of each paused domain's pause (Unix seconds), by domain and by
     /// whom (`breaker`, `operator`): a series exists while the pause lasts.
     paused_until: IntGaugeVec,
+    /// The kept rows' version the retrier classifies with.
+    pub kept_rules_version: IntGauge,
 }
 
 /// At most this many paused domains are exported one by one (the count is
@@ -446,7 +467,9 @@ impl WorkerMetrics for RetrierMetrics {
             retries.with_label_values(&[d, "undefined"]);
         }
         dead.with_label_values(&["exhausted"]);
+        let kept_rules_version = kept_rules_version(&registry);
         Self {
+            kept_rules_version,
             registry,
             retries,
             dead,
@@ -476,6 +499,8 @@ pub struct IntakeMetrics {
     pub intake: IntCounterVec,
     /// Mails set aside in the dead-letter queue, by reason (`intake_*`).
     pub dead: IntCounterVec,
+    /// The kept rows' version the intake classifies with.
+    pub kept_rules_version: IntGauge,
 }
 
 impl WorkerMetrics for IntakeMetrics {
@@ -495,10 +520,12 @@ impl WorkerMetrics for IntakeMetrics {
         }
         intake.with_label_values(&["smtp", "refused_forged"]);
         dead.with_label_values(&["intake_unmatched"]);
+        let kept_rules_version = kept_rules_version(&registry);
         Self {
             registry,
             intake,
             dead,
+            kept_rules_version,
         }
     }
 
@@ -564,6 +591,17 @@ mod tests {
                     "{binary} and {family} (exported by the {owner})"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn every_binary_that_classifies_exports_the_kept_rules_version() {
+        for (binary, families) in exported() {
+            assert_eq!(
+                families.contains("mailpipe_kept_rules_version"),
+                binary != "expander",
+                "{binary}"
+            );
         }
     }
 

@@ -1,5 +1,6 @@
 //! `mailpipe bounces`: the qualification table — every failure
-//! text seen, normalized so identical failures aggregate, by count.
+//! text seen, normalized so identical failures aggregate, by count, each
+//! row with its id (its subcommands, in `qualify.rs`, act on one row).
 
 use std::process::ExitCode;
 
@@ -7,15 +8,19 @@ use anyhow::Context as _;
 use clap::Args;
 use mailpipe_common::store::Store;
 
-/// List failure texts by how often they occurred, with their classification
-/// and qualification (`to_qualify` when no rule matched them: candidates for
-/// a new rule in your rules file).
+/// List failure texts by how often they occurred, with their id,
+/// classification and qualification: `to_qualify` when no rule matched
+/// them, `keep` when a rule did or an operator kept the row as a rule
+/// (`bounces qualify`), `ignore` when an operator set it aside.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BouncesCommand {
+    #[command(subcommand)]
+    pub command: Option<crate::qualify::BouncesSubCommand>,
     /// Rows to show.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
-    /// Only texts no rule matched.
+    /// Only texts no rule matched and nobody qualified or ignored yet.
     #[arg(long)]
     pub to_qualify: bool,
     /// Instead: the latest mails the bounce intake could not use (not a
@@ -32,6 +37,9 @@ pub struct BouncesCommand {
 
 impl BouncesCommand {
     pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
+        if let Some(command) = &self.command {
+            return command.run(ctx).await;
+        }
         if let Some(path) = &self.parse {
             return self.parse(ctx, path);
         }
@@ -65,13 +73,13 @@ impl BouncesCommand {
             return Ok(ExitCode::SUCCESS);
         }
         println!(
-            "{:>8}  {:<6} {:<18} {:<11} text",
-            "count", "type", "reason", "qualified"
+            "{:<16}  {:>8}  {:<7} {:<18} {:<11} text",
+            "id", "count", "type", "reason", "qualified"
         );
         for r in rows {
             println!(
-                "{:>8}  {:<6} {:<18} {:<11} {}",
-                r.count, r.kind, r.reason, r.qualification, r.text
+                "{:<16}  {:>8}  {:<7} {:<18} {:<11} {}",
+                r.id, r.count, r.kind, r.reason, r.qualification, r.text
             );
         }
         Ok(ExitCode::SUCCESS)

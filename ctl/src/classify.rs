@@ -5,12 +5,19 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::Args;
-use mailpipe_common::classify::{build_classifier, Failure};
+use mailpipe_common::classify::{
+    compile_classifier, qualification_text, read_rules_files, Failure,
+};
+use mailpipe_common::store::{row_id, Store};
 use serde_json::json;
 
 /// Classify SMTP replies: prints exactly one JSON object per input line, in
 /// order, with type, reason, retry, quarantine, scope and the rule that
-/// matched (null: only the basic-code fallback applied, "to qualify").
+/// matched (null: only the basic-code fallback applied, "to qualify";
+/// `kept:ID`: the row ID an operator kept in the qualification table), and
+/// the normalized text and row id the line counts under in `mailpipe bounces`.
+/// The rules are those the workers apply: the configured rules files, the
+/// kept rows (read from Redis), the shipped defaults.
 ///
 /// Examples:
 ///   mailpipe classify "550 5.1.1 <bob@example.com>: User unknown"
@@ -22,6 +29,10 @@ pub struct ClassifyCommand {
     /// Extra rule files, applied before the configured ones and the defaults.
     #[arg(long = "rules")]
     pub rules: Vec<std::path::PathBuf>,
+    /// Leave out the rows kept in the qualification table (and do not
+    /// connect to Redis).
+    #[arg(long)]
+    pub no_kept: bool,
 }
 
 impl ClassifyCommand {
@@ -30,10 +41,24 @@ impl ClassifyCommand {
         let mut files = self.rules.clone();
         files.append(&mut settings.rules_files);
         settings.rules_files = files;
-        let classifier = build_classifier(&settings)?;
+        let kept = if self.no_kept {
+            Vec::new()
+        } else {
+            match Store::connect(&ctx.settings.redis).await {
+                Ok(store) => store.kept_rules().await?.1,
+                Err(e) => {
+                    crate::out::warn(&format!(
+                        "kept rows of the qualification table left out: {e}"
+                    ));
+                    Vec::new()
+                }
+            }
+        };
+        let classifier = compile_classifier(&read_rules_files(&settings)?, &kept)?;
         let print = |line: &str| {
             let failure = Failure::from_reply_text(line);
             let c = classifier.classify(&failure);
+            let normalized = qualification_text(&failure);
             let (code, enhanced) = match &failure {
                 Failure::Reply { code, enhanced, .. } => (Some(*code), enhanced.clone()),
                 Failure::Connection { .. } => (None, None),
@@ -50,6 +75,8 @@ impl ClassifyCommand {
                     "quarantine": c.quarantine,
                     "scope": c.scope,
                     "rule": c.rule,
+                    "normalized": normalized,
+                    "row": row_id(&normalized),
                 })
             );
         };

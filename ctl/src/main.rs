@@ -17,6 +17,7 @@ mod dry_run;
 mod lists;
 mod ops;
 mod out;
+mod qualify;
 mod queue;
 mod rules;
 mod status;

@@ -85,7 +85,13 @@ pub async fn run_until_stopped(
     else {
         return Ok(());
     };
-    let classifier = mailpipe_common::classify::build_classifier(&settings.classifier)?;
+    let classifier = mailpipe_common::live_rules::LiveClassifier::start(
+        &settings.classifier,
+        store.clone(),
+        metrics.kept_rules_version.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     if settings.bounces.domain.is_none() {
         tracing::warn!("bounces.domain is not set: mail carries no VERP token and bounces are matched by the returned message's headers only");
     }

@@ -38,8 +38,9 @@ use mailpipe_common::amqp;
 use mailpipe_common::bounce::{
     self, Action, ComplaintReport, DeliveryReport, Original, Parsed, Report, UnsubscribeRequest,
 };
-use mailpipe_common::classify::{normalize, Classifier, Failure, FailureType};
+use mailpipe_common::classify::{Failure, FailureType};
 use mailpipe_common::config::Settings;
+use mailpipe_common::live_rules::LiveClassifier;
 use mailpipe_common::message::{DeadRecord, Event, EventKind, Lane};
 use mailpipe_common::metrics::IntakeMetrics;
 use mailpipe_common::store::{AddressState, DoneRecord, DoneState, RecipientFailure, Store};
@@ -69,7 +70,7 @@ pub struct Intake {
     settings: Settings,
     store: Store,
     verp: Option<Verp>,
-    classifier: Classifier,
+    classifier: LiveClassifier,
     topology: Topology,
     metrics: IntakeMetrics,
     /// Names this replica when it takes its turn at the IMAP mailbox.
@@ -117,7 +118,7 @@ impl Intake {
     pub fn new(
         settings: Settings,
         store: Store,
-        classifier: Classifier,
+        classifier: LiveClassifier,
         metrics: IntakeMetrics,
     ) -> Self {
         Self {
@@ -366,14 +367,7 @@ impl Intake {
         let class = self.classifier.classify_for(&failure, Some(&m.address));
         let text = failure.to_string();
         self.store
-            .qualify(
-                &normalize(&text),
-                &text,
-                class.reason.as_str(),
-                class.kind.as_str(),
-                class.rule.as_deref(),
-                unix_now(),
-            )
+            .count_failure_text(&failure, &class, unix_now())
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         if class.kind == FailureType::Ignored {

@@ -10,7 +10,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::Channel;
 use mailpipe_common::amqp;
-use mailpipe_common::classify::{normalize, Classification, Failure, Reason};
+use mailpipe_common::classify::{Classification, Failure, Reason};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
 use mailpipe_common::retry::{outcome, RetryOutcome};
 use mailpipe_common::store::{AddressState, DoneRecord, DoneState, RecipientFailure};
@@ -242,16 +242,8 @@ impl Retrier {
 
     /// Counts the failure's text in the qualification table.
     async fn qualify(&self, failure: &Failure, class: &Classification) -> anyhow::Result<()> {
-        let raw = failure_text(failure);
         self.store
-            .qualify(
-                &normalize(&raw),
-                &raw,
-                class.reason.as_str(),
-                class.kind.as_str(),
-                class.rule.as_deref(),
-                unix_now(),
-            )
+            .count_failure_text(failure, class, unix_now())
             .await?;
         Ok(())
     }

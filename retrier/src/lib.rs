@@ -26,9 +26,9 @@ use lapin::options::{BasicConsumeOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
-use mailpipe_common::classify::Classifier;
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
+use mailpipe_common::live_rules::LiveClassifier;
 use mailpipe_common::metrics::RetrierMetrics;
 use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
@@ -43,7 +43,6 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let classifier = mailpipe_common::classify::build_classifier(&settings.classifier)?;
     let Some((metrics, health, store)) = mailpipe_common::worker::start::<RetrierMetrics>(
         &settings.retrier.listen,
         &settings.redis,
@@ -53,6 +52,13 @@ pub async fn run_until_stopped(
     else {
         return Ok(());
     };
+    let classifier = LiveClassifier::start(
+        &settings.classifier,
+        store.clone(),
+        metrics.kept_rules_version.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let retrier = Arc::new(Retrier {
         classifier,
         topology: Topology::from_settings(&settings),
@@ -78,7 +84,9 @@ pub async fn run_until_stopped(
 }
 
 struct Retrier {
-    classifier: Classifier,
+    /// Classifies failure records that carry no classification (from a
+    /// sender that did not classify yet); follows the kept rows.
+    classifier: LiveClassifier,
     settings: Settings,
     topology: Topology,
     store: Store,

@@ -45,9 +45,9 @@ mod smtp;
 
 use std::sync::Arc;
 
-use mailpipe_common::classify::Classifier;
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
+use mailpipe_common::live_rules::LiveClassifier;
 use mailpipe_common::metrics::SenderMetrics;
 use mailpipe_common::policy::Policy;
 use mailpipe_common::store::Store;
@@ -84,7 +84,13 @@ pub async fn run_until_stopped(
     }
     let policy = Policy::new(store.clone());
     let calls = calls::Calls::start(&store, &settings);
-    let classifier = mailpipe_common::classify::build_classifier(&settings.classifier)?;
+    let classifier = LiveClassifier::start(
+        &settings.classifier,
+        store.clone(),
+        metrics.kept_rules_version.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let sender = Arc::new(Sender {
         topology: Topology::from_settings(&settings),
         instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
@@ -132,8 +138,9 @@ struct Sender {
     policy: Policy,
     /// Classifies each failed attempt once: for the domain's breaker and
     /// slow-down here, and for the retrier, which gets the classification
-    /// with the failure record.
-    classifier: Classifier,
+    /// with the failure record. Follows the kept rows of the qualification
+    /// table.
+    classifier: LiveClassifier,
     metrics: SenderMetrics,
     health: Health,
     /// Compiled templates by content id.

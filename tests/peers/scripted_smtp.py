@@ -35,6 +35,8 @@ memory, across connections (a restart starts from zero).
   r450       RCPT   450 4.2.1 The user you are trying to contact is receiving ...
   grey       RCPT   451 4.7.1 Greylisted, please try again later
   r550       RCPT   550 5.1.1 The email account that you tried to reach ...
+  odd        RCPT   550 5.0.0 <rcpt>: not on the guest list of this party
+                    (a text no shipped rule knows; it names the recipient)
   r554       DATA   554 5.7.1 Message rejected as spam by Content Filtering
   r552       DATA   552 5.3.4 Message size exceeds fixed limit
   slow       DATA   sleeps --slow-seconds, then 250 (the client should time
@@ -103,6 +105,7 @@ BEHAVIOURS = {
     ),
     "grey": ("rcpt", "451 4.7.1 Greylisted, please try again later"),
     "r550": ("rcpt", "550 5.1.1 The email account that you tried to reach does not exist"),
+    "odd": ("rcpt", "550 5.0.0 <{rcpt}>: not on the guest list of this party"),
     "r554": ("data", "554 5.7.1 Message rejected as spam by Content Filtering"),
     "r552": ("data", "552 5.3.4 Message size exceeds fixed limit"),
     "slow": ("data", None),
@@ -228,7 +231,7 @@ class Handler:
                     self.record(address, "rcpt", 421, "close")
                 else:
                     self.record(address, "rcpt", int(reply[:3]))
-                return reply
+                return reply.replace("{rcpt}", address)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         self.record(address, "rcpt", 250)

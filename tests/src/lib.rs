@@ -364,6 +364,8 @@ pub fn test_settings(smtp_port: u16) -> Settings {
     s.retrier.policies.throttled.max_attempts = 5;
     s.retrier.policies.soft.schedule = vec![ms(200)];
     s.retrier.policies.soft.max_attempts = 4;
+    // Qualifications apply within a fifth of a second.
+    s.classifier.kept_rules_poll = Duration::from_millis(200);
     s
 }
 
@@ -516,6 +518,10 @@ impl TestPipeline {
             (
                 "MAILPIPE__RETRIER__JITTER".into(),
                 s.retrier.jitter.to_string(),
+            ),
+            (
+                "MAILPIPE__CLASSIFIER__KEPT_RULES_POLL".into(),
+                d(s.classifier.kept_rules_poll),
             ),
             (
                 "MAILPIPE__QUARANTINE__THRESHOLD".into(),

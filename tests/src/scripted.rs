@@ -16,6 +16,7 @@
 //! | `r450`    | RCPT  | `450 4.2.1 The user you are trying to contact ...`    |
 //! | `grey`    | RCPT  | `451 4.7.1 Greylisted, please try again later`        |
 //! | `r550`    | RCPT  | `550 5.1.1 The email account ... does not exist`      |
+//! | `odd`     | RCPT  | `550 5.0.0 <rcpt>: not on the guest list of this party` (no shipped rule knows it) |
 //! | `r554`    | DATA  | `554 5.7.1 Message rejected as spam ...`               |
 //! | `r552`    | DATA  | `552 5.3.4 Message size exceeds fixed limit`          |
 //! | `slow`    | DATA  | no reply for `slow_seconds` (default 10), then 250    |

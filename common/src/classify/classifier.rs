@@ -3,19 +3,23 @@
 //!
 //! Order of evaluation for a failure:
 //! 1. the rules, highest-precedence file first (the last operator file added,
-//!    ..., the first operator file, then the defaults), each file in its own
-//!    order; the first rule whose conditions all hold decides;
+//!    ..., the first operator file, then the kept rows of the qualification
+//!    table, then the defaults), each file in its own order; the first rule
+//!    whose conditions all hold decides;
 //! 2. otherwise the fallback table (same precedence), by reply class and,
 //!    for entries marked `names_sender`, whether the text names the sending
 //!    side (an IP address, "sender", "your server", HELO, or, with
 //!    [`Classifier::classify_for`], an address other than the recipient's);
 //! 3. otherwise a built-in catch-all (`undefined`, soft, retry, no quarantine).
 //!
-//! All patterns live in one case-insensitive `RegexSet`, run once per failure.
+//! All patterns live in one case-insensitive `RegexSet`, run once per failure;
+//! the `normalized` patterns (kept rows) in a second one, run over the
+//! failure's normalized line only when there are any.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use super::kept::{kept_rules_yaml, qualification_text, KeptRule};
 use super::reply::{find_enhanced, is_transient, leading_code, EnhancedCode};
 use super::rules::{self, CompiledRule, CompiledRules, Output, RulesError, RulesFile};
 use super::sender_side::names_sender_side;
@@ -26,6 +30,8 @@ use super::DEFAULT_RULES;
 
 /// Name under which the embedded default rules report errors.
 const DEFAULT_FILE: &str = "default.yaml";
+/// Name under which the kept rows of the qualification table report errors.
+const KEPT_FILE: &str = "kept rows";
 
 /// Used when neither a rule nor a fallback entry applies.
 const LAST_RESORT: Output = Output {
@@ -75,6 +81,9 @@ pub struct ClassifierBuilder {
     defaults: bool,
     /// Operator sources in the order added (lowest precedence first).
     sources: Vec<(String, RulesFile)>,
+    /// The kept rows of the qualification table, between the operator
+    /// sources and the defaults.
+    kept: Option<RulesFile>,
 }
 
 impl ClassifierBuilder {
@@ -88,6 +97,15 @@ impl ClassifierBuilder {
         Ok(self)
     }
 
+    /// Add the rows operators kept in the qualification table: they decide
+    /// after every operator file and before the defaults. A rule of an
+    /// operator file with a kept row's name (`kept:{id}`, as
+    /// `mailpipe bounces export-rules` writes them) replaces it.
+    pub fn kept(mut self, rules: &[KeptRule]) -> Result<Self, RulesError> {
+        self.kept = Some(rules::parse_file(KEPT_FILE, &kept_rules_yaml(rules))?);
+        Ok(self)
+    }
+
     /// Leave the embedded default rules out (operator files only).
     pub fn without_defaults(mut self) -> Self {
         self.defaults = false;
@@ -97,6 +115,9 @@ impl ClassifierBuilder {
     /// Compile every source into a classifier.
     pub fn build(self) -> Result<Classifier, RulesError> {
         let mut ordered: Vec<(String, RulesFile)> = self.sources.into_iter().rev().collect();
+        if let Some(kept) = self.kept {
+            ordered.push((KEPT_FILE.to_string(), kept));
+        }
         if self.defaults {
             ordered.push((
                 DEFAULT_FILE.to_string(),
@@ -135,6 +156,7 @@ impl Classifier {
         ClassifierBuilder {
             defaults: true,
             sources: Vec::new(),
+            kept: None,
         }
     }
 
@@ -199,9 +221,15 @@ impl Classifier {
             Subject::Connection { detail, .. } => (*detail, false, None),
         };
         let matched = self.inner.set.matches(haystack);
+        // The normalized line only when a rule looks at it (kept rows).
+        let normalized = (!self.inner.normalized.is_empty())
+            .then(|| self.inner.normalized.matches(&qualification_text(failure)));
         for rule in &self.inner.rules {
             let pattern_ok = rule.pattern.is_none_or(|i| matched.matched(i));
-            if pattern_ok && conditions_hold(rule, &subject) {
+            let normalized_ok = rule
+                .normalized
+                .is_none_or(|i| normalized.as_ref().is_some_and(|m| m.matched(i)));
+            if pattern_ok && normalized_ok && conditions_hold(rule, &subject) {
                 let output = match rule.transient {
                     Some(t) if transient => t,
                     _ => rule.output,
@@ -243,6 +271,11 @@ fn reply_class(code: u16, enhanced: Option<EnhancedCode>, transient: bool) -> Op
 
 fn conditions_hold(rule: &CompiledRule, subject: &Subject<'_>) -> bool {
     match subject {
+        // A rule on the normalized line alone sees connection failures too
+        // (their line is `connection <kind>: <detail>`).
+        Subject::Connection { .. } if rule.kinds.is_empty() => {
+            rule.normalized.is_some() && rule.codes.is_empty() && rule.enhanced.is_empty()
+        }
         Subject::Connection { error, .. } => rule.kinds.contains(error),
         Subject::Reply { code, enhanced, .. } => {
             rule.kinds.is_empty()

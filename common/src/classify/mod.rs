@@ -10,9 +10,10 @@
 //! - [`parse_reply`] / [`Failure::from_reply_text`] read raw replies (RFC 5321
 //!   basic code, RFC 3463 enhanced code, multi-line, code only in the text).
 //! - [`Classifier`] holds the ordered rules of `rules/default.yaml` (embedded
-//!   as [`DEFAULT_RULES`]) and of operator files, compiled once; operator
-//!   rules take precedence. The rules file documents every decision and the
-//!   fallback table.
+//!   as [`DEFAULT_RULES`]), of operator files and of the rows operators kept
+//!   in the qualification table ([`KeptRule`]), compiled once; operator
+//!   files take precedence, then kept rows. The rules file documents every
+//!   decision and the fallback table.
 //! - [`normalize`] blanks out variable parts (addresses, ids, numbers, dates,
 //!   IPs) so that identical failures aggregate for qualification.
 //!
@@ -30,6 +31,7 @@
 //! ```
 
 mod classifier;
+mod kept;
 mod normalize;
 mod reply;
 mod rules;
@@ -40,6 +42,10 @@ mod types;
 mod corpus;
 
 pub use classifier::{Classifier, ClassifierBuilder};
+pub use kept::{
+    default_quarantine, default_retry, kept_rules_yaml, qualification_text, KeptRule,
+    KEPT_RULE_PREFIX,
+};
 pub use normalize::{normalize, PLACEHOLDER};
 pub use reply::{parse_reply, EnhancedCode, ParseEnhancedCodeError, SmtpReply};
 pub use rules::RulesError;
@@ -53,16 +59,42 @@ pub use types::{
 pub fn build_classifier(
     settings: &crate::config::ClassifierSettings,
 ) -> anyhow::Result<Classifier> {
+    Ok(compile_classifier(&read_rules_files(settings)?, &[])?)
+}
+
+/// The operator's rules files (`classifier.rules_files`), read: (name,
+/// YAML text) in the order configured. Read once at start, so that
+/// recompiling with new kept rows does not pick up a half-edited file.
+pub fn read_rules_files(
+    settings: &crate::config::ClassifierSettings,
+) -> anyhow::Result<Vec<(String, String)>> {
     use anyhow::Context as _;
+    settings
+        .rules_files
+        .iter()
+        .map(|path| {
+            let yaml = std::fs::read_to_string(path)
+                .with_context(|| format!("reading rules file {}", path.display()))?;
+            Ok((path.display().to_string(), yaml))
+        })
+        .collect()
+}
+
+/// The classifier of the operator's rules files (as [`read_rules_files`]
+/// read them), then the kept rows of the qualification table, then the
+/// shipped defaults: the precedence every worker and the CLI apply.
+pub fn compile_classifier(
+    files: &[(String, String)],
+    kept: &[KeptRule],
+) -> Result<Classifier, RulesError> {
     let mut builder = Classifier::builder();
-    for path in &settings.rules_files {
-        let yaml = std::fs::read_to_string(path)
-            .with_context(|| format!("reading rules file {}", path.display()))?;
-        builder = builder
-            .add_yaml(path.display().to_string(), &yaml)
-            .with_context(|| format!("compiling rules file {}", path.display()))?;
+    for (name, yaml) in files {
+        builder = builder.add_yaml(name.clone(), yaml)?;
     }
-    Ok(builder.build()?)
+    if !kept.is_empty() {
+        builder = builder.kept(kept)?;
+    }
+    builder.build()
 }
 
 /// The default rules file (`rules/default.yaml`), embedded at build time.

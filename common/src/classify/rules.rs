@@ -11,6 +11,8 @@
 //!     enhanced: '4.2.1'                   # or a list; `4.4.*`, `*.2.2`, `5.7.606-649`
 //!     code: 450                           # or a list; `4xx`, `55x`
 //!     kind: timeout                       # connection failures only (or a list)
+//!     normalized: '^550 5\.0\.0 <\*>: no$'  # regex over the normalized line
+//!                                         # (`classify::qualification_text`)
 //!     type: soft                          # hard | soft | ignored
 //!     reason: rate_limited
 //!     retry: true
@@ -159,6 +161,11 @@ struct RuleDef {
     /// Connection error kinds (connection-failure rules only).
     #[serde(default)]
     kind: Option<OneOrMany<ConnectionError>>,
+    /// Case-insensitive regex over the failure's normalized line
+    /// ([`super::qualification_text`]): how kept rows of the qualification
+    /// table match. Alone, it applies to replies and connection failures.
+    #[serde(default)]
+    normalized: Option<String>,
     /// Output: failure type.
     #[serde(rename = "type")]
     failure_type: FailureType,
@@ -370,6 +377,9 @@ pub(crate) struct CompiledRule {
     pub codes: Vec<CodePattern>,
     /// Connection error kinds (any of); empty for reply rules.
     pub kinds: Vec<ConnectionError>,
+    /// Index of the rule's `normalized` pattern in
+    /// [`CompiledRules::normalized`].
+    pub normalized: Option<usize>,
     /// Decision.
     pub output: Output,
     /// Decision when the reply is transient (already merged with `output`).
@@ -394,6 +404,9 @@ pub(crate) struct CompiledRules {
     pub rules: Vec<CompiledRule>,
     /// Every rule pattern, indexed by `CompiledRule::pattern`.
     pub set: RegexSet,
+    /// Every `normalized` pattern, indexed by `CompiledRule::normalized`
+    /// (empty when no rule has one: the normalized line is then not computed).
+    pub normalized: RegexSet,
     /// Fallback entries in evaluation order.
     pub fallback: Vec<CompiledFallback>,
 }
@@ -425,6 +438,8 @@ pub(crate) fn compile(sources: &[(String, RulesFile)]) -> Result<CompiledRules, 
     let mut rules = Vec::new();
     let mut patterns: Vec<&str> = Vec::new();
     let mut pattern_owner: Vec<(&str, &str)> = Vec::new();
+    let mut normalized: Vec<&str> = Vec::new();
+    let mut normalized_owner: Vec<(&str, &str)> = Vec::new();
     let mut fallback = Vec::new();
 
     for (file, parsed) in sources {
@@ -457,6 +472,11 @@ pub(crate) fn compile(sources: &[(String, RulesFile)]) -> Result<CompiledRules, 
                 patterns.push(pattern);
                 pattern_owner.push((file, name));
             }
+            if let Some(pattern) = &def.normalized {
+                compiled.normalized = Some(normalized.len());
+                normalized.push(pattern);
+                normalized_owner.push((file, name));
+            }
             rules.push(compiled);
         }
         taken.extend(own);
@@ -488,13 +508,24 @@ pub(crate) fn compile(sources: &[(String, RulesFile)]) -> Result<CompiledRules, 
         });
     }
 
-    let set = RegexSetBuilder::new(&patterns)
+    Ok(CompiledRules {
+        rules,
+        set: regex_set(&patterns, &pattern_owner)?,
+        normalized: regex_set(&normalized, &normalized_owner)?,
+        fallback,
+    })
+}
+
+/// One case-insensitive set of `patterns`; `owners` name each one's file
+/// and rule for the error.
+fn regex_set(patterns: &[&str], owners: &[(&str, &str)]) -> Result<RegexSet, RulesError> {
+    RegexSetBuilder::new(patterns)
         .case_insensitive(true)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|error| {
             // Name the culprit when one pattern alone fails.
-            for (pattern, (file, rule)) in patterns.iter().zip(&pattern_owner) {
+            for (pattern, (file, rule)) in patterns.iter().zip(owners) {
                 if let Err(error) = single(pattern) {
                     return RulesError::Pattern {
                         file: file.to_string(),
@@ -504,12 +535,7 @@ pub(crate) fn compile(sources: &[(String, RulesFile)]) -> Result<CompiledRules, 
                 }
             }
             RulesError::RegexSet(error)
-        })?;
-    Ok(CompiledRules {
-        rules,
-        set,
-        fallback,
-    })
+        })
 }
 
 fn single(pattern: &str) -> Result<regex::Regex, regex::Error> {
@@ -537,9 +563,10 @@ fn compile_rule(file: &str, def: &RuleDef) -> Result<CompiledRule, RulesError> {
             value,
             message,
         };
-    if let Some(pattern) = &def.pattern {
+    for (field, pattern) in [("pattern", &def.pattern), ("normalized", &def.normalized)] {
+        let Some(pattern) = pattern else { continue };
         if pattern.trim().is_empty() {
-            return Err(invalid(file, name, "`pattern` is empty"));
+            return Err(invalid(file, name, &format!("`{field}` is empty")));
         }
         // Checked here so that the error names the rule; the set is built later.
         single(pattern).map_err(|error| RulesError::Pattern {
@@ -576,11 +603,16 @@ fn compile_rule(file: &str, def: &RuleDef) -> Result<CompiledRule, RulesError> {
         .as_ref()
         .map(|k| k.iter().copied().collect())
         .unwrap_or_default();
-    if def.pattern.is_none() && enhanced.is_empty() && codes.is_empty() && kinds.is_empty() {
+    if def.pattern.is_none()
+        && def.normalized.is_none()
+        && enhanced.is_empty()
+        && codes.is_empty()
+        && kinds.is_empty()
+    {
         return Err(invalid(
             file,
             name,
-            "a rule needs at least one condition (pattern, enhanced, code or kind)",
+            "a rule needs at least one condition (pattern, normalized, enhanced, code or kind)",
         ));
     }
     let has_reply_conditions = !enhanced.is_empty() || !codes.is_empty();
@@ -622,6 +654,7 @@ fn compile_rule(file: &str, def: &RuleDef) -> Result<CompiledRule, RulesError> {
         enhanced,
         codes,
         kinds,
+        normalized: None,
         output,
         transient,
     })

@@ -54,7 +54,13 @@ impl fmt::Display for Failure {
                     write!(f, "{code}")?;
                     sep = " ";
                 }
-                if let Some(enhanced) = enhanced {
+                // The sender keeps the text as the server wrote it, enhanced
+                // code first: written once, as in the server's line.
+                let leads = |e: &str| {
+                    text.strip_prefix(e)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+                };
+                if let Some(enhanced) = enhanced.as_deref().filter(|e| !leads(e)) {
                     write!(f, "{sep}{enhanced}")?;
                     sep = " ";
                 }
@@ -414,5 +420,23 @@ mod tests {
         assert_eq!(f.to_string(), "mailbox full");
         let c = Failure::connection(ConnectionError::Timeout, "after 30s");
         assert_eq!(c.to_string(), "connection timeout: after 30s");
+        // A text that starts with its enhanced code (as the sender keeps
+        // the server's text) writes it once.
+        let f = Failure::Reply {
+            code: 550,
+            enhanced: Some("5.0.0".into()),
+            text: "5.0.0 <bob@example.com>: no".into(),
+        };
+        assert_eq!(f.to_string(), "550 5.0.0 <bob@example.com>: no");
+        assert_eq!(
+            f.to_string(),
+            Failure::from_reply_text("550 5.0.0 <bob@example.com>: no").to_string()
+        );
+        let f = Failure::Reply {
+            code: 550,
+            enhanced: Some("5.0.0".into()),
+            text: "5.0.00 odd".into(),
+        };
+        assert_eq!(f.to_string(), "550 5.0.0 5.0.00 odd");
     }
 }

@@ -27,6 +27,9 @@
 //! | `{p}:rules` | hash | exclusion rule name → rule (JSON) |
 //! | `{p}:rulelist:{name}` / `{p}:rulelists` | set / set | a named list's entries (addresses, domains) / the lists' names |
 //! | `{p}:rules:version` | string | raised by every change to a rule or list (expanders reload on a change) |
+//! | `{p}:bounce:{id}` | hash | one row of the qualification table: normalized and first text, count, classification, qualification and who qualified it |
+//! | `{p}:bounces` | zset | row ids of the qualification table by count |
+//! | `{p}:bounces:kept` / `{p}:bounces:version` | set / counter | rows operators kept (classification rules), and the version of that set the workers watch |
 //!
 //! Every counter is written idempotently: expansion counts are stored per
 //! part (overwritten by a replay, never added twice), and terminal states are
@@ -43,8 +46,9 @@
 //! records, leases, locks), `campaigns.rs` (operator flags, parking),
 //! `deferred.rs` (the deferred index, histories), `addresses.rs` (failure
 //! counters, quarantine, address lists), `rules.rs` (exclusion rules and
-//! their lists) and `feedback.rs` (the bounce
-//! qualification table, asynchronous bounces and complaints, the intake's
+//! their lists), `qualification.rs` (the qualification table and the rows
+//! operators kept as rules) and `feedback.rs` (asynchronous bounces and
+//! complaints, the intake's
 //! unprocessed mails). The per-message calls of a sender, terminal records
 //! included, are [`crate::calls`], which builds on this module (never the
 //! other way round).
@@ -62,6 +66,7 @@ mod campaigns;
 mod deferred;
 mod done;
 mod feedback;
+mod qualification;
 mod recipients;
 mod requests;
 mod rules;
@@ -70,7 +75,7 @@ mod screen;
 pub use addresses::{AddressState, FailureCount, RecipientFailure};
 pub use campaigns::PARKING_GUARD;
 pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest};
-pub use feedback::{BounceEntry, QUALIFICATION_CAP};
+pub use qualification::{kept_rules_of, row_id, BounceEntry, Qualification, QUALIFICATION_CAP};
 pub use requests::{HoldNote, PartCounts, Refusal, RequestMeta, RequestStatus};
 pub use rules::RulesSnapshot;
 pub use screen::{Candidate, ScreenOptions, ScreenVerdict, Screened, Screening};
@@ -110,7 +115,7 @@ pub struct Store {
     mark: std::sync::Arc<redis::Script>,
     release: std::sync::Arc<redis::Script>,
     failure: std::sync::Arc<redis::Script>,
-    qualify: std::sync::Arc<redis::Script>,
+    count_text: std::sync::Arc<redis::Script>,
 }
 
 impl Store {
@@ -137,7 +142,7 @@ impl Store {
             mark: std::sync::Arc::new(redis::Script::new(feedback::MARK_LUA)),
             release: std::sync::Arc::new(redis::Script::new(done::RELEASE_LUA)),
             failure: std::sync::Arc::new(redis::Script::new(addresses::FAILURE_LUA)),
-            qualify: std::sync::Arc::new(redis::Script::new(feedback::QUALIFY_LUA)),
+            count_text: std::sync::Arc::new(redis::Script::new(qualification::COUNT_LUA)),
         })
     }
 

@@ -11,6 +11,7 @@ mod faults;
 mod observability;
 mod operator;
 mod policy;
+mod qualification;
 mod request_controls;
 mod rules;
 mod smtp_session;

@@ -408,6 +408,11 @@ async fn every_command_has_complete_help() {
         vec!["allowlist", "add"],
         vec!["classify"],
         vec!["bounces"],
+        vec!["bounces", "qualify"],
+        vec!["bounces", "ignore"],
+        vec!["bounces", "reset"],
+        vec!["bounces", "show"],
+        vec!["bounces", "export-rules"],
     ];
     for c in &commands {
         assert!(top.contains(c[0]), "mailpipe --help lacks {}", c[0]);
@@ -545,6 +550,18 @@ async fn every_command_given_an_unknown_id_exits_3_and_writes_nothing() {
         vec!["quarantine", "remove", "nobody@example.com", "--yes"],
         vec!["denylist", "remove", "nobody@example.com"],
         vec!["allowlist", "remove", "nobody@example.com"],
+        vec!["bounces", "show", "0123456789abcdef"],
+        vec!["bounces", "reset", "0123456789abcdef"],
+        vec!["bounces", "ignore", "0123456789abcdef"],
+        vec![
+            "bounces",
+            "qualify",
+            "0123456789abcdef",
+            "--type",
+            "hard",
+            "--reason",
+            "user_unknown",
+        ],
     ];
     for c in &commands {
         for json in [false, true] {

@@ -387,3 +387,119 @@ async fn screening_records_the_exclusion_decided_before_it_after_the_lists_and_a
             .unwrap();
     }
 }
+
+/// The operators' scripts on the qualification table: a kept row is a rule
+/// and raises the version the workers watch; ignoring it takes it out of the
+/// rules (and raises the version); resetting zeroes its count; an unknown
+/// id writes nothing.
+#[tokio::test]
+async fn rows_are_kept_ignored_and_reset_and_unknown_ids_write_nothing() {
+    use mailpipe_common::classify::{
+        qualification_text, Classification, Failure, FailureType, Quarantine, Reason, Scope,
+    };
+    use mailpipe_common::store::{row_id, Qualification};
+    use redis::AsyncCommands;
+
+    let s = store().await;
+    let failure = Failure::from_reply_text("550 5.0.0 <ann@example.com>: not on the guest list");
+    let undefined = Classification {
+        kind: FailureType::Soft,
+        reason: Reason::Undefined,
+        retry: false,
+        quarantine: Quarantine::Count,
+        scope: Scope::Recipient,
+        rule: None,
+    };
+    for n in 1..=3 {
+        assert_eq!(
+            s.count_failure_text(&failure, &undefined, 100)
+                .await
+                .unwrap(),
+            n
+        );
+    }
+    let id = row_id(&qualification_text(&failure));
+    let row = s.bounce(&id).await.unwrap().expect("the row");
+    assert_eq!(row.qualification, "to_qualify");
+    assert_eq!(row.count, 3);
+    assert_eq!(s.kept_rules().await.unwrap(), (0, vec![]));
+
+    let q = Qualification {
+        kind: FailureType::Hard,
+        reason: Reason::UserUnknown,
+        scope: Scope::Recipient,
+        retry: None,
+        quarantine: None,
+        pattern: None,
+    };
+    // Unknown ids: nothing written, no version raised.
+    let ghost = mailpipe_common::store::BounceEntry {
+        id: "0000000000000000".into(),
+        ..row.clone()
+    };
+    assert_eq!(s.keep_bounce(&ghost, &q, "ops", 200).await.unwrap(), None);
+    assert_eq!(s.ignore_bounce(&ghost.id, "ops", 200).await.unwrap(), None);
+    assert!(!s.reset_bounce(&ghost.id, "ops", 200).await.unwrap());
+    assert!(s.bounce(&ghost.id).await.unwrap().is_none());
+    let mut c = s.connection();
+    let ghost_key = format!("{}:bounce:{}", s.prefix(), ghost.id);
+    assert!(!c.exists::<_, bool>(&ghost_key).await.unwrap());
+    assert_eq!(s.kept_rules_version().await.unwrap(), 0);
+
+    // Kept: a rule, version 1, the operator's decision on the row.
+    assert_eq!(s.keep_bounce(&row, &q, "ops", 200).await.unwrap(), Some(1));
+    let (version, rules) = s.kept_rules().await.unwrap();
+    assert_eq!(version, 1);
+    assert_eq!(rules, vec![q.rule(&row)]);
+    let kept = s.bounce(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            kept.qualification.as_str(),
+            kept.kind.as_str(),
+            kept.reason.as_str()
+        ),
+        ("keep", "hard", "user_unknown")
+    );
+    assert_eq!(kept.rule, format!("kept:{id}"));
+    assert_eq!(
+        (kept.qualified_by.as_str(), kept.qualified_at),
+        ("ops", 200)
+    );
+    // Counting goes on and does not undo the decision.
+    s.count_failure_text(&failure, &undefined, 300)
+        .await
+        .unwrap();
+    let kept = s.bounce(&id).await.unwrap().unwrap();
+    assert_eq!((kept.count, kept.qualification.as_str()), (4, "keep"));
+
+    // Reset: count 0, the rest stays; the index follows.
+    assert!(s.reset_bounce(&id, "ann", 400).await.unwrap());
+    let reset = s.bounce(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (reset.count, reset.reset_by.as_str(), reset.reset_at),
+        (0, "ann", 400)
+    );
+    assert_eq!(s.bounces(10).await.unwrap()[0].count, 0);
+    assert_eq!(s.kept_rules_version().await.unwrap(), 1);
+
+    // Ignored: out of the rules, version raised; ignoring again changes nothing.
+    assert_eq!(s.ignore_bounce(&id, "bob", 500).await.unwrap(), Some(2));
+    assert_eq!(s.kept_rules().await.unwrap(), (2, vec![]));
+    let ignored = s.bounce(&id).await.unwrap().unwrap();
+    assert_eq!(ignored.qualification, "ignore");
+    assert_eq!(ignored.rule, "");
+    assert_eq!(
+        (ignored.qualified_by.as_str(), ignored.qualified_at),
+        ("bob", 500)
+    );
+    assert_eq!(s.ignore_bounce(&id, "bob", 600).await.unwrap(), Some(2));
+    // Still counted.
+    s.count_failure_text(&failure, &undefined, 700)
+        .await
+        .unwrap();
+    let ignored = s.bounce(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (ignored.count, ignored.qualification.as_str()),
+        (1, "ignore")
+    );
+}
