@@ -111,10 +111,24 @@ impl DomainCommand {
                 let d =
                     mailpipe_common::config::parse_duration(r#for).map_err(anyhow::Error::msg)?;
                 policy.pause(&norm(domain), d, "operator").await?;
-                println!("{} paused for {}", norm(domain), r#for);
+                if ctx.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"domain": norm(domain), "paused_for": d.as_secs()})
+                    );
+                } else {
+                    println!("{} paused for {}", norm(domain), r#for);
+                }
             }
             DomainSubCommand::Resume { domain } => {
                 let was = policy.resume(&norm(domain)).await?;
+                if ctx.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"domain": norm(domain), "was_paused": was})
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
                 println!(
                     "{} {}",
                     norm(domain),
@@ -134,7 +148,14 @@ impl DomainCommand {
             } => {
                 if *clear {
                     policy.clear_limit(&norm(domain)).await?;
-                    println!("{}: run-time limits cleared", norm(domain));
+                    if ctx.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"domain": norm(domain), "cleared": true})
+                        );
+                    } else {
+                        println!("{}: run-time limits cleared", norm(domain));
+                    }
                 } else if rate.is_none() && burst.is_none() && concurrency.is_none() {
                     crate::out::error("give --rate, --burst, --concurrency or --clear");
                     return Ok(ExitCode::from(2));
@@ -142,7 +163,18 @@ impl DomainCommand {
                     policy
                         .set_limit(&norm(domain), *rate, *burst, *concurrency)
                         .await?;
-                    println!("{}: limits set", norm(domain));
+                    if ctx.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "domain": norm(domain),
+                                "rate_per_second": rate.map(|r| 1.0 / r.interval().as_secs_f64()),
+                                "burst": burst, "concurrency": concurrency,
+                            })
+                        );
+                    } else {
+                        println!("{}: limits set", norm(domain));
+                    }
                 }
             }
         }

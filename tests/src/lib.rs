@@ -585,6 +585,20 @@ impl TestPipeline {
         )
     }
 
+    /// Runs the operator CLI: exit code, standard output, standard error.
+    pub fn cli_full(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(binary("mailpipe"))
+            .args(args)
+            .envs(self.env())
+            .output()
+            .expect("run mailpipe");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs the operator CLI with `input` on its standard input.
     pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> (i32, String) {
         use std::io::Write;

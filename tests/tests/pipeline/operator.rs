@@ -879,3 +879,72 @@ async fn dead_letters_are_listed_shown_and_requeued_by_the_operator() {
     assert_eq!(listed.len(), 1, "{out}");
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_answers_json_that_parses_with_json_and_its_errors_too() {
+    let smtp = ScriptedSmtp::start();
+    let p = TestPipeline::spawn_for_port(smtp.port, Workers::ALL, |_| {}).await;
+    let rid = "json-everywhere";
+    p.publish_json(&mailpipe_tests::request_for(rid, &["ok-0-a", "r550-0-b"]))
+        .await;
+    p.wait_complete(rid, Duration::from_secs(60)).await;
+    let sent = message_id(rid, "ok-0-a@example.com");
+    let dead = message_id(rid, "r550-0-b@example.com");
+    // Every command that reads, and a few that write, with --json: stdout
+    // is one JSON document, exit code 0.
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["status", rid],
+        vec!["queue", "list"],
+        vec!["queue", "list", "--deferred"],
+        vec!["queue", "list", "--ambiguous"],
+        vec!["queue", "show", &sent],
+        vec!["queue", "flush"],
+        vec!["campaign", "list"],
+        vec!["campaign", "recipients", rid],
+        vec!["dead", "list"],
+        vec!["dead", "show", &dead],
+        vec!["quarantine", "list"],
+        vec!["quarantine", "add", "q@example.com"],
+        vec!["quarantine", "show", "q@example.com"],
+        vec!["quarantine", "export"],
+        vec!["denylist", "add", "d@example.com"],
+        vec!["denylist", "check", "d@example.com"],
+        vec!["denylist", "list"],
+        vec!["allowlist", "list"],
+        vec!["domain", "pause", "paused.example", "--for", "1m"],
+        vec!["domain", "limit", "paused.example", "--rate", "5/s"],
+        vec!["domain", "limit", "paused.example", "--clear"],
+        vec!["domain", "list"],
+        vec!["domain", "show", "example.com"],
+        vec!["domain", "resume", "paused.example"],
+        vec!["rules", "list"],
+        vec!["bounces"],
+        vec!["bounces", "--to-qualify"],
+        vec!["bounces", "--unprocessed"],
+    ];
+    for c in &commands {
+        let mut args = vec!["--json"];
+        args.extend(c.iter().copied());
+        let (code, out, err) = p.cli_full(&args);
+        assert_eq!(code, 0, "{c:?}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap_or_else(|e| panic!("{c:?} printed no JSON ({e}):\n{out}"));
+    }
+    // Errors under --json: one JSON object with an error on stderr.
+    for (c, expected) in [
+        (vec!["status", "nosuchreq"], 3),
+        (vec!["queue", "show", "nosuchmessage"], 3),
+        (vec!["campaign", "recipients", "nosuchreq"], 3),
+        (vec!["queue", "purge", "--all"], 2),
+    ] {
+        let mut args = vec!["--json"];
+        args.extend(c.iter().copied());
+        let (code, _, err) = p.cli_full(&args);
+        assert_eq!(code, expected, "{c:?}: {err}");
+        let line = err.lines().last().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{c:?}: stderr is not JSON ({e}): {err}"));
+        assert!(v["error"].is_string(), "{c:?}: {v}");
+    }
+    p.shutdown().await;
+}
