@@ -268,7 +268,7 @@ pub struct DkimSettings {
     pub domain: String,
     /// The selector (`s=`): the key is published at `{selector}._domainkey.{domain}`.
     pub selector: String,
-    /// `rsa_sha256` (unencrypted PEM, PKCS#1 or PKCS#8, 2048 to 4096 bits) or
+    /// `rsa_sha256` (unencrypted PEM, PKCS#1 or PKCS#8, 2048 to 8192 bits) or
     /// `ed25519_sha256` (PKCS#8 PEM, or the 32-byte private key in base64 on
     /// one line).
     #[serde(default = "rsa_sha256")]

@@ -159,7 +159,7 @@ impl WorkerMetrics for ExpanderMetrics {
 pub struct SenderMetrics {
     pub registry: Registry,
     /// Recipients taken from a lane, by lane and outcome: `sent` and
-    /// `failed` are SMTP attempts; `duplicate`, `held`, `removed`,
+    /// `failed` are SMTP attempts; `duplicate`, `held`, `ambiguous_held`, `removed`,
     /// `returned`, `not_due`, `throttled`, `paused` and the dead-letter
     /// reasons (`expired`, `render_failed`, ...) are not.
     pub deliveries: IntCounterVec,
