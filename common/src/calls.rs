@@ -20,8 +20,9 @@ use crate::policy::{Ask, Verdict};
 use crate::store::{DoneRecord, DoneWrite, Gate, GateRequest, MarkRequest, Store, StoreError};
 
 const CALLS_LUA: &str = r#"
--- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, then the calls, each
--- a tag and its fields:
+-- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, 4 time constant ms of
+-- the decaying attempt counts (crate::slowdown), then the calls, each a tag
+-- and its fields:
 --   g  message, request, retried (1/0), owner
 --      the message's terminal record, its campaign's operator flags, and
 --      its lease, taken atomically with the check that nothing ended it;
@@ -42,11 +43,12 @@ const CALLS_LUA: &str = r#"
 --      the terminal record, counted only when new; answers 1 if new
 -- What does not change within one call is read once: a campaign's flags,
 -- a domain's pause and run-time limits, the server's clock; counters are
--- raised once per request and field, breaker attempts once per domain.
-local p, ttl, window = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- raised once per request and field, breaker attempts and the decaying
+-- attempt count once per domain.
+local p, ttl, window, tau = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local now
-local flags, pauses, overrides = {}, {}, {}
+local flags, pauses, overrides, slows = {}, {}, {}, {}
 local attempts, touched = {}, {}
 local counts, order = {}, {}
 local wait
@@ -60,6 +62,25 @@ local function gcra(key, interval, burst)
     return nil
   end
   return tat + interval
+end
+-- A domain's interval under its slow-down: its limit's, or without one the
+-- base the slow-down measured, divided by the factor of the moment.
+local function slowed(domain, dint)
+  local sl = slows[domain]
+  if sl == nil then
+    sl = redis.call('HMGET', p .. ':slow:' .. domain, 'factor', 'since', 'until', 'base')
+    slows[domain] = sl
+  end
+  if not sl[1] then return dint end
+  local base = dint
+  if base <= 0 then base = tonumber(sl[4]) or 0 end
+  if base <= 0 then return dint end
+  local f = tonumber(sl[1])
+  local since, untl = tonumber(sl[2]), tonumber(sl[3])
+  if not (now < untl and untl > since) then return dint end
+  f = f + (1 - f) * (now - since) / (untl - since)
+  if f > 0.01 then return base / f end
+  return base * 100
 end
 local function room(key, limit)
   if limit <= 0 then return end
@@ -119,18 +140,10 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease)
   dconc = tonumber(ov[3]) or tonumber(dconc)
   rint, rconc = tonumber(rint), tonumber(rconc)
   local leased = 0
+  dint = slowed(domain, dint)
   -- Without any limit there is nothing to spend: only the attempt counts.
   if dint > 0 or dconc > 0 or rint > 0 or rconc > 0 then
     dburst = tonumber(ov[2]) or tonumber(dburst)
-    if dint > 0 then
-      local sl = redis.call('HMGET', p .. ':slow:' .. domain, 'factor', 'since', 'until')
-      if sl[1] then
-        local f = tonumber(sl[1])
-        local since, untl = tonumber(sl[2]), tonumber(sl[3])
-        if now < untl and untl > since then f = f + (1 - f) * (now - since) / (untl - since) else f = 1 end
-        if f > 0.01 then dint = dint / f else dint = dint * 100 end
-      end
-    end
     wait = 0
     local dtat = gcra(p .. ':tat:' .. domain, dint, dburst)
     local rtat = gcra(p .. ':rtat:' .. route, rint, 1)
@@ -175,7 +188,7 @@ local function done(mid, req, record, rttl, reset, counters)
   return '1'
 end
 
-local i = 4
+local i = 5
 while i <= #ARGV do
   local tag = ARGV[i]
   if tag == 'g' then
@@ -205,6 +218,13 @@ for _, domain in ipairs(touched) do
   local bucket = p .. ':brk:' .. domain .. ':' .. math.floor(now / 60000)
   redis.call('HINCRBY', bucket, 'a', attempts[domain])
   redis.call('EXPIRE', bucket, window + 120)
+  -- The decaying count: c at t, counted since f.
+  local seen = p .. ':seen:' .. domain
+  local s = redis.call('HMGET', seen, 'c', 't', 'f')
+  local c, t, f = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
+  if c and t and f then c = c * math.exp(-math.max(now - t, 0) / tau) else c, f = 0, now end
+  redis.call('HSET', seen, 'c', tostring(c + attempts[domain]), 't', tostring(now), 'f', tostring(f))
+  redis.call('PEXPIRE', seen, tau * 6)
 end
 for _, c in ipairs(order) do
   redis.call('HINCRBY', p .. ':req:' .. c[1], c[2], counts[c[3]])
@@ -246,7 +266,8 @@ pub(crate) fn arguments(
     let ms = |d: Option<Duration>| d.map(|i| i.as_secs_f64() * 1000.0).unwrap_or(0.0);
     inv.arg(prefix)
         .arg(lease.as_millis().max(1) as u64)
-        .arg(breaker_window.as_secs());
+        .arg(breaker_window.as_secs())
+        .arg(crate::slowdown::SEEN_TAU_MS);
     for call in calls {
         match call {
             Call::Gate(g) => {

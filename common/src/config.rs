@@ -208,7 +208,9 @@ pub struct SenderSettings {
     /// first, spread by weight among equals, failing over to the next
     /// priority when a relay is unreachable or answers 421.
     pub routes: Vec<RouteSettings>,
-    /// How long a relay that failed is skipped before it is tried again.
+    /// How long a route (relay or MX address) whose dial was refused, with
+    /// no other connection of it open, is held: no dial before then, then
+    /// one connection probes.
     #[serde(deserialize_with = "duration")]
     pub route_retry_after: Duration,
     /// On SIGTERM, how long the sender waits for transactions in flight to
@@ -489,7 +491,8 @@ pub struct MxSettings {
     pub tls: TlsMode,
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
-    /// Connections kept per MX address.
+    /// Connections per MX address at most (a host that refuses more
+    /// teaches a lower cap).
     pub pool_size: u32,
     #[serde(deserialize_with = "duration")]
     pub pool_idle: Duration,

@@ -28,6 +28,8 @@ pub mod ratelimit;
 pub mod retry;
 pub mod rules;
 pub mod shutdown;
+#[cfg(feature = "redis")]
+pub mod slowdown;
 pub mod telemetry;
 pub mod template;
 pub mod tls;

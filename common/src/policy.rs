@@ -7,11 +7,13 @@
 //! * per-domain and per-route concurrency, as leases in a sorted set that
 //!   expire on their own if a replica dies mid-transaction;
 //! * domain pauses (the circuit breaker and `mailpipe domain
-//!   pause`), and slow-downs after throttling replies that recover linearly;
+//!   pause`), and slow-downs after throttling replies that recover linearly
+//!   ([`crate::slowdown`]);
 //! * run-time overrides of a domain's limits (`mailpipe domain limit`).
 //!
 //! Keys: `{p}:pause:{domain}`, `{p}:tat:{domain}`, `{p}:limit:{domain}`,
-//! `{p}:slow:{domain}`, `{p}:conc:{domain}`, `{p}:rtat:{route}`,
+//! `{p}:slow:{domain}`, `{p}:seen:{domain}` (decaying attempt counts, the
+//! rate a slow-down lowers when no limit is set), `{p}:conc:{domain}`, `{p}:rtat:{route}`,
 //! `{p}:rconc:{route}`, `{p}:brk:{domain}:{minute}` (breaker buckets),
 //! `{p}:paused` (index of the paused domains by the end of their pause, so
 //! the paused domains are listed without scanning the key space; the pause
@@ -27,18 +29,21 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::config::{BreakerSettings, DomainPolicy, SlowdownSettings};
+use crate::config::{BreakerSettings, DomainPolicy};
 use crate::store::{Store, StoreError};
 
 const BREAKER_LUA: &str = r#"
 -- KEYS: 1 pause, 2 index of paused domains; ARGV: 1 bucket prefix, 2 window s,
--- 3 min attempts, 4 ratio, 5 pause s, 6 count this failure (1/0), 7 domain
+-- 3 min attempts, 4 ratio, 5 pause s, 6 count this failure (1/0), 7 domain,
+-- 8 count it as an attempt too (1/0: it failed before the sending policy
+-- was asked, which counts the attempts that reach it)
 local t = redis.call('TIME')
 local minute = math.floor(tonumber(t[1]) / 60)
 local window = tonumber(ARGV[2])
 if ARGV[6] == '1' then
   local cur = ARGV[1] .. minute
   redis.call('HINCRBY', cur, 'f', 1)
+  if ARGV[8] == '1' then redis.call('HINCRBY', cur, 'a', 1) end
   redis.call('EXPIRE', cur, window + 120)
 end
 local a, f = 0, 0
@@ -140,6 +145,9 @@ pub struct DomainState {
     pub concurrency: Option<u32>,
     /// Current slow-down factor, if any.
     pub slowdown: Option<f64>,
+    /// The rate the slow-down allows now, messages per second (when the
+    /// rate it lowered is known: a limit, or the rate measured before).
+    pub slowed_rate_per_second: Option<f64>,
     /// Attempts and failures in the breaker window.
     pub attempts: u64,
     pub failures: u64,
@@ -166,7 +174,11 @@ impl Policy {
         }
     }
 
-    fn key(&self, parts: &[&str]) -> String {
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn key(&self, parts: &[&str]) -> String {
         let mut k = self.store.prefix().to_string();
         for p in parts {
             k.push(':');
@@ -198,6 +210,19 @@ impl Policy {
         counts: bool,
         breaker: &BreakerSettings,
     ) -> Result<bool, StoreError> {
+        self.record_failure_of(domain, counts, false, breaker).await
+    }
+
+    /// [`Self::record_failure`]; `unasked` counts the failure as an attempt
+    /// as well (it failed before the sending policy counted it: a refused
+    /// connection).
+    async fn record_failure_of(
+        &self,
+        domain: &str,
+        counts: bool,
+        unasked: bool,
+        breaker: &BreakerSettings,
+    ) -> Result<bool, StoreError> {
         let mut c = self.store.connection();
         let (opened, _a, _f): (i64, i64, i64) = self
             .breaker
@@ -210,34 +235,11 @@ impl Policy {
             .arg(breaker.pause.as_secs().max(1))
             .arg(if counts { "1" } else { "0" })
             .arg(domain)
+            .arg(if unasked { "1" } else { "0" })
             .invoke_async(&mut c)
             .await
             .map_err(op("breaker"))?;
         Ok(opened == 1)
-    }
-
-    /// Lowers a domain's rate after a throttling reply; it recovers linearly.
-    pub async fn slow_down(&self, domain: &str, s: &SlowdownSettings) -> Result<(), StoreError> {
-        let mut c = self.store.connection();
-        let now = crate::unix_now_ms();
-        let until = now + s.recovery.as_millis() as i64;
-        let key = self.key(&["slow", domain]);
-        let _: () = redis::pipe()
-            .hset_multiple(
-                &key,
-                &[
-                    ("factor", s.factor.to_string()),
-                    ("since", now.to_string()),
-                    ("until", until.to_string()),
-                ],
-            )
-            .ignore()
-            .pexpire(&key, s.recovery.as_millis() as i64)
-            .ignore()
-            .query_async(&mut c)
-            .await
-            .map_err(op("slow down"))?;
-        Ok(())
     }
 
     /// Pauses sending to a domain.
@@ -366,18 +368,19 @@ impl Policy {
             .query_async(&mut c)
             .await
             .map_err(op("state"))?;
-        let slow: (Option<f64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+        let slow: (Option<f64>, Option<i64>, Option<i64>, Option<f64>) = redis::cmd("HMGET")
             .arg(self.key(&["slow", domain]))
             .arg("factor")
             .arg("since")
             .arg("until")
+            .arg("base")
             .query_async(&mut c)
             .await
             .map_err(op("state"))?;
         let now = crate::unix_now_ms();
         let slowdown = match slow {
-            (Some(f), Some(since), Some(until)) if now < until && until > since => {
-                Some(f + (1.0 - f) * (now - since) as f64 / (until - since) as f64)
+            (Some(f), Some(since), Some(until), base) => {
+                crate::slowdown::slowdown_at(f, since, until, base, now)
             }
             _ => None,
         };
@@ -408,7 +411,8 @@ impl Policy {
             rate_per_second: ov.0.filter(|i| *i > 0.0).map(|i| 1000.0 / i),
             burst: ov.1,
             concurrency: ov.2,
-            slowdown,
+            slowdown: slowdown.map(|s| s.factor),
+            slowed_rate_per_second: slowdown.and_then(|s| s.rate_per_second),
             attempts,
             failures,
             in_flight,
@@ -456,13 +460,43 @@ impl Policy {
         class: &crate::classify::Classification,
         settings: &crate::config::PolicySettings,
     ) -> Result<DomainReaction, StoreError> {
+        self.react_to(domain, class, settings, false, true).await
+    }
+
+    /// [`Self::react`] to a failure that came before the sending policy was
+    /// asked (a connection to the domain's MX host refused, or answered 421
+    /// at connect): the breaker counts it as an attempt too. `may_slow`:
+    /// whether a throttling reply slows the domain down (not when the host
+    /// only refused one connection more than it takes, the others open).
+    pub async fn react_unasked(
+        &self,
+        domain: &str,
+        class: &crate::classify::Classification,
+        settings: &crate::config::PolicySettings,
+        may_slow: bool,
+    ) -> Result<DomainReaction, StoreError> {
+        self.react_to(domain, class, settings, true, may_slow).await
+    }
+
+    async fn react_to(
+        &self,
+        domain: &str,
+        class: &crate::classify::Classification,
+        settings: &crate::config::PolicySettings,
+        unasked: bool,
+        may_slow: bool,
+    ) -> Result<DomainReaction, StoreError> {
         let effect = class.domain_effect();
         let mut r = DomainReaction::default();
         if effect.counts_toward_breaker {
-            r.paused = self.record_failure(domain, true, &settings.breaker).await?;
+            r.paused = self
+                .record_failure_of(domain, true, unasked, &settings.breaker)
+                .await?;
         }
-        if effect.slows_down {
-            self.slow_down(domain, &settings.slowdown).await?;
+        if effect.slows_down && may_slow {
+            let configured = settings.for_domain(domain).rate.map(|r| r.interval());
+            self.slow_down(domain, configured, &settings.slowdown)
+                .await?;
             r.slowed = true;
         }
         Ok(r)

@@ -21,6 +21,7 @@ use mailpipe_common::unix_now;
 use tokio_util::sync::CancellationToken;
 
 use crate::ambiguous::{self, Found};
+use crate::destination::{HeldRoute, Refusal};
 use crate::smtp::SendError;
 use crate::{mime, smtp, Sender};
 
@@ -258,12 +259,29 @@ impl Sender {
             }
         };
         let mut last: Option<(Failure, String)> = None;
+        let mut held: Option<HeldRoute> = None;
         for route in candidates {
             let name = route.limits.name.clone();
             let conn = match route.route.connection().await {
-                Ok(c) => c,
-                Err(failure) => {
-                    self.route_unavailable(&name, &failure);
+                Ok(c) => {
+                    if let Some(refusal) = &c.refused {
+                        let at = Refusal::AtConnectOthersOpen;
+                        self.route_refused(job, &domain, &name, refusal, at).await?;
+                    }
+                    c.conn
+                }
+                Err(smtp::Unavailable::Held { until, refusal }) => {
+                    held.get_or_insert(HeldRoute {
+                        name,
+                        until,
+                        refusal,
+                    });
+                    continue;
+                }
+                Err(smtp::Unavailable::Failed(failure)) => {
+                    let at = Refusal::AtConnectNoneLeft;
+                    self.route_refused(job, &domain, &name, &failure, at)
+                        .await?;
                     last = Some((failure, name));
                     continue;
                 }
@@ -316,7 +334,9 @@ impl Sender {
             };
             match after_failure(&failure) {
                 AfterFailure::NextRoute => {
-                    self.route_unavailable(&name, &failure);
+                    let at = Refusal::InTransaction;
+                    self.route_refused(job, &domain, &name, &failure, at)
+                        .await?;
                     last = Some((failure, name));
                 }
                 AfterFailure::Settle => {
@@ -332,6 +352,9 @@ impl Sender {
             }
         }
         self.store.release_lease(&job.id, owner).await.ok();
+        if let (None, Some(held)) = (&last, held) {
+            return Ok(self.held_outcome(job, held));
+        }
         let (failure, route) = last.unwrap_or((
             Failure::Connection {
                 error: ConnectionError::Other,
@@ -372,7 +395,7 @@ impl Sender {
     }
 
     /// A route did not take the message: counted, logged, and last for a while.
-    fn route_unavailable(&self, name: &str, failure: &Failure) {
+    pub(crate) fn route_unavailable(&self, name: &str, failure: &Failure) {
         self.metrics
             .routes
             .with_label_values(&[self.routes.label(name), "unavailable"])

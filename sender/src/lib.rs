@@ -21,6 +21,8 @@
 //! | `deliver.rs` | one recipient: gate, render, routes, budget, SMTP; the failover decision |
 //! | `budget.rs` | the shared sending budget: go, wait, or defer |
 //! | `routes.rs` | which relays or MX hosts to try, in which order |
+//! | `dial.rs` | how many connections a route may use, learned from refused dials (applied by `smtp/gate.rs`) |
+//! | `destination.rs` | what a refused connection does to the message and to its destination |
 //! | `content.rs` | compiled templates by content id |
 //! | `calls.rs` | the per-message Redis calls, coalesced across messages |
 //! | `settle.rs` | making the outcomes durable before the ack |
@@ -35,6 +37,8 @@ mod calls;
 mod coalesce;
 mod content;
 mod deliver;
+mod destination;
+mod dial;
 pub mod dkim;
 mod lane;
 pub mod mime;

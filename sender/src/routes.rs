@@ -5,7 +5,10 @@
 //! The order is a pure function ([`weighted_order`] for relays, [`mx_order`]
 //! for MX addresses) of the routes, the message id and which routes are
 //! down; [`Routes`] holds the connection pools and this replica's view of
-//! the routes that are down, and calls them.
+//! the routes that are down, and calls them. A route whose dial was
+//! refused with nothing left open is not only last: its pool holds every
+//! dial back for `sender.route_retry_after` (`dial.rs`), and the route
+//! loop skips it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,6 +40,8 @@ struct MxRoutes {
     settings: MxSettings,
     /// The name the sender greets with (EHLO).
     hostname: String,
+    /// How long an address's dials wait after a refused one left none open.
+    hold: Duration,
     pools: Mutex<HashMap<SocketAddr, Arc<RouteState>>>,
 }
 
@@ -66,7 +71,7 @@ impl Routes {
                 },
                 priority: r.priority,
                 weight: r.weight.max(1),
-                route: smtp::Route::new(&r, &s.hostname)
+                route: smtp::Route::new(&r, &s.hostname, s.route_retry_after)
                     .with_context(|| format!("building the SMTP pool of route {}", r.name))?,
             }));
         }
@@ -76,6 +81,7 @@ impl Routes {
                     .context("building the DNS resolver")?,
                 settings: s.mx.clone(),
                 hostname: s.hostname.clone(),
+                hold: s.route_retry_after,
                 pools: Mutex::new(HashMap::new()),
             }),
             DeliveryMode::Relay => None,
@@ -86,6 +92,12 @@ impl Routes {
             down: Mutex::new(HashMap::new()),
             retry_after: s.route_retry_after,
         })
+    }
+
+    /// Whether the routes are the recipient domains' own MX hosts (so a
+    /// route's refusal is the destination's).
+    pub(crate) fn is_mx(&self) -> bool {
+        self.mx.is_some()
     }
 
     /// Every route label of the metrics (relay names, or `mx`).
@@ -177,7 +189,7 @@ impl Routes {
                     continue;
                 }
                 let settings = mx_route_settings(&mx.settings, &ex.host, *ip, rank as u32);
-                match smtp::Route::new(&settings, &mx.hostname) {
+                match smtp::Route::new(&settings, &mx.hostname, mx.hold) {
                     Ok(route) => {
                         let state = Arc::new(RouteState {
                             limits: RouteLimits {

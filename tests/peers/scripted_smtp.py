@@ -10,7 +10,7 @@ Usage:
                              [--slow-seconds 10] [--no-pipelining]
                              [--tls-cert CERT --tls-key KEY
                               [--tls-mode starttls|require-starttls|implicit]]
-                             [--auth USER:PASSWORD]
+                             [--auth USER:PASSWORD] [--max-connections N]
 
 It offers PIPELINING unless --no-pipelining is given. With a certificate it
 offers STARTTLS (`require-starttls`: refuses mail before it), or speaks TLS
@@ -47,7 +47,16 @@ memory, across connections (a restart starts from zero).
 Any other local part is accepted with 250. With --commit-delay S, every
 accepted message is written to mail/ first and its 250 sent S seconds later,
 as a real MTA commits to its queue and then replies: a client that dies in
-between leaves a delivered message whose outcome it never learned. DATA-stage behaviours only count
+between leaves a delivered message whose outcome it never learned.
+
+Connection limit: with `--max-connections N` (or `max_connections` in
+DIR/control.json, read again whenever the file changes, so a test can switch
+it at run time), a connection that would be the N+1-th open at once is
+answered `421 4.7.0 Too many connections, try again later` at once, instead
+of the greeting, and closed (N = 0 refuses every connection that way). Such
+a connection is logged as `421` in connections.log; accepted ones as `1`.
+
+DATA-stage behaviours only count
 an attempt when the client gets as far as the end of DATA. With several
 recipients in one transaction, RCPT decisions are per recipient; at the end of
 DATA the first failing recipient's behaviour decides the one reply, and every
@@ -59,6 +68,8 @@ Output in DIR:
                       accepted recipient, `X-Session: tls=yes|no auth=<user>|-`,
                       then the message exactly as received.
                       Written under DIR/tmp/ and renamed, so never partial.
+  connections.log     one line per TCP connection: `1` served, `421`
+                      refused at connect (over the connection limit).
   attempts.jsonl      one JSON line per decision: every RCPT reply and, per
                       recipient, every end-of-DATA outcome:
                       {"rcpt", "stage": "rcpt"|"data", "code", "time", "action"}
@@ -132,10 +143,29 @@ class ScriptedSMTP(SMTP):
     after the next reply ("close") or instead of it ("drop")."""
 
     after_reply = None
+    refused = False
 
     def connection_made(self, transport):
+        # A STARTTLS upgrade calls this again on the same protocol: it is
+        # not a new connection.
+        if self.transport is None:
+            self.refused = not self.event_handler.connected()
         super().connection_made(transport)
-        self.event_handler.connected()
+
+    def connection_lost(self, exc):
+        if not self.refused:
+            self.event_handler.disconnected()
+        self.refused = True  # counted once
+        super().connection_lost(exc)
+
+    async def _handle_client(self):
+        if self.refused:
+            # Over the connection limit: 421 instead of the greeting.
+            await super().push("421 4.7.0 Too many connections, try again later")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
 
     async def push(self, status):
         action, self.after_reply = self.after_reply, None
@@ -149,7 +179,9 @@ class ScriptedSMTP(SMTP):
 
 
 class Handler:
-    def __init__(self, directory, slow_seconds, pipelining=True, commit_delay=0.0):
+    def __init__(
+        self, directory, slow_seconds, pipelining=True, commit_delay=0.0, max_connections=None
+    ):
         self.commit_delay = commit_delay
         self.pipelining = pipelining
         self.mail_dir = os.path.join(directory, "mail")
@@ -159,6 +191,10 @@ class Handler:
         self.attempts = open(os.path.join(directory, "attempts.jsonl"), "a", encoding="utf-8")
         self.connections = open(os.path.join(directory, "connections.log"), "a", encoding="utf-8")
         self.slow_seconds = slow_seconds
+        self.control_path = os.path.join(directory, "control.json")
+        self.control_mtime = None
+        self.max_connections = max_connections
+        self.open = 0  # connections served now
         self.failures = {}  # lowercase address -> failures so far
         self.seq = itertools.count()
 
@@ -173,11 +209,36 @@ class Handler:
         self.attempts.write(line + "\n")  # one write per line: readers see whole lines
         self.attempts.flush()
 
+    def read_control(self):
+        """Takes up DIR/control.json when it changed (run-time limits)."""
+        try:
+            mtime = os.stat(self.control_path).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self.control_mtime:
+            return
+        self.control_mtime = mtime
+        try:
+            with open(self.control_path, encoding="utf-8") as f:
+                control = json.load(f)
+        except (OSError, ValueError):
+            return  # being written: read again on the next connection
+        self.max_connections = control.get("max_connections")
+
     def connected(self):
-        """One line per accepted TCP connection (connections.log)."""
+        """Whether a new connection is served (False: over the limit).
+        One line per TCP connection in connections.log."""
+        self.read_control()
+        served = self.max_connections is None or self.open < self.max_connections
+        if served:
+            self.open += 1
         if not self.connections.closed:
-            self.connections.write("1\n")
+            self.connections.write("1\n" if served else "421\n")
             self.connections.flush()
+        return served
+
+    def disconnected(self):
+        self.open -= 1
 
     def fails_now(self, address, n):
         """Whether this attempt fails; uses up one failure if it does."""
@@ -292,6 +353,7 @@ async def serve(args):
         args.slow_seconds,
         pipelining=not args.no_pipelining,
         commit_delay=args.commit_delay,
+        max_connections=args.max_connections,
     )
     connections = weakref.WeakSet()
     tls = None
@@ -388,6 +450,11 @@ def main():
         "--tls-mode", choices=["starttls", "require-starttls", "implicit"], default="starttls"
     )
     p.add_argument("--auth", help="USER:PASSWORD: require AUTH with these credentials")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="answer 421 at connect past this many connections open at once",
+    )
     p.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",

@@ -11,6 +11,7 @@
 //! the scenarios.
 
 pub mod certs;
+pub mod dns;
 pub mod dovecot;
 pub mod faults;
 pub mod postfix;
@@ -350,6 +351,10 @@ pub fn test_settings(smtp_port: u16) -> Settings {
     s.sender.smtp.port = smtp_port;
     s.sender.smtp.timeout = Duration::from_secs(5);
     s.sender.lease = Duration::from_secs(8);
+    // A route whose dial failed is held shorter than the routing retry
+    // below, as in production (30 s against an hour): a message is not
+    // failed again and again without a dial while the relay is held.
+    s.sender.route_retry_after = Duration::from_millis(300);
     s.retrier.tiers = vec![
         Duration::from_millis(200),
         Duration::from_millis(400),

@@ -26,6 +26,12 @@
 //! [`received`](ScriptedSmtp::received); every RCPT reply and every
 //! end-of-DATA outcome is listed by [`attempts`](ScriptedSmtp::attempts),
 //! and [`connections`](ScriptedSmtp::connections) counts the connections.
+//!
+//! A connection limit (`--max-connections N`, or
+//! [`set_max_connections`](ScriptedSmtp::set_max_connections) at run time)
+//! makes it answer `421 4.7.0 Too many connections` at connect past N open
+//! connections, as a mailbox provider does;
+//! [`refused_connections`](ScriptedSmtp::refused_connections) counts those.
 //! The script's header documents the details.
 
 use std::collections::BTreeMap;
@@ -94,7 +100,8 @@ impl ScriptedSmtp {
 
     /// Starts the server with further options of the script:
     /// `--no-pipelining`, `--tls-cert CERT --tls-key KEY [--tls-mode M]`,
-    /// `--auth USER:PASSWORD` (see `tests/peers/scripted_smtp.py`).
+    /// `--auth USER:PASSWORD`, `--max-connections N` (see
+    /// `tests/peers/scripted_smtp.py`).
     pub fn start_with_options(options: &[&str]) -> Self {
         Self::start_with(DEFAULT_SLOW_SECONDS, options)
     }
@@ -121,12 +128,18 @@ impl ScriptedSmtp {
     /// servers can share a port on different 127.0.0.x addresses, as MX hosts
     /// share port 25).
     pub fn start_at(host: &str, port: u16) -> Self {
+        Self::start_at_with(host, port, &[])
+    }
+
+    /// [`start_at`](Self::start_at) with further options of the script (see
+    /// [`start_with_options`](Self::start_with_options)).
+    pub fn start_at_with(host: &str, port: u16, options: &[&str]) -> Self {
         let mut server = Self {
             port,
             host: host.to_string(),
             dir: tempfile::tempdir().expect("temp dir for the scripted SMTP server"),
             slow_seconds: DEFAULT_SLOW_SECONDS,
-            options: Vec::new(),
+            options: options.iter().map(|o| o.to_string()).collect(),
             child: None,
             stdin: None,
         };
@@ -244,11 +257,31 @@ impl ScriptedSmtp {
             .collect()
     }
 
-    /// Number of TCP connections the server accepted so far.
+    /// Number of TCP connections the server accepted so far (served or
+    /// refused with 421 at connect).
     pub fn connections(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("connections.log"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        self.connection_log().lines().count()
+    }
+
+    /// Number of connections answered `421` at connect (over the limit).
+    pub fn refused_connections(&self) -> usize {
+        self.connection_log()
+            .lines()
+            .filter(|l| l.trim() == "421")
+            .count()
+    }
+
+    fn connection_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("connections.log")).unwrap_or_default()
+    }
+
+    /// Sets the connection limit at run time (`None`: no limit); the
+    /// server takes it up at the next connection. Connections open stay.
+    pub fn set_max_connections(&self, max: Option<u32>) {
+        let control = serde_json::json!({ "max_connections": max });
+        let tmp = self.dir.path().join("control.json.tmp");
+        std::fs::write(&tmp, control.to_string()).expect("write control.json");
+        std::fs::rename(&tmp, self.dir.path().join("control.json")).expect("rename control.json");
     }
 
     /// Number of messages accepted so far.

@@ -10,10 +10,17 @@
 //! refused with a reply, every reply read, is reset (RSET) and its
 //! connection kept. deadpool's `max_size` also
 //! bounds the connections open to the relay.
+//!
+//! In front of the pool, a gate (`gate.rs`) lets a message use or dial a
+//! connection only while the route's learned cap allows: a refused dial
+//! (refused, 421 at connect, timed out) lowers the cap to the connections
+//! still open, and holds dials back when none is left (`crate::dial`).
 
 mod client;
+mod gate;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use lettre::address::Envelope;
@@ -131,6 +138,26 @@ pub struct Route {
     pub name: String,
     pool: managed::Pool<SmtpManager>,
     timeout: Duration,
+    /// Which connections may be used or dialled now.
+    gate: Arc<gate::Gate>,
+}
+
+/// A connection to use, and the refusal met on the way, if a dial of this
+/// message was refused before it got a connection that was open already.
+pub struct Connected {
+    pub conn: Connection,
+    pub refused: Option<Failure>,
+}
+
+/// Why a route gave no connection.
+#[derive(Debug)]
+pub enum Unavailable {
+    /// The route is held after a refused dial: nothing was dialled. Until
+    /// when, and the refusal that holds it.
+    Held { until: Instant, refusal: Failure },
+    /// This message's dial failed, and no connection of the route is left:
+    /// the route is held from now on.
+    Failed(Failure),
 }
 
 /// The server's positive reply.
@@ -140,8 +167,9 @@ pub struct Accepted {
 }
 
 impl Route {
-    /// Builds the connection pool of a relay (no connection is opened yet).
-    pub fn new(smtp: &RouteSettings, hello_name: &str) -> anyhow::Result<Self> {
+    /// Builds the connection pool of a relay (no connection is opened yet);
+    /// `hold` is how long dials wait after a refused one left no connection.
+    pub fn new(smtp: &RouteSettings, hello_name: &str, hold: Duration) -> anyhow::Result<Self> {
         let tls_use = match smtp.tls {
             TlsMode::None => TlsUse::None,
             TlsMode::Implicit => TlsUse::Implicit,
@@ -187,31 +215,68 @@ impl Route {
             name: smtp.name.clone(),
             pool,
             timeout: smtp.timeout,
+            gate: gate::Gate::new(smtp.pool_size, hold),
         })
     }
 
-    /// A connection from the pool (a new one if none is idle): taken
-    /// before the sending policy is asked, so the time between the policy's
-    /// go and the server seeing the message stays short and even.
-    pub async fn connection(&self) -> Result<Connection, Failure> {
-        match self.pool.get().await {
-            Ok(c) => Ok(Connection(c)),
-            Err(PoolError::Backend(SmtpError::Io(e))) => Err(Failure::Connection {
-                error: io_error_kind(&e),
-                detail: format!("connecting to {}: {e}", self.name),
-            }),
-            Err(PoolError::Backend(e)) => Err(failure_of(e)),
-            Err(PoolError::Timeout(_)) => Err(Failure::Connection {
-                error: ConnectionError::Timeout,
-                detail: format!(
-                    "no usable connection to {} within {:?}",
-                    self.name, self.timeout
-                ),
-            }),
-            Err(e) => Err(Failure::Connection {
-                error: ConnectionError::Other,
-                detail: e.to_string(),
-            }),
+    /// A connection from the pool (a new one if none is idle and the
+    /// route's cap allows): taken before the sending policy is asked, so
+    /// the time between the policy's go and the server seeing the message
+    /// stays short and even. A refused dial lowers the cap; while other
+    /// connections of the route are in use, the message waits for one of
+    /// them instead of failing.
+    pub async fn connection(&self) -> Result<Connected, Unavailable> {
+        let mut refused = None;
+        loop {
+            let slot = match self.gate.take().await {
+                Ok(slot) => slot,
+                Err((until, why)) => {
+                    return Err(match (refused, why) {
+                        // Held by this message's own refusal.
+                        (Some(failure), _) => Unavailable::Failed(failure),
+                        (None, why) => Unavailable::Held {
+                            until,
+                            refusal: why.unwrap_or_else(|| self.refusal_unknown()),
+                        },
+                    });
+                }
+            };
+            let failure = match self.pool.get().await {
+                Ok(c) => {
+                    return Ok(Connected {
+                        conn: Connection(c, slot),
+                        refused,
+                    })
+                }
+                Err(PoolError::Backend(SmtpError::Io(e))) => Failure::Connection {
+                    error: io_error_kind(&e),
+                    detail: format!("connecting to {}: {e}", self.name),
+                },
+                Err(PoolError::Backend(e)) => failure_of(e),
+                Err(PoolError::Timeout(_)) => Failure::Connection {
+                    error: ConnectionError::Timeout,
+                    detail: format!(
+                        "no usable connection to {} within {:?}",
+                        self.name, self.timeout
+                    ),
+                },
+                Err(e) => Failure::Connection {
+                    error: ConnectionError::Other,
+                    detail: e.to_string(),
+                },
+            };
+            // Connections open besides the one that failed (in use or idle).
+            let pooled = self.pool.status().size as u32;
+            self.gate.refused(slot, &failure, pooled);
+            refused = Some(failure);
+        }
+    }
+
+    /// What a held route answers when its refusal was not kept.
+    fn refusal_unknown(&self) -> Failure {
+        Failure::Connection {
+            error: ConnectionError::Other,
+            detail: format!("{} is held after a refused connection", self.name),
         }
     }
 
@@ -228,7 +293,11 @@ impl Route {
         message: &[u8],
         mark: impl std::future::Future<Output = Result<(), E>>,
     ) -> Result<Accepted, SendError<E>> {
-        let mut conn = conn.0;
+        // The connection goes back to the pool (declared last, dropped
+        // first) before its slot does: the next message in the slot's queue
+        // finds it idle and does not dial.
+        let Connection(pooled, _slot) = conn;
+        let mut conn = pooled;
         let from = envelope.from().map(|a| a.to_string()).unwrap_or_default();
         let to: Vec<String> = envelope.to().iter().map(|a| a.to_string()).collect();
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
@@ -247,10 +316,11 @@ impl Route {
         let was_marked = !matches!(marked, Some(Err(_)));
         let failure = match sent {
             Ok(Ok(reply)) => {
+                self.gate.delivered();
                 return Ok(Accepted {
                     code: reply.code,
                     text: reply.text(),
-                })
+                });
             }
             Ok(Err(SmtpError::Aborted)) => {
                 drop(Object::take(conn));
@@ -265,6 +335,9 @@ impl Route {
             Ok(Err(e)) => {
                 if conn.has_broken() {
                     drop(Object::take(conn));
+                }
+                if matches!(&e, SmtpError::Reply(r) if r.code == 421) {
+                    self.gate.closed();
                 }
                 failure_of(e)
             }
@@ -302,8 +375,9 @@ pub enum SendError<E> {
     Unmarked(E),
 }
 
-/// A pooled connection to a route, returned to the pool when dropped.
-pub struct Connection(Object<SmtpManager>);
+/// A pooled connection to a route, returned to the pool when dropped, and
+/// its slot at the route's gate.
+pub struct Connection(Object<SmtpManager>, gate::Slot);
 
 /// Extracts an RFC 3463 enhanced status code (`4.4.3`) from the start of a reply text.
 pub fn enhanced_code(text: &str) -> Option<String> {

@@ -16,3 +16,4 @@ mod request_controls;
 mod rules;
 mod smtp_session;
 mod store_scripts;
+mod throttling;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mailpipe_common::config::{RouteSettings, TlsMode};
+use mailpipe_tests::dns::Dns;
 use mailpipe_tests::scripted::ScriptedSmtp;
 use mailpipe_tests::{wait_for, SmtpSink, TestPipeline, Workers};
 use serde_json::json;
@@ -245,47 +246,6 @@ async fn mail_fails_over_to_the_backup_relay_and_comes_back() {
         "no message duplicated"
     );
     p.shutdown().await;
-}
-
-/// dnsmasq on a free loopback port, answering for the `test` zone only.
-struct Dns {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl Dns {
-    fn start(records: &[String]) -> Self {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        let child = std::process::Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                &format!("--port={port}"),
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--pid-file=",
-                "--local=/test/",
-            ])
-            .args(records)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dnsmasq is not installed (apt-get install dnsmasq-base)");
-        std::thread::sleep(Duration::from_millis(300));
-        Self { port, child }
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -503,3 +503,102 @@ async fn rows_are_kept_ignored_and_reset_and_unknown_ids_write_nothing() {
         (1, "ignore")
     );
 }
+
+#[tokio::test]
+async fn a_slow_down_lowers_the_limit_or_the_measured_rate_and_keeps_its_base() {
+    use mailpipe_common::config::SlowdownSettings;
+    use mailpipe_common::policy::Policy;
+    let s = store().await;
+    let p = s.prefix().to_string();
+    let policy = Policy::new(s.clone());
+    let mut c = s.connection();
+    let settings = SlowdownSettings::default();
+    let t = 1_000_000_000_000_i64;
+    let tau = mailpipe_common::slowdown::SEEN_TAU_MS as f64;
+    // The decaying attempt counts the calls script keeps: (domain, c, t, f).
+    for (domain, count, at, first) in [
+        ("measured.example", 40.0, t - 1_000, t - 30_000),
+        ("few.example", 5.0, t, t - 30_000),
+        ("limited.example", 40.0, t, t - 30_000),
+        ("override.example", 40.0, t, t - 30_000),
+    ] {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{p}:seen:{domain}"))
+            .arg("c")
+            .arg(count)
+            .arg("t")
+            .arg(at)
+            .arg("f")
+            .arg(first)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{p}:limit:override.example"))
+        .arg("interval_ms")
+        .arg(50)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // 40 attempts decayed over 1 s, over the 30 s they cover.
+    let measured = tau * (1.0 - (-30_000.0 / tau).exp()) / (40.0 * (-1_000.0 / tau).exp());
+    let hundred_ms = Some(Duration::from_millis(100));
+    // (domain, configured interval, now, expected base interval ms)
+    let table = [
+        ("measured.example", None, t, Some(measured)),
+        ("few.example", None, t, None),
+        ("limited.example", hundred_ms, t, Some(100.0)),
+        ("override.example", hundred_ms, t, Some(50.0)),
+        // Again while it lasts, after many more attempts: the base stays.
+        ("measured.example", None, t + 5_000, Some(measured)),
+    ];
+    for (domain, configured, now, want) in table {
+        if now > t {
+            let _: () = redis::cmd("HSET")
+                .arg(format!("{p}:seen:{domain}"))
+                .arg("c")
+                .arg(1_000)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        let base = policy
+            .slow_down_at(domain, configured, &settings, Some(now))
+            .await
+            .unwrap();
+        match (base, want) {
+            (Some(b), Some(w)) => assert!((b - w).abs() < 1e-6, "{domain}: {b} against {w}"),
+            (None, None) => {}
+            _ => panic!("{domain} at {now}: base {base:?}, expected {want:?}"),
+        }
+        let (factor, since, until): (f64, i64, i64) = redis::cmd("HMGET")
+            .arg(format!("{p}:slow:{domain}"))
+            .arg("factor")
+            .arg("since")
+            .arg("until")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let recovery = settings.recovery.as_millis() as i64;
+        assert_eq!(
+            (factor, since, until),
+            (settings.factor, now, now + recovery),
+            "{domain}"
+        );
+    }
+    for domain in [
+        "measured.example",
+        "few.example",
+        "limited.example",
+        "override.example",
+    ] {
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{p}:seen:{domain}"))
+            .arg(format!("{p}:slow:{domain}"))
+            .arg(format!("{p}:limit:{domain}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,208 @@
+//! What a refused connection does to the message and to its destination.
+//!
+//! A route that refused a dial, answered 421 at connect, or closed a
+//! transaction with 421 is away for now: the message fails over to the
+//! next route, the route goes last (`routes.rs`) and its pool holds dials
+//! back (`dial.rs`). In MX mode the route is the recipient domain's own
+//! server, so the refusal is also the destination's: the domain's policy
+//! sees it at once (a throttling reply slows the domain down, and every
+//! such failure counts toward its breaker, as an attempt as well when it
+//! came before the policy was asked). In relay mode it is the relay's, and
+//! the domain is left alone.
+//!
+//! A message whose every route is held was not dialled at all; what it
+//! does then is [`while_held`], a pure function.
+
+use std::time::{Duration, Instant};
+
+use mailpipe_common::classify::Failure;
+use mailpipe_common::message::Job;
+use mailpipe_common::store::StoreError;
+
+use crate::deliver::DeliveryOutcome;
+use crate::Sender;
+
+/// What a message does when every route it could take is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhileHeld {
+    /// The server is there and said "not now" (421 at connect): the message
+    /// waits out the hold in a delay tier, and no attempt is counted.
+    Defer,
+    /// The server could not be reached: the message fails as if it had
+    /// dialled, with that failure, and its class's retry schedule applies
+    /// (so an unreachable destination still ends after the routing
+    /// schedule's attempts).
+    Fail,
+}
+
+/// Decides [`WhileHeld`] from the refusal that holds the route: a
+/// temporary reply at connect defers, anything else fails.
+pub(crate) fn while_held(refusal: &Failure) -> WhileHeld {
+    match refusal {
+        Failure::Reply { code, .. } if (400..500).contains(code) => WhileHeld::Defer,
+        Failure::Reply { .. } | Failure::Connection { .. } => WhileHeld::Fail,
+    }
+}
+
+/// Where a route refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A dial was refused while other connections of the route were open:
+    /// the host takes no more connections, and the open ones carry on.
+    AtConnectOthersOpen,
+    /// A dial was refused and no connection of the route is left.
+    AtConnectNoneLeft,
+    /// The server closed a transaction (421) or the connection failed in it.
+    InTransaction,
+}
+
+/// What a refusal in MX mode does to the domain's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DomainSees {
+    /// The breaker counts it as an attempt too (the sending policy, which
+    /// counts attempts, was not asked yet).
+    pub(crate) unasked: bool,
+    /// A throttling reply slows the domain's rate down. Not when the host
+    /// only refused a connection past the ones it keeps open: that is about
+    /// connections, which the route's cap (`dial.rs`) already follows.
+    pub(crate) may_slow: bool,
+}
+
+/// Decides [`DomainSees`] from where the route refused.
+pub(crate) fn domain_sees(refusal: Refusal) -> DomainSees {
+    match refusal {
+        Refusal::AtConnectOthersOpen => DomainSees {
+            unasked: true,
+            may_slow: false,
+        },
+        Refusal::AtConnectNoneLeft => DomainSees {
+            unasked: true,
+            may_slow: true,
+        },
+        Refusal::InTransaction => DomainSees {
+            unasked: false,
+            may_slow: true,
+        },
+    }
+}
+
+/// The first held route a message met: when it may be dialled again, and
+/// the refusal that holds it.
+pub(crate) struct HeldRoute {
+    pub(crate) name: String,
+    pub(crate) until: Instant,
+    pub(crate) refusal: Failure,
+}
+
+impl Sender {
+    /// A route refused this message's connection, or closed it with 421:
+    /// counted, logged, last for a while, and in MX mode seen by the
+    /// domain's policy as [`domain_sees`] says.
+    pub(crate) async fn route_refused(
+        &self,
+        job: &Job,
+        domain: &str,
+        route: &str,
+        failure: &Failure,
+        refusal: Refusal,
+    ) -> Result<(), StoreError> {
+        self.route_unavailable(route, failure);
+        if !self.routes.is_mx() {
+            return Ok(());
+        }
+        let class = self.classifier.classify_for(failure, Some(&job.to));
+        let sees = domain_sees(refusal);
+        let reaction = if sees.unasked {
+            self.policy
+                .react_unasked(domain, &class, &self.settings.policy, sees.may_slow)
+                .await?
+        } else {
+            self.policy
+                .react(domain, &class, &self.settings.policy)
+                .await?
+        };
+        if reaction.slowed {
+            tracing::warn!(%domain, %route, "the domain's MX host throttles: sending to the domain slows down");
+        }
+        if reaction.paused {
+            self.metrics
+                .breaker_openings
+                .with_label_values(&["breaker"])
+                .inc();
+            tracing::warn!(%domain, pause = ?self.settings.policy.breaker.pause, "failure ratio over the threshold: sending to the domain is paused");
+        }
+        Ok(())
+    }
+
+    /// The outcome of a message that met only held routes ([`while_held`]).
+    pub(crate) fn held_outcome(&self, job: &Job, held: HeldRoute) -> DeliveryOutcome {
+        match while_held(&held.refusal) {
+            WhileHeld::Defer => DeliveryOutcome::Deferred {
+                delay: held
+                    .until
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+                reason: "throttled",
+            },
+            WhileHeld::Fail => {
+                let class = self.classifier.classify_for(&held.refusal, Some(&job.to));
+                DeliveryOutcome::Failed(held.refusal, held.name, class)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailpipe_common::classify::ConnectionError;
+
+    #[test]
+    fn a_refused_connection_past_the_open_ones_does_not_slow_the_domain_down() {
+        let table = [
+            (Refusal::AtConnectOthersOpen, true, false),
+            (Refusal::AtConnectNoneLeft, true, true),
+            (Refusal::InTransaction, false, true),
+        ];
+        for (refusal, unasked, may_slow) in table {
+            assert_eq!(
+                domain_sees(refusal),
+                DomainSees { unasked, may_slow },
+                "{refusal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_held_route_defers_a_throttled_message_and_fails_an_unreachable_one() {
+        let table = [
+            (
+                Failure::Reply {
+                    code: 421,
+                    enhanced: Some("4.7.0".into()),
+                    text: "4.7.0 Too many connections, try again later".into(),
+                },
+                WhileHeld::Defer,
+            ),
+            (
+                Failure::Reply {
+                    code: 554,
+                    enhanced: None,
+                    text: "No SMTP service here".into(),
+                },
+                WhileHeld::Fail,
+            ),
+            (
+                Failure::connection(ConnectionError::Refused, "connection refused"),
+                WhileHeld::Fail,
+            ),
+            (
+                Failure::connection(ConnectionError::Timeout, "timed out"),
+                WhileHeld::Fail,
+            ),
+        ];
+        for (refusal, want) in table {
+            assert_eq!(while_held(&refusal), want, "{refusal:?}");
+        }
+    }
+}
