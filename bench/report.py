@@ -110,6 +110,24 @@ def table(res, facts):
         mib = lambda name: p[name]["hwm_kib"] / 1024
         row("4", "peak RSS: expander / retrier", f"{mib('expander'):.1f} / {mib('retrier'):.1f} MiB", "", "")
         row("4", "peak RSS: sender", f"{mib('sender'):.1f} MiB", "< 128 MiB", verdict(mib("sender") < 128))
+    arch = load(res, "e2e-archive.json")
+    if arch:
+        a_rate = rate(arch)
+        vs = f" ({a_rate / e_rate:.2f} × off)" if e2e else ""
+        row("4b", "archive on (`sender.archive.enabled`): publish → last message accepted by smtp-sink",
+            f"{fmt(a_rate)} msg/s{vs}", "", "")
+        if e2e:
+            k = lambda r, name: r["procs"][name]["cpu_s"] / r["count"] * 1000
+            pair = lambda name: f"{k(e2e, name):.3f} → {k(arch, name):.3f}"
+            row("4b", "CPU s per 1,000 messages, archive off → on: sender / RabbitMQ / whole machine",
+                f"{pair('sender')} / {pair('rabbitmq')} / {pair('machine')}", "", "")
+            mib = lambda r: r["procs"]["sender"]["hwm_kib"] / 1024
+            row("4b", "peak RSS of the sender, archive off → on", f"{mib(e2e):.1f} → {mib(arch):.1f} MiB", "", "")
+        st = arch["stream"]
+        per = st["bytes"] / max(1, st["messages"])
+        row("4b", "archive stream: messages / bytes per message / read back from its start (AMQP 0.9.1, prefetch 1000)",
+            f"{st['messages']:,} / {fmt(per)} B / {fmt(st['read_per_s'])} msg/s", f"{arch['count']:,} messages",
+            verdict(st["messages"] == arch["count"]))
     rc = load(res, "redis-calls.json")
     if rc:
         total = sum(rc.values())

@@ -15,10 +15,13 @@
 //! * `wait`     — polls a Redis hash field (or hash length) until it reaches a target.
 //! * `cleanup`  — deletes the queues named on stdin, a prefix's exchanges and
 //!   every Redis key under a prefix.
+//! * `stream`   — reads a stream (the archive) from its first message: how
+//!   many messages and bytes it holds, how fast they read back (`stream.rs`).
 //! * `sign`     — DKIM signing rates (RSA-2048, Ed25519) of *ring*, aws-lc-rs
 //!   and OpenSSL on 1 and 2 threads, interleaved in rounds (see `sign.rs`).
 
 mod sign;
+mod stream;
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -152,6 +155,17 @@ enum Cmd {
         #[arg(long)]
         out: String,
     },
+    /// Reads a stream queue from its first message.
+    Stream {
+        #[arg(long)]
+        queue: String,
+        /// Stop after this many messages...
+        #[arg(long)]
+        expect: u64,
+        /// ...or after this many seconds without one.
+        #[arg(long, default_value_t = 5.0)]
+        idle: f64,
+    },
     /// DKIM signing rates per library (no broker or Redis needed).
     Sign {
         /// Seconds per measurement.
@@ -255,6 +269,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Cleanup { prefix } => cleanup(&cli.amqp, &cli.redis, &prefix).await?,
         Cmd::Count { target, out } => count(target, &out)?,
+        Cmd::Stream {
+            queue,
+            expect,
+            idle,
+        } => stream::stream(&cli.amqp, &queue, expect, idle).await?,
         Cmd::Sign {
             seconds,
             rounds,

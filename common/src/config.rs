@@ -236,6 +236,9 @@ pub struct SenderSettings {
     /// once, as every MTA does), `hold` (parked for an operator, never sent
     /// twice) or `drop` (at most once: `dead` with reason `ambiguous`).
     pub on_ambiguous: OnAmbiguous,
+    /// The archive of delivered mail: the exact bytes of every accepted
+    /// message published to a RabbitMQ stream (see `archive.rs`).
+    pub archive: crate::archive::ArchiveSettings,
 }
 
 /// `sender.on_ambiguous`.
@@ -620,6 +623,7 @@ impl Default for SenderSettings {
             max_throttle_wait: Duration::from_millis(500),
             dkim: Vec::new(),
             on_ambiguous: OnAmbiguous::Resend,
+            archive: Default::default(),
         }
     }
 }
@@ -1110,7 +1114,7 @@ impl RawDuration {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     RawDuration::deserialize(d)?
         .into_duration()
         .map_err(serde::de::Error::custom)

@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod amqp;
+pub mod archive;
 pub mod backlog;
 pub mod bounce;
 #[cfg(feature = "redis")]

@@ -9,6 +9,8 @@
 //!   {p}.failed                       failed attempts, for the retrier
 //!   {p}.retry.<tier>.<lane>          delay tiers: fixed TTL, dead-letter back to send.<lane>
 //!   {p}.dead                         what stopped for good, with its reason
+//!   {p}.ambiguous                    ambiguous recipients held for an operator
+//!   {p}.archive                      stream: every delivered message (only when the archive is on)
 //! exchange {p}.events    topic   — delivery events, routing key <kind>.<lane>
 //! ```
 //!
@@ -16,7 +18,9 @@
 //! whose overflow is dead-lettered to `{p}.dead`, so a message that crashes a
 //! consumer is stopped instead of redelivered forever. Delay tiers dead-letter
 //! *at least once* (RabbitMQ ≥ 3.10), so an expiring retry cannot be lost
-//! between the tier and its send lane.
+//! between the tier and its send lane. The archive is a stream (durable,
+//! kept by age and size for every reader), declared only when
+//! `sender.archive.enabled`.
 
 use std::time::Duration;
 
@@ -24,6 +28,7 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 
+use crate::archive::Retention;
 use crate::config::format_duration;
 use crate::message::Lane;
 
@@ -33,6 +38,9 @@ pub struct Topology {
     prefix: String,
     tiers: Vec<Duration>,
     delivery_limit: u32,
+    /// The archive stream's retention; `None`: the archive is off and no
+    /// stream is declared.
+    archive: Option<Retention>,
 }
 
 impl Topology {
@@ -44,12 +52,25 @@ impl Topology {
             prefix: prefix.to_string(),
             tiers,
             delivery_limit,
+            archive: None,
         }
+    }
+
+    /// With the archive stream, kept by this retention.
+    pub fn with_archive(mut self, retention: Option<Retention>) -> Self {
+        self.archive = retention;
+        self
     }
 
     /// From the shared settings.
     pub fn from_settings(s: &crate::config::Settings) -> Self {
         Self::new(&s.amqp.prefix, &s.retrier.tiers, s.amqp.delivery_limit)
+            .with_archive(s.sender.archive.retention())
+    }
+
+    /// The archive stream's retention, when the archive is on.
+    pub fn archive(&self) -> Option<Retention> {
+        self.archive
     }
 
     /// The work exchange every queue is bound to.
@@ -74,6 +95,9 @@ impl Topology {
     /// sent, no reply came), held for an operator by `sender.on_ambiguous:
     /// hold` until `mailpipe queue release` or `queue remove`.
     pub const AMBIGUOUS: &'static str = "ambiguous";
+    /// The archive of delivered mail: a stream, not a work queue (nobody
+    /// takes from it; it is not among [`Self::all_keys`]).
+    pub const ARCHIVE: &'static str = "archive";
 
     /// Routing key of a send lane.
     pub fn lane_key(lane: Lane) -> String {
@@ -227,6 +251,49 @@ impl Topology {
         t
     }
 
+    fn archive_args(retention: Retention) -> FieldTable {
+        let mut t = FieldTable::default();
+        t.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("stream")),
+        );
+        t.insert(
+            "x-max-age".into(),
+            AMQPValue::LongString(LongString::from(format!("{}s", retention.max_age_secs))),
+        );
+        t.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(retention.max_bytes.min(i64::MAX as u64) as i64),
+        );
+        t.insert(
+            "x-stream-max-segment-size-bytes".into(),
+            AMQPValue::LongLongInt(retention.segment_bytes.min(i64::MAX as u64) as i64),
+        );
+        t
+    }
+
+    /// Every queue [`Self::declare`] declares, by routing key, with its
+    /// arguments.
+    fn queues(&self) -> Vec<(String, FieldTable)> {
+        let mut queues: Vec<(String, FieldTable)> = Vec::new();
+        queues.push((Self::REQUESTS.into(), self.work_queue_args()));
+        for lane in Lane::ALL {
+            queues.push((Self::lane_key(lane), self.work_queue_args()));
+        }
+        queues.push((Self::FAILED.into(), self.work_queue_args()));
+        queues.push((Self::DEAD.into(), quorum()));
+        queues.push((Self::AMBIGUOUS.into(), quorum()));
+        for tier in &self.tiers {
+            for lane in Lane::ALL {
+                queues.push((Self::tier_key(*tier, lane), self.tier_args(*tier, lane)));
+            }
+        }
+        if let Some(retention) = self.archive {
+            queues.push((Self::ARCHIVE.into(), Self::archive_args(retention)));
+        }
+        queues
+    }
+
     /// Declares every exchange, queue and binding, on a channel of its own
     /// (closed afterwards). Idempotent: safe to call from every process at
     /// every start and after every reconnect.
@@ -237,7 +304,9 @@ impl Topology {
     /// older mailpipe lack the argument and the broker refuses to redeclare
     /// them with it (PRECONDITION_FAILED, which closes the channel): those
     /// are declared as they are, with a warning (`rabbitmq-queues rebalance
-    /// quorum` moves their leaders).
+    /// quorum` moves their leaders). The archive stream keeps the retention
+    /// it was created with: found with other limits, it is used as it is,
+    /// with a warning.
     pub async fn declare(&self, conn: &Connection) -> Result<(), lapin::Error> {
         let mut channel = conn.create_channel().await?;
         let durable = ExchangeDeclareOptions {
@@ -261,24 +330,30 @@ impl Topology {
             )
             .await?;
 
-        let mut queues: Vec<(String, FieldTable)> = Vec::new();
-        queues.push((Self::REQUESTS.into(), self.work_queue_args()));
-        for lane in Lane::ALL {
-            queues.push((Self::lane_key(lane), self.work_queue_args()));
-        }
-        queues.push((Self::FAILED.into(), self.work_queue_args()));
-        queues.push((Self::DEAD.into(), quorum()));
-        queues.push((Self::AMBIGUOUS.into(), quorum()));
-        for tier in &self.tiers {
-            for lane in Lane::ALL {
-                queues.push((Self::tier_key(*tier, lane), self.tier_args(*tier, lane)));
-            }
-        }
-        for (key, args) in queues {
+        for (key, args) in self.queues() {
             let name = self.queue(&key);
+            let stream = key == Self::ARCHIVE;
             match declare_queue(&channel, &name, with_leader_locator(args.clone())).await {
                 Ok(()) => {}
-                Err(e) if e.to_string().contains(LEADER_LOCATOR) => {
+                Err(e) if stream && e.to_string().contains("inequivalent arg") => {
+                    tracing::warn!(
+                        queue = %name,
+                        error = %e,
+                        "the archive stream exists with other limits than sender.archive's; used as it is (a RabbitMQ policy can lower them)"
+                    );
+                    channel = conn.create_channel().await?;
+                    channel
+                        .queue_declare(
+                            ShortString::from(name.clone()),
+                            QueueDeclareOptions {
+                                passive: true,
+                                ..Default::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await?;
+                }
+                Err(e) if !stream && e.to_string().contains(LEADER_LOCATOR) => {
                     tracing::warn!(
                         queue = %name,
                         "queue was created without a leader locator (by an older mailpipe); declared as it is"
@@ -434,5 +509,48 @@ mod tests {
         assert_eq!(keys.first().unwrap(), "requests");
         assert_eq!(keys[keys.len() - 2], "dead");
         assert_eq!(keys.last().unwrap(), "ambiguous");
+    }
+
+    fn stream_queues(t: &Topology) -> Vec<(String, FieldTable)> {
+        t.queues()
+            .into_iter()
+            .filter(|(_, args)| {
+                args.inner().get("x-queue-type")
+                    == Some(&AMQPValue::LongString(LongString::from("stream")))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_archive_stream_is_declared_only_when_the_archive_is_on() {
+        let off = topo();
+        assert!(stream_queues(&off).is_empty());
+        assert!(off.queues().iter().all(|(k, _)| k != Topology::ARCHIVE));
+
+        let on = topo().with_archive(Some(Retention {
+            max_age_secs: 604_800,
+            max_bytes: 50_000_000_000,
+            segment_bytes: 500_000_000,
+        }));
+        let streams = stream_queues(&on);
+        assert_eq!(streams.len(), 1);
+        let (key, args) = &streams[0];
+        assert_eq!(key, Topology::ARCHIVE);
+        let arg = |name: &str| args.inner().get(name).cloned();
+        assert_eq!(
+            arg("x-max-age"),
+            Some(AMQPValue::LongString(LongString::from("604800s")))
+        );
+        assert_eq!(
+            arg("x-max-length-bytes"),
+            Some(AMQPValue::LongLongInt(50_000_000_000))
+        );
+        assert_eq!(
+            arg("x-stream-max-segment-size-bytes"),
+            Some(AMQPValue::LongLongInt(500_000_000))
+        );
+        // Not a work queue: operators' listings and purges leave it alone.
+        assert!(!on.all_keys().contains(&Topology::ARCHIVE.to_string()));
+        assert_eq!(on.queues().len(), off.queues().len() + 1);
     }
 }

@@ -7,6 +7,7 @@
 //! refused), 2 on bad usage.
 
 mod ambiguous;
+mod archive;
 mod bounces;
 mod campaign;
 mod campaign_recipients;
@@ -57,6 +58,7 @@ enum SubCommand {
     Rules(rules::RulesCommand),
     Classify(classify::ClassifyCommand),
     Bounces(bounces::BouncesCommand),
+    Archive(archive::ArchiveCommand),
 }
 
 /// What every subcommand receives.
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
             SubCommand::Rules(c) => c.run(&ctx).await,
             SubCommand::Classify(c) => c.run(&ctx).await,
             SubCommand::Bounces(c) => c.run(&ctx).await,
+            SubCommand::Archive(c) => c.run(&ctx).await,
         }
     });
     match result {

@@ -92,7 +92,9 @@ mod tests {
     fn the_last_outcome_completes_the_batch_in_job_order() {
         let b = batch(3);
         assert!(b.record(2, Some(DeliveryOutcome::Held)).is_none());
-        assert!(b.record(0, Some(DeliveryOutcome::Delivered)).is_none());
+        assert!(b
+            .record(0, Some(DeliveryOutcome::Delivered(None)))
+            .is_none());
         let Some(Completed::Outcomes(all)) = b.record(1, Some(DeliveryOutcome::AlreadyDone)) else {
             panic!("the third outcome completes the batch");
         };
@@ -105,7 +107,7 @@ mod tests {
         let b = batch(2);
         assert!(b.record(0, None).is_none());
         assert!(matches!(
-            b.record(1, Some(DeliveryOutcome::Delivered)),
+            b.record(1, Some(DeliveryOutcome::Delivered(None))),
             Some(Completed::Panicked)
         ));
     }

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
+use mailpipe_common::archive::Archived;
 use mailpipe_common::classify::{Classification, ConnectionError, Failure};
 use mailpipe_common::config::OnAmbiguous;
 use mailpipe_common::message::Job;
@@ -28,8 +29,9 @@ use crate::{mime, smtp, Sender};
 /// What became of one delivery.
 #[derive(Debug)]
 pub(crate) enum DeliveryOutcome {
-    /// The server accepted the message; the sent record is written.
-    Delivered,
+    /// The server accepted the message; the sent record is written. With
+    /// the archive on, the bytes sent, for the archive stream.
+    Delivered(Option<Archived>),
     /// The message already had a terminal state (sent, dead or removed).
     AlreadyDone,
     /// An operator holds the campaign: park the message until release.
@@ -68,7 +70,7 @@ impl DeliveryOutcome {
     /// The `outcome` label of the deliveries metric.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            DeliveryOutcome::Delivered => "sent",
+            DeliveryOutcome::Delivered(_) => "sent",
             DeliveryOutcome::AlreadyDone => "duplicate",
             DeliveryOutcome::Held => "held",
             DeliveryOutcome::Cancelled => "removed",
@@ -310,7 +312,7 @@ impl Sender {
                 .with_label_values(&[job.lane.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             let failure = match result {
-                Ok(accepted) => return Ok(self.on_accepted(job, name, accepted).await),
+                Ok(accepted) => return Ok(self.on_accepted(job, name, accepted, bytes).await),
                 // Abandoned before the dot: nothing was sent; the delivery
                 // waits for Redis like any other Redis failure.
                 Err(SendError::Unmarked(e)) => return Err(DeliverError::Store(e)),
@@ -428,12 +430,14 @@ impl Sender {
     }
 
     /// The server took the message: its sent record is written before
-    /// anything else happens to it.
+    /// anything else happens to it. With the archive on, the bytes sent go
+    /// with the outcome, to be published before the ack (`settle.rs`).
     async fn on_accepted(
         &self,
         job: &Job,
         route: String,
         accepted: smtp::Accepted,
+        bytes: Vec<u8>,
     ) -> DeliveryOutcome {
         self.metrics
             .routes
@@ -453,7 +457,14 @@ impl Sender {
         // The message is out: the record must be written, whatever it
         // takes, or a redelivery would send it again.
         self.record_sent_persistently(job, &record).await;
-        DeliveryOutcome::Delivered
+        let archived = self.settings.sender.archive.enabled.then(|| Archived {
+            message: job.id.clone(),
+            request: job.request.clone(),
+            recipient: job.to.clone(),
+            at: record.at,
+            bytes,
+        });
+        DeliveryOutcome::Delivered(archived)
     }
 
     /// How long a message's terminal record is kept: its validity plus the
@@ -528,7 +539,7 @@ mod tests {
     #[test]
     fn every_outcome_has_its_metric_label() {
         let table = [
-            (DeliveryOutcome::Delivered, "sent"),
+            (DeliveryOutcome::Delivered(None), "sent"),
             (DeliveryOutcome::AlreadyDone, "duplicate"),
             (DeliveryOutcome::Held, "held"),
             (DeliveryOutcome::Cancelled, "removed"),

@@ -1,15 +1,17 @@
 //! Makes the outcomes of a delivery durable before it is acked: sent
-//! events, failure records for the retrier, terminal records, and the
-//! recipients that go back through a queue. Every publish is confirmed
-//! before [`Sender::settle`] returns [`Settled::Ack`].
+//! events, archived copies of the messages sent (with the archive on),
+//! failure records for the retrier, terminal records, and the recipients
+//! that go back through a queue. Every publish is confirmed before
+//! [`Sender::settle`] returns [`Settled::Ack`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use lapin::message::Delivery;
-use lapin::Channel;
+use lapin::{BasicProperties, Channel};
 use mailpipe_common::amqp;
+use mailpipe_common::archive::Archived;
 use mailpipe_common::classify::{Classification, Failure};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job, JobBatch, Lane};
 use mailpipe_common::store::{DoneRecord, DoneState};
@@ -94,8 +96,11 @@ impl Sender {
             match outcome {
                 DeliveryOutcome::Ambiguous { .. } => {}
                 DeliveryOutcome::AmbiguousHeld => s.ambiguous_held.push(job),
-                DeliveryOutcome::Delivered => {
+                DeliveryOutcome::Delivered(archived) => {
                     s.sent.push(self.event(job, EventKind::Sent, None, None));
+                    if let Some(a) = archived {
+                        s.confirms.push(self.publish_archived(publish, &a).await?);
+                    }
                 }
                 DeliveryOutcome::AlreadyDone => {}
                 DeliveryOutcome::Deferred { delay, .. } => {
@@ -220,6 +225,33 @@ impl Sender {
             .record_done(&job.id, &record, &["removed"], self.record_ttl(job))
             .await?;
         Ok(new.then(|| self.event(job, EventKind::Removed, Some("cancelled".into()), None)))
+    }
+
+    /// Starts publishing a delivered message's bytes to the archive stream.
+    /// Mandatory: with the archive on and the stream missing, the delivery
+    /// is not acked (its redelivery finds the sent record and is not sent
+    /// again).
+    async fn publish_archived(
+        &self,
+        publish: &Channel,
+        archived: &Archived,
+    ) -> anyhow::Result<amqp::PendingConfirm> {
+        let props = amqp::with_headers(
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("message/rfc822".into())
+                .with_message_id(archived.message.clone().into())
+                .with_timestamp(archived.at.max(0) as u64),
+            &archived.headers(),
+        );
+        Ok(amqp::publish(
+            publish,
+            &self.topology.exchange(),
+            Topology::ARCHIVE,
+            &archived.bytes,
+            props,
+        )
+        .await?)
     }
 
     /// Starts publishing a failed attempt to the retrier.

@@ -537,6 +537,15 @@ impl TestPipeline {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             ),
         ];
+        let a = &s.sender.archive;
+        if a.enabled {
+            env.push(("MAILPIPE__SENDER__ARCHIVE__ENABLED".into(), "true".into()));
+            env.push(("MAILPIPE__SENDER__ARCHIVE__MAX_AGE".into(), d(a.max_age)));
+            env.push((
+                "MAILPIPE__SENDER__ARCHIVE__MAX_BYTES".into(),
+                a.max_bytes.to_string(),
+            ));
+        }
         let p = &s.retrier.policies;
         for (name, policy) in [
             ("ROUTING", &p.routing),
@@ -934,7 +943,14 @@ impl TestPipeline {
         if let Ok(conn) = amqp::connect_once(&self.settings.amqp, "test-cleanup").await {
             if let Ok(ch) = conn.create_channel().await {
                 let held = requests.iter().map(|r| Topology::held_key(r));
-                for key in self.topology.all_keys().into_iter().chain(held) {
+                let archive = std::iter::once(Topology::ARCHIVE.to_string());
+                for key in self
+                    .topology
+                    .all_keys()
+                    .into_iter()
+                    .chain(held)
+                    .chain(archive)
+                {
                     let _ = ch
                         .queue_delete(
                             self.topology.queue(&key).into(),

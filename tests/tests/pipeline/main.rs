@@ -3,6 +3,7 @@
 //! harness).
 
 mod ambiguous;
+mod archive;
 mod bounces;
 mod broker;
 mod end_to_end;
