@@ -33,7 +33,7 @@ const CALLS_LUA: &str = r#"
 --      "data sent, awaiting reply", written before the final dot; answers 1
 --   a  domain, route, domain interval ms (0 none), domain burst, domain
 --      concurrency (0 none), route interval ms (0 none), route
---      concurrency (0 none), lease id
+--      concurrency (0 none), lease id, site
 --      whether the message may go now; answers status (0 go, 1 wait,
 --      2 paused), ms to wait or pause, and 1 if concurrency leases were
 --      taken
@@ -50,6 +50,7 @@ local out = {}
 local now
 local flags, pauses, overrides, slows = {}, {}, {}, {}
 local attempts, touched = {}, {}
+local site_attempts, sites_touched, site_domains = {}, {}, {}
 local counts, order = {}, {}
 local wait
 local function gcra(key, interval, burst)
@@ -120,7 +121,7 @@ local function gate(mid, req, retried, owner)
   return '0', ''
 end
 
-local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease)
+local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, site)
   if not now then
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -169,6 +170,12 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease)
     touched[#touched + 1] = domain
   end
   attempts[domain] = attempts[domain] + 1
+  if not site_attempts[site] then
+    site_attempts[site] = 0
+    sites_touched[#sites_touched + 1] = site
+  end
+  site_attempts[site] = site_attempts[site] + 1
+  site_domains[site .. '\0' .. domain] = {site, domain}
   return 0, 0, leased
 end
 
@@ -198,11 +205,11 @@ while i <= #ARGV do
     i = i + 5
   elseif tag == 'a' then
     local status, ms, leased = acquire(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-      ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8])
+      ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9])
     out[#out + 1] = tostring(status)
     out[#out + 1] = tostring(ms)
     out[#out + 1] = tostring(leased)
-    i = i + 9
+    i = i + 10
   elseif tag == 'm' then
     redis.call('SET', p .. ':dot:' .. ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
     out[#out + 1] = '1'
@@ -225,6 +232,22 @@ for _, domain in ipairs(touched) do
   if c and t and f then c = c * math.exp(-math.max(now - t, 0) / tau) else c, f = 0, now end
   redis.call('HSET', seen, 'c', tostring(c + attempts[domain]), 't', tostring(now), 'f', tostring(f))
   redis.call('PEXPIRE', seen, tau * 6)
+end
+-- Sites: the decaying attempt count, the index of sites by last attempt,
+-- and the domains seen at each (for operators), kept a day.
+for _, site in ipairs(sites_touched) do
+  local seen = p .. ':site:seen:' .. site
+  local s = redis.call('HMGET', seen, 'c', 't', 'f')
+  local c, t, f = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
+  if c and t and f then c = c * math.exp(-math.max(now - t, 0) / tau) else c, f = 0, now end
+  redis.call('HSET', seen, 'c', tostring(c + site_attempts[site]), 't', tostring(now), 'f', tostring(f))
+  redis.call('PEXPIRE', seen, 86400000)
+  redis.call('ZADD', p .. ':sites', now, site)
+end
+for _, sd in pairs(site_domains) do
+  local key = p .. ':site:domains:' .. sd[1]
+  redis.call('SADD', key, sd[2])
+  redis.call('PEXPIRE', key, 86400000)
 end
 for _, c in ipairs(order) do
   redis.call('HINCRBY', p .. ':req:' .. c[1], c[2], counts[c[3]])
@@ -286,7 +309,8 @@ pub(crate) fn arguments(
                     .arg(a.limits.concurrency.unwrap_or(0))
                     .arg(ms(a.route.interval))
                     .arg(a.route.concurrency.unwrap_or(0))
-                    .arg(&a.lease_id);
+                    .arg(&a.lease_id)
+                    .arg(&a.site);
             }
             Call::Mark(m) => {
                 inv.arg("m")
@@ -460,6 +484,7 @@ mod tests {
             }),
             Call::Acquire(Ask {
                 domain: "example.com".into(),
+                site: "example.com".into(),
                 limits: Default::default(),
                 route: RouteLimits::default(),
                 lease_id: "o:m1".into(),

@@ -43,7 +43,17 @@ pub struct Settings {
     pub quarantine: QuarantineSettings,
     pub classifier: ClassifierSettings,
     pub policy: PolicySettings,
+    pub sites: SiteSettings,
     pub bounces: BounceSettings,
+}
+
+/// Sites: the mail systems behind recipient domains (see [`crate::sites`]).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteSettings {
+    /// MX host pattern → site, checked before the shipped rules
+    /// (`*.google.com` → google, ...).
+    pub rules: Vec<crate::sites::SiteRule>,
 }
 
 /// RabbitMQ connection and naming.

@@ -29,6 +29,9 @@ pub mod ratelimit;
 pub mod retry;
 pub mod rules;
 pub mod shutdown;
+pub mod sites;
+#[cfg(feature = "redis")]
+pub mod sitestate;
 #[cfg(feature = "redis")]
 pub mod slowdown;
 pub mod telemetry;

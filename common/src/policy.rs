@@ -116,6 +116,8 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Ask {
     pub domain: String,
+    /// The domain's site ([`crate::sites`]): its attempts are counted there.
+    pub site: String,
     /// The domain's configured limits (run-time overrides win).
     pub limits: DomainPolicy,
     pub route: RouteLimits,

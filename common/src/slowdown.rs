@@ -163,3 +163,37 @@ mod tests {
         assert_eq!(unknown.rate_per_second, None, "no base, no rate");
     }
 }
+
+/// The rate (messages per second) of a decaying count `c` kept at `t`,
+/// counted since `f`, at `now` (all ms), with time constant `tau` ms: the
+/// estimate the slow-down script makes, for operators' views.
+pub fn decayed_rate(c: f64, t: i64, f: i64, now: i64, tau: f64) -> f64 {
+    let c = c * (-((now - t).max(0) as f64) / tau).exp();
+    let span = tau * (1.0 - (-((now - f).max(1_000) as f64) / tau).exp());
+    if span <= 0.0 {
+        return 0.0;
+    }
+    1000.0 * c / span
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::decayed_rate;
+
+    #[test]
+    fn a_steady_count_reads_as_its_rate_and_fades_once_it_stops() {
+        let tau = 10_000.0;
+        // 50/s for a minute: the count settles at rate × tau.
+        let steady = 50.0 * tau / 1000.0 * (1.0 - (-6.0f64).exp());
+        let r = decayed_rate(steady, 60_000, 0, 60_000, tau);
+        assert!((r - 50.0).abs() < 0.01, "{r}");
+        // Ten seconds after the last attempt, it has faded by e.
+        let later = decayed_rate(steady, 60_000, 0, 70_000, tau);
+        assert!((later - 50.0 / std::f64::consts::E).abs() < 0.05, "{later}");
+        // Two attempts in the first 100 ms read over a second, not 20/s.
+        assert!(
+            (decayed_rate(2.0, 100, 0, 100, tau) - 2.0 / (1.0 - (-0.1f64).exp()) / 10.0).abs()
+                < 1e-9
+        );
+    }
+}

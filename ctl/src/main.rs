@@ -21,6 +21,7 @@ mod out;
 mod qualify;
 mod queue;
 mod rules;
+mod site;
 mod status;
 mod submit;
 
@@ -55,6 +56,7 @@ enum SubCommand {
     Denylist(lists::DenylistCommand),
     Allowlist(lists::AllowlistCommand),
     Domain(domain::DomainCommand),
+    Site(site::SiteCommand),
     Rules(rules::RulesCommand),
     Classify(classify::ClassifyCommand),
     Bounces(bounces::BouncesCommand),
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
             SubCommand::Denylist(c) => c.run(&ctx).await,
             SubCommand::Allowlist(c) => c.run(&ctx).await,
             SubCommand::Domain(c) => c.run(&ctx).await,
+            SubCommand::Site(c) => c.run(&ctx).await,
             SubCommand::Rules(c) => c.run(&ctx).await,
             SubCommand::Classify(c) => c.run(&ctx).await,
             SubCommand::Bounces(c) => c.run(&ctx).await,

@@ -58,11 +58,13 @@ impl Sender {
         route: &RouteState,
     ) -> Result<Result<Option<String>, DeliveryOutcome>, StoreError> {
         let mut waited = Duration::ZERO;
+        let site = self.sites.of(domain).await;
         loop {
             let verdict = self
                 .calls
                 .acquire(Ask {
                     domain: domain.to_string(),
+                    site: site.to_string(),
                     limits: limits.clone(),
                     route: route.limits.clone(),
                     lease_id: format!("{}:{}", self.instance, job.id),

@@ -22,6 +22,7 @@
 //! | `budget.rs` | the shared sending budget: go, wait, or defer |
 //! | `routes.rs` | which relays or MX hosts to try, in which order |
 //! | `dial.rs` | how many connections a route may use, learned from refused dials (applied by `smtp/gate.rs`) |
+//! | `sites.rs` | which site a recipient domain belongs to (MX answers kept for their TTL) |
 //! | `destination.rs` | what a refused connection does to the message and to its destination |
 //! | `content.rs` | compiled templates by content id |
 //! | `calls.rs` | the per-message Redis calls, coalesced across messages |
@@ -45,6 +46,7 @@ pub mod mime;
 mod mx;
 mod routes;
 mod settle;
+mod sites;
 mod smtp;
 
 use std::sync::Arc;
@@ -79,7 +81,16 @@ pub async fn run_until_stopped(
     else {
         return Ok(());
     };
-    let routes = routes::Routes::from_settings(&settings.sender)?;
+    // One resolver, one cache of MX answers: for the routes (MX mode) and
+    // for the sites (both modes).
+    let resolver = Arc::new(
+        mx::MxResolver::new(&settings.sender.mx.nameservers)
+            .map_err(|e| anyhow::anyhow!("building the DNS resolver: {e}"))?,
+    );
+    let site_rules = mailpipe_common::sites::SiteRules::new(&settings.sites.rules)
+        .map_err(|e| anyhow::anyhow!("sites.rules: {e}"))?;
+    let sites = sites::Sites::new(resolver.clone(), site_rules);
+    let routes = routes::Routes::from_settings(&settings.sender, resolver)?;
     // Route series start at zero, so dashboards and alerts see every route.
     for name in routes.labels() {
         for outcome in ["sent", "failed", "unavailable"] {
@@ -102,6 +113,7 @@ pub async fn run_until_stopped(
         settings,
         store,
         routes,
+        sites,
         policy,
         classifier,
         metrics,
@@ -138,6 +150,8 @@ struct Sender {
     store: Store,
     /// The relays or MX hosts, and which of them are down.
     routes: routes::Routes,
+    /// The site of each recipient domain (its MX hosts' mail system).
+    sites: sites::Sites,
     /// The shared sending policy (rate, concurrency, pauses).
     policy: Policy,
     /// Classifies each failed attempt once: for the domain's breaker and

@@ -126,6 +126,40 @@ impl MxResolver {
     }
 }
 
+impl MxResolver {
+    /// A domain's MX hosts, most preferred first, for its site, and until
+    /// when the answer holds (its TTL): `None` when it has none (no MX
+    /// records, a null MX, a domain that does not exist) or the lookup
+    /// failed, which is then asked again after a minute.
+    pub async fn mx_hosts(&self, domain: &str) -> (Option<Vec<String>>, std::time::Instant) {
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        let now = std::time::Instant::now();
+        let retry = now + std::time::Duration::from_secs(60);
+        match self.resolver.mx_lookup(fqdn.as_str()).await {
+            Ok(lookup) => {
+                let mut mx: Vec<(u16, String)> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(m) => Some((m.preference, m.exchange.to_ascii())),
+                        _ => None,
+                    })
+                    .filter(|(_, host)| host != "." && !host.is_empty())
+                    .collect();
+                mx.sort();
+                let hosts: Vec<String> = mx.into_iter().map(|(_, h)| h).collect();
+                (
+                    (!hosts.is_empty()).then_some(hosts),
+                    lookup
+                        .valid_until()
+                        .max(now + std::time::Duration::from_secs(1)),
+                )
+            }
+            Err(_) => (None, retry),
+        }
+    }
+}
+
 /// The failure of a domain that publishes a null MX (RFC 7505).
 pub fn null_mx(domain: &str) -> Failure {
     Failure::Reply {

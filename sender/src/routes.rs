@@ -36,7 +36,7 @@ pub(crate) struct RouteState {
 
 /// MX mode: the resolver and one pool per MX address, created as needed.
 struct MxRoutes {
-    resolver: mx::MxResolver,
+    resolver: Arc<mx::MxResolver>,
     settings: MxSettings,
     /// The name the sender greets with (EHLO).
     hostname: String,
@@ -60,7 +60,10 @@ pub(crate) struct Routes {
 
 impl Routes {
     /// The relays' pools, or the MX resolver, as configured.
-    pub(crate) fn from_settings(s: &SenderSettings) -> anyhow::Result<Self> {
+    pub(crate) fn from_settings(
+        s: &SenderSettings,
+        resolver: Arc<mx::MxResolver>,
+    ) -> anyhow::Result<Self> {
         let mut relays = Vec::new();
         for r in s.effective_routes() {
             relays.push(Arc::new(RouteState {
@@ -77,8 +80,7 @@ impl Routes {
         }
         let mx = match s.mode {
             DeliveryMode::Mx => Some(MxRoutes {
-                resolver: mx::MxResolver::new(&s.mx.nameservers)
-                    .context("building the DNS resolver")?,
+                resolver,
                 settings: s.mx.clone(),
                 hostname: s.hostname.clone(),
                 hold: s.route_retry_after,

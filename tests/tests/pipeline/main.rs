@@ -15,6 +15,7 @@ mod policy;
 mod qualification;
 mod request_controls;
 mod rules;
+mod sites;
 mod smtp_session;
 mod store_scripts;
 mod throttling;

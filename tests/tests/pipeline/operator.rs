@@ -413,6 +413,8 @@ async fn every_command_has_complete_help() {
         vec!["bounces", "reset"],
         vec!["bounces", "show"],
         vec!["bounces", "export-rules"],
+        vec!["site", "list"],
+        vec!["site", "show"],
     ];
     for c in &commands {
         assert!(top.contains(c[0]), "mailpipe --help lacks {}", c[0]);
@@ -917,6 +919,8 @@ async fn every_command_answers_json_that_parses_with_json_and_its_errors_too() {
         vec!["domain", "list"],
         vec!["domain", "show", "example.com"],
         vec!["domain", "resume", "paused.example"],
+        vec!["site", "list"],
+        vec!["site", "show", "example.com"],
         vec!["rules", "list"],
         vec!["bounces"],
         vec!["bounces", "--to-qualify"],
