@@ -16,6 +16,8 @@ pub mod bounce;
 pub mod calls;
 pub mod classify;
 pub mod config;
+#[cfg(feature = "dns")]
+pub mod dns;
 pub mod http;
 #[cfg(feature = "redis")]
 pub mod live_rules;
@@ -23,6 +25,7 @@ pub mod message;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod policy;
+pub mod quality;
 #[cfg(feature = "redis")]
 pub mod queue_ops;
 pub mod ratelimit;

@@ -158,6 +158,11 @@ pub struct BulkRequest<'a> {
     /// (0..=[`MAX_REQUEST_RETRIES`]; the validity period still ends them).
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Address checks for this request (`no_mail_host`, `likely_typo`), in
+    /// place of the configured ones (`expander.quality.checks`); `[]`
+    /// turns them off.
+    #[serde(default)]
+    pub quality: Option<Vec<crate::quality::QualityCheck>>,
     #[serde(borrow)]
     pub recipients: Vec<&'a RawValue>,
 }

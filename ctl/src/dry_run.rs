@@ -1,13 +1,17 @@
 //! `mailpipe submit --dry-run`: what the expander would make of a request,
 //! without publishing it: the messages of its first recipients, rendered,
-//! and every recipient it would exclude for its address (invalid, or named
-//! by an exclusion rule), with the reason and the rule.
+//! and every recipient it would exclude for its address (invalid, named by
+//! an exclusion rule, failing an address check), with the reason and the
+//! rule, and the likely typos it would only flag.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use mailpipe_common::address::EmailAddress;
+use mailpipe_common::dns::MailHosts;
 use mailpipe_common::message::{Lane, Recipient};
+use mailpipe_common::quality::{likely_typo, MailHost, QualityCheck, TypoAction};
 use mailpipe_common::rules::{RuleSet, EXCLUDED_BY_RULE};
 use mailpipe_common::store::Store;
 use mailpipe_common::template::Compiled;
@@ -29,6 +33,18 @@ struct Exclusions {
     rules: BTreeMap<String, u64>,
     /// The first few of each reason: recipient, reason, rule or why.
     named: Vec<Value>,
+    /// Check → count of the recipients only flagged.
+    flagged: BTreeMap<String, u64>,
+}
+
+/// The recipients of one domain the `no_mail_host` check asks about.
+#[derive(Default)]
+struct Domain {
+    recipients: u64,
+    /// The first few of them, named in the report.
+    first: Vec<String>,
+    /// Whether its recipients were flagged as a likely typo.
+    flagged: bool,
 }
 
 impl Exclusions {
@@ -71,6 +87,16 @@ impl SubmitCommand {
             }
         };
         let rules = rules.unwrap_or_else(RuleSet::default);
+        let quality = &ctx.settings.expander.quality;
+        let asked: Vec<QualityCheck> = match base.get("quality") {
+            Some(q) => serde_json::from_value(q.clone())
+                .map_err(|e| anyhow::anyhow!("the request's quality field: {e}"))?,
+            None => quality.checks.clone(),
+        };
+        let typos = asked.contains(&QualityCheck::LikelyTypo);
+        let hosts = asked.contains(&QualityCheck::NoMailHost);
+        // Domain → its recipients, for the DNS lookups after the pass.
+        let mut domains: BTreeMap<String, Domain> = BTreeMap::new();
         let mut samples = Vec::new();
         let mut excluded = Exclusions::default();
         loop {
@@ -102,6 +128,27 @@ impl SubmitCommand {
                     excluded.add(&r.email, EXCLUDED_BY_RULE, Some(rule), None);
                     continue;
                 }
+                let typo = typos
+                    .then(|| {
+                        likely_typo(address.domain(), &quality.providers, quality.typo_distance)
+                    })
+                    .flatten();
+                if let Some(provider) = typo {
+                    if quality.typo_action == TypoAction::Exclude {
+                        let why = format!("looks like {provider}");
+                        excluded.add(&r.email, "likely_typo", None, Some(why));
+                        continue;
+                    }
+                    *excluded.flagged.entry("likely_typo".into()).or_default() += 1;
+                }
+                if hosts {
+                    let d = domains.entry(address.domain().to_string()).or_default();
+                    d.recipients += 1;
+                    d.flagged = typo.is_some();
+                    if d.first.len() < NAMED {
+                        d.first.push(r.email.clone());
+                    }
+                }
                 if samples.len() < SAMPLES {
                     let m = compiled
                         .render(&r.email, r.name.as_deref(), &r.vars)
@@ -116,6 +163,9 @@ impl SubmitCommand {
                 }
             }
         }
+        if !domains.is_empty() {
+            self.check_mail_hosts(ctx, domains, &mut excluded).await?;
+        }
         let n_excluded: u64 = excluded.counts.values().sum();
         if ctx.json {
             println!(
@@ -124,6 +174,7 @@ impl SubmitCommand {
                     "recipients": total,
                     "excluded": excluded.counts,
                     "rules": excluded.rules,
+                    "flagged": excluded.flagged,
                     "exclusions": excluded.named,
                     "samples": samples,
                 })
@@ -170,9 +221,69 @@ impl SubmitCommand {
                 }
             }
         }
+        for (check, n) in &excluded.flagged {
+            println!("flagged {check:<14} {n} (sent, but flagged)");
+        }
         println!(
             "{total} recipient(s), {n_excluded} would be excluded; nothing was published (--dry-run)"
         );
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// Looks up each domain's mail host (as the expander would, with the
+    /// sender's DNS servers, `lookups_in_flight` at a time) and excludes the
+    /// recipients of those without one.
+    async fn check_mail_hosts(
+        &self,
+        ctx: &crate::Context,
+        domains: BTreeMap<String, Domain>,
+        excluded: &mut Exclusions,
+    ) -> anyhow::Result<()> {
+        let q = &ctx.settings.expander.quality;
+        let hosts = Arc::new(MailHosts::new(
+            &ctx.settings.sender.mx.nameservers,
+            q.lookup_timeout,
+            q.cache_ttl,
+        )?);
+        let mut pending = domains.keys().cloned().collect::<Vec<_>>().into_iter();
+        let mut lookups = tokio::task::JoinSet::new();
+        loop {
+            while lookups.len() < q.lookups_in_flight.max(1) {
+                let Some(domain) = pending.next() else { break };
+                let hosts = hosts.clone();
+                lookups.spawn(async move {
+                    let answer = hosts.lookup(&domain).await;
+                    (domain, answer)
+                });
+            }
+            let Some(done) = lookups.join_next().await else {
+                break;
+            };
+            let (domain, answer) = done?;
+            match answer {
+                MailHost::Missing(why) => {
+                    let d = &domains[&domain];
+                    for r in &d.first {
+                        excluded.add(r, "no_mail_host", None, Some(why.to_string()));
+                    }
+                    *excluded.counts.entry("no_mail_host".into()).or_default() +=
+                        d.recipients - d.first.len() as u64;
+                    if d.flagged {
+                        // Not sent, so not flagged either.
+                        if let Some(n) = excluded.flagged.get_mut("likely_typo") {
+                            *n -= d.recipients;
+                        }
+                        excluded.flagged.retain(|_, n| *n > 0);
+                    }
+                }
+                MailHost::Unknown(why) => {
+                    crate::out::warn(&format!(
+                        "{domain}: {why}; its recipients would not be excluded"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }

@@ -1,22 +1,21 @@
 //! Expanding one request (or part of one) into lane messages: register the
-//! request, store its content, admit and screen its recipients batch by
-//! batch, publish the accepted ones in lane messages and the exclusions as
-//! events (confirms in a sliding window), then store the part's counts.
+//! request, store its content, admit each recipient, ask the exclusion
+//! rules and the address checks about it, screen and publish batch by batch
+//! (`publish.rs`), then store the part's counts. A recipient whose domain's
+//! DNS answer is awaited joins a later batch (`quality.rs`).
 
 use std::time::Duration;
 
 use lapin::Channel;
-use mailpipe_common::amqp::{self, ConfirmWindow};
-use mailpipe_common::message::{
-    in_control_group, message_id, BatchRecipient, Event, EventKind, JobBatch, BATCH_SCHEMA_VERSION,
-};
-use mailpipe_common::store::{
-    Candidate, PartCounts, Refusal, RequestMeta, ScreenOptions, ScreenVerdict, Screened,
-};
+use mailpipe_common::amqp::ConfirmWindow;
+use mailpipe_common::message::{JobBatch, BATCH_SCHEMA_VERSION};
+use mailpipe_common::store::{PartCounts, Refusal, RequestMeta, ScreenOptions, Screened};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use tokio_util::sync::CancellationToken;
 
+use crate::publish::Outgoing;
+use crate::quality::{Admitted, Checks};
 use crate::{request, ExpandError, ExpandOutcome, Expander, REFUSAL_TTL, STATUS_GRACE};
 
 impl Expander {
@@ -101,136 +100,103 @@ impl Expander {
             .rules
             .for_request(&self.store, rules_version, tenant, lane, now)
             .await?;
-        let lane_key = Topology::lane_key(lane);
-        let exchange = self.topology.exchange();
-        let events = self.topology.events_exchange();
-        let mut window = ConfirmWindow::new(cfg.publish_window);
-        let per_message = cfg.jobs_per_message.max(1);
-        // The accepted recipients not yet published, up to `per_message`.
-        let mut pending: Option<JobBatch> = None;
-        let mut counts = PartCounts::default();
-        let exclude = |counts: &mut PartCounts, reason: &str| {
-            *counts.excluded.entry(reason.to_string()).or_default() += 1;
+        let asked = valid
+            .request
+            .quality
+            .as_deref()
+            .unwrap_or(&cfg.quality.checks);
+        let mut checks = Checks::new(asked, &cfg.quality, self.mail_hosts.as_ref());
+        let mut out = Outgoing {
+            publish,
+            template: JobBatch {
+                v: BATCH_SCHEMA_VERSION,
+                request: rid.clone(),
+                tenant: valid.request.tenant.clone(),
+                campaign: valid.request.campaign.clone(),
+                lane,
+                content: content_id,
+                created: meta.created,
+                deadline: meta.deadline,
+                attempt: 0,
+                last_reason: None,
+                retries: valid.request.retries,
+                recipients: Vec::new(),
+            },
+            part: part.index,
+            control_group: valid.request.control_group,
+            screen,
+            exchange: self.topology.exchange(),
+            events: self.topology.events_exchange(),
+            lane_key: Topology::lane_key(lane),
+            per_message: cfg.jobs_per_message.max(1),
+            window: ConfirmWindow::new(cfg.publish_window),
+            now,
+            pending: None,
+            counts: PartCounts::default(),
         };
 
+        let batch_size = cfg.batch_size.max(1);
         let recipients = &valid.request.recipients;
-        for (batch_no, batch) in recipients.chunks(cfg.batch_size.max(1)).enumerate() {
+        for (batch_no, batch) in recipients.chunks(batch_size).enumerate() {
             if shutdown.is_cancelled() {
-                window
-                    .drain()
-                    .await
-                    .map_err(|e| ExpandError::Broker(e.into()))?;
+                out.drain().await?;
                 return Ok(ExpandOutcome::Interrupted);
             }
-            let mut candidates = Vec::with_capacity(batch.len());
-            let mut parsed = Vec::with_capacity(batch.len());
+            let mut ready = Vec::with_capacity(batch.len());
             for (i, raw) in batch.iter().enumerate() {
-                counts.recipients += 1;
-                let index = batch_no * cfg.batch_size.max(1) + i;
+                out.counts.recipients += 1;
                 let (address, recipient) = match request::admit_recipient(raw.get()) {
                     Ok(admitted) => admitted,
                     Err(reason) => {
-                        exclude(&mut counts, reason);
+                        out.exclude(reason);
                         continue;
                     }
                 };
                 let key = address.key();
-                let mid = message_id(&rid, &key);
-                let excluded = rules.first_match(&key).map(Screened::by_rule);
-                candidates.push(Candidate {
-                    control_group: valid
-                        .request
-                        .control_group
-                        .is_some_and(|share| in_control_group(&rid, &key, share)),
-                    address: key,
-                    position: format!("{}:{}", part.index, index),
-                    message_id: mid,
-                    excluded,
-                });
-                parsed.push((address, recipient));
-            }
-            let screening = self.store.screen(&rid, &candidates, &screen).await?;
-            // The exclusions of this screening batch, published as one message.
-            let mut excluded = Vec::new();
-            for ((candidate, (address, recipient)), screened) in
-                candidates.into_iter().zip(parsed).zip(screening.verdicts)
-            {
-                let verdict = screened.verdict;
-                if verdict != ScreenVerdict::Accepted {
-                    exclude(&mut counts, verdict.as_str());
-                    if let Some(rule) = &screened.rule {
-                        *counts.rules.entry(rule.clone()).or_default() += 1;
-                    }
-                    if verdict != ScreenVerdict::Duplicate {
-                        excluded.push(Event {
-                            v: 1,
-                            event: EventKind::Excluded,
-                            request: rid.clone(),
-                            message: Some(candidate.message_id.clone()),
-                            recipient: address.to_string(),
-                            campaign: valid.request.campaign.clone(),
-                            reason: Some(verdict.as_str().to_string()),
-                            rule: screened.rule,
-                            detail: None,
-                            at: now,
-                        });
-                    }
-                    continue;
-                }
-                counts.accepted += 1;
-                let batch = pending.get_or_insert_with(|| JobBatch {
-                    v: BATCH_SCHEMA_VERSION,
-                    request: rid.clone(),
-                    tenant: valid.request.tenant.clone(),
-                    campaign: valid.request.campaign.clone(),
-                    lane,
-                    content: content_id.clone(),
-                    created: meta.created,
-                    deadline: meta.deadline,
-                    attempt: 0,
-                    last_reason: None,
-                    retries: valid.request.retries,
-                    recipients: Vec::with_capacity(per_message),
-                });
-                batch.recipients.push(BatchRecipient {
-                    id: candidate.message_id,
-                    to: address.to_string(),
-                    name: recipient.name,
-                    vars: recipient.vars,
-                });
-                if batch.recipients.len() >= per_message {
-                    if let Some(full) = pending.take() {
-                        publish_jobs(publish, &exchange, &lane_key, &full, &mut window).await?;
-                    }
+                let admitted = Admitted {
+                    index: batch_no * batch_size + i,
+                    excluded: rules.first_match(&key).map(Screened::by_rule),
+                    address,
+                    recipient,
+                    key,
+                    typo_of: None,
+                };
+                if admitted.excluded.is_some() || !checks.any() {
+                    ready.push(admitted);
+                } else if let Some(r) = checks.check(admitted) {
+                    ready.push(r);
                 }
             }
+            // Recipients whose domain answered meanwhile go with this batch.
+            ready.extend(checks.released());
+            let version = out.screen(&self.store, ready).await?;
             rules = self
                 .rules
-                .for_request(
-                    &self.store,
-                    screening.rules_version,
-                    tenant,
-                    lane,
-                    unix_now(),
-                )
+                .for_request(&self.store, version, tenant, lane, unix_now())
                 .await?;
-            if !excluded.is_empty() {
-                let pending = amqp::publish_events(publish, &events, &excluded, lane)
-                    .await
-                    .map_err(|e| ExpandError::Broker(e.into()))?;
-                window
-                    .push(pending)
-                    .await
-                    .map_err(|e| ExpandError::Broker(e.into()))?;
+        }
+        // The recipients still waiting for their domain's answer; the
+        // accepted ones do not wait with them.
+        if checks.waiting() {
+            out.flush().await?;
+        }
+        while checks.waiting() {
+            let released = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    out.drain().await?;
+                    return Ok(ExpandOutcome::Interrupted);
+                }
+                r = checks.next_released() => r,
+            };
+            let mut released = released;
+            while !released.is_empty() {
+                let rest = released.split_off(batch_size.min(released.len()));
+                out.screen(&self.store, released).await?;
+                released = rest;
             }
         }
-        if let Some(last) = pending.take() {
-            publish_jobs(publish, &exchange, &lane_key, &last, &mut window).await?;
-        }
-        window
-            .drain()
-            .await
-            .map_err(|e| ExpandError::Broker(e.into()))?;
+        out.finish().await?;
+        let counts = out.counts;
         self.store
             .record_part(&rid, part.index, &counts, ttl)
             .await?;
@@ -245,33 +211,4 @@ impl Expander {
         );
         Ok(ExpandOutcome::Expanded(counts))
     }
-}
-
-/// Publishes the jobs of some recipients of a request as one lane message
-/// (its confirm joins the window).
-async fn publish_jobs(
-    publish: &Channel,
-    exchange: &str,
-    lane_key: &str,
-    batch: &JobBatch,
-    window: &mut ConfirmWindow,
-) -> Result<(), ExpandError> {
-    let id = batch
-        .recipients
-        .first()
-        .map(|r| r.id.clone())
-        .unwrap_or_default();
-    let pending = amqp::publish(
-        publish,
-        exchange,
-        lane_key,
-        &serde_json::to_vec(batch).unwrap_or_default(),
-        amqp::properties().with_message_id(id.into()),
-    )
-    .await
-    .map_err(|e| ExpandError::Broker(e.into()))?;
-    window
-        .push(pending)
-        .await
-        .map_err(|e| ExpandError::Broker(e.into()))
 }

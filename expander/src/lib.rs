@@ -3,9 +3,13 @@
 //! For every request (or part of one) it validates the whole request first
 //! (a refused request becomes a dead-letter record with its reason, and the
 //! expander moves on), stores the templates once under their content id,
-//! then streams over the recipients in batches: each batch is screened in one
-//! Redis round trip (duplicates across the whole campaign, denylist,
-//! quarantine, control group, coalescing, audience limit), and every accepted
+//! then streams over the recipients in batches: each recipient is asked
+//! about by the compiled exclusion rules and the request's address checks
+//! (likely typos; domains without a mail host, looked up once per domain
+//! while the other domains' recipients go on), each batch is screened in
+//! one Redis round trip (duplicates across the whole campaign, denylist,
+//! quarantine, the rule's or check's exclusion, control group, coalescing,
+//! audience limit), and every accepted
 //! recipient gets a job with a deterministic message id. The jobs go into
 //! the request's lane `expander.jobs_per_message` to a broker message
 //! ([`JobBatch`]). Publishes are confirmed in a sliding window; the request
@@ -19,9 +23,14 @@
 //!
 //! `lib.rs` runs the consumers and settles each request; `expand.rs`
 //! expands one; `request.rs` validates a request at the edge and admits
-//! each recipient entry.
+//! each recipient entry; `rules.rs` holds the exclusion rules compiled per
+//! tenant and lane; `quality.rs` runs the address checks of one expansion
+//! (typos, DNS lookups of mail hosts); `publish.rs` screens batches and
+//! publishes their jobs and events.
 
 mod expand;
+mod publish;
+mod quality;
 mod request;
 mod rules;
 
@@ -35,6 +44,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
 use mailpipe_common::config::Settings;
+use mailpipe_common::dns::MailHosts;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Lane};
 use mailpipe_common::metrics::ExpanderMetrics;
@@ -89,8 +99,23 @@ pub async fn run_until_stopped(
     else {
         return Ok(());
     };
+    let q = &settings.expander.quality;
+    // The sender's DNS servers answer the `no_mail_host` check. Without a
+    // resolver (no usable system configuration) the check excludes nobody.
+    let mail_hosts = match MailHosts::new(
+        &settings.sender.mx.nameservers,
+        q.lookup_timeout,
+        q.cache_ttl,
+    ) {
+        Ok(h) => Some(Arc::new(h)),
+        Err(e) => {
+            tracing::error!(error = %e, "no DNS resolver: the no_mail_host check excludes nobody");
+            None
+        }
+    };
     let worker = Arc::new(Expander {
         topology: Topology::from_settings(&settings),
+        mail_hosts,
         settings,
         store,
         metrics,
@@ -121,6 +146,8 @@ struct Expander {
     health: Health,
     /// The exclusion rules, compiled per tenant and lane.
     rules: rules::Rules,
+    /// Answers about domains' mail hosts (the `no_mail_host` check).
+    mail_hosts: Option<Arc<MailHosts>>,
 }
 
 /// What became of one request delivery.

@@ -419,6 +419,7 @@ mod schema_tests {
         example["max_audience"] = serde_json::json!(10);
         example["control_group"] = serde_json::json!(0.1);
         example["retries"] = serde_json::json!(MAX_REQUEST_RETRIES);
+        example["quality"] = serde_json::json!(["no_mail_host", "likely_typo"]);
         for key in props.keys() {
             assert!(
                 example.get(key).is_some(),

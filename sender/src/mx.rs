@@ -11,10 +11,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::TokioResolver;
 use mailpipe_common::classify::{ConnectionError, Failure};
 
 /// One mail exchanger and its addresses.
@@ -34,26 +32,9 @@ impl MxResolver {
     /// A resolver using `nameservers` (`ip:port`), or the system's
     /// configuration when the list is empty.
     pub fn new(nameservers: &[SocketAddr]) -> anyhow::Result<Self> {
-        let resolver = if nameservers.is_empty() {
-            TokioResolver::builder_tokio()?.build()?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|sa| {
-                    let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
-                    for c in &mut ns.connections {
-                        c.port = sa.port();
-                    }
-                    ns
-                })
-                .collect();
-            Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-            .build()?
-        };
-        Ok(Self { resolver })
+        Ok(Self {
+            resolver: mailpipe_common::dns::resolver(nameservers)?,
+        })
     }
 
     /// The exchangers of a domain in the order to try them.
@@ -69,7 +50,8 @@ impl MxResolver {
                         _ => None,
                     })
                     .collect();
-                if mx.len() == 1 && (mx[0].1 == "." || mx[0].1.is_empty()) {
+                let hosts: Vec<String> = mx.iter().map(|(_, h)| h.clone()).collect();
+                if mailpipe_common::quality::is_null_mx(&hosts) {
                     return Err(null_mx(domain));
                 }
                 mx.retain(|(_, host)| host != "." && !host.is_empty());

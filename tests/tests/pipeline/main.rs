@@ -13,6 +13,7 @@ mod observability;
 mod operator;
 mod policy;
 mod qualification;
+mod quality;
 mod request_controls;
 mod rules;
 mod sites;
