@@ -254,7 +254,7 @@ async fn mx_mode_delivers_to_the_best_reachable_mx_and_fails_over_to_the_backup(
     let mut mx1 = ScriptedSmtp::start_at("127.0.0.2", port);
     let mx2 = ScriptedSmtp::start_at("127.0.0.3", port);
     let plain = ScriptedSmtp::start_at("127.0.0.4", port);
-    let dns = mailpipe_tests::dns::Dns::start(&[
+    let dns = Dns::start(&[
         "--mx-host=mx.test,mx1.mx.test,10".into(),
         "--mx-host=mx.test,mx2.mx.test,20".into(),
         "--host-record=mx1.mx.test,127.0.0.2".into(),

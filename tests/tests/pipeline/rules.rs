@@ -244,5 +244,19 @@ async fn rules_exclude_exactly_the_recipients_they_name_in_their_scope() {
         (0, "x@eu.partner.example is excluded by rule acme-partners")
     );
     assert_eq!(p.cli(&["rules", "check", "x@competitor.example"]).0, 3);
+    // Under --json every rules command answers one JSON document.
+    for c in [
+        &["rules", "show", "role-admin"][..],
+        &["rules", "lists"],
+        &["rules", "check", "ann@friend.example", "--tenant", "acme"],
+        &["rules", "enable", "competitors"],
+    ] {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(c);
+        let (code, out) = p.cli(&args);
+        assert_eq!(code, 0, "{c:?}: {out}");
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap_or_else(|e| panic!("{c:?} printed no JSON ({e}):\n{out}"));
+    }
     p.shutdown().await;
 }
