@@ -176,11 +176,10 @@ impl Expander {
                 .await?;
         }
         // The recipients still waiting for their domain's answer; the
-        // accepted ones do not wait with them.
-        if checks.waiting() {
-            out.flush().await?;
-        }
+        // accepted ones do not wait with them (each round's jobs are
+        // published at once, not when a lane message is full).
         while checks.waiting() {
+            out.flush().await?;
             let released = tokio::select! {
                 _ = shutdown.cancelled() => {
                     out.drain().await?;
