@@ -107,6 +107,10 @@ pub struct ExpanderMetrics {
     pub expand_seconds: Histogram,
     /// Requests refused whole, by reason.
     pub dead: IntCounterVec,
+    /// DNS lookups of domains' mail hosts (the `no_mail_host` check), by
+    /// answer (`found`, `missing`, `unknown`); answers from the expander's
+    /// cache are not lookups.
+    pub mail_host_lookups: IntCounterVec,
 }
 
 impl WorkerMetrics for ExpanderMetrics {
@@ -133,10 +137,19 @@ impl WorkerMetrics for ExpanderMetrics {
             .expect("valid metric"),
         );
         let dead = dead_letters(&registry);
+        let mail_host_lookups = counter(
+            &registry,
+            "mailpipe_mail_host_lookups_total",
+            "DNS lookups of domains' mail hosts for the no_mail_host check, by answer",
+            &["answer"],
+        );
         // The common series start at zero, so every family is exported from
         // the start (dashboards and alerts see 0, not "no data").
         for o in ["expanded", "invalid", "replayed"] {
             requests.with_label_values(&[o]);
+        }
+        for a in ["found", "missing", "unknown"] {
+            mail_host_lookups.with_label_values(&[a]);
         }
         recipients.with_label_values(&["accepted"]);
         dead.with_label_values(&["invalid_request"]);
@@ -146,6 +159,7 @@ impl WorkerMetrics for ExpanderMetrics {
             recipients,
             expand_seconds,
             dead,
+            mail_host_lookups,
         }
     }
 
@@ -553,6 +567,7 @@ mod tests {
         ("mailpipe_requests_total", "expander"),
         ("mailpipe_recipients_total", "expander"),
         ("mailpipe_expand_seconds", "expander"),
+        ("mailpipe_mail_host_lookups_total", "expander"),
         ("mailpipe_deliveries_total", "sender"),
         ("mailpipe_smtp_transaction_seconds", "sender"),
         ("mailpipe_route_transactions_total", "sender"),

@@ -17,6 +17,7 @@ use mailpipe_common::dns::MailHosts;
 use mailpipe_common::message::Recipient;
 use mailpipe_common::quality::{likely_typo, MailHost, QualityCheck, TypoAction};
 use mailpipe_common::store::{ScreenVerdict, Screened};
+use prometheus::IntCounterVec;
 use tokio::task::JoinSet;
 
 /// A recipient entry that was admitted, on its way to screening.
@@ -49,6 +50,8 @@ pub(crate) struct Checks {
     waiting: HashMap<String, Vec<Admitted>>,
     queued: VecDeque<String>,
     in_flight: JoinSet<(String, MailHost)>,
+    /// `mailpipe_mail_host_lookups_total{answer}`.
+    lookups: IntCounterVec,
 }
 
 impl Checks {
@@ -57,6 +60,7 @@ impl Checks {
         asked: &[QualityCheck],
         settings: &QualitySettings,
         hosts: Option<&Arc<MailHosts>>,
+        lookups: &IntCounterVec,
     ) -> Self {
         let wants = |c| asked.contains(&c);
         Self {
@@ -68,6 +72,7 @@ impl Checks {
             waiting: HashMap::new(),
             queued: VecDeque::new(),
             in_flight: JoinSet::new(),
+            lookups: lookups.clone(),
         }
     }
 
@@ -132,9 +137,15 @@ impl Checks {
     }
 
     fn answered(&mut self, domain: String, answer: MailHost, out: &mut Vec<Admitted>) {
-        if let MailHost::Unknown(why) = &answer {
-            tracing::warn!(%domain, %why, "no answer about the domain's mail host; its recipients are not excluded");
-        }
+        let label = match &answer {
+            MailHost::Missing(_) => "missing",
+            MailHost::Unknown(why) => {
+                tracing::warn!(%domain, %why, "no answer about the domain's mail host; its recipients are not excluded");
+                "unknown"
+            }
+            _ => "found",
+        };
+        self.lookups.with_label_values(&[label]).inc();
         for r in self.waiting.remove(&domain).unwrap_or_default() {
             out.push(apply(r, &answer));
         }

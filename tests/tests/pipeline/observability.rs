@@ -63,6 +63,7 @@ async fn each_worker_exports_its_own_families_with_build_info_and_process_metric
         ("mailpipe_requests_total", [true, false, false]),
         ("mailpipe_recipients_total", [true, false, false]),
         ("mailpipe_expand_seconds", [true, false, false]),
+        ("mailpipe_mail_host_lookups_total", [true, false, false]),
         ("mailpipe_deliveries_total", [false, true, false]),
         ("mailpipe_smtp_transaction_seconds", [false, true, false]),
         ("mailpipe_route_transactions_total", [false, true, false]),
