@@ -15,6 +15,7 @@ pub mod dns;
 pub mod dovecot;
 pub mod faults;
 pub mod postfix;
+pub mod providers;
 pub mod scripted;
 
 use std::collections::BTreeMap;

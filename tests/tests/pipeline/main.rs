@@ -12,6 +12,7 @@ mod faults;
 mod observability;
 mod operator;
 mod policy;
+mod providers;
 mod qualification;
 mod quality;
 mod request_controls;
