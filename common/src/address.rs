@@ -4,9 +4,13 @@
 //! stored in its ASCII (IDNA) form, so every later step — deduplication,
 //! quarantine look-ups, the SMTP envelope — works on one canonical spelling.
 //! Internationalized domains (`user@bücher.example`) are accepted and
-//! converted; non-ASCII local parts (which would need SMTPUTF8) and anything
-//! that could smuggle a header or SMTP command (CR, LF, NUL, spaces, `<>`)
-//! are refused.
+//! converted. Local parts may hold non-ASCII characters (`josé@…`,
+//! `用户@例子.测试`, RFC 6531): they are kept in Unicode normalization form
+//! C, so that two spellings of one name are one recipient, and the sender
+//! delivers them only to servers that offer SMTPUTF8
+//! ([`EmailAddress::needs_smtputf8`]). Anything that could smuggle a header
+//! or SMTP command (CR, LF, NUL, other control characters, spaces, `<>`) is
+//! refused.
 
 use std::fmt;
 
@@ -23,6 +27,11 @@ pub enum AddressError {
     InvalidLocalPart(String),
     #[error("domain {0:?} is not a valid domain name")]
     InvalidDomain(String),
+    #[error(
+        "local part {0:?} is not ASCII: as a sender address it would need SMTPUTF8 at every \
+         receiving server (recipients may have one, senders may not)"
+    )]
+    NonAsciiSender(String),
 }
 
 /// A valid email address with an ASCII (punycode) domain.
@@ -32,8 +41,22 @@ pub struct EmailAddress {
     domain: String,
 }
 
+/// RFC 5322 `atext`, extended by RFC 6532 with every non-ASCII character
+/// except controls, spaces and the invisible format characters (bidi
+/// overrides, zero-width joiners) that would let two addresses look alike.
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && !c.is_control() && !c.is_whitespace() && !is_invisible_format(c))
+}
+
+/// Unicode format characters (category Cf) that change how text reads
+/// without being seen: never part of an address.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 impl EmailAddress {
@@ -48,6 +71,12 @@ impl EmailAddress {
             return Err(AddressError::TooLong);
         }
         let (local, domain) = raw.rsplit_once('@').ok_or(AddressError::MissingAt)?;
+        let local: std::borrow::Cow<'_, str> = if local.is_ascii() {
+            local.into()
+        } else {
+            icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(local)
+        };
+        let local = local.as_ref();
         let local_ok = !local.is_empty()
             && local.len() <= 64
             && !local.starts_with('.')
@@ -97,9 +126,16 @@ impl EmailAddress {
         Ok(ascii)
     }
 
-    /// The local part as given.
+    /// The local part as given (in normalization form C when not ASCII).
     pub fn local(&self) -> &str {
         &self.local
+    }
+
+    /// Whether delivering to (or from) this address needs the server's
+    /// SMTPUTF8 extension (RFC 6531): its local part is not ASCII. The
+    /// domain never needs it, being kept in its ASCII form.
+    pub fn needs_smtputf8(&self) -> bool {
+        !self.local.is_ascii()
     }
 
     /// The domain, lowercase ASCII (punycode for internationalized names).
@@ -130,20 +166,26 @@ impl std::str::FromStr for EmailAddress {
 }
 
 /// Parses a mailbox as written in a request's `from` / `reply_to`:
-/// `addr@example.com` or `Display Name <addr@example.com>`.
+/// `addr@example.com` or `Display Name <addr@example.com>`. Its local part
+/// must be ASCII: a sender address that needs SMTPUTF8 would make every
+/// message of the request undeliverable to servers without it.
 pub fn parse_mailbox(raw: &str) -> Result<(Option<String>, EmailAddress), AddressError> {
     let raw = raw.trim();
     if !is_header_safe(raw) {
         return Err(AddressError::InvalidLocalPart(raw.to_string()));
     }
-    match (raw.rfind('<'), raw.ends_with('>')) {
+    let (name, addr) = match (raw.rfind('<'), raw.ends_with('>')) {
         (Some(open), true) => {
             let name = raw[..open].trim().trim_matches('"').trim();
             let addr = EmailAddress::parse(&raw[open + 1..raw.len() - 1])?;
-            Ok(((!name.is_empty()).then(|| name.to_string()), addr))
+            ((!name.is_empty()).then(|| name.to_string()), addr)
         }
-        _ => Ok((None, EmailAddress::parse(raw)?)),
+        _ => (None, EmailAddress::parse(raw)?),
+    };
+    if addr.needs_smtputf8() {
+        return Err(AddressError::NonAsciiSender(addr.local().to_string()));
     }
+    Ok((name, addr))
 }
 
 /// A display name that is safe to put in a header: no control characters.
@@ -187,11 +229,34 @@ mod tests {
             "a@-example.com",
             "a@example..com",
             "a@127.0.0.1",
-            "jöhn@example.com",
+            "jo\u{200B}hn@example.com",
+            "jo\u{202E}hn@example.com",
+            "jo\u{0085}hn@example.com",
+            "jo\u{3000}hn@example.com",
             "a@example.com>",
         ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn unicode_local_parts_are_accepted_in_nfc() {
+        let a = EmailAddress::parse("josé@example.com").unwrap();
+        assert_eq!(a.local(), "josé");
+        assert!(a.needs_smtputf8());
+        // The same name with a combining accent is the same recipient.
+        let b = EmailAddress::parse("jose\u{0301}@Example.com").unwrap();
+        assert_eq!(b.local(), "jos\u{00E9}");
+        assert_eq!(a.key(), b.key());
+        let c = EmailAddress::parse("用户@例子.测试").unwrap();
+        assert_eq!(c.to_string(), "用户@xn--fsqu00a.xn--0zwm56d");
+        assert!(c.needs_smtputf8());
+        assert!(!EmailAddress::parse("kunde@bücher.example")
+            .unwrap()
+            .needs_smtputf8());
+        // 64 octets is the limit, not 64 characters: 22 × 3 octets is over.
+        assert!(EmailAddress::parse(&format!("{}@example.com", "用".repeat(22))).is_err());
+        assert!(EmailAddress::parse(&format!("{}@example.com", "用".repeat(21))).is_ok());
     }
 
     #[test]
@@ -208,6 +273,10 @@ mod tests {
         let (name, _) = parse_mailbox("news@acme.example").unwrap();
         assert_eq!(name, None);
         assert!(parse_mailbox("News <news@acme.example>\r\nBcc: x@y.example").is_err());
+        assert!(matches!(
+            parse_mailbox("Jöhn <jöhn@acme.example>"),
+            Err(AddressError::NonAsciiSender(_))
+        ));
     }
 
     #[test]

@@ -32,6 +32,14 @@ use serde::Serialize;
 use crate::config::{BreakerSettings, DomainPolicy};
 use crate::store::{Store, StoreError};
 
+/// How many one-minute buckets the breaker sums for a window of
+/// `window_secs`: every minute the window touches, at least one. The
+/// breaker's Lua counts the same, so `mailpipe domain show` reports the
+/// counts the breaker decided on.
+pub fn breaker_buckets(window_secs: u64) -> u64 {
+    window_secs.div_ceil(60).max(1)
+}
+
 const BREAKER_LUA: &str = r#"
 -- KEYS: 1 pause, 2 index of paused domains; ARGV: 1 bucket prefix, 2 window s,
 -- 3 min attempts, 4 ratio, 5 pause s, 6 count this failure (1/0), 7 domain,
@@ -47,6 +55,8 @@ if ARGV[6] == '1' then
   redis.call('EXPIRE', cur, window + 120)
 end
 local a, f = 0, 0
+-- As many minute buckets as breaker_buckets() in policy.rs (what
+-- `mailpipe domain show` sums): ceil(window / 60), at least one.
 for i = 0, math.max(math.ceil(window / 60) - 1, 0) do
   local h = redis.call('HMGET', ARGV[1] .. (minute - i), 'a', 'f')
   a = a + (tonumber(h[1]) or 0)
@@ -395,7 +405,7 @@ impl Policy {
             .map_err(op("state"))?;
         let minute = crate::unix_now() / 60;
         let (mut attempts, mut failures) = (0, 0);
-        for i in 0..(breaker.window.as_secs() / 60).max(1) as i64 {
+        for i in 0..breaker_buckets(breaker.window.as_secs()) as i64 {
             let (a, f): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
                 .arg(self.key(&["brk", domain, &(minute - i).to_string()]))
                 .arg("a")
@@ -502,5 +512,30 @@ impl Policy {
             r.slowed = true;
         }
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::breaker_buckets;
+
+    #[test]
+    fn the_breaker_sums_every_minute_its_window_touches() {
+        // (window in seconds, buckets), as the breaker's Lua counts them.
+        for (window, buckets) in [
+            (0, 1),
+            (1, 1),
+            (59, 1),
+            (60, 1),
+            (61, 2),
+            (90, 2),
+            (120, 2),
+            (121, 3),
+            (600, 10),
+        ] {
+            assert_eq!(breaker_buckets(window), buckets, "window {window}s");
+            let lua = ((window as f64 / 60.0).ceil() - 1.0).max(0.0) as u64 + 1;
+            assert_eq!(lua, buckets, "the Lua formula, window {window}s");
+        }
     }
 }

@@ -36,8 +36,9 @@ fuzz_target!(|data: &[u8]| {
     let (_, from) = parse_mailbox(&valid.content.from).expect("validated from");
     assert!(is_header_safe(&from.to_string()));
     assert!(valid.part.index >= 1 && valid.part.index <= valid.part.total);
-    // Recipients the expander would accept: the canonical address is ASCII,
-    // header-safe, at most 254 octets, and parsing it again gives it back.
+    // Recipients the expander would accept: the canonical address has an
+    // ASCII domain, is ASCII unless it needs SMTPUTF8, has no control or
+    // space character, is header-safe, at most 254 octets, and parsing it again gives it back.
     for raw in &valid.request.recipients {
         let Ok(r) = serde_json::from_str::<Recipient>(raw.get()) else {
             continue;
@@ -51,7 +52,15 @@ fn check_address(raw: &str) {
         return;
     };
     let s = a.to_string();
-    assert!(s.is_ascii(), "canonical address not ASCII: {s:?}");
+    assert_eq!(
+        !s.is_ascii(),
+        a.needs_smtputf8(),
+        "SMTPUTF8 need misjudged: {s:?}"
+    );
+    assert!(
+        !s.chars().any(|c| c.is_control() || c.is_whitespace()),
+        "control or space in {s:?}"
+    );
     assert!(a.domain().is_ascii(), "domain not ASCII: {:?}", a.domain());
     assert!(is_header_safe(&s), "{s:?}");
     assert!(s.len() <= 254, "{} octets: {s:?}", s.len());

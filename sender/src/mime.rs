@@ -483,6 +483,20 @@ mod tests {
     }
 
     #[test]
+    fn a_unicode_recipient_is_in_the_envelope_and_the_to_header_as_utf8() {
+        let o = origin(None, Signers::default());
+        let mut j = job();
+        j.to = "josé@example.org".into();
+        j.name = Some("José".into());
+        let (envelope, bytes) = build(&j, &sender(), rendered(), &o, SystemTime::now()).unwrap();
+        assert_eq!(envelope.to()[0].to_string(), "josé@example.org");
+        let text = String::from_utf8(bytes).unwrap();
+        // RFC 6532: the address itself is UTF-8 in the header (an encoded
+        // word is allowed for the name only).
+        assert!(text.contains("<josé@example.org>"), "{text}");
+    }
+
+    #[test]
     fn mail_from_a_covered_domain_is_signed_and_other_mail_is_not() {
         let o = origin(None, Signers::new(vec![ed25519("example.com")]));
         let (_, bytes) = build(&job(), &sender(), rendered(), &o, SystemTime::now()).unwrap();

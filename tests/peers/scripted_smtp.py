@@ -7,12 +7,13 @@ fate. Started by `mailpipe-tests`' `ScriptedSmtp` (tests/src/scripted.rs).
 
 Usage:
     python3 scripted_smtp.py --port PORT --dir DIR [--host 127.0.0.1]
-                             [--slow-seconds 10] [--no-pipelining]
+                             [--slow-seconds 10] [--no-pipelining] [--no-smtputf8]
                              [--tls-cert CERT --tls-key KEY
                               [--tls-mode starttls|require-starttls|implicit]]
                              [--auth USER:PASSWORD] [--max-connections N]
 
-It offers PIPELINING unless --no-pipelining is given. With a certificate it
+It offers PIPELINING unless --no-pipelining is given, and SMTPUTF8 unless
+--no-smtputf8 is given. With a certificate it
 offers STARTTLS (`require-starttls`: refuses mail before it), or speaks TLS
 from the first byte (`implicit`). With --auth it requires AUTH (PLAIN or
 LOGIN) with that user and password, over TLS when TLS is configured.
@@ -383,7 +384,7 @@ async def serve(args):
         proto = ScriptedSMTP(
             handler,
             data_size_limit=256 * 1024 * 1024,
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=not args.no_smtputf8,
             hostname="scripted-smtp.test",  # never socket.getfqdn() per connection
             ident="mailpipe scripted SMTP",
             timeout=300,
@@ -438,6 +439,11 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--slow-seconds", type=float, default=10.0)
     p.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
+    p.add_argument(
+        "--no-smtputf8",
+        action="store_true",
+        help="do not offer SMTPUTF8 (non-ASCII addresses must not be sent)",
+    )
     p.add_argument(
         "--commit-delay",
         type=float,

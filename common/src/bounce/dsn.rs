@@ -9,6 +9,7 @@
 
 use super::fields::{self, Field};
 use super::{Action, RecipientStatus};
+use crate::classify::EnhancedCode;
 
 /// Recipients kept from one report.
 pub(super) const MAX_RECIPIENTS: usize = 1000;
@@ -142,16 +143,10 @@ fn status_comment(value: &str) -> Option<String> {
     (rest.chars().filter(|c| c.is_alphabetic()).count() >= 3).then_some(rest)
 }
 
-/// Whether `s` is exactly `[245].d{1,3}.d{1,3}`.
+/// Whether `s` is exactly an RFC 3463 code (`[245].subject.detail`), read
+/// as the classifier reads one ([`EnhancedCode`]).
 pub(super) fn valid_status(s: &str) -> bool {
-    let mut parts = s.split('.');
-    let (Some(class), Some(subject), Some(detail), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let digits = |p: &str| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
-    matches!(class, "2" | "4" | "5") && digits(subject) && digits(detail)
+    s.len() == s.trim().len() && s.parse::<EnhancedCode>().is_ok()
 }
 
 #[cfg(test)]
@@ -199,7 +194,9 @@ mod tests {
             status_code("4.7.500 (throttled)").as_deref(),
             Some("4.7.500")
         );
-        for bad in ["", "5.1", "6.1.1", "5.1.1.1", "5.1234.1", "x.1.1", "550"] {
+        for bad in [
+            "", "5.1", "6.1.1", "5.1.1.1", "5.1234.1", "x.1.1", "550", "5.9.1",
+        ] {
             assert_eq!(status_code(bad), None, "{bad}");
         }
     }

@@ -379,6 +379,20 @@ const CORPUS: &[Row] = &[
     ("501 Too many syntax or protocol errors", Refused, HARD, false, NOQ, SND),
     // Postfix smtpd(8): pipelining before the server's reply.
     ("554 5.5.1 Data command rejected: Improper use of SMTP command pipelining", Refused, HARD, false, NOQ, SND),
+    // RFC 6531 section 3.7.4.2: a server that refuses a non-ASCII address.
+    ("553 5.6.7 Non-ASCII addresses not permitted for that recipient", Unreachable, HARD, false, NOQ, REC),
+    ("550 5.6.7 Non-ASCII addresses not permitted for that sender", Unreachable, HARD, false, NOQ, REC),
+    // RFC 6531's code under RFC 5321's generic 553 text.
+    ("553 5.6.7 Requested action not taken: mailbox name not allowed", Unreachable, HARD, false, NOQ, REC),
+    // Postfix smtp_proto.c: SMTPUTF8 required and not offered (its DSN text).
+    ("5.6.7 SMTPUTF8 is required, but was not offered by host mx.example.com[192.0.2.1]", Unreachable, HARD, false, NOQ, REC),
+    // mailpipe's own deferrals when the server lacks SMTPUTF8 (a non-ASCII
+    // address) or 8BITMIME (our 8-bit message: sender scope, like Sendmail's
+    // 5.6.3 below): nothing was sent, the message waits.
+    ("4.6.7 the server does not offer SMTPUTF8, which a non-ASCII address needs (RFC 6531); deferred until a server that offers it takes it", Unreachable, SOFT, true, NOQ, REC),
+    ("4.6.3 the server does not offer 8BITMIME, which the message's 8-bit data needs; deferred until a server that offers it takes it", Refused, SOFT, true, NOQ, SND),
+    // Exim and other MTAs word it in text under a generic code.
+    ("550 UTF-8 addresses are not permitted here", Unreachable, HARD, false, NOQ, REC),
     // Sendmail deliver.c: 8-bit data towards a 7-bit destination.
     ("554 5.6.3 Cannot send 8-bit data to 7-bit destination", Refused, HARD, false, NOQ, SND),
     // Haraka plugin headers (RFC 5322 section 3.6 checks).

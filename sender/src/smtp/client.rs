@@ -82,6 +82,16 @@ pub enum SmtpError {
     /// The server's answer is not SMTP, or it cannot do what is required
     /// (STARTTLS, SMTPUTF8, an AUTH mechanism).
     Protocol(String),
+    /// The server lacks an extension this message needs (SMTPUTF8 for a
+    /// non-ASCII address, 8BITMIME for 8-bit data): nothing was sent and
+    /// the connection stays usable. The message waits for a server that
+    /// offers it (another MX host, or this one once upgraded).
+    Unsupported {
+        /// The RFC 3463 code that names the lack: `4.6.7` (non-ASCII
+        /// addresses) or `4.6.3` (8-bit data).
+        enhanced: &'static str,
+        detail: String,
+    },
     /// The caller's "data sent" mark could not be written, so the
     /// transaction was abandoned before the final dot (nothing delivered).
     Aborted,
@@ -94,6 +104,7 @@ impl std::fmt::Display for SmtpError {
             SmtpError::Io(e) => write!(f, "{e}"),
             SmtpError::Tls(e) => write!(f, "TLS: {e}"),
             SmtpError::Protocol(e) => write!(f, "{e}"),
+            SmtpError::Unsupported { enhanced, detail } => write!(f, "{enhanced} {detail}"),
             SmtpError::Aborted => {
                 write!(f, "transaction abandoned before the final dot (no mark)")
             }
@@ -112,10 +123,15 @@ impl From<io::Error> for SmtpError {
 /// Whether a connection may carry another transaction (after RSET) once a
 /// transaction failed with `e`, provided every reply was read: only after
 /// a 4xx or 5xx reply, and never after 421, with which the server says it
-/// is closing the connection. I/O, TLS and protocol errors leave it in an
-/// unknown state.
+/// is closing the connection; and after a message the server could not
+/// take for want of an extension (nothing was sent). I/O, TLS and protocol
+/// errors leave it in an unknown state.
 pub fn reusable_after(e: &SmtpError) -> bool {
-    matches!(e, SmtpError::Reply(r) if r.code != 421 && (400..600).contains(&r.code))
+    match e {
+        SmtpError::Reply(r) => r.code != 421 && (400..600).contains(&r.code),
+        SmtpError::Unsupported { .. } => true,
+        _ => false,
+    }
 }
 
 /// What the server offered in its EHLO reply.
@@ -330,22 +346,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         mark: impl std::future::Future<Output = bool>,
     ) -> Result<Reply, SmtpError> {
         let mut params = String::new();
-        if !from.is_ascii() || to.iter().any(|t| !t.is_ascii()) {
+        let utf8 = !from.is_ascii() || to.iter().any(|t| !t.is_ascii());
+        if utf8 {
             if !self.caps.smtputf8 {
-                return Err(SmtpError::Protocol(
-                    "the envelope has non-ASCII addresses but the server does not offer SMTPUTF8"
+                // Nothing written: the connection is in step.
+                self.in_step = true;
+                return Err(SmtpError::Unsupported {
+                    enhanced: "4.6.7",
+                    detail: "the server does not offer SMTPUTF8, which a non-ASCII address \
+                             needs (RFC 6531); deferred until a server that offers it takes it"
                         .into(),
-                ));
+                });
             }
             params.push_str(" SMTPUTF8");
         }
         if !message.is_ascii() {
-            if !self.caps.eightbitmime {
-                return Err(SmtpError::Protocol(
-                    "the message has non-ASCII bytes but the server does not offer 8BITMIME".into(),
-                ));
+            // A server that offers SMTPUTF8 takes 8-bit data (RFC 6531).
+            if !self.caps.eightbitmime && !utf8 {
+                self.in_step = true;
+                return Err(SmtpError::Unsupported {
+                    enhanced: "4.6.3",
+                    detail: "the server does not offer 8BITMIME, which the message's 8-bit \
+                             data needs; deferred until a server that offers it takes it"
+                        .into(),
+                });
             }
-            params.push_str(" BODY=8BITMIME");
+            if self.caps.eightbitmime {
+                params.push_str(" BODY=8BITMIME");
+            }
         }
         let mail = format!("MAIL FROM:<{from}>{params}");
         if self.caps.pipelining {
@@ -1000,17 +1028,61 @@ mod tests {
 
     #[tokio::test]
     async fn an_old_server_gets_helo_and_non_ascii_needs_the_extensions() {
-        let (port, _server) = scripted(vec![
+        let (port, server) = scripted(vec![
             ("EHLO", "502 5.5.2 what?\r\n"),
             ("HELO sender.test\r\n", "250 hello\r\n"),
+            ("RSET\r\n", "250 ok\r\n"),
+            ("RSET\r\n", "250 ok\r\n"),
         ])
         .await;
         let mut c = client(port).await;
         assert_eq!(c.capabilities(), &Capabilities::default());
+        // Nothing of the message is written, and the connection is kept.
         match c.send("a@x.test", &["bücher@y.test"], b"x\r\n").await {
-            Err(SmtpError::Protocol(e)) => assert!(e.contains("SMTPUTF8"), "{e}"),
+            Err(SmtpError::Unsupported { enhanced, detail }) => {
+                assert_eq!(enhanced, "4.6.7");
+                assert!(detail.contains("SMTPUTF8"), "{detail}");
+            }
             other => panic!("{other:?}"),
         }
+        assert!(!c.has_broken());
+        match c.send("a@x.test", &["b@y.test"], "é\r\n".as_bytes()).await {
+            Err(SmtpError::Unsupported { enhanced, detail }) => {
+                assert_eq!(enhanced, "4.6.3");
+                assert!(detail.contains("8BITMIME"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!c.has_broken());
+        c.quit().await;
+        let seen = server.await.unwrap();
+        assert!(
+            !seen.iter().any(|l| l.contains("MAIL FROM")),
+            "a message went out: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_smtputf8_server_gets_non_ascii_addresses_with_the_parameter() {
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-test\r\n250 SMTPUTF8\r\n"),
+            ("MAIL FROM:<a@x.test> SMTPUTF8\r\n", "250 ok\r\n"),
+            ("RCPT TO:<josé@y.test>\r\n", "250 ok\r\n"),
+            ("DATA\r\n", "354 go\r\n"),
+            (".\r\n", "250 queued\r\n"),
+        ])
+        .await;
+        let mut c = client(port).await;
+        let r = c
+            .send(
+                "a@x.test",
+                &["josé@y.test"],
+                "To: josé@y.test\r\n\r\nhi\r\n".as_bytes(),
+            )
+            .await;
+        assert!(matches!(&r, Ok(reply) if reply.code == 250), "{r:?}");
+        c.quit().await;
+        server.await.unwrap();
     }
 
     #[tokio::test]

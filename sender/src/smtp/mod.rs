@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use lettre::address::Envelope;
-use mailpipe_common::classify::{ConnectionError, Failure};
+use mailpipe_common::classify::{ConnectionError, EnhancedCode, Failure};
 use mailpipe_common::config::{RouteSettings, TlsMode};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_rustls::rustls;
@@ -379,20 +379,12 @@ pub enum SendError<E> {
 /// its slot at the route's gate.
 pub struct Connection(Object<SmtpManager>, gate::Slot);
 
-/// Extracts an RFC 3463 enhanced status code (`4.4.3`) from the start of a reply text.
+/// Extracts an RFC 3463 enhanced status code (`4.4.3`) from the start of a
+/// reply text: the classifier's [`EnhancedCode`] reading, so the sender,
+/// the classifier and the DSN parser agree on what a code is.
 pub fn enhanced_code(text: &str) -> Option<String> {
     let word = text.split_whitespace().next()?;
-    let mut parts = word.split('.');
-    let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
-    let ok = parts.next().is_none()
-        && matches!(class, "2" | "4" | "5")
-        && (1..=3).contains(&subject.len())
-        && (1..=3).contains(&detail.len())
-        && subject
-            .chars()
-            .chain(detail.chars())
-            .all(|c| c.is_ascii_digit());
-    ok.then(|| word.to_string())
+    word.parse::<EnhancedCode>().ok().map(|c| c.to_string())
 }
 
 /// How an I/O error failed the connection, for the classifier.
@@ -432,6 +424,13 @@ fn failure_of(e: SmtpError) -> Failure {
             error: ConnectionError::Other,
             detail,
         },
+        // Said by mailpipe, not by the server: no basic code, and the
+        // transient enhanced code defers the message.
+        SmtpError::Unsupported { enhanced, detail } => Failure::Reply {
+            code: 0,
+            enhanced: Some(enhanced.into()),
+            text: format!("{enhanced} {detail}"),
+        },
         SmtpError::Aborted => Failure::Connection {
             error: ConnectionError::Other,
             detail: SmtpError::Aborted.to_string(),
@@ -456,5 +455,8 @@ mod tests {
         assert_eq!(enhanced_code("Service not available"), None);
         assert_eq!(enhanced_code("1.2.3 nope"), None);
         assert_eq!(enhanced_code("5.1 short"), None);
+        // The same reading as the classifier's: subjects are 0 to 7.
+        assert_eq!(enhanced_code("5.9.1 odd"), None);
+        assert_eq!(enhanced_code("4.7.28 slow down").as_deref(), Some("4.7.28"));
     }
 }

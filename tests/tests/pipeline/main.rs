@@ -21,3 +21,4 @@ mod sites;
 mod smtp_session;
 mod store_scripts;
 mod throttling;
+mod unicode;
