@@ -17,9 +17,19 @@
 //!   every Redis key under a prefix.
 //! * `stream`   — reads a stream (the archive) from its first message: how
 //!   many messages and bytes it holds, how fast they read back (`stream.rs`).
+//! * `providers` — the provider simulator of the test harness
+//!   (tests/src/providers.rs, compiled in here): several mailbox providers
+//!   on loopback addresses, each with its connection and rate limits; exits
+//!   once `--expect` recipients were delivered and writes its counts.
 //! * `sign`     — DKIM signing rates (RSA-2048, Ed25519) of *ring*, aws-lc-rs
 //!   and OpenSSL on 1 and 2 threads, interleaved in rounds (see `sign.rs`).
 
+// The test harness's simulator, shared as a source file so that this tool
+// stays independent of mailpipe's crates. The tests steer providers at run
+// time; this tool only runs them and reads their counts.
+#[allow(dead_code)]
+#[path = "../../tests/src/providers.rs"]
+mod providers;
 mod sign;
 mod stream;
 
@@ -87,6 +97,10 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value = "bench.example")]
         domain: String,
+        /// Spread the recipients over this many domains, recipient i at
+        /// `d{i % domains}.{domain}` (0: all at `domain`).
+        #[arg(long, default_value_t = 0)]
+        domains: u64,
         /// Write the request(s) to this file instead of publishing (one JSON per line).
         #[arg(long)]
         dry_run: Option<String>,
@@ -166,6 +180,48 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         idle: f64,
     },
+    /// Submits one message per recipient `user{i}@d{i % domains}.{domain}`
+    /// to an SMTP server (a Postfix) over several pipelined sessions.
+    Inject {
+        /// host:port of the server.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        recipients: u64,
+        #[arg(long, default_value_t = 0)]
+        domains: u64,
+        #[arg(long, default_value = "bench.example")]
+        domain: String,
+        /// The message (headers and body, LF or CRLF line ends).
+        #[arg(long)]
+        message: String,
+        #[arg(long, default_value_t = 16)]
+        sessions: u64,
+    },
+    /// Runs simulated providers until `--expect` recipients were delivered.
+    Providers {
+        /// A provider: name=a,ip=127.0.0.21,conns=3,rate=1500[,burst=N][,over=421]
+        #[arg(long = "provider", required = true)]
+        providers: Vec<String>,
+        /// The port of every provider (0: a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The chosen port is written here once listening.
+        #[arg(long)]
+        port_file: String,
+        /// The counts (JSON) go here at the end.
+        #[arg(long)]
+        out: String,
+        /// Stop once this many recipients were delivered...
+        #[arg(long)]
+        expect: u64,
+        /// ...and this many seconds more passed (to see late duplicates);
+        #[arg(long, default_value_t = 1.0)]
+        settle: f64,
+        /// ...or after this many seconds, or on SIGTERM.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
     /// DKIM signing rates per library (no broker or Redis needed).
     Sign {
         /// Seconds per measurement.
@@ -209,6 +265,7 @@ async fn main() -> anyhow::Result<()> {
             parts,
             size,
             domain,
+            domains,
             dry_run,
         } => {
             publish(
@@ -219,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
                 parts,
                 size,
                 &domain,
+                domains,
                 dry_run.as_deref(),
             )
             .await?
@@ -274,6 +332,23 @@ async fn main() -> anyhow::Result<()> {
             expect,
             idle,
         } => stream::stream(&cli.amqp, &queue, expect, idle).await?,
+        Cmd::Inject {
+            to,
+            recipients,
+            domains,
+            domain,
+            message,
+            sessions,
+        } => inject(&to, recipients, domains, &domain, &message, sessions).await?,
+        Cmd::Providers {
+            providers,
+            port,
+            port_file,
+            out,
+            expect,
+            settle,
+            timeout,
+        } => run_providers(&providers, port, &port_file, &out, expect, settle, timeout).await?,
         Cmd::Sign {
             seconds,
             rounds,
@@ -483,6 +558,15 @@ fn templates(size: usize) -> Value {
     })
 }
 
+/// Recipient i's domain: `d{i % domains}.{domain}`, or `domain` itself.
+fn spread_domain(i: u64, domains: u64, domain: &str) -> String {
+    if domains == 0 {
+        domain.to_string()
+    } else {
+        format!("d{}.{domain}", i % domains)
+    }
+}
+
 fn recipient(i: u64, domain: &str) -> Value {
     json!({
         "email": format!("user{i}@{domain}"),
@@ -500,6 +584,7 @@ async fn publish(
     parts: u64,
     size: usize,
     domain: &str,
+    domains: u64,
     dry_run: Option<&str>,
 ) -> anyhow::Result<Value> {
     let parts = parts.max(1);
@@ -519,7 +604,11 @@ async fn publish(
         let to = ((p + 1) * per_part).min(recipients);
         obj.insert(
             "recipients".into(),
-            Value::Array((from..to).map(|i| recipient(i, domain)).collect()),
+            Value::Array(
+                (from..to)
+                    .map(|i| recipient(i, &spread_domain(i, domains, domain)))
+                    .collect(),
+            ),
         );
         bodies.push(serde_json::to_vec(&req)?);
     }
@@ -921,4 +1010,147 @@ fn count(target: u64, out: &str) -> anyhow::Result<Value> {
         }
     }
     Ok(json!({"done_ms": reached, "first_ms": first_ms, "messages": last}))
+}
+
+async fn run_providers(
+    specs: &[String],
+    port: u16,
+    port_file: &str,
+    out: &str,
+    expect: u64,
+    settle: f64,
+    timeout: u64,
+) -> anyhow::Result<Value> {
+    let specs = specs
+        .iter()
+        .map(|s| {
+            providers::ProviderSpec::parse(s).map_err(|e| anyhow::anyhow!("--provider {s}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sim = if port == 0 {
+        providers::Simulator::start(&specs).await?
+    } else {
+        providers::Simulator::start_on(port, &specs).await?
+    };
+    std::fs::write(port_file, format!("{}\n", sim.port))?;
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut reached: Option<Instant> = None;
+    let why = loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = term.recv() => break "terminated",
+            _ = tokio::signal::ctrl_c() => break "interrupted",
+        }
+        if reached.is_none() && sim.delivered() >= expect {
+            reached = Some(Instant::now());
+        }
+        if reached.is_some_and(|t| t.elapsed().as_secs_f64() >= settle) {
+            break "delivered";
+        }
+        if Instant::now() > deadline {
+            break "timed out";
+        }
+    };
+    let stats: Vec<Value> = sim.stats().iter().map(|s| s.to_json()).collect();
+    let delivered = sim.delivered();
+    let done_ms = sim.stats().iter().filter_map(|s| s.last_delivery_ms).max();
+    let all = json!({"end": why, "end_ms": now_ms(), "epoch_ms": sim.epoch_ms, "done_ms": done_ms,
+                     "delivered": delivered, "expect": expect, "providers": stats});
+    std::fs::write(out, serde_json::to_vec(&all)?)?;
+    Ok(json!({"end": why, "delivered": delivered, "done_ms": done_ms}))
+}
+
+async fn inject(
+    to: &str,
+    recipients: u64,
+    domains: u64,
+    domain: &str,
+    message: &str,
+    sessions: u64,
+) -> anyhow::Result<Value> {
+    // CRLF line ends, dot-stuffed once.
+    let raw = std::fs::read_to_string(message).with_context(|| message.to_string())?;
+    let mut body = String::with_capacity(raw.len() + raw.len() / 40);
+    for line in raw.lines() {
+        if line.starts_with('.') {
+            body.push('.');
+        }
+        body.push_str(line);
+        body.push_str("\r\n");
+    }
+    body.push_str(".\r\n");
+    let body = Arc::new(body);
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let t0 = now_ms();
+    let mut tasks = Vec::new();
+    for _ in 0..sessions.max(1) {
+        let (to, domain, body, next, failed) = (
+            to.to_string(),
+            domain.to_string(),
+            body.clone(),
+            next.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let sock = tokio::net::TcpStream::connect(&to).await?;
+            let _ = sock.set_nodelay(true);
+            let (r, mut w) = sock.into_split();
+            let mut r = BufReader::new(r);
+            let mut line = String::new();
+            reply(&mut r, &mut line).await?;
+            w.write_all(b"EHLO bench.example\r\n").await?;
+            reply(&mut r, &mut line).await?;
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= recipients {
+                    break;
+                }
+                let rcpt = format!("user{i}@{}", spread_domain(i, domains, &domain));
+                w.write_all(
+                    format!("MAIL FROM:<news@acme.example>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n")
+                        .as_bytes(),
+                )
+                .await?;
+                let (m, rc, d) = (
+                    reply(&mut r, &mut line).await?,
+                    reply(&mut r, &mut line).await?,
+                    reply(&mut r, &mut line).await?,
+                );
+                if d != 354 {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    eprintln!("inject: {rcpt}: MAIL {m} RCPT {rc} DATA {d}");
+                    continue;
+                }
+                w.write_all(body.as_bytes()).await?;
+                if reply(&mut r, &mut line).await? != 250 {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            w.write_all(b"QUIT\r\n").await?;
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let f = failed.load(Ordering::SeqCst);
+    Ok(json!({"t0_ms": t0, "injected_ms": now_ms(), "recipients": recipients, "failed": f}))
+}
+
+/// Reads one SMTP reply (all its lines); returns its code.
+async fn reply(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    line: &mut String,
+) -> anyhow::Result<u16> {
+    loop {
+        line.clear();
+        if r.read_line(line).await? == 0 {
+            bail!("connection closed");
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok(line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0));
+        }
+    }
 }
