@@ -65,7 +65,7 @@ def table(res, rows, facts):
     out = [
         f"### Run of {facts['date']}",
         "",
-        f"`{facts['command']}` at {facts['commit']}, {facts['nproc']} cores; load average "
+        f"`{facts['command']}` at {facts['commit']} (mailpipe binaries: {facts.get('bin', 'release build')}), {facts['nproc']} cores; load average "
         f"{facts['load_before']} before, {facts['load_after']} after (the machine is shared). "
         f"{facts['n']:,} recipients over {facts['domains']:,} domains at providers a (3 connections, 1,500/s), "
         f"b (2, 800/s), c (1, 200/s): aggregate 2,500/s, recipients in proportion to the rates.",
