@@ -165,6 +165,16 @@ impl std::str::FromStr for EmailAddress {
     }
 }
 
+/// The domain of an address as mailpipe counts and steers mail by it (the
+/// sending policy, the deferred index): the part after the last `@`,
+/// lowercased; empty without an `@`.
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 /// Parses a mailbox as written in a request's `from` / `reply_to`:
 /// `addr@example.com` or `Display Name <addr@example.com>`. Its local part
 /// must be ASCII: a sender address that needs SMTPUTF8 would make every

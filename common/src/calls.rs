@@ -90,9 +90,10 @@ local function room(key, limit)
 end
 
 local function gate(mid, req, retried, owner)
-  if retried == '1' then
-    redis.call('ZREM', p .. ':deferred', mid)
-    redis.call('HDEL', p .. ':deferred:info', mid)
+  -- Taken again: out of the deferred index (a retry, or a message a
+  -- sender deferred, which its request's index names).
+  if retried == '1' or redis.call('ZSCORE', p .. ':req:' .. req .. ':deferred', mid) then
+    unindex_deferred(p, mid)
   end
   local done = redis.call('GET', p .. ':done:' .. mid)
   if done then return '1', done end
@@ -402,7 +403,12 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
 }
 
 /// The calls script, hashed once per process.
-static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CALLS_LUA));
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        "{}\n{CALLS_LUA}",
+        crate::store::INDEX_FUNCTIONS_LUA
+    ))
+});
 
 impl Store {
     /// Runs any mix of the per-message calls of a sender in one round trip,

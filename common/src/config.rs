@@ -1106,7 +1106,7 @@ pub fn parse_worker_args(
         match a.as_str() {
             "-h" | "--help" => return WorkerArgs::Print(worker_help(name, about)),
             "-V" | "--version" => {
-                return WorkerArgs::Print(format!("{name} {}\n", env!("CARGO_PKG_VERSION")))
+                return WorkerArgs::Print(format!("{name} {}\n", crate::metrics::this_version()))
             }
             "--config" => match args.next() {
                 Some(v) => config = Some(v.into()),
@@ -1306,7 +1306,7 @@ mod tests {
             WorkerArgs::Print(t) => format!("print {}", t.trim()),
             WorkerArgs::Usage(_) => "usage error".to_string(),
         };
-        let version = format!("print mailpipe-x {}", env!("CARGO_PKG_VERSION"));
+        let version = format!("print mailpipe-x {}", crate::metrics::this_version());
         let table: &[(&[&str], &str)] = &[
             (&[], "run None"),
             (&["--config", "a.yaml"], "run Some(\"a.yaml\")"),

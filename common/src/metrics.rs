@@ -24,6 +24,29 @@ pub const COMMIT: &str = env!("MAILPIPE_COMMIT");
 /// mailpipe's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// What `--version` prints after the program's name: the version, and the
+/// commit when the build knew it (`0.1.0 (commit 1a2b3c4)`); a build
+/// outside a git checkout, without `MAILPIPE_COMMIT`, prints the version
+/// alone.
+pub fn version_text(version: &str, commit: &str) -> String {
+    let commit = commit.trim();
+    let known = !commit.is_empty()
+        && commit != "unknown"
+        && commit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+    if known {
+        format!("{version} (commit {commit})")
+    } else {
+        version.to_string()
+    }
+}
+
+/// [`version_text`] of this build.
+pub fn this_version() -> String {
+    version_text(VERSION, COMMIT)
+}
+
 /// The metrics of one binary: built with a registry that holds them and
 /// what every process exports.
 pub trait WorkerMetrics: Sized + Send + Sync + 'static {
@@ -820,6 +843,28 @@ mod tests {
         m.taken(&batch(now - 9 * day / 2, now + day / 2, 0, 20), None);
         m.taken(&batch(now - 9 * day / 2, now + day / 2, 3, 1), Some(due));
         assert_eq!((near(&m, "first"), near(&m, "retry")), (20, 1));
+    }
+
+    #[test]
+    fn the_version_names_the_commit_only_when_the_build_knew_it() {
+        let table = [
+            ("0.1.0", "1a2b3c4", "0.1.0 (commit 1a2b3c4)"),
+            ("0.1.0", " 1a2b3c4\n", "0.1.0 (commit 1a2b3c4)"),
+            (
+                "0.1.0",
+                "v0.1.0-3-g1a2b3c4",
+                "0.1.0 (commit v0.1.0-3-g1a2b3c4)",
+            ),
+            // Built outside git, without MAILPIPE_COMMIT.
+            ("0.1.0", "unknown", "0.1.0"),
+            ("0.1.0", "", "0.1.0"),
+            // Something that is no commit name is not printed.
+            ("0.1.0", "fatal: not a git repository", "0.1.0"),
+        ];
+        for (version, commit, expected) in table {
+            assert_eq!(version_text(version, commit), expected, "{commit:?}");
+        }
+        assert!(this_version().starts_with(VERSION));
     }
 
     #[test]

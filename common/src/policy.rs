@@ -17,7 +17,8 @@
 //! `{p}:rconc:{route}`, `{p}:brk:{domain}:{minute}` (breaker buckets),
 //! `{p}:paused` (index of the paused domains by the end of their pause, so
 //! the paused domains are listed without scanning the key space; the pause
-//! key decides, the index only points at it).
+//! key decides, the index only points at it), `{p}:pausenote:{domain}` (an
+//! operator's pause: when, why and who, JSON, with the pause's time to live).
 //!
 //! Whether a message may go now ([`Ask`] → [`Verdict`]) is decided by the
 //! script of [`crate::calls`], together with the sender's other calls for
@@ -77,8 +78,9 @@ return {opened, a, f}
 /// entries whose pause ended (or was removed) leave the index.
 const PAUSED_LUA: &str = r#"
 -- KEYS: 1 index of paused domains; ARGV: 1 pause key prefix, 2 most domains
--- to describe. Returns the number paused and, for the first ones by end of
--- pause, domain, end (Unix ms) and who paused it.
+-- to describe, 3 pause note key prefix. Returns the number paused and, for
+-- the first ones by end of pause, domain, end (Unix ms), who paused it and
+-- the operator's note ('' none).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[2])
@@ -94,19 +96,33 @@ for _, d in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
       out[#out + 1] = d
       out[#out + 1] = tostring(now + ttl)
       out[#out + 1] = redis.call('GET', ARGV[1] .. d) or ''
+      out[#out + 1] = redis.call('GET', ARGV[3] .. d) or ''
     end
   end
 end
 return {total, out}
 "#;
 
-/// A paused domain: until when, and by whom.
+/// A paused domain: until when, by whom, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PausedDomain {
     pub domain: String,
     /// End of the pause, Unix milliseconds.
     pub until_ms: i64,
     /// `breaker` or `operator`.
+    pub by: String,
+    /// Why an operator paused it (empty: no reason given, or the breaker).
+    pub reason: String,
+}
+
+/// An operator's pause of a domain: when, why and who (the user that ran
+/// `mailpipe domain pause`). Kept as long as the pause; resume clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PauseNote {
+    pub at: i64,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
     pub by: String,
 }
 
@@ -151,6 +167,10 @@ pub struct DomainState {
     pub paused_for: Option<u64>,
     /// What paused it (`breaker` or `operator`).
     pub paused_by: Option<String>,
+    /// End of the pause, Unix seconds.
+    pub paused_until: Option<i64>,
+    /// An operator's pause: when, why and who.
+    pub pause_note: Option<PauseNote>,
     /// Run-time overrides: messages per second, burst, concurrency.
     pub rate_per_second: Option<f64>,
     pub burst: Option<u32>,
@@ -254,15 +274,33 @@ impl Policy {
         Ok(opened == 1)
     }
 
-    /// Pauses sending to a domain.
-    pub async fn pause(&self, domain: &str, for_: Duration, by: &str) -> Result<(), StoreError> {
+    /// Pauses sending to a domain; `note` says when, why and who (an
+    /// operator's pause), and lasts as long as the pause. Without a note, an
+    /// earlier pause's note is dropped.
+    pub async fn pause(
+        &self,
+        domain: &str,
+        for_: Duration,
+        by: &str,
+        note: Option<&PauseNote>,
+    ) -> Result<(), StoreError> {
         let mut c = self.store.connection();
         let secs = for_.as_secs().max(1);
         let until = crate::unix_now_ms() + secs as i64 * 1000;
-        let _: () = redis::pipe()
-            .set_ex(self.key(&["pause", domain]), by, secs)
+        let mut pipe = redis::pipe();
+        pipe.set_ex(self.key(&["pause", domain]), by, secs)
             .ignore()
             .zadd(self.key(&["paused"]), domain, until)
+            .ignore();
+        match note {
+            Some(n) => pipe.set_ex(
+                self.key(&["pausenote", domain]),
+                serde_json::to_string(n).unwrap_or_default(),
+                secs,
+            ),
+            None => pipe.del(self.key(&["pausenote", domain])),
+        };
+        let _: () = pipe
             .ignore()
             .query_async(&mut c)
             .await
@@ -278,15 +316,19 @@ impl Policy {
             .key(self.key(&["paused"]))
             .arg(self.key(&["pause", ""]))
             .arg(limit)
+            .arg(self.key(&["pausenote", ""]))
             .invoke_async(&mut c)
             .await
             .map_err(op("paused domains"))?;
         let domains = flat
-            .chunks_exact(3)
+            .chunks_exact(4)
             .map(|d| PausedDomain {
                 domain: d[0].clone(),
                 until_ms: d[1].parse().unwrap_or_default(),
                 by: d[2].clone(),
+                reason: serde_json::from_str::<PauseNote>(&d[3])
+                    .map(|n| n.reason)
+                    .unwrap_or_default(),
             })
             .collect();
         Ok((total, domains))
@@ -298,6 +340,8 @@ impl Policy {
         let (n,): (i64,) = redis::pipe()
             .del(self.key(&["pause", domain]))
             .del(self.key(&["slow", domain]))
+            .ignore()
+            .del(self.key(&["pausenote", domain]))
             .ignore()
             .zrem(self.key(&["paused"]), domain)
             .ignore()
@@ -372,6 +416,10 @@ impl Policy {
             .ttl(self.key(&["pause", domain]))
             .await
             .map_err(op("state"))?;
+        let note: Option<String> = c
+            .get(self.key(&["pausenote", domain]))
+            .await
+            .map_err(op("state"))?;
         let ov: (Option<f64>, Option<u32>, Option<u32>) = redis::cmd("HMGET")
             .arg(self.key(&["limit", domain]))
             .arg("interval_ms")
@@ -420,6 +468,10 @@ impl Policy {
             domain: domain.to_string(),
             paused_for: (ttl > 0).then_some(ttl as u64),
             paused_by: pause,
+            paused_until: (ttl > 0).then(|| crate::unix_now() + ttl),
+            pause_note: note
+                .filter(|_| ttl > 0)
+                .and_then(|n| serde_json::from_str(&n).ok()),
             rate_per_second: ov.0.filter(|i| *i > 0.0).map(|i| 1000.0 / i),
             burst: ov.1,
             concurrency: ov.2,
@@ -429,6 +481,40 @@ impl Policy {
             failures,
             in_flight,
         })
+    }
+
+    /// A domain's attempts per second lately (its decaying attempt count,
+    /// as `site list` reads a site's) and failures per second over the
+    /// last minute or two (the breaker's buckets of this minute and the
+    /// one before).
+    pub async fn domain_rates(&self, domain: &str) -> Result<(f64, f64), StoreError> {
+        let mut c = self.store.connection();
+        let (count, t, f): (Option<f64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.key(&["seen", domain]))
+            .arg("c")
+            .arg("t")
+            .arg("f")
+            .query_async(&mut c)
+            .await
+            .map_err(op("domain rates"))?;
+        let now = crate::unix_now_ms();
+        let attempts = match (count, t, f) {
+            (Some(count), Some(t), Some(f)) => {
+                crate::slowdown::decayed_rate(count, t, f, now, crate::slowdown::SEEN_TAU_MS as f64)
+            }
+            _ => 0.0,
+        };
+        let minute = now / 60_000;
+        let mut failures = 0u64;
+        for m in [minute, minute - 1] {
+            let n: Option<u64> = c
+                .hget(self.key(&["brk", domain, &m.to_string()]), "f")
+                .await
+                .map_err(op("domain rates"))?;
+            failures += n.unwrap_or(0);
+        }
+        let span = 60.0 + (now % 60_000) as f64 / 1000.0;
+        Ok((attempts, failures as f64 / span))
     }
 
     /// Domains with a pause, a run-time limit, a slow-down or recent attempts.

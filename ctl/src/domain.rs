@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use mailpipe_common::policy::Policy;
+use mailpipe_common::policy::{DomainState, PauseNote, Policy};
 use mailpipe_common::ratelimit::Rate;
 use mailpipe_common::store::Store;
 
@@ -29,6 +29,10 @@ pub enum DomainSubCommand {
         /// How long, e.g. 30m or 3h.
         #[arg(long, default_value = "1h")]
         r#for: String,
+        /// Why (shown by `domain show`, `domain list`, and by `mailpipe
+        /// status` and `queue list` for the mail it holds back).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Resume a paused domain (also clears its slow-down and breaker window).
     Resume { domain: String },
@@ -68,20 +72,20 @@ impl DomainCommand {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
                     println!(
-                        "{:<32} {:<18} {:>10} {:>6} {:>9} {:>8} {:>8}",
-                        "domain", "paused", "rate/s", "burst", "slowdown", "attempts", "failures"
+                        "{:<32} {:<30} {:>10} {:>6} {:>9} {:>8} {:>8}  reason",
+                        "domain",
+                        "paused until",
+                        "rate/s",
+                        "burst",
+                        "slowdown",
+                        "attempts",
+                        "failures"
                     );
                     for r in rows {
                         println!(
-                            "{:<32} {:<18} {:>10} {:>6} {:>9} {:>8} {:>8}",
+                            "{:<32} {:<30} {:>10} {:>6} {:>9} {:>8} {:>8}  {}",
                             r.domain,
-                            r.paused_for
-                                .map(|s| format!(
-                                    "{}s ({})",
-                                    s,
-                                    r.paused_by.clone().unwrap_or_default()
-                                ))
-                                .unwrap_or_else(|| "-".into()),
+                            paused_until(&r),
                             r.rate_per_second
                                 .map(|v| format!("{v:.1}"))
                                 .unwrap_or_else(|| "config".into()),
@@ -90,7 +94,8 @@ impl DomainCommand {
                                 .map(|v| format!("{:.0}%", v * 100.0))
                                 .unwrap_or_else(|| "-".into()),
                             r.attempts,
-                            r.failures
+                            r.failures,
+                            pause_reason(&r)
                         );
                     }
                 }
@@ -105,16 +110,31 @@ impl DomainCommand {
                     "concurrency": cfg.concurrency,
                     "route": cfg.route,
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                if ctx.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    show(&st, &v["configured"]);
+                }
             }
-            DomainSubCommand::Pause { domain, r#for } => {
+            DomainSubCommand::Pause {
+                domain,
+                r#for,
+                reason,
+            } => {
                 let d =
                     mailpipe_common::config::parse_duration(r#for).map_err(anyhow::Error::msg)?;
-                policy.pause(&norm(domain), d, "operator").await?;
+                let note = PauseNote {
+                    at: mailpipe_common::unix_now(),
+                    reason: reason.clone(),
+                    by: std::env::var("USER").unwrap_or_default(),
+                };
+                policy
+                    .pause(&norm(domain), d, "operator", Some(&note))
+                    .await?;
                 if ctx.json {
                     println!(
                         "{}",
-                        serde_json::json!({"domain": norm(domain), "paused_for": d.as_secs()})
+                        serde_json::json!({"domain": norm(domain), "paused_for": d.as_secs(), "reason": reason})
                     );
                 } else {
                     println!("{} paused for {}", norm(domain), r#for);
@@ -180,4 +200,71 @@ impl DomainCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A domain's pause in a table: until when (UTC) and by what, or `-`.
+fn paused_until(s: &DomainState) -> String {
+    match (s.paused_until, &s.paused_by) {
+        (Some(until), by) => format!(
+            "{} ({})",
+            crate::out::utc(until),
+            by.as_deref().unwrap_or("?")
+        ),
+        _ => "-".into(),
+    }
+}
+
+/// Why an operator paused a domain, in a table (`-`: not paused, or no
+/// reason given).
+fn pause_reason(s: &DomainState) -> &str {
+    match &s.pause_note {
+        Some(n) if s.paused_until.is_some() && !n.reason.is_empty() => &n.reason,
+        _ => "-",
+    }
+}
+
+/// `domain show` for people: one line per setting.
+fn show(s: &DomainState, configured: &serde_json::Value) {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    println!("domain      {}", s.domain);
+    println!("paused      {}", paused_until(s));
+    if let Some(n) = s.pause_note.as_ref().filter(|_| s.paused_until.is_some()) {
+        let by = if n.by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", n.by)
+        };
+        println!(
+            "  since     {}{by}: {}",
+            crate::out::utc(n.at),
+            if n.reason.is_empty() {
+                "no reason given"
+            } else {
+                &n.reason
+            }
+        );
+    }
+    println!(
+        "limits      rate {}/s, burst {}, concurrency {} (run-time; configured: rate {}, burst {}, concurrency {}, route {})",
+        or_dash(s.rate_per_second.map(|v| format!("{v:.1}"))),
+        or_dash(s.burst.map(|v| v.to_string())),
+        or_dash(s.concurrency.map(|v| v.to_string())),
+        configured["rate"].as_str().unwrap_or("-"),
+        or_dash(configured["burst"].as_u64().map(|v| v.to_string())),
+        or_dash(configured["concurrency"].as_u64().map(|v| v.to_string())),
+        configured["route"].as_str().unwrap_or("-"),
+    );
+    println!(
+        "slowdown    {}",
+        match (s.slowdown, s.slowed_rate_per_second) {
+            (Some(f), Some(r)) => format!("{:.0}% ({r:.1}/s)", f * 100.0),
+            (Some(f), None) => format!("{:.0}%", f * 100.0),
+            _ => "-".into(),
+        }
+    );
+    println!(
+        "breaker     {} attempt(s), {} failure(s) in its window",
+        s.attempts, s.failures
+    );
+    println!("in flight   {}", s.in_flight);
 }

@@ -24,6 +24,9 @@ mod rules;
 mod site;
 mod status;
 mod submit;
+mod summary;
+mod top;
+mod waiting;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +36,7 @@ use mailpipe_common::config::Settings;
 
 /// Operate a mailpipe installation: submit campaigns and watch them.
 #[derive(Parser)]
-#[command(name = "mailpipe", version, about, long_about = None)]
+#[command(name = "mailpipe", version = VERSION.as_str(), about, long_about = None)]
 struct Cli {
     /// Configuration file (same format as the workers'); MAILPIPE__* variables apply too.
     #[arg(long, global = true, env = "MAILPIPE_CONFIG")]
@@ -61,7 +64,12 @@ enum SubCommand {
     Classify(classify::ClassifyCommand),
     Bounces(bounces::BouncesCommand),
     Archive(archive::ArchiveCommand),
+    Top(top::TopCommand),
 }
+
+/// The version `--version` prints (with the commit when the build knew it).
+static VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(mailpipe_common::metrics::this_version);
 
 /// What every subcommand receives.
 pub struct Context {
@@ -109,6 +117,7 @@ fn main() -> ExitCode {
             SubCommand::Classify(c) => c.run(&ctx).await,
             SubCommand::Bounces(c) => c.run(&ctx).await,
             SubCommand::Archive(c) => c.run(&ctx).await,
+            SubCommand::Top(c) => c.run(&ctx).await,
         }
     });
     match result {

@@ -11,6 +11,7 @@ use mailpipe_common::unix_now;
 use serde_json::json;
 
 use crate::ops::{require_yes, DrainCounts, Fate, Ops};
+use crate::waiting::{thousands, Active, Whereabouts};
 
 /// Inspect and manage queued mail (postqueue/postsuper parity).
 #[derive(Args)]
@@ -22,6 +23,7 @@ pub struct QueueCommand {
 #[derive(Subcommand)]
 pub enum QueueSubCommand {
     List(ListCommand),
+    Summary(crate::summary::SummaryCommand),
     Show(ShowCommand),
     Flush(FlushCommand),
     Remove(RemoveCommand),
@@ -109,6 +111,7 @@ impl QueueCommand {
     pub async fn run(&self, ctx: &crate::Context) -> anyhow::Result<ExitCode> {
         match &self.command {
             QueueSubCommand::List(c) => c.run(ctx).await,
+            QueueSubCommand::Summary(c) => c.run(ctx).await,
             QueueSubCommand::Show(c) => c.run(ctx).await,
             QueueSubCommand::Flush(c) => c.run(ctx).await,
             QueueSubCommand::Remove(c) => c.run(ctx).await,
@@ -198,6 +201,7 @@ impl ListCommand {
             }
         }
         let (deferred, next_due) = ops.store.deferred_summary().await?;
+        let waiting = Waiting::read(&ops.store, ctx, next_due).await?;
         if ctx.json {
             let queues: Vec<_> = rows
                 .iter()
@@ -209,6 +213,7 @@ impl ListCommand {
                     "queues": queues,
                     "deferred": deferred,
                     "next_due": next_due,
+                    "recipients": waiting.json(),
                 }))?
             );
         } else {
@@ -228,9 +233,158 @@ impl ListCommand {
                 ),
                 None => println!("no deferred messages"),
             }
+            waiting.print(now);
         }
         ops.close().await;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The recipients waiting, as `queue list` shows them: deferred and
+/// paused (summed over the requests with recipients pending), the held
+/// campaigns, and the paused domains.
+struct Waiting {
+    pending: u64,
+    whereabouts: Whereabouts,
+    held: Vec<Active>,
+    paused: Vec<mailpipe_common::policy::PausedDomain>,
+}
+
+impl Waiting {
+    async fn read(
+        store: &mailpipe_common::store::Store,
+        ctx: &crate::Context,
+        next_due: Option<i64>,
+    ) -> anyhow::Result<Self> {
+        let active = crate::waiting::active(store).await?;
+        let all = mailpipe_common::store::RequestStatus {
+            pending: active.iter().map(|a| a.status.pending).sum(),
+            waiting: crate::waiting::waiting_totals(&active),
+            ..Default::default()
+        };
+        let policy = mailpipe_common::policy::Policy::new(store.clone());
+        let (_, paused) = policy.paused(crate::waiting::PAUSES_LOOKED_UP).await?;
+        let mut pauses = std::collections::BTreeMap::new();
+        crate::waiting::look_up_pauses(
+            &policy,
+            ctx,
+            crate::waiting::paused_domains(&all),
+            &mut pauses,
+        )
+        .await?;
+        let deferred = mailpipe_common::store::RequestDeferred {
+            first_due: next_due,
+            ..Default::default()
+        };
+        let whereabouts = crate::waiting::whereabouts(&all, &deferred, &pauses);
+        Ok(Self {
+            pending: all.pending,
+            whereabouts,
+            held: active.into_iter().filter(|a| a.held).collect(),
+            paused,
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "pending": self.pending,
+            "in_lanes": self.whereabouts.in_lanes,
+            "deferred": self.whereabouts.deferred,
+            "next_attempt": self.whereabouts.next_attempt,
+            "paused": self.whereabouts.paused,
+            "held": self.held.iter().map(|a| json!({
+                "request": a.status.request,
+                "campaign": a.campaign(),
+                "pending": a.status.pending,
+                "reason": a.status.hold.as_ref().map(|h| h.reason.clone()),
+            })).collect::<Vec<_>>(),
+            "paused_domains": self.paused,
+        })
+    }
+
+    fn print(&self, now: i64) {
+        let w = &self.whereabouts;
+        println!();
+        println!(
+            "recipients pending: {} (of the requests not complete)",
+            thousands(self.pending)
+        );
+        println!(
+            "  {:<10} {:>9}  in a send lane, being sent, or parked while held",
+            "sending",
+            thousands(w.in_lanes)
+        );
+        let whys: Vec<String> = w
+            .deferred
+            .iter()
+            .map(|(why, n)| format!("{why} {}", thousands(*n)))
+            .collect();
+        let next = w
+            .next_attempt
+            .map(|d| format!("; the next attempt is due {}", ago(now - d)))
+            .unwrap_or_default();
+        println!(
+            "  {:<10} {:>9}  {}{next}",
+            "deferred",
+            thousands(w.deferred_total()),
+            if whys.is_empty() {
+                "-".to_string()
+            } else {
+                whys.join(", ")
+            }
+        );
+        println!("  {:<10} {:>9}", "paused", thousands(w.paused_total()));
+        for p in &w.paused {
+            let reason = if p.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.reason)
+            };
+            println!(
+                "    {:<30} {:>9}  until {} (by {}){reason}",
+                p.domain,
+                thousands(p.recipients),
+                crate::out::utc(p.until),
+                p.by
+            );
+        }
+        let held: u64 = self.held.iter().map(|a| a.status.pending).sum();
+        println!(
+            "  {:<10} {:>9}  pending recipients of {} held campaign(s)",
+            "held",
+            thousands(held),
+            self.held.len()
+        );
+        for a in &self.held {
+            let reason = a
+                .status
+                .hold
+                .as_ref()
+                .map(|h| h.reason.as_str())
+                .filter(|r| !r.is_empty())
+                .unwrap_or("no reason given");
+            println!(
+                "    {:<30} {:>9}  {reason}",
+                a.status.request,
+                thousands(a.status.pending)
+            );
+        }
+        if !self.paused.is_empty() {
+            println!("paused domains:");
+            for p in &self.paused {
+                let reason = if p.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", p.reason)
+                };
+                println!(
+                    "  {:<32} until {} (by {}){reason}",
+                    p.domain,
+                    crate::out::utc(p.until_ms / 1000),
+                    p.by
+                );
+            }
+        }
     }
 }
 

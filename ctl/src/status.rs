@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use clap::Args;
 use mailpipe_common::store::{RequestStatus, Store};
 
+use crate::waiting::{thousands, when, Whereabouts};
+
 /// Show a campaign's counts: recipients, accepted, excluded by reason (and
 /// by rule), flagged, sent, dead by reason, removed and pending. Exit code 3 when the request is unknown.
 #[derive(Args)]
@@ -30,8 +32,13 @@ impl StatusCommand {
                 return Ok(crate::queue::unknown_request(&self.id));
             }
             let state = state(&store, &s).await?;
-            print(&s, state, ctx.json)?;
+            let w = crate::waiting::of_request(&store, ctx, &s).await?;
+            print(&s, state, &w, ctx.json)?;
             return Ok(ExitCode::SUCCESS);
+        }
+        let s = store.request_status(&self.id).await?;
+        if s.meta.is_none() && s.refused.is_empty() {
+            return Ok(crate::queue::unknown_request(&self.id));
         }
         self.watch(&store, ctx).await
     }
@@ -48,23 +55,26 @@ impl StatusCommand {
             );
             b
         });
-        let started = Instant::now();
-        let mut first_done: Option<u64> = None;
+        let mut samples = std::collections::VecDeque::new();
         loop {
             let s = store.request_status(&self.id).await?;
             let done = s.accepted - s.pending;
-            let first = *first_done.get_or_insert(done);
-            let rate = (done - first) as f64 / started.elapsed().as_secs_f64().max(0.001);
-            let eta = if rate > 0.0 {
-                format!("{:.0}s", s.pending as f64 / rate)
-            } else {
-                "-".into()
-            };
+            samples.push_back((Instant::now(), done));
+            while samples.len() > RATE_SAMPLES {
+                samples.pop_front();
+            }
+            let rate = recent_rate(&samples);
+            let w = crate::waiting::of_request(store, ctx, &s).await?;
+            let now = mailpipe_common::unix_now();
+            let eta = eta(w.in_lanes, rate);
+            let waiting = crate::waiting::waiting_line(&w, now)
+                .map(|l| format!("  waiting: {l}"))
+                .unwrap_or_default();
             if let Some(b) = &bar {
                 b.set_length(s.accepted);
                 b.set_position(done);
                 b.set_message(format!(
-                    "sent {} dead {} pending {}  {:.0}/s  eta {eta}",
+                    "sent {} dead {} pending {}  {:.0}/s  eta {eta}{waiting}",
                     s.sent,
                     s.dead.values().sum::<u64>(),
                     s.pending,
@@ -75,7 +85,7 @@ impl StatusCommand {
                 if let Some(b) = &bar {
                     b.finish();
                 }
-                print(&s, state(store, &s).await?, ctx.json)?;
+                print(&s, state(store, &s).await?, &w, ctx.json)?;
                 // Nothing more will happen to an incomplete request: say so
                 // in the exit code too, so a script does not take it as done.
                 return Ok(if s.is_complete() {
@@ -86,12 +96,43 @@ impl StatusCommand {
             }
             if bar.is_none() && !ctx.json {
                 println!(
-                    "{}: sent {} pending {} ({rate:.0}/s, eta {eta})",
+                    "{}: sent {} pending {} ({rate:.0}/s, eta {eta}){waiting}",
                     self.id, s.sent, s.pending
                 );
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+/// Samples of the watch's progress the rate is measured over (one a
+/// second): the rate of the last few seconds, not of the whole watch, so a
+/// stop shows as 0/s within seconds instead of a slowly falling average.
+const RATE_SAMPLES: usize = 10;
+
+/// Recipients finished per second between the first and last samples
+/// (time, recipients finished); 0 with fewer than two.
+fn recent_rate(samples: &std::collections::VecDeque<(Instant, u64)>) -> f64 {
+    match (samples.front(), samples.back()) {
+        (Some((t0, d0)), Some((t1, d1))) if t1 > t0 => {
+            d1.saturating_sub(*d0) as f64 / t1.duration_since(*t0).as_secs_f64()
+        }
+        _ => 0.0,
+    }
+}
+
+/// The time left to send what is in the lanes at `rate`; `-` when nothing
+/// is in the lanes (what is left waits for a due time or a pause, which
+/// the waiting line says) or nothing moves.
+fn eta(in_lanes: u64, rate: f64) -> String {
+    if in_lanes == 0 || rate <= 0.0 {
+        return "-".into();
+    }
+    let secs = (in_lanes as f64 / rate).ceil() as u64;
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -102,10 +143,11 @@ async fn state(store: &Store, s: &RequestStatus) -> anyhow::Result<&'static str>
     Ok(crate::campaign::state_of(s, held, cancelled))
 }
 
-fn print(s: &RequestStatus, state: &str, json: bool) -> anyhow::Result<()> {
+fn print(s: &RequestStatus, state: &str, w: &Whereabouts, json: bool) -> anyhow::Result<()> {
     if json {
         let mut v = serde_json::to_value(s)?;
         v["state"] = state.into();
+        v["whereabouts"] = serde_json::to_value(w)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -173,6 +215,7 @@ fn print(s: &RequestStatus, state: &str, json: bool) -> anyhow::Result<()> {
     }
     println!("removed    {}", s.removed);
     println!("pending    {}", s.pending);
+    print_whereabouts(w, state == "held");
     println!("failed attempts so far: {}", s.failed_attempts);
     // Reports that came back after delivery (the intake): part of `sent`.
     println!("bounced later {}", s.bounced.values().sum::<u64>());
@@ -185,4 +228,94 @@ fn print(s: &RequestStatus, state: &str, json: bool) -> anyhow::Result<()> {
     // read): with `sender.on_ambiguous: resend` they may have it twice.
     println!("ambiguous  {}", s.ambiguous);
     Ok(())
+}
+
+/// Where the pending recipients are, under `pending`.
+fn print_whereabouts(w: &Whereabouts, held: bool) {
+    let now = mailpipe_common::unix_now();
+    if w.in_lanes > 0 {
+        let where_ = if held {
+            "parked while held, or in a send lane"
+        } else {
+            "in a send lane or being sent"
+        };
+        println!("  {:<10} {:>9}  {where_}", "sending", thousands(w.in_lanes));
+    }
+    let deferred = w.deferred_total();
+    if deferred > 0 {
+        let whys: Vec<String> = w
+            .deferred
+            .iter()
+            .map(|(why, n)| format!("{why} {}", thousands(*n)))
+            .collect();
+        let next = match (w.next_attempt, w.last_attempt) {
+            (Some(a), Some(b)) if b > a => {
+                format!("; next attempt {}, last {}", when(a, now), when(b, now))
+            }
+            (Some(a), _) => format!("; next attempt {}", when(a, now)),
+            _ => String::new(),
+        };
+        let tier = w
+            .tier
+            .as_ref()
+            .map(|t| format!(" (tier {t})"))
+            .unwrap_or_default();
+        println!(
+            "  {:<10} {:>9}  {}{next}{tier}",
+            "deferred",
+            thousands(deferred),
+            whys.join(", ")
+        );
+    }
+    if !w.paused.is_empty() {
+        println!("  {:<10} {:>9}", "paused", thousands(w.paused_total()));
+        for p in &w.paused {
+            let reason = if p.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.reason)
+            };
+            println!(
+                "    {:<30} {:>9}  until {} (by {}){reason}",
+                p.domain,
+                thousands(p.recipients),
+                crate::out::utc(p.until),
+                p.by
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_of_the_last_samples_and_the_eta_only_for_what_is_in_the_lanes() {
+        let t0 = Instant::now();
+        let at = |s: u64, done: u64| (t0 + Duration::from_secs(s), done);
+        // (samples, rate)
+        let table: Vec<(Vec<(Instant, u64)>, f64)> = vec![
+            (vec![], 0.0),
+            (vec![at(0, 10)], 0.0),
+            (vec![at(0, 10), at(2, 30)], 10.0),
+            // Nothing moved in the window: 0, whatever came before it.
+            (vec![at(0, 500), at(9, 500)], 0.0),
+        ];
+        for (samples, rate) in table {
+            let q: std::collections::VecDeque<_> = samples.into_iter().collect();
+            assert_eq!(recent_rate(&q), rate);
+        }
+        // (in lanes, rate, eta)
+        let table = [
+            (0, 100.0, "-"),
+            (1200, 0.0, "-"),
+            (100, 10.0, "10s"),
+            (6000, 10.0, "10m"),
+            (72_000, 10.0, "2h00m"),
+        ];
+        for (in_lanes, rate, expected) in table {
+            assert_eq!(eta(in_lanes, rate), expected, "{in_lanes} at {rate}/s");
+        }
+    }
 }

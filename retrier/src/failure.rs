@@ -9,11 +9,14 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::Channel;
+use mailpipe_common::address::domain_of;
 use mailpipe_common::amqp;
 use mailpipe_common::classify::{Classification, Failure, Reason};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
 use mailpipe_common::retry::{outcome, RetryOutcome};
-use mailpipe_common::store::{AddressState, DoneRecord, DoneState, RecipientFailure};
+use mailpipe_common::store::{
+    AddressState, Deferral, DoneRecord, DoneState, RecipientFailure, WHY_RETRY,
+};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 
@@ -111,12 +114,18 @@ impl Retrier {
             "lane": job.lane, "attempt": attempts, "reason": reason,
             "reply": failure_text(&failed.failure), "tier": mailpipe_common::config::format_duration(tier),
         });
+        let deferral = Deferral {
+            message: job.id.clone(),
+            request: job.request.clone(),
+            why: WHY_RETRY.into(),
+            domain: domain_of(&job.to),
+            due,
+            info,
+        };
         self.store
             .index_deferred(
-                &job.id,
-                due,
-                &info,
-                &history_entry(failed, class, attempts, "retry", Some(due)),
+                &deferral,
+                Some(&history_entry(failed, class, attempts, "retry", Some(due))),
                 history_ttl(job),
             )
             .await?;

@@ -15,7 +15,7 @@ use mailpipe_common::classify::{Classification, ConnectionError, Failure};
 use mailpipe_common::config::OnAmbiguous;
 use mailpipe_common::message::Job;
 use mailpipe_common::store::{
-    DoneRecord, DoneState, DoneWrite, GateRequest, MarkRequest, StoreError,
+    Deferral, DoneRecord, DoneState, DoneWrite, GateRequest, MarkRequest, StoreError,
 };
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::unix_now;
@@ -119,12 +119,7 @@ pub(crate) fn after_failure(failure: &Failure) -> AfterFailure {
 }
 
 /// The domain of an address, lowercased.
-pub(crate) fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
-}
+pub(crate) use mailpipe_common::address::domain_of;
 
 impl Sender {
     /// Runs [`Self::deliver`], waiting out Redis outages (the sender never
@@ -292,7 +287,8 @@ impl Sender {
             let policy_lease = match self.wait_for_budget(job, &domain, &limits, &route).await? {
                 Ok(lease) => lease,
                 Err(deferred) => {
-                    self.store.release_lease(&job.id, owner).await?;
+                    self.release_or_defer(job, owner, &domain, &deferred)
+                        .await?;
                     return Ok(deferred);
                 }
             };
@@ -353,10 +349,12 @@ impl Sender {
                 }
             }
         }
-        self.store.release_lease(&job.id, owner).await.ok();
         if let (None, Some(held)) = (&last, held) {
-            return Ok(self.held_outcome(job, held));
+            let outcome = self.held_outcome(job, held);
+            self.release_or_defer(job, owner, &domain, &outcome).await?;
+            return Ok(outcome);
         }
+        self.store.release_lease(&job.id, owner).await.ok();
         let (failure, route) = last.unwrap_or((
             Failure::Connection {
                 error: ConnectionError::Other,
@@ -366,6 +364,38 @@ impl Sender {
         ));
         let class = self.classify(job, &failure);
         Ok(DeliveryOutcome::Failed(failure, route, class))
+    }
+
+    /// Releases the lease `owner` holds on a message; for a deferred one,
+    /// indexes it as deferred in the same call (its request's counts of
+    /// recipients waiting, per why and domain, and `queue list --deferred`).
+    async fn release_or_defer(
+        &self,
+        job: &Job,
+        owner: &str,
+        domain: &str,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(), StoreError> {
+        let DeliveryOutcome::Deferred { delay, reason } = outcome else {
+            return self.store.release_lease(&job.id, owner).await;
+        };
+        // When settle.rs will make it due (a little later, once the whole
+        // lane message is settled).
+        let (tier, wait) = self.topology.deferral(*delay);
+        let due_ms = mailpipe_common::unix_now_ms() + wait.as_millis() as i64;
+        let deferral = Deferral {
+            message: job.id.clone(),
+            request: job.request.clone(),
+            why: reason.to_string(),
+            domain: domain.to_string(),
+            due: (due_ms + 999) / 1000,
+            info: serde_json::json!({
+                "campaign": job.campaign, "recipient": job.to, "lane": job.lane,
+                "attempt": job.attempt, "reason": reason,
+                "tier": mailpipe_common::config::format_duration(tier),
+            }),
+        };
+        self.store.defer(&deferral, owner).await
     }
 
     /// The envelope and bytes of a job's message, or why it cannot be

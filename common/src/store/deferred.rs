@@ -1,12 +1,58 @@
 //! Deferred messages as operators see them (`{p}:deferred`,
-//! `{p}:deferred:info`) and each message's history of failed attempts
-//! (`{p}:history:{mid}`).
+//! `{p}:deferred:info`), counted per request (`{p}:req:{rid}:deferred` and
+//! the `waiting:{why}:{domain}` counts of `{p}:req:{rid}`), and each
+//! message's history of failed attempts (`{p}:history:{mid}`).
+//!
+//! A message is indexed when it is deferred, by whoever defers it: the
+//! retrier after a failed attempt (why `retry`), a sender when the sending
+//! policy says not now (why `paused` or `throttled`). It leaves the index
+//! when a sender takes it again (the gate of [`crate::calls`]), when it
+//! stops (its history's last entry), or when the sampler finds it ended.
+//! Each of these steps is one script, so the counts per request move with
+//! the index and never twice for one message.
 
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
 
 use super::{op, Store, StoreError};
+
+/// Lua functions that index and unindex a deferred message, shared by the
+/// scripts of this module and by the sender's calls script (its gate).
+pub(crate) const INDEX_FUNCTIONS_LUA: &str = r#"
+-- Indexes message mid of request req, deferred (why: retry, paused,
+-- throttled) to domain until due (Unix s), with what operators see (info,
+-- JSON with request, domain and why). Counted once per request while
+-- indexed; a request whose hash is gone is indexed globally only.
+local function index_deferred(p, mid, req, why, domain, due, info)
+  redis.call('ZADD', p .. ':deferred', due, mid)
+  redis.call('HSET', p .. ':deferred:info', mid, info)
+  local rkey = p .. ':req:' .. req
+  local ttl = redis.call('TTL', rkey)
+  if ttl == -2 then return end
+  local rz = rkey .. ':deferred'
+  if redis.call('ZADD', rz, due, mid) == 1 then
+    redis.call('HINCRBY', rkey, 'waiting:' .. why .. ':' .. domain, 1)
+    redis.call('HINCRBY', rkey, 'deferrals', 1)
+  end
+  if ttl > 0 then redis.call('EXPIRE', rz, ttl) end
+end
+-- Takes message mid out of the index, and out of its request's counts.
+local function unindex_deferred(p, mid)
+  local info = redis.call('HGET', p .. ':deferred:info', mid)
+  redis.call('ZREM', p .. ':deferred', mid)
+  redis.call('HDEL', p .. ':deferred:info', mid)
+  if not info then return end
+  local ok, i = pcall(cjson.decode, info)
+  if not ok or type(i) ~= 'table' or type(i.request) ~= 'string' then return end
+  local rkey = p .. ':req:' .. i.request
+  if redis.call('ZREM', rkey .. ':deferred', mid) == 1 then
+    local f = 'waiting:' .. tostring(i.why or 'retry') .. ':' .. tostring(i.domain or '')
+    if redis.call('HINCRBY', rkey, f, -1) <= 0 then redis.call('HDEL', rkey, f) end
+  end
+end
+"#;
 
 /// KEYS: deferred index, its info hash. ARGV: prefix, most entries to drop.
 /// Drops the earliest entries whose message already has a terminal record
@@ -16,41 +62,157 @@ const DEFERRED_HEAD_LUA: &str = r#"
 for _ = 1, tonumber(ARGV[2]) do
   local first = redis.call('ZRANGE', KEYS[1], 0, 0)
   if #first == 0 or redis.call('EXISTS', ARGV[1] .. ':done:' .. first[1]) == 0 then break end
-  redis.call('ZREM', KEYS[1], first[1])
-  redis.call('HDEL', KEYS[2], first[1])
+  unindex_deferred(ARGV[1], first[1])
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {redis.call('ZCARD', KEYS[1]), first[2] or ''}
 "#;
 
+/// ARGV: prefix, message, request, why, domain, due s, info, history
+/// entry ('' none), history ttl s. Indexes a deferred message and adds
+/// the entry to its history.
+const INDEX_LUA: &str = r#"
+local p, mid = ARGV[1], ARGV[2]
+index_deferred(p, mid, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+if ARGV[8] ~= '' then
+  local h = p .. ':history:' .. mid
+  redis.call('RPUSH', h, ARGV[8])
+  redis.call('EXPIRE', h, ARGV[9])
+end
+return 1
+"#;
+
+/// ARGV: prefix, message, history entry, ttl s. Adds the entry to the
+/// message's history and takes the message out of the index (it stops).
+const STOP_LUA: &str = r#"
+local p, mid = ARGV[1], ARGV[2]
+local h = p .. ':history:' .. mid
+redis.call('RPUSH', h, ARGV[3])
+redis.call('EXPIRE', h, ARGV[4])
+unindex_deferred(p, mid)
+return 1
+"#;
+
+/// ARGV: prefix, message, lease owner, request, why, domain, due s, info.
+/// Releases the message's lease (if `owner` holds it) and indexes it as
+/// deferred: the sender's one call for a message the policy defers.
+const DEFER_LUA: &str = r#"
+local p, mid = ARGV[1], ARGV[2]
+local lease = p .. ':lease:' .. mid
+if redis.call('GET', lease) == ARGV[3] then redis.call('DEL', lease) end
+index_deferred(p, mid, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+return 1
+"#;
+
+/// A script of this module, with the index functions before it.
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{INDEX_FUNCTIONS_LUA}\n{body}"))
+}
+
+static HEAD: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| script(DEFERRED_HEAD_LUA));
+static INDEX: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| script(INDEX_LUA));
+static STOP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| script(STOP_LUA));
+static DEFER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| script(DEFER_LUA));
+
+/// Why a message waits in the delay tiers: a failed attempt the retrier
+/// retries later.
+pub const WHY_RETRY: &str = "retry";
+/// Why: its domain is paused (by the breaker or an operator).
+pub const WHY_PAUSED: &str = "paused";
+
+/// One deferral to index: which message, of which request, to which
+/// domain, why, until when, and what operators see of it.
+#[derive(Debug, Clone)]
+pub struct Deferral {
+    pub message: String,
+    pub request: String,
+    /// `retry` (the retrier), or the sender's reason: `paused`, `throttled`.
+    pub why: String,
+    /// The recipient's domain, lowercased.
+    pub domain: String,
+    /// Due time, Unix seconds.
+    pub due: i64,
+    /// What `queue list --deferred` shows (recipient, campaign, attempt,
+    /// reason, ...); `request`, `why` and `domain` are added.
+    pub info: serde_json::Value,
+}
+
+impl Deferral {
+    fn info_text(&self) -> String {
+        let mut info = self.info.clone();
+        if !info.is_object() {
+            info = serde_json::json!({});
+        }
+        info["request"] = self.request.clone().into();
+        info["why"] = self.why.clone().into();
+        info["domain"] = self.domain.clone().into();
+        info.to_string()
+    }
+}
+
+/// A request's recipients in the deferred index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestDeferred {
+    /// How many.
+    pub count: u64,
+    /// The earliest and latest due times (Unix s).
+    pub first_due: Option<i64>,
+    pub last_due: Option<i64>,
+    /// What operators see of the earliest one (its reason, tier, ...).
+    pub first: Option<serde_json::Value>,
+}
+
 impl Store {
-    /// Records a deferred message in the index operators list.
+    /// Records a deferred message in the index operators list (and in its
+    /// request's counts), with an entry of its history.
     pub async fn index_deferred(
         &self,
-        message: &str,
-        due: i64,
-        info: &serde_json::Value,
-        history_entry: &serde_json::Value,
+        deferral: &Deferral,
+        history_entry: Option<&serde_json::Value>,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let history = self.key(&["history", message]);
-        let _: () = redis::pipe()
-            .zadd(self.key(&["deferred"]), message, due)
-            .ignore()
-            .hset(self.key(&["deferred", "info"]), message, info.to_string())
-            .ignore()
-            .rpush(&history, history_entry.to_string())
-            .ignore()
-            .expire(&history, ttl.as_secs() as i64)
-            .ignore()
-            .query_async(&mut c)
+        let _: i64 = INDEX
+            .prepare_invoke()
+            .arg(self.prefix())
+            .arg(&deferral.message)
+            .arg(&deferral.request)
+            .arg(&deferral.why)
+            .arg(&deferral.domain)
+            .arg(deferral.due)
+            .arg(deferral.info_text())
+            .arg(history_entry.map(|e| e.to_string()).unwrap_or_default())
+            .arg(ttl.as_secs().max(1))
+            .invoke_async(&mut c)
             .await
             .map_err(op("index deferred"))?;
         Ok(())
     }
 
-    /// Adds a failed attempt to a message's history (for messages that stop).
+    /// Releases a message's lease (when `owner` holds it) and indexes it as
+    /// deferred, in one call: what a sender does with a message the sending
+    /// policy defers.
+    pub async fn defer(&self, deferral: &Deferral, owner: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = DEFER
+            .prepare_invoke()
+            .arg(self.prefix())
+            .arg(&deferral.message)
+            .arg(owner)
+            .arg(&deferral.request)
+            .arg(&deferral.why)
+            .arg(&deferral.domain)
+            .arg(deferral.due)
+            .arg(deferral.info_text())
+            .invoke_async(&mut c)
+            .await
+            .map_err(op("defer"))?;
+        Ok(())
+    }
+
+    /// Adds a failed attempt to a message's history (for messages that
+    /// stop), and takes it out of the deferred index.
     pub async fn push_history(
         &self,
         message: &str,
@@ -58,20 +220,48 @@ impl Store {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let history = self.key(&["history", message]);
-        let _: () = redis::pipe()
-            .rpush(&history, entry.to_string())
-            .ignore()
-            .expire(&history, ttl.as_secs() as i64)
-            .ignore()
-            .zrem(self.key(&["deferred"]), message)
-            .ignore()
-            .hdel(self.key(&["deferred", "info"]), message)
-            .ignore()
-            .query_async(&mut c)
+        let _: i64 = STOP
+            .prepare_invoke()
+            .arg(self.prefix())
+            .arg(message)
+            .arg(entry.to_string())
+            .arg(ttl.as_secs().max(1))
+            .invoke_async(&mut c)
             .await
             .map_err(op("history"))?;
         Ok(())
+    }
+
+    /// A request's recipients in the deferred index: how many, the
+    /// earliest and latest due times, and the earliest one's info.
+    pub async fn request_deferred(&self, request: &str) -> Result<RequestDeferred, StoreError> {
+        let mut c = self.conn.clone();
+        let key = self.key(&["req", request, "deferred"]);
+        let count: u64 = c.zcard(&key).await.map_err(op("request deferred"))?;
+        if count == 0 {
+            return Ok(RequestDeferred::default());
+        }
+        let first: Vec<(String, f64)> = c
+            .zrange_withscores(&key, 0, 0)
+            .await
+            .map_err(op("request deferred"))?;
+        let last: Vec<(String, f64)> = c
+            .zrange_withscores(&key, -1, -1)
+            .await
+            .map_err(op("request deferred"))?;
+        let info: Option<String> = match first.first() {
+            Some((mid, _)) => c
+                .hget(self.key(&["deferred", "info"]), mid)
+                .await
+                .map_err(op("request deferred"))?,
+            None => None,
+        };
+        Ok(RequestDeferred {
+            count,
+            first_due: first.first().map(|(_, d)| *d as i64),
+            last_due: last.first().map(|(_, d)| *d as i64),
+            first: info.and_then(|i| serde_json::from_str(&i).ok()),
+        })
     }
 
     /// A message's failed attempts, oldest first.
@@ -117,7 +307,7 @@ impl Store {
     /// otherwise look overdue for ever).
     pub async fn deferred_head(&self, clean: usize) -> Result<(u64, Option<i64>), StoreError> {
         let mut c = self.conn.clone();
-        let (n, first): (u64, String) = redis::Script::new(DEFERRED_HEAD_LUA)
+        let (n, first): (u64, String) = HEAD
             .key(self.key(&["deferred"]))
             .key(self.key(&["deferred", "info"]))
             .arg(self.prefix())

@@ -20,7 +20,8 @@
 //! | `{p}:denylist` / `{p}:allowlist` | set | addresses |
 //! | `{p}:errors:{addr}` | hash | soft-failure counter of an address |
 //! | `{p}:held:{rid}` / `{p}:cancelled:{rid}` | string | campaign held / cancelled by an operator |
-//! | `{p}:deferred` + `{p}:deferred:info` | zset + hash | deferred messages by due time, with what operators see |
+//! | `{p}:deferred` + `{p}:deferred:info` | zset + hash | deferred messages by due time, with what operators see (request, domain, why: `retry`, `paused`, `throttled`) |
+//! | `{p}:req:{rid}:deferred` | zset | the request's deferred messages by due time; `{p}:req:{rid}` counts them per why and domain (`waiting:{why}:{domain}`) and counts every deferral (`deferrals`) |
 //! | `{p}:history:{mid}` | list | a message's failed attempts (JSON), for `mailpipe queue show` |
 //! | `{p}:bounced:{mid}` / `{p}:complained:{mid}` / `{p}:unsubscribed:{mid}` | string | an asynchronous bounce / complaint / unsubscribe request for a sent message was counted (once) |
 //! | `{p}:intake:unprocessed` | list | the latest mails the intake could not use, and why (JSON, capped) |
@@ -74,6 +75,8 @@ mod screen;
 
 pub use addresses::{AddressState, FailureCount, RecipientFailure};
 pub use campaigns::PARKING_GUARD;
+pub(crate) use deferred::INDEX_FUNCTIONS_LUA;
+pub use deferred::{Deferral, RequestDeferred, WHY_PAUSED, WHY_RETRY};
 pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest};
 pub use qualification::{kept_rules_of, row_id, BounceEntry, Qualification, QUALIFICATION_CAP};
 pub use requests::{HoldNote, PartCounts, Refusal, RequestMeta, RequestStatus};

@@ -77,6 +77,14 @@ pub struct RequestStatus {
     pub ambiguous: u64,
     /// Accepted messages without a terminal state yet.
     pub pending: u64,
+    /// Pending recipients waiting in the delay tiers (the deferred index),
+    /// by why (`retry`: a failed attempt retried later; `paused`: their
+    /// domain was paused; `throttled`: a rate limit) and domain.
+    #[serde(default)]
+    pub waiting: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Deferrals so far (a recipient deferred twice counts twice).
+    #[serde(default)]
+    pub deferrals: u64,
     /// Why an operator holds the campaign, while it is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldNote>,
@@ -84,6 +92,13 @@ pub struct RequestStatus {
     /// refused, with why: a campaign with a refused part never completes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, Refusal>,
+}
+
+impl RequestStatus {
+    /// Recipients waiting in the delay tiers for this why, all domains.
+    pub fn waiting_for(&self, why: &str) -> u64 {
+        self.waiting.get(why).map_or(0, |d| d.values().sum())
+    }
 }
 
 /// An operator's hold of a campaign: when, why and who.
@@ -289,6 +304,7 @@ return 1
                 "complained" => s.complained = n,
                 "unsubscribed" => s.unsubscribed = n,
                 "ambiguous" => s.ambiguous = n,
+                "deferrals" => s.deferrals = n,
                 "hold" => s.hold = serde_json::from_str(value).ok(),
                 other => {
                     if let Some(part) = other.strip_prefix("refused:") {
@@ -302,6 +318,16 @@ return 1
                         }
                     } else if let Some(reason) = other.strip_prefix("bounced:") {
                         s.bounced.insert(reason.to_string(), n);
+                    } else if let Some((why, domain)) = other
+                        .strip_prefix("waiting:")
+                        .and_then(|w| w.split_once(':'))
+                    {
+                        if n > 0 {
+                            s.waiting
+                                .entry(why.to_string())
+                                .or_default()
+                                .insert(domain.to_string(), n);
+                        }
                     }
                 }
             }

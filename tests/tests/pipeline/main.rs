@@ -22,3 +22,4 @@ mod smtp_session;
 mod store_scripts;
 mod throttling;
 mod unicode;
+mod waiting;

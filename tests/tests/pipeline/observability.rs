@@ -215,10 +215,15 @@ async fn the_retrier_exports_the_backlog_and_a_paused_domain_for_as_long_as_its_
     for (id, due) in [("obs-overdue", now - 120), ("obs-ended", now - 600)] {
         p.store
             .index_deferred(
-                id,
-                due,
-                &serde_json::json!({"request": "obs-backlog"}),
-                &serde_json::json!({"at": now}),
+                &mailpipe_common::store::Deferral {
+                    message: id.into(),
+                    request: "obs-backlog".into(),
+                    why: "retry".into(),
+                    domain: "example.com".into(),
+                    due,
+                    info: serde_json::json!({}),
+                },
+                Some(&serde_json::json!({"at": now})),
                 Duration::from_secs(600),
             )
             .await
@@ -243,11 +248,16 @@ async fn the_retrier_exports_the_backlog_and_a_paused_domain_for_as_long_as_its_
     // pause until it is resumed; a pause that ran out goes by itself.
     let policy = Policy::new(p.store.clone());
     policy
-        .pause("example.com", Duration::from_secs(3 * 3600), "operator")
+        .pause(
+            "example.com",
+            Duration::from_secs(3 * 3600),
+            "operator",
+            None,
+        )
         .await
         .unwrap();
     policy
-        .pause("short.example", Duration::from_secs(1), "operator")
+        .pause("short.example", Duration::from_secs(1), "operator", None)
         .await
         .unwrap();
     let paused = "mailpipe_domain_paused_until_seconds{by=\"operator\",domain=\"example.com\"}";

@@ -531,6 +531,7 @@ async fn every_command_given_an_unknown_id_exits_3_and_writes_nothing() {
     let unknown_message = message_id("nosuchreq", "a@example.com");
     let commands: Vec<Vec<&str>> = vec![
         vec!["status", "nosuchreq"],
+        vec!["status", "--watch", "nosuchreq"],
         vec!["queue", "show", &unknown_message],
         vec!["queue", "remove", &unknown_message, "--yes"],
         vec!["queue", "release", &unknown_message, "--yes"],
@@ -595,6 +596,7 @@ async fn every_command_given_an_unknown_id_exits_3_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_binaries_answer_help_and_version_without_starting() {
+    let version = mailpipe_common::metrics::this_version();
     for name in [
         "mailpipe-expander",
         "mailpipe-sender",
@@ -603,7 +605,7 @@ async fn worker_binaries_answer_help_and_version_without_starting() {
     ] {
         for (arg, code, expect) in [
             ("--help", 0, "Usage:"),
-            ("--version", 0, env!("CARGO_PKG_VERSION")),
+            ("--version", 0, version.as_str()),
             ("--bogus", 2, "unexpected argument"),
         ] {
             // Pointed at a broker that does not exist: a worker that started
@@ -899,6 +901,9 @@ async fn every_command_answers_json_that_parses_with_json_and_its_errors_too() {
         vec!["queue", "list"],
         vec!["queue", "list", "--deferred"],
         vec!["queue", "list", "--ambiguous"],
+        vec!["queue", "summary"],
+        vec!["queue", "summary", "--by", "campaign"],
+        vec!["top", "--once", "--interval", "0.3"],
         vec!["queue", "show", &sent],
         vec!["queue", "flush"],
         vec!["campaign", "list"],
@@ -913,7 +918,15 @@ async fn every_command_answers_json_that_parses_with_json_and_its_errors_too() {
         vec!["denylist", "check", "d@example.com"],
         vec!["denylist", "list"],
         vec!["allowlist", "list"],
-        vec!["domain", "pause", "paused.example", "--for", "1m"],
+        vec![
+            "domain",
+            "pause",
+            "paused.example",
+            "--for",
+            "1m",
+            "--reason",
+            "provider asked us to slow down",
+        ],
         vec!["domain", "limit", "paused.example", "--rate", "5/s"],
         vec!["domain", "limit", "paused.example", "--clear"],
         vec!["domain", "list"],

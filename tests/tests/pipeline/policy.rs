@@ -154,7 +154,7 @@ async fn a_failing_domain_is_paused_while_others_flow() {
     assert_eq!(code, 0);
     p.publish_json(&request("breaker", &addresses)).await;
     wait_for("the breaker to open", Duration::from_secs(120), || async {
-        let (_, out) = p.cli(&["domain", "show", "blocked.example"]);
+        let (_, out) = p.cli(&["--json", "domain", "show", "blocked.example"]);
         let v: serde_json::Value = serde_json::from_str(&out).ok()?;
         (v["paused_by"] == "breaker").then_some(())
     })
@@ -166,7 +166,7 @@ async fn a_failing_domain_is_paused_while_others_flow() {
         (per.keys().filter(|k| k.ends_with("@good.example")).count() == 300).then_some(())
     })
     .await;
-    let (_, out) = p.cli(&["domain", "show", "unknown.example"]);
+    let (_, out) = p.cli(&["--json", "domain", "show", "unknown.example"]);
     let unknown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(unknown["paused_for"].is_null(), "{unknown}");
     // The blocked domain's remaining messages wait in the delay tiers instead

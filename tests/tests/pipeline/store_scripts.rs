@@ -111,7 +111,7 @@ async fn the_paused_domains_are_indexed_by_the_breaker_and_by_operators_and_leav
     assert_eq!(opened, [false, false, false, false, true]);
     let now_ms = mailpipe_common::unix_now_ms();
     policy
-        .pause("slow.example", Duration::from_secs(600), "operator")
+        .pause("slow.example", Duration::from_secs(600), "operator", None)
         .await
         .unwrap();
     let (total, domains) = policy.paused(10).await.unwrap();
@@ -601,4 +601,131 @@ async fn a_slow_down_lowers_the_limit_or_the_measured_rate_and_keeps_its_base() 
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_deferral_is_counted_once_per_request_and_leaves_the_counts_with_the_index() {
+    use mailpipe_common::calls::Call;
+    use mailpipe_common::store::{Deferral, DoneRecord, GateRequest};
+    use redis::AsyncCommands;
+    let s = store().await;
+    let p = s.prefix().to_string();
+    let mut c = s.connection();
+    // A known request (its hash has a time to live), and one Redis forgot.
+    let _: () = c.hset(format!("{p}:req:r1"), "sent", 0).await.unwrap();
+    let _: () = c.expire(format!("{p}:req:r1"), 3600).await.unwrap();
+    let deferral = |mid: &str, request: &str, why: &str, domain: &str, due: i64| Deferral {
+        message: mid.into(),
+        request: request.into(),
+        why: why.into(),
+        domain: domain.into(),
+        due,
+        info: serde_json::json!({"recipient": format!("x@{domain}")}),
+    };
+    let ttl = Duration::from_secs(600);
+    let counts = |s: Store| async move {
+        let st = s.request_status("r1").await.unwrap();
+        let d = s.request_deferred("r1").await.unwrap();
+        let waiting: Vec<(String, String, u64)> = st
+            .waiting
+            .iter()
+            .flat_map(|(why, ds)| ds.iter().map(move |(d, n)| (why.clone(), d.clone(), *n)))
+            .collect();
+        (waiting, st.deferrals, d.count, d.first_due, d.last_due)
+    };
+    let w = |v: &[(&str, &str, u64)]| -> Vec<(String, String, u64)> {
+        v.iter()
+            .map(|(a, b, n)| (a.to_string(), b.to_string(), *n))
+            .collect()
+    };
+    // The retrier indexes m1; a redelivery of its failure indexes it again:
+    // counted once.
+    for _ in 0..2 {
+        s.index_deferred(&deferral("m1", "r1", "retry", "a.example", 100), None, ttl)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        counts(s.clone()).await,
+        (w(&[("retry", "a.example", 1)]), 1, 1, Some(100), Some(100))
+    );
+    // A sender defers m2 (its lease released in the same call) and m3
+    // (whose lease another delivery holds: kept).
+    let _: () = c.set(format!("{p}:lease:m2"), "owner-2").await.unwrap();
+    let _: () = c
+        .set(format!("{p}:lease:m3"), "someone-else")
+        .await
+        .unwrap();
+    s.defer(&deferral("m2", "r1", "paused", "b.example", 200), "owner-2")
+        .await
+        .unwrap();
+    s.defer(&deferral("m3", "r1", "paused", "b.example", 300), "owner-3")
+        .await
+        .unwrap();
+    assert!(!s.exists(&["lease", "m2"]).await.unwrap());
+    assert!(s.exists(&["lease", "m3"]).await.unwrap());
+    assert_eq!(
+        counts(s.clone()).await,
+        (
+            w(&[("paused", "b.example", 2), ("retry", "a.example", 1)]),
+            3,
+            3,
+            Some(100),
+            Some(300)
+        )
+    );
+    let (n, first) = s.deferred_summary().await.unwrap();
+    assert_eq!((n, first), (3, Some(100)));
+    // A sender takes m2 again (a first attempt: not "retried"): out of the
+    // index and the counts.
+    let gate = Call::Gate(GateRequest {
+        message: "m2".into(),
+        request: "r1".into(),
+        retried: false,
+        owner: "owner-9".into(),
+    });
+    s.calls(&[gate], Duration::from_secs(30), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(s.clone()).await,
+        (
+            w(&[("paused", "b.example", 1), ("retry", "a.example", 1)]),
+            3,
+            2,
+            Some(100),
+            Some(300)
+        )
+    );
+    // m1 stops (its history's last entry): out.
+    s.push_history("m1", &serde_json::json!({"decision": "exhausted"}), ttl)
+        .await
+        .unwrap();
+    assert_eq!(s.history("m1").await.unwrap().len(), 1);
+    assert_eq!(
+        counts(s.clone()).await,
+        (w(&[("paused", "b.example", 1)]), 3, 1, Some(300), Some(300))
+    );
+    // m3 ended without a sender taking it: the sampler's cleanup drops it.
+    s.record_done(
+        "m3",
+        &DoneRecord {
+            request: "r1".into(),
+            ..Default::default()
+        },
+        &[],
+        ttl,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.deferred_head(10).await.unwrap(), (0, None));
+    assert_eq!(counts(s.clone()).await, (w(&[]), 3, 0, None, None));
+    // A request Redis no longer knows: indexed for operators, no counts
+    // (and no hash made for it).
+    s.index_deferred(&deferral("m4", "gone", "retry", "a.example", 50), None, ttl)
+        .await
+        .unwrap();
+    assert_eq!(s.deferred_summary().await.unwrap(), (1, Some(50)));
+    assert!(!s.exists(&["req", "gone"]).await.unwrap());
+    assert!(!s.exists(&["req", "gone", "deferred"]).await.unwrap());
 }

@@ -42,7 +42,7 @@ async fn mx_pipeline(port: u16, dns: &Dns) -> TestPipeline {
 }
 
 fn domain_show(p: &TestPipeline, domain: &str) -> serde_json::Value {
-    let (code, out) = p.cli(&["domain", "show", domain]);
+    let (code, out) = p.cli(&["--json", "domain", "show", domain]);
     assert_eq!(code, 0, "{out}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
