@@ -55,8 +55,22 @@ impl BouncesCommand {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&values)?);
             } else {
-                for r in rows {
-                    println!("{r}");
+                println!(
+                    "{:<21} {:<6} {:<12} {:<32} {:<40} why",
+                    "at", "source", "outcome", "from", "subject"
+                );
+                for r in &rows {
+                    let v: serde_json::Value = serde_json::from_str(r).unwrap_or_default();
+                    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+                    println!(
+                        "{:<21} {:<6} {:<12} {:<32} {:<40} {}",
+                        crate::out::utc(v["at"].as_i64().unwrap_or(0)),
+                        s("source"),
+                        s("outcome"),
+                        s("from"),
+                        s("subject").chars().take(40).collect::<String>(),
+                        s("why")
+                    );
                 }
             }
             return Ok(ExitCode::SUCCESS);

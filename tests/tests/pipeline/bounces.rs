@@ -398,6 +398,13 @@ Content-Type: text/rfc822-headers\n\
         unprocessed[0].contains("\"outcome\":\"unrecognized\""),
         "{unprocessed:?}"
     );
+    // For people, a table with a readable time; JSON with --json.
+    let (code, table) = p.cli(&["bounces", "--unprocessed"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("unrecognized") && table.contains("hi") && !table.contains('{'),
+        "{table}"
+    );
 
     let status = wait_for("the bounce counted", Duration::from_secs(10), || async {
         let s = p.status("fbl-1").await;
