@@ -4,6 +4,8 @@
     report.py RESULTS_DIR FACTS_JSON            prints the table
     report.py --update BENCHMARKS.md TABLE_MD   puts the table between the
                                                  "bench:results" markers
+    report.py --rounds RESULTS_DIR              the on/off pairs of each round
+                                                 (scripts/bench --rounds)
 """
 import json
 import os
@@ -149,8 +151,53 @@ def table(res, facts):
             f"{exp['hwm_kib'] / 1024:.1f} MiB, {exp['cpu_s'] / exp['count'] * 1000:.3f} s", "< 64 MiB",
             verdict(exp["hwm_kib"] / 1024 < 64))
     else:
-        row("6", "expander scale (1,000,000 recipients)", "not run (--quick)", "≥ 20,000/s, < 64 MiB", "–")
+        row("6", "expander scale (1,000,000 recipients)", "not run", "≥ 20,000/s, < 64 MiB", "–")
+    off, on = load(res, "rules-off.json"), load(res, "rules-on.json")
+    if off and on:
+        r = rate(on) / rate(off)
+        row("6b", f"expander with {on['rules']} exclusion rules and no_mail_host + likely_typo on / off ({on['count']:,} recipients over 1,000 domains)",
+            f"{fmt(rate(on))} / {fmt(rate(off))} recipients/s ({r:.2f} × off)", "≥ 0.8 × off", verdict(r >= 0.8))
+        k = lambda d, key: d[key] / d["count"] * 1000
+        row("6b", "CPU s per 1,000 recipients, off → on: expander / Redis / RabbitMQ",
+            f"{k(off, 'cpu_s'):.4f} → {k(on, 'cpu_s'):.4f} / {k(off, 'redis_cpu_s'):.4f} → {k(on, 'redis_cpu_s'):.4f}"
+            f" / {k(off, 'rabbitmq_cpu_s'):.4f} → {k(on, 'rabbitmq_cpu_s'):.4f}", "", "")
+        st = on["status"]
+        excl = ", ".join(f"{k} {v:,}" for k, v in sorted(st.get("excluded", {}).items()))
+        row("6b", "on: excluded by reason; flagged; DNS MX lookups",
+            f"{excl or 'none'}; {', '.join(f'{k} {v:,}' for k, v in st.get('flagged', {}).items()) or 'none'}; {on['mx_lookups']:,}", "", "")
     return "\n".join(out) + "\n"
+
+
+def rounds(res):
+    """The on/off pairs of every round (scripts/bench --rounds), side by side."""
+    dirs = sorted((d for d in os.listdir(res) if d.startswith("round")), key=lambda d: int(d[5:]))
+    out = []
+    arch = [(d, load(os.path.join(res, d), "e2e.json"), load(os.path.join(res, d), "e2e-archive.json")) for d in dirs]
+    arch = [a for a in arch if a[1] and a[2]]
+    if arch:
+        out.append("| round | first | archive off msg/s | on msg/s | on / off | sender CPU-ms per message off → on | RabbitMQ | whole machine | stream read back msg/s | bytes per message |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        for d, off, on in arch:
+            k = lambda r, n: r["procs"][n]["cpu_s"] / r["count"] * 1000
+            pair = lambda n: f"{k(off, n):.3f} → {k(on, n):.3f}"
+            st = on["stream"]
+            first = "off" if off["t0_ms"] < on["t0_ms"] else "on"
+            out.append(f"| {d[5:]} | {first} | {fmt(rate(off))} | {fmt(rate(on))} | {rate(on) / rate(off):.2f} | {pair('sender')} | {pair('rabbitmq')} | {pair('machine')} | "
+                       f"{fmt(st['read_per_s'])} ({st['messages']:,} of {on['count']:,}) | {fmt(st['bytes'] / max(1, st['messages']))} |")
+        out.append("")
+    rules = [(d, load(os.path.join(res, d), "rules-off.json"), load(os.path.join(res, d), "rules-on.json")) for d in dirs]
+    rules = [r for r in rules if r[1] and r[2]]
+    if rules:
+        out.append("| round | first | rules and checks off, recipients/s | on | on / off | expander CPU-µs per recipient off → on | Redis | accepted off / on | MX lookups on |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for d, off, on in rules:
+            k = lambda r, key: r[key] / r["count"] * 1e6
+            first = "off" if off["t0_ms"] < on["t0_ms"] else "on"
+            out.append(f"| {d[5:]} | {first} | {fmt(rate(off))} | {fmt(rate(on))} | {rate(on) / rate(off):.2f} | "
+                       f"{k(off, 'cpu_s'):.2f} → {k(on, 'cpu_s'):.2f} | {k(off, 'redis_cpu_s'):.2f} → {k(on, 'redis_cpu_s'):.2f} | "
+                       f"{off['status'].get('accepted', 0):,} / {on['status'].get('accepted', 0):,} | {on['mx_lookups']:,} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def update(path, table_path):
@@ -169,6 +216,8 @@ def update(path, table_path):
 if __name__ == "__main__":
     if sys.argv[1] == "--update":
         update(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "--rounds":
+        sys.stdout.write(rounds(sys.argv[2]))
     else:
         facts = json.load(open(sys.argv[2]))
         sys.stdout.write(table(sys.argv[1], facts))

@@ -5,7 +5,9 @@
 //!   outstanding confirms into a fresh durable quorum queue, then consume them
 //!   with acks (one by one, or `multiple` every K), then delete the queue.
 //! * `publish`  — one bulk request (optionally split in parts) of N recipients
-//!   at one domain, templates padded so that the rendered message is ~SIZE bytes.
+//!   at one domain (or spread over many, with role local parts and typo
+//!   domains among them: `--domains`, `--role-every`, `--extra-every`),
+//!   templates padded so that the rendered message is ~SIZE bytes.
 //! * `trickle`  — T transactional requests (one recipient each) spread evenly
 //!   over D seconds, each carrying its publish time in `X-Bench-Published-Ms`.
 //! * `sink`     — an SMTP sink that records the arrival time of every message
@@ -97,10 +99,11 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value = "bench.example")]
         domain: String,
-        /// Spread the recipients over this many domains, recipient i at
-        /// `d{i % domains}.{domain}` (0: all at `domain`).
-        #[arg(long, default_value_t = 0)]
-        domains: u64,
+        #[command(flatten)]
+        mix: Mix,
+        /// The request's tenant (tenant-scoped exclusion rules apply to it).
+        #[arg(long)]
+        tenant: Option<String>,
         /// Write the request(s) to this file instead of publishing (one JSON per line).
         #[arg(long)]
         dry_run: Option<String>,
@@ -265,7 +268,8 @@ async fn main() -> anyhow::Result<()> {
             parts,
             size,
             domain,
-            domains,
+            mix,
+            tenant,
             dry_run,
         } => {
             publish(
@@ -275,8 +279,8 @@ async fn main() -> anyhow::Result<()> {
                 recipients,
                 parts,
                 size,
-                &domain,
-                domains,
+                &Recipients { domain, mix },
+                tenant.as_deref(),
                 dry_run.as_deref(),
             )
             .await?
@@ -567,9 +571,53 @@ fn spread_domain(i: u64, domains: u64, domain: &str) -> String {
     }
 }
 
-fn recipient(i: u64, domain: &str) -> Value {
+/// How a request's recipients spread over domains and local parts (the
+/// default: all `user{i}@DOMAIN`). The exclusion-rules benchmark spreads
+/// them so that rules and address checks have domains to look up.
+#[derive(clap::Args, Clone, Default)]
+struct Mix {
+    /// Spread the recipients over this many domains, recipient i at
+    /// `d{i % domains}.{domain}` (0: all at `domain`).
+    #[arg(long, default_value_t = 0)]
+    domains: u64,
+    /// Every this many-th recipient is at one of `--extra-domains` instead.
+    #[arg(long, default_value_t = 0)]
+    extra_every: u64,
+    /// Domains taken in turn by every `--extra-every`-th recipient.
+    #[arg(long, value_delimiter = ',')]
+    extra_domains: Vec<String>,
+    /// Every this many-th recipient has a role local part (`noreply-{i}`).
+    #[arg(long, default_value_t = 0)]
+    role_every: u64,
+}
+
+struct Recipients {
+    domain: String,
+    mix: Mix,
+}
+
+impl Recipients {
+    fn email(&self, i: u64) -> String {
+        let m = &self.mix;
+        let local = if m.role_every > 0 && i % m.role_every == m.role_every / 2 {
+            format!("noreply-{i}")
+        } else {
+            format!("user{i}")
+        };
+        if m.extra_every > 0
+            && !m.extra_domains.is_empty()
+            && i % m.extra_every == m.extra_every - 1
+        {
+            let d = &m.extra_domains[(i / m.extra_every) as usize % m.extra_domains.len()];
+            return format!("{local}@{d}");
+        }
+        format!("{local}@{}", spread_domain(i, m.domains, &self.domain))
+    }
+}
+
+fn recipient_at(i: u64, email: String) -> Value {
     json!({
-        "email": format!("user{i}@{domain}"),
+        "email": email,
         "name": format!("User {i}"),
         "vars": {"plan": if i.is_multiple_of(3) { "pro" } else { "free" }, "code": format!("C{i:07}")},
     })
@@ -583,8 +631,8 @@ async fn publish(
     recipients: u64,
     parts: u64,
     size: usize,
-    domain: &str,
-    domains: u64,
+    spread: &Recipients,
+    tenant: Option<&str>,
     dry_run: Option<&str>,
 ) -> anyhow::Result<Value> {
     let parts = parts.max(1);
@@ -597,6 +645,9 @@ async fn publish(
         obj.insert("request_id".into(), json!(request_id));
         obj.insert("campaign".into(), json!("bench"));
         obj.insert("lane".into(), json!("bulk"));
+        if let Some(t) = tenant {
+            obj.insert("tenant".into(), json!(t));
+        }
         if parts > 1 {
             obj.insert("part".into(), json!({"index": p + 1, "total": parts}));
         }
@@ -606,7 +657,7 @@ async fn publish(
             "recipients".into(),
             Value::Array(
                 (from..to)
-                    .map(|i| recipient(i, &spread_domain(i, domains, domain)))
+                    .map(|i| recipient_at(i, spread.email(i)))
                     .collect(),
             ),
         );
