@@ -233,6 +233,18 @@ pub async fn publish_events(
     publish_with(channel, exchange, &key, &payload, properties(), false).await
 }
 
+/// Publishes a site's change of state to the events exchange (routing key
+/// `site.<action>`).
+pub async fn publish_site_event(
+    channel: &Channel,
+    exchange: &str,
+    event: &crate::message::SiteEvent,
+) -> Result<PendingConfirm, PublishError> {
+    let key = format!("site.{}", event.action);
+    let payload = serde_json::to_vec(event).unwrap_or_default();
+    publish_with(channel, exchange, &key, &payload, properties(), false).await
+}
+
 async fn publish_with(
     channel: &Channel,
     exchange: &str,

@@ -33,10 +33,14 @@ const CALLS_LUA: &str = r#"
 --      "data sent, awaiting reply", written before the final dot; answers 1
 --   a  domain, route, domain interval ms (0 none), domain burst, domain
 --      concurrency (0 none), route interval ms (0 none), route
---      concurrency (0 none), lease id, site
+--      concurrency (0 none), lease id, site, the site's MX rule: interval
+--      ms (0 none), burst (0 none), concurrency (0 none), messages per
+--      connection (0 none), 1 when the site's adaptive rate applies, the
+--      warm-up count's key suffix ('' none: sending domain, site, day),
+--      its cap, and ms until its day ends
 --      whether the message may go now; answers status (0 go, 1 wait,
---      2 paused), ms to wait or pause, and 1 if concurrency leases were
---      taken
+--      2 paused), ms to wait or pause, 1 if concurrency leases were
+--      taken, and the site's messages per connection (0 none)
 --   d  message, request, record, ttl s, address whose soft-failure counter
 --      a delivery resets ('' none), request counters to raise (space-
 --      separated)
@@ -49,6 +53,7 @@ local p, ttl, window, tau = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4
 local out = {}
 local now
 local flags, pauses, overrides, slows = {}, {}, {}, {}
+local spauses, soverrides, srates, warms = {}, {}, {}, {}
 local attempts, touched = {}, {}
 local site_attempts, sites_touched, site_domains = {}, {}, {}
 local counts, order = {}, {}
@@ -122,7 +127,8 @@ local function gate(mid, req, retried, owner)
   return '0', ''
 end
 
-local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, site)
+local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, site,
+    sint, sburst, sconc, sper, adaptive, wkey, wcap, wleft)
   if not now then
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -132,7 +138,42 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
     paused = redis.call('PTTL', p .. ':pause:' .. domain)
     pauses[domain] = paused
   end
-  if paused > 0 then return 2, paused, 0 end
+  if paused > 0 then return 2, paused, 0, 0 end
+  -- The site: its pause (an operator's, or the controller's suspension),
+  -- its MX rule (run-time over configured) and its adaptive rate.
+  local spaused = spauses[site]
+  if spaused == nil then
+    spaused = redis.call('PTTL', p .. ':site:pause:' .. site)
+    spauses[site] = spaused
+  end
+  if spaused > 0 then return 2, spaused, 0, 0 end
+  -- Warm-up: past the day's cap, the message waits for the next day.
+  local wcount
+  if wkey ~= '' then
+    wcount = warms[wkey]
+    if wcount == nil then wcount = tonumber(redis.call('GET', p .. ':warm:' .. wkey) or '0') end
+    warms[wkey] = wcount
+    if wcount >= tonumber(wcap) then return 1, tonumber(wleft), 0, 0 end
+  end
+  local sov = soverrides[site]
+  if sov == nil then
+    sov = redis.call('HMGET', p .. ':site:limit:' .. site, 'interval_ms', 'burst', 'concurrency', 'per_connection')
+    soverrides[site] = sov
+  end
+  sint = tonumber(sov[1]) or tonumber(sint)
+  sburst = tonumber(sov[2]) or tonumber(sburst)
+  sconc = tonumber(sov[3]) or tonumber(sconc)
+  sper = tonumber(sov[4]) or tonumber(sper)
+  if adaptive == '1' then
+    local srate = srates[site]
+    if srate == nil then
+      srate = tonumber(redis.call('HGET', p .. ':site:ctl:' .. site, 'rate')) or 0
+      srates[site] = srate
+    end
+    if srate > 0 and 1000 / srate > sint then sint = 1000 / srate end
+  end
+  -- Without a burst of its own, a site takes a tenth of a second's worth.
+  if sburst <= 0 and sint > 0 then sburst = math.max(1, math.floor(100 / sint)) end
   local ov = overrides[domain]
   if ov == nil then
     ov = redis.call('HMGET', p .. ':limit:' .. domain, 'interval_ms', 'burst', 'concurrency')
@@ -144,17 +185,25 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
   local leased = 0
   dint = slowed(domain, dint)
   -- Without any limit there is nothing to spend: only the attempt counts.
-  if dint > 0 or dconc > 0 or rint > 0 or rconc > 0 then
+  if dint > 0 or dconc > 0 or rint > 0 or rconc > 0 or sint > 0 or sconc > 0 then
     dburst = tonumber(ov[2]) or tonumber(dburst)
     wait = 0
     local dtat = gcra(p .. ':tat:' .. domain, dint, dburst)
     local rtat = gcra(p .. ':rtat:' .. route, rint, 1)
+    local stat = gcra(p .. ':site:tat:' .. site, sint, sburst)
     room(p .. ':conc:' .. domain, dconc)
     room(p .. ':rconc:' .. route, rconc)
-    if wait > 0 then return 1, math.ceil(wait), 0 end
+    room(p .. ':site:conc:' .. site, sconc)
+    if wait > 0 then return 1, math.ceil(wait), 0, 0 end
     if dtat then redis.call('SET', p .. ':tat:' .. domain, tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
     if rtat then redis.call('SET', p .. ':rtat:' .. route, tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
+    if stat then redis.call('SET', p .. ':site:tat:' .. site, tostring(stat), 'PX', math.ceil(stat - now) + 1000) end
     local lttl = tonumber(ttl)
+    if sconc > 0 then
+      redis.call('ZADD', p .. ':site:conc:' .. site, now + lttl, lease)
+      redis.call('PEXPIRE', p .. ':site:conc:' .. site, lttl)
+      leased = 1
+    end
     if dconc > 0 then
       redis.call('ZADD', p .. ':conc:' .. domain, now + lttl, lease)
       redis.call('PEXPIRE', p .. ':conc:' .. domain, lttl)
@@ -177,7 +226,12 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
   end
   site_attempts[site] = site_attempts[site] + 1
   site_domains[site .. '\0' .. domain] = {site, domain}
-  return 0, 0, leased
+  if wkey ~= '' then
+    warms[wkey] = wcount + 1
+    redis.call('INCR', p .. ':warm:' .. wkey)
+    redis.call('PEXPIRE', p .. ':warm:' .. wkey, 172800000)
+  end
+  return 0, 0, leased, sper
 end
 
 local function done(mid, req, record, rttl, reset, counters)
@@ -205,12 +259,15 @@ while i <= #ARGV do
     out[#out + 1] = value
     i = i + 5
   elseif tag == 'a' then
-    local status, ms, leased = acquire(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-      ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9])
+    local status, ms, leased, per = acquire(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+      ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10],
+      ARGV[i + 11], ARGV[i + 12], ARGV[i + 13], ARGV[i + 14], ARGV[i + 15], ARGV[i + 16],
+      ARGV[i + 17])
     out[#out + 1] = tostring(status)
     out[#out + 1] = tostring(ms)
     out[#out + 1] = tostring(leased)
-    i = i + 10
+    out[#out + 1] = tostring(per)
+    i = i + 18
   elseif tag == 'm' then
     redis.call('SET', p .. ':dot:' .. ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
     out[#out + 1] = '1'
@@ -311,7 +368,19 @@ pub(crate) fn arguments(
                     .arg(ms(a.route.interval))
                     .arg(a.route.concurrency.unwrap_or(0))
                     .arg(&a.lease_id)
-                    .arg(&a.site);
+                    .arg(&a.site)
+                    .arg(ms(a.site_limits.rate.map(|r| r.interval())))
+                    .arg(a.site_limits.burst.unwrap_or(0))
+                    .arg(a.site_limits.concurrency.unwrap_or(0))
+                    .arg(a.site_limits.messages_per_connection.unwrap_or(0))
+                    .arg(if a.adaptive { "1" } else { "0" });
+                match &a.warmup {
+                    Some(w) => inv
+                        .arg(&w.key)
+                        .arg(w.cap)
+                        .arg(w.day_left.as_millis() as u64),
+                    None => inv.arg("").arg(0).arg(0),
+                };
             }
             Call::Mark(m) => {
                 inv.arg("m")
@@ -338,7 +407,7 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
         .iter()
         .map(|c| match c {
             Call::Gate(_) => 2,
-            Call::Acquire(_) => 3,
+            Call::Acquire(_) => 4,
             Call::Done(_) | Call::Mark(_) => 1,
         })
         .sum();
@@ -382,11 +451,12 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
                 Answer::Gate(gate)
             }
             Call::Acquire(a) => {
-                let (status, ms, leased) = (next(), next(), next());
+                let (status, ms, leased, per) = (next(), next(), next(), next());
                 let d = Duration::from_millis(ms.parse::<i64>().unwrap_or(0).max(0) as u64);
                 Answer::Acquire(match status {
                     "0" => Verdict::Go {
                         lease: (leased == "1").then(|| a.lease_id.clone()),
+                        per_connection: per.parse::<u32>().ok().filter(|n| *n > 0),
                     },
                     "2" => Verdict::Paused(d),
                     _ => Verdict::Wait(d),
@@ -492,6 +562,9 @@ mod tests {
                 domain: "example.com".into(),
                 site: "example.com".into(),
                 limits: Default::default(),
+                site_limits: Default::default(),
+                adaptive: false,
+                warmup: None,
                 route: RouteLimits::default(),
                 lease_id: "o:m1".into(),
             }),
@@ -512,7 +585,7 @@ mod tests {
 
     #[test]
     fn a_mixed_reply_is_read_as_one_answer_per_call_in_order() {
-        let reply = ["0", "", "0", "0", "1", "1", "4", "1500"]
+        let reply = ["0", "", "0", "0", "1", "50", "1", "4", "1500"]
             .map(String::from)
             .to_vec();
         let answers = answers(&calls(), reply).unwrap();
@@ -520,7 +593,7 @@ mod tests {
             matches!(&answers[0], Answer::Gate(g) if g.lease_wait.is_none() && g.done.is_none())
         );
         assert!(
-            matches!(&answers[1], Answer::Acquire(Verdict::Go { lease: Some(l) }) if l == "o:m1")
+            matches!(&answers[1], Answer::Acquire(Verdict::Go { lease: Some(l), per_connection: Some(50) }) if l == "o:m1")
         );
         assert!(matches!(answers[2], Answer::Done(true)));
         assert!(

@@ -7,6 +7,7 @@
 //! ([`address`], [`template`], [`classify`]) and, behind the default `redis`
 //! feature, the shared Redis state ([`store`]).
 
+pub mod adaptive;
 pub mod address;
 pub mod amqp;
 pub mod archive;
@@ -32,6 +33,8 @@ pub mod ratelimit;
 pub mod retry;
 pub mod rules;
 pub mod shutdown;
+#[cfg(feature = "redis")]
+pub mod sitecontrol;
 pub mod sites;
 #[cfg(feature = "redis")]
 pub mod sitestate;
@@ -42,6 +45,7 @@ pub mod template;
 pub mod tls;
 pub mod topology;
 pub mod verp;
+pub mod warmup;
 pub mod worker;
 
 #[cfg(feature = "redis")]

@@ -541,6 +541,10 @@ pub enum EventKind {
     /// Accepted, but an address check that only flags found something
     /// (`likely_typo`, with the domain it resembles in `detail`).
     Flagged,
+    /// A site's sending state changed (its allowed rate was raised or cut,
+    /// it was suspended or resumed): a [`SiteEvent`], routing key
+    /// `site.<action>`.
+    Site,
 }
 
 impl EventKind {
@@ -557,8 +561,32 @@ impl EventKind {
             EventKind::Unsubscribed => "unsubscribed",
             EventKind::Ambiguous => "ambiguous",
             EventKind::Flagged => "flagged",
+            EventKind::Site => "site",
         }
     }
+}
+
+/// A change of a site's sending state, for operators and dashboards
+/// (published on the events exchange with routing key `site.<action>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteEvent {
+    pub v: u32,
+    /// Always [`EventKind::Site`].
+    pub event: EventKind,
+    pub site: String,
+    /// What changed: `started`, `raised`, `cut`, `suspended`, `resumed`,
+    /// `steadied`, `capped`.
+    pub action: String,
+    /// The state after it: `probing`, `steady`, `throttled`, `suspended`.
+    pub state: String,
+    /// The allowed rate before and after, messages per second.
+    pub previous_rate: Option<f64>,
+    pub rate: f64,
+    /// The reply behind a cut or a suspension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix ms.
+    pub at: i64,
 }
 
 /// A delivery event for applications.

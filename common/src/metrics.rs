@@ -197,7 +197,8 @@ pub struct SenderMetrics {
     pub registry: Registry,
     /// Recipients taken from a lane, by lane and outcome: `sent` and
     /// `failed` are SMTP attempts; `duplicate`, `held`, `ambiguous_held`, `removed`,
-    /// `returned`, `not_due`, `throttled`, `paused` and the dead-letter
+    /// `returned`, `not_due`, `throttled`, `paused`, `suspended` (a
+    /// reputation block at an adaptive site) and the dead-letter
     /// reasons (`expired`, `render_failed`, ...) are not.
     pub deliveries: IntCounterVec,
     /// SMTP transaction time, from taking the connection to the final reply.
@@ -223,6 +224,15 @@ pub struct SenderMetrics {
     pub ambiguous: IntCounterVec,
     /// The kept rows' version the sender classifies with.
     pub kept_rules_version: IntGauge,
+    /// Changes of a site's adaptive state this sender made, by site and
+    /// action (`started`, `raised`, `cut`, `suspended`, `resumed`, ...).
+    pub site_changes: IntCounterVec,
+    /// A site's allowed rate (messages per second), as this sender last
+    /// stepped it.
+    pub site_allowed_rate: prometheus::GaugeVec,
+    /// A site's adaptive state (0 probing, 1 steady, 2 throttled,
+    /// 3 suspended), as this sender last stepped it.
+    pub site_state: IntGaugeVec,
 }
 
 impl SenderMetrics {
@@ -340,7 +350,38 @@ impl WorkerMetrics for SenderMetrics {
         breaker_openings.with_label_values(&["breaker"]);
         dead.with_label_values(&["expired"]);
         let kept_rules_version = kept_rules_version(&registry);
+        let site_changes = counter(
+            &registry,
+            "mailpipe_site_changes_total",
+            "Changes of a site's adaptive sending state, by site and action (started, raised, cut, suspended, resumed, steadied, capped)",
+            &["site", "action"],
+        );
+        let site_allowed_rate = register(
+            &registry,
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "mailpipe_site_allowed_rate",
+                    "The adaptive rate a site allows now, messages per second",
+                ),
+                &["site"],
+            )
+            .expect("valid metric"),
+        );
+        let site_state = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "mailpipe_site_state",
+                    "A site's adaptive state: 0 probing, 1 steady, 2 throttled, 3 suspended",
+                ),
+                &["site"],
+            )
+            .expect("valid metric"),
+        );
         Self {
+            site_changes,
+            site_allowed_rate,
+            site_state,
             kept_rules_version,
             ambiguous,
             registry,

@@ -131,7 +131,11 @@ pub struct PauseNote {
 pub enum Verdict {
     /// Go; when `lease` is set, concurrency leases were taken under that
     /// id: [`Policy::release`] them when the transaction is over.
-    Go { lease: Option<String> },
+    Go {
+        lease: Option<String>,
+        /// The site's MX rule: close the connection after this many messages.
+        per_connection: Option<u32>,
+    },
     /// A limit is reached: try again after this long.
     Wait(Duration),
     /// The domain is paused for this long.
@@ -146,9 +150,26 @@ pub struct Ask {
     pub site: String,
     /// The domain's configured limits (run-time overrides win).
     pub limits: DomainPolicy,
+    /// The site's configured MX rule (run-time overrides win).
+    pub site_limits: crate::config::SiteLimits,
+    /// Whether the site's adaptive rate applies.
+    pub adaptive: bool,
+    /// The warm-up ceiling of the message's sending domain at the site.
+    pub warmup: Option<WarmupAsk>,
     pub route: RouteLimits,
     /// Names the message's concurrency leases.
     pub lease_id: String,
+}
+
+/// The warm-up count a message joins ([`crate::warmup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmupAsk {
+    /// `{sending domain}:{site}:{day}`.
+    pub key: String,
+    /// At most this many messages that day.
+    pub cap: u64,
+    /// Until the day ends.
+    pub day_left: Duration,
 }
 
 /// Limits of one route.
@@ -220,10 +241,18 @@ impl Policy {
     }
 
     /// Returns the concurrency leases of a finished transaction.
-    pub async fn release(&self, domain: &str, route: &str, lease: &str) -> Result<(), StoreError> {
+    pub async fn release(
+        &self,
+        domain: &str,
+        site: &str,
+        route: &str,
+        lease: &str,
+    ) -> Result<(), StoreError> {
         let mut c = self.store.connection();
         let _: () = redis::pipe()
             .zrem(self.key(&["conc", domain]), lease)
+            .ignore()
+            .zrem(self.key(&["site", "conc", site]), lease)
             .ignore()
             .zrem(self.key(&["rconc", route]), lease)
             .ignore()

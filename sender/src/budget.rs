@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use mailpipe_common::config::DomainPolicy;
 use mailpipe_common::message::Job;
-use mailpipe_common::policy::{Ask, Verdict};
+use mailpipe_common::policy::{Ask, Verdict, WarmupAsk};
 use mailpipe_common::store::StoreError;
+use mailpipe_common::warmup;
 
 use crate::deliver::DeliveryOutcome;
 use crate::routes::RouteState;
@@ -17,8 +18,9 @@ use crate::Sender;
 /// What to do with the sending policy's verdict on one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BudgetStep {
-    /// Send now; return these concurrency leases afterwards.
-    Go(Option<String>),
+    /// Send now; return these concurrency leases afterwards, and close the
+    /// connection after this many messages (the site's MX rule).
+    Go(Option<String>, Option<u32>),
     /// Wait this long and ask again.
     Sleep(Duration),
     /// Give the message back through a delay tier.
@@ -33,7 +35,10 @@ pub(crate) enum BudgetStep {
 /// deferred (`throttled`), as it is at once when the domain is paused.
 pub(crate) fn after_verdict(verdict: Verdict, waited: Duration, max_wait: Duration) -> BudgetStep {
     match verdict {
-        Verdict::Go { lease } => BudgetStep::Go(lease),
+        Verdict::Go {
+            lease,
+            per_connection,
+        } => BudgetStep::Go(lease, per_connection),
         Verdict::Wait(d) if waited + d <= max_wait => BudgetStep::Sleep(d),
         Verdict::Wait(d) => BudgetStep::Defer {
             delay: d.max(Duration::from_millis(1)),
@@ -50,15 +55,25 @@ impl Sender {
     /// Waits for the shared budget of the domain and route ([`after_verdict`]):
     /// the concurrency leases to return after the transaction, or the
     /// deferred outcome.
+    #[allow(clippy::type_complexity)]
     pub(crate) async fn wait_for_budget(
         &self,
         job: &Job,
         domain: &str,
+        site: &str,
+        from_domain: &str,
         limits: &DomainPolicy,
         route: &RouteState,
-    ) -> Result<Result<Option<String>, DeliveryOutcome>, StoreError> {
+    ) -> Result<Result<(Option<String>, Option<u32>), DeliveryOutcome>, StoreError> {
         let mut waited = Duration::ZERO;
-        let site = self.sites.of(domain).await;
+        let warmup = self.warmup_ask(from_domain, site).await?;
+        let site_limits = self
+            .settings
+            .sites
+            .limits
+            .get(site)
+            .cloned()
+            .unwrap_or_default();
         loop {
             let verdict = self
                 .calls
@@ -66,12 +81,15 @@ impl Sender {
                     domain: domain.to_string(),
                     site: site.to_string(),
                     limits: limits.clone(),
+                    site_limits: site_limits.clone(),
+                    adaptive: self.settings.sites.adaptive.enabled,
+                    warmup: warmup.clone(),
                     route: route.limits.clone(),
                     lease_id: format!("{}:{}", self.instance, job.id),
                 })
                 .await?;
             match after_verdict(verdict, waited, self.settings.sender.max_throttle_wait) {
-                BudgetStep::Go(lease) => return Ok(Ok(lease)),
+                BudgetStep::Go(lease, per) => return Ok(Ok((lease, per))),
                 BudgetStep::Sleep(d) => {
                     waited += d;
                     tokio::time::sleep(d).await;
@@ -83,12 +101,72 @@ impl Sender {
         }
     }
 
+    /// The warm-up count a message from `from_domain` to `site` joins, if
+    /// the sending domain warms up and its day has a cap. Day 1 is the
+    /// configured start, else the first message of the sending domain to
+    /// the site (kept in Redis, read once per process).
+    async fn warmup_ask(
+        &self,
+        from_domain: &str,
+        site: &str,
+    ) -> Result<Option<WarmupAsk>, StoreError> {
+        let w = &self.settings.sites.warmup;
+        if !w.applies_to(from_domain) {
+            return Ok(None);
+        }
+        let start = match w.start_ms() {
+            Some(s) => s,
+            None => self.warmup_start(from_domain, site).await?,
+        };
+        let now = mailpipe_common::unix_now_ms();
+        let day = warmup::warmup_day(start, now);
+        Ok(warmup::warmup_cap(&w.schedule, day).map(|cap| WarmupAsk {
+            key: format!("{from_domain}:{site}:{day}"),
+            cap,
+            day_left: Duration::from_millis((warmup::day_ends_ms(start, day) - now).max(1) as u64),
+        }))
+    }
+
+    /// Day 1 of a sending domain at a site: its first message there.
+    async fn warmup_start(&self, from_domain: &str, site: &str) -> Result<i64, StoreError> {
+        let key = format!("{from_domain}:{site}");
+        if let Some(s) = self
+            .warmup_starts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(*s);
+        }
+        let start = self
+            .policy
+            .warmup_start(&key, mailpipe_common::unix_now_ms())
+            .await?;
+        let mut starts = self.warmup_starts.lock().unwrap_or_else(|e| e.into_inner());
+        if starts.len() >= 100_000 {
+            starts.clear();
+        }
+        starts.insert(key, start);
+        Ok(start)
+    }
+
     /// Returns the concurrency leases off the message's path (they also
     /// expire on their own if this fails).
-    pub(crate) fn release_policy_lease(&self, domain: &str, route: &str, lease: String) {
-        let (policy, domain, route) = (self.policy.clone(), domain.to_string(), route.to_string());
+    pub(crate) fn release_policy_lease(
+        &self,
+        domain: &str,
+        site: &str,
+        route: &str,
+        lease: String,
+    ) {
+        let (policy, domain, site, route) = (
+            self.policy.clone(),
+            domain.to_string(),
+            site.to_string(),
+            route.to_string(),
+        );
         tokio::spawn(async move {
-            policy.release(&domain, &route, &lease).await.ok();
+            policy.release(&domain, &site, &route, &lease).await.ok();
         });
     }
 }
@@ -102,13 +180,21 @@ mod tests {
         let ms = Duration::from_millis;
         let max = ms(1000);
         let table = [
-            (Verdict::Go { lease: None }, ms(0), BudgetStep::Go(None)),
+            (
+                Verdict::Go {
+                    lease: None,
+                    per_connection: None,
+                },
+                ms(0),
+                BudgetStep::Go(None, None),
+            ),
             (
                 Verdict::Go {
                     lease: Some("l".into()),
+                    per_connection: Some(100),
                 },
                 ms(900),
-                BudgetStep::Go(Some("l".into())),
+                BudgetStep::Go(Some("l".into()), Some(100)),
             ),
             (Verdict::Wait(ms(200)), ms(0), BudgetStep::Sleep(ms(200))),
             (Verdict::Wait(ms(200)), ms(800), BudgetStep::Sleep(ms(200))),

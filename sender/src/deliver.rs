@@ -21,6 +21,7 @@ use mailpipe_common::telemetry::scrub;
 use mailpipe_common::unix_now;
 use tokio_util::sync::CancellationToken;
 
+use crate::adaptive::{signal_of, SiteSignal};
 use crate::ambiguous::{self, Found};
 use crate::destination::{HeldRoute, Refusal};
 use crate::smtp::SendError;
@@ -237,7 +238,7 @@ impl Sender {
                 detail: "the validity period ended before the message could be sent".into(),
             });
         }
-        let (envelope, bytes) = match self.build_message(job).await? {
+        let (envelope, bytes, from_domain) = match self.build_message(job).await? {
             Ok(m) => m,
             Err(dead) => return Ok(dead),
         };
@@ -255,6 +256,7 @@ impl Sender {
                 return Ok(DeliveryOutcome::Failed(failure, route, class));
             }
         };
+        let site = self.sites.of(&domain).await;
         let mut last: Option<(Failure, String)> = None;
         let mut held: Option<HeldRoute> = None;
         for route in candidates {
@@ -263,7 +265,8 @@ impl Sender {
                 Ok(c) => {
                     if let Some(refusal) = &c.refused {
                         let at = Refusal::AtConnectOthersOpen;
-                        self.route_refused(job, &domain, &name, refusal, at).await?;
+                        self.route_refused(job, &domain, &site, &name, refusal, at)
+                            .await?;
                     }
                     c.conn
                 }
@@ -277,15 +280,19 @@ impl Sender {
                 }
                 Err(smtp::Unavailable::Failed(failure)) => {
                     let at = Refusal::AtConnectNoneLeft;
-                    self.route_refused(job, &domain, &name, &failure, at)
+                    self.route_refused(job, &domain, &site, &name, &failure, at)
                         .await?;
                     last = Some((failure, name));
                     continue;
                 }
             };
             // Wait for the shared budget, or give the message back.
-            let policy_lease = match self.wait_for_budget(job, &domain, &limits, &route).await? {
-                Ok(lease) => lease,
+            self.site_met(&site).await;
+            let budget = self
+                .wait_for_budget(job, &domain, &site, &from_domain, &limits, &route)
+                .await?;
+            let (policy_lease, per_connection) = match budget {
+                Ok(go) => go,
                 Err(deferred) => {
                     self.release_or_defer(job, owner, &domain, &deferred)
                         .await?;
@@ -299,16 +306,22 @@ impl Sender {
                 owner: owner.to_string(),
                 ttl: self.record_ttl(job),
             });
-            let result = route.route.send(conn, &envelope, &bytes, mark).await;
+            let result = route
+                .route
+                .send(conn, &envelope, &bytes, mark, per_connection)
+                .await;
             if let Some(lease) = policy_lease {
-                self.release_policy_lease(&domain, &name, lease);
+                self.release_policy_lease(&domain, &site, &name, lease);
             }
             self.metrics
                 .smtp_seconds
                 .with_label_values(&[job.lane.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             let failure = match result {
-                Ok(accepted) => return Ok(self.on_accepted(job, name, accepted, bytes).await),
+                Ok(accepted) => {
+                    self.site_saw(&site, SiteSignal::Sent).await;
+                    return Ok(self.on_accepted(job, name, accepted, bytes).await);
+                }
                 // Abandoned before the dot: nothing was sent; the delivery
                 // waits for Redis like any other Redis failure.
                 Err(SendError::Unmarked(e)) => return Err(DeliverError::Store(e)),
@@ -333,7 +346,7 @@ impl Sender {
             match after_failure(&failure) {
                 AfterFailure::NextRoute => {
                     let at = Refusal::InTransaction;
-                    self.route_refused(job, &domain, &name, &failure, at)
+                    self.route_refused(job, &domain, &site, &name, &failure, at)
                         .await?;
                     last = Some((failure, name));
                 }
@@ -345,6 +358,19 @@ impl Sender {
                     let class = self.classify(job, &failure);
                     self.react(&domain, &class).await?;
                     self.store.release_lease(&job.id, owner).await.ok();
+                    if let Some(signal) = signal_of(&failure, &class) {
+                        let blocked = matches!(signal, SiteSignal::Blocked(_));
+                        self.site_saw(&site, signal).await;
+                        // A block is about the sender's reputation at the
+                        // site, not the recipient: the message waits for
+                        // the site's suspension to end.
+                        if blocked && self.settings.sites.adaptive.enabled {
+                            return Ok(DeliveryOutcome::Deferred {
+                                delay: self.settings.sites.adaptive.suspend_for,
+                                reason: "suspended",
+                            });
+                        }
+                    }
                     return Ok(DeliveryOutcome::Failed(failure, name, class));
                 }
             }
@@ -403,7 +429,7 @@ impl Sender {
     async fn build_message(
         &self,
         job: &Job,
-    ) -> Result<Result<(Envelope, Vec<u8>), DeliveryOutcome>, StoreError> {
+    ) -> Result<Result<(Envelope, Vec<u8>, String), DeliveryOutcome>, StoreError> {
         let dead = |reason: &'static str, detail: String| DeliveryOutcome::Dead { reason, detail };
         let prepared = match self.content.get(&self.store, &job.content).await? {
             Ok(p) => p,
@@ -416,6 +442,7 @@ impl Sender {
             Ok(r) => r,
             Err(e) => return Ok(Err(dead("render_failed", e.to_string()))),
         };
+        let from_domain = prepared.sender.from.email.domain().to_ascii_lowercase();
         Ok(mime::build(
             job,
             &prepared.sender,
@@ -423,6 +450,7 @@ impl Sender {
             &self.origin,
             std::time::SystemTime::now(),
         )
+        .map(|(envelope, bytes)| (envelope, bytes, from_domain))
         .map_err(|detail| dead("invalid_message", detail)))
     }
 

@@ -102,6 +102,7 @@ impl Sender {
         &self,
         job: &Job,
         domain: &str,
+        site: &str,
         route: &str,
         failure: &Failure,
         refusal: Refusal,
@@ -121,6 +122,13 @@ impl Sender {
                 .react(domain, &class, &self.settings.policy)
                 .await?
         };
+        // The site's controller sees what slows the domain down: a
+        // throttling reply, or a refused connection that left none open.
+        if sees.may_slow {
+            if let Some(signal) = crate::adaptive::signal_of(failure, &class) {
+                self.site_saw(site, signal).await;
+            }
+        }
         if reaction.slowed {
             tracing::warn!(%domain, %route, "the domain's MX host throttles: sending to the domain slows down");
         }

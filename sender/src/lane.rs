@@ -178,6 +178,7 @@ impl Sender {
             }));
         }
         self.health.set_ready(true);
+        let site_events = tokio::spawn(self.clone().publish_site_events(publish.clone()));
         let mut result = Ok(SessionEnd::Stopped);
         for l in lanes {
             match l.await {
@@ -187,6 +188,7 @@ impl Sender {
             }
         }
         self.health.set_ready(false);
+        site_events.abort();
         tracker.close();
         let deadline = self.settings.sender.shutdown_timeout;
         let waited = tokio::time::timeout(deadline, async {
@@ -214,6 +216,28 @@ impl Sender {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         result
+    }
+}
+
+impl Sender {
+    /// Publishes the sites' changes of state on this session's channel,
+    /// twice a second, until the session ends. They are kept in Redis too
+    /// (`mailpipe site show`), so one lost with a broken channel is only
+    /// logged.
+    async fn publish_site_events(self: Arc<Self>, publish: Arc<Channel>) {
+        let exchange = self.topology.events_exchange();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for event in self.site_control.take_events() {
+                let sent = match amqp::publish_site_event(&publish, &exchange, &event).await {
+                    Ok(pending) => amqp::confirm(pending).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(error) = sent {
+                    tracing::warn!(site = %event.site, %error, "a site event was not published");
+                }
+            }
+        }
     }
 }
 

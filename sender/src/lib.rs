@@ -23,6 +23,7 @@
 //! | `routes.rs` | which relays or MX hosts to try, in which order |
 //! | `dial.rs` | how many connections a route may use, learned from refused dials (applied by `smtp/gate.rs`) |
 //! | `sites.rs` | which site a recipient domain belongs to (MX answers kept for their TTL) |
+//! | `adaptive.rs` | what each attempt says about its site; stepping the site's adaptive rate |
 //! | `destination.rs` | what a refused connection does to the message and to its destination |
 //! | `content.rs` | compiled templates by content id |
 //! | `calls.rs` | the per-message Redis calls, coalesced across messages |
@@ -31,6 +32,7 @@
 //! | `mime.rs`, `dkim.rs`, `smtp/`, `mx.rs`, `coalesce.rs` | the message, its signature, the SMTP client, MX lookups, the coalescer |
 
 mod acker;
+mod adaptive;
 mod ambiguous;
 mod batch;
 mod budget;
@@ -121,7 +123,10 @@ pub async fn run_until_stopped(
         content: content::ContentCache::new(),
         origin,
         calls,
+        site_control: Default::default(),
+        warmup_starts: Default::default(),
     });
+    tokio::spawn(sender.clone().step_sites(shutdown.clone()));
     run_sessions(
         &sender.settings.amqp,
         "mailpipe-sender",
@@ -167,6 +172,10 @@ struct Sender {
     origin: mime::Origin,
     /// The per-message Redis calls, run for all messages in flight together.
     calls: calls::Calls,
+    /// What this sender saw at each site, for the sites' adaptive rates.
+    site_control: adaptive::SiteControllers,
+    /// Day 1 of each (sending domain, site) warm-up, read once.
+    warmup_starts: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// Jobs for the unit tests.

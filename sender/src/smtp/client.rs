@@ -211,6 +211,8 @@ pub struct Client<S = Stream> {
     /// and its reply not read yet: if the transaction fails now, nobody
     /// knows whether the server took the message.
     awaiting_data_reply: bool,
+    /// Transactions started on this connection.
+    transactions: u32,
 }
 
 impl Client {
@@ -265,6 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             in_step: true,
             out: Vec::with_capacity(256),
             awaiting_data_reply: false,
+            transactions: 0,
         };
         let greeting = client.read_reply().await?;
         if greeting.code != 220 {
@@ -278,6 +281,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     #[cfg(test)]
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    /// Transactions started on this connection.
+    pub fn transactions(&self) -> u32 {
+        self.transactions
     }
 
     /// Whether the connection must not be used again.
@@ -317,6 +325,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     ) -> Result<Reply, SmtpError> {
         self.in_step = false;
         self.awaiting_data_reply = false;
+        self.transactions = self.transactions.saturating_add(1);
         let result = self.transaction(from, to, message, mark).await;
         if let Err(e) = &result {
             let keep = self.in_step && reusable_after(e) && self.reset().await;

@@ -286,12 +286,16 @@ impl Route {
     /// refused a transaction on (a 4xx or 5xx reply, reset with RSET) goes
     /// back to the pool; one that failed otherwise, was told 421 or timed
     /// out is closed, never returned to the pool.
+    ///
+    /// A connection that has carried `per_connection` messages (the site's
+    /// MX rule) is closed after this one instead of going back to the pool.
     pub async fn send<E>(
         &self,
         conn: Connection,
         envelope: &Envelope,
         message: &[u8],
         mark: impl std::future::Future<Output = Result<(), E>>,
+        per_connection: Option<u32>,
     ) -> Result<Accepted, SendError<E>> {
         // The connection goes back to the pool (declared last, dropped
         // first) before its slot does: the next message in the slot's queue
@@ -317,6 +321,10 @@ impl Route {
         let failure = match sent {
             Ok(Ok(reply)) => {
                 self.gate.delivered();
+                if per_connection.is_some_and(|n| conn.transactions() >= n) {
+                    conn.quit().await;
+                    drop(Object::take(conn));
+                }
                 return Ok(Accepted {
                     code: reply.code,
                     text: reply.text(),

@@ -17,6 +17,7 @@ mod qualification;
 mod quality;
 mod request_controls;
 mod rules;
+mod site_scripts;
 mod sites;
 mod smtp_session;
 mod store_scripts;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mailpipe_common::sites::SiteRule;
 use mailpipe_tests::dns::Dns;
 use mailpipe_tests::scripted::ScriptedSmtp;
-use mailpipe_tests::{TestPipeline, Workers};
+use mailpipe_tests::{wait_for, TestPipeline, Workers};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,5 +88,172 @@ async fn two_hundred_domains_at_three_providers_are_three_sites_even_through_a_r
     assert!(listed.iter().any(|d| d == "d1.test"), "{beta}");
     let (code, _) = p.cli(&["site", "show", "nowhere"]);
     assert_eq!(code, 3, "an unknown site is not found");
+    p.shutdown().await;
+}
+
+/// Three providers behind dnsmasq MX records: `alpha-mail.test` (its
+/// registered domain), `google` (a shipped rule) and `gamma.test`, with
+/// `n` domains each (`a{i}.test`, `b{i}.test`, `g{i}.test`).
+fn three_providers(n: usize) -> Dns {
+    let mut records = Vec::new();
+    for (i, host) in ["mx1.alpha-mail.test", "mx.smtp.google.com", "mx.gamma.test"]
+        .iter()
+        .enumerate()
+    {
+        records.push(format!("--host-record={host},127.0.2.{}", i + 1));
+        let letter = ["a", "b", "g"][i];
+        for d in 0..n {
+            records.push(format!("--mx-host={letter}{d}.test,{host},10"));
+        }
+    }
+    Dns::start(&records)
+}
+
+fn addresses(letter: &str, domains: usize, n: usize, tag: &str) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| json!({"email": format!("ok-0-{tag}{i}@{letter}{}.test", i % domains)}))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_pause_with_its_reason_stops_every_domain_of_the_site_resume_restarts_it_and_a_site_limit_applies(
+) {
+    let relay = ScriptedSmtp::start();
+    let dns = three_providers(5);
+    let nameserver = dns.nameserver();
+    let p = TestPipeline::spawn_for_port(relay.port, Workers::ALL, |s| {
+        s.sender.mx.nameservers = vec![nameserver];
+    })
+    .await;
+    let request = |id: &str, recipients: Vec<serde_json::Value>| {
+        json!({
+            "schema_version": 1, "request_id": id,
+            "from": "ACME <news@acme.example>", "subject": "Hi", "text": "Hello.",
+            "recipients": recipients,
+        })
+    };
+
+    // An unknown site is an error that writes nothing.
+    let (code, _) = p.cli(&["site", "pause", "nowhere", "--reason", "typo"]);
+    assert_eq!(code, 3);
+    let (code, _) = p.cli(&["site", "limit", "nowhere", "--rate", "5/s"]);
+    assert_eq!(code, 3);
+    let (code, _) = p.cli(&["site", "show", "nowhere"]);
+    assert_eq!(code, 3, "nothing was written for it");
+    let (code, _) = p.cli(&["site", "pause", "google", "--reason", " "]);
+    assert_eq!(code, 2, "a pause needs a reason");
+
+    // The operator pauses google (named by a shipped rule: known before
+    // any mail).
+    let (code, out) = p.cli(&[
+        "--json",
+        "site",
+        "pause",
+        "google",
+        "--reason",
+        "provider incident",
+        "--for",
+        "25s",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = p.cli(&["--json", "site", "show", "google"]);
+    assert_eq!(code, 0, "{out}");
+    let google: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(google["state"], "paused", "{google}");
+    assert_eq!(google["pause"]["reason"], "provider incident", "{google}");
+    assert_eq!(google["pause"]["by"], "operator", "{google}");
+
+    let mut recipients = addresses("a", 5, 10, "p");
+    recipients.extend(addresses("b", 5, 10, "p"));
+    p.publish_json(&request("paused", recipients)).await;
+    wait_for("alpha's ten", Duration::from_secs(60), || async {
+        (relay.count() >= 10).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = relay.per_recipient();
+    assert_eq!(received.len(), 10, "{received:?}");
+    assert!(
+        received.keys().all(|r| r.contains("@a")),
+        "no domain of the paused site got mail: {received:?}"
+    );
+    let (code, out) = p.cli(&["--json", "site", "list"]);
+    assert_eq!(code, 0, "{out}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let listed = rows
+        .iter()
+        .find(|r| r["site"] == "google")
+        .expect("google listed");
+    assert_eq!(listed["state"], "paused", "{listed}");
+    assert_eq!(listed["reason"], "provider incident", "{listed}");
+
+    // Resumed: new mail to google goes at once (the pause had 20 s left).
+    let (code, out) = p.cli(&["--json", "site", "resume", "google"]);
+    assert_eq!(code, 0, "{out}");
+    let resumed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(resumed["was_paused"], true);
+    p.publish_json(&request("resumed", addresses("b", 5, 5, "r")))
+        .await;
+    let s = p.wait_complete("resumed", Duration::from_secs(15)).await;
+    assert_eq!(s.sent, 5, "{s:?}");
+
+    // A run-time MX rule: 5/s, one at once, two messages per connection.
+    let (code, out) = p.cli(&[
+        "--json",
+        "site",
+        "limit",
+        "gamma.test",
+        "--rate",
+        "5/s",
+        "--burst",
+        "1",
+        "--messages-per-connection",
+        "2",
+    ]);
+    // gamma.test was never attempted and no rule names it: unknown yet.
+    assert_eq!(code, 3, "{out}");
+    p.publish_json(&request("first-gamma", addresses("g", 5, 1, "f")))
+        .await;
+    p.wait_complete("first-gamma", Duration::from_secs(30))
+        .await;
+    let (code, out) = p.cli(&[
+        "--json",
+        "site",
+        "limit",
+        "gamma.test",
+        "--rate",
+        "5/s",
+        "--burst",
+        "1",
+        "--messages-per-connection",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = p.cli(&["--json", "site", "show", "gamma.test"]);
+    assert_eq!(code, 0, "{out}");
+    let gamma: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(gamma["rule"]["rate_per_second"], 5.0, "{gamma}");
+    assert_eq!(gamma["rule"]["messages_per_connection"], 2, "{gamma}");
+    p.publish_json(&request("limited", addresses("g", 5, 12, "l")))
+        .await;
+    let s = p.wait_complete("limited", Duration::from_secs(60)).await;
+    assert_eq!(s.sent, 12, "{s:?}");
+    let mut times: Vec<f64> = relay
+        .attempts()
+        .into_iter()
+        .filter(|a| a.stage == "rcpt" && a.code == 250 && a.rcpt.starts_with("ok-0-l"))
+        .map(|a| a.time)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    assert_eq!(times.len(), 12);
+    // Twelve at 5/s with a burst of one take 2.2 s at least (less a
+    // little for the server's own timing of the first and last).
+    let span = times[11] - times[0];
+    assert!(span >= 1.8, "twelve messages in {span:.2} s at 5/s");
+
+    // The paused request's google mail went once its delay was over.
+    let s = p.wait_complete("paused", Duration::from_secs(90)).await;
+    assert_eq!(s.sent, 20, "{s:?}");
+    assert!(relay.per_recipient().values().all(|n| *n == 1));
     p.shutdown().await;
 }
