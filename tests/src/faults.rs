@@ -717,9 +717,7 @@ pub fn duplicate_count(per_recipient: &BTreeMap<String, usize>) -> usize {
 /// producer could put into a queue mailpipe consumes.
 pub async fn publish_raw(p: &TestPipeline, routing_key: &str, body: &[u8]) {
     use mailpipe_common::amqp;
-    let conn = amqp::connect_once(&p.settings.amqp, "test-raw-publisher")
-        .await
-        .expect("RabbitMQ");
+    let conn = crate::connect_amqp(&p.settings.amqp, "test-raw-publisher").await;
     let ch = amqp::channel(&conn, None).await.expect("channel");
     amqp::publish_confirmed(
         &ch,

@@ -421,9 +421,7 @@ impl TestPipeline {
             .expect("Redis on localhost");
         let topology = Topology::from_settings(&settings);
         // Declare before anything publishes, so no test races the workers' start.
-        let conn = amqp::connect_once(&settings.amqp, "test-declare")
-            .await
-            .expect("RabbitMQ on localhost");
+        let conn = connect_amqp(&settings.amqp, "test-declare").await;
 
         topology.declare(&conn).await.expect("declare topology");
         let _ = conn.close(200, "ok".into()).await;
@@ -639,9 +637,7 @@ impl TestPipeline {
 
     /// Publishes a raw request body to the requests queue (confirmed).
     pub async fn publish_request(&self, body: &[u8]) {
-        let conn = amqp::connect_once(&self.settings.amqp, "test-publisher")
-            .await
-            .expect("RabbitMQ");
+        let conn = connect_amqp(&self.settings.amqp, "test-publisher").await;
         let ch = amqp::channel(&conn, None).await.expect("channel");
         amqp::publish_confirmed(
             &ch,
@@ -682,9 +678,7 @@ impl TestPipeline {
 
     /// Whether a queue (by routing key) exists.
     pub async fn queue_exists(&self, key: &str) -> bool {
-        let conn = amqp::connect_once(&self.settings.amqp, "test-inspect")
-            .await
-            .expect("RabbitMQ");
+        let conn = connect_amqp(&self.settings.amqp, "test-inspect").await;
         let ch = conn.create_channel().await.expect("channel");
         let found = ch
             .queue_declare(
@@ -704,9 +698,7 @@ impl TestPipeline {
     /// Messages waiting in a queue (by routing key), not counting unacked
     /// ones; the queue must exist.
     pub async fn queue_depth(&self, key: &str) -> u32 {
-        let conn = amqp::connect_once(&self.settings.amqp, "test-inspect")
-            .await
-            .expect("RabbitMQ");
+        let conn = connect_amqp(&self.settings.amqp, "test-inspect").await;
         let ch = conn.create_channel().await.expect("channel");
         let q = ch
             .queue_declare(
@@ -742,9 +734,7 @@ impl TestPipeline {
 
     /// Takes every message currently in a queue (acking them), as JSON.
     pub async fn drain_queue(&self, key: &str) -> Vec<serde_json::Value> {
-        let conn = amqp::connect_once(&self.settings.amqp, "test-drain")
-            .await
-            .expect("RabbitMQ");
+        let conn = connect_amqp(&self.settings.amqp, "test-drain").await;
         let ch = conn.create_channel().await.expect("channel");
         let mut out = Vec::new();
         while let Some(m) = ch
@@ -777,9 +767,7 @@ impl TestPipeline {
     /// Collects every delivery event the pipeline publishes from now on
     /// into a temporary queue (keep the connection while consuming).
     pub async fn subscribe_events(&self) -> (lapin::Connection, lapin::Consumer) {
-        let conn = mailpipe_common::amqp::connect_once(&self.settings.amqp, "test-events")
-            .await
-            .unwrap();
+        let conn = connect_amqp(&self.settings.amqp, "test-events").await;
         let ch = conn.create_channel().await.unwrap();
         let q = ch
             .queue_declare(
@@ -1048,6 +1036,28 @@ pub fn request_for(id: &str, locals: &[impl AsRef<str>]) -> serde_json::Value {
         "text": "Hi {{ who }}.\n.a line that starts with a dot\n",
         "recipients": recipients,
     })
+}
+
+/// A connection for the test itself (publishing, inspecting, draining).
+/// On this shared machine a loaded broker, or a private node still
+/// booting, sometimes resets a handshake: the harness tries again for up to
+/// a minute, as mailpipe's workers do, instead of failing the scenario on
+/// its own plumbing.
+pub async fn connect_amqp(
+    settings: &mailpipe_common::config::AmqpSettings,
+    name: &str,
+) -> lapin::Connection {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match mailpipe_common::amqp::connect_once(settings, name).await {
+            Ok(conn) => return conn,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("test harness: RabbitMQ connection failed, trying again: {e:#}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("RabbitMQ: {e:#}"),
+        }
+    }
 }
 
 /// A request body with `n` recipients `user{i}@{domain}`, personalized with
