@@ -186,11 +186,13 @@ impl BouncesCommand {
                 out.insert("why".into(), why.clone().into());
             }
         }
-        // The same JSON with or without --json: it is a diagnostic view.
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::Value::Object(out))?
-        );
+        // JSON for scripts (piped, or --json); readable lines on a terminal.
+        let out = serde_json::Value::Object(out);
+        if crate::out::for_people() {
+            print!("{}", crate::out::human(&out));
+        } else {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
         Ok(ExitCode::SUCCESS)
     }
 }

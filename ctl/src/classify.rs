@@ -1,5 +1,6 @@
 //! `mailpipe classify`: runs SMTP reply lines through the classifier, one
-//! JSON object per line, so operators and scripts can test rules.
+//! JSON object per line (piped, or with `--json`), or a readable block per
+//! line on a terminal, so operators and scripts can test rules.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use mailpipe_common::store::{row_id, Store};
 use serde_json::json;
 
 /// Classify SMTP replies: prints exactly one JSON object per input line, in
-/// order, with type, reason, retry, quarantine, scope and the rule that
+/// order (on a terminal without --json, a readable block per line instead), with type, reason, retry, quarantine, scope and the rule that
 /// matched (null: only the basic-code fallback applied, "to qualify";
 /// `kept:ID`: the row ID an operator kept in the qualification table), and
 /// the normalized text and row id the line counts under in `mailpipe bounces`.
@@ -63,9 +64,7 @@ impl ClassifyCommand {
                 Failure::Reply { code, enhanced, .. } => (Some(*code), enhanced.clone()),
                 Failure::Connection { .. } => (None, None),
             };
-            println!(
-                "{}",
-                json!({
+            let row = json!({
                     "input": line,
                     "code": code.filter(|c| *c != 0),
                     "enhanced": enhanced,
@@ -77,8 +76,12 @@ impl ClassifyCommand {
                     "rule": c.rule,
                     "normalized": normalized,
                     "row": row_id(&normalized),
-                })
-            );
+            });
+            if crate::out::for_people() {
+                println!("{line}\n{}", indent(&crate::out::human(&row)));
+            } else {
+                println!("{row}");
+            }
         };
         if self.replies.is_empty() {
             for line in std::io::stdin().lock().lines() {
@@ -91,4 +94,12 @@ impl ClassifyCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Each line of `text` indented by two spaces.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -78,3 +78,77 @@ mod tests {
         }
     }
 }
+
+/// Whether a command whose output is JSON for scripts should print it for
+/// people instead: stdout is a terminal and `--json` was not given. Piped or
+/// redirected output stays JSON (the documented form scripts rely on).
+pub fn for_people() -> bool {
+    use std::io::IsTerminal;
+    !JSON.load(Ordering::Relaxed) && std::io::stdout().is_terminal()
+}
+
+/// A JSON value as indented `key: value` lines for people: objects nest by
+/// indentation, arrays of scalars on one line, other arrays item by item,
+/// nulls left out.
+pub fn human(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    human_into(&mut out, value, 0);
+    out
+}
+
+fn human_into(out: &mut String, value: &serde_json::Value, depth: usize) {
+    use serde_json::Value;
+    let pad = "  ".repeat(depth);
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::Null => {}
+                    Value::Object(m) if m.is_empty() => {}
+                    Value::Object(_) => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        human_into(out, v, depth + 1);
+                    }
+                    Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        for (n, item) in items.iter().enumerate() {
+                            out.push_str(&format!("{pad}  - {}\n", n + 1));
+                            human_into(out, item, depth + 2);
+                        }
+                    }
+                    Value::Array(items) => {
+                        let list: Vec<String> = items.iter().map(scalar).collect();
+                        out.push_str(&format!("{pad}{k}: {}\n", list.join(", ")));
+                    }
+                    _ => out.push_str(&format!("{pad}{k}: {}\n", scalar(v))),
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::human;
+
+    #[test]
+    fn json_reads_as_indented_lines_without_nulls() {
+        let v = serde_json::json!({
+            "report": "delivery_status",
+            "addressed_to": ["a@example.com", "b@example.com"],
+            "why": null,
+            "recipients": [{"recipient": "a@example.com", "classification": {"reason": "user_unknown", "retry": false}}],
+        });
+        assert_eq!(
+            human(&v),
+            "addressed_to: a@example.com, b@example.com\n\
+             recipients:\n  - 1\n    classification:\n      reason: user_unknown\n      retry: false\n    recipient: a@example.com\n\
+             report: delivery_status\n"
+        );
+    }
+}
