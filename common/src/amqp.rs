@@ -234,14 +234,14 @@ pub async fn publish_events(
 }
 
 /// Publishes a site's change of state to the events exchange (routing key
-/// `site.<action>`).
+/// `site.<action>`), as a JSON array of one event like every event message.
 pub async fn publish_site_event(
     channel: &Channel,
     exchange: &str,
     event: &crate::message::SiteEvent,
 ) -> Result<PendingConfirm, PublishError> {
     let key = format!("site.{}", event.action);
-    let payload = serde_json::to_vec(event).unwrap_or_default();
+    let payload = serde_json::to_vec(&[event]).unwrap_or_default();
     publish_with(channel, exchange, &key, &payload, properties(), false).await
 }
 

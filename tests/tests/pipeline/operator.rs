@@ -415,6 +415,9 @@ async fn every_command_has_complete_help() {
         vec!["bounces", "export-rules"],
         vec!["site", "list"],
         vec!["site", "show"],
+        vec!["site", "pause"],
+        vec!["site", "resume"],
+        vec!["site", "limit"],
     ];
     for c in &commands {
         assert!(top.contains(c[0]), "mailpipe --help lacks {}", c[0]);
@@ -932,8 +935,13 @@ async fn every_command_answers_json_that_parses_with_json_and_its_errors_too() {
         vec!["domain", "list"],
         vec!["domain", "show", "example.com"],
         vec!["domain", "resume", "paused.example"],
+        vec!["site", "pause", "google", "--reason", "a test", "--for", "1m"],
+        vec!["site", "limit", "google", "--rate", "5/s"],
+        vec!["site", "limit", "google", "--clear"],
         vec!["site", "list"],
         vec!["site", "show", "example.com"],
+        vec!["site", "show", "google"],
+        vec!["site", "resume", "google"],
         vec!["rules", "list"],
         vec!["bounces"],
         vec!["bounces", "--to-qualify"],

@@ -343,6 +343,18 @@ async fn the_calls_script_applies_the_site_s_pause_rule_and_adaptive_rate_to_eve
     );
     assert!(matches!(got[1], Verdict::Go { .. }), "{got:?}");
     policy.resume_site("s1").await.unwrap();
+    // A domain's own pause still applies.
+    policy
+        .pause("paused.test", Duration::from_secs(30), "operator")
+        .await
+        .unwrap();
+    let got = verdicts(
+        store
+            .calls(&[ask("paused.test", "s1", "l10", none.clone(), false)], lease, window)
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(got[0], Verdict::Paused(_)), "{got:?}");
 
     // The adaptive rate: 2/s allowed (a tenth of a second's burst: one at
     // once), applied only when adaptive sending is on.

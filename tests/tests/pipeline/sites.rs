@@ -257,3 +257,132 @@ async fn a_site_pause_with_its_reason_stops_every_domain_of_the_site_resume_rest
     assert!(relay.per_recipient().values().all(|n| *n == 1));
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_site_is_cut_by_throttling_and_suspended_by_reputation_blocks_without_failing_its_mail(
+) {
+    use futures_lite::StreamExt;
+    let relay = ScriptedSmtp::start();
+    let dns = three_providers(5);
+    let nameserver = dns.nameserver();
+    let p = TestPipeline::spawn_for_port(relay.port, Workers::ALL, |s| {
+        s.sender.mx.nameservers = vec![nameserver];
+        s.sites.adaptive.enabled = true;
+        s.sites.adaptive.start_rate = "50/s".parse().unwrap();
+        s.sites.adaptive.suspend_for = Duration::from_secs(6);
+    })
+    .await;
+    let (_events_conn, mut events) = p.subscribe_events().await;
+    let request = |id: &str, recipients: Vec<serde_json::Value>| {
+        json!({
+            "schema_version": 1, "request_id": id,
+            "from": "ACME <news@acme.example>", "subject": "Hi", "text": "Hello.",
+            "recipients": recipients,
+        })
+    };
+    // Google blocks the first attempt of three messages as spam (a refusal
+    // about the sender), gamma throttles the first attempt of ten, alpha
+    // takes everything.
+    let mut recipients: Vec<serde_json::Value> = (0..3)
+        .map(|i| json!({"email": format!("r554-1-b{i}@b{i}.test")}))
+        .collect();
+    recipients.extend((0..10).map(|i| json!({"email": format!("r450-1-g{i}@g{}.test", i % 5)})));
+    recipients.extend(addresses("a", 5, 20, "a"));
+    p.publish_json(&request("adaptive", recipients)).await;
+
+    let google = wait_for("google suspended", Duration::from_secs(60), || async {
+        let (code, out) = p.cli(&["--json", "site", "show", "google"]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (code == 0 && v["state"] == "suspended").then_some(v)
+    })
+    .await;
+    let reason = google["pause"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("554 5.7.1 Message rejected as spam"),
+        "the reply is the reason: {google}"
+    );
+    assert_eq!(google["pause"]["by"], "adaptive", "{google}");
+    let changes = google["changes"].as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|l| l.as_str().unwrap_or_default().contains(" suspended suspended ")),
+        "{google}"
+    );
+    // The blocked mail is deferred, not failed; the other sites flow.
+    let mut suspended = 0.0;
+    for lane in ["transactional", "bulk"] {
+        suspended += p
+            .metric(
+                "sender",
+                &format!("mailpipe_deliveries_total{{lane=\"{lane}\",outcome=\"suspended\"}}"),
+            )
+            .await;
+    }
+    let all = p.metric("sender", "mailpipe_deliveries_total").await;
+    assert!(suspended >= 3.0, "{suspended} deferred as suspended ({all} in all)");
+    let s = p.status("adaptive").await;
+    assert!(s.dead.is_empty() && s.bounced.is_empty(), "{s:?}");
+    wait_for("alpha and gamma", Duration::from_secs(60), || async {
+        let got = relay.per_recipient();
+        let others = got.keys().filter(|r| !r.contains("@b")).count();
+        (others == 30).then_some(())
+    })
+    .await;
+
+    // Gamma's throttling cut its rate.
+    let gamma = wait_for("gamma cut", Duration::from_secs(30), || async {
+        let (_, out) = p.cli(&["--json", "site", "show", "gamma.test"]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let cut = v["changes"]
+            .as_array()?
+            .iter()
+            .any(|l| l.as_str().unwrap_or_default().contains(" cut "));
+        cut.then_some(v)
+    })
+    .await;
+    assert!(
+        gamma["adaptive"]["rate"].as_f64().unwrap() < 50.0,
+        "cut below its start: {gamma}"
+    );
+    let cuts = p
+        .metric(
+            "sender",
+            "mailpipe_site_changes_total{action=\"cut\",site=\"gamma.test\"}",
+        )
+        .await;
+    assert!(cuts >= 1.0, "{cuts}");
+
+    // After the suspension, google's messages go, once each; nobody was
+    // quarantined or bounced for the sender's reputation.
+    let s = p.wait_complete("adaptive", Duration::from_secs(90)).await;
+    assert_eq!(s.sent, 33, "{s:?}");
+    assert!(s.dead.is_empty() && s.bounced.is_empty(), "{s:?}");
+    assert!(relay.per_recipient().values().all(|n| *n == 1));
+
+    // Site events: the suspension with its reason, the cut.
+    let mut seen = Vec::new();
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_millis(500), events.next()).await
+    {
+        if d.routing_key.as_str().starts_with("site.") {
+            for e in mailpipe_tests::events_in(&d.data) {
+                seen.push((
+                    e["site"].as_str().unwrap_or_default().to_string(),
+                    e["action"].as_str().unwrap_or_default().to_string(),
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|(s, a, r)| s == "google" && a == "suspended" && r.contains("554 5.7.1")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(s, a, _)| s == "gamma.test" && a == "cut"),
+        "{seen:?}"
+    );
+    p.shutdown().await;
+}
