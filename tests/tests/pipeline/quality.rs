@@ -271,6 +271,55 @@ async fn likely_typos_are_flagged_or_excluded_as_configured() {
         let (code, text) = p.cli(&["status", "typos"]);
         assert_eq!(code, 0);
         assert!(text.contains("likely_typo"), "{text}");
+
+        // `submit --dry-run`, with the same typo_action, tells the same
+        // before anything is published.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mailpipe.yaml");
+        let action_name = match action {
+            TypoAction::Flag => "flag",
+            TypoAction::Exclude => "exclude",
+        };
+        std::fs::write(
+            &config,
+            format!("expander:\n  quality:\n    typo_action: {action_name}\n"),
+        )
+        .unwrap();
+        let file = dir.path().join("request.json");
+        let mut dry = r.clone();
+        dry.as_object_mut().unwrap().remove("request_id");
+        std::fs::write(&file, dry.to_string()).unwrap();
+        let (code, out) = p.cli(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            "submit",
+            file.to_str().unwrap(),
+            "--dry-run",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let (excluded, flagged) = match action {
+            TypoAction::Flag => (json!({}), json!({"likely_typo": 2})),
+            TypoAction::Exclude => (json!({"likely_typo": 2}), json!({})),
+        };
+        assert_eq!(report["excluded"], excluded, "{report}");
+        assert_eq!(report["flagged"], flagged, "{report}");
+        let named: Vec<&str> = report["exclusions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["recipient"].as_str())
+            .collect();
+        match action {
+            TypoAction::Flag => assert!(named.is_empty(), "{report}"),
+            TypoAction::Exclude => assert_eq!(named, ["ann@gmial.com", "cid@hotmial.com"]),
+        }
+        assert_eq!(
+            p.queue_depth("requests").await,
+            0,
+            "the dry run published nothing"
+        );
         p.shutdown().await;
     }
 }
