@@ -935,7 +935,9 @@ async fn every_command_answers_json_that_parses_with_json_and_its_errors_too() {
         vec!["domain", "list"],
         vec!["domain", "show", "example.com"],
         vec!["domain", "resume", "paused.example"],
-        vec!["site", "pause", "google", "--reason", "a test", "--for", "1m"],
+        vec![
+            "site", "pause", "google", "--reason", "a test", "--for", "1m",
+        ],
         vec!["site", "limit", "google", "--rate", "5/s"],
         vec!["site", "limit", "google", "--clear"],
         vec!["site", "list"],

@@ -345,12 +345,16 @@ async fn the_calls_script_applies_the_site_s_pause_rule_and_adaptive_rate_to_eve
     policy.resume_site("s1").await.unwrap();
     // A domain's own pause still applies.
     policy
-        .pause("paused.test", Duration::from_secs(30), "operator")
+        .pause("paused.test", Duration::from_secs(30), "operator", None)
         .await
         .unwrap();
     let got = verdicts(
         store
-            .calls(&[ask("paused.test", "s1", "l10", none.clone(), false)], lease, window)
+            .calls(
+                &[ask("paused.test", "s1", "l10", none.clone(), false)],
+                lease,
+                window,
+            )
             .await
             .unwrap(),
     );
