@@ -503,13 +503,12 @@ mod tests {
         }
     }
 
-    /// Runs a whole sequence: each row is (time ms, counts, ceiling, the
-    /// action, phase and rate expected after it).
-    fn run(
-        s: &AdaptiveSettings,
-        start: Option<SiteControl>,
-        rows: &[(i64, Counts, Option<f64>, Action, Phase, f64)],
-    ) -> SiteControl {
+    /// One step of a sequence: (time ms, counts, ceiling, the action,
+    /// phase and rate expected after it).
+    type Row = (i64, Counts, Option<f64>, Action, Phase, f64);
+
+    /// Runs a whole sequence of [`Row`]s.
+    fn run(s: &AdaptiveSettings, start: Option<SiteControl>, rows: &[Row]) -> SiteControl {
         let mut state = start;
         for (i, (now, counts, ceiling, action, phase, rate)) in rows.iter().enumerate() {
             let out = step(s, *ceiling, state.as_ref(), counts, *now);

@@ -200,7 +200,7 @@ impl Sender {
         let changed = out.action != Action::None;
         let line = changed.then(|| log_line(now, out.action, before.map(|b| b.0), &out.state));
         let suspend =
-            (out.action == Action::Suspended).then(|| (s.suspend_for, out.state.reason.as_str()));
+            (out.action == Action::Suspended).then_some((s.suspend_for, out.state.reason.as_str()));
         let stored = self
             .policy
             .site_step_apply(site, &due.lock, &out.state, line.as_deref(), suspend, now)
