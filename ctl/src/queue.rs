@@ -333,21 +333,7 @@ impl Waiting {
                 whys.join(", ")
             }
         );
-        println!("  {:<10} {:>9}", "paused", thousands(w.paused_total()));
-        for p in &w.paused {
-            let reason = if p.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", p.reason)
-            };
-            println!(
-                "    {:<30} {:>9}  until {} (by {}){reason}",
-                p.domain,
-                thousands(p.recipients),
-                crate::out::utc(p.until),
-                p.by
-            );
-        }
+        w.print_paused();
         let held: u64 = self.held.iter().map(|a| a.status.pending).sum();
         println!(
             "  {:<10} {:>9}  pending recipients of {} held campaign(s)",

@@ -268,21 +268,7 @@ fn print_whereabouts(w: &Whereabouts, held: bool) {
         );
     }
     if !w.paused.is_empty() {
-        println!("  {:<10} {:>9}", "paused", thousands(w.paused_total()));
-        for p in &w.paused {
-            let reason = if p.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", p.reason)
-            };
-            println!(
-                "    {:<30} {:>9}  until {} (by {}){reason}",
-                p.domain,
-                thousands(p.recipients),
-                crate::out::utc(p.until),
-                p.by
-            );
-        }
+        w.print_paused();
     }
 }
 

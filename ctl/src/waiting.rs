@@ -46,6 +46,26 @@ pub struct PausedWait {
 }
 
 impl Whereabouts {
+    /// The paused recipients' lines of `status` and `queue list`: the
+    /// total, then each paused domain with its count, end, who and why.
+    pub fn print_paused(&self) {
+        println!("  {:<10} {:>9}", "paused", thousands(self.paused_total()));
+        for p in &self.paused {
+            let reason = if p.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.reason)
+            };
+            println!(
+                "    {:<30} {:>9}  until {} (by {}){reason}",
+                p.domain,
+                thousands(p.recipients),
+                crate::out::utc(p.until),
+                p.by
+            );
+        }
+    }
+
     pub fn deferred_total(&self) -> u64 {
         self.deferred.values().sum()
     }
