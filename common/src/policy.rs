@@ -1,6 +1,9 @@
 //! The sending policy every sender replica shares, kept in Redis and
-//! decided by scripts that read the server's clock (`TIME`), so any number
-//! of replicas share one budget and no replica's clock matters:
+//! applied by scripts that read the server's clock (`TIME`), so any number
+//! of replicas share one budget and no replica's clock matters. The
+//! breaker's and the paused index's scripts here, like the slow-down's, take
+//! the time as an argument as well (Unix ms, '' for the server's clock), so
+//! tests pass it in:
 //!
 //! * per-domain and per-route rate limits (GCRA: one "theoretical arrival
 //!   time" per key; a burst allowance lets `burst` messages through at once);
@@ -17,7 +20,8 @@
 //! `{p}:rconc:{route}`, `{p}:brk:{domain}:{minute}` (breaker buckets),
 //! `{p}:paused` (index of the paused domains by the end of their pause, so
 //! the paused domains are listed without scanning the key space; the pause
-//! key decides, the index only points at it), `{p}:pausenote:{domain}` (an
+//! key decides, the index only points at it and forgets a domain once its
+//! pause key is gone or its end has passed), `{p}:pausenote:{domain}` (an
 //! operator's pause: when, why and who, JSON, with the pause's time to live).
 //!
 //! Whether a message may go now ([`Ask`] → [`Verdict`]) is decided by the
@@ -41,13 +45,26 @@ pub fn breaker_buckets(window_secs: u64) -> u64 {
     window_secs.div_ceil(60).max(1)
 }
 
+/// The time argument of the policy's scripts: `now_ms` (Unix ms), or ''
+/// for the server's clock, which the senders use so that every replica
+/// counts on one clock (the calls script counts the attempts on it).
+pub(crate) fn now_arg(now_ms: Option<i64>) -> String {
+    now_ms.map(|n| n.to_string()).unwrap_or_default()
+}
+
 const BREAKER_LUA: &str = r#"
 -- KEYS: 1 pause, 2 index of paused domains; ARGV: 1 bucket prefix, 2 window s,
 -- 3 min attempts, 4 ratio, 5 pause s, 6 count this failure (1/0), 7 domain,
 -- 8 count it as an attempt too (1/0: it failed before the sending policy
--- was asked, which counts the attempts that reach it)
-local t = redis.call('TIME')
-local minute = math.floor(tonumber(t[1]) / 60)
+-- was asked, which counts the attempts that reach it), 9 now ms ('' = the
+-- server's clock). Returns whether it opened, and the window's attempts
+-- and failures.
+local now = tonumber(ARGV[9])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local minute = math.floor(now / 60000)
 local window = tonumber(ARGV[2])
 if ARGV[6] == '1' then
   local cur = ARGV[1] .. minute
@@ -67,8 +84,7 @@ local opened = 0
 if a >= tonumber(ARGV[3]) and a > 0 and f / a >= tonumber(ARGV[4]) then
   if redis.call('SET', KEYS[1], 'breaker', 'NX', 'EX', ARGV[5]) then
     opened = 1
-    local till = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5]) * 1000
-    redis.call('ZADD', KEYS[2], till, ARGV[7])
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]) * 1000, ARGV[7])
   end
 end
 return {opened, a, f}
@@ -78,23 +94,29 @@ return {opened, a, f}
 /// entries whose pause ended (or was removed) leave the index.
 const PAUSED_LUA: &str = r#"
 -- KEYS: 1 index of paused domains; ARGV: 1 pause key prefix, 2 most domains
--- to describe, 3 pause note key prefix. Returns the number paused and, for
--- the first ones by end of pause, domain, end (Unix ms), who paused it and
--- the operator's note ('' none).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- to describe, 3 pause note key prefix, 4 now ms ('' = the server's clock).
+-- Returns the number paused and, for the first ones by end of pause,
+-- domain, end (Unix ms), who paused it and the operator's note ('' none).
+local now = tonumber(ARGV[4])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local limit = tonumber(ARGV[2])
 local total, out = 0, {}
-for _, d in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+local index = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #index, 2 do
+  local d, till = index[i], tonumber(index[i + 1])
   local ttl = redis.call('PTTL', ARGV[1] .. d)
-  -- Without a time to live a pause key does not pause (the senders' check).
-  if ttl <= 0 then
+  -- Without a time to live a pause key does not pause (the senders' check);
+  -- a pause whose end (the index's score) is past has ended as of now.
+  if ttl <= 0 or till <= now then
     redis.call('ZREM', KEYS[1], d)
   else
     total = total + 1
     if total <= limit then
       out[#out + 1] = d
-      out[#out + 1] = tostring(now + ttl)
+      out[#out + 1] = tostring(till)
       out[#out + 1] = redis.call('GET', ARGV[1] .. d) or ''
       out[#out + 1] = redis.call('GET', ARGV[3] .. d) or ''
     end
@@ -102,6 +124,16 @@ for _, d in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return {total, out}
 "#;
+
+/// What one failure did to its domain's breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerCount {
+    /// This failure opened the breaker: the domain is paused.
+    pub opened: bool,
+    /// Attempts and failures in the window, this failure included.
+    pub attempts: u64,
+    pub failures: u64,
+}
 
 /// A paused domain: until when, by whom, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -271,7 +303,23 @@ impl Policy {
         counts: bool,
         breaker: &BreakerSettings,
     ) -> Result<bool, StoreError> {
-        self.record_failure_of(domain, counts, false, breaker).await
+        let b = self
+            .record_failure_of(domain, counts, false, breaker, None)
+            .await?;
+        Ok(b.opened)
+    }
+
+    /// [`Self::record_failure`] at a given time (Unix ms) instead of the
+    /// server's clock, with the window's counts: for tests of the script.
+    pub async fn record_failure_at(
+        &self,
+        domain: &str,
+        counts: bool,
+        breaker: &BreakerSettings,
+        now_ms: i64,
+    ) -> Result<BreakerCount, StoreError> {
+        self.record_failure_of(domain, counts, false, breaker, Some(now_ms))
+            .await
     }
 
     /// [`Self::record_failure`]; `unasked` counts the failure as an attempt
@@ -283,9 +331,10 @@ impl Policy {
         counts: bool,
         unasked: bool,
         breaker: &BreakerSettings,
-    ) -> Result<bool, StoreError> {
+        now_ms: Option<i64>,
+    ) -> Result<BreakerCount, StoreError> {
         let mut c = self.store.connection();
-        let (opened, _a, _f): (i64, i64, i64) = self
+        let (opened, attempts, failures): (i64, u64, u64) = self
             .breaker
             .key(self.key(&["pause", domain]))
             .key(self.key(&["paused"]))
@@ -297,10 +346,15 @@ impl Policy {
             .arg(if counts { "1" } else { "0" })
             .arg(domain)
             .arg(if unasked { "1" } else { "0" })
+            .arg(now_arg(now_ms))
             .invoke_async(&mut c)
             .await
             .map_err(op("breaker"))?;
-        Ok(opened == 1)
+        Ok(BreakerCount {
+            opened: opened == 1,
+            attempts,
+            failures,
+        })
     }
 
     /// Pauses sending to a domain; `note` says when, why and who (an
@@ -340,12 +394,23 @@ impl Policy {
     /// The paused domains (the first `limit` by end of pause) and how many
     /// there are in all; forgets pauses that ended.
     pub async fn paused(&self, limit: usize) -> Result<(u64, Vec<PausedDomain>), StoreError> {
+        self.paused_at(limit, None).await
+    }
+
+    /// [`Self::paused`] as of `now_ms` (Unix ms; `None`: the server's
+    /// clock): pauses that end at or before it are over.
+    pub async fn paused_at(
+        &self,
+        limit: usize,
+        now_ms: Option<i64>,
+    ) -> Result<(u64, Vec<PausedDomain>), StoreError> {
         let mut c = self.store.connection();
         let (total, flat): (u64, Vec<String>) = redis::Script::new(PAUSED_LUA)
             .key(self.key(&["paused"]))
             .arg(self.key(&["pause", ""]))
             .arg(limit)
             .arg(self.key(&["pausenote", ""]))
+            .arg(now_arg(now_ms))
             .invoke_async(&mut c)
             .await
             .map_err(op("paused domains"))?;
@@ -617,8 +682,9 @@ impl Policy {
         let mut r = DomainReaction::default();
         if effect.counts_toward_breaker {
             r.paused = self
-                .record_failure_of(domain, true, unasked, &settings.breaker)
-                .await?;
+                .record_failure_of(domain, true, unasked, &settings.breaker, None)
+                .await?
+                .opened;
         }
         if effect.slows_down && may_slow {
             let configured = settings.for_domain(domain).rate.map(|r| r.interval());

@@ -123,7 +123,7 @@ impl Policy {
             .arg(s.recovery.as_millis().max(1) as u64)
             .arg(SEEN_TAU_MS)
             .arg(configured.map(|i| i.as_secs_f64() * 1000.0).unwrap_or(0.0))
-            .arg(now_ms.map(|n| n.to_string()).unwrap_or_default())
+            .arg(crate::policy::now_arg(now_ms))
             .invoke_async(&mut c)
             .await
             .map_err(|source| StoreError::Redis {

@@ -603,6 +603,165 @@ async fn a_slow_down_lowers_the_limit_or_the_measured_rate_and_keeps_its_base() 
     }
 }
 
+/// One event of a breaker scenario, at a time of its own.
+#[derive(Debug, Clone, Copy)]
+enum Attempt {
+    /// An attempt that went through (the calls script counts it).
+    Sent,
+    /// An attempt that failed for a reason about the domain: counted as an
+    /// attempt, then as a failure by the breaker, which answers.
+    Failed,
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_the_failure_ratio_of_its_window_and_forgets_failures_older_than_the_window(
+) {
+    use mailpipe_common::config::BreakerSettings;
+    use mailpipe_common::policy::{BreakerCount, Policy};
+    use redis::AsyncCommands;
+    use Attempt::*;
+    let s = store().await;
+    let p = s.prefix().to_string();
+    let policy = Policy::new(s.clone());
+    let mut c = s.connection();
+    // Two one-minute buckets; at least 4 attempts, half of them failed.
+    let breaker = BreakerSettings {
+        window: Duration::from_secs(120),
+        min_attempts: 4,
+        failure_ratio: 0.5,
+        pause: Duration::from_secs(600),
+    };
+    // Half past a minute, far from the real clock: only the time passed in counts.
+    let minute: i64 = 30_000_000;
+    let t = minute * 60_000 + 30_000;
+    let count = |opened, attempts, failures| {
+        Some(BreakerCount {
+            opened,
+            attempts,
+            failures,
+        })
+    };
+    // (domain, attempt, at, the breaker's answer to a failure)
+    let table = [
+        // Three sent and one failed: a ratio of 1/4.
+        ("ratio.example", Sent, t, None),
+        ("ratio.example", Sent, t, None),
+        ("ratio.example", Sent, t, None),
+        ("ratio.example", Failed, t, count(false, 4, 1)),
+        // 2/5, then 3/6 a minute later, still within the window: opens.
+        ("ratio.example", Failed, t + 1_000, count(false, 5, 2)),
+        ("ratio.example", Failed, t + 60_000, count(true, 6, 3)),
+        // Too few attempts for any ratio to open it.
+        ("old.example", Failed, t, count(false, 1, 1)),
+        ("old.example", Failed, t, count(false, 2, 2)),
+        ("old.example", Failed, t, count(false, 3, 3)),
+        // Two minutes later the window starts after them: they no longer count.
+        ("old.example", Failed, t + 120_000, count(false, 1, 1)),
+        ("recent.example", Failed, t, count(false, 1, 1)),
+        ("recent.example", Failed, t, count(false, 2, 2)),
+        ("recent.example", Failed, t, count(false, 3, 3)),
+        // One minute later they still count: 4/4 opens.
+        ("recent.example", Failed, t + 60_000, count(true, 4, 4)),
+    ];
+    for (i, (domain, attempt, at, want)) in table.into_iter().enumerate() {
+        let bucket = format!("{p}:brk:{domain}:{}", at / 60_000);
+        let _: i64 = c.hincr(&bucket, "a", 1).await.unwrap();
+        let _: bool = c.expire(&bucket, 600).await.unwrap();
+        let got = match attempt {
+            Sent => None,
+            Failed => Some(
+                policy
+                    .record_failure_at(domain, true, &breaker, at)
+                    .await
+                    .unwrap(),
+            ),
+        };
+        assert_eq!(
+            got,
+            want,
+            "step {i}: {domain} {attempt:?} at t+{} ms",
+            at - t
+        );
+    }
+    // The open breakers paused their domains, indexed by the end of the
+    // pause from the time passed in.
+    let opened_at = [
+        ("ratio.example", t + 60_000),
+        ("recent.example", t + 60_000),
+    ];
+    for (domain, at) in opened_at {
+        let by: Option<String> = c.get(format!("{p}:pause:{domain}")).await.unwrap();
+        assert_eq!(by.as_deref(), Some("breaker"), "{domain}");
+        let end: Option<i64> = c.zscore(format!("{p}:paused"), domain).await.unwrap();
+        assert_eq!(end, Some(at + 600_000), "{domain}");
+    }
+    let none: Option<String> = c.get(format!("{p}:pause:old.example")).await.unwrap();
+    assert_eq!(none, None);
+    for (domain, paused) in [
+        ("ratio.example", true),
+        ("old.example", false),
+        ("recent.example", true),
+    ] {
+        assert_eq!(policy.resume(domain).await.unwrap(), paused, "{domain}");
+    }
+    let left: Vec<String> = c.keys(format!("{p}:*")).await.unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn the_paused_index_drops_a_domain_whose_pause_ended_as_of_the_time_passed_in() {
+    use mailpipe_common::policy::Policy;
+    use redis::AsyncCommands;
+    let s = store().await;
+    let p = s.prefix().to_string();
+    let policy = Policy::new(s.clone());
+    let mut c = s.connection();
+    policy
+        .pause("short.example", Duration::from_secs(600), "operator", None)
+        .await
+        .unwrap();
+    policy
+        .pause("long.example", Duration::from_secs(3600), "operator", None)
+        .await
+        .unwrap();
+    // The ends the pauses were indexed by.
+    let short: i64 = c
+        .zscore(format!("{p}:paused"), "short.example")
+        .await
+        .unwrap();
+    let long: i64 = c
+        .zscore(format!("{p}:paused"), "long.example")
+        .await
+        .unwrap();
+    // (now, paused domains listed), in order of time: a pause is over at its end.
+    let table = [
+        (
+            short - 1,
+            vec![("short.example", short), ("long.example", long)],
+        ),
+        (short, vec![("long.example", long)]),
+        (long - 1, vec![("long.example", long)]),
+        (long, vec![]),
+    ];
+    for (now, want) in table {
+        let (total, domains) = policy.paused_at(10, Some(now)).await.unwrap();
+        let got: Vec<(&str, i64)> = domains
+            .iter()
+            .map(|d| (d.domain.as_str(), d.until_ms))
+            .collect();
+        assert_eq!(got, want, "at end of the short pause {:+} ms", now - short);
+        assert_eq!(total, want.len() as u64);
+        let indexed: Vec<String> = c.zrange(format!("{p}:paused"), 0, -1).await.unwrap();
+        let listed: Vec<&str> = want.iter().map(|(d, _)| *d).collect();
+        assert_eq!(indexed, listed, "the index keeps only the pauses listed");
+    }
+    // Their keys still pause on the server's clock: the index forgot them
+    // because the time passed in says they ended.
+    for domain in ["short.example", "long.example"] {
+        assert!(policy.resume(domain).await.unwrap(), "{domain}");
+    }
+}
+
 #[tokio::test]
 async fn a_deferral_is_counted_once_per_request_and_leaves_the_counts_with_the_index() {
     use mailpipe_common::calls::Call;
