@@ -328,7 +328,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.transactions = self.transactions.saturating_add(1);
         let result = self.transaction(from, to, message, mark).await;
         if let Err(e) = &result {
-            let keep = self.in_step && reusable_after(e) && self.reset().await;
+            // A refusal before anything was written needs no RSET: no
+            // transaction was begun.
+            let nothing_written = matches!(e, SmtpError::Unsupported { .. });
+            let keep = self.in_step && reusable_after(e) && (nothing_written || self.reset().await);
             if !keep {
                 self.broken = true;
             }
@@ -1040,13 +1043,13 @@ mod tests {
         let (port, server) = scripted(vec![
             ("EHLO", "502 5.5.2 what?\r\n"),
             ("HELO sender.test\r\n", "250 hello\r\n"),
-            ("RSET\r\n", "250 ok\r\n"),
-            ("RSET\r\n", "250 ok\r\n"),
+            ("QUIT\r\n", "221 bye\r\n"),
         ])
         .await;
         let mut c = client(port).await;
         assert_eq!(c.capabilities(), &Capabilities::default());
-        // Nothing of the message is written, and the connection is kept.
+        // Nothing of the message is written (not even a RSET: no
+        // transaction was begun), and the connection is kept.
         match c.send("a@x.test", &["bücher@y.test"], b"x\r\n").await {
             Err(SmtpError::Unsupported { enhanced, detail }) => {
                 assert_eq!(enhanced, "4.6.7");
@@ -1066,8 +1069,10 @@ mod tests {
         c.quit().await;
         let seen = server.await.unwrap();
         assert!(
-            !seen.iter().any(|l| l.contains("MAIL FROM")),
-            "a message went out: {seen:?}"
+            !seen
+                .iter()
+                .any(|l| l.contains("MAIL FROM") || l.contains("RSET")),
+            "a transaction was begun: {seen:?}"
         );
     }
 
