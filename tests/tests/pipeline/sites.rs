@@ -259,7 +259,6 @@ async fn a_site_pause_with_its_reason_stops_every_domain_of_the_site_resume_rest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "unfinished: fails about one run in three (within 3 s, cause not yet found); run with --run-ignored"]
 async fn an_adaptive_site_is_cut_by_throttling_and_suspended_by_reputation_blocks_without_failing_its_mail(
 ) {
     use futures_lite::StreamExt;
@@ -311,20 +310,36 @@ async fn an_adaptive_site_is_cut_by_throttling_and_suspended_by_reputation_block
             .contains(" suspended suspended ")),
         "{google}"
     );
-    // The blocked mail is deferred, not failed; the other sites flow.
-    let mut suspended = 0.0;
-    for lane in ["transactional", "bulk"] {
-        suspended += p
-            .metric(
-                "sender",
-                &format!("mailpipe_deliveries_total{{lane=\"{lane}\",outcome=\"suspended\"}}"),
-            )
-            .await;
-    }
+    // The blocked mail is deferred, not failed; the other sites flow. The
+    // block that suspends the site is counted once its outcome is settled,
+    // a moment after the site's state changed: wait for it.
+    let suspended = || async {
+        let mut n = 0.0;
+        for lane in ["transactional", "bulk"] {
+            n += p
+                .metric(
+                    "sender",
+                    &format!("mailpipe_deliveries_total{{lane=\"{lane}\",outcome=\"suspended\"}}"),
+                )
+                .await;
+        }
+        n
+    };
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = suspended().await;
+            if n >= 3.0 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
     let all = p.metric("sender", "mailpipe_deliveries_total").await;
     assert!(
-        suspended >= 3.0,
-        "{suspended} deferred as suspended ({all} in all)"
+        counted.is_ok(),
+        "{} deferred as suspended ({all} in all)",
+        suspended().await
     );
     let s = p.status("adaptive").await;
     assert!(s.dead.is_empty() && s.bounced.is_empty(), "{s:?}");
