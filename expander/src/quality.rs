@@ -85,18 +85,21 @@ impl Checks {
     /// (screen it now), `None` when it waits for its domain's answer (it
     /// comes back from [`Self::released`] or [`Self::next_released`]).
     pub(crate) fn check(&mut self, mut r: Admitted) -> Option<Admitted> {
-        let domain = r.address.domain().to_string();
+        // Per recipient this is a look-up or two in maps keyed by domain;
+        // a domain's string is copied only the first time it is seen.
         if self.typo {
-            let settings = &self.settings;
-            let typo_of = self
-                .typos
-                .entry(domain.clone())
-                .or_insert_with(|| {
-                    likely_typo(&domain, &settings.providers, settings.typo_distance)
-                        .map(str::to_string)
-                })
-                .clone();
-            let exclude = typo_of.is_some() && settings.typo_action == TypoAction::Exclude;
+            let domain = r.address.domain();
+            let typo_of = match self.typos.get(domain) {
+                Some(known) => known.clone(),
+                None => {
+                    let settings = &self.settings;
+                    let found = likely_typo(domain, &settings.providers, settings.typo_distance)
+                        .map(str::to_string);
+                    self.typos.insert(domain.to_string(), found.clone());
+                    found
+                }
+            };
+            let exclude = typo_of.is_some() && self.settings.typo_action == TypoAction::Exclude;
             r.typo_of = typo_of;
             if exclude {
                 r.excluded = Some(Screened::new(ScreenVerdict::LikelyTypo));
@@ -106,15 +109,15 @@ impl Checks {
         let Some(hosts) = &self.hosts else {
             return Some(r);
         };
-        if let Some(answer) = self
-            .answers
-            .get(&domain)
-            .cloned()
-            .or_else(|| hosts.cached(&domain))
-        {
-            self.answers.insert(domain, answer.clone());
+        let domain = r.address.domain();
+        if let Some(answer) = self.answers.get(domain) {
+            return Some(apply(r, answer));
+        }
+        if let Some(answer) = hosts.cached(domain) {
+            self.answers.insert(domain.to_string(), answer.clone());
             return Some(apply(r, &answer));
         }
+        let domain = domain.to_string();
         let first = !self.waiting.contains_key(&domain);
         self.waiting.entry(domain.clone()).or_default().push(r);
         if first {

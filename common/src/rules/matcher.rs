@@ -64,6 +64,11 @@ impl Globs {
 
     fn first(&self, text: &str) -> Option<u32> {
         let set = self.set.as_ref()?;
+        // Most addresses match no pattern: a plain yes/no search settles
+        // them, and only a match pays for finding every pattern it hits.
+        if !set.is_match(text) {
+            return None;
+        }
         set.matches(text).iter().map(|i| self.rules[i]).min()
     }
 }
