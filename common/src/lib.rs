@@ -19,6 +19,7 @@ pub mod classify;
 pub mod config;
 #[cfg(feature = "dns")]
 pub mod dns;
+pub mod durability;
 pub mod http;
 #[cfg(feature = "redis")]
 pub mod live_rules;

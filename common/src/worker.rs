@@ -88,6 +88,11 @@ pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 /// families), its health endpoint on
 /// `listen`, and a Redis connection (retried until Redis answers) whose
 /// health feeds readiness. `None` when shutdown came first.
+///
+/// Fails, before the worker writes anything, when Redis keeps nothing
+/// across a restart and `redis.allow_volatile` is off
+/// ([`crate::durability`]); the binary then exits with code 1 and the
+/// reason on stderr, as on any other start-up error.
 #[cfg(feature = "redis")]
 pub async fn start<M: crate::metrics::WorkerMetrics>(
     listen: &str,
@@ -111,8 +116,45 @@ pub async fn start<M: crate::metrics::WorkerMetrics>(
     let Some(store) = crate::store::Store::connect_with_retry(redis, shutdown).await else {
         return Ok(None);
     };
+    check_durability(&store, redis).await?;
     crate::http::watch_redis(store.clone(), health.clone(), shutdown.clone());
     Ok(Some((metrics, health, store)))
+}
+
+/// Refuses a Redis that forgets its writes on restart, unless allowed;
+/// logs what it found.
+#[cfg(feature = "redis")]
+async fn check_durability(
+    store: &crate::store::Store,
+    redis: &crate::config::RedisSettings,
+) -> anyhow::Result<()> {
+    use crate::durability::{decide, read, Durability};
+    use secrecy::ExposeSecret as _;
+    let url = crate::config::redact_url(redis.url.expose_secret());
+    let reading = read(store).await;
+    match decide(&reading, redis.allow_volatile) {
+        Ok(Durability::Persistent { aof, rdb }) => {
+            tracing::info!(redis = %url, aof, rdb, "Redis persists its data");
+        }
+        Ok(Durability::VolatileAllowed) => {
+            tracing::warn!(
+                redis = %url,
+                "Redis keeps no data across a restart (neither AOF nor RDB); starting because redis.allow_volatile is true: after a Redis restart, messages already sent may be sent again"
+            );
+        }
+        Ok(Durability::Unknown { why }) => {
+            tracing::warn!(
+                redis = %url,
+                why,
+                "cannot tell whether Redis persists its data; starting anyway. It must (AOF or RDB): a Redis that forgets its writes makes mailpipe send messages twice"
+            );
+        }
+        Err(refusal) => {
+            return Err(anyhow::Error::new(refusal)
+                .context(format!("refusing to start against Redis at {url}")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -452,16 +452,34 @@ impl Drop for PrivateRabbit {
 /// that loses its data on restart (the machine's own runs with
 /// `--appendonly no --save ""`) would forget which messages were sent, and
 /// every redelivered message would be sent again. mailpipe expects a
-/// persistent Redis; this is one.
+/// persistent Redis; this is one ([`start_volatile`](Self::start_volatile)
+/// starts one that is not, which the workers refuse).
 pub struct PrivateRedis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// `--appendonly yes` (else no persistence at all: `--appendonly no
+    /// --save ""`).
+    persistent: bool,
+    /// More `redis-server` arguments, e.g. `--rename-command CONFIG ""`.
+    extra_args: Vec<String>,
 }
 
 impl PrivateRedis {
     /// Starts a server; returns once it answers PING.
     pub fn start() -> Self {
+        Self::start_with(true, &[])
+    }
+
+    /// Starts a server that keeps nothing across a restart (neither AOF nor
+    /// RDB), as the workers must refuse unless `redis.allow_volatile`.
+    pub fn start_volatile() -> Self {
+        Self::start_with(false, &[])
+    }
+
+    /// Starts a server with or without its append-only file, and with more
+    /// `redis-server` arguments.
+    pub fn start_with(persistent: bool, extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mailpipe-redis-")
             .tempdir()
@@ -470,6 +488,8 @@ impl PrivateRedis {
             port: free_port(),
             dir,
             child: None,
+            persistent,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         r.launch();
         r
@@ -491,13 +511,14 @@ impl PrivateRedis {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
-            .args(["--appendonly", "yes"])
+            .args(["--appendonly", if self.persistent { "yes" } else { "no" }])
             .args(["--appendfsync", "everysec"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))
             .args(["--daemonize", "no"])
+            .args(&self.extra_args)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

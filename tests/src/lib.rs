@@ -344,6 +344,10 @@ pub fn test_settings(smtp_port: u16) -> Settings {
     s.amqp.prefix = prefix.clone();
     s.amqp.reconnect_delay = Duration::from_millis(100);
     s.redis.prefix = prefix;
+    // The machine's Redis is a throwaway without persistence (see
+    // scripts/services); the scenarios test other things. The start-up
+    // check itself is tested against a private Redis (`durability`).
+    s.redis.allow_volatile = true;
     s.expander.listen = format!("127.0.0.1:{}", free_port());
     s.sender.listen = format!("127.0.0.1:{}", free_port());
     s.retrier.listen = format!("127.0.0.1:{}", free_port());
@@ -497,6 +501,10 @@ impl TestPipeline {
             (
                 "MAILPIPE__REDIS__URL".into(),
                 s.redis.url.expose_secret().to_string(),
+            ),
+            (
+                "MAILPIPE__REDIS__ALLOW_VOLATILE".into(),
+                s.redis.allow_volatile.to_string(),
             ),
             (
                 "MAILPIPE__SENDER__SMTP__PORT".into(),

@@ -59,6 +59,12 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Prefix of every key mailpipe writes.
     pub prefix: String,
+    /// Start against a Redis that keeps nothing across a restart (neither
+    /// AOF nor RDB snapshots). Off by default: the workers refuse such a
+    /// Redis, because one that forgets its writes forgets which messages
+    /// were sent (they would be sent twice) and which recipients are
+    /// quarantined. Only for throwaway test and demo instances.
+    pub allow_volatile: bool,
 }
 
 impl Default for RedisSettings {
@@ -66,6 +72,7 @@ impl Default for RedisSettings {
         Self {
             url: SecretString::from("redis://127.0.0.1:6379"),
             prefix: "mailpipe".into(),
+            allow_volatile: false,
         }
     }
 }

@@ -6,6 +6,7 @@ mod ambiguous;
 mod archive;
 mod bounces;
 mod broker;
+mod durability;
 mod end_to_end;
 mod failures;
 mod faults;
