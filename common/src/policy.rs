@@ -442,10 +442,14 @@ impl Policy {
             .query_async(&mut c)
             .await
             .map_err(op("resume"))?;
-        let keys: Vec<String> = c
-            .keys(self.key(&["brk", domain, "*"]))
-            .await
-            .map_err(op("resume"))?;
+        // The breaker's buckets: how many there are depends on the window
+        // of the senders' settings, which an operator's command may not
+        // share, so they are found by SCAN (an operator's command, rare).
+        let pattern = format!(
+            "{}*",
+            crate::store::glob_escape(&self.key(&["brk", domain, ""]))
+        );
+        let keys = self.store.scan_keys(&pattern).await?;
         if !keys.is_empty() {
             let _: i64 = c.del(keys).await.map_err(op("resume"))?;
         }
@@ -611,16 +615,20 @@ impl Policy {
         Ok((attempts, failures as f64 / span))
     }
 
-    /// Domains with a pause, a run-time limit, a slow-down or recent attempts.
+    /// Domains with a pause, a run-time limit, a slow-down or recent
+    /// attempts. The paused ones come from their index ([`Self::paused`]);
+    /// limits, slow-downs and rate budgets have none and are found by SCAN
+    /// (for `mailpipe domain list`, an operator's command).
     pub async fn known_domains(&self) -> Result<Vec<String>, StoreError> {
-        let mut c = self.store.connection();
-        let mut out = std::collections::BTreeSet::new();
-        for kind in ["pause", "limit", "slow", "tat"] {
-            let keys: Vec<String> = c
-                .keys(self.key(&[kind, "*"]))
-                .await
-                .map_err(op("domains"))?;
+        let (_, paused) = self.paused(usize::MAX).await?;
+        let mut out: std::collections::BTreeSet<String> =
+            paused.into_iter().map(|p| p.domain).collect();
+        for kind in ["limit", "slow", "tat"] {
             let strip = self.key(&[kind, ""]);
+            let keys = self
+                .store
+                .scan_keys(&format!("{}*", crate::store::glob_escape(&strip)))
+                .await?;
             out.extend(
                 keys.into_iter()
                     .filter_map(|k| k.strip_prefix(&strip).map(str::to_string)),

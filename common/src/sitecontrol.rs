@@ -409,16 +409,37 @@ impl Policy {
         Ok(start)
     }
 
-    /// Sites with a pause, a run-time MX rule or a controller state.
+    /// Sites with a pause, a run-time MX rule or a controller state. The
+    /// paused ones come from their index (`{p}:site:paused`), each checked
+    /// against its pause key, which decides (the index keeps a site until it
+    /// is resumed); MX rules and controller states have no index and are
+    /// found by SCAN (for `mailpipe site list`, an operator's command).
     pub async fn controlled_sites(&self) -> Result<Vec<String>, StoreError> {
         let mut c = self.store().connection();
-        let mut out = std::collections::BTreeSet::new();
-        for kind in ["pause", "limit", "ctl"] {
-            let keys: Vec<String> = c
-                .keys(self.key(&["site", kind, "*"]))
-                .await
-                .map_err(op("sites"))?;
+        let indexed: Vec<String> = c
+            .zrange(self.key(&["site", "paused"]), 0, -1)
+            .await
+            .map_err(op("sites"))?;
+        let mut pipe = redis::pipe();
+        for site in &indexed {
+            pipe.exists(self.key(&["site", "pause", site]));
+        }
+        let paused: Vec<bool> = if indexed.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut c).await.map_err(op("sites"))?
+        };
+        let mut out: std::collections::BTreeSet<String> = indexed
+            .into_iter()
+            .zip(paused)
+            .filter_map(|(site, paused)| paused.then_some(site))
+            .collect();
+        for kind in ["limit", "ctl"] {
             let strip = self.key(&["site", kind, ""]);
+            let keys = self
+                .store()
+                .scan_keys(&format!("{}*", crate::store::glob_escape(&strip)))
+                .await?;
             out.extend(
                 keys.into_iter()
                     .filter_map(|k| k.strip_prefix(&strip).map(str::to_string)),

@@ -108,6 +108,24 @@ fn unix_now_str() -> String {
     crate::unix_now().to_string()
 }
 
+/// Keys one `SCAN` call walks ([`Store::scan_keys`]): enough to finish a
+/// walk of a million keys in a thousand round trips, few enough that one
+/// call stays short for the other clients.
+pub const SCAN_COUNT: u32 = 1000;
+
+/// `text` with the characters special to Redis glob patterns (`*?[]\`)
+/// escaped, to put a name into a `SCAN ... MATCH` pattern literally.
+pub fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// Handle to mailpipe's Redis state. Cheap to clone: one multiplexed
 /// connection that reconnects by itself.
 #[derive(Clone)]
@@ -197,6 +215,37 @@ impl Store {
         Ok(())
     }
 
+    /// Every key matching the glob `pattern` (a full key name, prefix
+    /// included), by `SCAN` with `MATCH`, all pages: never `KEYS`, which
+    /// blocks every client of a large Redis while it walks the key space.
+    /// Each `SCAN` call walks about [`SCAN_COUNT`] keys; the whole walk is
+    /// still proportional to the key space, so keep it to operator commands
+    /// and prefer an index kept by the writer. A key that exists for the
+    /// whole walk is returned once; one created or deleted meanwhile may be
+    /// missing.
+    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn.clone();
+        let mut cursor = 0u64;
+        let mut keys = std::collections::BTreeSet::new();
+        loop {
+            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut c)
+                .await
+                .map_err(op("scan"))?;
+            // SCAN may return a key twice (when the table is rehashed).
+            keys.extend(page);
+            if next == 0 {
+                return Ok(keys.into_iter().collect());
+            }
+            cursor = next;
+        }
+    }
+
     /// Whether a key (under the prefix) exists.
     pub async fn exists(&self, key: &[&str]) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
@@ -206,6 +255,18 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn glob_escape_makes_names_literal_in_a_match_pattern() {
+        for (name, escaped) in [
+            ("example.com", "example.com"),
+            ("a*b", "a\\*b"),
+            ("a?b[c]", "a\\?b\\[c\\]"),
+            ("back\\slash", "back\\\\slash"),
+        ] {
+            assert_eq!(super::glob_escape(name), escaped, "{name}");
+        }
+    }
+
     #[test]
     fn tls_redis_urls_are_understood() {
         assert!(redis::Client::open("rediss://cache.example:6380/0").is_ok());

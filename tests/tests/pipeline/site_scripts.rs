@@ -475,3 +475,55 @@ async fn past_the_warm_up_cap_of_its_day_a_message_waits_for_the_next_day() {
         5_000
     );
 }
+
+#[tokio::test]
+async fn the_sites_an_operator_sees_are_the_paused_ones_and_those_with_a_rule_or_a_state() {
+    let s = store().await;
+    let p = s.prefix().to_string();
+    let policy = Policy::new(s.clone());
+    let mut c = s.connection();
+    policy
+        .pause_site(
+            "paused",
+            Duration::from_secs(600),
+            "operator",
+            "maintenance",
+        )
+        .await
+        .unwrap();
+    policy
+        .set_site_limit(
+            "limited",
+            &SiteRule {
+                burst: Some(3),
+                ..SiteRule::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut pipe = redis::pipe();
+    pipe.hset(format!("{p}:site:ctl:adapted"), "phase", "steady")
+        .ignore()
+        // A pause that ended: still in the index, no longer a pause.
+        .zadd(format!("{p}:site:paused"), "ended", 1)
+        .ignore()
+        // Budgets and logs alone do not make a site controlled.
+        .set(format!("{p}:site:tat:budget-only"), 1)
+        .ignore();
+    let _: () = pipe.query_async(&mut c).await.unwrap();
+    assert_eq!(
+        policy.controlled_sites().await.unwrap(),
+        ["adapted", "limited", "paused"]
+    );
+    assert!(policy.resume_site("paused").await.unwrap());
+    assert_eq!(
+        policy.controlled_sites().await.unwrap(),
+        ["adapted", "limited"]
+    );
+    let keys = s.scan_keys(&format!("{p}:*")).await.unwrap();
+    let _: i64 = redis::cmd("UNLINK")
+        .arg(&keys)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}

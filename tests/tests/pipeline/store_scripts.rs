@@ -888,3 +888,89 @@ async fn a_deferral_is_counted_once_per_request_and_leaves_the_counts_with_the_i
     assert!(!s.exists(&["req", "gone"]).await.unwrap());
     assert!(!s.exists(&["req", "gone", "deferred"]).await.unwrap());
 }
+
+/// Removes every key of a test store (by SCAN, as the product does).
+async fn forget(s: &Store) {
+    let keys = s
+        .scan_keys(&format!(
+            "{}:*",
+            mailpipe_common::store::glob_escape(s.prefix())
+        ))
+        .await
+        .unwrap();
+    let mut c = s.connection();
+    for chunk in keys.chunks(500) {
+        let _: i64 = redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_domains_an_operator_sees_are_found_over_many_scan_pages_and_a_resume_clears_every_breaker_bucket(
+) {
+    use mailpipe_common::policy::Policy;
+    use mailpipe_common::store::SCAN_COUNT;
+    let s = store().await;
+    let p = s.prefix().to_string();
+    let policy = Policy::new(s.clone());
+    let mut c = s.connection();
+    // More run-time limits than one SCAN call walks, so the listing must
+    // follow the cursor through several pages.
+    let limited = 3 * SCAN_COUNT as usize;
+    let mut pipe = redis::pipe();
+    for i in 0..limited {
+        pipe.hset(format!("{p}:limit:d{i}.example"), "burst", 1)
+            .ignore();
+    }
+    for key in [
+        format!("{p}:slow:slowed.example"),
+        format!("{p}:tat:busy.example"),
+        // Not a domain key: a route's budget.
+        format!("{p}:rtat:relay-1"),
+    ] {
+        pipe.set(key, 1).ignore();
+    }
+    let minute = mailpipe_common::unix_now() / 60;
+    for m in [minute - 2, minute - 1, minute] {
+        pipe.hset(format!("{p}:brk:blocked.example:{m}"), "a", 1)
+            .ignore();
+    }
+    pipe.hset(format!("{p}:brk:blocked.example.org:{minute}"), "a", 1)
+        .ignore();
+    let _: () = pipe.query_async(&mut c).await.unwrap();
+    policy
+        .pause("blocked.example", Duration::from_secs(600), "breaker", None)
+        .await
+        .unwrap();
+    // A pause that ended: still in the index, no longer a pause.
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{p}:paused"))
+        .arg(1)
+        .arg("ended.example")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let known = policy.known_domains().await.unwrap();
+    let mut expected: Vec<String> = (0..limited).map(|i| format!("d{i}.example")).collect();
+    expected.extend(["blocked.example", "busy.example", "slowed.example"].map(String::from));
+    expected.sort();
+    assert_eq!(known, expected);
+
+    assert!(policy.resume("blocked.example").await.unwrap());
+    let left = s.scan_keys(&format!("{p}:brk:*")).await.unwrap();
+    assert_eq!(
+        left,
+        [format!("{p}:brk:blocked.example.org:{minute}")],
+        "a resume clears the domain's breaker buckets and no other domain's"
+    );
+    assert!(!policy
+        .known_domains()
+        .await
+        .unwrap()
+        .contains(&"blocked.example".to_string()));
+    forget(&s).await;
+}
