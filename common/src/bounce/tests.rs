@@ -6,8 +6,9 @@
 //! Expected values were read off the samples by hand; the classification is
 //! the shipped classifier's (`Classifier::default()`, `rules/default.yaml`).
 
+use super::text::TextOutcome;
 use super::*;
-use crate::classify::{Classifier, Reason};
+use crate::classify::{Classifier, Failure, Reason};
 
 /// Every sample, by file name.
 const SAMPLES: &[(&str, &[u8])] = &[
@@ -880,47 +881,6 @@ fn exchange_text_without_its_dsn_is_recognized() {
         Some("rui.lopes@example.com")
     );
     assert_eq!(r[0].action, Action::Delayed);
-}
-
-#[test]
-fn failure_finds_the_remote_reply_and_prefers_a_precise_code() {
-    let status = |status: Option<&str>, diagnostic: Option<&str>| RecipientStatus {
-        final_recipient: Some("bob@example.com".into()),
-        original_recipient: None,
-        action: Action::Failed,
-        status: status.map(str::to_string),
-        diagnostic: diagnostic.map(str::to_string),
-        remote_mta: None,
-    };
-    let reply = |code, enhanced: Option<&str>, text: &str| Failure::Reply {
-        code,
-        enhanced: enhanced.map(str::to_string),
-        text: text.into(),
-    };
-    // Status wins over the code in the text...
-    assert_eq!(
-        status(Some("5.2.2"), Some("552 5.2.1 over quota")).failure(),
-        reply(552, Some("5.2.2"), "over quota")
-    );
-    // ...unless it only gives the class.
-    assert_eq!(
-        status(Some("5.0.0"), Some("550 5.1.1 unknown")).failure(),
-        reply(550, Some("5.1.1"), "unknown")
-    );
-    // The code is derived from the status when the text has none.
-    assert_eq!(
-        status(Some("4.4.1"), Some("connection timed out")).failure(),
-        reply(450, Some("4.4.1"), "connection timed out")
-    );
-    // A reply quoted inside a sentence.
-    assert_eq!(
-        status(None, Some("host mx.example.com[192.0.2.1] said: 554 5.7.1 rejected (in reply to RCPT TO command)")).failure(),
-        reply(554, Some("5.7.1"), "rejected (in reply to RCPT TO command)")
-    );
-    // Nothing at all.
-    assert_eq!(status(None, None).failure(), reply(0, None, ""));
-    // A bad status is ignored.
-    assert_eq!(status(Some("9.9.9"), None).failure(), reply(0, None, ""));
 }
 
 #[test]

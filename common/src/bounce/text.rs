@@ -18,8 +18,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::dsn::{valid_status, MAX_RECIPIENTS};
+use super::failure::locate_reply;
 use super::fields;
-use super::{locate_reply, Action, RecipientStatus};
+use super::{Action, RecipientStatus};
 use crate::classify::Failure;
 
 /// What the text recognizers made of a report.
