@@ -43,6 +43,9 @@ pub fn sampled_queues(topology: &Topology) -> Vec<SampledQueue> {
     let mut out = vec![q(Topology::REQUESTS.into(), "")];
     for lane in Lane::ALL {
         out.push(q(Topology::lane_key(lane), lane.as_str()));
+        if lane == Lane::Bulk {
+            out.push(q(Topology::RETRY.into(), lane.as_str()));
+        }
         for tier in topology.tiers() {
             out.push(q(Topology::tier_key(*tier, lane), lane.as_str()));
         }
@@ -132,6 +135,7 @@ mod tests {
             ("retry.1m.transactional", "transactional"),
             ("retry.1h.transactional", "transactional"),
             ("send.bulk", "bulk"),
+            ("send.retry", "bulk"),
             ("retry.1m.bulk", "bulk"),
             ("retry.1h.bulk", "bulk"),
             ("failed", ""),

@@ -6,8 +6,9 @@
 //!   {p}.requests                     bulk requests from applications
 //!   {p}.send.transactional           jobs (up to jobs_per_message recipients each), transactional lane
 //!   {p}.send.bulk                    jobs (up to jobs_per_message recipients each), bulk lane
+//!   {p}.send.retry                   bulk jobs due again (retries, deferrals), beside send.bulk
 //!   {p}.failed                       failed attempts, for the retrier
-//!   {p}.retry.<tier>.<lane>          delay tiers: fixed TTL, dead-letter back to send.<lane>
+//!   {p}.retry.<tier>.<lane>          delay tiers: fixed TTL, dead-letter to the lane's due queue
 //!   {p}.dead                         what stopped for good, with its reason
 //!   {p}.ambiguous                    ambiguous recipients held for an operator
 //!   {p}.archive                      stream: every delivered message (only when the archive is on)
@@ -18,7 +19,14 @@
 //! whose overflow is dead-lettered to `{p}.dead`, so a message that crashes a
 //! consumer is stopped instead of redelivered forever. Delay tiers dead-letter
 //! *at least once* (RabbitMQ ≥ 3.10), so an expiring retry cannot be lost
-//! between the tier and its send lane. The archive is a stream (durable,
+//! between the tier and its send lane.
+//!
+//! A bulk job that falls due again (a retry, or a deferral for a paused or
+//! throttled domain) goes to `send.retry`, not back to `send.bulk`: the
+//! senders consume it beside the bulk lane, so a retry runs close to its
+//! due time instead of behind the whole backlog of a draining campaign.
+//! Transactional jobs go back to `send.transactional`, which has no
+//! backlog to wait behind. The archive is a stream (durable,
 //! kept by age and size for every reader), declared only when
 //! `sender.archive.enabled`.
 
@@ -102,6 +110,24 @@ impl Topology {
     /// Routing key of a send lane.
     pub fn lane_key(lane: Lane) -> String {
         format!("send.{}", lane.as_str())
+    }
+
+    /// Routing key of the queue of bulk jobs due again (see the module
+    /// documentation).
+    pub const RETRY: &'static str = "send.retry";
+
+    /// Where a lane's jobs go when they fall due again: the delay tiers
+    /// dead-letter there. Bulk jobs skip the bulk lane's backlog.
+    pub fn due_key(lane: Lane) -> String {
+        match lane {
+            Lane::Transactional => Self::lane_key(lane),
+            Lane::Bulk => Self::RETRY.to_string(),
+        }
+    }
+
+    /// Whether a routing key is a delay tier's.
+    pub fn is_tier_key(key: &str) -> bool {
+        key.starts_with("retry.")
     }
 
     /// Routing key of the queue holding a held campaign's messages.
@@ -198,6 +224,7 @@ impl Topology {
     pub fn all_keys(&self) -> Vec<String> {
         let mut keys = vec![Self::REQUESTS.to_string()];
         keys.extend(Lane::ALL.iter().map(|l| Self::lane_key(*l)));
+        keys.push(Self::RETRY.to_string());
         keys.push(Self::FAILED.to_string());
         for tier in &self.tiers {
             for lane in Lane::ALL {
@@ -238,7 +265,7 @@ impl Topology {
         );
         t.insert(
             "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(LongString::from(Self::lane_key(lane))),
+            AMQPValue::LongString(LongString::from(Self::due_key(lane))),
         );
         t.insert(
             "x-dead-letter-strategy".into(),
@@ -280,6 +307,7 @@ impl Topology {
         for lane in Lane::ALL {
             queues.push((Self::lane_key(lane), self.work_queue_args()));
         }
+        queues.push((Self::RETRY.into(), self.work_queue_args()));
         queues.push((Self::FAILED.into(), self.work_queue_args()));
         queues.push((Self::DEAD.into(), quorum()));
         queues.push((Self::AMBIGUOUS.into(), quorum()));
@@ -340,6 +368,29 @@ impl Topology {
                         queue = %name,
                         error = %e,
                         "the archive stream exists with other limits than sender.archive's; used as it is (a RabbitMQ policy can lower them)"
+                    );
+                    channel = conn.create_channel().await?;
+                    channel
+                        .queue_declare(
+                            ShortString::from(name.clone()),
+                            QueueDeclareOptions {
+                                passive: true,
+                                ..Default::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await?;
+                }
+                Err(e) if Self::is_tier_key(&key) && e.to_string().contains("inequivalent arg") => {
+                    // A tier an older mailpipe created dead-letters bulk
+                    // jobs back to send.bulk: still delivered, but behind
+                    // the bulk backlog. Its arguments cannot change in
+                    // place; an operator drains and deletes it to have it
+                    // declared anew.
+                    tracing::warn!(
+                        queue = %name,
+                        error = %e,
+                        "delay tier was created with other arguments (by an older mailpipe); used as it is: its retries go back behind the bulk backlog until it is drained and deleted"
                     );
                     channel = conn.create_channel().await?;
                     channel
@@ -505,10 +556,42 @@ mod tests {
             "retry.1m.bulk"
         );
         let keys = t.all_keys();
-        assert_eq!(keys.len(), 1 + 2 + 1 + 3 * 2 + 1 + 1);
+        assert_eq!(keys.len(), 1 + 2 + 1 + 1 + 3 * 2 + 1 + 1);
+        assert!(keys.contains(&"send.retry".to_string()));
         assert_eq!(keys.first().unwrap(), "requests");
         assert_eq!(keys[keys.len() - 2], "dead");
         assert_eq!(keys.last().unwrap(), "ambiguous");
+    }
+
+    #[test]
+    fn bulk_tiers_fall_due_into_the_retry_queue_and_transactional_ones_into_their_lane() {
+        let t = topo();
+        let dead_letter_key = |key: &str| -> String {
+            let (_, args) = t
+                .queues()
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .unwrap_or_else(|| panic!("{key} is not declared"));
+            match args.inner().get("x-dead-letter-routing-key") {
+                Some(AMQPValue::LongString(s)) => s.to_string(),
+                other => panic!("{key}: {other:?}"),
+            }
+        };
+        for tier in t.tiers().to_vec() {
+            assert_eq!(
+                dead_letter_key(&Topology::tier_key(tier, Lane::Bulk)),
+                "send.retry"
+            );
+            assert_eq!(
+                dead_letter_key(&Topology::tier_key(tier, Lane::Transactional)),
+                "send.transactional"
+            );
+        }
+        // The retry queue is a work queue like the lanes: its poison
+        // messages are dead-lettered.
+        assert_eq!(dead_letter_key(Topology::RETRY), "dead");
+        assert!(Topology::is_tier_key("retry.1m.bulk"));
+        assert!(!Topology::is_tier_key(Topology::RETRY));
     }
 
     fn stream_queues(t: &Topology) -> Vec<(String, FieldTable)> {

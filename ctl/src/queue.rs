@@ -467,8 +467,9 @@ impl FlushCommand {
                             .is_none_or(|c| &j.request == c || j.campaign.as_ref() == Some(c));
                         domain_ok && campaign_ok
                     };
+                    // Due now: where the tiers would have sent it.
                     match jobs.iter().find(|j| matches(j)) {
-                        Some(j) => Fate::MoveTo(Topology::lane_key(j.lane)),
+                        Some(j) => Fate::MoveTo(Topology::due_key(j.lane)),
                         None => Fate::Keep,
                     }
                 })

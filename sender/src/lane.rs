@@ -1,6 +1,7 @@
-//! The consumers of the send lanes: one per lane, each with its own
-//! channel, acker and capacity (a semaphore of permits), so transactional
-//! mail is never queued behind a bulk campaign.
+//! The consumers of the send lanes: one per lane, and one for bulk mail due
+//! again (`send.retry`), each with its own channel, acker and capacity (a
+//! semaphore of permits), so transactional mail is never queued behind a
+//! bulk campaign, nor a retry behind the campaign's backlog.
 //!
 //! A delivery is opened ([`open`], a pure function: its jobs, or why it is
 //! settled without sending), each recipient is delivered in a task of its
@@ -34,6 +35,9 @@ use crate::Sender;
 struct LaneContext {
     sender: Arc<Sender>,
     lane: Lane,
+    /// The routing key of the queue consumed: the lane's, or for bulk jobs
+    /// due again, [`Topology::RETRY`].
+    queue: String,
     /// The session's publishing channel (with confirms).
     publish: Arc<Channel>,
     acks: Acker,
@@ -54,7 +58,7 @@ impl LaneContext {
             let result = match completed {
                 Completed::Outcomes(outcomes) => {
                     ctx.sender
-                        .settle(ctx.lane, &ctx.publish, &batch.jobs, outcomes)
+                        .settle(ctx.lane, &ctx.queue, &ctx.publish, &batch.jobs, outcomes)
                         .await
                 }
                 // The whole delivery goes back (the recipients already sent
@@ -151,11 +155,28 @@ impl Sender {
         let failed = CancellationToken::new();
         let mut lanes = Vec::new();
         let mut ack_tasks = Vec::new();
-        for lane in [Lane::Transactional, Lane::Bulk] {
-            let concurrency = match lane {
-                Lane::Transactional => self.settings.sender.transactional_concurrency,
-                Lane::Bulk => self.settings.sender.bulk_concurrency,
-            };
+        // Bulk jobs due again (retries, deferrals) have a consumer and a
+        // capacity of their own, so they do not wait behind the campaign's
+        // backlog in the bulk lane.
+        let sender = &self.settings.sender;
+        let consumers = [
+            (
+                Lane::Transactional,
+                Topology::lane_key(Lane::Transactional),
+                sender.transactional_concurrency,
+            ),
+            (
+                Lane::Bulk,
+                Topology::lane_key(Lane::Bulk),
+                sender.bulk_concurrency,
+            ),
+            (
+                Lane::Bulk,
+                Topology::RETRY.to_string(),
+                sender.retry_concurrency,
+            ),
+        ];
+        for (lane, queue, concurrency) in consumers {
             let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
             let channel = Arc::new(amqp::channel(&conn, Some(prefetch)).await?);
             let (acks, ack_task) = Acker::start(channel.clone());
@@ -163,6 +184,7 @@ impl Sender {
             let ctx = LaneContext {
                 sender: self.clone(),
                 lane,
+                queue,
                 publish: publish.clone(),
                 acks,
                 tracker: tracker.clone(),
@@ -241,7 +263,8 @@ impl Sender {
     }
 }
 
-/// Consumes one lane until shutdown, or until the other lane failed.
+/// Consumes one lane's queue until shutdown, or until another consumer
+/// failed.
 async fn consume_lane(
     ctx: LaneContext,
     concurrency: usize,
@@ -252,7 +275,7 @@ async fn consume_lane(
     let sender = ctx.sender.clone();
     let mut consumer = channel
         .basic_consume(
-            sender.topology.queue(&Topology::lane_key(lane)).into(),
+            sender.topology.queue(&ctx.queue).into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -272,7 +295,7 @@ async fn consume_lane(
         let delivery = match delivery {
             Some(Ok(d)) => d,
             Some(Err(e)) => return Err(e.into()),
-            None => anyhow::bail!("consumer of lane {} was cancelled", lane.as_str()),
+            None => anyhow::bail!("consumer of queue {} was cancelled", ctx.queue),
         };
         ctx.acks.received(delivery.delivery_tag);
         let opened = open(

@@ -63,10 +63,13 @@ impl Sender {
     /// (a sent event, a failure record, a terminal record); the recipients
     /// that go back through a queue (deferred, held, not started) go as
     /// one message per destination queue, and every publish is confirmed
-    /// before this returns.
+    /// before this returns. Recipients not started go back to `from`, the
+    /// queue the delivery came from (a retry keeps its place ahead of the
+    /// bulk backlog).
     pub(crate) async fn settle(
         &self,
         lane: Lane,
+        from: &str,
         publish: &Channel,
         jobs: &[Job],
         outcomes: Vec<DeliveryOutcome>,
@@ -132,7 +135,7 @@ impl Sender {
                 }
             }
         }
-        self.publish_settlement(lane, publish, jobs, s).await
+        self.publish_settlement(lane, from, publish, jobs, s).await
     }
 
     /// Publishes what a settlement gathered, waits for every confirm, then
@@ -140,6 +143,7 @@ impl Sender {
     async fn publish_settlement(
         &self,
         lane: Lane,
+        from: &str,
         publish: &Channel,
         jobs: &[Job],
         mut s: Settlement<'_>,
@@ -188,10 +192,8 @@ impl Sender {
             );
         }
         if !s.unsent.is_empty() {
-            s.confirms.push(
-                self.publish_jobs(publish, &Topology::lane_key(lane), &s.unsent, &[])
-                    .await?,
-            );
+            s.confirms
+                .push(self.publish_jobs(publish, from, &s.unsent, &[]).await?);
         }
         for pending in s.confirms {
             amqp::confirm(pending).await?;
@@ -358,7 +360,9 @@ impl Sender {
                         detail: detail.clone(),
                     })
                     .collect();
-                self.settle(lane, publish, &jobs, outcomes).await
+                // All dead: nothing goes back to a queue.
+                self.settle(lane, &Topology::lane_key(lane), publish, &jobs, outcomes)
+                    .await
             }
         }
     }

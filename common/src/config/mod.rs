@@ -201,9 +201,13 @@ impl Settings {
         }
         self.sites.adaptive.check().map_err(ConfigError::Invalid)?;
         self.sites.warmup.check().map_err(ConfigError::Invalid)?;
-        if self.sender.bulk_concurrency == 0 || self.sender.transactional_concurrency == 0 {
+        let sender = &self.sender;
+        if sender.bulk_concurrency == 0
+            || sender.transactional_concurrency == 0
+            || sender.retry_concurrency == 0
+        {
             return Err(ConfigError::Invalid(
-                "sender concurrency must be at least 1 per lane".into(),
+                "sender concurrency must be at least 1 per lane (transactional_concurrency, bulk_concurrency, retry_concurrency)".into(),
             ));
         }
         Ok(())

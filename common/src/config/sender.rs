@@ -21,6 +21,10 @@ pub struct SenderSettings {
     pub transactional_concurrency: usize,
     /// SMTP transactions in flight for the bulk lane.
     pub bulk_concurrency: usize,
+    /// SMTP transactions in flight for bulk mail due again (retries and
+    /// deferrals, queue `send.retry`): beside the bulk lane's, so a retry
+    /// runs close to its due time instead of behind a campaign's backlog.
+    pub retry_concurrency: usize,
     /// How long a sender holds a message's lease while submitting it; another
     /// replica that receives the same message meanwhile waits. Must exceed the
     /// SMTP timeout.
@@ -80,6 +84,7 @@ impl Default for SenderSettings {
             listen: "0.0.0.0:9102".into(),
             transactional_concurrency: 8,
             bulk_concurrency: 32,
+            retry_concurrency: 8,
             lease: Duration::from_secs(300),
             hostname: "localhost".into(),
             sent_record_ttl: Duration::from_secs(6 * 24 * 3600),

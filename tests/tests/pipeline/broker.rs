@@ -6,6 +6,7 @@ use std::time::Duration;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use mailpipe_common::amqp;
+use mailpipe_common::message::Lane;
 use mailpipe_common::topology::Topology;
 use mailpipe_tests::{sample_request, SmtpSink, TestPipeline, Workers};
 use secrecy::{ExposeSecret, SecretString};
@@ -74,6 +75,40 @@ async fn queues_declared_by_an_older_mailpipe_are_kept_as_they_are() {
     )
     .await
     .unwrap();
+    // And a bulk delay tier that dead-letters back to send.bulk (before
+    // bulk jobs due again had a queue of their own), with a message in it.
+    let tier_key = Topology::tier_key(settings.retrier.tiers[0], Lane::Bulk);
+    let tier = topology.queue(&tier_key);
+    let mut args = FieldTable::default();
+    for (k, v) in [
+        ("x-queue-type", "quorum".to_string()),
+        ("x-dead-letter-exchange", topology.exchange()),
+        ("x-dead-letter-routing-key", "send.bulk".to_string()),
+    ] {
+        args.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+    }
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(3_600_000));
+    ch.queue_declare(
+        tier.clone().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    ch.basic_publish(
+        "".into(),
+        tier.clone().into(),
+        Default::default(),
+        b"kept",
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
     // Declared twice, as every process does at every start.
     topology
         .declare(&conn)
@@ -101,6 +136,32 @@ async fn queues_declared_by_an_older_mailpipe_are_kept_as_they_are() {
     );
     let dead = args_of(&dead);
     assert!(!dead.contains("x-queue-leader-locator"), "{dead}");
+    // The older tier is used as it is, with its message; the new ones
+    // fall due into send.retry.
+    let old_tier = args_of(&tier);
+    assert!(
+        old_tier.contains(r#"{"x-dead-letter-routing-key","send.bulk"}"#),
+        "{old_tier}"
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let kept = ch
+        .queue_declare(
+            tier.clone().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.message_count(), 1, "the older tier's message");
+    let newer = Topology::tier_key(settings.retrier.tiers[1], Lane::Bulk);
+    let newer = args_of(&topology.queue(&newer));
+    assert!(
+        newer.contains(r#"{"x-dead-letter-routing-key","send.retry"}"#),
+        "{newer}"
+    );
     let ch = conn.create_channel().await.unwrap();
     for key in topology.all_keys() {
         let _ = ch

@@ -17,6 +17,7 @@ mod providers;
 mod qualification;
 mod quality;
 mod request_controls;
+mod retry_lane;
 mod rules;
 mod site_scripts;
 mod sites;
