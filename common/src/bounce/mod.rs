@@ -76,8 +76,9 @@
 //! - `mime.rs`: the MIME structure; `body.rs`: the report's text as the
 //!   recognizers read it; `fields.rs`: header-style fields and addresses.
 //! - `dsn.rs`: RFC 3464 delivery-status fields; `delivery.rs`: a delivery
-//!   report built from them; `text.rs`: bounces recognized by their MTA's
-//!   wording; `failure.rs`: a recipient's status as a classifier input.
+//!   report built from them; `text/`: bounces recognized by their MTA's
+//!   wording, one file per family; `failure.rs`: a recipient's status as
+//!   a classifier input.
 //! - `arf.rs`: feedback reports; `unsubscribe.rs`: unsubscribe requests;
 //!   `autoreply.rs`: auto-replies and mail that only looks like a bounce;
 //!   `original.rs`: what identifies the returned message.
