@@ -653,14 +653,18 @@ impl Policy {
     /// they happen): failures about the domain or the sender (blocks,
     /// unreachable, throttling) count toward the breaker — a recipient's own
     /// failure (user unknown, greylisting) never does — and a throttling
-    /// reply slows the domain down (`Classification::domain_effect` decides).
+    /// reply slows the domain down (`Classification::domain_effect` decides)
+    /// when `may_slow` (not when the site's adaptive controller takes the
+    /// throttling for all the site's domains).
     pub async fn react(
         &self,
         domain: &str,
         class: &crate::classify::Classification,
         settings: &crate::config::PolicySettings,
+        may_slow: bool,
     ) -> Result<DomainReaction, StoreError> {
-        self.react_to(domain, class, settings, false, true).await
+        self.react_to(domain, class, settings, false, may_slow)
+            .await
     }
 
     /// [`Self::react`] to a failure that came before the sending policy was

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::{signal_of, SiteSignal};
 use crate::ambiguous::{self, Found};
-use crate::destination::{HeldRoute, Refusal};
+use crate::destination::{domain_sees, HeldRoute, Refusal};
 use crate::smtp::SendError;
 use crate::{mime, smtp, Sender};
 
@@ -471,11 +471,13 @@ impl Sender {
     }
 
     /// A reply about the destination (not the relay being away): the
-    /// domain's breaker and slow-down see it now.
+    /// domain's breaker and slow-down see it now, as [`domain_sees`] says
+    /// of an answer in a transaction.
     async fn react(&self, domain: &str, class: &Classification) -> Result<(), StoreError> {
+        let sees = domain_sees(Refusal::InTransaction, self.settings.sites.adaptive.enabled);
         let reaction = self
             .policy
-            .react(domain, class, &self.settings.policy)
+            .react(domain, class, &self.settings.policy, sees.slows_domain)
             .await?;
         if reaction.paused {
             self.metrics

@@ -5,10 +5,11 @@
 //! next route, the route goes last (`routes.rs`) and its pool holds dials
 //! back (`dial.rs`). In MX mode the route is the recipient domain's own
 //! server, so the refusal is also the destination's: the domain's policy
-//! sees it at once (a throttling reply slows the domain down, and every
-//! such failure counts toward its breaker, as an attempt as well when it
-//! came before the policy was asked). In relay mode it is the relay's, and
-//! the domain is left alone.
+//! sees it at once (a throttling reply slows the domain down, or with
+//! adaptive sites tells the site's controller, and every such failure
+//! counts toward its breaker, as an attempt as well when it came before the
+//! policy was asked). In relay mode it is the relay's, and the domain is
+//! left alone.
 //!
 //! A message whose every route is held was not dialled at all; what it
 //! does then is [`while_held`], a pure function.
@@ -52,7 +53,8 @@ pub(crate) enum Refusal {
     AtConnectOthersOpen,
     /// A dial was refused and no connection of the route is left.
     AtConnectNoneLeft,
-    /// The server closed a transaction (421) or the connection failed in it.
+    /// The server closed a transaction (421) or the connection failed in
+    /// it; also any other answer in a transaction (`deliver.rs`).
     InTransaction,
 }
 
@@ -62,27 +64,31 @@ pub(crate) struct DomainSees {
     /// The breaker counts it as an attempt too (the sending policy, which
     /// counts attempts, was not asked yet).
     pub(crate) unasked: bool,
-    /// A throttling reply slows the domain's rate down. Not when the host
-    /// only refused a connection past the ones it keeps open: that is about
-    /// connections, which the route's cap (`dial.rs`) already follows.
-    pub(crate) may_slow: bool,
+    /// A throttling reply is about the destination's rate. Not when the
+    /// host only refused a connection past the ones it keeps open: that is
+    /// about connections, which the route's cap (`dial.rs`) already follows.
+    pub(crate) throttles: bool,
+    /// A throttling reply slows the domain's own rate down. Not when the
+    /// site has an adaptive rate: its controller cuts the rate of the whole
+    /// site, which is what a provider limits, and slowing each domain that
+    /// happened to get one of the replies as well (for the slow-down's
+    /// recovery, ten minutes) would hold the site far below the rate its
+    /// controller settles at.
+    pub(crate) slows_domain: bool,
 }
 
-/// Decides [`DomainSees`] from where the route refused.
-pub(crate) fn domain_sees(refusal: Refusal) -> DomainSees {
-    match refusal {
-        Refusal::AtConnectOthersOpen => DomainSees {
-            unasked: true,
-            may_slow: false,
-        },
-        Refusal::AtConnectNoneLeft => DomainSees {
-            unasked: true,
-            may_slow: true,
-        },
-        Refusal::InTransaction => DomainSees {
-            unasked: false,
-            may_slow: true,
-        },
+/// Decides [`DomainSees`] from where the route refused and whether the
+/// site has an adaptive rate (`sites.adaptive.enabled`).
+pub(crate) fn domain_sees(refusal: Refusal, site_adapts: bool) -> DomainSees {
+    let (unasked, throttles) = match refusal {
+        Refusal::AtConnectOthersOpen => (true, false),
+        Refusal::AtConnectNoneLeft => (true, true),
+        Refusal::InTransaction => (false, true),
+    };
+    DomainSees {
+        unasked,
+        throttles,
+        slows_domain: throttles && !site_adapts,
     }
 }
 
@@ -112,19 +118,19 @@ impl Sender {
             return Ok(());
         }
         let class = self.classifier.classify_for(failure, Some(&job.to));
-        let sees = domain_sees(refusal);
+        let sees = domain_sees(refusal, self.settings.sites.adaptive.enabled);
         let reaction = if sees.unasked {
             self.policy
-                .react_unasked(domain, &class, &self.settings.policy, sees.may_slow)
+                .react_unasked(domain, &class, &self.settings.policy, sees.slows_domain)
                 .await?
         } else {
             self.policy
-                .react(domain, &class, &self.settings.policy)
+                .react(domain, &class, &self.settings.policy, sees.slows_domain)
                 .await?
         };
-        // The site's controller sees what slows the domain down: a
-        // throttling reply, or a refused connection that left none open.
-        if sees.may_slow {
+        // The site's controller sees throttling: a throttling reply, or a
+        // refused connection that left none open.
+        if sees.throttles {
             if let Some(signal) = crate::adaptive::signal_of(failure, &class) {
                 self.site_saw(site, signal).await;
             }
@@ -166,17 +172,26 @@ mod tests {
     use mailpipe_common::classify::ConnectionError;
 
     #[test]
-    fn a_refused_connection_past_the_open_ones_does_not_slow_the_domain_down() {
+    fn a_refused_connection_past_the_open_ones_does_not_slow_the_domain_down_nor_does_throttling_at_an_adaptive_site(
+    ) {
+        // (where, adaptive site, unasked, throttles, slows the domain)
         let table = [
-            (Refusal::AtConnectOthersOpen, true, false),
-            (Refusal::AtConnectNoneLeft, true, true),
-            (Refusal::InTransaction, false, true),
+            (Refusal::AtConnectOthersOpen, false, true, false, false),
+            (Refusal::AtConnectNoneLeft, false, true, true, true),
+            (Refusal::InTransaction, false, false, true, true),
+            (Refusal::AtConnectOthersOpen, true, true, false, false),
+            (Refusal::AtConnectNoneLeft, true, true, true, false),
+            (Refusal::InTransaction, true, false, true, false),
         ];
-        for (refusal, unasked, may_slow) in table {
+        for (refusal, adaptive, unasked, throttles, slows_domain) in table {
             assert_eq!(
-                domain_sees(refusal),
-                DomainSees { unasked, may_slow },
-                "{refusal:?}"
+                domain_sees(refusal, adaptive),
+                DomainSees {
+                    unasked,
+                    throttles,
+                    slows_domain
+                },
+                "{refusal:?}, adaptive {adaptive}"
             );
         }
     }
