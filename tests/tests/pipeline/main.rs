@@ -2,6 +2,7 @@
 //! servers. One binary, one module per area (see `mailpipe_tests` for the
 //! harness).
 
+mod adaptive;
 mod ambiguous;
 mod archive;
 mod bounces;
