@@ -35,6 +35,8 @@ pub const JOB_SCHEMA_VERSION: u32 = 1;
 pub const BATCH_SCHEMA_VERSION: u32 = 2;
 /// Default validity period of a request: five days, like an MTA's bounce time.
 pub const DEFAULT_VALIDITY_SECONDS: u64 = 5 * 24 * 3600;
+/// The longest validity a request may ask for (`validity_seconds`).
+pub const MAX_VALIDITY_SECONDS: u64 = 30 * 24 * 3600;
 /// The most retries a request may ask for (`retries`): enough for any
 /// schedule that fits in the longest validity period, few enough that a typo
 /// cannot keep a message cycling through the delay tiers for its whole life.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lapin::Channel;
 use mailpipe_common::amqp::ConfirmWindow;
-use mailpipe_common::message::{JobBatch, BATCH_SCHEMA_VERSION};
+use mailpipe_common::message::{JobBatch, BATCH_SCHEMA_VERSION, MAX_VALIDITY_SECONDS};
 use mailpipe_common::store::{PartCounts, Refusal, RequestMeta, ScreenOptions, Screened};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -65,6 +65,8 @@ impl Expander {
                     deadline: now + valid.validity.as_secs() as i64,
                 },
                 ttl,
+                // The longest any request's state lives.
+                Duration::from_secs(MAX_VALIDITY_SECONDS) + STATUS_GRACE,
             )
             .await?;
         if self.store.part_done(&rid, part.index).await? {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mailpipe_common::address::{is_header_safe, parse_mailbox, EmailAddress};
 use mailpipe_common::message::{
     sha256_hex, BulkRequest, Content, Lane, Part, Recipient, DEFAULT_VALIDITY_SECONDS,
-    MAX_REQUEST_RETRIES, REQUEST_SCHEMA_VERSION,
+    MAX_REQUEST_RETRIES, MAX_VALIDITY_SECONDS, REQUEST_SCHEMA_VERSION,
 };
 use mailpipe_common::template::Compiled;
 
@@ -201,7 +201,7 @@ pub fn validate<'a>(
         }
     }
     let validity_secs = request.validity_seconds.unwrap_or(DEFAULT_VALIDITY_SECONDS);
-    if validity_secs == 0 || validity_secs > 30 * 24 * 3600 {
+    if validity_secs == 0 || validity_secs > MAX_VALIDITY_SECONDS {
         return Err(Rejection::Invalid(
             "validity_seconds must be between 1 and 30 days".into(),
         ));

@@ -157,12 +157,16 @@ impl Store {
     }
 
     /// Records a request's metadata (first writer wins, so parts and replays
-    /// keep the original creation time).
+    /// keep the original creation time), and indexes it by creation time.
+    /// Index entries created more than `index_keep` before `meta.created`
+    /// (the longest a request's state can live) leave the index in the
+    /// same call, so the index does not grow without end.
     pub async fn register_request(
         &self,
         request: &str,
         meta: &RequestMeta,
         ttl: Duration,
+        index_keep: Duration,
     ) -> Result<RequestMeta, StoreError> {
         let mut c = self.conn.clone();
         let key = self.key(&["req", request]);
@@ -175,6 +179,12 @@ impl Store {
             .expire(&key, ttl.as_secs() as i64)
             .ignore()
             .zadd(self.key(&["requests"]), request, meta.created)
+            .ignore()
+            .zrembyscore(
+                self.key(&["requests"]),
+                "-inf",
+                format!("({}", meta.created - index_keep.as_secs() as i64),
+            )
             .ignore()
             .query_async(&mut c)
             .await

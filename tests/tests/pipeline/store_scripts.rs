@@ -974,3 +974,50 @@ async fn the_domains_an_operator_sees_are_found_over_many_scan_pages_and_a_resum
         .contains(&"blocked.example".to_string()));
     forget(&s).await;
 }
+
+#[tokio::test]
+async fn the_request_index_forgets_requests_older_than_any_state_can_live() {
+    use mailpipe_common::store::RequestMeta;
+    let store = store().await;
+    let day = 24 * 3600;
+    let keep = Duration::from_secs(37 * day as u64);
+    let meta = |created: i64| RequestMeta {
+        campaign: None,
+        tenant: None,
+        lane: None,
+        parts_total: 1,
+        created,
+        deadline: created + day,
+    };
+    let t0 = 1_800_000_000;
+    let ttl = Duration::from_secs(60);
+    for (id, created) in [("old", t0), ("kept", t0 + day), ("edge", t0 + 2 * day)] {
+        store
+            .register_request(id, &meta(created), ttl, keep)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.recent_requests(10).await.unwrap(),
+        ["edge", "kept", "old"]
+    );
+    // 37 days and one second after "old" was created: it leaves the index
+    // with the next registration; "kept" (36 days old) stays.
+    store
+        .register_request("new", &meta(t0 + 37 * day + 1), ttl, keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recent_requests(10).await.unwrap(),
+        ["new", "edge", "kept"]
+    );
+    // Exactly 37 days old is still kept.
+    store
+        .register_request("newer", &meta(t0 + 38 * day), ttl, keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recent_requests(10).await.unwrap(),
+        ["newer", "new", "edge", "kept"]
+    );
+}
