@@ -1,18 +1,19 @@
 //! The shared vocabulary of mailpipe.
 //!
 //! Every binary (expander, sender, retrier) and the operator CLI speak through
-//! these types: the wire format of requests and jobs ([`message`]), the broker
-//! topology ([`topology`]), configuration ([`config`]), start-up plumbing
-//! ([`telemetry`], [`shutdown`], [`http`]), the pure decision core
-//! ([`address`], [`template`], [`classify`]) and, behind the default `redis`
-//! feature, the shared Redis state ([`store`]).
+//! these types: the broker topology ([`topology`]), configuration
+//! ([`config`]), start-up plumbing ([`telemetry`], [`shutdown`], [`http`]),
+//! and, behind the default `redis` feature, the shared Redis state
+//! ([`store`]). The pure decision core lives in the `mailpipe-core` crate
+//! (no I/O dependency); its modules ([`message`], [`address`], [`template`],
+//! [`classify`], [`bounce`], ...) are re-exported here at their old paths.
 
-pub mod adaptive;
-pub mod address;
+pub use mailpipe_core::{
+    adaptive, address, archive, bounce, message, quality, ratelimit, rules, sites, template, warmup,
+};
+
 pub mod amqp;
-pub mod archive;
 pub mod backlog;
-pub mod bounce;
 #[cfg(feature = "redis")]
 pub mod calls;
 pub mod classify;
@@ -23,30 +24,23 @@ pub mod durability;
 pub mod http;
 #[cfg(feature = "redis")]
 pub mod live_rules;
-pub mod message;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod policy;
-pub mod quality;
 #[cfg(feature = "redis")]
 pub mod queue_ops;
-pub mod ratelimit;
 pub mod retry;
-pub mod rules;
 pub mod shutdown;
 #[cfg(feature = "redis")]
 pub mod sitecontrol;
-pub mod sites;
 #[cfg(feature = "redis")]
 pub mod sitestate;
 #[cfg(feature = "redis")]
 pub mod slowdown;
 pub mod telemetry;
-pub mod template;
 pub mod tls;
 pub mod topology;
 pub mod verp;
-pub mod warmup;
 pub mod worker;
 
 #[cfg(feature = "redis")]

@@ -1,4 +1,4 @@
-//! Bounce and feedback-report parsing (`mailpipe_common::bounce::parse`) with
+//! Bounce and feedback-report parsing (`mailpipe_core::bounce::parse`) with
 //! any bytes: what anyone can send to the bounce intake. Parsing must return
 //! (never panic, never hang), and what it returns must be well formed: a
 //! delivery report names at least one recipient, statuses have the RFC 3464
@@ -16,7 +16,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailpipe_common::bounce::{parse, Report};
+use mailpipe_core::bounce::{parse, Report};
 
 fn is_status(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();

@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use mailpipe_common::classify::{normalize, parse_reply, Classifier, Failure};
+use mailpipe_core::classify::{normalize, parse_reply, Classifier, Failure};
 
 fn classifier() -> &'static Classifier {
     static C: OnceLock<Classifier> = OnceLock::new();

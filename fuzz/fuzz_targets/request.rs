@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailpipe_common::address::{is_header_safe, parse_mailbox, EmailAddress};
-use mailpipe_common::message::Recipient;
+use mailpipe_core::address::{is_header_safe, parse_mailbox, EmailAddress};
+use mailpipe_core::message::Recipient;
 
 fuzz_target!(|data: &[u8]| {
     let valid = match mailpipe_expander::validate(data, None, 1 << 20) {

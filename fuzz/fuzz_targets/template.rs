@@ -11,8 +11,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailpipe_common::message::Content;
-use mailpipe_common::template::Compiled;
+use mailpipe_core::message::Content;
+use mailpipe_core::template::Compiled;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -43,7 +43,6 @@ pub use sender::{
 };
 pub use sites::{SiteLimits, SiteSettings};
 pub use telemetry::{LogFormat, TelemetrySettings};
-pub(crate) use values::duration;
 pub use values::{format_duration, parse_duration, redact_url};
 pub use worker_args::{parse_worker_args, worker_config_arg, WorkerArgs};
 

@@ -27,7 +27,7 @@ pub struct ArchiveSettings {
     pub enabled: bool,
     /// Messages older than this are deleted from the stream (RabbitMQ's
     /// `x-max-age`, applied a segment at a time).
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::duration")]
     pub max_age: Duration,
     /// The stream's size limit in bytes (`x-max-length-bytes`): the oldest
     /// segments are deleted to stay under it. A number, or a text such as

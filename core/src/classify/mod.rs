@@ -53,36 +53,9 @@ pub use types::{
     Classification, ConnectionError, DomainEffect, Failure, FailureType, Quarantine, Reason, Scope,
 };
 
-/// Compiles the shipped classification rules plus the operator's rules
-/// files (`classifier.rules_files`), which every worker and the CLI load
-/// the same way.
-pub fn build_classifier(
-    settings: &crate::config::ClassifierSettings,
-) -> anyhow::Result<Classifier> {
-    Ok(compile_classifier(&read_rules_files(settings)?, &[])?)
-}
-
-/// The operator's rules files (`classifier.rules_files`), read: (name,
-/// YAML text) in the order configured. Read once at start, so that
-/// recompiling with new kept rows does not pick up a half-edited file.
-pub fn read_rules_files(
-    settings: &crate::config::ClassifierSettings,
-) -> anyhow::Result<Vec<(String, String)>> {
-    use anyhow::Context as _;
-    settings
-        .rules_files
-        .iter()
-        .map(|path| {
-            let yaml = std::fs::read_to_string(path)
-                .with_context(|| format!("reading rules file {}", path.display()))?;
-            Ok((path.display().to_string(), yaml))
-        })
-        .collect()
-}
-
-/// The classifier of the operator's rules files (as [`read_rules_files`]
-/// read them), then the kept rows of the qualification table, then the
-/// shipped defaults: the precedence every worker and the CLI apply.
+/// The classifier of the operator's rules files (name and YAML text, as
+/// `mailpipe_common::classify::read_rules_files` reads them), then the kept
+/// rows of the qualification table, then the shipped defaults: the precedence every worker and the CLI apply.
 pub fn compile_classifier(
     files: &[(String, String)],
     kept: &[KeptRule],

@@ -28,7 +28,7 @@
 //!
 //! [`step`] is the whole decision, a pure function of the state, the counts
 //! since the last step and the time. The sender counts, Redis stores the
-//! state and the calls script applies its rate ([`crate::sitecontrol`]).
+//! state and the calls script applies its rate (`mailpipe_common::sitecontrol`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,7 +49,7 @@ pub struct AdaptiveSettings {
     /// The rate is never cut below this.
     pub min_rate: Rate,
     /// How often the rate may rise.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::duration")]
     pub step: Duration,
     /// Factor per used step while probing (below the rate that last held).
     pub ramp: f64,
@@ -60,18 +60,18 @@ pub struct AdaptiveSettings {
     /// Share of the allowed rate a step must have used for the rate to rise.
     pub used_share: f64,
     /// Throttling replies this soon after a cut do not cut again.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::duration")]
     pub cut_hold: Duration,
     /// Reputation blocks in a row that suspend the site.
     pub suspend_after: u32,
     /// How long a suspension lasts.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::duration")]
     pub suspend_for: Duration,
     /// Age at which the rate that last held counts for half at a restart.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::duration")]
     pub history_half_life: Duration,
     /// A site not stepped for this long starts again from its history.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::duration")]
     pub idle_restart: Duration,
 }
 
