@@ -12,6 +12,13 @@ use std::collections::HashMap;
 
 use regex::RegexSet;
 
+/// The rule maps are looked up several times per recipient (address,
+/// domain, local part, each suffix of the domain), so they use foldhash's
+/// fast hasher instead of SipHash, which was about a sixth of the extra CPU
+/// of screening with rules in the expander's profile. Their keys are the
+/// operator's own rules and lists, and the hasher is seeded per process.
+type Map = foldhash::HashMap<String, u32>;
+
 use super::{Rule, RuleMatch};
 use crate::message::Lane;
 
@@ -24,10 +31,10 @@ pub type ListMembers = HashMap<String, Vec<String>>;
 pub struct RuleSet {
     /// The applicable rules' names, sorted: an index into this is a rule.
     names: Vec<String>,
-    addresses: HashMap<String, u32>,
-    domains: HashMap<String, u32>,
-    suffixes: HashMap<String, u32>,
-    locals: HashMap<String, u32>,
+    addresses: Map,
+    domains: Map,
+    suffixes: Map,
+    locals: Map,
     address_globs: Globs,
     local_globs: Globs,
     /// The earliest expiry among the compiled rules: from then on the set
@@ -92,7 +99,7 @@ fn is_glob(p: &str) -> bool {
 }
 
 /// Keeps the lowest rule index for a key (the rule whose name sorts first).
-fn put(map: &mut HashMap<String, u32>, key: &str, rule: u32) {
+fn put(map: &mut Map, key: &str, rule: u32) {
     map.entry(key.to_string())
         .and_modify(|r| *r = (*r).min(rule))
         .or_insert(rule);
