@@ -369,17 +369,7 @@ impl Topology {
                         error = %e,
                         "the archive stream exists with other limits than sender.archive's; used as it is (a RabbitMQ policy can lower them)"
                     );
-                    channel = conn.create_channel().await?;
-                    channel
-                        .queue_declare(
-                            ShortString::from(name.clone()),
-                            QueueDeclareOptions {
-                                passive: true,
-                                ..Default::default()
-                            },
-                            FieldTable::default(),
-                        )
-                        .await?;
+                    channel = use_as_it_is(conn, &name).await?;
                 }
                 Err(e) if Self::is_tier_key(&key) && e.to_string().contains("inequivalent arg") => {
                     // A tier an older mailpipe created dead-letters bulk
@@ -392,17 +382,7 @@ impl Topology {
                         error = %e,
                         "delay tier was created with other arguments (by an older mailpipe); used as it is: its retries go back behind the bulk backlog until it is drained and deleted"
                     );
-                    channel = conn.create_channel().await?;
-                    channel
-                        .queue_declare(
-                            ShortString::from(name.clone()),
-                            QueueDeclareOptions {
-                                passive: true,
-                                ..Default::default()
-                            },
-                            FieldTable::default(),
-                        )
-                        .await?;
+                    channel = use_as_it_is(conn, &name).await?;
                 }
                 Err(e) if !stream && e.to_string().contains(LEADER_LOCATOR) => {
                     tracing::warn!(
@@ -438,6 +418,24 @@ fn with_leader_locator(mut args: FieldTable) -> FieldTable {
         AMQPValue::LongString(LongString::from("balanced")),
     );
     args
+}
+
+/// A queue found with other arguments than mailpipe's (the refusal closed
+/// the channel): on a new channel, checks that it exists and uses it as it
+/// is.
+async fn use_as_it_is(conn: &Connection, name: &str) -> Result<Channel, lapin::Error> {
+    let channel = conn.create_channel().await?;
+    channel
+        .queue_declare(
+            ShortString::from(name.to_string()),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(channel)
 }
 
 async fn declare_queue(
