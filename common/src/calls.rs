@@ -21,7 +21,8 @@ use crate::store::{DoneRecord, DoneWrite, Gate, GateRequest, MarkRequest, Store,
 
 const CALLS_LUA: &str = r#"
 -- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, 4 time constant ms of
--- the decaying attempt counts (crate::slowdown), then the calls, each a tag
+-- the decaying attempt counts (crate::slowdown), 5 now in Unix ms ('' = the
+-- server's clock, which every sender shares), then the calls, each a tag
 -- and its fields:
 --   g  message, request, retried (1/0), owner
 --      the message's terminal record, its campaign's operator flags, and
@@ -37,10 +38,16 @@ const CALLS_LUA: &str = r#"
 --      ms (0 none), burst (0 none), concurrency (0 none), messages per
 --      connection (0 none), 1 when the site's adaptive rate applies, the
 --      warm-up count's key suffix ('' none: sending domain, site, day),
---      its cap, and ms until its day ends
---      whether the message may go now; answers status (0 go, 1 wait,
---      2 paused), ms to wait or pause, 1 if concurrency leases were
---      taken, and the site's messages per connection (0 none)
+--      its cap, ms until its day ends, and the longest the message may
+--      still wait for a rate (ms)
+--      whether and when the message may go; answers status (0 go, 1 wait,
+--      2 paused), ms (for go: until its reserved time, to be waited out
+--      without asking again; for wait and paused: how long), 1 if
+--      concurrency leases were taken, and the site's messages per
+--      connection (0 none)
+--      A message held back only by rates reserves its place: the rates'
+--      next free time within its longest wait is taken for it at once, so
+--      waiting messages do not ask again and go in the order they asked.
 --   d  message, request, record, ttl s, address whose soft-failure counter
 --      a delivery resets ('' none), request counters to raise (space-
 --      separated)
@@ -51,23 +58,30 @@ const CALLS_LUA: &str = r#"
 -- attempt count once per domain.
 local p, ttl, window, tau = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-local now
+local now = tonumber(ARGV[5])
 local flags, pauses, overrides, slows = {}, {}, {}, {}
 local spauses, soverrides, srates, warms = {}, {}, {}, {}
 local attempts, touched = {}, {}
 local site_attempts, sites_touched, site_domains = {}, {}, {}
 local counts, order = {}, {}
 local wait
-local function gcra(key, interval, burst)
+-- GCRA: a rate's theoretical arrival time (never before now), nil without
+-- a rate; a message may go once `tat - interval * (burst - 1)` is reached.
+local function tat_of(key, interval)
   if interval <= 0 then return nil end
   local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
-  local tau = interval * math.max(burst - 1, 0)
-  if tat - now > tau then
-    wait = math.max(wait, tat - now - tau)
-    return nil
-  end
-  return tat + interval
+  return tat
+end
+local function earliest(at, tat, interval, burst)
+  if not tat then return at end
+  return math.max(at, tat - interval * math.max(burst - 1, 0))
+end
+-- Takes the rate's place for a message that goes at `at`.
+local function reserve(key, tat, interval, at)
+  if not tat then return end
+  local new = math.max(tat, at) + interval
+  redis.call('SET', key, tostring(new), 'PX', math.ceil(new - now) + 1000)
 end
 -- A domain's interval under its slow-down: its limit's, or without one the
 -- base the slow-down measured, divided by the factor of the moment.
@@ -128,7 +142,7 @@ local function gate(mid, req, retried, owner)
 end
 
 local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, site,
-    sint, sburst, sconc, sper, adaptive, wkey, wcap, wleft)
+    sint, sburst, sconc, sper, adaptive, wkey, wcap, wleft, maxwait)
   if not now then
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -183,21 +197,23 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
   dconc = tonumber(ov[3]) or tonumber(dconc)
   rint, rconc = tonumber(rint), tonumber(rconc)
   local leased = 0
+  local at = now
   dint = slowed(domain, dint)
   -- Without any limit there is nothing to spend: only the attempt counts.
   if dint > 0 or dconc > 0 or rint > 0 or rconc > 0 or sint > 0 or sconc > 0 then
     dburst = tonumber(ov[2]) or tonumber(dburst)
     wait = 0
-    local dtat = gcra(p .. ':tat:' .. domain, dint, dburst)
-    local rtat = gcra(p .. ':rtat:' .. route, rint, 1)
-    local stat = gcra(p .. ':site:tat:' .. site, sint, sburst)
     room(p .. ':conc:' .. domain, dconc)
     room(p .. ':rconc:' .. route, rconc)
     room(p .. ':site:conc:' .. site, sconc)
     if wait > 0 then return 1, math.ceil(wait), 0, 0 end
-    if dtat then redis.call('SET', p .. ':tat:' .. domain, tostring(dtat), 'PX', math.ceil(dtat - now) + 1000) end
-    if rtat then redis.call('SET', p .. ':rtat:' .. route, tostring(rtat), 'PX', math.ceil(rtat - now) + 1000) end
-    if stat then redis.call('SET', p .. ':site:tat:' .. site, tostring(stat), 'PX', math.ceil(stat - now) + 1000) end
+    local dkey, rkey, skey = p .. ':tat:' .. domain, p .. ':rtat:' .. route, p .. ':site:tat:' .. site
+    local dtat, rtat, stat = tat_of(dkey, dint), tat_of(rkey, rint), tat_of(skey, sint)
+    at = earliest(earliest(earliest(now, dtat, dint, dburst), rtat, rint, 1), stat, sint, sburst)
+    if at - now > tonumber(maxwait) then return 1, math.ceil(at - now), 0, 0 end
+    reserve(dkey, dtat, dint, at)
+    reserve(rkey, rtat, rint, at)
+    reserve(skey, stat, sint, at)
     local lttl = tonumber(ttl)
     if sconc > 0 then
       redis.call('ZADD', p .. ':site:conc:' .. site, now + lttl, lease)
@@ -231,7 +247,7 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
     redis.call('INCR', p .. ':warm:' .. wkey)
     redis.call('PEXPIRE', p .. ':warm:' .. wkey, 172800000)
   end
-  return 0, 0, leased, sper
+  return 0, math.ceil(at - now), leased, sper
 end
 
 local function done(mid, req, record, rttl, reset, counters)
@@ -250,7 +266,7 @@ local function done(mid, req, record, rttl, reset, counters)
   return '1'
 end
 
-local i = 5
+local i = 6
 while i <= #ARGV do
   local tag = ARGV[i]
   if tag == 'g' then
@@ -262,12 +278,12 @@ while i <= #ARGV do
     local status, ms, leased, per = acquire(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
       ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10],
       ARGV[i + 11], ARGV[i + 12], ARGV[i + 13], ARGV[i + 14], ARGV[i + 15], ARGV[i + 16],
-      ARGV[i + 17])
+      ARGV[i + 17], ARGV[i + 18])
     out[#out + 1] = tostring(status)
     out[#out + 1] = tostring(ms)
     out[#out + 1] = tostring(leased)
     out[#out + 1] = tostring(per)
-    i = i + 18
+    i = i + 19
   elseif tag == 'm' then
     redis.call('SET', p .. ':dot:' .. ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
     out[#out + 1] = '1'
@@ -343,12 +359,14 @@ pub(crate) fn arguments(
     calls: &[Call],
     lease: Duration,
     breaker_window: Duration,
+    now_ms: Option<i64>,
 ) {
     let ms = |d: Option<Duration>| d.map(|i| i.as_secs_f64() * 1000.0).unwrap_or(0.0);
     inv.arg(prefix)
         .arg(lease.as_millis().max(1) as u64)
         .arg(breaker_window.as_secs())
-        .arg(crate::slowdown::SEEN_TAU_MS);
+        .arg(crate::slowdown::SEEN_TAU_MS)
+        .arg(now_ms.map(|t| t.to_string()).unwrap_or_default());
     for call in calls {
         match call {
             Call::Gate(g) => {
@@ -381,6 +399,7 @@ pub(crate) fn arguments(
                         .arg(w.day_left.as_millis() as u64),
                     None => inv.arg("").arg(0).arg(0),
                 };
+                inv.arg(a.max_wait.as_millis() as u64);
             }
             Call::Mark(m) => {
                 inv.arg("m")
@@ -457,6 +476,7 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
                     "0" => Verdict::Go {
                         lease: (leased == "1").then(|| a.lease_id.clone()),
                         per_connection: per.parse::<u32>().ok().filter(|n| *n > 0),
+                        after: d,
                     },
                     "2" => Verdict::Paused(d),
                     _ => Verdict::Wait(d),
@@ -491,11 +511,31 @@ impl Store {
         lease: Duration,
         breaker_window: Duration,
     ) -> Result<Vec<Answer>, StoreError> {
+        self.calls_at(calls, lease, breaker_window, None).await
+    }
+
+    /// [`Self::calls`] at a given time (Unix ms) instead of the server's
+    /// clock, which every sender shares: for tests of the script's
+    /// decisions with time passed in.
+    pub async fn calls_at(
+        &self,
+        calls: &[Call],
+        lease: Duration,
+        breaker_window: Duration,
+        now_ms: Option<i64>,
+    ) -> Result<Vec<Answer>, StoreError> {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
         let mut inv = SCRIPT.prepare_invoke();
-        arguments(&mut inv, self.prefix(), calls, lease, breaker_window);
+        arguments(
+            &mut inv,
+            self.prefix(),
+            calls,
+            lease,
+            breaker_window,
+            now_ms,
+        );
         let mut c = self.connection();
         let reply: Vec<String> =
             inv.invoke_async(&mut c)
@@ -567,6 +607,7 @@ mod tests {
                 warmup: None,
                 route: RouteLimits::default(),
                 lease_id: "o:m1".into(),
+                max_wait: Duration::from_millis(500),
             }),
             Call::Done(DoneWrite::sent(
                 "m0",
@@ -585,7 +626,7 @@ mod tests {
 
     #[test]
     fn a_mixed_reply_is_read_as_one_answer_per_call_in_order() {
-        let reply = ["0", "", "0", "0", "1", "50", "1", "4", "1500"]
+        let reply = ["0", "", "0", "7", "1", "50", "1", "4", "1500"]
             .map(String::from)
             .to_vec();
         let answers = answers(&calls(), reply).unwrap();
@@ -593,7 +634,7 @@ mod tests {
             matches!(&answers[0], Answer::Gate(g) if g.lease_wait.is_none() && g.done.is_none())
         );
         assert!(
-            matches!(&answers[1], Answer::Acquire(Verdict::Go { lease: Some(l), per_connection: Some(50) }) if l == "o:m1")
+            matches!(&answers[1], Answer::Acquire(Verdict::Go { lease: Some(l), per_connection: Some(50), after }) if l == "o:m1" && *after == Duration::from_millis(7))
         );
         assert!(matches!(answers[2], Answer::Done(true)));
         assert!(

@@ -167,6 +167,9 @@ pub enum Verdict {
         lease: Option<String>,
         /// The site's MX rule: close the connection after this many messages.
         per_connection: Option<u32>,
+        /// The message's place under the rates was reserved this far ahead:
+        /// wait this long, then send without asking again.
+        after: Duration,
     },
     /// A limit is reached: try again after this long.
     Wait(Duration),
@@ -191,6 +194,10 @@ pub struct Ask {
     pub route: RouteLimits,
     /// Names the message's concurrency leases.
     pub lease_id: String,
+    /// The longest the message may still wait for a rate: within it, its
+    /// place is reserved ([`Verdict::Go`] with `after`); beyond it, the
+    /// answer is [`Verdict::Wait`] and nothing is taken.
+    pub max_wait: Duration,
 }
 
 /// The warm-up count a message joins ([`crate::warmup`]).

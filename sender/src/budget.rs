@@ -18,9 +18,10 @@ use crate::Sender;
 /// What to do with the sending policy's verdict on one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BudgetStep {
-    /// Send now; return these concurrency leases afterwards, and close the
+    /// Send after the reserved wait (zero: now, without asking again);
+    /// return these concurrency leases afterwards, and close the
     /// connection after this many messages (the site's MX rule).
-    Go(Option<String>, Option<u32>),
+    Go(Option<String>, Option<u32>, Duration),
     /// Wait this long and ask again.
     Sleep(Duration),
     /// Give the message back through a delay tier.
@@ -30,15 +31,19 @@ pub(crate) enum BudgetStep {
     },
 }
 
-/// Decides on a verdict after `waited` of waiting: a rate limit is waited
-/// out while the total wait stays within `max_wait`, else the message is
-/// deferred (`throttled`), as it is at once when the domain is paused.
+/// Decides on a verdict after `waited` of waiting. A rate limit within the
+/// message's `max_wait` was reserved by the policy: go after the reserved
+/// wait, without asking again. A full concurrency is waited out in short
+/// steps while the total wait stays within `max_wait`; past it (or a rate
+/// whose next free place is past it) the message is deferred
+/// (`throttled`), as it is at once when the domain is paused.
 pub(crate) fn after_verdict(verdict: Verdict, waited: Duration, max_wait: Duration) -> BudgetStep {
     match verdict {
         Verdict::Go {
             lease,
             per_connection,
-        } => BudgetStep::Go(lease, per_connection),
+            after,
+        } => BudgetStep::Go(lease, per_connection, after),
         Verdict::Wait(d) if waited + d <= max_wait => BudgetStep::Sleep(d),
         Verdict::Wait(d) => BudgetStep::Defer {
             delay: d.max(Duration::from_millis(1)),
@@ -66,6 +71,7 @@ impl Sender {
         route: &RouteState,
     ) -> Result<Result<(Option<String>, Option<u32>), DeliveryOutcome>, StoreError> {
         let mut waited = Duration::ZERO;
+        let max_wait = self.settings.sender.max_throttle_wait;
         let warmup = self.warmup_ask(from_domain, site).await?;
         let site_limits = self
             .settings
@@ -86,10 +92,17 @@ impl Sender {
                     warmup: warmup.clone(),
                     route: route.limits.clone(),
                     lease_id: format!("{}:{}", self.instance, job.id),
+                    max_wait: max_wait.saturating_sub(waited),
                 })
                 .await?;
-            match after_verdict(verdict, waited, self.settings.sender.max_throttle_wait) {
-                BudgetStep::Go(lease, per) => return Ok(Ok((lease, per))),
+            match after_verdict(verdict, waited, max_wait) {
+                BudgetStep::Go(lease, per, after) => {
+                    // The place is reserved: the wait is not asked again.
+                    if !after.is_zero() {
+                        tokio::time::sleep(after).await;
+                    }
+                    return Ok(Ok((lease, per)));
+                }
                 BudgetStep::Sleep(d) => {
                     waited += d;
                     tokio::time::sleep(d).await;
@@ -184,17 +197,19 @@ mod tests {
                 Verdict::Go {
                     lease: None,
                     per_connection: None,
+                    after: ms(0),
                 },
                 ms(0),
-                BudgetStep::Go(None, None),
+                BudgetStep::Go(None, None, ms(0)),
             ),
             (
                 Verdict::Go {
                     lease: Some("l".into()),
                     per_connection: Some(100),
+                    after: ms(100),
                 },
                 ms(900),
-                BudgetStep::Go(Some("l".into()), Some(100)),
+                BudgetStep::Go(Some("l".into()), Some(100), ms(100)),
             ),
             (Verdict::Wait(ms(200)), ms(0), BudgetStep::Sleep(ms(200))),
             (Verdict::Wait(ms(200)), ms(800), BudgetStep::Sleep(ms(200))),

@@ -1,6 +1,7 @@
 //! The site controls' Redis scripts, against Redis (a random prefix each),
 //! with the time passed in: the adaptive controller's step (begin, apply)
-//! and the calls script's site pause, MX rule and adaptive rate.
+//! and the calls script's site pause, MX rule and adaptive rate, and its
+//! rates' reservations (a waiting message's place, taken once).
 
 use std::time::Duration;
 
@@ -210,6 +211,8 @@ fn ask(domain: &str, site: &str, lease: &str, site_limits: SiteLimits, adaptive:
             ..Default::default()
         },
         lease_id: lease.into(),
+        // No reservation: a rate that is not free now answers a wait.
+        max_wait: Duration::ZERO,
     })
 }
 
@@ -256,7 +259,8 @@ async fn the_calls_script_applies_the_site_s_pause_rule_and_adaptive_rate_to_eve
         got[0],
         Verdict::Go {
             lease: Some("l1".into()),
-            per_connection: Some(7)
+            per_connection: Some(7),
+            after: Duration::ZERO,
         }
     );
     assert!(matches!(got[1], Verdict::Wait(_)), "{got:?}");
@@ -264,7 +268,8 @@ async fn the_calls_script_applies_the_site_s_pause_rule_and_adaptive_rate_to_eve
         got[2],
         Verdict::Go {
             lease: None,
-            per_connection: None
+            per_connection: None,
+            after: Duration::ZERO,
         }
     );
     // Released, the site has room again.
@@ -526,4 +531,90 @@ async fn the_sites_an_operator_sees_are_the_paused_ones_and_those_with_a_rule_or
         .query_async(&mut c)
         .await
         .unwrap();
+}
+
+/// An ask for `domain` at 10/s (one at a time unless `burst`), through
+/// route "r", willing to wait `max_wait` ms for its place.
+fn rated(domain: &str, lease: &str, burst: u32, max_wait: u64, route_ms: Option<u64>) -> Call {
+    Call::Acquire(Ask {
+        domain: domain.into(),
+        site: domain.into(),
+        limits: mailpipe_common::config::DomainPolicy {
+            rate: Some("10/s".parse().unwrap()),
+            burst: Some(burst),
+            ..Default::default()
+        },
+        site_limits: SiteLimits::default(),
+        adaptive: false,
+        warmup: None,
+        route: RouteLimits {
+            name: format!("r-{domain}"),
+            interval: route_ms.map(Duration::from_millis),
+            ..Default::default()
+        },
+        lease_id: lease.into(),
+        max_wait: Duration::from_millis(max_wait),
+    })
+}
+
+/// What each ask was answered, in ms: `Ok(after)` for a go, `Err(wait)`.
+fn places(answers: Vec<Answer>) -> Vec<Result<u64, u64>> {
+    verdicts(answers)
+        .into_iter()
+        .map(|v| match v {
+            Verdict::Go { after, .. } => Ok(after.as_millis() as u64),
+            Verdict::Wait(d) => Err(d.as_millis() as u64),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rate_reserves_each_waiting_message_its_own_place_in_the_order_asked() {
+    let store = store().await;
+    let (lease, window) = (Duration::from_secs(60), Duration::from_secs(600));
+    let t = 1_800_000_000_000_i64;
+    let at = |calls: Vec<Call>, now: i64| {
+        let store = store.clone();
+        async move {
+            places(
+                store
+                    .calls_at(&calls, lease, window, Some(now))
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    // 10/s, one at a time: the first goes now, the next two are given the
+    // next two places (100 and 200 ms on), the fourth would wait 300 ms,
+    // past its 250: it is told to wait and takes nothing.
+    let asks = |n: usize, max: u64| {
+        (0..n)
+            .map(|i| rated("a.test", &format!("l{i}"), 1, max, None))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        at(asks(4, 250), t).await,
+        [Ok(0), Ok(100), Ok(200), Err(300)]
+    );
+    // 50 ms later the next free place is still 300 ms from the start (the
+    // refused ask took none): 250 ms to wait, just within the budget.
+    assert_eq!(at(asks(2, 250), t + 50).await, [Ok(250), Err(350)]);
+    // Without a budget for waiting, nothing is reserved: the wait is told.
+    assert_eq!(at(asks(1, 0), t + 350).await, [Err(50)]);
+    // Time passes the reserved places: the rate is free again.
+    assert_eq!(at(asks(1, 0), t + 400).await, [Ok(0)]);
+
+    // A burst of 3: three go at once, the fourth takes the next place.
+    let burst = (0..4)
+        .map(|i| rated("b.test", &format!("b{i}"), 3, 1_000, None))
+        .collect();
+    assert_eq!(at(burst, t).await, [Ok(0), Ok(0), Ok(0), Ok(100)]);
+
+    // Two rates: the place is the later of the two, and both are taken at
+    // it (the route allows one per 300 ms, the domain one per 100 ms).
+    let both = (0..3)
+        .map(|i| rated("c.test", &format!("c{i}"), 1, 1_000, Some(300)))
+        .collect();
+    assert_eq!(at(both, t).await, [Ok(0), Ok(300), Ok(600)]);
 }
