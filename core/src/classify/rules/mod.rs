@@ -30,202 +30,27 @@
 //!     scope: recipient
 //! disable: [rule_name]  # drop rules of lower-precedence files by name
 //! ```
+//!
+//! The schema is in `schema.rs`, the code and enhanced-code conditions in
+//! `patterns.rs`, the errors in `error.rs`; this file compiles the files.
+
+mod error;
+mod patterns;
+mod schema;
 
 use std::collections::HashSet;
 
 use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
-use serde::Deserialize;
 
-use super::reply::EnhancedCode;
 use super::types::{ConnectionError, FailureType, Quarantine, Reason, Scope};
+
+pub use error::RulesError;
+pub(crate) use patterns::{CodePattern, EnhancedPattern};
+pub(crate) use schema::{parse_file, RulesFile};
+use schema::{CodeValue, PartialOutput, RuleDef};
 
 /// Size limit handed to the regex compiler (the whole set is one program).
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
-
-/// A rule file could not be loaded; every variant names the file and, where
-/// it applies, the rule.
-#[derive(Debug, thiserror::Error)]
-pub enum RulesError {
-    /// The file is not valid YAML or does not follow the schema.
-    #[error("rules file `{file}`: {error}")]
-    Yaml {
-        /// Name given for the file.
-        file: String,
-        /// What the YAML parser said.
-        #[source]
-        error: serde_yaml::Error,
-    },
-    /// A rule's `pattern` is not a valid regular expression.
-    #[error("rules file `{file}`, rule `{rule}`: invalid pattern: {error}")]
-    Pattern {
-        /// Name given for the file.
-        file: String,
-        /// Name of the rule.
-        rule: String,
-        /// What the regex compiler said.
-        #[source]
-        error: regex::Error,
-    },
-    /// A rule's `enhanced` or `code` condition cannot be read.
-    #[error("rules file `{file}`, rule `{rule}`: invalid {field} `{value}`: {message}")]
-    Condition {
-        /// Name given for the file.
-        file: String,
-        /// Name of the rule.
-        rule: String,
-        /// `enhanced` or `code`.
-        field: &'static str,
-        /// The value as written.
-        value: String,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// A rule breaks a rule of the schema (no condition, forbidden combination, broken invariant).
-    #[error("rules file `{file}`, rule `{rule}`: {message}")]
-    Invalid {
-        /// Name given for the file.
-        file: String,
-        /// Name of the rule (or `fallback[N]`).
-        rule: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// Two rules of one file share a name.
-    #[error("rules file `{file}`: duplicate rule name `{rule}`")]
-    Duplicate {
-        /// Name given for the file.
-        file: String,
-        /// The repeated name.
-        rule: String,
-    },
-    /// `disable` names a rule that no lower-precedence file defines.
-    #[error("rules file `{file}`: `disable` names unknown rule `{rule}`")]
-    UnknownDisabled {
-        /// Name given for the file.
-        file: String,
-        /// The name that matched nothing.
-        rule: String,
-    },
-    /// The patterns compiled one by one but not together.
-    #[error("compiling the rule patterns together: {0}")]
-    RegexSet(#[source] regex::Error),
-}
-
-/// One parsed rules file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RulesFile {
-    /// Ordered rules.
-    #[serde(default)]
-    rules: Vec<RuleDef>,
-    /// Fallback table, tried when no rule matched.
-    #[serde(default)]
-    fallback: Vec<FallbackDef>,
-    /// Names of lower-precedence rules to drop.
-    #[serde(default)]
-    disable: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany<T> {
-    /// A single value.
-    One(T),
-    /// A list of values, any of which may match.
-    Many(Vec<T>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum CodeValue {
-    /// Exact code written as a number: `550`.
-    Number(u16),
-    /// Code written as text, possibly with `x` wildcards: `"5xx"`.
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleDef {
-    /// Unique name, reported in `Classification::rule`.
-    name: String,
-    /// Case-insensitive regex over the reply text or connection detail.
-    #[serde(default)]
-    pattern: Option<String>,
-    /// Enhanced-code patterns, any of which may match.
-    #[serde(default)]
-    enhanced: Option<OneOrMany<String>>,
-    /// Basic-code patterns, any of which may match.
-    #[serde(default)]
-    code: Option<OneOrMany<CodeValue>>,
-    /// Connection error kinds (connection-failure rules only).
-    #[serde(default)]
-    kind: Option<OneOrMany<ConnectionError>>,
-    /// Case-insensitive regex over the failure's normalized line
-    /// ([`super::qualification_text`]): how kept rows of the qualification
-    /// table match. Alone, it applies to replies and connection failures.
-    #[serde(default)]
-    normalized: Option<String>,
-    /// Output: failure type.
-    #[serde(rename = "type")]
-    failure_type: FailureType,
-    /// Output: reason.
-    reason: Reason,
-    /// Output: retry.
-    retry: bool,
-    /// Output: quarantine.
-    quarantine: Quarantine,
-    /// Output: scope.
-    scope: Scope,
-    /// Outputs replaced when the reply is transient.
-    #[serde(default)]
-    transient: Option<PartialOutput>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PartialOutput {
-    /// Replacement failure type.
-    #[serde(default, rename = "type")]
-    failure_type: Option<FailureType>,
-    /// Replacement reason.
-    #[serde(default)]
-    reason: Option<Reason>,
-    /// Replacement retry.
-    #[serde(default)]
-    retry: Option<bool>,
-    /// Replacement quarantine.
-    #[serde(default)]
-    quarantine: Option<Quarantine>,
-    /// Replacement scope.
-    #[serde(default)]
-    scope: Option<Scope>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FallbackDef {
-    /// Reply class (4, 5, ...) this entry applies to; absent for any failure.
-    #[serde(default)]
-    class: Option<u8>,
-    /// When true, the entry applies only to replies whose text names the
-    /// sending side (an IP address, "sender", "your server", an address other
-    /// than the recipient...).
-    #[serde(default)]
-    names_sender: bool,
-    /// Output: failure type.
-    #[serde(rename = "type")]
-    failure_type: FailureType,
-    /// Output: reason.
-    reason: Reason,
-    /// Output: retry.
-    retry: bool,
-    /// Output: quarantine.
-    quarantine: Quarantine,
-    /// Output: scope.
-    scope: Scope,
-}
-
 /// The decision part of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Output {
@@ -268,102 +93,6 @@ impl Output {
         Ok(())
     }
 }
-
-/// Which basic codes a rule accepts: each of the three digits fixed or any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CodePattern([Option<u8>; 3]);
-
-impl CodePattern {
-    fn parse(value: &CodeValue) -> Result<CodePattern, String> {
-        let text = match value {
-            CodeValue::Number(n) => format!("{n:03}"),
-            CodeValue::Text(s) => s.trim().to_string(),
-        };
-        let chars: Vec<char> = text.chars().collect();
-        if chars.len() != 3 {
-            return Err("expected three characters, digits or `x` (550, 5xx, 55x)".into());
-        }
-        let mut digits = [None; 3];
-        for (slot, c) in digits.iter_mut().zip(&chars) {
-            *slot = match c {
-                'x' | 'X' | '*' => None,
-                d if d.is_ascii_digit() => d.to_digit(10).and_then(|d| u8::try_from(d).ok()),
-                _ => return Err("expected digits or `x`".into()),
-            };
-        }
-        if digits[0].is_none() && digits.iter().any(Option::is_some) {
-            return Err("the first digit must be fixed when later ones are".into());
-        }
-        Ok(CodePattern(digits))
-    }
-
-    pub fn matches(&self, code: u16) -> bool {
-        if code > 999 {
-            return false;
-        }
-        let actual = [code / 100, code / 10 % 10, code % 10];
-        self.0
-            .iter()
-            .zip(actual)
-            .all(|(want, got)| want.is_none_or(|w| u16::from(w) == got))
-    }
-}
-
-/// Which enhanced codes a rule accepts: each part a value, a range or any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct EnhancedPattern([(u16, u16); 3]);
-
-impl EnhancedPattern {
-    fn parse(text: &str) -> Result<EnhancedPattern, String> {
-        const ANY: (u16, u16) = (0, u16::MAX);
-        let parts: Vec<&str> = text.trim().split('.').collect();
-        if parts.is_empty() || parts.len() > 3 {
-            return Err("expected class.subject.detail".into());
-        }
-        let is_any = |p: &str| matches!(p.trim(), "*" | "x" | "X");
-        if parts.len() < 3 && !parts.last().is_some_and(|p| is_any(p)) {
-            return Err("expected three parts, or a prefix ending in `*` (4.4.*)".into());
-        }
-        let limits = [(5u16, "class"), (7, "subject"), (999, "detail")];
-        let mut ranges = [ANY; 3];
-        for (i, part) in parts.iter().enumerate() {
-            let part = part.trim();
-            if is_any(part) {
-                continue;
-            }
-            let number = |s: &str| -> Result<u16, String> {
-                s.trim()
-                    .parse::<u16>()
-                    .map_err(|_| format!("`{s}` is not a number, a range or `*`"))
-            };
-            let (lo, hi) = match part.split_once('-') {
-                Some((a, b)) => (number(a)?, number(b)?),
-                None => {
-                    let n = number(part)?;
-                    (n, n)
-                }
-            };
-            let (max, what) = limits[i];
-            if lo > hi || hi > max {
-                return Err(format!("{what} out of range (0..={max})"));
-            }
-            if i == 0 && !(lo..=hi).all(|c| matches!(c, 2 | 4 | 5)) {
-                return Err("class must be 2, 4 or 5".into());
-            }
-            ranges[i] = (lo, hi);
-        }
-        Ok(EnhancedPattern(ranges))
-    }
-
-    pub fn matches(&self, code: EnhancedCode) -> bool {
-        let actual = [u16::from(code.class), code.subject, code.detail];
-        self.0
-            .iter()
-            .zip(actual)
-            .all(|(&(lo, hi), got)| (lo..=hi).contains(&got))
-    }
-}
-
 /// A rule ready for matching.
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRule {
@@ -410,23 +139,6 @@ pub(crate) struct CompiledRules {
     /// Fallback entries in evaluation order.
     pub fallback: Vec<CompiledFallback>,
 }
-
-/// Parse one YAML source.
-pub(crate) fn parse_file(file: &str, yaml: &str) -> Result<RulesFile, RulesError> {
-    // An empty document is an empty rule file.
-    if yaml.trim().is_empty() {
-        return Ok(RulesFile {
-            rules: Vec::new(),
-            fallback: Vec::new(),
-            disable: Vec::new(),
-        });
-    }
-    serde_yaml::from_str(yaml).map_err(|error| RulesError::Yaml {
-        file: file.to_string(),
-        error,
-    })
-}
-
 /// Merge sources given highest precedence first, and compile them.
 ///
 /// A rule of a lower-precedence source is dropped when a higher-precedence
@@ -660,21 +372,6 @@ fn compile_rule(file: &str, def: &RuleDef) -> Result<CompiledRule, RulesError> {
     })
 }
 
-impl<T> OneOrMany<T> {
-    fn iter(&self) -> std::slice::Iter<'_, T> {
-        match self {
-            OneOrMany::One(t) => std::slice::from_ref(t).iter(),
-            OneOrMany::Many(v) => v.iter(),
-        }
-    }
-}
-
-impl OneOrMany<String> {
-    fn clone_strings(&self) -> Vec<String> {
-        self.iter().cloned().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,57 +382,6 @@ mod tests {
     }
 
     const OUT: &str = "type: soft\n    reason: undefined\n    retry: true\n    quarantine: none\n    scope: recipient";
-
-    #[test]
-    fn code_patterns() {
-        let p = |s: &str| CodePattern::parse(&CodeValue::Text(s.into())).expect("valid");
-        assert!(p("5xx").matches(550));
-        assert!(p("5xx").matches(500));
-        assert!(!p("5xx").matches(450));
-        assert!(p("55x").matches(554));
-        assert!(!p("55x").matches(541));
-        assert!(p("421").matches(421));
-        assert!(!p("421").matches(420));
-        assert!(CodePattern::parse(&CodeValue::Number(550))
-            .expect("valid")
-            .matches(550));
-        for bad in ["5x", "5xxx", "x5x", "5a0", ""] {
-            assert!(
-                CodePattern::parse(&CodeValue::Text(bad.into())).is_err(),
-                "{bad}"
-            );
-        }
-        assert!(CodePattern::parse(&CodeValue::Number(5500)).is_err());
-    }
-
-    #[test]
-    fn enhanced_patterns() {
-        let p = |s: &str| EnhancedPattern::parse(s).expect("valid");
-        let c = |s: &str| s.parse::<EnhancedCode>().expect("code");
-        assert!(p("5.1.1").matches(c("5.1.1")));
-        assert!(!p("5.1.1").matches(c("5.1.10")));
-        assert!(p("4.4.*").matches(c("4.4.3")));
-        assert!(!p("4.4.*").matches(c("5.4.3")));
-        assert!(p("*.2.2").matches(c("4.2.2")));
-        assert!(p("x.2.2").matches(c("5.2.2")));
-        assert!(p("5.7.606-649").matches(c("5.7.620")));
-        assert!(!p("5.7.606-649").matches(c("5.7.650")));
-        assert!(p("4.*").matches(c("4.7.1")));
-        assert!(p("4-5.7.1").matches(c("4.7.1")));
-        for bad in [
-            "5.1",
-            "3.1.1",
-            "5.8.1",
-            "5.1.1000",
-            "5.1.1.1",
-            "5.7.649-606",
-            "a.b.c",
-            "3-5.1.1",
-        ] {
-            assert!(EnhancedPattern::parse(bad).is_err(), "{bad}");
-        }
-    }
-
     #[test]
     fn invalid_regex_names_file_and_rule() {
         let err = compile_one(&format!(
