@@ -1,0 +1,127 @@
+//! The controller's settings (`sites.adaptive`), with their defaults and
+//! the check that refuses settings that cannot work.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ratelimit::Rate;
+
+/// The controller's settings (`sites.adaptive`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptiveSettings {
+    /// Whether sites get an adaptive rate (and a reputation block suspends
+    /// the site and defers its mail instead of failing it).
+    pub enabled: bool,
+    /// The rate of a site without history.
+    pub start_rate: Rate,
+    /// The rate is never cut below this.
+    pub min_rate: Rate,
+    /// How often the rate may rise.
+    #[serde(deserialize_with = "crate::duration::duration")]
+    pub step: Duration,
+    /// Factor per used step while probing (below the rate that last held).
+    pub ramp: f64,
+    /// Factor per used step while steady (above the rate that last held).
+    pub probe: f64,
+    /// Factor of a cut on throttling.
+    pub cut: f64,
+    /// Share of the allowed rate a step must have used for the rate to rise.
+    pub used_share: f64,
+    /// Throttling replies this soon after a cut do not cut again.
+    #[serde(deserialize_with = "crate::duration::duration")]
+    pub cut_hold: Duration,
+    /// Reputation blocks in a row that suspend the site.
+    pub suspend_after: u32,
+    /// How long a suspension lasts.
+    #[serde(deserialize_with = "crate::duration::duration")]
+    pub suspend_for: Duration,
+    /// Age at which the rate that last held counts for half at a restart.
+    #[serde(deserialize_with = "crate::duration::duration")]
+    pub history_half_life: Duration,
+    /// A site not stepped for this long starts again from its history.
+    #[serde(deserialize_with = "crate::duration::duration")]
+    pub idle_restart: Duration,
+}
+
+impl Default for AdaptiveSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            start_rate: Rate {
+                count: 20.0,
+                period: Duration::from_secs(1),
+            },
+            min_rate: Rate {
+                count: 1.0,
+                period: Duration::from_secs(1),
+            },
+            step: Duration::from_secs(2),
+            ramp: 1.5,
+            probe: 1.05,
+            cut: 0.75,
+            used_share: 0.5,
+            cut_hold: Duration::from_secs(2),
+            suspend_after: 3,
+            suspend_for: Duration::from_secs(1800),
+            history_half_life: Duration::from_secs(86_400),
+            idle_restart: Duration::from_secs(600),
+        }
+    }
+}
+
+impl AdaptiveSettings {
+    /// Why these settings cannot work, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let ok = self.ramp >= 1.0
+            && self.probe >= 1.0
+            && self.cut > 0.0
+            && self.cut < 1.0
+            && (0.0..=1.0).contains(&self.used_share)
+            && self.suspend_after >= 1
+            && !self.step.is_zero()
+            && !self.history_half_life.is_zero()
+            && self.min_rate.per_second() <= self.start_rate.per_second();
+        if ok {
+            Ok(())
+        } else {
+            Err(
+                "sites.adaptive: ramp and probe must be at least 1, cut between 0 and 1 \
+                 (exclusive), used_share between 0 and 1, suspend_after at least 1, step and \
+                 history_half_life above zero, min_rate at most start_rate"
+                    .into(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        assert!(AdaptiveSettings::default().check().is_ok());
+        for bad in [
+            AdaptiveSettings {
+                cut: 1.0,
+                ..Default::default()
+            },
+            AdaptiveSettings {
+                ramp: 0.9,
+                ..Default::default()
+            },
+            AdaptiveSettings {
+                suspend_after: 0,
+                ..Default::default()
+            },
+            AdaptiveSettings {
+                min_rate: "50/s".parse().unwrap(),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The controller's scenarios, each a whole sequence of steps asserted
+//! row by row, and the state's Redis fields read back.
+
+use std::collections::HashMap;
+
+use super::*;
+
+fn settings() -> AdaptiveSettings {
+    AdaptiveSettings {
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+fn sent(n: u64) -> Counts {
+    Counts {
+        sent: n,
+        ..Default::default()
+    }
+}
+
+fn throttled(n: u64) -> Counts {
+    Counts {
+        throttled: n,
+        throttle_reply: Some("421 4.7.0 Too many connections".into()),
+        ..Default::default()
+    }
+}
+
+fn blocked(n: u64) -> Counts {
+    Counts {
+        blocked: n,
+        block_reply: Some("550 5.7.1 blocked due to poor reputation".into()),
+        ..Default::default()
+    }
+}
+
+/// One step of a sequence: (time ms, counts, ceiling, the action,
+/// phase and rate expected after it).
+type Row = (i64, Counts, Option<f64>, Action, Phase, f64);
+
+/// Runs a whole sequence of [`Row`]s.
+fn run(s: &AdaptiveSettings, start: Option<SiteControl>, rows: &[Row]) -> SiteControl {
+    let mut state = start;
+    for (i, (now, counts, ceiling, action, phase, rate)) in rows.iter().enumerate() {
+        let out = step(s, *ceiling, state.as_ref(), counts, *now);
+        assert_eq!(
+            (out.action, out.state.phase),
+            (*action, *phase),
+            "row {i} at {now} ms: {out:?}"
+        );
+        assert!(
+            (out.rate - rate).abs() < 1e-6,
+            "row {i} at {now} ms: rate {} expected {rate}",
+            out.rate
+        );
+        assert_eq!(out.rate, out.state.rate);
+        state = Some(out.state);
+    }
+    state.unwrap()
+}
+
+use Action as A;
+use Phase as P;
+
+#[test]
+fn a_new_site_ramps_up_while_its_rate_is_used_and_not_past_its_mx_rule() {
+    let s = settings();
+    let none = Counts::default();
+    run(
+        &s,
+        None,
+        &[
+            (0, none.clone(), None, A::Started, P::Probing, 20.0),
+            // A second later: the window is not over.
+            (1_000, sent(20), None, A::None, P::Probing, 20.0),
+            // Two seconds, 40 sent at 20/s: used in full, ×1.5.
+            (2_000, sent(20), None, A::Raised, P::Probing, 30.0),
+            (4_000, sent(60), None, A::Raised, P::Probing, 45.0),
+            // Used under half: it proved nothing, the rate stays.
+            (6_000, sent(40), None, A::None, P::Probing, 45.0),
+            (8_000, sent(90), None, A::Raised, P::Probing, 67.5),
+            // The MX rule (80/s) is the ceiling.
+            (10_000, sent(135), Some(80.0), A::Raised, P::Probing, 80.0),
+            (12_000, sent(160), Some(80.0), A::None, P::Probing, 80.0),
+            // An operator lowers the rule: the rate follows at once.
+            (
+                13_000,
+                none.clone(),
+                Some(50.0),
+                A::Capped,
+                P::Probing,
+                50.0,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_throttling_reply_cuts_at_once_and_once_per_burst_then_the_rate_probes_slowly() {
+    let s = settings();
+    let start = SiteControl {
+        phase: P::Probing,
+        rate: 100.0,
+        held_rate: 0.0,
+        held_at_ms: 0,
+        target: 0.0,
+        last_step_ms: 0,
+        window_ms: 0,
+        window_sent: 0,
+        cut_at_ms: 0,
+        blocks: 0,
+        until_ms: 0,
+        reason: String::new(),
+    };
+    let end = run(
+        &s,
+        Some(start),
+        &[
+            (500, throttled(3), None, A::Cut, P::Throttled, 75.0),
+            // The rest of the burst (in flight at the cut): no second cut.
+            (1_000, throttled(10), None, A::None, P::Throttled, 75.0),
+            // Past the hold, throttling again: cut again.
+            (2_600, throttled(1), None, A::Cut, P::Throttled, 56.25),
+            // A whole window without throttling, used: steady, probing by 5 %.
+            (4_600, sent(113), None, A::Raised, P::Steady, 59.0625),
+            (6_600, sent(120), None, A::Raised, P::Steady, 62.015625),
+        ],
+    );
+    assert_eq!(end.reason, "421 4.7.0 Too many connections");
+    assert_eq!(end.held_rate, 59.0625, "the last rate that held");
+    // Cuts never go below the minimum.
+    let mut low = end.clone();
+    low.rate = 1.2;
+    low.cut_at_ms = 0;
+    let out = step(&s, None, Some(&low), &throttled(1), 7_000);
+    assert_eq!((out.action, out.rate), (A::Cut, 1.0));
+}
+
+#[test]
+fn reputation_blocks_suspend_the_site_with_the_reply_then_it_resumes_below_its_rate() {
+    let s = settings();
+    let none = Counts::default();
+    let mut start = run(
+        &s,
+        None,
+        &[(0, none.clone(), None, A::Started, P::Probing, 20.0)],
+    );
+    start.rate = 200.0;
+    let thirty_min = 1_800_000;
+    let end = run(
+        &s,
+        Some(start),
+        &[
+            (1_000, blocked(1), None, A::None, P::Probing, 200.0),
+            // A success in between: the blocks were not in a row.
+            (1_500, sent(5), None, A::None, P::Probing, 200.0),
+            (1_600, blocked(2), None, A::None, P::Probing, 200.0),
+            (1_700, blocked(1), None, A::Suspended, P::Suspended, 200.0),
+            // While suspended, nothing it sees matters.
+            (60_000, throttled(5), None, A::None, P::Suspended, 200.0),
+            (thirty_min, none.clone(), None, A::None, P::Suspended, 200.0),
+            // Past the suspension: probing again from a cut rate, up to
+            // the rate it had.
+            (
+                thirty_min + 1_700,
+                none.clone(),
+                None,
+                A::Resumed,
+                P::Probing,
+                150.0,
+            ),
+            (
+                thirty_min + 3_700,
+                sent(300),
+                None,
+                A::Raised,
+                P::Steady,
+                200.0,
+            ),
+        ],
+    );
+    assert_eq!(end.blocks, 0);
+    let suspended = step(
+        &s,
+        None,
+        Some(&SiteControl {
+            blocks: 2,
+            ..end.clone()
+        }),
+        &blocked(1),
+        thirty_min + 4_000,
+    );
+    assert_eq!(suspended.action, A::Suspended);
+    assert_eq!(
+        suspended.state.reason,
+        "550 5.7.1 blocked due to poor reputation"
+    );
+    assert_eq!(suspended.state.until_ms, thirty_min + 4_000 + thirty_min);
+}
+
+#[test]
+fn an_idle_site_starts_again_from_its_last_held_rate_decayed_by_age() {
+    let s = settings();
+    let day = 86_400_000;
+    let learned = SiteControl {
+        phase: P::Steady,
+        rate: 420.0,
+        held_rate: 400.0,
+        held_at_ms: 0,
+        target: 0.0,
+        last_step_ms: 0,
+        window_ms: 0,
+        window_sent: 0,
+        cut_at_ms: 0,
+        blocks: 0,
+        until_ms: 0,
+        reason: String::new(),
+    };
+    // A day later: half way from 400 back to the start rate, 20.
+    run(
+        &s,
+        Some(learned.clone()),
+        &[
+            (day, sent(0), None, A::Started, P::Probing, 210.0),
+            (day + 2_000, sent(420), None, A::Raised, P::Probing, 315.0),
+            // Quickly up to the rate that held, then steady.
+            (day + 4_000, sent(630), None, A::Raised, P::Steady, 400.0),
+            (day + 6_000, sent(800), None, A::Raised, P::Steady, 420.0),
+        ],
+    );
+    // Ten minutes of idleness: nearly all of it; a week: nearly none.
+    let ten_min = step(&s, None, Some(&learned), &sent(0), 600_000);
+    assert_eq!(ten_min.action, A::Started);
+    assert!((ten_min.rate - (20.0 + 380.0 * 0.5f64.powf(600.0 / 86_400.0))).abs() < 1e-9);
+    let week = step(&s, None, Some(&learned), &sent(0), 7 * day);
+    assert!((week.rate - (20.0 + 380.0 / 128.0)).abs() < 1e-9);
+    // The MX rule caps the start too; the history is kept.
+    let capped = step(&s, Some(100.0), Some(&learned), &sent(0), day);
+    assert_eq!((capped.rate, capped.state.held_rate), (100.0, 400.0));
+    // Less than ten minutes: no restart, the state goes on.
+    let on = step(&s, None, Some(&learned), &sent(0), 599_999);
+    assert_eq!((on.action, on.rate), (A::None, 420.0));
+}
+
+#[test]
+fn the_state_reads_back_from_its_fields() {
+    let s = settings();
+    let out = step(&s, None, None, &Counts::default(), 5);
+    let fields: HashMap<String, String> = out
+        .state
+        .to_fields()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    assert_eq!(SiteControl::from_fields(&fields), Some(out.state));
+    assert_eq!(SiteControl::from_fields(&HashMap::new()), None);
+    for p in Phase::ALL {
+        assert_eq!(Phase::parse(p.as_str()), Some(p));
+    }
+}
