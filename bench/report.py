@@ -165,6 +165,17 @@ def table(res, facts):
         excl = ", ".join(f"{k} {v:,}" for k, v in sorted(st.get("excluded", {}).items()))
         row("6b", "on: excluded by reason; flagged; DNS MX lookups",
             f"{excl or 'none'}; {', '.join(f'{k} {v:,}' for k, v in st.get('flagged', {}).items()) or 'none'}; {on['mx_lookups']:,}", "", "")
+    free, held = load(res, "thr-unlimited.json"), load(res, "thr-limited.json")
+    if free and held:
+        r = held["commands_per_message"] / free["commands_per_message"]
+        row("7", f"Redis commands per message, 4 senders, one domain ({held['count']:,} recipients): unlimited / limited to {held['limit']}",
+            f"{free['commands_per_message']:.1f} / {held['commands_per_message']:.1f} ({r:.2f} ×)", "≤ 1.5 ×", verdict(r <= 1.5))
+        k = lambda d, key: d[key] / d["count"] * 1000
+        row("7", "msg/s; CPU s per 1,000 messages, unlimited → limited: senders / Redis / whole machine",
+            f"{fmt(rate(free))} / {fmt(rate(held))} msg/s; {k(free, 'sender_cpu_s'):.3f} → {k(held, 'sender_cpu_s'):.3f}"
+            f" / {k(free, 'redis_cpu_s'):.3f} → {k(held, 'redis_cpu_s'):.3f} / {k(free, 'machine_cpu_s'):.3f} → {k(held, 'machine_cpu_s'):.3f}", "", "")
+        top = lambda d: ", ".join(f"{c} {v}" for c, v in d["top"].items())
+        row("7", "Redis commands per message by command, unlimited; limited", f"{top(free)}; {top(held)}", "", "")
     return "\n".join(out) + "\n"
 
 
