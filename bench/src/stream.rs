@@ -13,7 +13,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{json, Value};
 
 pub async fn stream(url: &str, queue: &str, expect: u64, idle: f64) -> anyhow::Result<Value> {
-    let conn = crate::connect(url, "mailpipe-bench-stream").await?;
+    let conn = crate::amqp::connect(url, "mailpipe-bench-stream").await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(1000, BasicQosOptions::default()).await?;
     let mut args = FieldTable::default();
