@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 /// connections as metrics.
 ///
 /// Ready means: consuming on a live broker session (set by the worker) and
-/// Redis answering (set by [`watch_redis`]). A worker that reconnects in a
+/// Redis answering (set by `mailpipe_state::worker::watch_redis`). A worker that reconnects in a
 /// loop is ready only for moments: `mailpipe_broker_reconnects_total` is what
 /// shows it (and what the reconnect-loop alert watches).
 #[derive(Clone)]
@@ -87,35 +87,12 @@ impl Health {
         self.broker_connected.set(0);
     }
 
-    fn set_redis_ok(&self, ok: bool) -> bool {
+    /// Records whether Redis answered (`mailpipe-state`'s watch of it);
+    /// returns what was recorded before.
+    pub fn set_redis_ok(&self, ok: bool) -> bool {
         self.redis_connected.set(ok as i64);
         self.redis_ok.swap(ok, Ordering::Relaxed)
     }
-}
-
-/// Pings Redis twice a second and keeps readiness false while it does not
-/// answer, whether or not a message happens to be in flight.
-#[cfg(feature = "redis")]
-pub fn watch_redis(store: crate::store::Store, health: Health, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        loop {
-            let ok = matches!(
-                tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await,
-                Ok(Ok(()))
-            );
-            if health.set_redis_ok(ok) != ok {
-                if ok {
-                    tracing::info!("Redis answers again");
-                } else {
-                    tracing::warn!("Redis does not answer; not ready");
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-            }
-        }
-    });
 }
 
 #[derive(Clone)]

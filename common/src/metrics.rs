@@ -8,7 +8,7 @@
 //! Every registry also has what every process exports: the process
 //! metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //! ..., from `/proc`, on Linux), `mailpipe_build_info{version,commit}` and,
-//! once [`crate::worker::start`] registered them, the connection metrics of
+//! once `mailpipe_state::worker::start` registered them, the connection metrics of
 //! [`crate::http::Health`].
 //!
 //! Labels are bounded: lanes, outcomes and reasons are closed sets; no label

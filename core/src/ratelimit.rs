@@ -1,6 +1,6 @@
 //! Rates as operators write them (`"100/s"`, `"50/min"`, `"3600/h"`), and the
 //! GCRA parameters derived from them. The enforcement itself is a Redis
-//! script (`mailpipe_common::policy`) so every sender replica shares one budget.
+//! script (`mailpipe_state::policy`) so every sender replica shares one budget.
 
 use std::time::Duration;
 

@@ -30,8 +30,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use mailpipe_common::amqp;
 use mailpipe_common::archive::{self, Read};
 use mailpipe_common::config::parse_duration;
-use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
+use mailpipe_state::store::Store;
 
 /// The archive of delivered mail (`sender.archive.enabled`): every message a
 /// server accepted, as sent, in the RabbitMQ stream `{prefix}.archive`.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use mailpipe_common::store::Store;
+use mailpipe_state::store::Store;
 
 /// List failure texts by how often they occurred, with their id,
 /// classification and qualification: `to_qualify` when no rule matched

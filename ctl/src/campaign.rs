@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use mailpipe_common::store::{RequestStatus, Store};
+use mailpipe_state::store::{RequestStatus, Store};
 
 use crate::ops::{require_yes, Ops};
 
@@ -84,7 +84,7 @@ impl CampaignCommand {
                 ops.store
                     .set_campaign_flag(&id, "held", true, FLAG_TTL)
                     .await?;
-                let note = mailpipe_common::store::HoldNote {
+                let note = mailpipe_state::store::HoldNote {
                     at: mailpipe_common::unix_now(),
                     reason: reason.clone(),
                     by: std::env::var("USER").unwrap_or_default(),

@@ -49,9 +49,9 @@ pub struct RecipientsCommand {
 /// One recipient's state and why.
 fn state_of(
     verdict: &str,
-    done: Option<&mailpipe_common::store::DoneRecord>,
+    done: Option<&mailpipe_state::store::DoneRecord>,
 ) -> (RecipientState, String) {
-    use mailpipe_common::store::DoneState;
+    use mailpipe_state::store::DoneState;
     if verdict != "accepted" {
         return (RecipientState::Excluded, verdict.to_string());
     }
@@ -111,7 +111,7 @@ impl RecipientsCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mailpipe_common::store::{DoneRecord, DoneState};
+    use mailpipe_state::store::{DoneRecord, DoneState};
 
     #[test]
     fn a_recipient_is_excluded_by_its_verdict_else_in_its_terminal_state_or_pending() {

@@ -9,7 +9,7 @@ use clap::Args;
 use mailpipe_common::classify::{
     compile_classifier, qualification_text, read_rules_files, Failure,
 };
-use mailpipe_common::store::{row_id, Store};
+use mailpipe_state::store::{row_id, Store};
 use serde_json::json;
 
 /// Classify SMTP replies: prints exactly one JSON object per input line, in

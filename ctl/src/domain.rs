@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use mailpipe_common::policy::{DomainState, PauseNote, Policy};
 use mailpipe_common::ratelimit::Rate;
-use mailpipe_common::store::Store;
+use mailpipe_state::policy::{DomainState, PauseNote, Policy};
+use mailpipe_state::store::Store;
 
 /// See and steer per-domain sending: pause, resume, limit.
 #[derive(Args)]

@@ -13,8 +13,8 @@ use mailpipe_common::dns::MailHosts;
 use mailpipe_common::message::{Lane, Recipient};
 use mailpipe_common::quality::{likely_typo, MailHost, QualityCheck, TypoAction};
 use mailpipe_common::rules::{RuleSet, EXCLUDED_BY_RULE};
-use mailpipe_common::store::Store;
 use mailpipe_common::template::Compiled;
+use mailpipe_state::store::Store;
 use serde_json::{json, Map, Value};
 
 use crate::submit::{Recipients, SubmitCommand};

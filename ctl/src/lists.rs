@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mailpipe_common::address::EmailAddress;
-use mailpipe_common::store::Store;
+use mailpipe_state::store::Store;
 use serde_json::json;
 
 use crate::ops::require_yes;

@@ -4,11 +4,11 @@ use anyhow::Context as _;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
 use mailpipe_common::message::Job;
-use mailpipe_common::queue_ops::QueueOps;
-use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
+use mailpipe_state::queue_ops::QueueOps;
+use mailpipe_state::store::Store;
 
-pub use mailpipe_common::queue_ops::{DrainCounts, Fate};
+pub use mailpipe_state::queue_ops::{DrainCounts, Fate};
 
 /// A connected operator session.
 pub struct Ops {

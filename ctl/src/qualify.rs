@@ -16,8 +16,8 @@ use clap::{Args, Subcommand};
 use mailpipe_common::classify::{
     compile_classifier, read_rules_files, FailureType, Quarantine, Reason, Scope,
 };
-use mailpipe_common::store::{BounceEntry, Qualification, Store};
 use mailpipe_common::unix_now;
+use mailpipe_state::store::{BounceEntry, Qualification, Store};
 use serde::de::DeserializeOwned;
 
 #[derive(Subcommand)]

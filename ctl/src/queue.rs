@@ -247,22 +247,22 @@ struct Waiting {
     pending: u64,
     whereabouts: Whereabouts,
     held: Vec<Active>,
-    paused: Vec<mailpipe_common::policy::PausedDomain>,
+    paused: Vec<mailpipe_state::policy::PausedDomain>,
 }
 
 impl Waiting {
     async fn read(
-        store: &mailpipe_common::store::Store,
+        store: &mailpipe_state::store::Store,
         ctx: &crate::Context,
         next_due: Option<i64>,
     ) -> anyhow::Result<Self> {
         let active = crate::waiting::active(store).await?;
-        let all = mailpipe_common::store::RequestStatus {
+        let all = mailpipe_state::store::RequestStatus {
             pending: active.iter().map(|a| a.status.pending).sum(),
             waiting: crate::waiting::waiting_totals(&active),
             ..Default::default()
         };
-        let policy = mailpipe_common::policy::Policy::new(store.clone());
+        let policy = mailpipe_state::policy::Policy::new(store.clone());
         let (_, paused) = policy.paused(crate::waiting::PAUSES_LOOKED_UP).await?;
         let mut pauses = std::collections::BTreeMap::new();
         crate::waiting::look_up_pauses(
@@ -272,7 +272,7 @@ impl Waiting {
             &mut pauses,
         )
         .await?;
-        let deferred = mailpipe_common::store::RequestDeferred {
+        let deferred = mailpipe_state::store::RequestDeferred {
             first_due: next_due,
             ..Default::default()
         };
@@ -476,7 +476,7 @@ impl FlushCommand {
                 .await?;
         }
         if let Some(d) = &domain {
-            let policy = mailpipe_common::policy::Policy::new(ops.store.clone());
+            let policy = mailpipe_state::policy::Policy::new(ops.store.clone());
             let st = policy.state(d, &ctx.settings.policy.breaker).await?;
             if let Some(left) = st.paused_for {
                 crate::out::warn(&format!(

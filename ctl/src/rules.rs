@@ -15,8 +15,8 @@ use mailpipe_common::message::Lane;
 use mailpipe_common::rules::{
     normalize_list_entry, presets, valid_name, Rule, RuleMatch, RuleScope, RuleSet,
 };
-use mailpipe_common::store::Store;
 use mailpipe_common::unix_now;
+use mailpipe_state::store::Store;
 use serde_json::json;
 
 /// Exclusion rules: list, show, add, remove, enable, disable; named lists.

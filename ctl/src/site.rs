@@ -9,10 +9,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use mailpipe_common::policy::Policy;
 use mailpipe_common::ratelimit::Rate;
-use mailpipe_common::sitecontrol::{SiteControls, SiteRule};
-use mailpipe_common::store::Store;
+use mailpipe_state::policy::Policy;
+use mailpipe_state::sitecontrol::{SiteControls, SiteRule};
+use mailpipe_state::store::Store;
 
 /// See and steer sending per site (the mail system behind a domain's MX hosts).
 #[derive(Args)]

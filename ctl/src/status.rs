@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use mailpipe_common::store::{RequestStatus, Store};
+use mailpipe_state::store::{RequestStatus, Store};
 
 use crate::waiting::{thousands, when, Whereabouts};
 

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use mailpipe_common::store::Store;
+use mailpipe_state::store::Store;
 use serde_json::json;
 
 use crate::waiting::thousands;

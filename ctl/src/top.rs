@@ -16,9 +16,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use mailpipe_common::policy::Policy;
-use mailpipe_common::store::RequestStatus;
 use mailpipe_common::topology::Topology;
+use mailpipe_state::policy::Policy;
+use mailpipe_state::store::RequestStatus;
 use serde_json::json;
 
 use crate::ops::Ops;
@@ -93,7 +93,7 @@ fn add(c: &mut Counters, s: &RequestStatus) {
 /// Reads the requests' counters; complete requests are read once and
 /// remembered (`done`), so a frame costs the requests still moving.
 async fn counters(
-    store: &mailpipe_common::store::Store,
+    store: &mailpipe_state::store::Store,
     done: &mut BTreeMap<String, RequestStatus>,
 ) -> anyhow::Result<Counters> {
     let mut c = Counters::default();

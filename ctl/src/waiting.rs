@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use mailpipe_common::policy::{DomainState, Policy};
-use mailpipe_common::store::{RequestDeferred, RequestStatus, Store, WHY_PAUSED};
+use mailpipe_state::policy::{DomainState, Policy};
+use mailpipe_state::store::{RequestDeferred, RequestStatus, Store, WHY_PAUSED};
 use serde::Serialize;
 
 /// Most paused domains whose pause is looked up for one view.

@@ -9,9 +9,9 @@ use std::time::Duration;
 use lapin::Channel;
 use mailpipe_common::amqp::ConfirmWindow;
 use mailpipe_common::message::{JobBatch, BATCH_SCHEMA_VERSION, MAX_VALIDITY_SECONDS};
-use mailpipe_common::store::{PartCounts, Refusal, RequestMeta, ScreenOptions, Screened};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
+use mailpipe_state::store::{PartCounts, Refusal, RequestMeta, ScreenOptions, Screened};
 use tokio_util::sync::CancellationToken;
 
 use crate::publish::Outgoing;

@@ -48,10 +48,10 @@ use mailpipe_common::dns::MailHosts;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Lane};
 use mailpipe_common::metrics::ExpanderMetrics;
-use mailpipe_common::store::{PartCounts, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
+use mailpipe_state::store::{PartCounts, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -90,7 +90,7 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some((metrics, health, store)) = mailpipe_common::worker::start::<ExpanderMetrics>(
+    let Some((metrics, health, store)) = mailpipe_state::worker::start::<ExpanderMetrics>(
         &settings.expander.listen,
         &settings.redis,
         &shutdown,
@@ -399,11 +399,11 @@ enum ExpandError {
     /// The broker failed: end the session, reconnect, get the request again.
     Broker(anyhow::Error),
     /// Redis failed: retry the same request after a pause.
-    Store(mailpipe_common::store::StoreError),
+    Store(mailpipe_state::store::StoreError),
 }
 
-impl From<mailpipe_common::store::StoreError> for ExpandError {
-    fn from(e: mailpipe_common::store::StoreError) -> Self {
+impl From<mailpipe_state::store::StoreError> for ExpandError {
+    fn from(e: mailpipe_state::store::StoreError) -> Self {
         ExpandError::Store(e)
     }
 }

@@ -10,7 +10,7 @@ use mailpipe_common::message::{
     in_control_group, message_id, BatchRecipient, Event, EventKind, JobBatch, Lane,
 };
 use mailpipe_common::quality::QualityCheck;
-use mailpipe_common::store::{Candidate, PartCounts, ScreenOptions, ScreenVerdict, Store};
+use mailpipe_state::store::{Candidate, PartCounts, ScreenOptions, ScreenVerdict, Store};
 
 use crate::quality::Admitted;
 use crate::ExpandError;

@@ -16,7 +16,7 @@ use mailpipe_common::config::QualitySettings;
 use mailpipe_common::dns::MailHosts;
 use mailpipe_common::message::Recipient;
 use mailpipe_common::quality::{likely_typo, MailHost, QualityCheck, TypoAction};
-use mailpipe_common::store::{ScreenVerdict, Screened};
+use mailpipe_state::store::{ScreenVerdict, Screened};
 use prometheus::IntCounterVec;
 use tokio::task::JoinSet;
 

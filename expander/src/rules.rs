@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use mailpipe_common::message::Lane;
 use mailpipe_common::rules::RuleSet;
-use mailpipe_common::store::{RulesSnapshot, Store, StoreError};
+use mailpipe_state::store::{RulesSnapshot, Store, StoreError};
 
 /// Compiled sets kept (one per tenant and lane seen); beyond this many
 /// the cache starts over, so many tenants do not grow it without end.

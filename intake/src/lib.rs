@@ -78,14 +78,14 @@ pub async fn run_until_stopped(
     use std::sync::Arc;
     use std::time::Duration;
 
-    let Some((metrics, health, store)) = mailpipe_common::worker::start::<
+    let Some((metrics, health, store)) = mailpipe_state::worker::start::<
         mailpipe_common::metrics::IntakeMetrics,
     >(&settings.bounces.listen, &settings.redis, &shutdown)
     .await?
     else {
         return Ok(());
     };
-    let classifier = mailpipe_common::live_rules::LiveClassifier::start(
+    let classifier = mailpipe_state::live_rules::LiveClassifier::start(
         &settings.classifier,
         store.clone(),
         metrics.kept_rules_version.clone(),

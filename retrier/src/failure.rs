@@ -14,11 +14,11 @@ use mailpipe_common::amqp;
 use mailpipe_common::classify::{Classification, Failure, Reason};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
 use mailpipe_common::retry::{outcome, RetryOutcome};
-use mailpipe_common::store::{
-    AddressState, Deferral, DoneRecord, DoneState, RecipientFailure, WHY_RETRY,
-};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
+use mailpipe_state::store::{
+    AddressState, Deferral, DoneRecord, DoneState, RecipientFailure, WHY_RETRY,
+};
 
 use crate::Retrier;
 

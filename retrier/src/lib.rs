@@ -28,11 +28,11 @@ use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
-use mailpipe_common::live_rules::LiveClassifier;
 use mailpipe_common::metrics::RetrierMetrics;
-use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
+use mailpipe_state::live_rules::LiveClassifier;
+use mailpipe_state::store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// How often the retrier looks for parked messages of released campaigns.
@@ -43,7 +43,7 @@ pub async fn run_until_stopped(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some((metrics, health, store)) = mailpipe_common::worker::start::<RetrierMetrics>(
+    let Some((metrics, health, store)) = mailpipe_state::worker::start::<RetrierMetrics>(
         &settings.retrier.listen,
         &settings.redis,
         &shutdown,
@@ -175,7 +175,7 @@ impl Retrier {
     /// into their lanes: the operator's `campaign release` does it at once,
     /// this catches messages senders parked just after.
     async fn sweep_parked(&self, conn: &Connection, publish: &Channel) -> anyhow::Result<()> {
-        let ops = mailpipe_common::queue_ops::QueueOps {
+        let ops = mailpipe_state::queue_ops::QueueOps {
             conn,
             channel: publish,
             store: &self.store,

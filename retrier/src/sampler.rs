@@ -12,11 +12,11 @@
 use lapin::Connection;
 use mailpipe_common::backlog::{overdue_seconds, sampled_queues, Backlog, Deferred, Paused};
 use mailpipe_common::metrics::{RetrierMetrics, PAUSED_DOMAINS_EXPORTED};
-use mailpipe_common::policy::Policy;
-use mailpipe_common::queue_ops::QueueOps;
-use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
+use mailpipe_state::policy::Policy;
+use mailpipe_state::queue_ops::QueueOps;
+use mailpipe_state::store::Store;
 
 /// Most entries of ended messages dropped from the deferred index per sample.
 const DEFERRED_CLEANED: usize = 100;

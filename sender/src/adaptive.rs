@@ -24,8 +24,8 @@ use std::time::Duration;
 use mailpipe_common::adaptive::{step, Action, Counts};
 use mailpipe_common::classify::{Classification, ConnectionError, Failure, Reason, Scope};
 use mailpipe_common::message::{EventKind, SiteEvent};
-use mailpipe_common::sitecontrol::log_line;
-use mailpipe_common::store::StoreError;
+use mailpipe_state::sitecontrol::log_line;
+use mailpipe_state::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use crate::Sender;

@@ -15,9 +15,9 @@
 use mailpipe_common::classify::Failure;
 use mailpipe_common::config::OnAmbiguous;
 use mailpipe_common::message::Job;
-use mailpipe_common::store::StoreError;
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::unix_now;
+use mailpipe_state::store::StoreError;
 
 use crate::deliver::DeliveryOutcome;
 use crate::Sender;

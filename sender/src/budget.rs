@@ -1,5 +1,5 @@
 //! The shared sending budget of a domain and a route: a message asks the
-//! policy ([`mailpipe_common::policy`]) whether it may go, waits out a short
+//! policy ([`mailpipe_state::policy`]) whether it may go, waits out a short
 //! rate limit, and is deferred otherwise. What to do with a verdict is
 //! [`after_verdict`], a pure function.
 
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use mailpipe_common::config::DomainPolicy;
 use mailpipe_common::message::Job;
-use mailpipe_common::policy::{Ask, Verdict, WarmupAsk};
-use mailpipe_common::store::StoreError;
 use mailpipe_common::warmup;
+use mailpipe_state::policy::{Ask, Verdict, WarmupAsk};
+use mailpipe_state::store::StoreError;
 
 use crate::deliver::DeliveryOutcome;
 use crate::routes::RouteState;

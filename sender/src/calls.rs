@@ -1,12 +1,12 @@
 //! The Redis calls every message makes — its gate and lease, the sending
 //! policy's verdict, its sent record — gathered across the messages in
 //! flight and made together, whatever their kind, as one script call per
-//! round trip ([`crate::coalesce`], [`mailpipe_common::calls`]).
+//! round trip ([`crate::coalesce`], [`mailpipe_state::calls`]).
 
-use mailpipe_common::calls::{Answer, Call};
 use mailpipe_common::config::Settings;
-use mailpipe_common::policy::{Ask, Verdict};
-use mailpipe_common::store::{DoneWrite, Gate, GateRequest, MarkRequest, Store, StoreError};
+use mailpipe_state::calls::{Answer, Call};
+use mailpipe_state::policy::{Ask, Verdict};
+use mailpipe_state::store::{DoneWrite, Gate, GateRequest, MarkRequest, Store, StoreError};
 
 use crate::coalesce::Coalescer;
 

@@ -11,7 +11,7 @@
 
 use std::future::Future;
 
-use mailpipe_common::store::StoreError;
+use mailpipe_state::store::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
 type Reply<O> = oneshot::Sender<Result<O, StoreError>>;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mailpipe_common::message::Content;
-use mailpipe_common::store::{Store, StoreError};
 use mailpipe_common::template::Compiled;
+use mailpipe_state::store::{Store, StoreError};
 
 use crate::mime;
 

@@ -14,11 +14,11 @@ use mailpipe_common::archive::Archived;
 use mailpipe_common::classify::{Classification, ConnectionError, Failure};
 use mailpipe_common::config::OnAmbiguous;
 use mailpipe_common::message::Job;
-use mailpipe_common::store::{
-    Deferral, DoneRecord, DoneState, DoneWrite, GateRequest, MarkRequest, StoreError,
-};
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::unix_now;
+use mailpipe_state::store::{
+    Deferral, DoneRecord, DoneState, DoneWrite, GateRequest, MarkRequest, StoreError,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::{signal_of, SiteSignal};

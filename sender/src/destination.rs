@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mailpipe_common::classify::Failure;
 use mailpipe_common::message::Job;
-use mailpipe_common::store::StoreError;
+use mailpipe_state::store::StoreError;
 
 use crate::deliver::DeliveryOutcome;
 use crate::Sender;

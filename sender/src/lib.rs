@@ -55,12 +55,12 @@ use std::sync::Arc;
 
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
-use mailpipe_common::live_rules::LiveClassifier;
 use mailpipe_common::metrics::SenderMetrics;
-use mailpipe_common::policy::Policy;
-use mailpipe_common::store::Store;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::worker::run_sessions;
+use mailpipe_state::live_rules::LiveClassifier;
+use mailpipe_state::policy::Policy;
+use mailpipe_state::store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use smtp::enhanced_code;
@@ -74,7 +74,7 @@ pub async fn run_until_stopped(
 ) -> anyhow::Result<()> {
     // Key files are read first: one that cannot be used stops start-up.
     let origin = mime::Origin::from_settings(&settings)?;
-    let Some((metrics, health, store)) = mailpipe_common::worker::start::<SenderMetrics>(
+    let Some((metrics, health, store)) = mailpipe_state::worker::start::<SenderMetrics>(
         &settings.sender.listen,
         &settings.redis,
         &shutdown,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mailpipe_common::classify::Failure;
 use mailpipe_common::config::{DeliveryMode, MxSettings, RouteSettings, SenderSettings, TlsMode};
-use mailpipe_common::policy::RouteLimits;
+use mailpipe_state::policy::RouteLimits;
 
 use crate::{mx, smtp};
 

@@ -14,10 +14,10 @@ use mailpipe_common::amqp;
 use mailpipe_common::archive::Archived;
 use mailpipe_common::classify::{Classification, Failure};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job, JobBatch, Lane};
-use mailpipe_common::store::{DoneRecord, DoneState};
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
+use mailpipe_state::store::{DoneRecord, DoneState};
 
 use crate::deliver::{domain_of, DeliveryOutcome};
 use crate::lane::Unopened;

@@ -30,8 +30,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use mailpipe_common::amqp;
 use mailpipe_common::config::Settings;
-use mailpipe_common::store::{RequestStatus, Store};
 use mailpipe_common::topology::Topology;
+use mailpipe_state::store::{RequestStatus, Store};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -28,7 +28,7 @@
 //!
 //! [`step`] is the whole decision, a pure function of the state, the counts
 //! since the last step and the time. The sender counts, Redis stores the
-//! state and the calls script applies its rate (`mailpipe_common::sitecontrol`).
+//! state and the calls script applies its rate (`mailpipe_state::sitecontrol`).
 //!
 //! The settings are in `settings.rs`, the state kept per site in
 //! `state.rs`; the step is here, its scenario tests in `tests.rs`.

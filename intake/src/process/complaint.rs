@@ -4,7 +4,7 @@
 use mailpipe_common::address::EmailAddress;
 use mailpipe_common::bounce::ComplaintReport;
 use mailpipe_common::message::{EventKind, Lane};
-use mailpipe_common::store::DoneState;
+use mailpipe_state::store::DoneState;
 
 use super::{Intake, Matched, Unusable, MARKER_TTL};
 use crate::Temporary;

@@ -5,8 +5,8 @@
 use mailpipe_common::bounce::{self, Action, DeliveryReport};
 use mailpipe_common::classify::{Failure, FailureType};
 use mailpipe_common::message::{EventKind, Lane};
-use mailpipe_common::store::{AddressState, RecipientFailure};
 use mailpipe_common::unix_now;
+use mailpipe_state::store::{AddressState, RecipientFailure};
 
 use super::{Intake, Matched, Unusable, MARKER_TTL};
 use crate::Temporary;
@@ -103,7 +103,7 @@ impl Intake {
 
     /// Counts the bounce against the address the way the retrier counts a
     /// failed attempt ([`RecipientFailure::of`],
-    /// [`Store::count_against_recipient`](mailpipe_common::store::Store::count_against_recipient)).
+    /// [`Store::count_against_recipient`](mailpipe_state::store::Store::count_against_recipient)).
     async fn count_against_recipient(
         &self,
         m: &Matched,

@@ -5,8 +5,8 @@
 
 use mailpipe_common::address::EmailAddress;
 use mailpipe_common::bounce::{Original, Parsed};
-use mailpipe_common::store::DoneState;
 use mailpipe_common::verp::VerpError;
+use mailpipe_state::store::DoneState;
 
 use super::{Intake, Matched, Unusable};
 use crate::{Inbound, Temporary};

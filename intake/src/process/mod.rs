@@ -49,13 +49,13 @@ use lapin::Channel;
 use mailpipe_common::amqp;
 use mailpipe_common::bounce::{self, Report};
 use mailpipe_common::config::Settings;
-use mailpipe_common::live_rules::LiveClassifier;
 use mailpipe_common::message::{Event, EventKind, Lane};
 use mailpipe_common::metrics::IntakeMetrics;
-use mailpipe_common::store::{DoneRecord, Store};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::verp::Verp;
+use mailpipe_state::live_rules::LiveClassifier;
+use mailpipe_state::store::{DoneRecord, Store};
 
 use crate::{Inbound, Temporary};
 

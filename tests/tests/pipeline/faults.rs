@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use mailpipe_common::classify::Failure;
 use mailpipe_common::message::FailedJob;
-use mailpipe_common::store::RequestStatus;
+use mailpipe_state::store::RequestStatus;
 use mailpipe_tests::faults::{
     blocking, duplicate_count, duplicates, http_status, publish_raw, PrivateRabbit, PrivateRedis,
     WorkerProcess,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use mailpipe_common::policy::Policy;
+use mailpipe_state::policy::Policy;
 use mailpipe_tests::{http_get, request_for, wait_for, TestPipeline, Workers};
 
 /// The families a scrape exports (its `# TYPE` lines).
@@ -215,7 +215,7 @@ async fn the_retrier_exports_the_backlog_and_a_paused_domain_for_as_long_as_its_
     for (id, due) in [("obs-overdue", now - 120), ("obs-ended", now - 600)] {
         p.store
             .index_deferred(
-                &mailpipe_common::store::Deferral {
+                &mailpipe_state::store::Deferral {
                     message: id.into(),
                     request: "obs-backlog".into(),
                     why: "retry".into(),

@@ -707,7 +707,7 @@ async fn submit_checks_the_request_locally_and_dry_run_publishes_nothing() {
 async fn a_release_and_the_retriers_sweep_at_once_move_each_parked_message_once_and_keep_both_on_the_broker(
 ) {
     use mailpipe_common::amqp;
-    use mailpipe_common::queue_ops::QueueOps;
+    use mailpipe_state::queue_ops::QueueOps;
     // No sender and no retrier: this test plays both the operator's
     // `campaign release` and the retrier's sweep, on the same parking queue
     // at the same moment, as happens when an operator releases a campaign.

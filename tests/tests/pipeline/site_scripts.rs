@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use mailpipe_common::adaptive::{self, Action, AdaptiveSettings, Counts, Phase};
-use mailpipe_common::calls::{Answer, Call};
 use mailpipe_common::config::{RedisSettings, SiteLimits};
-use mailpipe_common::policy::{Ask, Policy, RouteLimits, Verdict};
-use mailpipe_common::sitecontrol::{SiteRule, LOCK_MS};
-use mailpipe_common::store::Store;
+use mailpipe_state::calls::{Answer, Call};
+use mailpipe_state::policy::{Ask, Policy, RouteLimits, Verdict};
+use mailpipe_state::sitecontrol::{SiteRule, LOCK_MS};
+use mailpipe_state::store::Store;
 
 async fn store() -> Store {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -410,7 +410,7 @@ async fn the_calls_script_applies_the_site_s_pause_rule_and_adaptive_rate_to_eve
 
 #[tokio::test]
 async fn past_the_warm_up_cap_of_its_day_a_message_waits_for_the_next_day() {
-    use mailpipe_common::policy::WarmupAsk;
+    use mailpipe_state::policy::WarmupAsk;
     let store = store().await;
     let policy = Policy::new(store.clone());
     let warm = |key: &str, cap: u64| {

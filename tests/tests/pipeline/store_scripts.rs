@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mailpipe_common::config::RedisSettings;
-use mailpipe_common::store::Store;
+use mailpipe_state::store::Store;
 
 async fn store() -> Store {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -79,7 +79,7 @@ async fn a_parking_queue_is_closed_only_when_no_sender_parks_and_senders_are_tur
 async fn the_paused_domains_are_indexed_by_the_breaker_and_by_operators_and_leave_when_their_pause_ends(
 ) {
     use mailpipe_common::config::BreakerSettings;
-    use mailpipe_common::policy::Policy;
+    use mailpipe_state::policy::Policy;
     let s = store().await;
     let p = s.prefix().to_string();
     let policy = Policy::new(s.clone());
@@ -161,8 +161,8 @@ async fn the_paused_domains_are_indexed_by_the_breaker_and_by_operators_and_leav
 #[tokio::test]
 async fn a_data_sent_mark_makes_the_next_delivery_ambiguous_until_the_answer_or_the_resolution_is_recorded(
 ) {
-    use mailpipe_common::calls::{Answer, Call};
-    use mailpipe_common::store::{DoneRecord, DoneWrite, GateRequest, MarkRequest};
+    use mailpipe_state::calls::{Answer, Call};
+    use mailpipe_state::store::{DoneRecord, DoneWrite, GateRequest, MarkRequest};
     let s = store().await;
     let lease = Duration::from_secs(30);
     let window = Duration::from_secs(60);
@@ -267,7 +267,7 @@ async fn a_data_sent_mark_makes_the_next_delivery_ambiguous_until_the_answer_or_
 #[tokio::test]
 async fn screening_records_the_exclusion_decided_before_it_after_the_lists_and_answers_the_rules_version(
 ) {
-    use mailpipe_common::store::{Candidate, ScreenOptions, ScreenVerdict, Screened};
+    use mailpipe_state::store::{Candidate, ScreenOptions, ScreenVerdict, Screened};
     let s = store().await;
     s.list_add("denylist", &["deny@example.com".to_string()])
         .await
@@ -397,7 +397,7 @@ async fn rows_are_kept_ignored_and_reset_and_unknown_ids_write_nothing() {
     use mailpipe_common::classify::{
         qualification_text, Classification, Failure, FailureType, Quarantine, Reason, Scope,
     };
-    use mailpipe_common::store::{row_id, Qualification};
+    use mailpipe_state::store::{row_id, Qualification};
     use redis::AsyncCommands;
 
     let s = store().await;
@@ -433,7 +433,7 @@ async fn rows_are_kept_ignored_and_reset_and_unknown_ids_write_nothing() {
         pattern: None,
     };
     // Unknown ids: nothing written, no version raised.
-    let ghost = mailpipe_common::store::BounceEntry {
+    let ghost = mailpipe_state::store::BounceEntry {
         id: "0000000000000000".into(),
         ..row.clone()
     };
@@ -507,14 +507,14 @@ async fn rows_are_kept_ignored_and_reset_and_unknown_ids_write_nothing() {
 #[tokio::test]
 async fn a_slow_down_lowers_the_limit_or_the_measured_rate_and_keeps_its_base() {
     use mailpipe_common::config::SlowdownSettings;
-    use mailpipe_common::policy::Policy;
+    use mailpipe_state::policy::Policy;
     let s = store().await;
     let p = s.prefix().to_string();
     let policy = Policy::new(s.clone());
     let mut c = s.connection();
     let settings = SlowdownSettings::default();
     let t = 1_000_000_000_000_i64;
-    let tau = mailpipe_common::slowdown::SEEN_TAU_MS as f64;
+    let tau = mailpipe_state::slowdown::SEEN_TAU_MS as f64;
     // The decaying attempt counts the calls script keeps: (domain, c, t, f).
     for (domain, count, at, first) in [
         ("measured.example", 40.0, t - 1_000, t - 30_000),
@@ -617,7 +617,7 @@ enum Attempt {
 async fn the_breaker_opens_on_the_failure_ratio_of_its_window_and_forgets_failures_older_than_the_window(
 ) {
     use mailpipe_common::config::BreakerSettings;
-    use mailpipe_common::policy::{BreakerCount, Policy};
+    use mailpipe_state::policy::{BreakerCount, Policy};
     use redis::AsyncCommands;
     use Attempt::*;
     let s = store().await;
@@ -710,7 +710,7 @@ async fn the_breaker_opens_on_the_failure_ratio_of_its_window_and_forgets_failur
 
 #[tokio::test]
 async fn the_paused_index_drops_a_domain_whose_pause_ended_as_of_the_time_passed_in() {
-    use mailpipe_common::policy::Policy;
+    use mailpipe_state::policy::Policy;
     use redis::AsyncCommands;
     let s = store().await;
     let p = s.prefix().to_string();
@@ -764,8 +764,8 @@ async fn the_paused_index_drops_a_domain_whose_pause_ended_as_of_the_time_passed
 
 #[tokio::test]
 async fn a_deferral_is_counted_once_per_request_and_leaves_the_counts_with_the_index() {
-    use mailpipe_common::calls::Call;
-    use mailpipe_common::store::{Deferral, DoneRecord, GateRequest};
+    use mailpipe_state::calls::Call;
+    use mailpipe_state::store::{Deferral, DoneRecord, GateRequest};
     use redis::AsyncCommands;
     let s = store().await;
     let p = s.prefix().to_string();
@@ -894,7 +894,7 @@ async fn forget(s: &Store) {
     let keys = s
         .scan_keys(&format!(
             "{}:*",
-            mailpipe_common::store::glob_escape(s.prefix())
+            mailpipe_state::store::glob_escape(s.prefix())
         ))
         .await
         .unwrap();
@@ -911,8 +911,8 @@ async fn forget(s: &Store) {
 #[tokio::test]
 async fn the_domains_an_operator_sees_are_found_over_many_scan_pages_and_a_resume_clears_every_breaker_bucket(
 ) {
-    use mailpipe_common::policy::Policy;
-    use mailpipe_common::store::SCAN_COUNT;
+    use mailpipe_state::policy::Policy;
+    use mailpipe_state::store::SCAN_COUNT;
     let s = store().await;
     let p = s.prefix().to_string();
     let policy = Policy::new(s.clone());
@@ -977,7 +977,7 @@ async fn the_domains_an_operator_sees_are_found_over_many_scan_pages_and_a_resum
 
 #[tokio::test]
 async fn the_request_index_forgets_requests_older_than_any_state_can_live() {
-    use mailpipe_common::store::RequestMeta;
+    use mailpipe_state::store::RequestMeta;
     let store = store().await;
     let day = 24 * 3600;
     let keep = Duration::from_secs(37 * day as u64);

@@ -181,7 +181,7 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Ask {
     pub domain: String,
-    /// The domain's site ([`crate::sites`]): its attempts are counted there.
+    /// The domain's site ([`mailpipe_core::sites`]): its attempts are counted there.
     pub site: String,
     /// The domain's configured limits (run-time overrides win).
     pub limits: DomainPolicy,
@@ -200,7 +200,7 @@ pub struct Ask {
     pub max_wait: Duration,
 }
 
-/// The warm-up count a message joins ([`crate::warmup`]).
+/// The warm-up count a message joins ([`mailpipe_core::warmup`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmupAsk {
     /// `{sending domain}:{site}:{day}`.

@@ -124,7 +124,6 @@ pub fn from_info(info: &str) -> Persistence {
 }
 
 /// Asks Redis: `CONFIG GET`, else `INFO persistence`, else unknown.
-#[cfg(feature = "redis")]
 pub async fn read(store: &crate::store::Store) -> Persistence {
     let mut c = store.connection();
     async fn config_get(
