@@ -11,7 +11,8 @@
 //! `mailpipe-state` crate.
 
 pub use mailpipe_core::{
-    adaptive, address, archive, bounce, message, quality, ratelimit, rules, sites, template, warmup,
+    adaptive, address, archive, bounce, message, quality, ratelimit, retry, rules, sites, template,
+    verp, warmup,
 };
 
 pub mod amqp;
@@ -22,12 +23,10 @@ pub mod config;
 pub mod dns;
 pub mod http;
 pub mod metrics;
-pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
-pub mod verp;
 pub mod worker;
 
 /// Seconds since the Unix epoch, the one clock format mailpipe puts on the wire.

@@ -15,12 +15,10 @@
 //! default. Secrets are [`SecretString`](secrecy::SecretString)s and URLs
 //! are redacted before they are logged ([`redact_url`]).
 
-mod bounces;
 mod connections;
 mod expander;
 mod failures;
 mod policy;
-mod retrier;
 mod sender;
 mod sites;
 mod telemetry;
@@ -31,20 +29,22 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use bounces::{BounceSettings, ImapSettings};
 pub use connections::{AmqpSettings, RedisSettings};
 pub use expander::{ExpanderSettings, QualitySettings};
 pub use failures::{ClassifierSettings, QuarantineSettings};
 pub use policy::{BreakerSettings, DomainPolicy, PolicySettings, SlowdownSettings};
-pub use retrier::{RetrierSettings, RetryPolicies, RetryPolicy};
 pub use sender::{
     DeliveryMode, DkimAlgorithm, DkimSettings, MxSettings, OnAmbiguous, RouteSettings,
-    SenderSettings, SmtpSettings, TlsMode,
+    SenderSettings, SmtpSettings,
 };
 pub use sites::{SiteLimits, SiteSettings};
 pub use telemetry::{LogFormat, TelemetrySettings};
 pub use values::{format_duration, parse_duration, redact_url};
 pub use worker_args::{parse_worker_args, worker_config_arg, WorkerArgs};
+// Sections the pure core decides with, kept beside those decisions.
+pub use mailpipe_core::retry::{RetrierSettings, RetryPolicies, RetryPolicy};
+pub use mailpipe_core::tls_mode::TlsMode;
+pub use mailpipe_core::verp::{BounceSettings, ImapSettings};
 
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -255,5 +255,44 @@ mod tests {
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("hunter2"));
         assert!(!dbg.contains("guest:guest"));
+    }
+
+    #[test]
+    fn a_partial_override_of_a_nested_policy_keeps_the_other_defaults() {
+        // Same layering as Settings::load, with the override as YAML text
+        // (an environment variable becomes the same nested map).
+        let load = |yaml: &str| -> Settings {
+            config::Config::builder()
+                .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+                .build()
+                .unwrap()
+                .try_deserialize()
+                .unwrap()
+        };
+        let d = super::RetryPolicies::default();
+        let s = load("retrier:\n  policies:\n    soft:\n      schedule: [10s, 20s]\n");
+        let p = &s.retrier.policies;
+        let secs = |v: &[Duration]| v.iter().map(|d| d.as_secs()).collect::<Vec<_>>();
+        assert_eq!(secs(&p.soft.schedule), vec![10, 20]);
+        assert_eq!(p.soft.max_attempts, d.soft.max_attempts);
+        assert_eq!(secs(&p.routing.schedule), secs(&d.routing.schedule));
+        assert_eq!(p.throttled.max_attempts, d.throttled.max_attempts);
+
+        let s = load("retrier:\n  policies:\n    throttled:\n      max_attempts: 2\n");
+        let p = &s.retrier.policies;
+        assert_eq!(p.throttled.max_attempts, 2);
+        assert_eq!(secs(&p.throttled.schedule), secs(&d.throttled.schedule));
+        assert_eq!(p.soft.max_attempts, d.soft.max_attempts);
+
+        // Unknown keys are still refused.
+        let bad = config::Config::builder()
+            .add_source(config::File::from_str(
+                "retrier:\n  policies:\n    soft:\n      max_atempts: 2\n",
+                config::FileFormat::Yaml,
+            ))
+            .build()
+            .unwrap()
+            .try_deserialize::<Settings>();
+        assert!(bad.is_err());
     }
 }

@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::values::duration;
+use super::TlsMode;
 
 /// The sender's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -213,7 +214,7 @@ fn tls_none() -> TlsMode {
 fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
 }
-pub(super) fn sixty_seconds() -> Duration {
+fn sixty_seconds() -> Duration {
     Duration::from_secs(60)
 }
 
@@ -330,14 +331,4 @@ impl Default for SmtpSettings {
             ca_file: None,
         }
     }
-}
-
-/// SMTP transport security.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TlsMode {
-    None,
-    Opportunistic,
-    Starttls,
-    Implicit,
 }

@@ -1,13 +1,10 @@
 //! How values are written in config files and environment variables:
 //! durations (`"30s"`, a bare number of seconds, comma-separated lists; the
-//! parsers live in `mailpipe_core::duration`), lists of secrets, and URLs
-//! redacted before they are logged.
-
-use secrecy::SecretString;
-use serde::{Deserialize, Deserializer};
+//! parsers live in `mailpipe_core::duration`), and URLs redacted before
+//! they are logged. The list of secrets of `bounces.keys` is read with its
+//! section, in `mailpipe_core::verp`.
 
 pub(crate) use mailpipe_core::duration::duration;
-pub(super) use mailpipe_core::duration::durations;
 pub use mailpipe_core::duration::{format_duration, parse_duration};
 
 /// Replaces the password of a URL with `***` for logging.
@@ -20,26 +17,6 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// A list of secrets, or one comma-separated string (environment variables).
-pub(super) fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrText {
-        List(Vec<String>),
-        Text(String),
-    }
-    let items = match ListOrText::deserialize(d)? {
-        ListOrText::List(items) => items,
-        ListOrText::Text(t) => t.split(',').map(str::to_string).collect(),
-    };
-    Ok(items
-        .into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .map(SecretString::from)
-        .collect())
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
-//! Asynchronous bounces and complaints: the VERP return path and the
-//! intake's SMTP listener and IMAP mailbox.
+//! Asynchronous bounces and complaints (`bounces.*`): the VERP return path
+//! and the intake's SMTP listener and IMAP mailbox. Plain serde structs:
+//! `mailpipe_common::config` reads them as part of its settings.
 
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use super::sender::{sixty_seconds, TlsMode};
-use super::values::{duration, secrets};
+use crate::duration::duration;
+use crate::tls_mode::TlsMode;
 
 /// Asynchronous bounces and complaints (failures reported after delivery): the VERP return path the
 /// sender writes and the intake that reads what comes back to it.
@@ -94,4 +95,27 @@ fn no_secret() -> SecretString {
 }
 fn inbox() -> String {
     "INBOX".into()
+}
+fn sixty_seconds() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A list of secrets, or one comma-separated string (environment variables).
+fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match ListOrText::deserialize(d)? {
+        ListOrText::List(items) => items,
+        ListOrText::Text(t) => t.split(',').map(str::to_string).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from)
+        .collect())
 }

@@ -22,7 +22,9 @@ use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-use crate::config::BounceSettings;
+mod settings;
+
+pub use settings::{BounceSettings, ImapSettings};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -86,7 +88,7 @@ impl Verp {
     /// # Panics
     ///
     /// When the domain is set but there are no keys, which
-    /// [`Settings::validate`](crate::config::Settings::validate) refuses.
+    /// `mailpipe_common::config::Settings::validate` refuses.
     pub fn from_settings(s: &BounceSettings) -> Option<Verp> {
         let domain = s.domain.as_deref()?;
         let keys = s

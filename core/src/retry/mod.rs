@@ -8,8 +8,11 @@
 use std::time::Duration;
 
 use crate::classify::{Classification, FailureType, Reason};
-use crate::config::{RetrierSettings, RetryPolicies, RetryPolicy};
 use crate::message::Job;
+
+mod settings;
+
+pub use settings::{RetrierSettings, RetryPolicies, RetryPolicy};
 
 /// What the retrier does with a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +110,7 @@ pub enum RetryOutcome {
 /// `class`, at `now`:
 ///
 /// * a failure record on its last allowed delivery (`poisoned`, see
-///   [`crate::amqp::poisoned`]) stops the message as `poison_message`;
+///   `mailpipe_common::amqp::poisoned`) stops the message as `poison_message`;
 /// * otherwise [`decide`] on the schedule [`policy_for`] the class, with
 ///   the request's own number of retries (`job.retries`) in place of the
 ///   policy's when it set one (`retries + 1` attempts in all);

@@ -1,11 +1,12 @@
-//! The retrier's settings: delay tiers and the retry schedules, each merged
-//! field by field with its default.
+//! The retrier's settings (`retrier.*`): delay tiers and the retry
+//! schedules, each merged field by field with its default. Plain serde
+//! structs: `mailpipe_common::config` reads them as part of its settings.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::values::{duration, durations};
+use crate::duration::{duration, durations};
 
 /// The retrier's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -135,50 +136,5 @@ impl Default for RetrierSettings {
             policies: RetryPolicies::default(),
             backlog_interval: Duration::from_secs(15),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Settings;
-
-    #[test]
-    fn a_partial_override_of_a_nested_policy_keeps_the_other_defaults() {
-        // Same layering as Settings::load, with the override as YAML text
-        // (an environment variable becomes the same nested map).
-        let load = |yaml: &str| -> Settings {
-            config::Config::builder()
-                .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
-                .build()
-                .unwrap()
-                .try_deserialize()
-                .unwrap()
-        };
-        let d = RetryPolicies::default();
-        let s = load("retrier:\n  policies:\n    soft:\n      schedule: [10s, 20s]\n");
-        let p = &s.retrier.policies;
-        let secs = |v: &[Duration]| v.iter().map(|d| d.as_secs()).collect::<Vec<_>>();
-        assert_eq!(secs(&p.soft.schedule), vec![10, 20]);
-        assert_eq!(p.soft.max_attempts, d.soft.max_attempts);
-        assert_eq!(secs(&p.routing.schedule), secs(&d.routing.schedule));
-        assert_eq!(p.throttled.max_attempts, d.throttled.max_attempts);
-
-        let s = load("retrier:\n  policies:\n    throttled:\n      max_attempts: 2\n");
-        let p = &s.retrier.policies;
-        assert_eq!(p.throttled.max_attempts, 2);
-        assert_eq!(secs(&p.throttled.schedule), secs(&d.throttled.schedule));
-        assert_eq!(p.soft.max_attempts, d.soft.max_attempts);
-
-        // Unknown keys are still refused.
-        let bad = config::Config::builder()
-            .add_source(config::File::from_str(
-                "retrier:\n  policies:\n    soft:\n      max_atempts: 2\n",
-                config::FileFormat::Yaml,
-            ))
-            .build()
-            .unwrap()
-            .try_deserialize::<Settings>();
-        assert!(bad.is_err());
     }
 }
