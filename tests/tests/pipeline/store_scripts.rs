@@ -1021,3 +1021,89 @@ async fn the_request_index_forgets_requests_older_than_any_state_can_live() {
         ["newer", "new", "edge", "kept"]
     );
 }
+
+#[tokio::test]
+async fn the_calls_script_holds_a_concurrency_lease_until_its_end_and_counts_attempts_at_the_time_passed_in(
+) {
+    use mailpipe_state::calls::{Answer, Call};
+    use mailpipe_state::policy::{Ask, RouteLimits, Verdict};
+    let s = store().await;
+    // Leases of a minute, at most two messages at once for the domain.
+    let (lease, window) = (Duration::from_secs(60), Duration::from_secs(600));
+    let t = 1_800_000_000_000_i64;
+    let ask = |id: &str| {
+        Call::Acquire(Ask {
+            domain: "conc.test".into(),
+            site: "conc.test".into(),
+            limits: mailpipe_common::config::DomainPolicy {
+                concurrency: Some(2),
+                ..Default::default()
+            },
+            site_limits: Default::default(),
+            adaptive: false,
+            warmup: None,
+            route: RouteLimits {
+                name: "r".into(),
+                ..Default::default()
+            },
+            lease_id: id.into(),
+            max_wait: Duration::ZERO,
+        })
+    };
+    // What each ask is answered: the lease id of a go, or the wait in ms.
+    let at = |ids: &[&str], now: i64| {
+        let s = s.clone();
+        let calls: Vec<Call> = ids.iter().map(|id| ask(id)).collect();
+        async move {
+            s.calls_at(&calls, lease, window, Some(now))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| match a {
+                    Answer::Acquire(Verdict::Go { lease, .. }) => Ok(lease.unwrap()),
+                    Answer::Acquire(Verdict::Wait(d)) => Err(d.as_millis() as u64),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let go = |id: &str| Ok::<String, u64>(id.to_string());
+    // (when, asks, answers): two leases, the third waits its 20 ms step; the
+    // leases hold until 1 ms before their end and are gone at it.
+    let table: [(i64, &[&str], Vec<Result<String, u64>>); 4] = [
+        (t, &["a", "b", "c"], vec![go("a"), go("b"), Err(20)]),
+        (t + 30_000, &["c"], vec![Err(20)]),
+        (t + 59_999, &["c"], vec![Err(20)]),
+        (
+            t + 60_000,
+            &["c", "d", "e"],
+            vec![go("c"), go("d"), Err(20)],
+        ),
+    ];
+    for (i, (now, ids, expected)) in table.into_iter().enumerate() {
+        assert_eq!(at(ids, now).await, expected, "row {i} (t + {} ms)", now - t);
+    }
+    // The breaker counts the attempts that went in the minute of the time
+    // passed in (two at t, two a minute later); the decaying count was last
+    // raised at the last time passed in.
+    let p = s.prefix().to_string();
+    let mut c = s.connection();
+    let minute = t / 60_000;
+    for (m, expected) in [(minute, 2), (minute + 1, 2)] {
+        let attempts: Option<u64> = redis::cmd("HGET")
+            .arg(format!("{p}:brk:conc.test:{m}"))
+            .arg("a")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(attempts, Some(expected), "minute {}", m - minute);
+    }
+    let seen_at: Option<i64> = redis::cmd("HGET")
+        .arg(format!("{p}:seen:conc.test"))
+        .arg("t")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(seen_at, Some(t + 60_000));
+    forget(&s).await;
+}
