@@ -1070,8 +1070,8 @@ async fn the_calls_script_holds_a_concurrency_lease_until_its_end_and_counts_att
     let go = |id: &str| Ok::<String, u64>(id.to_string());
     // (when, asks, answers): two leases, the third waits its 20 ms step; the
     // leases hold until 1 ms before their end and are gone at it.
-    let table: [(i64, &[&str], Vec<Result<String, u64>>); 4] = [
-        (t, &["a", "b", "c"], vec![go("a"), go("b"), Err(20)]),
+    let table = [
+        (t, &["a", "b", "c"][..], vec![go("a"), go("b"), Err(20)]),
         (t + 30_000, &["c"], vec![Err(20)]),
         (t + 59_999, &["c"], vec![Err(20)]),
         (
