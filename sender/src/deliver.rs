@@ -6,6 +6,10 @@
 //! The decisions on the way are pure functions with table tests:
 //! [`after_failure`] (try the next route, or settle the failure) here, and
 //! the budget's (go, wait, or defer) in `budget.rs`.
+//!
+//! Longer than 500 lines on purpose: one delivery, from the gate to its
+//! settled outcome, reads in order in one file; what it decides is in the
+//! files it calls (`budget.rs`, `routes.rs`, `destination.rs`, `adaptive.rs`).
 
 use std::time::{Duration, Instant};
 

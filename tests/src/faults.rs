@@ -40,6 +40,9 @@
 //! Everything here is synchronous (it waits for processes); from an async
 //! test call it inside `tokio::task::block_in_place` so the in-process
 //! workers keep running on the runtime's other thread.
+//!
+//! Over 500 lines: the private broker and Redis and the faults they take,
+//! kept together.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

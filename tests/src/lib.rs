@@ -9,6 +9,9 @@
 //!
 //! Depended upon by every test in `tests/tests/`; keep helpers here, not in
 //! the scenarios.
+//!
+//! Over 500 lines: the whole harness (`TestPipeline` and its helpers) is one
+//! file that every scenario reads.
 
 pub mod certs;
 pub mod dns;

@@ -26,6 +26,9 @@
 //!
 //! Depends only on `std`, `tokio` and `serde_json`, so that the benchmark
 //! tool (bench/, `mailpipe-bench providers`) compiles the same file.
+//!
+//! Over 500 lines: one SMTP peer with its limits and counts, one file because
+//! `mailpipe-bench providers` compiles it as it is (`#[path]`).
 
 use std::collections::HashMap;
 use std::io;

@@ -1,5 +1,8 @@
 //! Asynchronous bounces and complaints: real bounces from a real Postfix,
 //! feedback-loop reports, and the intake refusing what it must not trust.
+//!
+//! Over 500 lines: one theme's scenarios (what comes back by mail), kept
+//! together.
 
 use std::time::Duration;
 

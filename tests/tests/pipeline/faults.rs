@@ -10,6 +10,9 @@
 //!
 //! The hostile-input scenario replays the corpus in `tests/hostile/`
 //! (described in its README and `expected.json`).
+//!
+//! Over 500 lines: one theme's scenarios (each outage in turn, and hostile
+//! input), kept together.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

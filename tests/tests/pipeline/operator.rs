@@ -1,5 +1,8 @@
 //! The operator CLI against a running pipeline: queue list/show/flush/
 //! remove/purge, campaign hold/release/cancel, address lists, help.
+//!
+//! Over 500 lines: one theme's scenarios (the operator CLI, command by
+//! command), kept together.
 
 use std::ops::Not;
 use std::time::Duration;

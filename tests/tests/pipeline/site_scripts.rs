@@ -2,6 +2,9 @@
 //! with the time passed in: the adaptive controller's step (begin, apply)
 //! and the calls script's site pause, MX rule and adaptive rate, and its
 //! rates' reservations (a waiting message's place, taken once).
+//!
+//! Over 500 lines: one theme's tables (the site controls' Redis scripts),
+//! kept together.
 
 use std::time::Duration;
 

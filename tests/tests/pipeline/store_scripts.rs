@@ -1,5 +1,8 @@
 //! Redis scripts tested directly against Redis (a random prefix each), as
 //! tables of steps and expected answers.
+//!
+//! Over 500 lines: one theme's tables (the store's Redis scripts), kept
+//! together.
 
 use std::time::Duration;
 
