@@ -8,8 +8,13 @@
 //! Every registry also has what every process exports: the process
 //! metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //! ..., from `/proc`, on Linux), `mailpipe_build_info{version,commit}` and,
-//! once `mailpipe_state::worker::start` registered them, the connection metrics of
-//! [`crate::http::Health`].
+//! once `mailpipe_state::worker::start` registered them, the connection
+//! metrics of [`crate::http::Health`]. The plumbing every binary shares is public, so
+//! a binary can build its families itself: [`process_registry`],
+//! [`register`], [`counter`], the families more than one binary exports
+//! ([`dead_letters`], [`kept_rules_version`]) with the event of the first
+//! ([`DeadLettered`]), and helpers that read a registry back ([`series`],
+//! [`value`]).
 //!
 //! Labels are bounded: lanes, outcomes and reasons are closed sets; no label
 //! carries an address or id.
@@ -53,6 +58,9 @@ pub trait WorkerMetrics: Sized + Send + Sync + 'static {
     fn new() -> Self;
     /// The registry `/metrics` serves.
     fn registry(&self) -> &Registry;
+    /// `mailpipe_dead_letters_total{reason}`: every binary dead-letters
+    /// what it cannot process ([`dead_letters`]).
+    fn dead_letters(&self) -> &IntCounterVec;
 }
 
 /// A registry with what every process exports: process metrics and
@@ -78,14 +86,16 @@ pub fn process_registry() -> Registry {
     registry
 }
 
-fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+/// Registers a collector (a family) with `registry` and returns it.
+pub fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// Registers a counter family with `labels`.
+pub fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(
         registry,
         IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
@@ -94,7 +104,7 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 
 /// Records published to the dead-letter queue, by reason (every binary
 /// dead-letters what it cannot process).
-fn dead_letters(registry: &Registry) -> IntCounterVec {
+pub fn dead_letters(registry: &Registry) -> IntCounterVec {
     counter(
         registry,
         "mailpipe_dead_letters_total",
@@ -107,7 +117,7 @@ fn dead_letters(registry: &Registry) -> IntCounterVec {
 /// classifies with (every binary that classifies failures: the sender, the
 /// retrier, the intake), so operators see that all of them applied a
 /// qualification.
-fn kept_rules_version(registry: &Registry) -> IntGauge {
+pub fn kept_rules_version(registry: &Registry) -> IntGauge {
     register(
         registry,
         IntGauge::new(
@@ -188,6 +198,10 @@ impl WorkerMetrics for ExpanderMetrics {
 
     fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    fn dead_letters(&self) -> &IntCounterVec {
+        &self.dead
     }
 }
 
@@ -399,6 +413,10 @@ impl WorkerMetrics for SenderMetrics {
     fn registry(&self) -> &Registry {
         &self.registry
     }
+
+    fn dead_letters(&self) -> &IntCounterVec {
+        &self.dead
+    }
 }
 
 /// The retrier's families: its decisions, and the backlog its sampler
@@ -563,6 +581,10 @@ impl WorkerMetrics for RetrierMetrics {
     fn registry(&self) -> &Registry {
         &self.registry
     }
+
+    fn dead_letters(&self) -> &IntCounterVec {
+        &self.dead
+    }
 }
 
 /// The bounce intake's families.
@@ -610,11 +632,30 @@ impl WorkerMetrics for IntakeMetrics {
     fn registry(&self) -> &Registry {
         &self.registry
     }
+
+    fn dead_letters(&self) -> &IntCounterVec {
+        &self.dead
+    }
+}
+
+/// A record was published to the dead-letter queue (every binary): counted
+/// under its reason. The binaries log what they dead-letter where they
+/// decide it, so this event writes no line of its own.
+pub struct DeadLettered<'a> {
+    pub reason: &'a str,
+}
+
+impl DeadLettered<'_> {
+    pub fn emit(self, metrics: &impl WorkerMetrics) {
+        metrics
+            .dead_letters()
+            .with_label_values(&[self.reason])
+            .inc();
+    }
 }
 
 /// The names of the families a registry exports.
-#[cfg(test)]
-fn families(registry: &Registry) -> std::collections::BTreeSet<String> {
+pub fn families(registry: &Registry) -> std::collections::BTreeSet<String> {
     registry
         .gather()
         .iter()
@@ -622,109 +663,73 @@ fn families(registry: &Registry) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// The series of a family in a scrape of `registry`: each one's labels (in
+/// name order) and value (a counter's or a gauge's; a histogram's count of
+/// samples). For tests of the binaries' events.
+pub fn series(registry: &Registry, family: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    use prometheus::proto::MetricType;
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == family)
+        .flat_map(|f| f.get_metric().iter().map(move |m| (f.get_field_type(), m)))
+        .map(|(kind, m)| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            let value = match kind {
+                MetricType::COUNTER => m.get_counter().get_value(),
+                MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
+                _ => m.get_gauge().get_value(),
+            };
+            (labels, value)
+        })
+        .collect()
+}
+
+/// Labels as [`series`] gives them, from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The value of the series of `family` with exactly these labels, if any.
+pub fn value(registry: &Registry, family: &str, pairs: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted = labels(pairs);
+    wanted.sort();
+    series(registry, family)
+        .into_iter()
+        .find(|(l, _)| *l == wanted)
+        .map(|(_, v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every mailpipe family, and the binary that exports it.
-    const OWNERS: &[(&str, &str)] = &[
-        ("mailpipe_requests_total", "expander"),
-        ("mailpipe_recipients_total", "expander"),
-        ("mailpipe_expand_seconds", "expander"),
-        ("mailpipe_mail_host_lookups_total", "expander"),
-        ("mailpipe_deliveries_total", "sender"),
-        ("mailpipe_smtp_transaction_seconds", "sender"),
-        ("mailpipe_route_transactions_total", "sender"),
-        ("mailpipe_domain_pauses_total", "sender"),
-        ("mailpipe_in_flight_messages", "sender"),
-        ("mailpipe_lane_entered_timestamp_seconds", "sender"),
-        ("mailpipe_recipients_near_deadline_total", "sender"),
-        ("mailpipe_retrier_decisions_total", "retrier"),
-        ("mailpipe_deferred_recipients", "retrier"),
-        ("mailpipe_deferred_overdue_seconds", "retrier"),
-        ("mailpipe_paused_domains", "retrier"),
-        ("mailpipe_intake_mails_total", "intake"),
-    ];
-
-    fn exported() -> Vec<(&'static str, std::collections::BTreeSet<String>)> {
-        vec![
-            ("expander", families(ExpanderMetrics::new().registry())),
-            ("sender", {
-                let m = SenderMetrics::new();
-                // The sender creates a series per route at start.
-                m.routes.with_label_values(&["mx", "sent"]);
-                families(m.registry())
-            }),
-            ("retrier", families(RetrierMetrics::new().registry())),
-            ("intake", families(IntakeMetrics::new().registry())),
-        ]
+    /// A binary's metrics for the tests: the process registry and the dead
+    /// letters.
+    struct Bare {
+        registry: Registry,
+        dead: IntCounterVec,
     }
 
-    #[test]
-    fn each_binary_exports_its_own_families_and_no_other() {
-        for (binary, families) in exported() {
-            for (family, owner) in OWNERS {
-                assert_eq!(
-                    families.contains(*family),
-                    binary == *owner,
-                    "{binary} and {family} (exported by the {owner})"
-                );
-            }
+    impl WorkerMetrics for Bare {
+        fn new() -> Self {
+            let registry = process_registry();
+            let dead = dead_letters(&registry);
+            Self { registry, dead }
         }
-    }
-
-    #[test]
-    fn every_binary_that_classifies_exports_the_kept_rules_version() {
-        for (binary, families) in exported() {
-            assert_eq!(
-                families.contains("mailpipe_kept_rules_version"),
-                binary != "expander",
-                "{binary}"
-            );
+        fn registry(&self) -> &Registry {
+            &self.registry
         }
-    }
-
-    #[test]
-    fn every_binary_exports_dead_letters_build_info_and_process_metrics() {
-        for (binary, families) in exported() {
-            for family in ["mailpipe_dead_letters_total", "mailpipe_build_info"] {
-                assert!(families.contains(family), "{binary} lacks {family}");
-            }
-            #[cfg(target_os = "linux")]
-            for family in [
-                "process_cpu_seconds_total",
-                "process_resident_memory_bytes",
-                "process_open_fds",
-                "process_start_time_seconds",
-            ] {
-                assert!(families.contains(family), "{binary} lacks {family}");
-            }
+        fn dead_letters(&self) -> &IntCounterVec {
+            &self.dead
         }
-    }
-
-    /// The series of a family in a scrape of `registry`: labels and value.
-    fn series(registry: &Registry, family: &str) -> Vec<(Vec<(String, String)>, f64)> {
-        registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == family)
-            .flat_map(|f| f.get_metric().iter())
-            .map(|m| {
-                let labels = m
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name().to_string(), l.value().to_string()))
-                    .collect();
-                (labels, m.get_gauge().get_value())
-            })
-            .collect()
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]
@@ -884,6 +889,22 @@ mod tests {
         m.taken(&batch(now - 9 * day / 2, now + day / 2, 0, 20), None);
         m.taken(&batch(now - 9 * day / 2, now + day / 2, 3, 1), Some(due));
         assert_eq!((near(&m, "first"), near(&m, "retry")), (20, 1));
+    }
+
+    #[test]
+    fn a_dead_letter_is_counted_under_its_reason() {
+        let m = Bare::new();
+        DeadLettered { reason: "expired" }.emit(&m);
+        DeadLettered { reason: "expired" }.emit(&m);
+        DeadLettered {
+            reason: "poison_message",
+        }
+        .emit(&m);
+        let r = m.registry();
+        let dead = "mailpipe_dead_letters_total";
+        assert_eq!(value(r, dead, &[("reason", "expired")]), Some(2.0));
+        assert_eq!(value(r, dead, &[("reason", "poison_message")]), Some(1.0));
+        assert_eq!(value(r, dead, &[("reason", "malformed_job")]), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod durability;
 mod end_to_end;
 mod failures;
 mod faults;
+mod metrics;
 mod observability;
 mod operator;
 mod policy;
