@@ -1,6 +1,6 @@
 //! Prometheus metrics of mailpipe. Each binary builds the struct of its own
-//! families ([`ExpanderMetrics`], [`SenderMetrics`], [`RetrierMetrics`],
-//! [`IntakeMetrics`]) with its own registry (so tests running several
+//! families (the expander's `ExpanderMetrics`, in its `events.rs`,
+//! [`SenderMetrics`], [`RetrierMetrics`], [`IntakeMetrics`]) with its own registry (so tests running several
 //! pipelines in one process do not mix their counts) and serves it on
 //! `/metrics`: a binary exports only the families it updates, and the type
 //! of its metrics lets it update no other.
@@ -21,7 +21,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The commit the binary was built from (see `common/build.rs`), or `unknown`.
@@ -126,83 +126,6 @@ pub fn kept_rules_version(registry: &Registry) -> IntGauge {
         )
         .expect("valid metric"),
     )
-}
-
-/// The expander's families.
-#[derive(Clone)]
-pub struct ExpanderMetrics {
-    pub registry: Registry,
-    /// Requests consumed, by outcome (`expanded`, `invalid`, `replayed`).
-    pub requests: IntCounterVec,
-    /// Recipients of expanded requests, by outcome (`accepted` or an exclusion reason).
-    pub recipients: IntCounterVec,
-    /// Time to expand one request (part).
-    pub expand_seconds: Histogram,
-    /// Requests refused whole, by reason.
-    pub dead: IntCounterVec,
-    /// DNS lookups of domains' mail hosts (the `no_mail_host` check), by
-    /// answer (`found`, `missing`, `unknown`); answers from the expander's
-    /// cache are not lookups.
-    pub mail_host_lookups: IntCounterVec,
-}
-
-impl WorkerMetrics for ExpanderMetrics {
-    fn new() -> Self {
-        let registry = process_registry();
-        let requests = counter(
-            &registry,
-            "mailpipe_requests_total",
-            "Bulk requests consumed, by outcome",
-            &["outcome"],
-        );
-        let recipients = counter(
-            &registry,
-            "mailpipe_recipients_total",
-            "Recipients of expanded requests, by outcome",
-            &["outcome"],
-        );
-        let expand_seconds = register(
-            &registry,
-            Histogram::with_opts(HistogramOpts::new(
-                "mailpipe_expand_seconds",
-                "Time to expand one request (part)",
-            ))
-            .expect("valid metric"),
-        );
-        let dead = dead_letters(&registry);
-        let mail_host_lookups = counter(
-            &registry,
-            "mailpipe_mail_host_lookups_total",
-            "DNS lookups of domains' mail hosts for the no_mail_host check, by answer",
-            &["answer"],
-        );
-        // The common series start at zero, so every family is exported from
-        // the start (dashboards and alerts see 0, not "no data").
-        for o in ["expanded", "invalid", "replayed"] {
-            requests.with_label_values(&[o]);
-        }
-        for a in ["found", "missing", "unknown"] {
-            mail_host_lookups.with_label_values(&[a]);
-        }
-        recipients.with_label_values(&["accepted"]);
-        dead.with_label_values(&["invalid_request"]);
-        Self {
-            registry,
-            requests,
-            recipients,
-            expand_seconds,
-            dead,
-            mail_host_lookups,
-        }
-    }
-
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    fn dead_letters(&self) -> &IntCounterVec {
-        &self.dead
-    }
 }
 
 /// The sender's families.

@@ -107,12 +107,7 @@ impl Expander {
             .quality
             .as_deref()
             .unwrap_or(&cfg.quality.checks);
-        let mut checks = Checks::new(
-            asked,
-            &cfg.quality,
-            self.mail_hosts.as_ref(),
-            &self.metrics.mail_host_lookups,
-        );
+        let mut checks = Checks::new(asked, &cfg.quality, self.mail_hosts.as_ref(), &self.metrics);
         let mut out = Outgoing {
             publish,
             template: JobBatch {

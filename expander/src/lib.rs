@@ -26,8 +26,10 @@
 //! each recipient entry; `rules.rs` holds the exclusion rules compiled per
 //! tenant and lane; `quality.rs` runs the address checks of one expansion
 //! (typos, DNS lookups of mail hosts); `publish.rs` screens batches and
-//! publishes their jobs and events.
+//! publishes their jobs and events; `events.rs` holds the expander's
+//! metrics and the events that log and count.
 
+mod events;
 mod expand;
 mod publish;
 mod quality;
@@ -47,7 +49,6 @@ use mailpipe_common::config::Settings;
 use mailpipe_common::dns::MailHosts;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Lane};
-use mailpipe_common::metrics::ExpanderMetrics;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
@@ -56,6 +57,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use events::ExpanderMetrics;
 pub use request::{validate, Rejection};
 
 /// Transactional requests expanded at once on top of `expander.prefetch`
@@ -304,31 +306,25 @@ impl Expander {
             self.expand_with_retry(publish, &delivery.data, mid.as_deref(), shutdown)
                 .await?
         };
-        self.metrics
-            .expand_seconds
-            .observe(started.elapsed().as_secs_f64());
+        events::RequestHandled {
+            seconds: started.elapsed().as_secs_f64(),
+        }
+        .emit(&self.metrics);
         match outcome {
             ExpandOutcome::Expanded(counts) => {
-                self.metrics.requests.with_label_values(&["expanded"]).inc();
-                self.metrics
-                    .recipients
-                    .with_label_values(&["accepted"])
-                    .inc_by(counts.accepted);
-                for (reason, n) in &counts.excluded {
-                    self.metrics
-                        .recipients
-                        .with_label_values(&[reason.as_str()])
-                        .inc_by(*n);
+                events::RequestExpanded {
+                    accepted: counts.accepted,
+                    excluded: &counts.excluded,
                 }
+                .emit(&self.metrics);
                 delivery.ack(BasicAckOptions::default()).await?;
             }
             ExpandOutcome::AlreadyDone => {
-                self.metrics.requests.with_label_values(&["replayed"]).inc();
+                events::RequestReplayed.emit(&self.metrics);
                 delivery.ack(BasicAckOptions::default()).await?;
             }
             ExpandOutcome::Rejected(reason) => {
-                self.metrics.requests.with_label_values(&["invalid"]).inc();
-                self.metrics.dead.with_label_values(&[reason]).inc();
+                events::RequestRejected { reason }.emit(&self.metrics);
                 delivery.ack(BasicAckOptions::default()).await?;
             }
             ExpandOutcome::Interrupted => {

@@ -17,8 +17,9 @@ use mailpipe_common::dns::MailHosts;
 use mailpipe_common::message::Recipient;
 use mailpipe_common::quality::{likely_typo, MailHost, QualityCheck, TypoAction};
 use mailpipe_state::store::{ScreenVerdict, Screened};
-use prometheus::IntCounterVec;
 use tokio::task::JoinSet;
+
+use crate::events::{ExpanderMetrics, MailHostAnswered};
 
 /// A recipient entry that was admitted, on its way to screening.
 pub(crate) struct Admitted {
@@ -50,8 +51,8 @@ pub(crate) struct Checks {
     waiting: HashMap<String, Vec<Admitted>>,
     queued: VecDeque<String>,
     in_flight: JoinSet<(String, MailHost)>,
-    /// `mailpipe_mail_host_lookups_total{answer}`.
-    lookups: IntCounterVec,
+    /// Counts the lookups (`mailpipe_mail_host_lookups_total{answer}`).
+    metrics: ExpanderMetrics,
 }
 
 impl Checks {
@@ -60,7 +61,7 @@ impl Checks {
         asked: &[QualityCheck],
         settings: &QualitySettings,
         hosts: Option<&Arc<MailHosts>>,
-        lookups: &IntCounterVec,
+        metrics: &ExpanderMetrics,
     ) -> Self {
         let wants = |c| asked.contains(&c);
         Self {
@@ -72,7 +73,7 @@ impl Checks {
             waiting: HashMap::new(),
             queued: VecDeque::new(),
             in_flight: JoinSet::new(),
-            lookups: lookups.clone(),
+            metrics: metrics.clone(),
         }
     }
 
@@ -140,15 +141,11 @@ impl Checks {
     }
 
     fn answered(&mut self, domain: String, answer: MailHost, out: &mut Vec<Admitted>) {
-        let label = match &answer {
-            MailHost::Missing(_) => "missing",
-            MailHost::Unknown(why) => {
-                tracing::warn!(%domain, %why, "no answer about the domain's mail host; its recipients are not excluded");
-                "unknown"
-            }
-            _ => "found",
-        };
-        self.lookups.with_label_values(&[label]).inc();
+        MailHostAnswered {
+            domain: &domain,
+            answer: &answer,
+        }
+        .emit(&self.metrics);
         for r in self.waiting.remove(&domain).unwrap_or_default() {
             out.push(apply(r, &answer));
         }

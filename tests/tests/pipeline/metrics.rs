@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 
 use mailpipe_common::metrics::{
-    families, ExpanderMetrics, IntakeMetrics, RetrierMetrics, SenderMetrics, WorkerMetrics,
+    families, IntakeMetrics, RetrierMetrics, SenderMetrics, WorkerMetrics,
 };
+use mailpipe_expander::ExpanderMetrics;
 
 /// Every mailpipe family, and the binary that exports it.
 const OWNERS: &[(&str, &str)] = &[
