@@ -28,6 +28,7 @@ use mailpipe_state::sitecontrol::log_line;
 use mailpipe_state::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{SiteChanged, SiteStepped};
 use crate::Sender;
 
 /// What one attempt says about its site.
@@ -208,34 +209,26 @@ impl Sender {
         if !stored {
             return Ok(());
         }
-        self.metrics
-            .site_allowed_rate
-            .with_label_values(&[site])
-            .set(out.rate);
-        self.metrics
-            .site_state
-            .with_label_values(&[site])
-            .set(out.state.phase.code());
+        SiteStepped {
+            site,
+            rate: out.rate,
+            phase: out.state.phase,
+        }
+        .emit(&self.metrics);
         if !changed {
             return Ok(());
         }
-        self.metrics
-            .site_changes
-            .with_label_values(&[site, out.action.as_str()])
-            .inc();
         let reason = matches!(out.action, Action::Cut | Action::Suspended)
             .then(|| out.state.reason.clone())
             .filter(|r| !r.is_empty());
-        match out.action {
-            Action::Cut | Action::Suspended => tracing::warn!(
-                %site, action = out.action.as_str(), rate = out.rate,
-                reason = reason.as_deref().unwrap_or(""),
-                "the site pushes back: its allowed rate changes"
-            ),
-            _ => {
-                tracing::info!(%site, action = out.action.as_str(), state = out.state.phase.as_str(), rate = out.rate, "site rate")
-            }
+        SiteChanged {
+            site,
+            action: out.action,
+            phase: out.state.phase,
+            rate: out.rate,
+            reason: reason.as_deref(),
         }
+        .emit(&self.metrics);
         lock(&self.site_control.events).push(SiteEvent {
             v: 1,
             event: EventKind::Site,

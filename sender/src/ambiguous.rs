@@ -20,6 +20,7 @@ use mailpipe_common::unix_now;
 use mailpipe_state::store::StoreError;
 
 use crate::deliver::DeliveryOutcome;
+use crate::events::AmbiguousAttempt;
 use crate::Sender;
 
 /// Where an ambiguous attempt was found.
@@ -88,11 +89,12 @@ impl Sender {
         self.store
             .resolve_ambiguous(&job.id, &job.request, &entry, self.record_ttl(job))
             .await?;
-        self.metrics
-            .ambiguous
-            .with_label_values(&[on.as_str()])
-            .inc();
-        tracing::warn!(message = %job.id, action = on.as_str(), %detail, "ambiguous attempt: the recipient may have the message already");
+        AmbiguousAttempt {
+            message: &job.id,
+            action: on,
+            detail: &detail,
+        }
+        .emit(&self.metrics);
         Ok(resolution(on))
     }
 

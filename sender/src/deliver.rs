@@ -18,7 +18,6 @@ use mailpipe_common::archive::Archived;
 use mailpipe_common::classify::{Classification, ConnectionError, Failure};
 use mailpipe_common::config::OnAmbiguous;
 use mailpipe_common::message::Job;
-use mailpipe_common::telemetry::scrub;
 use mailpipe_common::unix_now;
 use mailpipe_state::store::{
     Deferral, DoneRecord, DoneState, DoneWrite, GateRequest, MarkRequest, StoreError,
@@ -28,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adaptive::{signal_of, SiteSignal};
 use crate::ambiguous::{self, Found};
 use crate::destination::{domain_sees, HeldRoute, Refusal};
+use crate::events::{DomainPaused, RouteFailed, RouteSent, RouteUnavailable, SmtpTransactionEnded};
 use crate::smtp::SendError;
 use crate::{mime, smtp, Sender};
 
@@ -317,10 +317,11 @@ impl Sender {
             if let Some(lease) = policy_lease {
                 self.release_policy_lease(&domain, &site, &name, lease);
             }
-            self.metrics
-                .smtp_seconds
-                .with_label_values(&[job.lane.as_str()])
-                .observe(started.elapsed().as_secs_f64());
+            SmtpTransactionEnded {
+                lane: job.lane,
+                seconds: started.elapsed().as_secs_f64(),
+            }
+            .emit(&self.metrics);
             let failure = match result {
                 Ok(accepted) => {
                     self.site_saw(&site, SiteSignal::Sent).await;
@@ -355,10 +356,10 @@ impl Sender {
                     last = Some((failure, name));
                 }
                 AfterFailure::Settle => {
-                    self.metrics
-                        .routes
-                        .with_label_values(&[self.routes.label(&name), "failed"])
-                        .inc();
+                    RouteFailed {
+                        route: self.routes.label(&name),
+                    }
+                    .emit(&self.metrics);
                     let class = self.classify(job, &failure);
                     self.react(&domain, &class).await?;
                     self.store.release_lease(&job.id, owner).await.ok();
@@ -460,11 +461,12 @@ impl Sender {
 
     /// A route did not take the message: counted, logged, and last for a while.
     pub(crate) fn route_unavailable(&self, name: &str, failure: &Failure) {
-        self.metrics
-            .routes
-            .with_label_values(&[self.routes.label(name), "unavailable"])
-            .inc();
-        tracing::warn!(route = %name, failure = %scrub(&failure.to_string()), "route unavailable; trying the next one");
+        RouteUnavailable {
+            route: name,
+            label: self.routes.label(name),
+            failure,
+        }
+        .emit(&self.metrics);
         self.routes.down(name);
     }
 
@@ -484,11 +486,11 @@ impl Sender {
             .react(domain, class, &self.settings.policy, sees.slows_domain)
             .await?;
         if reaction.paused {
-            self.metrics
-                .breaker_openings
-                .with_label_values(&["breaker"])
-                .inc();
-            tracing::warn!(%domain, pause = ?self.settings.policy.breaker.pause, "failure ratio over the threshold: sending to the domain is paused");
+            DomainPaused {
+                domain,
+                pause: self.settings.policy.breaker.pause,
+            }
+            .emit(&self.metrics);
         }
         Ok(())
     }
@@ -503,10 +505,10 @@ impl Sender {
         accepted: smtp::Accepted,
         bytes: Vec<u8>,
     ) -> DeliveryOutcome {
-        self.metrics
-            .routes
-            .with_label_values(&[self.routes.label(&route), "sent"])
-            .inc();
+        RouteSent {
+            route: self.routes.label(&route),
+        }
+        .emit(&self.metrics);
         self.routes.up(&route);
         let record = DoneRecord {
             state: DoneState::Sent,

@@ -139,11 +139,11 @@ impl Sender {
             tracing::warn!(%domain, %route, "the domain's MX host throttles: sending to the domain slows down");
         }
         if reaction.paused {
-            self.metrics
-                .breaker_openings
-                .with_label_values(&["breaker"])
-                .inc();
-            tracing::warn!(%domain, pause = ?self.settings.policy.breaker.pause, "failure ratio over the threshold: sending to the domain is paused");
+            crate::events::DomainPaused {
+                domain,
+                pause: self.settings.policy.breaker.pause,
+            }
+            .emit(&self.metrics);
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::acker::Acker;
 use crate::batch::{Batch, Completed};
 use crate::deliver::DeliveryOutcome;
+use crate::events::LaneMessageTaken;
 use crate::settle::Settled;
 use crate::Sender;
 
@@ -309,7 +310,11 @@ async fn consume_lane(
             Opened::Jobs(jobs) => {
                 let due = amqp::header_str(&delivery.properties, Topology::DUE_HEADER)
                     .and_then(|d| d.parse().ok());
-                sender.metrics.taken(&jobs, due);
+                LaneMessageTaken {
+                    jobs: &jobs,
+                    due_ms: due,
+                }
+                .emit(&sender.metrics);
                 jobs
             }
             Opened::Settle(settle) => {
@@ -343,7 +348,7 @@ async fn consume_lane(
             let batch = batch.clone();
             tracker.spawn(async move {
                 let _permit = permit;
-                let gauge = ctx.sender.metrics.in_flight.with_label_values(&[lane.as_str()]);
+                let gauge = ctx.sender.metrics.in_flight(lane);
                 gauge.inc();
                 let job = &batch.jobs[i];
                 let result = AssertUnwindSafe(ctx.sender.deliver_with_retry(job, &ctx.shutdown))

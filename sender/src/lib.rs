@@ -29,6 +29,7 @@
 //! | `calls.rs` | the per-message Redis calls, coalesced across messages |
 //! | `settle.rs` | making the outcomes durable before the ack |
 //! | `acker.rs` | coalesced acks per lane channel |
+//! | `events.rs` | the sender's metrics, and one struct per event that counts and logs it |
 //! | `mime.rs`, `dkim.rs`, `smtp/`, `mx.rs`, `coalesce.rs` | the message, its signature, the SMTP client, MX lookups, the coalescer |
 
 mod acker;
@@ -43,6 +44,7 @@ mod deliver;
 mod destination;
 mod dial;
 pub mod dkim;
+mod events;
 mod lane;
 pub mod mime;
 mod mx;
@@ -55,7 +57,6 @@ use std::sync::Arc;
 
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
-use mailpipe_common::metrics::SenderMetrics;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::worker::run_sessions;
 use mailpipe_state::live_rules::LiveClassifier;
@@ -63,6 +64,7 @@ use mailpipe_state::policy::Policy;
 use mailpipe_state::store::Store;
 use tokio_util::sync::CancellationToken;
 
+pub use events::SenderMetrics;
 pub use smtp::enhanced_code;
 #[doc(hidden)]
 pub use smtp::fuzzing;
@@ -94,17 +96,13 @@ pub async fn run_until_stopped(
     let sites = sites::Sites::new(resolver.clone(), site_rules);
     let routes = routes::Routes::from_settings(&settings.sender, resolver)?;
     // Route series start at zero, so dashboards and alerts see every route.
-    for name in routes.labels() {
-        for outcome in ["sent", "failed", "unavailable"] {
-            metrics.routes.with_label_values(&[name.as_str(), outcome]);
-        }
-    }
+    metrics.start_routes(routes.labels().iter().map(String::as_str));
     let policy = Policy::new(store.clone());
     let calls = calls::Calls::start(&store, &settings);
     let classifier = LiveClassifier::start(
         &settings.classifier,
         store.clone(),
-        metrics.kept_rules_version.clone(),
+        metrics.kept_rules_version().clone(),
         shutdown.clone(),
     )
     .await?;

@@ -14,12 +14,14 @@ use mailpipe_common::amqp;
 use mailpipe_common::archive::Archived;
 use mailpipe_common::classify::{Classification, Failure};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job, JobBatch, Lane};
+use mailpipe_common::metrics::DeadLettered;
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_state::store::{DoneRecord, DoneState};
 
 use crate::deliver::{domain_of, DeliveryOutcome};
+use crate::events::RecipientSettled;
 use crate::lane::Unopened;
 use crate::Sender;
 
@@ -76,10 +78,11 @@ impl Sender {
     ) -> anyhow::Result<Settled> {
         let mut s = Settlement::default();
         for (job, outcome) in jobs.iter().zip(outcomes) {
-            self.metrics
-                .deliveries
-                .with_label_values(&[lane.as_str(), outcome.label()])
-                .inc();
+            RecipientSettled {
+                lane,
+                outcome: outcome.label(),
+            }
+            .emit(&self.metrics);
             // An ambiguous recipient's event, then what it became.
             let mut outcome = outcome;
             while let DeliveryOutcome::Ambiguous {
@@ -346,10 +349,11 @@ impl Sender {
                     delivery.properties.clone(),
                 )
                 .await?;
-                self.metrics
-                    .deliveries
-                    .with_label_values(&[lane.as_str(), "not_due"])
-                    .inc();
+                RecipientSettled {
+                    lane,
+                    outcome: "not_due",
+                }
+                .emit(&self.metrics);
                 Ok(Settled::Ack)
             }
             Unopened::Poison(jobs, detail) => {
@@ -381,10 +385,10 @@ impl Sender {
 
     async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {
         amqp::publish_dead(publish, &self.topology.exchange(), record).await?;
-        self.metrics
-            .dead
-            .with_label_values(&[record.reason.as_str()])
-            .inc();
+        DeadLettered {
+            reason: &record.reason,
+        }
+        .emit(&self.metrics);
         Ok(())
     }
 

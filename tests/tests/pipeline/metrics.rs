@@ -4,10 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use mailpipe_common::metrics::{
-    families, IntakeMetrics, RetrierMetrics, SenderMetrics, WorkerMetrics,
-};
+use mailpipe_common::metrics::{families, IntakeMetrics, RetrierMetrics, WorkerMetrics};
 use mailpipe_expander::ExpanderMetrics;
+use mailpipe_sender::SenderMetrics;
 
 /// Every mailpipe family, and the binary that exports it.
 const OWNERS: &[(&str, &str)] = &[
@@ -35,7 +34,7 @@ fn exported() -> Vec<(&'static str, BTreeSet<String>)> {
         ("sender", {
             let m = SenderMetrics::new();
             // The sender creates a series per route at start.
-            m.routes.with_label_values(&["mx", "sent"]);
+            m.start_routes(["mx"]);
             families(m.registry())
         }),
         ("retrier", families(RetrierMetrics::new().registry())),
