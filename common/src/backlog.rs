@@ -57,9 +57,10 @@ pub fn sampled_queues(topology: &Topology) -> Vec<SampledQueue> {
     out
 }
 
-/// One sample of the backlog, as the retrier's sampler read it; what
-/// [`crate::metrics::RetrierMetrics::show_backlog`] exports. A part that
-/// could not be read is `None` (its gauges keep their last values).
+/// One sample of the backlog, as the retrier's sampler read it; what the
+/// retrier's `BacklogSampled` event exports (`retrier/src/events.rs`). A
+/// part that could not be read is `None` (its gauges keep their last
+/// values).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
     /// Each sampled queue with its messages ready and its consumers, or

@@ -13,6 +13,7 @@ use mailpipe_common::address::domain_of;
 use mailpipe_common::amqp;
 use mailpipe_common::classify::{Classification, Failure, Reason};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
+use mailpipe_common::metrics::DeadLettered;
 use mailpipe_common::retry::{outcome, RetryOutcome};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -20,6 +21,7 @@ use mailpipe_state::store::{
     AddressState, Deferral, DoneRecord, DoneState, RecipientFailure, WHY_RETRY,
 };
 
+use crate::events::{MessageStopped, RetryScheduled};
 use crate::Retrier;
 
 impl Retrier {
@@ -154,11 +156,13 @@ impl Retrier {
             amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane).await?,
         )
         .await?;
-        self.metrics
-            .retries
-            .with_label_values(&["retry", reason.as_str()])
-            .inc();
-        tracing::debug!(message = %job.id, attempt = attempts, ?tier, %reason, "deferred");
+        RetryScheduled {
+            message: &job.id,
+            attempt: attempts,
+            tier,
+            reason: &reason,
+        }
+        .emit(&self.metrics);
         Ok(())
     }
 
@@ -224,11 +228,12 @@ impl Retrier {
             amqp::publish_event(publish, &self.topology.events_exchange(), &ev, job.lane).await?,
         )
         .await?;
-        self.metrics
-            .retries
-            .with_label_values(&["dead", dead_reason])
-            .inc();
-        tracing::info!(message = %job.id, attempt = attempts, reason = %dead_reason, "dead-lettered");
+        MessageStopped {
+            message: &job.id,
+            attempt: attempts,
+            reason: dead_reason,
+        }
+        .emit(&self.metrics);
         Ok(())
     }
 
@@ -308,10 +313,10 @@ impl Retrier {
 
     async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {
         amqp::publish_dead(publish, &self.topology.exchange(), record).await?;
-        self.metrics
-            .dead
-            .with_label_values(&[record.reason.as_str()])
-            .inc();
+        DeadLettered {
+            reason: &record.reason,
+        }
+        .emit(&self.metrics);
         Ok(())
     }
 }

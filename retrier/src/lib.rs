@@ -10,11 +10,14 @@
 //!
 //! `lib.rs` runs the consumer (and the sweep of parked messages);
 //! `failure.rs` handles one failed attempt; `sampler.rs` samples the
-//! backlog for the metrics.
+//! backlog for the metrics; `events.rs` holds the retrier's metrics and
+//! the events that count and log.
 
+mod events;
 mod failure;
 mod sampler;
 
+pub use events::RetrierMetrics;
 pub use failure::{failure_log_level, failure_text, FailureLog};
 
 use std::sync::Arc;
@@ -28,7 +31,6 @@ use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
-use mailpipe_common::metrics::RetrierMetrics;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::worker::{run_sessions, SessionEnd};
 use mailpipe_state::live_rules::LiveClassifier;
@@ -55,7 +57,7 @@ pub async fn run_until_stopped(
     let classifier = LiveClassifier::start(
         &settings.classifier,
         store.clone(),
-        metrics.kept_rules_version.clone(),
+        metrics.kept_rules_version().clone(),
         shutdown.clone(),
     )
     .await?;

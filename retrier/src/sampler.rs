@@ -1,7 +1,7 @@
 //! The backlog sampler: every `retrier.backlog_interval`, the retrier reads
 //! the depth and consumers of every queue (a passive `queue.declare` each),
 //! the parking queues of held campaigns, the deferred index and the paused
-//! domains, and exports them ([`RetrierMetrics::show_backlog`]). Which
+//! domains, and exports them ([`BacklogSampled`]). Which
 //! queues, and what the numbers mean, is decided in
 //! `mailpipe_common::backlog`.
 //!
@@ -11,12 +11,13 @@
 
 use lapin::Connection;
 use mailpipe_common::backlog::{overdue_seconds, sampled_queues, Backlog, Deferred, Paused};
-use mailpipe_common::metrics::{RetrierMetrics, PAUSED_DOMAINS_EXPORTED};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_state::policy::Policy;
 use mailpipe_state::queue_ops::QueueOps;
 use mailpipe_state::store::Store;
+
+use crate::events::{BacklogSampled, RetrierMetrics, PAUSED_DOMAINS_EXPORTED};
 
 /// Most entries of ended messages dropped from the deferred index per sample.
 const DEFERRED_CLEANED: usize = 100;
@@ -76,6 +77,6 @@ pub async fn sample(
         }
         Err(e) => tracing::warn!(error = %e, "backlog: cannot read the paused domains"),
     }
-    metrics.show_backlog(&b);
+    BacklogSampled { backlog: &b }.emit(metrics);
     Ok(())
 }

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use mailpipe_common::metrics::{families, IntakeMetrics, RetrierMetrics, WorkerMetrics};
+use mailpipe_common::metrics::{families, IntakeMetrics, WorkerMetrics};
 use mailpipe_expander::ExpanderMetrics;
+use mailpipe_retrier::RetrierMetrics;
 use mailpipe_sender::SenderMetrics;
 
 /// Every mailpipe family, and the binary that exports it.
