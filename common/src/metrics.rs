@@ -1,21 +1,23 @@
-//! Prometheus metrics of mailpipe. Each binary builds the struct of its own
-//! families (the expander's `ExpanderMetrics`, the sender's
-//! `SenderMetrics` and the retrier's `RetrierMetrics`, in their
-//! `events.rs`, [`IntakeMetrics`]) with its own registry (so tests running several
-//! pipelines in one process do not mix their counts) and serves it on
-//! `/metrics`: a binary exports only the families it updates, and the type
-//! of its metrics lets it update no other.
+//! The shared plumbing of mailpipe's Prometheus metrics. Each binary keeps
+//! its own families and the events that update them in its `events.rs`
+//! (the expander's `ExpanderMetrics`, the sender's `SenderMetrics`, the
+//! retrier's `RetrierMetrics`, the intake's `IntakeMetrics`): one small
+//! struct per event the binary reports, whose `emit()` writes the log line
+//! of the event and counts it, as vector's `internal_events` do. Each
+//! binary builds its families with its own registry (so tests running
+//! several pipelines in one process do not mix their counts) and serves it
+//! on `/metrics`: a binary exports only the families it updates, and the
+//! type of its metrics lets it update no other.
 //!
-//! Every registry also has what every process exports: the process
-//! metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
-//! ..., from `/proc`, on Linux), `mailpipe_build_info{version,commit}` and,
-//! once `mailpipe_state::worker::start` registered them, the connection
-//! metrics of [`crate::http::Health`]. The plumbing every binary shares is public, so
-//! a binary can build its families itself: [`process_registry`],
-//! [`register`], [`counter`], the families more than one binary exports
+//! What is here is what every binary shares: the registry every process
+//! starts from ([`process_registry`]: the process metrics
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...,
+//! from `/proc`, on Linux), `mailpipe_build_info{version,commit}` and, once
+//! `mailpipe_state::worker::start` registered them, the connection metrics
+//! of [`crate::http::Health`]), the families more than one binary exports
 //! ([`dead_letters`], [`kept_rules_version`]) with the event of the first
-//! ([`DeadLettered`]), and helpers that read a registry back ([`series`],
-//! [`value`]).
+//! ([`DeadLettered`]), the version text, and helpers to build and read
+//! families.
 //!
 //! Labels are bounded: lanes, outcomes and reasons are closed sets; no label
 //! carries an address or id.
@@ -125,57 +127,6 @@ pub fn kept_rules_version(registry: &Registry) -> IntGauge {
         )
         .expect("valid metric"),
     )
-}
-
-/// The bounce intake's families.
-#[derive(Clone)]
-pub struct IntakeMetrics {
-    pub registry: Registry,
-    /// Mails taken, by source (`smtp`, `imap`) and outcome (`bounced`,
-    /// `delayed`, `complained`, `auto_reply`, `duplicate`, `unmatched`,
-    /// `unrecognized`, `forged`, `ignored`, and `refused_forged`: a
-    /// recipient refused in the SMTP session because its VERP token does
-    /// not verify).
-    pub intake: IntCounterVec,
-    /// Mails set aside in the dead-letter queue, by reason (`intake_*`).
-    pub dead: IntCounterVec,
-    /// The kept rows' version the intake classifies with.
-    pub kept_rules_version: IntGauge,
-}
-
-impl WorkerMetrics for IntakeMetrics {
-    fn new() -> Self {
-        let registry = process_registry();
-        let intake = counter(
-            &registry,
-            "mailpipe_intake_mails_total",
-            "Mails taken by the bounce intake, by source and outcome",
-            &["source", "outcome"],
-        );
-        let dead = dead_letters(&registry);
-        for source in ["smtp", "imap"] {
-            for o in ["bounced", "complained", "unmatched", "forged"] {
-                intake.with_label_values(&[source, o]);
-            }
-        }
-        intake.with_label_values(&["smtp", "refused_forged"]);
-        dead.with_label_values(&["intake_unmatched"]);
-        let kept_rules_version = kept_rules_version(&registry);
-        Self {
-            registry,
-            intake,
-            dead,
-            kept_rules_version,
-        }
-    }
-
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    fn dead_letters(&self) -> &IntCounterVec {
-        &self.dead
-    }
 }
 
 /// A record was published to the dead-letter queue (every binary): counted

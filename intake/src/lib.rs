@@ -1,11 +1,15 @@
 //! The intake: receives bounce and complaint mail after the SMTP session
 //! (failures reported after delivery), over SMTP for the bounce domain and by polling an IMAP
 //! mailbox, and feeds each report into the same quarantine, counters and
-//! events as synchronous failures.
+//! events as synchronous failures. Its metrics, and the events that count
+//! and log, are in `events.rs`.
 
+mod events;
 pub mod imap;
 pub mod process;
 pub mod smtp;
+
+pub use events::IntakeMetrics;
 
 /// Where an inbound mail came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +82,11 @@ pub async fn run_until_stopped(
     use std::sync::Arc;
     use std::time::Duration;
 
-    let Some((metrics, health, store)) = mailpipe_state::worker::start::<
-        mailpipe_common::metrics::IntakeMetrics,
-    >(&settings.bounces.listen, &settings.redis, &shutdown)
+    let Some((metrics, health, store)) = mailpipe_state::worker::start::<IntakeMetrics>(
+        &settings.bounces.listen,
+        &settings.redis,
+        &shutdown,
+    )
     .await?
     else {
         return Ok(());
@@ -88,7 +94,7 @@ pub async fn run_until_stopped(
     let classifier = mailpipe_state::live_rules::LiveClassifier::start(
         &settings.classifier,
         store.clone(),
-        metrics.kept_rules_version.clone(),
+        metrics.kept_rules_version().clone(),
         shutdown.clone(),
     )
     .await?;

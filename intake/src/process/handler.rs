@@ -7,6 +7,7 @@ use std::time::Duration;
 use mailpipe_common::verp::VerpError;
 
 use super::Intake;
+use crate::events::ForgedAddressRefused;
 use crate::{Handler, Inbound, Temporary};
 
 impl Handler for Intake {
@@ -19,11 +20,7 @@ impl Handler for Intake {
             Err(VerpError::Forged) => {
                 // Forged, or signed with a key this intake does not have
                 // (the sender's and the intake's bounces.keys differ).
-                tracing::warn!(%address, "bounce address with a token that does not verify refused");
-                self.metrics
-                    .intake
-                    .with_label_values(&["smtp", "refused_forged"])
-                    .inc();
+                ForgedAddressRefused { address }.emit(&self.metrics);
                 Err("invalid bounce address".into())
             }
             Err(_) => {

@@ -50,14 +50,14 @@ use mailpipe_common::amqp;
 use mailpipe_common::bounce::{self, Report};
 use mailpipe_common::config::Settings;
 use mailpipe_common::message::{Event, EventKind, Lane};
-use mailpipe_common::metrics::IntakeMetrics;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::verp::Verp;
 use mailpipe_state::live_rules::LiveClassifier;
 use mailpipe_state::store::{DoneRecord, Store};
 
-use crate::{Inbound, Temporary};
+use crate::events::MailTaken;
+use crate::{Inbound, IntakeMetrics, Temporary};
 
 /// How long the once-per-message markers of bounces and complaints live.
 const MARKER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -130,13 +130,6 @@ impl Intake {
             .ok_or_else(|| Temporary("the message broker is unavailable".into()))
     }
 
-    fn count(&self, mail: &Inbound, outcome: &str) {
-        self.metrics
-            .intake
-            .with_label_values(&[mail.source.as_str(), outcome])
-            .inc();
-    }
-
     /// Processes one mail; `Ok` once its outcome is durable.
     pub async fn process(&self, mail: &Inbound) -> Result<&'static str, Temporary> {
         let parsed = bounce::parse(&mail.data);
@@ -186,7 +179,11 @@ impl Intake {
                 unusable.outcome
             }
         };
-        self.count(mail, outcome);
+        MailTaken {
+            source: mail.source,
+            outcome,
+        }
+        .emit(&self.metrics);
         Ok(outcome)
     }
 

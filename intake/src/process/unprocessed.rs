@@ -5,6 +5,7 @@
 use mailpipe_common::amqp;
 use mailpipe_common::bounce::Parsed;
 use mailpipe_common::message::DeadRecord;
+use mailpipe_common::metrics::DeadLettered;
 use mailpipe_common::unix_now;
 use serde::Serialize;
 
@@ -62,10 +63,10 @@ impl Intake {
         amqp::publish_dead(&channel, &self.topology.exchange(), &record)
             .await
             .map_err(|e| Temporary(e.to_string()))?;
-        self.metrics
-            .dead
-            .with_label_values(&[record.reason.as_str()])
-            .inc();
+        DeadLettered {
+            reason: &record.reason,
+        }
+        .emit(&self.metrics);
         self.store
             .record_unprocessed(&json, UNPROCESSED_KEPT)
             .await

@@ -1,11 +1,13 @@
 //! The families each binary's metrics register (no pipeline needed): each
 //! binary exports its own families and no other's, and what every process
-//! shares.
+//! shares. The families and their events live in each binary's
+//! `events.rs`; the shared plumbing in `mailpipe_common::metrics`.
 
 use std::collections::BTreeSet;
 
-use mailpipe_common::metrics::{families, IntakeMetrics, WorkerMetrics};
+use mailpipe_common::metrics::{families, WorkerMetrics};
 use mailpipe_expander::ExpanderMetrics;
+use mailpipe_intake::IntakeMetrics;
 use mailpipe_retrier::RetrierMetrics;
 use mailpipe_sender::SenderMetrics;
 
