@@ -19,8 +19,9 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use super::enhanced::{find_enhanced, leading_code, EnhancedCode};
 use super::kept::{kept_rules_yaml, qualification_text, KeptRule};
-use super::reply::{find_enhanced, is_transient, leading_code, EnhancedCode};
+use super::reply::is_transient;
 use super::rules::{self, CompiledRule, CompiledRules, Output, RulesError, RulesFile};
 use super::sender_side::names_sender_side;
 use super::types::{

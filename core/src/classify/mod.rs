@@ -31,6 +31,7 @@
 //! ```
 
 mod classifier;
+mod enhanced;
 mod kept;
 mod normalize;
 mod reply;
@@ -42,12 +43,13 @@ mod types;
 mod corpus;
 
 pub use classifier::{Classifier, ClassifierBuilder};
+pub use enhanced::{EnhancedCode, ParseEnhancedCodeError};
 pub use kept::{
     default_quarantine, default_retry, kept_rules_yaml, qualification_text, KeptRule,
     KEPT_RULE_PREFIX,
 };
 pub use normalize::{normalize, PLACEHOLDER};
-pub use reply::{parse_reply, EnhancedCode, ParseEnhancedCodeError, SmtpReply};
+pub use reply::{parse_reply, SmtpReply};
 pub use rules::RulesError;
 pub use types::{
     Classification, ConnectionError, DomainEffect, Failure, FailureType, Quarantine, Reason, Scope,

@@ -20,7 +20,8 @@ use std::sync::OnceLock;
 
 use regex::{Captures, Regex};
 
-use super::reply::{leading_code, split_code, strip_diagnostic_type};
+use super::enhanced::leading_code;
+use super::reply::{split_code, strip_diagnostic_type};
 
 /// Placeholder for a variable part.
 pub const PLACEHOLDER: &str = "#xxx#";

@@ -2,7 +2,7 @@
 //! `55x`) and an enhanced-code pattern (`4.4.*`, `*.2.2`, `5.7.606-649`).
 
 use super::schema::CodeValue;
-use crate::classify::reply::EnhancedCode;
+use crate::classify::enhanced::EnhancedCode;
 
 /// Which basic codes a rule accepts: each of the three digits fixed or any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
