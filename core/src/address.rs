@@ -158,21 +158,44 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+impl EmailAddress {
+    /// An address as mailpipe itself wrote it on the wire (a job's
+    /// recipient): parsed again, or, when this version refuses what an
+    /// earlier one accepted, kept as written (split at its last `@`, the
+    /// domain lowercased), so that a lane message is never refused for its
+    /// recipient's spelling. `None` only without an `@`.
+    pub fn from_wire(s: &str) -> Option<Self> {
+        Self::parse(s).ok().or_else(|| {
+            let (local, domain) = s.rsplit_once('@')?;
+            Some(Self {
+                local: local.to_string(),
+                domain: domain.to_ascii_lowercase(),
+            })
+        })
+    }
+}
+
+/// On the wire (jobs, events) an address is its string, `local@domain`.
+impl serde::Serialize for EmailAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Read with [`EmailAddress::from_wire`].
+impl<'de> serde::Deserialize<'de> for EmailAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::from_wire(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an address (no '@')")))
+    }
+}
+
 impl std::str::FromStr for EmailAddress {
     type Err = AddressError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
     }
-}
-
-/// The domain of an address as mailpipe counts and steers mail by it (the
-/// sending policy, the deferred index): the part after the last `@`,
-/// lowercased; empty without an `@`.
-pub fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
 }
 
 /// Parses a mailbox as written in a request's `from` / `reply_to`:
@@ -206,6 +229,25 @@ pub fn is_header_safe(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_the_wire_an_address_is_its_string_and_reads_back_whatever_version_wrote_it() {
+        let a = EmailAddress::parse("José@Bücher.Example").unwrap();
+        let wire = serde_json::to_string(&a).unwrap();
+        assert_eq!(wire, r#""José@xn--bcher-kva.example""#);
+        assert_eq!(serde_json::from_str::<EmailAddress>(&wire).unwrap(), a);
+        // Written by a version that accepted what this one refuses: kept
+        // as written (domain lowercased), never a refused lane message.
+        let kept: EmailAddress = serde_json::from_str(r#""a..b@Example.COM""#).unwrap();
+        assert!(EmailAddress::parse("a..b@example.com").is_err());
+        assert_eq!(
+            (kept.local(), kept.domain(), kept.key().as_str()),
+            ("a..b", "example.com", "a..b@example.com")
+        );
+        // Without an `@` it is not an address at all.
+        assert!(serde_json::from_str::<EmailAddress>(r#""nobody""#).is_err());
+        assert!(serde_json::from_str::<EmailAddress>("12").is_err());
+    }
 
     #[test]
     fn ordinary_addresses_are_accepted_and_domain_is_lowercased() {

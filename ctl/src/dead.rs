@@ -135,7 +135,7 @@ impl DeadCommand {
                         let (reason, to, at, detail) = match &e.record {
                             Some(r) => (
                                 r.reason.clone(),
-                                r.job.as_ref().map(|j| j.to.clone()).unwrap_or_default(),
+                                r.job.as_ref().map(|j| j.to.to_string()).unwrap_or_default(),
                                 crate::out::utc(r.at),
                                 r.detail.clone(),
                             ),

@@ -80,7 +80,11 @@ impl Ops {
     }
 
     /// See [`QueueOps::record_removed`].
-    pub async fn record_removed(&self, job: &Job, reason: &str) -> anyhow::Result<bool> {
+    pub async fn record_removed(
+        &self,
+        job: &mailpipe_state::queue_ops::Removed,
+        reason: &str,
+    ) -> anyhow::Result<bool> {
         self.ops().record_removed(job, reason).await
     }
 

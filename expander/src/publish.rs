@@ -149,7 +149,7 @@ impl Outgoing<'_> {
         });
         batch.recipients.push(BatchRecipient {
             id,
-            to: r.address.to_string(),
+            to: r.address,
             name: r.recipient.name,
             vars: r.recipient.vars,
         });

@@ -9,7 +9,6 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::Channel;
-use mailpipe_common::address::domain_of;
 use mailpipe_common::amqp;
 use mailpipe_common::classify::{Classification, Failure, Reason};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
@@ -53,7 +52,7 @@ impl Retrier {
             Some(class) => class.clone(),
             None => self
                 .classifier
-                .classify_for(&failed.failure, Some(&failed.job.to)),
+                .classify_for(&failed.failure, Some(&failed.job.to.to_string())),
         };
         self.log_failure(job, &failed.failure, &class);
         self.qualify(&failed.failure, &class).await?;
@@ -120,7 +119,7 @@ impl Retrier {
             message: job.id.clone(),
             request: job.request.clone(),
             why: WHY_RETRY.into(),
-            domain: domain_of(&job.to),
+            domain: job.to.domain().to_string(),
             due,
             info,
         };
@@ -273,7 +272,7 @@ impl Retrier {
         failure: &Failure,
         class: &Classification,
     ) -> anyhow::Result<bool> {
-        let address = job.to.to_ascii_lowercase();
+        let address = job.to.key();
         let detail = failure_text(failure);
         let counted = RecipientFailure::of(
             &address,

@@ -117,7 +117,9 @@ impl Sender {
         if !self.routes.is_mx() {
             return Ok(());
         }
-        let class = self.classifier.classify_for(failure, Some(&job.to));
+        let class = self
+            .classifier
+            .classify_for(failure, Some(&job.to.to_string()));
         let sees = domain_sees(refusal, self.settings.sites.adaptive.enabled);
         let reaction = if sees.unasked {
             self.policy
@@ -159,7 +161,9 @@ impl Sender {
                 reason: "throttled",
             },
             WhileHeld::Fail => {
-                let class = self.classifier.classify_for(&held.refusal, Some(&job.to));
+                let class = self
+                    .classifier
+                    .classify_for(&held.refusal, Some(&job.to.to_string()));
                 DeliveryOutcome::Failed(held.refusal, held.name, class)
             }
         }

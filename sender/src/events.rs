@@ -430,7 +430,7 @@ mod tests {
                 campaign: None,
                 lane: Lane::Bulk,
                 content: "c".into(),
-                to: "a@example.com".into(),
+                to: "a@example.com".parse().unwrap(),
                 name: None,
                 vars: Default::default(),
                 created,

@@ -191,7 +191,7 @@ mod fixtures {
             campaign: None,
             lane: Lane::Bulk,
             content: "c1".into(),
-            to: to.into(),
+            to: to.parse().unwrap(),
             name: None,
             vars: Default::default(),
             created: 0,

@@ -20,7 +20,7 @@ use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_state::store::{DoneRecord, DoneState};
 
-use crate::deliver::{domain_of, DeliveryOutcome};
+use crate::deliver::DeliveryOutcome;
 use crate::events::RecipientSettled;
 use crate::lane::Unopened;
 use crate::Sender;
@@ -114,7 +114,7 @@ impl Sender {
                     // In 100 ms steps, so recipients deferred together go together.
                     let wait = (wait.as_millis().div_ceil(100) * 100) as u64;
                     s.deferred
-                        .entry((tier, wait, domain_of(&job.to)))
+                        .entry((tier, wait, job.to.domain().to_string()))
                         .or_default()
                         .push(job);
                 }

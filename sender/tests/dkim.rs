@@ -162,7 +162,7 @@ fn job(to: &str, name: Option<&str>) -> Job {
         campaign: Some("spring".into()),
         lane: Lane::Bulk,
         content: "content-1".into(),
-        to: to.into(),
+        to: to.parse().unwrap(),
         name: name.map(str::to_string),
         vars: Default::default(),
         created: 0,

@@ -176,7 +176,7 @@ impl QueueOps<'_> {
                 Fate::Discard => counts.removed += n,
                 Fate::Remove(reason) => {
                     for j in &jobs {
-                        self.record_removed(j, &reason).await?;
+                        self.record_removed(&Removed::of(j), &reason).await?;
                     }
                     if jobs.is_empty() {
                         // Not a job: keep it for operators in the dead-letter queue.
@@ -200,7 +200,7 @@ impl QueueOps<'_> {
 
     /// Gives a message the terminal state `removed` (counted once) and
     /// publishes a `removed` event. `false` if it already had a terminal state.
-    pub async fn record_removed(&self, job: &Job, reason: &str) -> anyhow::Result<bool> {
+    pub async fn record_removed(&self, job: &Removed, reason: &str) -> anyhow::Result<bool> {
         let record = DoneRecord {
             state: crate::store::DoneState::Removed,
             request: job.request.clone(),
@@ -222,13 +222,18 @@ impl QueueOps<'_> {
             )
             .await?;
         if new {
-            let ev = crate::message::Event::for_job(
-                job,
-                EventKind::Removed,
-                Some(reason.to_string()),
-                None,
-                unix_now(),
-            );
+            let ev = crate::message::Event {
+                v: 1,
+                event: EventKind::Removed,
+                request: job.request.clone(),
+                message: Some(job.id.clone()),
+                recipient: job.to.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+                campaign: job.campaign.clone(),
+                reason: Some(reason.to_string()),
+                rule: None,
+                detail: None,
+                at: unix_now(),
+            };
             amqp::confirm(
                 amqp::publish_event(
                     self.channel,
@@ -292,5 +297,33 @@ impl std::ops::AddAssign for DrainCounts {
         self.moved += o.moved;
         self.kept += o.kept;
         self.removed += o.removed;
+    }
+}
+
+/// A message an operator removes: what its terminal record and `removed`
+/// event name. The recipient is unknown when the operator named only the
+/// message's id and it waits nowhere mailpipe can read it.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    pub id: String,
+    pub request: String,
+    pub campaign: Option<String>,
+    pub lane: crate::message::Lane,
+    /// The message's deadline (Unix seconds): its record outlives it by a week.
+    pub deadline: i64,
+    pub to: Option<mailpipe_common::address::EmailAddress>,
+}
+
+impl Removed {
+    /// The removal of a queued job.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            id: job.id.clone(),
+            request: job.request.clone(),
+            campaign: job.campaign.clone(),
+            lane: job.lane,
+            deadline: job.deadline,
+            to: Some(job.to.clone()),
+        }
     }
 }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Lane, BATCH_SCHEMA_VERSION, JOB_SCHEMA_VERSION};
+use crate::address::EmailAddress;
 use crate::classify::Failure;
 
 /// One message for one recipient, as it travels through the send lanes.
@@ -23,8 +24,8 @@ pub struct Job {
     pub lane: Lane,
     /// Content id of the stored templates.
     pub content: String,
-    /// Canonical recipient address.
-    pub to: String,
+    /// Canonical recipient address (a string on the wire).
+    pub to: EmailAddress,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
@@ -50,8 +51,8 @@ pub struct Job {
 pub struct BatchRecipient {
     /// Deterministic message id ([`message_id`](super::message_id)).
     pub id: String,
-    /// Canonical recipient address.
-    pub to: String,
+    /// Canonical recipient address (a string on the wire).
+    pub to: EmailAddress,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
@@ -226,7 +227,7 @@ mod tests {
             campaign: None,
             lane: Lane::Bulk,
             content: "c1".into(),
-            to: to.into(),
+            to: EmailAddress::parse(to).unwrap(),
             name: Some("Ann".into()),
             vars: serde_json::Map::from_iter([("k".to_string(), serde_json::json!(1))]),
             created: 10,
@@ -292,7 +293,7 @@ mod tests {
             retries: None,
             recipients: vec![BatchRecipient {
                 id: "m1".into(),
-                to: "bob@example.com".into(),
+                to: EmailAddress::parse("bob@example.com").unwrap(),
                 name: None,
                 vars: Default::default(),
             }],

@@ -300,7 +300,7 @@ mod tests {
             campaign: None,
             lane: crate::message::Lane::Bulk,
             content: "c1".into(),
-            to: "bob@example.com".into(),
+            to: "bob@example.com".parse().unwrap(),
             name: None,
             vars: Default::default(),
             created: 0,

@@ -37,9 +37,7 @@ impl FlushCommand {
                     // (the sender groups them so); it moves if any of its
                     // recipients matches.
                     let matches = |j: &mailpipe_common::message::Job| {
-                        let domain_ok = domain
-                            .as_ref()
-                            .is_none_or(|d| j.to.to_ascii_lowercase().ends_with(&format!("@{d}")));
+                        let domain_ok = domain.as_ref().is_none_or(|d| j.to.domain() == d);
                         let campaign_ok = self
                             .campaign
                             .as_ref()

@@ -64,32 +64,18 @@ impl RemoveCommand {
                 unknown.push(raw.clone());
                 continue;
             };
-            let job = mailpipe_common::message::Job {
-                v: 1,
+            let job = mailpipe_state::queue_ops::Removed {
                 id: id.clone(),
                 request,
-                tenant: None,
                 campaign: info.and_then(|i| i["campaign"].as_str().map(str::to_string)),
                 lane: info
                     .and_then(|i| i["lane"].as_str()?.parse().ok())
                     .unwrap_or_default(),
-                content: String::new(),
-                to: info
-                    .and_then(|i| i["recipient"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| {
-                        if raw.contains('@') {
-                            raw.clone()
-                        } else {
-                            String::new()
-                        }
-                    }),
-                name: None,
-                vars: Default::default(),
-                created: 0,
                 deadline: unix_now() + 5 * 24 * 3600,
-                attempt: 0,
-                last_reason: None,
-                retries: None,
+                to: info
+                    .and_then(|i| i["recipient"].as_str())
+                    .or_else(|| raw.contains('@').then_some(raw.as_str()))
+                    .and_then(EmailAddress::from_wire),
             };
             if ops.record_removed(&job, "removed").await? {
                 removed += 1;

@@ -104,7 +104,8 @@ pub fn build(
     origin: &Origin,
     now: SystemTime,
 ) -> Result<(Envelope, Vec<u8>), String> {
-    let to_addr: Address = job.to.parse().map_err(|e| format!("recipient: {e}"))?;
+    let to_addr =
+        Address::new(job.to.local(), job.to.domain()).map_err(|e| format!("recipient: {e}"))?;
     let to = Mailbox::new(job.name.clone(), to_addr.clone());
     let mut b = Message::builder()
         .from(sender.from.clone())
@@ -180,7 +181,7 @@ mod tests {
             campaign: None,
             lane: Lane::Bulk,
             content: "c1".into(),
-            to: "rcpt@example.org".into(),
+            to: "rcpt@example.org".parse().unwrap(),
             name: None,
             vars: Default::default(),
             created: 0,
@@ -333,7 +334,7 @@ mod tests {
     fn a_unicode_recipient_is_in_the_envelope_and_the_to_header_as_utf8() {
         let o = origin(None, Signers::default());
         let mut j = job();
-        j.to = "josé@example.org".into();
+        j.to = "josé@example.org".parse().unwrap();
         j.name = Some("José".into());
         let (envelope, bytes) = build(&j, &sender(), rendered(), &o, SystemTime::now()).unwrap();
         assert_eq!(envelope.to()[0].to_string(), "josé@example.org");
