@@ -12,6 +12,10 @@
 //!
 //! This module builds on [`crate::store`] (its types and connection) and
 //! on [`crate::policy`]'s ask and verdict; neither of them imports it.
+//!
+//! Over 500 lines: the script (some 300 lines of Lua) and the Rust that
+//! writes its arguments and reads its answers change together, so they stay
+//! in one file.
 
 use std::sync::LazyLock;
 use std::time::Duration;
