@@ -66,6 +66,42 @@ pub async fn run_sessions<F, Fut>(
     }
 }
 
+/// A worker whose work is one session per broker connection (the
+/// expander, the retrier, the sender): [`run_worker`] starts it.
+pub trait SessionWorker {
+    /// Its name in the logs; it connects to the broker as `mailpipe-{NAME}`.
+    const NAME: &'static str;
+
+    /// The broker it connects to.
+    fn amqp(&self) -> &AmqpSettings;
+
+    /// One broker connection's work, until shutdown (then
+    /// [`SessionEnd::Stopped`]) or a broker error.
+    fn session(
+        self: Arc<Self>,
+        conn: Arc<Connection>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<SessionEnd>> + Send;
+}
+
+/// Runs `worker`'s sessions on fresh connections ([`run_sessions`]) until
+/// it stops, then logs that it stopped.
+pub async fn run_worker<W: SessionWorker>(
+    worker: Arc<W>,
+    health: &Health,
+    shutdown: &CancellationToken,
+) {
+    run_sessions(
+        worker.amqp(),
+        &format!("mailpipe-{}", W::NAME),
+        health,
+        shutdown,
+        |conn| worker.clone().session(conn, shutdown.clone()),
+    )
+    .await;
+    tracing::info!("{} stopped", W::NAME);
+}
+
 /// The wait before reconnecting after a session that lived `lived`: the
 /// planned wait (doubled after each failed session, up to
 /// [`MAX_RECONNECT_DELAY`]) or, after a session that lived at least

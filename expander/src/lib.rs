@@ -45,13 +45,13 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
-use mailpipe_common::config::Settings;
+use mailpipe_common::config::{AmqpSettings, Settings};
 use mailpipe_common::dns::MailHosts;
 use mailpipe_common::http::Health;
 use mailpipe_common::message::{DeadRecord, Lane};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
-use mailpipe_common::worker::{run_sessions, SessionEnd};
+use mailpipe_common::worker::{run_worker, SessionEnd, SessionWorker};
 use mailpipe_state::store::{PartCounts, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -124,19 +124,7 @@ pub async fn run_until_stopped(
         health: health.clone(),
         rules: rules::Rules::default(),
     });
-    run_sessions(
-        &worker.settings.amqp,
-        "mailpipe-expander",
-        &health,
-        &shutdown,
-        |conn| {
-            let worker = worker.clone();
-            let shutdown = shutdown.clone();
-            async move { worker.session(conn, shutdown).await }
-        },
-    )
-    .await;
-    tracing::info!("expander stopped");
+    run_worker(worker, &health, &shutdown).await;
     Ok(())
 }
 
@@ -164,9 +152,15 @@ enum ExpandOutcome {
     Interrupted,
 }
 
-impl Expander {
+impl SessionWorker for Expander {
+    const NAME: &'static str = "expander";
+
+    fn amqp(&self) -> &AmqpSettings {
+        &self.settings.amqp
+    }
+
     async fn session(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         conn: Arc<Connection>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<SessionEnd> {
@@ -279,7 +273,9 @@ impl Expander {
             None => end,
         }
     }
+}
 
+impl Expander {
     /// Expands one request delivery and acks it (or hands it back when
     /// shutdown interrupted it). An error ends the session.
     async fn handle(

@@ -29,10 +29,10 @@ use lapin::options::{BasicConsumeOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use mailpipe_common::amqp;
-use mailpipe_common::config::Settings;
+use mailpipe_common::config::{AmqpSettings, Settings};
 use mailpipe_common::http::Health;
 use mailpipe_common::topology::Topology;
-use mailpipe_common::worker::{run_sessions, SessionEnd};
+use mailpipe_common::worker::{run_worker, SessionEnd, SessionWorker};
 use mailpipe_state::live_rules::LiveClassifier;
 use mailpipe_state::store::Store;
 use tokio_util::sync::CancellationToken;
@@ -69,19 +69,7 @@ pub async fn run_until_stopped(
         metrics,
         health: health.clone(),
     });
-    run_sessions(
-        &retrier.settings.amqp,
-        "mailpipe-retrier",
-        &health,
-        &shutdown,
-        |conn| {
-            let retrier = retrier.clone();
-            let shutdown = shutdown.clone();
-            async move { retrier.session(conn, shutdown).await }
-        },
-    )
-    .await;
-    tracing::info!("retrier stopped");
+    run_worker(retrier, &health, &shutdown).await;
     Ok(())
 }
 
@@ -96,9 +84,15 @@ struct Retrier {
     health: Health,
 }
 
-impl Retrier {
+impl SessionWorker for Retrier {
+    const NAME: &'static str = "retrier";
+
+    fn amqp(&self) -> &AmqpSettings {
+        &self.settings.amqp
+    }
+
     async fn session(
-        &self,
+        self: Arc<Self>,
         conn: Arc<Connection>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<SessionEnd> {
@@ -166,7 +160,9 @@ impl Retrier {
             }
         }
     }
+}
 
+impl Retrier {
     async fn sample_backlog(&self, conn: &Connection, publish: &Channel) -> anyhow::Result<()> {
         sampler::sample(conn, publish, &self.store, &self.topology, &self.metrics)
             .await

@@ -17,9 +17,10 @@ use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use mailpipe_common::amqp;
+use mailpipe_common::config::AmqpSettings;
 use mailpipe_common::message::{Job, Lane, LaneMessage};
 use mailpipe_common::topology::Topology;
-use mailpipe_common::worker::SessionEnd;
+use mailpipe_common::worker::{SessionEnd, SessionWorker};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -139,11 +140,17 @@ pub(crate) fn open(
     Opened::Jobs(jobs)
 }
 
-impl Sender {
+impl SessionWorker for Sender {
+    const NAME: &'static str = "sender";
+
+    fn amqp(&self) -> &AmqpSettings {
+        &self.settings.amqp
+    }
+
     /// One broker connection's work: both lanes' consumers until shutdown
     /// or a broker error, then the in-flight deliveries and the last acks.
-    pub(crate) async fn session(
-        self: &Arc<Self>,
+    async fn session(
+        self: Arc<Self>,
         conn: Arc<Connection>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<SessionEnd> {

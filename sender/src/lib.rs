@@ -58,7 +58,7 @@ use std::sync::Arc;
 use mailpipe_common::config::Settings;
 use mailpipe_common::http::Health;
 use mailpipe_common::topology::Topology;
-use mailpipe_common::worker::run_sessions;
+use mailpipe_common::worker::run_worker;
 use mailpipe_state::live_rules::LiveClassifier;
 use mailpipe_state::policy::Policy;
 use mailpipe_state::store::Store;
@@ -125,19 +125,7 @@ pub async fn run_until_stopped(
         warmup_starts: Default::default(),
     });
     tokio::spawn(sender.clone().step_sites(shutdown.clone()));
-    run_sessions(
-        &sender.settings.amqp,
-        "mailpipe-sender",
-        &health,
-        &shutdown,
-        |conn| {
-            let sender = sender.clone();
-            let shutdown = shutdown.clone();
-            async move { sender.session(conn, shutdown).await }
-        },
-    )
-    .await;
-    tracing::info!("sender stopped");
+    run_worker(sender, &health, &shutdown).await;
     Ok(())
 }
 
