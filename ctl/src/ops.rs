@@ -10,6 +10,21 @@ use mailpipe_state::store::Store;
 
 pub use mailpipe_state::queue_ops::{DrainCounts, Fate};
 
+/// The CLI's broker session (`submit` and the commands that move queued
+/// messages): connected as `mailpipe-cli`, one channel, the topology declared.
+pub async fn broker(ctx: &crate::Context) -> anyhow::Result<(Connection, Channel, Topology)> {
+    let conn = amqp::connect_once(&ctx.settings.amqp, "mailpipe-cli")
+        .await
+        .context("connecting to RabbitMQ")?;
+    let channel = amqp::channel(&conn, None).await?;
+    let topology = Topology::from_settings(&ctx.settings);
+    topology
+        .declare(&conn)
+        .await
+        .context("declaring topology")?;
+    Ok((conn, channel, topology))
+}
+
 /// A connected operator session.
 pub struct Ops {
     pub conn: Connection,
@@ -23,15 +38,7 @@ impl Ops {
         let store = Store::connect(&ctx.settings.redis)
             .await
             .context("connecting to Redis")?;
-        let conn = amqp::connect_once(&ctx.settings.amqp, "mailpipe-cli")
-            .await
-            .context("connecting to RabbitMQ")?;
-        let channel = amqp::channel(&conn, None).await?;
-        let topology = Topology::from_settings(&ctx.settings);
-        topology
-            .declare(&conn)
-            .await
-            .context("declaring topology")?;
+        let (conn, channel, topology) = broker(ctx).await?;
         Ok(Self {
             conn,
             channel,

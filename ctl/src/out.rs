@@ -29,6 +29,16 @@ pub fn warn(message: &str) {
     }
 }
 
+/// `text` after `lead` (`": "`, `" by "`), or nothing when `text` is
+/// empty: an optional part of a line.
+pub fn optional(lead: &str, text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("{lead}{text}")
+    }
+}
+
 /// A Unix time as `2026-12-06 22:41:07Z` (`-` for 0, which means "never").
 pub fn utc(epoch: i64) -> String {
     if epoch == 0 {
@@ -63,6 +73,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_part_is_written_only_when_it_has_text() {
+        assert_eq!(optional(": ", "maintenance"), ": maintenance");
+        assert_eq!(optional(": ", ""), "");
+        assert_eq!(optional(" by ", "ops"), " by ops");
+    }
 
     #[test]
     fn unix_times_read_as_utc_dates() {

@@ -165,11 +165,7 @@ fn print(s: &RequestStatus, state: &str, w: &Whereabouts, json: bool) -> anyhow:
         } else {
             &h.reason
         };
-        let by = if h.by.is_empty() {
-            String::new()
-        } else {
-            format!(" by {}", h.by)
-        };
+        let by = crate::out::optional(" by ", &h.by);
         println!("held       since {}{by}: {reason}", crate::out::utc(h.at));
     }
     for (part, r) in &s.refused {

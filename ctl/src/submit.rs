@@ -122,15 +122,7 @@ impl SubmitCommand {
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
 
-        let conn = amqp::connect_once(&ctx.settings.amqp, "mailpipe-cli")
-            .await
-            .context("connecting to RabbitMQ")?;
-        let channel = amqp::channel(&conn, None).await?;
-        let topology = Topology::from_settings(&ctx.settings);
-        topology
-            .declare(&conn)
-            .await
-            .context("declaring topology")?;
+        let (conn, channel, topology) = crate::ops::broker(ctx).await?;
 
         let total_parts = total.div_ceil(self.part_size).max(1);
         let bar = (std::io::stderr().is_terminal() && !ctx.json).then(|| {

@@ -51,11 +51,7 @@ impl Whereabouts {
     pub fn print_paused(&self) {
         println!("  {:<10} {:>9}", "paused", thousands(self.paused_total()));
         for p in &self.paused {
-            let reason = if p.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", p.reason)
-            };
+            let reason = crate::out::optional(": ", &p.reason);
             println!(
                 "    {:<30} {:>9}  until {} (by {}){reason}",
                 p.domain,

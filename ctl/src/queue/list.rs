@@ -242,11 +242,7 @@ impl Waiting {
         if !self.paused.is_empty() {
             println!("paused domains:");
             for p in &self.paused {
-                let reason = if p.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", p.reason)
-                };
+                let reason = crate::out::optional(": ", &p.reason);
                 println!(
                     "  {:<32} until {} (by {}){reason}",
                     p.domain,
