@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, Record};
 use hickory_resolver::TokioResolver;
 use mailpipe_common::classify::{ConnectionError, Failure};
 
@@ -39,25 +39,16 @@ impl MxResolver {
 
     /// The exchangers of a domain in the order to try them.
     pub async fn exchangers(&self, domain: &str) -> Result<Vec<Exchanger>, Failure> {
-        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        let fqdn = fqdn(domain);
         match self.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
-                let mut mx: Vec<(u16, String)> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(m) => Some((m.preference, m.exchange.to_ascii())),
-                        _ => None,
-                    })
-                    .collect();
+                let mx = mx_records(lookup.answers());
                 let hosts: Vec<String> = mx.iter().map(|(_, h)| h.clone()).collect();
                 if mailpipe_common::quality::is_null_mx(&hosts) {
                     return Err(null_mx(domain));
                 }
-                mx.retain(|(_, host)| host != "." && !host.is_empty());
-                mx.sort();
                 let mut out = Vec::new();
-                for (preference, host) in mx {
+                for (preference, host) in by_preference(mx) {
                     // A host that does not resolve is skipped; the next MX is tried.
                     if let Ok(ips) = self.resolver.lookup_ip(host.as_str()).await {
                         let addresses: Vec<IpAddr> = ips.iter().collect();
@@ -114,22 +105,15 @@ impl MxResolver {
     /// records, a null MX, a domain that does not exist) or the lookup
     /// failed, which is then asked again after a minute.
     pub async fn mx_hosts(&self, domain: &str) -> (Option<Vec<String>>, std::time::Instant) {
-        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        let fqdn = fqdn(domain);
         let now = std::time::Instant::now();
         let retry = now + std::time::Duration::from_secs(60);
         match self.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
-                let mut mx: Vec<(u16, String)> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(m) => Some((m.preference, m.exchange.to_ascii())),
-                        _ => None,
-                    })
-                    .filter(|(_, host)| host != "." && !host.is_empty())
+                let hosts: Vec<String> = by_preference(mx_records(lookup.answers()))
+                    .into_iter()
+                    .map(|(_, h)| h)
                     .collect();
-                mx.sort();
-                let hosts: Vec<String> = mx.into_iter().map(|(_, h)| h).collect();
                 (
                     (!hosts.is_empty()).then_some(hosts),
                     lookup
@@ -140,6 +124,30 @@ impl MxResolver {
             Err(_) => (None, retry),
         }
     }
+}
+
+/// A domain as an absolute name, for the resolver.
+fn fqdn(domain: &str) -> String {
+    format!("{}.", domain.trim_end_matches('.'))
+}
+
+/// The MX records of an answer: each one's preference and exchange.
+fn mx_records(answers: &[Record]) -> Vec<(u16, String)> {
+    answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::MX(m) => Some((m.preference, m.exchange.to_ascii())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The hosts an MX answer names (not the root of a null MX), most
+/// preferred first.
+fn by_preference(mut mx: Vec<(u16, String)>) -> Vec<(u16, String)> {
+    mx.retain(|(_, host)| host != "." && !host.is_empty());
+    mx.sort();
+    mx
 }
 
 /// The failure of a domain that publishes a null MX (RFC 7505).
@@ -174,5 +182,26 @@ mod tests {
         };
         let c = mailpipe_common::classify::Classifier::default().classify(&f);
         assert_eq!(c.reason, mailpipe_common::classify::Reason::InvalidDomain);
+    }
+    #[test]
+    fn mx_hosts_go_by_preference_without_the_root_of_a_null_mx() {
+        let mx = |v: &[(u16, &str)]| -> Vec<(u16, String)> {
+            v.iter().map(|(p, h)| (*p, h.to_string())).collect()
+        };
+        assert_eq!(
+            by_preference(mx(&[
+                (20, "b.example."),
+                (10, "c.example."),
+                (10, "a.example.")
+            ])),
+            mx(&[(10, "a.example."), (10, "c.example."), (20, "b.example.")])
+        );
+        assert_eq!(by_preference(mx(&[(0, ".")])), mx(&[]));
+        assert_eq!(
+            by_preference(mx(&[(0, ""), (5, "a.example.")])),
+            mx(&[(5, "a.example.")])
+        );
+        assert_eq!(fqdn("example.com"), "example.com.");
+        assert_eq!(fqdn("example.com."), "example.com.");
     }
 }
