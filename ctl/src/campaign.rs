@@ -82,7 +82,12 @@ impl CampaignCommand {
         let out = match &self.command {
             CampaignSubCommand::Hold { reason, .. } => {
                 ops.store
-                    .set_campaign_flag(&id, "held", true, FLAG_TTL)
+                    .set_campaign_flag(
+                        &id,
+                        mailpipe_state::store::CampaignFlag::Held,
+                        true,
+                        FLAG_TTL,
+                    )
                     .await?;
                 let note = mailpipe_state::store::HoldNote {
                     at: mailpipe_common::unix_now(),
@@ -94,7 +99,12 @@ impl CampaignCommand {
             }
             CampaignSubCommand::Release { .. } => {
                 ops.store
-                    .set_campaign_flag(&id, "held", false, FLAG_TTL)
+                    .set_campaign_flag(
+                        &id,
+                        mailpipe_state::store::CampaignFlag::Held,
+                        false,
+                        FLAG_TTL,
+                    )
                     .await?;
                 ops.store.set_hold_note(&id, None).await?;
                 // The retrier sweeps again for messages parked by senders
@@ -111,10 +121,20 @@ impl CampaignCommand {
                     return Ok(code);
                 }
                 ops.store
-                    .set_campaign_flag(&id, "cancelled", true, FLAG_TTL)
+                    .set_campaign_flag(
+                        &id,
+                        mailpipe_state::store::CampaignFlag::Cancelled,
+                        true,
+                        FLAG_TTL,
+                    )
                     .await?;
                 ops.store
-                    .set_campaign_flag(&id, "held", false, FLAG_TTL)
+                    .set_campaign_flag(
+                        &id,
+                        mailpipe_state::store::CampaignFlag::Held,
+                        false,
+                        FLAG_TTL,
+                    )
                     .await?;
                 ops.store.set_hold_note(&id, None).await?;
                 let removed = ops.sweep_parked(&id).await?;
@@ -144,20 +164,54 @@ impl CampaignCommand {
     }
 }
 
-/// The state of a campaign, as `campaign list` and `status` show it.
-pub fn state_of(s: &RequestStatus, held: bool, cancelled: bool) -> &'static str {
+/// The state of a campaign, as `campaign list` and `status` show it (the
+/// names are those of their JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignState {
+    /// The request was refused: nothing of it was stored.
+    Refused,
+    Complete,
+    /// A part was refused; nothing more will be sent.
+    Incomplete,
+    Cancelled,
+    Held,
+    Sending,
+}
+
+impl CampaignState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignState::Refused => "refused",
+            CampaignState::Complete => "complete",
+            CampaignState::Incomplete => "incomplete",
+            CampaignState::Cancelled => "cancelled",
+            CampaignState::Held => "held",
+            CampaignState::Sending => "sending",
+        }
+    }
+}
+
+impl std::fmt::Display for CampaignState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state of a campaign from its status and its operator's flags.
+pub fn state_of(s: &RequestStatus, held: bool, cancelled: bool) -> CampaignState {
     if s.meta.is_none() {
-        "refused"
+        CampaignState::Refused
     } else if s.is_complete() {
-        "complete"
+        CampaignState::Complete
     } else if s.is_incomplete() {
-        "incomplete"
+        CampaignState::Incomplete
     } else if cancelled {
-        "cancelled"
+        CampaignState::Cancelled
     } else if held {
-        "held"
+        CampaignState::Held
     } else {
-        "sending"
+        CampaignState::Sending
     }
 }
 
@@ -170,8 +224,12 @@ async fn list(ctx: &crate::Context, limit: usize) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for id in store.recent_requests(limit).await? {
         let s = store.request_status(&id).await?;
-        let held = store.campaign_flag(&id, "held").await?;
-        let cancelled = store.campaign_flag(&id, "cancelled").await?;
+        let held = store
+            .campaign_flag(&id, mailpipe_state::store::CampaignFlag::Held)
+            .await?;
+        let cancelled = store
+            .campaign_flag(&id, mailpipe_state::store::CampaignFlag::Cancelled)
+            .await?;
         rows.push((state_of(&s, held, cancelled), s));
     }
     if ctx.json {
@@ -202,4 +260,18 @@ async fn list(ctx: &crate::Context, limit: usize) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CampaignState;
+
+    #[test]
+    fn a_campaign_state_is_written_in_json_under_its_name() {
+        use CampaignState::*;
+        for s in [Refused, Complete, Incomplete, Cancelled, Held, Sending] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "{s:?}");
+            assert_eq!(s.to_string(), s.as_str());
+        }
+    }
 }

@@ -51,8 +51,8 @@ fn state_of(
     verdict: &str,
     done: Option<&mailpipe_state::store::DoneRecord>,
 ) -> (RecipientState, String) {
-    use mailpipe_state::store::DoneState;
-    if verdict != "accepted" {
+    use mailpipe_state::store::{DoneState, ScreenVerdict};
+    if ScreenVerdict::parse(verdict) != Some(ScreenVerdict::Accepted) {
         return (RecipientState::Excluded, verdict.to_string());
     }
     match done {

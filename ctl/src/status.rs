@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use mailpipe_state::store::{RequestStatus, Store};
 
+use crate::campaign::CampaignState;
 use crate::waiting::{thousands, when, Whereabouts};
 
 /// Show a campaign's counts: recipients, accepted, excluded by reason (and
@@ -137,29 +138,38 @@ fn eta(in_lanes: u64, rate: f64) -> String {
 }
 
 /// The request's state (see [`crate::campaign::state_of`]).
-async fn state(store: &Store, s: &RequestStatus) -> anyhow::Result<&'static str> {
-    let held = store.campaign_flag(&s.request, "held").await?;
-    let cancelled = store.campaign_flag(&s.request, "cancelled").await?;
+async fn state(store: &Store, s: &RequestStatus) -> anyhow::Result<CampaignState> {
+    let held = store
+        .campaign_flag(&s.request, mailpipe_state::store::CampaignFlag::Held)
+        .await?;
+    let cancelled = store
+        .campaign_flag(&s.request, mailpipe_state::store::CampaignFlag::Cancelled)
+        .await?;
     Ok(crate::campaign::state_of(s, held, cancelled))
 }
 
-fn print(s: &RequestStatus, state: &str, w: &Whereabouts, json: bool) -> anyhow::Result<()> {
+fn print(
+    s: &RequestStatus,
+    state: CampaignState,
+    w: &Whereabouts,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
         let mut v = serde_json::to_value(s)?;
-        v["state"] = state.into();
+        v["state"] = state.as_str().into();
         v["whereabouts"] = serde_json::to_value(w)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!("request    {}", s.request);
     let why = match state {
-        "incomplete" => " (a part was refused; nothing more will be sent)",
-        "held" => " (senders park its messages until `mailpipe campaign release`)",
-        "cancelled" => " (what is left ends as removed as it reaches a sender)",
+        CampaignState::Incomplete => " (a part was refused; nothing more will be sent)",
+        CampaignState::Held => " (senders park its messages until `mailpipe campaign release`)",
+        CampaignState::Cancelled => " (what is left ends as removed as it reaches a sender)",
         _ => "",
     };
     println!("state      {state}{why}");
-    if let (Some(h), "held") = (&s.hold, state) {
+    if let (Some(h), CampaignState::Held) = (&s.hold, state) {
         let reason = if h.reason.is_empty() {
             "no reason given"
         } else {
@@ -211,7 +221,7 @@ fn print(s: &RequestStatus, state: &str, w: &Whereabouts, json: bool) -> anyhow:
     }
     println!("removed    {}", s.removed);
     println!("pending    {}", s.pending);
-    print_whereabouts(w, state == "held");
+    print_whereabouts(w, state == CampaignState::Held);
     println!("failed attempts so far: {}", s.failed_attempts);
     // Reports that came back after delivery (the intake): part of `sent`.
     println!("bounced later {}", s.bounced.values().sum::<u64>());

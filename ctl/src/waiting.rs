@@ -203,7 +203,9 @@ pub async fn active(store: &Store) -> anyhow::Result<Vec<Active>> {
         if status.meta.is_none() || status.pending == 0 {
             continue;
         }
-        let held = store.campaign_flag(&id, "held").await?;
+        let held = store
+            .campaign_flag(&id, mailpipe_state::store::CampaignFlag::Held)
+            .await?;
         out.push(Active { status, held });
     }
     Ok(out)

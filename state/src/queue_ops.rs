@@ -38,10 +38,17 @@ impl QueueOps<'_> {
     /// is closed, no parking is in progress and the broker reports it empty.
     /// Otherwise the campaign stays marked as parked and is swept again.
     pub async fn sweep_parked(&self, request: &str) -> anyhow::Result<DrainCounts> {
-        if self.store.campaign_flag(request, "held").await? {
+        if self
+            .store
+            .campaign_flag(request, crate::store::CampaignFlag::Held)
+            .await?
+        {
             return Ok(DrainCounts::default());
         }
-        let cancelled = self.store.campaign_flag(request, "cancelled").await?;
+        let cancelled = self
+            .store
+            .campaign_flag(request, crate::store::CampaignFlag::Cancelled)
+            .await?;
         let key = Topology::held_key(request);
         let counts = self
             .drain(&key, |_, jobs| match (jobs.first(), cancelled) {

@@ -47,7 +47,7 @@ impl PurgeCommand {
             ops.store
                 .set_campaign_flag(
                     c,
-                    "cancelled",
+                    mailpipe_state::store::CampaignFlag::Cancelled,
                     true,
                     std::time::Duration::from_secs(30 * 86_400),
                 )

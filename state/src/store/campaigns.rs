@@ -43,17 +43,37 @@ if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
+/// An operator's flag on a campaign; its name is its key's
+/// (`{p}:{flag}:{rid}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignFlag {
+    /// `mailpipe campaign hold`: senders park its messages.
+    Held,
+    /// `mailpipe campaign cancel` (or `queue purge --campaign`): what is
+    /// left ends as removed.
+    Cancelled,
+}
+
+impl CampaignFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignFlag::Held => "held",
+            CampaignFlag::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl Store {
-    /// Sets or clears an operator flag on a campaign (`held`, `cancelled`).
+    /// Sets or clears an operator flag on a campaign.
     pub async fn set_campaign_flag(
         &self,
         request: &str,
-        flag: &str,
+        flag: CampaignFlag,
         on: bool,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let key = self.key(&[flag, request]);
+        let key = self.key(&[flag.as_str(), request]);
         if on {
             let _: () = c
                 .set_ex(key, unix_now_str(), ttl.as_secs().max(1))
@@ -66,9 +86,13 @@ impl Store {
     }
 
     /// Whether an operator flag is set on a campaign.
-    pub async fn campaign_flag(&self, request: &str, flag: &str) -> Result<bool, StoreError> {
+    pub async fn campaign_flag(
+        &self,
+        request: &str,
+        flag: CampaignFlag,
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
-        c.exists(self.key(&[flag, request]))
+        c.exists(self.key(&[flag.as_str(), request]))
             .await
             .map_err(op("campaign flag"))
     }

@@ -74,7 +74,7 @@ mod rules;
 mod screen;
 
 pub use addresses::{AddressState, FailureCount, RecipientFailure};
-pub use campaigns::PARKING_GUARD;
+pub use campaigns::{CampaignFlag, PARKING_GUARD};
 pub(crate) use deferred::INDEX_FUNCTIONS_LUA;
 pub use deferred::{Deferral, RequestDeferred, WHY_PAUSED, WHY_RETRY};
 pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest};
