@@ -6,7 +6,7 @@ use mailpipe_common::bounce::ComplaintReport;
 use mailpipe_common::message::{EventKind, Lane};
 use mailpipe_state::store::DoneState;
 
-use super::{Intake, Matched, Unusable, MARKER_TTL};
+use super::{Intake, MailOutcome, Matched, Unusable, MARKER_TTL};
 use crate::Temporary;
 
 /// Further complainants of one report that are looked up (each costs a
@@ -16,20 +16,20 @@ const MAX_OTHER_COMPLAINANTS: usize = 100;
 impl Intake {
     /// A feedback-loop report about the matched message and, when it names
     /// further complainants, about the messages of the same request to them:
-    /// each goes through [`Self::apply_complaint`]. "complained" when any
+    /// each goes through [`Self::apply_complaint`]. [`MailOutcome::Complained`] when any
     /// was new.
     pub(super) async fn apply_complaints(
         &self,
         m: &Matched,
         report: &ComplaintReport,
-    ) -> Result<Result<&'static str, Unusable>, Temporary> {
+    ) -> Result<Result<MailOutcome, Unusable>, Temporary> {
         if report.feedback_type == "not-spam" {
-            return Ok(Ok("ignored"));
+            return Ok(Ok(MailOutcome::Ignored));
         }
         let mut outcome = self.apply_complaint(m, report).await?;
         for other in self.other_complainants(m, report).await? {
-            if self.apply_complaint(&other, report).await? == "complained" {
-                outcome = "complained";
+            if self.apply_complaint(&other, report).await? == MailOutcome::Complained {
+                outcome = MailOutcome::Complained;
             }
         }
         Ok(Ok(outcome))
@@ -84,13 +84,13 @@ impl Intake {
         &self,
         m: &Matched,
         report: &ComplaintReport,
-    ) -> Result<&'static str, Temporary> {
+    ) -> Result<MailOutcome, Temporary> {
         self.store
             .list_add("denylist", std::slice::from_ref(&m.address))
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         if self.marked(&["complained", &m.message]).await? {
-            return Ok("duplicate");
+            return Ok(MailOutcome::Duplicate);
         }
         let lane = m.record.lane.unwrap_or(Lane::Bulk);
         let channel = self.channel()?;
@@ -110,6 +110,6 @@ impl Intake {
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         tracing::info!(message = %m.message, by = m.by, feedback = %report.feedback_type, "complaint: address denylisted");
-        Ok("complained")
+        Ok(MailOutcome::Complained)
     }
 }

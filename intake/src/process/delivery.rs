@@ -8,7 +8,7 @@ use mailpipe_common::message::{EventKind, Lane};
 use mailpipe_common::unix_now;
 use mailpipe_state::store::{AddressState, RecipientFailure};
 
-use super::{Intake, Matched, Unusable, MARKER_TTL};
+use super::{Intake, MailOutcome, Matched, Unusable, MARKER_TTL};
 use crate::Temporary;
 
 impl Intake {
@@ -18,7 +18,7 @@ impl Intake {
         &self,
         m: &Matched,
         report: &DeliveryReport,
-    ) -> Result<Result<&'static str, Unusable>, Temporary> {
+    ) -> Result<Result<MailOutcome, Unusable>, Temporary> {
         let mine = |r: &&bounce::RecipientStatus| {
             r.final_recipient.as_deref() == Some(m.address.as_str())
                 || r.original_recipient.as_deref() == Some(m.address.as_str())
@@ -36,7 +36,7 @@ impl Intake {
             });
         let Some(status) = status else {
             return Ok(Err(Unusable {
-                outcome: "unrecognized",
+                outcome: MailOutcome::Unrecognized,
                 why: "the report names no recipient".into(),
             }));
         };
@@ -44,9 +44,9 @@ impl Intake {
             Action::Failed => {}
             Action::Delayed => {
                 tracing::info!(message = %m.message, "delay notice: the receiving side is still trying");
-                return Ok(Ok("delayed"));
+                return Ok(Ok(MailOutcome::Delayed));
             }
-            _ => return Ok(Ok("ignored")),
+            _ => return Ok(Ok(MailOutcome::Ignored)),
         }
         let failure = status.failure();
         let class = self.classifier.classify_for(&failure, Some(&m.address));
@@ -56,11 +56,11 @@ impl Intake {
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         if class.kind == FailureType::Ignored {
-            return Ok(Ok("ignored"));
+            return Ok(Ok(MailOutcome::Ignored));
         }
         let already = self.marked(&["bounced", &m.message]).await?;
         if already {
-            return Ok(Ok("duplicate"));
+            return Ok(Ok(MailOutcome::Duplicate));
         }
         let quarantined = self.count_against_recipient(m, &failure, &class).await?;
         let lane = m.record.lane.unwrap_or(Lane::Bulk);
@@ -98,7 +98,7 @@ impl Intake {
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         tracing::info!(message = %m.message, by = m.by, reason = class.reason.as_str(), kind = class.kind.as_str(), quarantined, "bounce received after delivery");
-        Ok(Ok("bounced"))
+        Ok(Ok(MailOutcome::Bounced))
     }
 
     /// Counts the bounce against the address the way the retrier counts a

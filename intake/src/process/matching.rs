@@ -8,7 +8,7 @@ use mailpipe_common::bounce::{Original, Parsed};
 use mailpipe_common::verp::VerpError;
 use mailpipe_state::store::DoneState;
 
-use super::{Intake, Matched, Unusable};
+use super::{Intake, MailOutcome, Matched, Unusable};
 use crate::{Inbound, Temporary};
 
 /// Recent requests searched for a message to the sender of an unsubscribe
@@ -54,11 +54,11 @@ impl Intake {
         if candidates.is_empty() {
             return Ok(Err(match forged {
                 Some(address) => Unusable {
-                    outcome: "forged",
+                    outcome: MailOutcome::Forged,
                     why: format!("the VERP token of {address} does not verify"),
                 },
                 None => Unusable {
-                    outcome: "unmatched",
+                    outcome: MailOutcome::Unmatched,
                     why: "no VERP token and no mailpipe message id in the returned headers".into(),
                 },
             }));
@@ -90,7 +90,7 @@ impl Intake {
             }
         }
         Ok(Err(Unusable {
-            outcome: "unmatched",
+            outcome: MailOutcome::Unmatched,
             why: format!(
                 "no sent record for message {} (never sent by mailpipe, or its record expired)",
                 tried.join(", ")

@@ -88,11 +88,53 @@ struct Matched {
     by: &'static str,
 }
 
+/// What became of a mail the intake took: the `outcome` label of
+/// `mailpipe_intake_mails_total`; an unusable mail's is also its reason
+/// among the unprocessed (`intake_{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailOutcome {
+    /// A bounce, recorded against its message.
+    Bounced,
+    /// A delay notice: nothing to record.
+    Delayed,
+    Complained,
+    Unsubscribed,
+    /// A report about a message already marked so.
+    Duplicate,
+    /// A report that asks nothing of mailpipe.
+    Ignored,
+    AutoReply,
+    /// Not a delivery or feedback report.
+    Unrecognized,
+    /// About no message mailpipe sent.
+    Unmatched,
+    /// Its VERP address does not verify.
+    Forged,
+}
+
+impl MailOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailOutcome::Bounced => "bounced",
+            MailOutcome::Delayed => "delayed",
+            MailOutcome::Complained => "complained",
+            MailOutcome::Unsubscribed => "unsubscribed",
+            MailOutcome::Duplicate => "duplicate",
+            MailOutcome::Ignored => "ignored",
+            MailOutcome::AutoReply => "auto_reply",
+            MailOutcome::Unrecognized => "unrecognized",
+            MailOutcome::Unmatched => "unmatched",
+            MailOutcome::Forged => "forged",
+        }
+    }
+}
+
 /// Why a mail could not be used.
 #[derive(Debug)]
 struct Unusable {
-    /// `unrecognized`, `unmatched` or `forged` (metric label and dead reason).
-    outcome: &'static str,
+    /// [`MailOutcome::Unrecognized`], [`MailOutcome::Unmatched`] or
+    /// [`MailOutcome::Forged`].
+    outcome: MailOutcome,
     why: String,
 }
 
@@ -131,12 +173,12 @@ impl Intake {
     }
 
     /// Processes one mail; `Ok` once its outcome is durable.
-    pub async fn process(&self, mail: &Inbound) -> Result<&'static str, Temporary> {
+    pub async fn process(&self, mail: &Inbound) -> Result<MailOutcome, Temporary> {
         let parsed = bounce::parse(&mail.data);
         let outcome = match &parsed.report {
-            Report::AutoReply => Ok("auto_reply"),
+            Report::AutoReply => Ok(MailOutcome::AutoReply),
             Report::Unrecognized(why) => Err(Unusable {
-                outcome: "unrecognized",
+                outcome: MailOutcome::Unrecognized,
                 why: format!("not a delivery or feedback report: {why}"),
             }),
             Report::Delivery(report) => match self.identify(mail, &parsed, &report.original).await?
@@ -153,7 +195,7 @@ impl Intake {
             Report::Unsubscribe(request) => {
                 let mut matched = self.identify(mail, &parsed, &request.original).await?;
                 if let (Err(u), Some(address)) = (&matched, &request.address) {
-                    if u.outcome == "unmatched" {
+                    if u.outcome == MailOutcome::Unmatched {
                         if let Some(m) = self.sent_to(address).await? {
                             matched = Ok(m);
                         }
@@ -181,7 +223,7 @@ impl Intake {
         };
         MailTaken {
             source: mail.source,
-            outcome,
+            outcome: outcome.as_str(),
         }
         .emit(&self.metrics);
         Ok(outcome)

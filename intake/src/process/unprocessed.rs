@@ -39,11 +39,11 @@ impl Intake {
         parsed: &Parsed,
         u: &Unusable,
     ) -> Result<(), Temporary> {
-        tracing::warn!(source = mail.source.as_str(), outcome = u.outcome, why = %u.why, "mail set aside");
+        tracing::warn!(source = mail.source.as_str(), outcome = u.outcome.as_str(), why = %u.why, "mail set aside");
         let entry = UnprocessedEntry {
             at: unix_now(),
             source: mail.source.as_str(),
-            outcome: u.outcome,
+            outcome: u.outcome.as_str(),
             why: &u.why,
             mail_from: &mail.mail_from,
             rcpt_to: &mail.rcpt_to,
@@ -55,7 +55,7 @@ impl Intake {
         let json = serde_json::to_string(&entry).unwrap_or_default();
         let channel = self.channel()?;
         let record = DeadRecord::for_input(
-            format!("intake_{}", u.outcome),
+            format!("intake_{}", u.outcome.as_str()),
             u.why.clone(),
             &mail.data,
             unix_now(),

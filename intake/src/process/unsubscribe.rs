@@ -4,7 +4,7 @@
 use mailpipe_common::bounce::UnsubscribeRequest;
 use mailpipe_common::message::{EventKind, Lane};
 
-use super::{Intake, Matched, Unusable, MARKER_TTL};
+use super::{Intake, MailOutcome, Matched, Unusable, MARKER_TTL};
 use crate::Temporary;
 
 impl Intake {
@@ -17,13 +17,13 @@ impl Intake {
         &self,
         m: &Matched,
         request: &UnsubscribeRequest,
-    ) -> Result<Result<&'static str, Unusable>, Temporary> {
+    ) -> Result<Result<MailOutcome, Unusable>, Temporary> {
         self.store
             .list_add("denylist", std::slice::from_ref(&m.address))
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         if self.marked(&["unsubscribed", &m.message]).await? {
-            return Ok(Ok("duplicate"));
+            return Ok(Ok(MailOutcome::Duplicate));
         }
         let lane = m.record.lane.unwrap_or(Lane::Bulk);
         let channel = self.channel()?;
@@ -36,6 +36,6 @@ impl Intake {
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         tracing::info!(message = %m.message, by = m.by, requester, "unsubscribe request: address denylisted");
-        Ok(Ok("unsubscribed"))
+        Ok(Ok(MailOutcome::Unsubscribed))
     }
 }
