@@ -79,7 +79,9 @@ impl BouncesCommand {
             .bounces(if self.to_qualify { 10_000 } else { self.limit })
             .await?;
         if self.to_qualify {
-            rows.retain(|r| r.qualification == "to_qualify");
+            rows.retain(|r| {
+                r.qualification == mailpipe_state::store::QualificationState::ToQualify
+            });
             rows.truncate(self.limit);
         }
         if ctx.json {

@@ -78,7 +78,9 @@ pub use campaigns::{CampaignFlag, PARKING_GUARD};
 pub(crate) use deferred::INDEX_FUNCTIONS_LUA;
 pub use deferred::{Deferral, RequestDeferred, WHY_PAUSED, WHY_RETRY};
 pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest};
-pub use qualification::{kept_rules_of, row_id, BounceEntry, Qualification, QUALIFICATION_CAP};
+pub use qualification::{
+    kept_rules_of, row_id, BounceEntry, Qualification, QualificationState, QUALIFICATION_CAP,
+};
 pub use requests::{HoldNote, PartCounts, Refusal, RequestMeta, RequestStatus};
 pub use rules::RulesSnapshot;
 pub use screen::{Candidate, ScreenOptions, ScreenVerdict, Screened, Screening};

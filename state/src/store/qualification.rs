@@ -101,6 +101,55 @@ pub fn row_id(normalized: &str) -> String {
     crate::message::sha256_hex(normalized.as_bytes())[..16].to_string()
 }
 
+/// Where a row of the qualification table stands; the names are those the
+/// scripts store in its `qualification` field (and the JSON's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualificationState {
+    /// No rule classified its text the first time, and no operator has
+    /// qualified it yet.
+    #[default]
+    ToQualify,
+    /// A rule classified it, or an operator kept it (then it is a rule).
+    Keep,
+    /// An operator set it aside.
+    Ignore,
+}
+
+impl QualificationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualificationState::ToQualify => "to_qualify",
+            QualificationState::Keep => "keep",
+            QualificationState::Ignore => "ignore",
+        }
+    }
+}
+
+/// The state a script stored; anything else (a row without the field)
+/// reads as not qualified yet.
+impl From<&str> for QualificationState {
+    fn from(name: &str) -> Self {
+        match name {
+            "keep" => QualificationState::Keep,
+            "ignore" => QualificationState::Ignore,
+            _ => QualificationState::ToQualify,
+        }
+    }
+}
+
+impl PartialEq<&str> for QualificationState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for QualificationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One row of the bounce qualification table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BounceEntry {
@@ -116,8 +165,7 @@ pub struct BounceEntry {
     /// Rule that classified it (`kept:{id}` once an operator kept it);
     /// empty when none did.
     pub rule: String,
-    /// `to_qualify`, `keep` or `ignore`.
-    pub qualification: String,
+    pub qualification: QualificationState,
     pub first_seen: i64,
     pub last_seen: i64,
     /// What an operator decided (empty until one did): retried or not,
@@ -157,7 +205,7 @@ impl BounceEntry {
             reason: get("reason"),
             kind: get("type"),
             rule: get("rule"),
-            qualification: get("qualification"),
+            qualification: QualificationState::from(get("qualification").as_str()),
             first_seen: num("first_seen"),
             last_seen: num("last_seen"),
             retry: f.get("retry").and_then(|v| v.parse().ok()),
@@ -176,7 +224,7 @@ impl BounceEntry {
     /// rule's, not a rule of its own; an ignored row is no rule at all).
     /// `None` too for a row whose stored decision does not read back.
     pub fn kept_rule(&self) -> Option<KeptRule> {
-        if self.qualification != "keep" || self.qualified_at == 0 {
+        if self.qualification != QualificationState::Keep || self.qualified_at == 0 {
             return None;
         }
         let kind: FailureType = parse(&self.kind)?;
@@ -442,6 +490,16 @@ mod tests {
             qualified_at: at,
             ..row(text, "keep")
         }
+    }
+
+    #[test]
+    fn a_row_s_state_reads_back_as_the_scripts_store_it() {
+        use QualificationState::*;
+        for q in [ToQualify, Keep, Ignore] {
+            assert_eq!(QualificationState::from(q.as_str()), q);
+            assert_eq!(serde_json::to_value(q).unwrap(), q.as_str());
+        }
+        assert_eq!(QualificationState::from(""), ToQualify);
     }
 
     #[test]
