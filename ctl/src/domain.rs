@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mailpipe_common::ratelimit::Rate;
-use mailpipe_state::policy::{DomainState, PauseNote, Policy};
+use mailpipe_state::policy::{DomainState, PauseBy, PauseNote, Policy};
 use mailpipe_state::store::Store;
 
 /// See and steer per-domain sending: pause, resume, limit.
@@ -129,7 +129,7 @@ impl DomainCommand {
                     by: std::env::var("USER").unwrap_or_default(),
                 };
                 policy
-                    .pause(&norm(domain), d, "operator", Some(&note))
+                    .pause(&norm(domain), d, PauseBy::Operator.as_str(), Some(&note))
                     .await?;
                 if ctx.json {
                     println!(

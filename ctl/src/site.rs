@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mailpipe_common::ratelimit::Rate;
-use mailpipe_state::policy::Policy;
+use mailpipe_state::policy::{PauseBy, Policy};
 use mailpipe_state::sitecontrol::{SiteControls, SiteRule};
 use mailpipe_state::store::Store;
 
@@ -74,7 +74,7 @@ fn site_name(raw: &str) -> Option<String> {
 /// controller's phase; `-` without either.
 fn state_of(controls: &SiteControls) -> String {
     match (&controls.pause, &controls.control) {
-        (Some(p), _) if p.by == "operator" => "paused".into(),
+        (Some(p), _) if p.by == PauseBy::Operator.as_str() => "paused".into(),
         (Some(_), _) => "suspended".into(),
         (None, Some(c)) => c.phase.as_str().into(),
         (None, None) => "-".into(),
@@ -207,7 +207,7 @@ impl SiteCommand {
                     return Ok(unknown(&site));
                 }
                 policy
-                    .pause_site(&site, d, "operator", reason.trim())
+                    .pause_site(&site, d, PauseBy::Operator.as_str(), reason.trim())
                     .await?;
                 if ctx.json {
                     println!(

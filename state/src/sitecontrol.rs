@@ -65,7 +65,7 @@ redis.call('DEL', KEYS[2])
 return {1, mine, state, counts, redis.call('HGET', KEYS[3], 'interval_ms') or ''}
 "#;
 
-const APPLY_LUA: &str = r#"
+pub(crate) const APPLY_LUA: &str = r#"
 -- KEYS: 1 state, 2 site pause, 3 index of paused sites, 4 log; ARGV: 1 the
 -- lock STEP gave, 2 now ms, 3 site, 4 state ttl ms, 5 log line ('' none),
 -- 6 suspension ms (0 none), 7 its reason, then the state's fields and
@@ -102,7 +102,8 @@ pub struct DueStep {
     pub rule_rate: Option<f64>,
 }
 
-/// A paused site: until when, by whom (`operator` or `adaptive`), why.
+/// A paused site: until when, by whom ([`crate::policy::PauseBy::Operator`]
+/// or [`crate::policy::PauseBy::Adaptive`], as stored), why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SitePause {
     /// Remaining, seconds.

@@ -44,7 +44,7 @@ use crate::store::{Store, StoreError};
 
 pub use breaker::{breaker_buckets, BreakerCount, DomainReaction};
 pub use domains::DomainState;
-pub use pauses::{PauseNote, PausedDomain};
+pub use pauses::{PauseBy, PauseNote, PausedDomain};
 
 /// The time argument of the policy's scripts: `now_ms` (Unix ms), or ''
 /// for the server's clock, which the senders use so that every replica

@@ -44,13 +44,36 @@ end
 return {total, out}
 "#;
 
+/// Who paused a domain or a site: the word its pause key holds, and
+/// `mailpipe domain list`, `site list` and their JSON show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseBy {
+    /// The domain's circuit breaker (its script writes `breaker`).
+    Breaker,
+    /// `mailpipe domain pause` or `mailpipe site pause`.
+    Operator,
+    /// A site's adaptive controller, on reputation blocks (its script
+    /// writes `adaptive`).
+    Adaptive,
+}
+
+impl PauseBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseBy::Breaker => "breaker",
+            PauseBy::Operator => "operator",
+            PauseBy::Adaptive => "adaptive",
+        }
+    }
+}
+
 /// A paused domain: until when, by whom, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PausedDomain {
     pub domain: String,
     /// End of the pause, Unix milliseconds.
     pub until_ms: i64,
-    /// `breaker` or `operator`.
+    /// [`PauseBy::Breaker`] or [`PauseBy::Operator`], as stored.
     pub by: String,
     /// Why an operator paused it (empty: no reason given, or the breaker).
     pub reason: String,
@@ -165,5 +188,19 @@ impl Policy {
             let _: i64 = c.del(keys).await.map_err(op("resume"))?;
         }
         Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PauseBy;
+
+    #[test]
+    fn the_scripts_write_the_words_of_who_paused() {
+        let breaker = format!("'{}'", PauseBy::Breaker.as_str());
+        assert!(super::super::breaker::BREAKER_LUA.contains(&breaker));
+        let adaptive = format!("'{}\\n'", PauseBy::Adaptive.as_str());
+        assert!(crate::sitecontrol::APPLY_LUA.contains(&adaptive));
+        assert_eq!(PauseBy::Operator.as_str(), "operator");
     }
 }
