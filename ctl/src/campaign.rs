@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use mailpipe_state::store::{RequestStatus, Store};
+use mailpipe_state::store::{CampaignFlag, RequestStatus, Store};
 
 use crate::ops::{require_yes, Ops};
 
@@ -82,12 +82,7 @@ impl CampaignCommand {
         let out = match &self.command {
             CampaignSubCommand::Hold { reason, .. } => {
                 ops.store
-                    .set_campaign_flag(
-                        &id,
-                        mailpipe_state::store::CampaignFlag::Held,
-                        true,
-                        FLAG_TTL,
-                    )
+                    .set_campaign_flag(&id, CampaignFlag::Held, true, FLAG_TTL)
                     .await?;
                 let note = mailpipe_state::store::HoldNote {
                     at: mailpipe_common::unix_now(),
@@ -98,18 +93,7 @@ impl CampaignCommand {
                 json!({"request": id, "held": true, "reason": reason})
             }
             CampaignSubCommand::Release { .. } => {
-                ops.store
-                    .set_campaign_flag(
-                        &id,
-                        mailpipe_state::store::CampaignFlag::Held,
-                        false,
-                        FLAG_TTL,
-                    )
-                    .await?;
-                ops.store.set_hold_note(&id, None).await?;
-                // The retrier sweeps again for messages parked by senders
-                // that saw the flag just before it was cleared.
-                let moved = ops.sweep_parked(&id).await?;
+                let moved = lift_hold(&ops, &id).await?;
                 json!({"request": id, "held": false, "resumed": moved.moved})
             }
             CampaignSubCommand::List { .. } | CampaignSubCommand::Recipients(_) => {
@@ -121,23 +105,9 @@ impl CampaignCommand {
                     return Ok(code);
                 }
                 ops.store
-                    .set_campaign_flag(
-                        &id,
-                        mailpipe_state::store::CampaignFlag::Cancelled,
-                        true,
-                        FLAG_TTL,
-                    )
+                    .set_campaign_flag(&id, CampaignFlag::Cancelled, true, FLAG_TTL)
                     .await?;
-                ops.store
-                    .set_campaign_flag(
-                        &id,
-                        mailpipe_state::store::CampaignFlag::Held,
-                        false,
-                        FLAG_TTL,
-                    )
-                    .await?;
-                ops.store.set_hold_note(&id, None).await?;
-                let removed = ops.sweep_parked(&id).await?;
+                let removed = lift_hold(&ops, &id).await?;
                 json!({"request": id, "cancelled": true, "removed_now": removed.removed})
             }
         };
@@ -162,6 +132,18 @@ impl CampaignCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Lifts a campaign's hold (its flag and its note), then sweeps what
+/// senders parked: back to the lanes, or removed when the campaign is
+/// cancelled. The retrier sweeps again for messages parked by senders that
+/// saw the flag just before it was cleared.
+async fn lift_hold(ops: &Ops, id: &str) -> anyhow::Result<crate::ops::DrainCounts> {
+    ops.store
+        .set_campaign_flag(id, CampaignFlag::Held, false, FLAG_TTL)
+        .await?;
+    ops.store.set_hold_note(id, None).await?;
+    ops.sweep_parked(id).await
 }
 
 /// The state of a campaign, as `campaign list` and `status` show it (the
@@ -224,12 +206,8 @@ async fn list(ctx: &crate::Context, limit: usize) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for id in store.recent_requests(limit).await? {
         let s = store.request_status(&id).await?;
-        let held = store
-            .campaign_flag(&id, mailpipe_state::store::CampaignFlag::Held)
-            .await?;
-        let cancelled = store
-            .campaign_flag(&id, mailpipe_state::store::CampaignFlag::Cancelled)
-            .await?;
+        let held = store.campaign_flag(&id, CampaignFlag::Held).await?;
+        let cancelled = store.campaign_flag(&id, CampaignFlag::Cancelled).await?;
         rows.push((state_of(&s, held, cancelled), s));
     }
     if ctx.json {

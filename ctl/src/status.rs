@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use mailpipe_state::store::{RequestStatus, Store};
+use mailpipe_state::store::{CampaignFlag, RequestStatus, Store};
 
 use crate::campaign::CampaignState;
 use crate::waiting::{thousands, when, Whereabouts};
@@ -139,11 +139,9 @@ fn eta(in_lanes: u64, rate: f64) -> String {
 
 /// The request's state (see [`crate::campaign::state_of`]).
 async fn state(store: &Store, s: &RequestStatus) -> anyhow::Result<CampaignState> {
-    let held = store
-        .campaign_flag(&s.request, mailpipe_state::store::CampaignFlag::Held)
-        .await?;
+    let held = store.campaign_flag(&s.request, CampaignFlag::Held).await?;
     let cancelled = store
-        .campaign_flag(&s.request, mailpipe_state::store::CampaignFlag::Cancelled)
+        .campaign_flag(&s.request, CampaignFlag::Cancelled)
         .await?;
     Ok(crate::campaign::state_of(s, held, cancelled))
 }

@@ -285,16 +285,7 @@ impl SubmitCommand {
 
 /// A rate as a whole number with thousands separators: 386543.27 → "386,543".
 fn whole(rate: f64) -> String {
-    let n = rate.max(0.0).round() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::waiting::thousands(rate.max(0.0).round() as u64)
 }
 
 /// Checks what the expander checks of a request's content: the sender

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use mailpipe_state::policy::{DomainState, Policy};
-use mailpipe_state::store::{RequestDeferred, RequestStatus, Store, WHY_PAUSED};
+use mailpipe_state::store::{CampaignFlag, RequestDeferred, RequestStatus, Store, WHY_PAUSED};
 use serde::Serialize;
 
 /// Most paused domains whose pause is looked up for one view.
@@ -203,9 +203,7 @@ pub async fn active(store: &Store) -> anyhow::Result<Vec<Active>> {
         if status.meta.is_none() || status.pending == 0 {
             continue;
         }
-        let held = store
-            .campaign_flag(&id, mailpipe_state::store::CampaignFlag::Held)
-            .await?;
+        let held = store.campaign_flag(&id, CampaignFlag::Held).await?;
         out.push(Active { status, held });
     }
     Ok(out)

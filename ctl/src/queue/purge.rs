@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use mailpipe_common::message::Lane;
 use mailpipe_common::topology::Topology;
+use mailpipe_state::store::CampaignFlag;
 
 use super::unknown_request;
 use crate::ops::{require_yes, DrainCounts, Fate, Ops};
@@ -47,7 +48,7 @@ impl PurgeCommand {
             ops.store
                 .set_campaign_flag(
                     c,
-                    mailpipe_state::store::CampaignFlag::Cancelled,
+                    CampaignFlag::Cancelled,
                     true,
                     std::time::Duration::from_secs(30 * 86_400),
                 )
