@@ -145,6 +145,22 @@ impl DeadLettered<'_> {
     }
 }
 
+/// Publishes a dead-letter record (confirmed: [`crate::amqp::publish_dead`])
+/// and counts it ([`DeadLettered`]) once the broker took it.
+pub async fn publish_dead(
+    channel: &lapin::Channel,
+    exchange: &str,
+    record: &crate::message::DeadRecord,
+    metrics: &impl WorkerMetrics,
+) -> Result<(), crate::amqp::PublishError> {
+    crate::amqp::publish_dead(channel, exchange, record).await?;
+    DeadLettered {
+        reason: &record.reason,
+    }
+    .emit(metrics);
+    Ok(())
+}
+
 /// The names of the families a registry exports.
 pub fn families(registry: &Registry) -> std::collections::BTreeSet<String> {
     registry

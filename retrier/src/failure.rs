@@ -12,7 +12,7 @@ use lapin::Channel;
 use mailpipe_common::amqp;
 use mailpipe_common::classify::{Classification, Failure, Reason};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job};
-use mailpipe_common::metrics::DeadLettered;
+use mailpipe_common::metrics::publish_dead;
 use mailpipe_common::retry::{outcome, RetryOutcome};
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -40,7 +40,7 @@ impl Retrier {
                     &delivery.data,
                     unix_now(),
                 );
-                self.publish_dead(publish, &record).await?;
+                publish_dead(publish, &self.topology.exchange(), &record, &self.metrics).await?;
                 delivery.ack(BasicAckOptions::default()).await?;
                 return Ok(());
             }
@@ -213,7 +213,7 @@ impl Retrier {
             payload: None,
             at: unix_now(),
         };
-        self.publish_dead(publish, &dead).await?;
+        publish_dead(publish, &self.topology.exchange(), &dead, &self.metrics).await?;
         if bounced {
             let ev = self.event(job, EventKind::Bounced, reason, &failed.failure);
             amqp::confirm(
@@ -308,15 +308,6 @@ impl Retrier {
             Some(failure_text(failure)),
             unix_now(),
         )
-    }
-
-    async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {
-        amqp::publish_dead(publish, &self.topology.exchange(), record).await?;
-        DeadLettered {
-            reason: &record.reason,
-        }
-        .emit(&self.metrics);
-        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use mailpipe_common::amqp;
 use mailpipe_common::archive::Archived;
 use mailpipe_common::classify::{Classification, Failure};
 use mailpipe_common::message::{DeadRecord, Event, EventKind, FailedJob, Job, JobBatch, Lane};
-use mailpipe_common::metrics::DeadLettered;
+use mailpipe_common::metrics::publish_dead;
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
@@ -326,7 +326,7 @@ impl Sender {
             payload: None,
             at: unix_now(),
         };
-        self.publish_dead(publish, &dead).await?;
+        publish_dead(publish, &self.topology.exchange(), &dead, &self.metrics).await?;
         Ok(self.event(job, EventKind::Dead, Some(reason.to_string()), Some(detail)))
     }
 
@@ -379,17 +379,8 @@ impl Sender {
     ) -> anyhow::Result<Settled> {
         tracing::warn!(detail = %scrub(&detail), "malformed job dead-lettered");
         let record = DeadRecord::for_input("malformed_job", detail, &delivery.data, unix_now());
-        self.publish_dead(publish, &record).await?;
+        publish_dead(publish, &self.topology.exchange(), &record, &self.metrics).await?;
         Ok(Settled::Ack)
-    }
-
-    async fn publish_dead(&self, publish: &Channel, record: &DeadRecord) -> anyhow::Result<()> {
-        amqp::publish_dead(publish, &self.topology.exchange(), record).await?;
-        DeadLettered {
-            reason: &record.reason,
-        }
-        .emit(&self.metrics);
-        Ok(())
     }
 
     fn event(

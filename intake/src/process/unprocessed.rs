@@ -2,10 +2,9 @@
 //! `{p}:intake:unprocessed` and published to the dead-letter queue with the
 //! reason.
 
-use mailpipe_common::amqp;
 use mailpipe_common::bounce::Parsed;
 use mailpipe_common::message::DeadRecord;
-use mailpipe_common::metrics::DeadLettered;
+use mailpipe_common::metrics::publish_dead;
 use mailpipe_common::unix_now;
 use serde::Serialize;
 
@@ -60,13 +59,9 @@ impl Intake {
             &mail.data,
             unix_now(),
         );
-        amqp::publish_dead(&channel, &self.topology.exchange(), &record)
+        publish_dead(&channel, &self.topology.exchange(), &record, &self.metrics)
             .await
             .map_err(|e| Temporary(e.to_string()))?;
-        DeadLettered {
-            reason: &record.reason,
-        }
-        .emit(&self.metrics);
         self.store
             .record_unprocessed(&json, UNPROCESSED_KEPT)
             .await
