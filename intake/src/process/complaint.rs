@@ -4,7 +4,6 @@
 use mailpipe_common::address::EmailAddress;
 use mailpipe_common::bounce::ComplaintReport;
 use mailpipe_common::message::{EventKind, Lane};
-use mailpipe_state::store::DoneState;
 
 use super::{Intake, MailOutcome, Matched, Unusable, MARKER_TTL};
 use crate::Temporary;
@@ -55,12 +54,7 @@ impl Intake {
                 continue;
             };
             let id = mailpipe_common::message::message_id(&m.record.request, &parsed.key());
-            let record = self
-                .store
-                .done(&id)
-                .await
-                .map_err(|e| Temporary(e.to_string()))?;
-            let Some(record) = record.filter(|r| r.state == DoneState::Sent) else {
+            let Some(record) = self.sent_record(&id).await? else {
                 tracing::info!(message = %m.message, complainant = %address, "complainant without a sent message of this request: ignored");
                 continue;
             };

@@ -6,7 +6,6 @@
 use mailpipe_common::address::EmailAddress;
 use mailpipe_common::bounce::{Original, Parsed};
 use mailpipe_common::verp::VerpError;
-use mailpipe_state::store::DoneState;
 
 use super::{Intake, MailOutcome, Matched, Unusable};
 use crate::{Inbound, Temporary};
@@ -68,13 +67,8 @@ impl Intake {
             if tried.contains(&id) {
                 continue;
             }
-            let record = self
-                .store
-                .done(&id)
-                .await
-                .map_err(|e| Temporary(e.to_string()))?;
-            match record {
-                Some(record) if record.state == DoneState::Sent => {
+            match self.sent_record(&id).await? {
+                Some(record) => {
                     let Some(address) = record.to.clone() else {
                         tried.push(id);
                         continue;
@@ -114,12 +108,7 @@ impl Intake {
             .map_err(|e| Temporary(e.to_string()))?;
         for request in requests {
             let id = mailpipe_common::message::message_id(&request, &key);
-            let record = self
-                .store
-                .done(&id)
-                .await
-                .map_err(|e| Temporary(e.to_string()))?;
-            let Some(record) = record.filter(|r| r.state == DoneState::Sent) else {
+            let Some(record) = self.sent_record(&id).await? else {
                 continue;
             };
             let sent_to = record.to.clone().unwrap_or_default().to_ascii_lowercase();

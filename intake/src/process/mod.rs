@@ -54,7 +54,7 @@ use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_common::verp::Verp;
 use mailpipe_state::live_rules::LiveClassifier;
-use mailpipe_state::store::{DoneRecord, Store};
+use mailpipe_state::store::{DoneRecord, DoneState, Store};
 
 use crate::events::MailTaken;
 use crate::{Inbound, IntakeMetrics, Temporary};
@@ -227,6 +227,17 @@ impl Intake {
         }
         .emit(&self.metrics);
         Ok(outcome)
+    }
+
+    /// The terminal record of a message, when the message was sent (the
+    /// only record a report can be about).
+    async fn sent_record(&self, id: &str) -> Result<Option<DoneRecord>, Temporary> {
+        let record = self
+            .store
+            .done(id)
+            .await
+            .map_err(|e| Temporary(e.to_string()))?;
+        Ok(record.filter(|r| r.state == DoneState::Sent))
     }
 
     async fn marked(&self, key: &[&str]) -> Result<bool, Temporary> {
