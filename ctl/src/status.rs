@@ -177,7 +177,7 @@ fn print(
         println!("held       since {}{by}: {reason}", crate::out::utc(h.at));
     }
     for (part, r) in &s.refused {
-        let which = if part == "request" {
+        let which = if part == mailpipe_state::store::REFUSED_REQUEST {
             "request".to_string()
         } else {
             format!("part {part}")

@@ -43,6 +43,10 @@ pub struct PartCounts {
     pub flagged: BTreeMap<String, u64>,
 }
 
+/// The key of [`RequestStatus::refused`] for a refusal of the whole
+/// request (its part unknown).
+pub const REFUSED_REQUEST: &str = "request";
+
 /// Everything `mailpipe status` shows for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestStatus {
@@ -88,7 +92,7 @@ pub struct RequestStatus {
     /// Why an operator holds the campaign, while it is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldNote>,
-    /// Parts (`"2"`, or `"request"` when the part is unknown) the expander
+    /// Parts (`"2"`, or [`REFUSED_REQUEST`] when the part is unknown) the expander
     /// refused, with why: a campaign with a refused part never completes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, Refusal>,
@@ -269,7 +273,7 @@ impl Store {
         let field = format!(
             "refused:{}",
             part.map(|p| p.to_string())
-                .unwrap_or_else(|| "request".into())
+                .unwrap_or_else(|| REFUSED_REQUEST.into())
         );
         let json = serde_json::to_string(refusal).unwrap_or_default();
         let _: i64 = redis::Script::new(
