@@ -139,12 +139,20 @@ impl Routes {
         }
     }
 
-    /// Whether each route is down now, by name.
-    fn down_now<'a>(&self, names: impl Iterator<Item = &'a str>) -> Vec<bool> {
+    /// The routes as their order sees them: name, priority, weight, and
+    /// whether each is down now.
+    fn ranks<'a>(&self, routes: impl Iterator<Item = &'a RouteState>) -> Vec<Rank<'a>> {
         let now = Instant::now();
         let d = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        names
-            .map(|name| d.get(name).is_some_and(|until| *until > now))
+        routes
+            .map(|r| Rank {
+                name: &r.limits.name,
+                priority: r.priority,
+                weight: r.weight,
+                down: d
+                    .get(r.limits.name.as_str())
+                    .is_some_and(|until| *until > now),
+            })
             .collect()
     }
 
@@ -159,17 +167,7 @@ impl Routes {
         if routes.len() < 2 {
             return routes.into_iter().cloned().collect();
         }
-        let down = self.down_now(routes.iter().map(|r| r.limits.name.as_str()));
-        let ranks: Vec<Rank> = routes
-            .iter()
-            .zip(down)
-            .map(|(r, down)| Rank {
-                name: &r.limits.name,
-                priority: r.priority,
-                weight: r.weight,
-                down,
-            })
-            .collect();
+        let ranks = self.ranks(routes.iter().map(|r| r.as_ref()));
         weighted_order(message_id, &ranks)
             .into_iter()
             .map(|i| routes[i].clone())
@@ -211,18 +209,7 @@ impl Routes {
             }
         }
         drop(pools);
-        let down = self.down_now(out.iter().map(|r| r.limits.name.as_str()));
-        let order = mx_order(
-            &out.iter()
-                .zip(down)
-                .map(|(r, down)| Rank {
-                    name: &r.limits.name,
-                    priority: r.priority,
-                    weight: r.weight,
-                    down,
-                })
-                .collect::<Vec<_>>(),
-        );
+        let order = mx_order(&self.ranks(out.iter().map(|r| r.as_ref())));
         order.into_iter().map(|i| out[i].clone()).collect()
     }
 
