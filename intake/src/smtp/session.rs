@@ -186,11 +186,7 @@ impl<'a, H: Handler, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'a, H,
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     tracing::warn!("421: client timed out waiting for a command");
-                    let _ = self
-                        .conn
-                        .reply("421 4.4.2 Timeout, closing connection")
-                        .await;
-                    return Err(e);
+                    return Err(self.close_timed_out(e).await);
                 }
                 Err(e) => return Err(e),
             };
@@ -206,6 +202,16 @@ impl<'a, H: Handler, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'a, H,
                 return Ok(());
             }
         }
+    }
+
+    /// A client that let its timeout pass is told so (421) as the session
+    /// ends with `e`, whether or not the reply reaches it.
+    async fn close_timed_out(&mut self, e: io::Error) -> io::Error {
+        let _ = self
+            .conn
+            .reply("421 4.4.2 Timeout, closing connection")
+            .await;
+        e
     }
 
     async fn shutting_down(&mut self) -> io::Result<()> {
@@ -340,11 +346,7 @@ impl<'a, H: Handler, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<'a, H,
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 tracing::warn!("421: client timed out sending the data");
-                let _ = self
-                    .conn
-                    .reply("421 4.4.2 Timeout, closing connection")
-                    .await;
-                return Err(e);
+                return Err(self.close_timed_out(e).await);
             }
             Err(e) => return Err(e),
         };
