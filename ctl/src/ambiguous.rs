@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 use mailpipe_common::message::Job;
 use mailpipe_common::topology::Topology;
+use mailpipe_state::store::DECISION_AMBIGUOUS;
 use serde_json::json;
 
 use crate::ops::{require_yes, Fate, Ops};
@@ -56,7 +57,7 @@ pub async fn list(ops: &Ops, json_out: bool) -> anyhow::Result<()> {
             .await?
             .into_iter()
             .rev()
-            .find(|h| h["decision"] == "ambiguous");
+            .find(|h| h["decision"] == DECISION_AMBIGUOUS);
         rows.push((j, why));
     }
     if json_out {

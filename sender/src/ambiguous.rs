@@ -17,7 +17,7 @@ use mailpipe_common::config::OnAmbiguous;
 use mailpipe_common::message::Job;
 use mailpipe_common::telemetry::scrub;
 use mailpipe_common::unix_now;
-use mailpipe_state::store::StoreError;
+use mailpipe_state::store::{StoreError, DECISION_AMBIGUOUS};
 
 use crate::deliver::DeliveryOutcome;
 use crate::events::AmbiguousAttempt;
@@ -82,7 +82,7 @@ impl Sender {
         let detail = found.detail();
         let entry = serde_json::json!({
             "at": unix_now(),
-            "decision": "ambiguous",
+            "decision": DECISION_AMBIGUOUS,
             "action": on.as_str(),
             "reason": detail,
         });

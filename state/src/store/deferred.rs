@@ -121,6 +121,10 @@ pub const WHY_RETRY: &str = "retry";
 /// Why: its domain is paused (by the breaker or an operator).
 pub const WHY_PAUSED: &str = "paused";
 
+/// The `decision` of a history entry the sender writes for an ambiguous
+/// attempt (`mailpipe queue list --ambiguous` shows why from it).
+pub const DECISION_AMBIGUOUS: &str = "ambiguous";
+
 /// One deferral to index: which message, of which request, to which
 /// domain, why, until when, and what operators see of it.
 #[derive(Debug, Clone)]

@@ -76,7 +76,7 @@ mod screen;
 pub use addresses::{AddressState, FailureCount, RecipientFailure};
 pub use campaigns::{CampaignFlag, PARKING_GUARD};
 pub(crate) use deferred::INDEX_FUNCTIONS_LUA;
-pub use deferred::{Deferral, RequestDeferred, WHY_PAUSED, WHY_RETRY};
+pub use deferred::{Deferral, RequestDeferred, DECISION_AMBIGUOUS, WHY_PAUSED, WHY_RETRY};
 pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest};
 pub use qualification::{
     kept_rules_of, row_id, BounceEntry, Qualification, QualificationState, QUALIFICATION_CAP,
