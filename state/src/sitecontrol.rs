@@ -436,14 +436,10 @@ impl Policy {
             .filter_map(|(site, paused)| paused.then_some(site))
             .collect();
         for kind in ["limit", "ctl"] {
-            let strip = self.key(&["site", kind, ""]);
-            let keys = self
-                .store()
-                .scan_keys(&format!("{}*", crate::store::glob_escape(&strip)))
-                .await?;
             out.extend(
-                keys.into_iter()
-                    .filter_map(|k| k.strip_prefix(&strip).map(str::to_string)),
+                self.store()
+                    .names_after(&self.key(&["site", kind, ""]))
+                    .await?,
             );
         }
         Ok(out.into_iter().collect())

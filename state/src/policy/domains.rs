@@ -205,15 +205,7 @@ impl Policy {
         let mut out: std::collections::BTreeSet<String> =
             paused.into_iter().map(|p| p.domain).collect();
         for kind in ["limit", "slow", "tat"] {
-            let strip = self.key(&[kind, ""]);
-            let keys = self
-                .store
-                .scan_keys(&format!("{}*", crate::store::glob_escape(&strip)))
-                .await?;
-            out.extend(
-                keys.into_iter()
-                    .filter_map(|k| k.strip_prefix(&strip).map(str::to_string)),
-            );
+            out.extend(self.store.names_after(&self.key(&[kind, ""])).await?);
         }
         Ok(out.into_iter().collect())
     }

@@ -248,6 +248,17 @@ impl Store {
         }
     }
 
+    /// What follows `prefix` in the keys that start with it (found by
+    /// [`Self::scan_keys`]): the names an operator's listing shows, e.g.
+    /// the domains of `{p}:limit:{domain}`.
+    pub async fn names_after(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let keys = self.scan_keys(&format!("{}*", glob_escape(prefix))).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(prefix).map(str::to_string))
+            .collect())
+    }
+
     /// Whether a key (under the prefix) exists.
     pub async fn exists(&self, key: &[&str]) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
