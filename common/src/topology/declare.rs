@@ -28,6 +28,11 @@ impl Topology {
                 with_leader_locator(quorum()),
             )
             .await?;
+        self.bind(channel, name, key).await
+    }
+
+    /// Binds queue `name` to the work exchange under routing key `key`.
+    async fn bind(&self, channel: &Channel, name: String, key: String) -> Result<(), lapin::Error> {
         channel
             .queue_bind(
                 name.into(),
@@ -196,15 +201,7 @@ impl Topology {
                 }
                 Err(e) => return Err(e),
             }
-            channel
-                .queue_bind(
-                    name.into(),
-                    self.exchange().into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            self.bind(&channel, name, key).await?;
         }
         let _ = channel.close(200, "declared".into()).await;
         Ok(())
