@@ -160,17 +160,17 @@ impl fmt::Display for EmailAddress {
 
 impl EmailAddress {
     /// An address as mailpipe itself wrote it on the wire (a job's
-    /// recipient): parsed again, or, when this version refuses what an
-    /// earlier one accepted, kept as written (split at its last `@`, the
-    /// domain lowercased), so that a lane message is never refused for its
-    /// recipient's spelling. `None` only without an `@`.
+    /// recipient): the expander parsed and canonicalized it before writing
+    /// it, so it is split at its last `@` and not parsed again (no second
+    /// IDNA pass per job in the sender), and an address that an earlier
+    /// version accepted and this one would refuse is kept as written, so
+    /// that a lane message is never refused for its recipient's spelling.
+    /// The domain is lowercased. `None` only without an `@`.
     pub fn from_wire(s: &str) -> Option<Self> {
-        Self::parse(s).ok().or_else(|| {
-            let (local, domain) = s.rsplit_once('@')?;
-            Some(Self {
-                local: local.to_string(),
-                domain: domain.to_ascii_lowercase(),
-            })
+        let (local, domain) = s.rsplit_once('@')?;
+        Some(Self {
+            local: local.to_string(),
+            domain: domain.to_ascii_lowercase(),
         })
     }
 }
