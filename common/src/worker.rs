@@ -55,7 +55,7 @@ pub async fn run_sessions<F, Fut>(
             Err(e) => {
                 health.set_ready(false);
                 delay = reconnect_wait(delay, amqp.reconnect_delay, began.elapsed());
-                tracing::warn!(error.cause_chain = ?e, error.message = %e, retry_in = ?delay, "session ended; reconnecting");
+                tracing::warn!(error.cause_chain = %format!("{e:#}"), error.message = %e, retry_in = ?delay, "session ended; reconnecting");
             }
         }
         tokio::select! {

@@ -130,7 +130,7 @@ impl SessionWorker for Retrier {
                         if !conn.status().connected() || !publish.status().connected() {
                             return Err(e);
                         }
-                        tracing::warn!(error.cause_chain = ?e, error.message = %e, "sweep of parked messages failed; trying again at the next sweep");
+                        tracing::warn!(error.cause_chain = %format!("{e:#}"), error.message = %e, "sweep of parked messages failed; trying again at the next sweep");
                     }
                     continue;
                 }
@@ -146,7 +146,7 @@ impl SessionWorker for Retrier {
                 None => anyhow::bail!("consumer was cancelled by the broker"),
             };
             if let Err(e) = self.handle(&publish, &delivery).await {
-                tracing::warn!(error.cause_chain = ?e, error.message = %e, "failure not settled; returning it to the queue");
+                tracing::warn!(error.cause_chain = %format!("{e:#}"), error.message = %e, "failure not settled; returning it to the queue");
                 delivery
                     .reject(BasicRejectOptions { requeue: true })
                     .await?;

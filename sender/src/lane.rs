@@ -78,7 +78,7 @@ impl LaneContext {
             Ok(Settled::Ack) => self.acks.settle(tag, true),
             Ok(Settled::Requeue) => self.acks.settle(tag, false),
             Err(e) => {
-                tracing::warn!(error.cause_chain = ?e, error.message = %e, "delivery not settled; it will be redelivered");
+                tracing::warn!(error.cause_chain = %format!("{e:#}"), error.message = %e, "delivery not settled; it will be redelivered");
                 self.acks.settle(tag, false);
             }
         }

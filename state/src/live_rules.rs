@@ -154,14 +154,14 @@ impl Watch {
                 );
             }
             Err(e) => {
-                tracing::error!(version, error.cause_chain = ?e, error.message = %e, "the kept rows of the qualification table do not compile; classifying as before");
+                tracing::error!(version, error.cause_chain = %format!("{e:#}"), error.message = %e, "the kept rows of the qualification table do not compile; classifying as before");
             }
         }
     }
 
     fn unreachable(&mut self, e: crate::store::StoreError) {
         if !self.failing {
-            tracing::warn!(error.cause_chain = ?e, error.message = %e, "cannot read the kept rows of the qualification table; classifying as before");
+            tracing::warn!(error.cause_chain = %format!("{e:#}"), error.message = %e, "cannot read the kept rows of the qualification table; classifying as before");
         }
         self.failing = true;
     }

@@ -183,7 +183,7 @@ pub async fn poll<H: Handler>(
                 failures = failures.saturating_add(1);
                 let wait = backoff(failures, interval);
                 tracing::warn!(
-                    error.cause_chain = ?e,
+                    error.cause_chain = %format!("{e:#}"),
                     error.message = %e,
                     failures,
                     retry_in = ?wait,
