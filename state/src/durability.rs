@@ -123,11 +123,12 @@ pub fn from_info(info: &str) -> Persistence {
     }
 }
 
-/// Asks Redis: `CONFIG GET`, else `INFO persistence`, else unknown.
+/// Asks Redis (the master, behind Sentinels): `CONFIG GET`, else `INFO
+/// persistence`, else unknown.
 pub async fn read(store: &crate::store::Store) -> Persistence {
     let mut c = store.connection();
     async fn config_get(
-        c: &mut redis::aio::ConnectionManager,
+        c: &mut crate::connection::RedisConnection,
         name: &str,
     ) -> Result<String, String> {
         let reply: std::collections::HashMap<String, String> = redis::cmd("CONFIG")

@@ -1,7 +1,8 @@
 //! The Redis state of mailpipe: what the workers and the CLI remember
 //! between messages and across processes.
 //!
-//! The store and its key families ([`store`], key table in `store/mod.rs`),
+//! The one way to open Redis, single or behind Sentinels ([`connection`]),
+//! the store and its key families ([`store`], key table in `store/mod.rs`),
 //! the sender's per-message script ([`calls`]), the sending policy (breaker,
 //! pauses, throttles: [`policy`]) and its slow-downs ([`slowdown`]), the
 //! adaptive sites' state and control ([`sitestate`], [`sitecontrol`]), the
@@ -22,6 +23,7 @@ use mailpipe_common::{amqp, classify, config, topology, unix_now, unix_now_ms};
 use mailpipe_core::{adaptive, message, ratelimit, rules};
 
 pub mod calls;
+pub mod connection;
 pub mod durability;
 pub mod live_rules;
 pub mod policy;

@@ -50,8 +50,7 @@ async fn check_durability(
     redis: &crate::config::RedisSettings,
 ) -> anyhow::Result<()> {
     use crate::durability::{decide, read, Durability};
-    use secrecy::ExposeSecret as _;
-    let url = crate::config::redact_url(redis.url.expose_secret());
+    let url = redis.describe();
     let reading = read(store).await;
     match decide(&reading, redis.allow_volatile) {
         Ok(Durability::Persistent { aof, rdb }) => {

@@ -31,7 +31,7 @@
 //! let redis = PrivateRedis::start();
 //! let p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
 //!     s.amqp.url = SecretString::from(rabbit.url());
-//!     s.redis.url = SecretString::from(redis.url());
+//!     s.redis.url = Some(SecretString::from(redis.url()));
 //! })
 //! .await;
 //! # }

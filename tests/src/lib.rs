@@ -20,6 +20,7 @@ pub mod faults;
 pub mod postfix;
 pub mod providers;
 pub mod scripted;
+pub mod sentinel;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -502,10 +503,6 @@ impl TestPipeline {
             ),
             ("MAILPIPE__REDIS__PREFIX".into(), s.redis.prefix.clone()),
             (
-                "MAILPIPE__REDIS__URL".into(),
-                s.redis.url.expose_secret().to_string(),
-            ),
-            (
                 "MAILPIPE__REDIS__ALLOW_VOLATILE".into(),
                 s.redis.allow_volatile.to_string(),
             ),
@@ -547,6 +544,22 @@ impl TestPipeline {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             ),
         ];
+        if let Some(url) = &s.redis.url {
+            env.push((
+                "MAILPIPE__REDIS__URL".into(),
+                url.expose_secret().to_string(),
+            ));
+        }
+        if let Some(sentinel) = &s.redis.sentinel {
+            env.push((
+                "MAILPIPE__REDIS__SENTINEL__ADDRESSES".into(),
+                sentinel.addresses.join(","),
+            ));
+            env.push((
+                "MAILPIPE__REDIS__SENTINEL__MASTER_NAME".into(),
+                sentinel.master_name.clone(),
+            ));
+        }
         let a = &s.sender.archive;
         if a.enabled {
             env.push(("MAILPIPE__SENDER__ARCHIVE__ENABLED".into(), "true".into()));

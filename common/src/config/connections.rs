@@ -55,8 +55,14 @@ impl Default for AmqpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL (redacted in logs).
-    pub url: SecretString,
+    /// A single Redis: its `redis://` or `rediss://` URL (redacted in
+    /// logs). Without it and without `sentinel`, mailpipe uses
+    /// [`DEFAULT_REDIS_URL`]. Set `url` or `sentinel`, not both.
+    pub url: Option<SecretString>,
+    /// A Redis master watched by Sentinels: mailpipe asks the Sentinels
+    /// where the master is, and asks again when the master stops answering
+    /// or turns read-only (a failover), without a restart.
+    pub sentinel: Option<SentinelSettings>,
     /// Prefix of every key mailpipe writes.
     pub prefix: String,
     /// Start against a Redis that keeps nothing across a restart (neither
@@ -67,12 +73,192 @@ pub struct RedisSettings {
     pub allow_volatile: bool,
 }
 
+/// The Redis a process uses when the configuration names none.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
-            url: SecretString::from("redis://127.0.0.1:6379"),
+            url: None,
+            sentinel: None,
             prefix: "mailpipe".into(),
             allow_volatile: false,
         }
+    }
+}
+
+/// Where the Sentinels are and which master they watch.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentinelSettings {
+    /// The Sentinels, as `host:port` (or `redis://host:port` URLs). Give
+    /// several: mailpipe asks the next one when one does not answer. In a
+    /// config file a list; in an environment variable one string with
+    /// commas (`MAILPIPE__REDIS__SENTINEL__ADDRESSES=s1:26379,s2:26379`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub addresses: Vec<String>,
+    /// The name the Sentinels know the master by (`sentinel monitor NAME
+    /// ...` in their configuration).
+    pub master_name: String,
+    /// Password of the master and its replicas (their `requirepass`).
+    pub password: Option<SecretString>,
+    /// Password of the Sentinels themselves, when they require one.
+    pub sentinel_password: Option<SecretString>,
+    /// TLS to the Sentinels and to the master.
+    pub tls: bool,
+}
+
+/// Which Redis deployment the settings describe, once checked
+/// ([`RedisSettings::topology`]).
+#[derive(Debug, Clone)]
+pub enum RedisTopology {
+    /// One Redis at this URL.
+    Single { url: SecretString },
+    /// A master found through Sentinels.
+    Sentinel(SentinelSettings),
+}
+
+impl RedisSettings {
+    /// The deployment these settings name, or why they name none: `url`
+    /// and `sentinel` together are refused (which one would be meant?), as
+    /// is a Sentinel section without addresses or master name.
+    pub fn topology(&self) -> Result<RedisTopology, String> {
+        match (&self.url, &self.sentinel) {
+            (Some(_), Some(_)) => Err(
+                "redis.url and redis.sentinel are both set: set redis.url for a single Redis, or redis.sentinel (addresses and master_name) for a master watched by Sentinels, not both"
+                    .into(),
+            ),
+            (Some(url), None) => Ok(RedisTopology::Single { url: url.clone() }),
+            (None, None) => Ok(RedisTopology::Single {
+                url: SecretString::from(DEFAULT_REDIS_URL),
+            }),
+            (None, Some(s)) if s.addresses.is_empty() => {
+                Err("redis.sentinel.addresses is empty: name at least one Sentinel (host:port)".into())
+            }
+            (None, Some(s)) if s.master_name.trim().is_empty() => Err(
+                "redis.sentinel.master_name is empty: give the name the Sentinels monitor the master by".into(),
+            ),
+            (None, Some(s)) => Ok(RedisTopology::Sentinel(s.clone())),
+        }
+    }
+
+    /// Where Redis is, for logs: the URL with its password hidden, or the
+    /// master name and the Sentinels.
+    pub fn describe(&self) -> String {
+        match self.topology() {
+            Ok(RedisTopology::Single { url }) => {
+                super::redact_url(secrecy::ExposeSecret::expose_secret(&url))
+            }
+            Ok(RedisTopology::Sentinel(s)) => format!(
+                "master {:?} through Sentinels {}",
+                s.master_name,
+                s.addresses
+                    .iter()
+                    .map(|a| super::redact_url(a))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Err(e) => format!("(invalid: {e})"),
+        }
+    }
+}
+
+/// A list from a config file's sequence, or from one string split at
+/// commas (how an environment variable gives a list).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::Text(t) => t.split(',').map(str::to_string).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentinel(addresses: &[&str], master_name: &str) -> SentinelSettings {
+        SentinelSettings {
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            master_name: master_name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn redis_settings_name_one_topology_or_say_why_not() {
+        let url = || Some(SecretString::from("redis://cache:6379"));
+        let good = || Some(sentinel(&["s1:26379", "s2:26379"], "mymaster"));
+        // (url, sentinel, Ok(topology kind) or a word of the error)
+        let table: Vec<(_, _, Result<&str, &str>)> = vec![
+            (None, None, Ok("single redis://127.0.0.1:6379")),
+            (url(), None, Ok("single redis://cache:6379")),
+            (None, good(), Ok("sentinel mymaster")),
+            (url(), good(), Err("both set")),
+            (
+                None,
+                Some(sentinel(&[], "mymaster")),
+                Err("addresses is empty"),
+            ),
+            (
+                None,
+                Some(sentinel(&["s1:26379"], " ")),
+                Err("master_name is empty"),
+            ),
+        ];
+        for (url, sentinel, expected) in table {
+            let s = RedisSettings {
+                url,
+                sentinel,
+                ..Default::default()
+            };
+            let got = s.topology().map(|t| match t {
+                RedisTopology::Single { url } => {
+                    format!("single {}", secrecy::ExposeSecret::expose_secret(&url))
+                }
+                RedisTopology::Sentinel(s) => format!("sentinel {}", s.master_name),
+            });
+            match (expected, got) {
+                (Ok(want), Ok(got)) => assert_eq!(got, want),
+                (Err(word), Err(e)) => assert!(e.contains(word), "{e:?} lacks {word:?}"),
+                (want, got) => panic!("expected {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sentinel_addresses_are_a_list_or_one_string_with_commas() {
+        let from_yaml = |yaml: &str| -> RedisSettings { serde_yaml::from_str(yaml).unwrap() };
+        for yaml in [
+            "sentinel:\n  addresses: [s1:26379, ' s2:26379']\n  master_name: m\n",
+            "sentinel:\n  addresses: 's1:26379, s2:26379,'\n  master_name: m\n",
+        ] {
+            let s = from_yaml(yaml).sentinel.unwrap();
+            assert_eq!(s.addresses, ["s1:26379", "s2:26379"], "{yaml}");
+        }
+    }
+
+    #[test]
+    fn a_sentinel_description_hides_passwords() {
+        let s = RedisSettings {
+            sentinel: Some(sentinel(&["redis://:pw@s1:26379", "s2:26379"], "m")),
+            ..Default::default()
+        };
+        let text = s.describe();
+        assert!(!text.contains("pw"), "{text}");
+        assert!(
+            text.contains("s2:26379") && text.contains("\"m\""),
+            "{text}"
+        );
     }
 }

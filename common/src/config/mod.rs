@@ -29,7 +29,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use connections::{AmqpSettings, RedisSettings};
+pub use connections::{
+    AmqpSettings, RedisSettings, RedisTopology, SentinelSettings, DEFAULT_REDIS_URL,
+};
 pub use expander::{ExpanderSettings, QualitySettings};
 pub use failures::{ClassifierSettings, QuarantineSettings};
 pub use policy::{BreakerSettings, DomainPolicy, PolicySettings, SlowdownSettings};
@@ -102,6 +104,7 @@ impl Settings {
 
     /// Checks invariants that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.redis.topology().map_err(ConfigError::Invalid)?;
         if self.bounces.domain.is_some() && self.bounces.keys.is_empty() {
             return Err(ConfigError::Invalid(
                 "bounces.domain is set but bounces.keys is empty: VERP tokens need a signing key"

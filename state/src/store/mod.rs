@@ -39,7 +39,7 @@
 //! redeliveries.
 //!
 //! The scripts name keys they compute from the prefix, which a single Redis
-//! (or Sentinel) deployment allows; Redis Cluster is not supported yet.
+//! (or a master behind Sentinels) allows; Redis Cluster is not supported yet.
 //!
 //! One file per key family, each adding its methods to [`Store`]:
 //! `requests.rs` (content, request metadata and counters, `mailpipe
@@ -56,9 +56,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
-use secrecy::ExposeSecret;
+
+use crate::connection::RedisConnection;
 
 use crate::config::RedisSettings;
 
@@ -129,10 +129,11 @@ pub fn glob_escape(text: &str) -> String {
 }
 
 /// Handle to mailpipe's Redis state. Cheap to clone: one multiplexed
-/// connection that reconnects by itself.
+/// connection that reconnects by itself (to the new master after a
+/// Sentinel failover, [`crate::connection`]).
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
     screen: std::sync::Arc<redis::Script>,
     mark: std::sync::Arc<redis::Script>,
@@ -142,20 +143,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects (fails fast when Redis is unreachable; callers retry).
+    /// Connects (fails fast when Redis is unreachable; callers retry):
+    /// a single Redis or the master behind Sentinels, as `redis.url` or
+    /// `redis.sentinel` say ([`crate::connection::open`]).
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        // Nagle off: many small requests share one multiplexed connection,
-        // and none should wait for the ACK of the one before.
-        let info = redis::IntoConnectionInfo::into_connection_info(settings.url.expose_secret())
-            .map_err(op("open"))?;
-        let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(op("open"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(Duration::from_secs(2));
-        let conn = client
-            .get_connection_manager_with_config(config)
+        let conn = crate::connection::open(settings)
             .await
             .map_err(op("connect"))?;
         Ok(Self {
@@ -203,7 +195,7 @@ impl Store {
     }
 
     /// A connection for commands this module does not wrap.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 

@@ -35,7 +35,7 @@ async fn dbsize(p: &TestPipeline) -> i64 {
 async fn workers_refuse_a_redis_that_forgets_its_writes_unless_allowed() {
     let redis = blocking(PrivateRedis::start_volatile);
     let p = TestPipeline::spawn_with(SmtpSink::start(), NO_WORKERS, |s| {
-        s.redis.url = SecretString::from(redis.url());
+        s.redis.url = Some(SecretString::from(redis.url()));
         s.redis.allow_volatile = false;
     })
     .await;
@@ -130,7 +130,7 @@ async fn without_config_persistence_is_read_from_info_or_warned_about() {
     // AOF on: INFO persistence says so, and the worker starts quietly.
     let aof = blocking(|| PrivateRedis::start_with(true, &no_config));
     let p = TestPipeline::spawn_with(SmtpSink::start(), NO_WORKERS, |s| {
-        s.redis.url = SecretString::from(aof.url());
+        s.redis.url = Some(SecretString::from(aof.url()));
         s.redis.allow_volatile = false;
     })
     .await;
@@ -142,7 +142,7 @@ async fn without_config_persistence_is_read_from_info_or_warned_about() {
     // scheduled; the worker warns and starts.
     let volatile = blocking(|| PrivateRedis::start_with(false, &no_config));
     let p = TestPipeline::spawn_with(SmtpSink::start(), NO_WORKERS, |s| {
-        s.redis.url = SecretString::from(volatile.url());
+        s.redis.url = Some(SecretString::from(volatile.url()));
         s.redis.allow_volatile = false;
     })
     .await;

@@ -213,7 +213,7 @@ async fn redis_restarted_mid_campaign_loses_and_duplicates_nothing() {
     let started = Instant::now();
     let mut redis = blocking(PrivateRedis::start);
     let mut p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
-        s.redis.url = SecretString::from(redis.url());
+        s.redis.url = Some(SecretString::from(redis.url()));
     })
     .await;
     // The scenario takes the broker (or Redis) away: reconnects are its point.
@@ -303,7 +303,7 @@ async fn a_redis_outage_does_not_drop_failures_waiting_for_the_retrier() {
             retrier: true,
         },
         |s| {
-            s.redis.url = SecretString::from(redis.url());
+            s.redis.url = Some(SecretString::from(redis.url()));
             // Production default is 10; a small limit keeps the outage short.
             s.amqp.delivery_limit = 3;
         },

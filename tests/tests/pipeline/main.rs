@@ -21,6 +21,7 @@ mod quality;
 mod request_controls;
 mod retry_lane;
 mod rules;
+mod sentinel;
 mod site_scripts;
 mod sites;
 mod smtp_session;

@@ -1,0 +1,424 @@
+//! How every mailpipe process opens Redis: [`open`] reads `redis.url` or
+//! `redis.sentinel` and returns one [`RedisConnection`], which the store
+//! ([`crate::store::Store`]), and through it the workers and the CLI, use
+//! for every command.
+//!
+//! * **A single Redis** (`redis.url`): the client's own `ConnectionManager`,
+//!   one multiplexed connection that reconnects to the same address.
+//! * **A master watched by Sentinels** (`redis.sentinel`): the client's
+//!   `SentinelClient` asks the Sentinels where the master is and checks
+//!   with `ROLE` that it is one; commands go over one multiplexed
+//!   connection to it. The client has no reconnecting connection over
+//!   Sentinel, so this module keeps that one connection and replaces it:
+//!   when a command fails the way a lost or demoted master fails (the
+//!   connection dropped or timed out, or a write answered `READONLY` or
+//!   `MASTERDOWN`, [`calls_for_new_master`]), one background task asks the
+//!   Sentinels again, with backoff, until they name a master that answers;
+//!   then the following commands go there. After a failover the workers
+//!   find the new master by themselves, without a restart.
+//!
+//! As with `ConnectionManager`, the command that met the failure returns
+//! its error (it is not sent again: it may have been applied), and so do
+//! the commands sent before the new master is found: the callers' own
+//! retries (a lane message rejected and redelivered, a readiness probe that
+//! fails meanwhile) cover the gap, as they do while a single Redis restarts.
+//!
+//! Nothing here changes what a command does or how many round trips it
+//! takes; a single Redis goes straight to its `ConnectionManager`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisError,
+    RedisFuture, RedisResult, ServerErrorKind, TlsMode, Value,
+};
+use secrecy::ExposeSecret;
+
+use crate::config::{RedisSettings, RedisTopology, SentinelSettings};
+
+/// Longest wait to connect to a Redis or a Sentinel, and for a reply.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait between two searches for the master (the first waits
+/// [`FIRST_SEARCH_DELAY`], each next one twice as long).
+const MAX_SEARCH_DELAY: Duration = Duration::from_secs(2);
+const FIRST_SEARCH_DELAY: Duration = Duration::from_millis(100);
+
+/// A connection to mailpipe's Redis: cheap to clone (clones share one
+/// multiplexed connection), and it reconnects by itself, following the
+/// master through a failover when Sentinels watch it.
+#[derive(Clone)]
+pub struct RedisConnection(Link);
+
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Sentinel(Arc<SentinelLink>),
+}
+
+/// The connection to the master Sentinels named last, and what is needed
+/// to ask them again.
+struct SentinelLink {
+    /// The current master's connection. A std mutex: held only to clone or
+    /// replace it, never across an await.
+    master: Mutex<MultiplexedConnection>,
+    /// A search for the master is running (at most one at a time).
+    searching: AtomicBool,
+    /// The Sentinels. A tokio mutex: a search holds it across its awaits.
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    /// Timeouts of the connections to the master.
+    config: redis::AsyncConnectionConfig,
+    master_name: String,
+}
+
+/// Opens Redis as the settings say: fails fast when Redis (or every
+/// Sentinel, or the master they name) does not answer; callers retry.
+pub async fn open(settings: &RedisSettings) -> RedisResult<RedisConnection> {
+    let topology = settings
+        .topology()
+        .map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "redis settings", e)))?;
+    match topology {
+        RedisTopology::Single { url } => open_single(url.expose_secret()).await,
+        RedisTopology::Sentinel(s) => open_sentinel(&s).await,
+    }
+}
+
+fn nodelay() -> redis::io::tcp::TcpSettings {
+    // Nagle off: many small requests share one multiplexed connection, and
+    // none should wait for the ACK of the one before.
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
+async fn open_single(url: &str) -> RedisResult<RedisConnection> {
+    let info = url.into_connection_info()?.set_tcp_settings(nodelay());
+    let client = redis::Client::open(info)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_max_delay(Duration::from_secs(2));
+    let manager = client.get_connection_manager_with_config(config).await?;
+    Ok(RedisConnection(Link::Single(manager)))
+}
+
+async fn open_sentinel(s: &SentinelSettings) -> RedisResult<RedisConnection> {
+    let mut sentinels = Vec::with_capacity(s.addresses.len());
+    for address in &s.addresses {
+        let info = sentinel_address(address, s.tls)
+            .map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "sentinel", e)))?
+            .into_connection_info()?
+            .set_tcp_settings(nodelay());
+        let info = match &s.sentinel_password {
+            Some(pw) => {
+                let redis = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(pw.expose_secret());
+                info.set_redis_settings(redis)
+            }
+            None => info,
+        };
+        sentinels.push(info);
+    }
+    let mut master = RedisConnectionInfo::default();
+    if let Some(pw) = &s.password {
+        master = master.set_password(pw.expose_secret());
+    }
+    let mut node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(master)
+        .set_tcp_settings(nodelay());
+    if s.tls {
+        node = node.set_tls_mode(TlsMode::Secure);
+    }
+    let mut client = SentinelClient::build(
+        sentinels,
+        s.master_name.clone(),
+        Some(node),
+        SentinelServerType::Master,
+    )?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT));
+    let master = find_master(&mut client, &config).await?;
+    let link = SentinelLink {
+        master: Mutex::new(master),
+        searching: AtomicBool::new(false),
+        sentinels: tokio::sync::Mutex::new(client),
+        config,
+        master_name: s.master_name.clone(),
+    };
+    Ok(RedisConnection(Link::Sentinel(Arc::new(link))))
+}
+
+/// Asks the Sentinels for the master (the client checks with `ROLE` that
+/// the node it names is one) and connects to it.
+async fn find_master(
+    sentinels: &mut SentinelClient,
+    config: &redis::AsyncConnectionConfig,
+) -> RedisResult<MultiplexedConnection> {
+    match tokio::time::timeout(
+        TIMEOUT * 2,
+        sentinels.get_async_connection_with_config(config),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from((
+            ErrorKind::Io,
+            "no master found through the Sentinels in time",
+        ))),
+    }
+}
+
+/// A Sentinel's address as the client takes it: `host:port` (`[v6]:port`)
+/// or a `redis://` / `rediss://` URL (whose own scheme wins over `tls`).
+pub fn sentinel_address(text: &str, tls: bool) -> Result<ConnectionAddr, String> {
+    let text = text.trim();
+    if text.contains("://") {
+        let info = text
+            .into_connection_info()
+            .map_err(|e| format!("Sentinel address {text:?}: {e}"))?;
+        return Ok(info.addr().clone());
+    }
+    let bad = || format!("Sentinel address {text:?} is not host:port");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok(if tls {
+        ConnectionAddr::TcpTls {
+            host: host.to_string(),
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_string(), port)
+    })
+}
+
+/// Whether a failed command says the connection no longer reaches a
+/// master: it dropped, timed out or could not be made (the master died or
+/// is cut off), or a write met a replica (`READONLY`: the old master came
+/// back demoted) or a replica that lost its master (`MASTERDOWN`).
+pub fn calls_for_new_master(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        )
+        || matches!(error.code(), Some("READONLY" | "MASTERDOWN"))
+}
+
+/// The same for a reply that carries errors inside it (a pipeline's or a
+/// transaction's items are answered one by one).
+pub fn reply_calls_for_new_master(reply: &Value) -> bool {
+    match reply {
+        Value::ServerError(e) => matches!(e.code(), "READONLY" | "MASTERDOWN"),
+        Value::Array(items) => items.iter().any(reply_calls_for_new_master),
+        _ => false,
+    }
+}
+
+impl SentinelLink {
+    fn current(&self) -> MultiplexedConnection {
+        self.master.lock().expect("master connection lock").clone()
+    }
+
+    async fn connect_master(&self) -> RedisResult<MultiplexedConnection> {
+        let mut sentinels = self.sentinels.lock().await;
+        find_master(&mut sentinels, &self.config).await
+    }
+
+    /// Looks for the master in the background, unless a search runs
+    /// already; retries with backoff until a master answers, or until no
+    /// one holds this connection any more.
+    fn search_master(self: &Arc<Self>, why: &RedisError) {
+        if self.searching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(
+            master = %self.master_name,
+            error = %why,
+            "Redis master lost; asking the Sentinels where it is"
+        );
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut delay = FIRST_SEARCH_DELAY;
+            let mut attempts = 0u32;
+            loop {
+                attempts += 1;
+                match link.connect_master().await {
+                    Ok(conn) => {
+                        *link.master.lock().expect("master connection lock") = conn;
+                        tracing::info!(
+                            master = %link.master_name,
+                            attempts,
+                            "connected to the Redis master the Sentinels name"
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(master = %link.master_name, error = %e, retry_in = ?delay, "no Redis master yet");
+                    }
+                }
+                if Arc::strong_count(&link) == 1 {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_SEARCH_DELAY);
+            }
+            link.searching.store(false, Ordering::Release);
+        });
+    }
+
+    /// What a command's outcome says about the master, acted upon.
+    fn watch<T>(self: &Arc<Self>, result: &RedisResult<T>, reply_says: impl Fn(&T) -> bool) {
+        match result {
+            Err(e) if calls_for_new_master(e) => self.search_master(e),
+            Ok(reply) if reply_says(reply) => self.search_master(&RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ReadOnly),
+                "a reply said the node is no longer the master",
+            ))),
+            _ => {}
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Sentinel(link) => Box::pin(async move {
+                let mut conn = link.current();
+                let result = conn.req_packed_command(cmd).await;
+                link.watch(&result, reply_calls_for_new_master);
+                result
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Sentinel(link) => Box::pin(async move {
+                let mut conn = link.current();
+                let result = conn.req_packed_commands(pipeline, offset, count).await;
+                link.watch(&result, |items: &Vec<Value>| {
+                    items.iter().any(reply_calls_for_new_master)
+                });
+                result
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Link::Single(c) => c.get_db(),
+            Link::Sentinel(_) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(wire: &str) -> RedisError {
+        redis::parse_redis_value(wire.as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_lost_or_demoted_master_is_looked_for_again_and_other_errors_are_not() {
+        let io = |kind| RedisError::from(std::io::Error::new(kind, "x"));
+        // (error, look for the master again)
+        let table = [
+            (io(std::io::ErrorKind::ConnectionRefused), true),
+            (io(std::io::ErrorKind::ConnectionReset), true),
+            (io(std::io::ErrorKind::BrokenPipe), true),
+            (io(std::io::ErrorKind::TimedOut), true),
+            (RedisError::from((ErrorKind::Io, "driver terminated")), true),
+            (
+                server_error("-READONLY You can't write against a read only replica.\r\n"),
+                true,
+            ),
+            (
+                server_error("-MASTERDOWN Link with MASTER is down\r\n"),
+                true,
+            ),
+            (server_error("-ERR wrong number of arguments\r\n"), false),
+            (server_error("-NOSCRIPT No matching script\r\n"), false),
+            (
+                server_error("-BUSY Redis is busy running a script\r\n"),
+                false,
+            ),
+            (
+                server_error(
+                    "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+                ),
+                false,
+            ),
+            (
+                RedisError::from((ErrorKind::UnexpectedReturnType, "not an integer")),
+                false,
+            ),
+        ];
+        for (error, expected) in table {
+            assert_eq!(calls_for_new_master(&error), expected, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn errors_inside_a_pipeline_reply_are_seen() {
+        let readonly = redis::parse_redis_value(b"-READONLY no\r\n").unwrap();
+        let other = redis::parse_redis_value(b"-ERR no\r\n").unwrap();
+        assert!(reply_calls_for_new_master(&readonly));
+        assert!(!reply_calls_for_new_master(&other));
+        assert!(reply_calls_for_new_master(&Value::Array(vec![
+            Value::Okay,
+            readonly
+        ])));
+        assert!(!reply_calls_for_new_master(&Value::Array(vec![
+            Value::Int(1),
+            other
+        ])));
+    }
+
+    #[test]
+    fn sentinel_addresses_are_host_port_or_urls() {
+        let tcp = |h: &str, p| Ok(ConnectionAddr::Tcp(h.into(), p));
+        // (text, tls, address)
+        let table = [
+            ("sentinel-0:26379", false, tcp("sentinel-0", 26379)),
+            (" 10.0.0.7:26379 ", false, tcp("10.0.0.7", 26379)),
+            ("[::1]:26380", false, tcp("::1", 26380)),
+            ("redis://s1:26379", true, tcp("s1", 26379)),
+        ];
+        for (text, tls, expected) in table {
+            assert_eq!(sentinel_address(text, tls), expected, "{text}");
+        }
+        assert!(matches!(
+            sentinel_address("s1:26379", true),
+            Ok(ConnectionAddr::TcpTls { ref host, port: 26379, insecure: false, .. }) if host == "s1"
+        ));
+        for bad in ["sentinel-0", "s1:port", ":26379", "s1:0", "s1:70000"] {
+            assert!(sentinel_address(bad, false).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Redis behind Sentinels: the master dies mid-campaign, the Sentinels
+//! promote its replica, and the workers find the new master by themselves.
+//!
+//! The set ([`SentinelSet`]: master, replica, three Sentinels) is the
+//! test's own, on free loopback ports; the pipeline's `redis.sentinel`
+//! names the Sentinels, never a server. The old master is not started
+//! again, so the campaign can only finish through the promoted replica.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use mailpipe_common::config::SentinelSettings;
+use mailpipe_tests::faults::{blocking, duplicate_count, duplicates};
+use mailpipe_tests::sentinel::{SentinelSet, MASTER_NAME};
+use mailpipe_tests::{sample_request, wait_for, SmtpSink, TestPipeline, Workers};
+
+/// Recipients: enough that the kill lands mid-campaign with hundreds of
+/// messages on each side of it, small enough to stay well under a minute.
+const CAMPAIGN: usize = 3_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_mid_campaign_is_followed_without_a_restart() {
+    let started = Instant::now();
+    let mut set = blocking(SentinelSet::start);
+    eprintln!(
+        "Sentinel set up in {:.1?} ({})",
+        started.elapsed(),
+        set.dir().display()
+    );
+    let p = TestPipeline::spawn_with(SmtpSink::start(), Workers::ALL, |s| {
+        s.redis.url = None;
+        s.redis.sentinel = Some(SentinelSettings {
+            addresses: set.addresses(),
+            master_name: MASTER_NAME.into(),
+            ..Default::default()
+        });
+        // The start-up durability check must read the master (AOF on), not
+        // the replica (no persistence), which it would refuse.
+        s.redis.allow_volatile = false;
+    })
+    .await;
+    let rid = "sentinel-failover";
+    let n = CAMPAIGN;
+    p.publish_json(&sample_request(rid, n, "example.com")).await;
+    let at_kill = wait_for(
+        "a third of the campaign at the SMTP server",
+        Duration::from_secs(60),
+        || async {
+            let c = p.sink().count();
+            (c >= n / 3).then_some(c)
+        },
+    )
+    .await;
+    assert!(at_kill < n, "the campaign finished before the kill");
+
+    let killed_at = Instant::now();
+    let (old, new) = blocking(|| {
+        let old = set.kill_master();
+        let new = set.wait_failover(old, Duration::from_secs(30));
+        (old, new)
+    });
+    let failover = killed_at.elapsed();
+    let at_failover = p.sink().count();
+
+    // No restart, no old master: the workers must reach the promoted one.
+    let status = wait_for(
+        &format!("request {rid} to complete through the new master"),
+        Duration::from_secs(45),
+        || async {
+            let s = p.store.request_status(rid).await.ok()?;
+            let parts = s.meta.as_ref().map(|m| m.parts_total).unwrap_or(u32::MAX);
+            (s.parts_done >= parts && s.pending == 0).then_some(s)
+        },
+    )
+    .await;
+    let per = p.sink().per_recipient();
+    let valid: BTreeSet<String> = (0..n).map(|i| format!("user{i}@example.com")).collect();
+    let missing: Vec<&String> = valid.iter().filter(|a| !per.contains_key(*a)).collect();
+    let unexpected: Vec<&String> = per.keys().filter(|a| !valid.contains(*a)).collect();
+    let extra = duplicate_count(&per);
+    // A failover may drop the master's last writes (replication is
+    // asynchronous): a message whose sent record was among them and whose
+    // job comes back is sent again. At most the transactions in flight at
+    // the kill.
+    let in_flight =
+        p.settings.sender.bulk_concurrency + p.settings.sender.transactional_concurrency;
+    eprintln!(
+        "[sentinel failover] master {old} killed after {at_kill} of {n} messages; replica {new} \
+         promoted after {failover:.1?} ({at_failover} sent by then); {} recipients, {} received, \
+         {extra} duplicate(s) {:?} (allowed: {in_flight} in flight), {} missing, sent={} \
+         dead={:?}, took {:.1?}",
+        valid.len(),
+        per.len(),
+        duplicates(&per),
+        missing.len(),
+        status.sent,
+        status.dead,
+        started.elapsed()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} recipient(s) never received their message, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        unexpected.is_empty(),
+        "unexpected recipients: {unexpected:?}"
+    );
+    assert!(
+        extra <= in_flight,
+        "{extra} duplicate(s), more than the {in_flight} transactions in flight at the kill"
+    );
+    assert_eq!(status.sent, n as u64, "status.sent");
+    assert!(status.dead.is_empty(), "dead: {:?}", status.dead);
+    for key in ["send.bulk", "failed", "requests"] {
+        assert_eq!(p.queue_depth(key).await, 0, "{key} is not empty");
+    }
+    // Readiness back, no reconnect loop, failure queue drained.
+    p.shutdown().await;
+    drop(set);
+}
