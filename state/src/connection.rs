@@ -14,8 +14,11 @@
 //!   connection dropped or timed out, or a write answered `READONLY` or
 //!   `MASTERDOWN`, [`calls_for_new_master`]), one background task asks the
 //!   Sentinels again, with backoff, until they name a master that answers;
-//!   then the following commands go there. After a failover the workers
-//!   find the new master by themselves, without a restart.
+//!   then the following commands go there. The same search starts when a
+//!   Sentinel announces `+switch-master` for our master (a failover that
+//!   left the old master running gives no error until the Sentinels
+//!   demote it). After a failover the workers find the new master by
+//!   themselves, without a restart.
 //!
 //! As with `ConnectionManager`, the command that met the failure returns
 //! its error (it is not sent again: it may have been applied), and so do
@@ -143,14 +146,80 @@ async fn open_sentinel(s: &SentinelSettings) -> RedisResult<RedisConnection> {
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
     let master = find_master(&mut client, &config).await?;
-    let link = SentinelLink {
+    let link = Arc::new(SentinelLink {
         master: Mutex::new(master),
         searching: AtomicBool::new(false),
         sentinels: tokio::sync::Mutex::new(client),
         config,
         master_name: s.master_name.clone(),
-    };
-    Ok(RedisConnection(Link::Sentinel(Arc::new(link))))
+    });
+    watch_switches(Arc::downgrade(&link));
+    Ok(RedisConnection(Link::Sentinel(link)))
+}
+
+/// Listens to the Sentinels' `+switch-master` announcements and looks for
+/// the master as soon as one names ours. A failover that leaves the old
+/// master running (`SENTINEL FAILOVER`, a partition that heals) gives no
+/// error until the Sentinels demote it, which can take them many seconds;
+/// writes accepted by it meanwhile are lost when it turns replica. Ends
+/// once no one holds the connection.
+fn watch_switches(link: std::sync::Weak<SentinelLink>) {
+    tokio::spawn(async move {
+        use futures_lite::StreamExt as _;
+        loop {
+            let subscribed = async {
+                let client = {
+                    let link = link.upgrade()?;
+                    let mut sentinels = link.sentinels.lock().await;
+                    tokio::time::timeout(TIMEOUT, sentinels.async_get_sentinel_client())
+                        .await
+                        .ok()?
+                        .ok()?
+                };
+                let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .ok()?
+                    .ok()?;
+                pubsub.subscribe("+switch-master").await.ok()?;
+                Some(pubsub.into_on_message())
+            }
+            .await;
+            if let Some(mut messages) = subscribed {
+                loop {
+                    match tokio::time::timeout(TIMEOUT, messages.next()).await {
+                        // Quiet: check that someone still holds the link.
+                        Err(_) => {}
+                        Ok(Some(msg)) => {
+                            let text: String = msg.get_payload().unwrap_or_default();
+                            let Some(link) = link.upgrade() else { return };
+                            if switch_names(&text, &link.master_name) {
+                                link.search_master(&RedisError::from((
+                                    ErrorKind::Io,
+                                    "the Sentinels announced a new master",
+                                    text,
+                                )));
+                            }
+                        }
+                        // The Sentinel went away: subscribe to another.
+                        Ok(None) => break,
+                    }
+                    if link.strong_count() == 0 {
+                        return;
+                    }
+                }
+            }
+            if link.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(MAX_SEARCH_DELAY).await;
+        }
+    });
+}
+
+/// Whether a `+switch-master` announcement (`name old-ip old-port new-ip
+/// new-port`) is about the master named `name`.
+pub fn switch_names(announcement: &str, name: &str) -> bool {
+    announcement.split_whitespace().next() == Some(name)
 }
 
 /// Asks the Sentinels for the master (the client checks with `ROLE` that
@@ -398,6 +467,15 @@ mod tests {
             Value::Int(1),
             other
         ])));
+    }
+
+    #[test]
+    fn a_switch_announcement_is_matched_by_master_name() {
+        let text = "mymaster 10.0.0.1 6379 10.0.0.2 6379";
+        assert!(switch_names(text, "mymaster"));
+        assert!(!switch_names(text, "mymaster2"));
+        assert!(!switch_names(text, "my"));
+        assert!(!switch_names("", "mymaster"));
     }
 
     #[test]

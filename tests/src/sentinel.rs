@@ -298,6 +298,30 @@ impl SentinelSet {
         port
     }
 
+    /// Asks a Sentinel for a failover while the master is healthy
+    /// (`SENTINEL FAILOVER`): the replica is promoted and the old master,
+    /// still running, becomes its replica and answers writes with
+    /// `READONLY`. Returns the old master's port.
+    pub fn manual_failover(&mut self) -> u16 {
+        let old = self.master_port().expect("the Sentinels name a master");
+        let reply = command(
+            self.sentinels[0].port,
+            &["SENTINEL", "FAILOVER", MASTER_NAME],
+        );
+        assert_eq!(
+            reply.as_deref().and_then(|r| r.first()).map(String::as_str),
+            Some("+OK"),
+            "SENTINEL FAILOVER: {reply:?}\n{}",
+            self.log_tail()
+        );
+        old
+    }
+
+    /// What `INFO replication` of the server on `port` says its role is.
+    pub fn role(&self, port: u16) -> Option<String> {
+        self.info_field(port, "role")
+    }
+
     /// Waits until the Sentinels name a master other than `old` and it
     /// says it is one; returns its port.
     pub fn wait_failover(&mut self, old: u16, timeout: Duration) -> u16 {
