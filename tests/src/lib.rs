@@ -339,6 +339,11 @@ pub struct TestPipeline {
 /// (2 s), the periodic step most likely to fail on its own.
 const HEALTH_WINDOW: Duration = Duration::from_millis(2500);
 
+/// Longest wait for [`TestPipeline::queue_depth`] (connect, passive
+/// declare, close): far above the milliseconds it takes, and the connect
+/// alone retries for 60 s.
+const QUEUE_DEPTH_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Settings of an isolated test pipeline: random prefix, free ports,
 /// millisecond retry tiers.
 pub fn test_settings(smtp_port: u16) -> Settings {
@@ -721,22 +726,36 @@ impl TestPipeline {
 
     /// Messages waiting in a queue (by routing key), not counting unacked
     /// ones; the queue must exist.
+    ///
+    /// Bounded by [`QUEUE_DEPTH_TIMEOUT`]: lapin's calls have no timeout of
+    /// their own. A scenario once hung for ten minutes after its campaign
+    /// was complete, its workers ready, with one TCP connection to the
+    /// broker more than its workers hold and unknown to `rabbitmqctl
+    /// list_connections`: most likely one of these calls, which would
+    /// have held it forever instead of failing it.
     pub async fn queue_depth(&self, key: &str) -> u32 {
-        let conn = connect_amqp(&self.settings.amqp, "test-inspect").await;
-        let ch = conn.create_channel().await.expect("channel");
-        let q = ch
-            .queue_declare(
-                self.topology.queue(key).into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        let inspect = async {
+            let conn = connect_amqp(&self.settings.amqp, "test-inspect").await;
+            let ch = conn.create_channel().await.expect("channel");
+            let q = ch
+                .queue_declare(
+                    self.topology.queue(key).into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("queue exists");
+            let _ = conn.close(200, "ok".into()).await;
+            q.message_count()
+        };
+        tokio::time::timeout(QUEUE_DEPTH_TIMEOUT, inspect)
             .await
-            .expect("queue exists");
-        let _ = conn.close(200, "ok".into()).await;
-        q.message_count()
+            .unwrap_or_else(|_| {
+                panic!("the depth of queue {key}: RabbitMQ did not answer within {QUEUE_DEPTH_TIMEOUT:?}")
+            })
     }
 
     /// Waits until a (one-part) request is expanded: every job confirmed in
