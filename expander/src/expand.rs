@@ -9,6 +9,7 @@ use std::time::Duration;
 use lapin::Channel;
 use mailpipe_common::amqp::ConfirmWindow;
 use mailpipe_common::message::{JobBatch, BATCH_SCHEMA_VERSION, MAX_VALIDITY_SECONDS};
+use mailpipe_common::rules::RuleSet;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_state::store::{PartCounts, Refusal, RequestMeta, ScreenOptions, Screened};
@@ -137,45 +138,40 @@ impl Expander {
             counts: PartCounts::default(),
         };
 
+        // Batch by batch, pipelined: while a batch's screening call is in
+        // Redis, the next batch is admitted and asked about (parsing, the
+        // rules, the address checks), so that work costs CPU but not wall
+        // time. The calls themselves stay one after the other, in order
+        // (of two spellings of one address the first is still the one
+        // sent); a change of the rules that a call reveals applies from
+        // the batch after the one being admitted meanwhile.
         let batch_size = cfg.batch_size.max(1);
-        let recipients = &valid.request.recipients;
-        for (batch_no, batch) in recipients.chunks(batch_size).enumerate() {
+        let mut chunks = valid.request.recipients.chunks(batch_size).enumerate();
+        let mut ready = chunks.next().map(|(no, chunk)| {
+            admit_batch(chunk, no * batch_size, &rules, &mut checks, &mut out.counts)
+        });
+        while let Some(batch) = ready.take() {
             if shutdown.is_cancelled() {
                 out.drain().await?;
                 return Ok(ExpandOutcome::Interrupted);
             }
-            let mut ready = Vec::with_capacity(batch.len());
-            for (i, raw) in batch.iter().enumerate() {
-                out.counts.recipients += 1;
-                let (address, recipient) = match request::admit_recipient(raw.get()) {
-                    Ok(admitted) => admitted,
-                    Err(reason) => {
-                        out.exclude(reason);
-                        continue;
-                    }
-                };
-                let key = address.key();
-                let admitted = Admitted {
-                    index: batch_no * batch_size + i,
-                    excluded: rules.first_match(&key).map(Screened::by_rule),
-                    address,
-                    recipient,
-                    key,
-                    typo_of: None,
-                };
-                if admitted.excluded.is_some() || !checks.any() {
-                    ready.push(admitted);
-                } else if let Some(r) = checks.check(admitted) {
-                    ready.push(r);
-                }
-            }
-            // Recipients whose domain answered meanwhile go with this batch.
-            ready.extend(checks.released());
-            let version = out.screen(&self.store, ready).await?;
+            let candidates = out.candidates(&batch);
+            let next = chunks.next();
+            let (screening, admitted) =
+                tokio::join!(self.store.screen(&rid, &candidates, &out.screen), async {
+                    // Lets the Redis connection's task write the call
+                    // before this one takes the thread.
+                    tokio::task::yield_now().await;
+                    next.map(|(no, chunk)| {
+                        admit_batch(chunk, no * batch_size, &rules, &mut checks, &mut out.counts)
+                    })
+                });
+            let version = out.settle(candidates, batch, screening?).await?;
             rules = self
                 .rules
                 .for_request(&self.store, version, tenant, lane, unix_now())
                 .await?;
+            ready = admitted;
         }
         // The recipients still waiting for their domain's answer; the
         // accepted ones do not wait with them (each round's jobs are
@@ -212,4 +208,44 @@ impl Expander {
         );
         Ok(ExpandOutcome::Expanded(counts))
     }
+}
+
+/// Admits the recipient entries of one batch (`first` is the first one's
+/// position in the part) and asks the rules and the address checks about
+/// them; the recipients of other domains whose answer came meanwhile join
+/// it. Entries that are not admitted are counted in `counts`.
+fn admit_batch(
+    batch: &[&serde_json::value::RawValue],
+    first: usize,
+    rules: &RuleSet,
+    checks: &mut Checks,
+    counts: &mut PartCounts,
+) -> Vec<Admitted> {
+    let mut ready = Vec::with_capacity(batch.len());
+    for (i, raw) in batch.iter().enumerate() {
+        counts.recipients += 1;
+        let (address, recipient) = match request::admit_recipient(raw.get()) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                *counts.excluded.entry(reason.to_string()).or_default() += 1;
+                continue;
+            }
+        };
+        let key = address.key();
+        let admitted = Admitted {
+            index: first + i,
+            excluded: rules.first_match(&key).map(Screened::by_rule),
+            address,
+            recipient,
+            key,
+            typo_of: None,
+        };
+        if admitted.excluded.is_some() || !checks.any() {
+            ready.push(admitted);
+        } else if let Some(r) = checks.check(admitted) {
+            ready.push(r);
+        }
+    }
+    ready.extend(checks.released());
+    ready
 }

@@ -10,7 +10,9 @@ use mailpipe_common::message::{
     in_control_group, message_id, BatchRecipient, Event, EventKind, JobBatch, Lane,
 };
 use mailpipe_common::quality::QualityCheck;
-use mailpipe_state::store::{Candidate, PartCounts, ScreenOptions, ScreenVerdict, Store};
+use mailpipe_state::store::{
+    Candidate, PartCounts, ScreenOptions, ScreenVerdict, Screening, Store,
+};
 
 use crate::quality::Admitted;
 use crate::ExpandError;
@@ -44,11 +46,6 @@ impl Outgoing<'_> {
         self.template.lane
     }
 
-    /// Counts an entry excluded before screening (an admission's reason).
-    pub(crate) fn exclude(&mut self, reason: &str) {
-        *self.counts.excluded.entry(reason.to_string()).or_default() += 1;
-    }
-
     /// Screens `batch` and publishes what it accepted, excluded and
     /// flagged; answers the exclusion rules' version that screening saw.
     pub(crate) async fn screen(
@@ -56,20 +53,40 @@ impl Outgoing<'_> {
         store: &Store,
         batch: Vec<Admitted>,
     ) -> Result<u64, ExpandError> {
-        let rid = self.template.request.clone();
-        let candidates: Vec<Candidate> = batch
+        let candidates = self.candidates(&batch);
+        let screening = store
+            .screen(&self.template.request, &candidates, &self.screen)
+            .await?;
+        self.settle(candidates, batch, screening).await
+    }
+
+    /// What the screening call is told about each recipient of `batch`.
+    pub(crate) fn candidates(&self, batch: &[Admitted]) -> Vec<Candidate> {
+        let rid = &self.template.request;
+        batch
             .iter()
             .map(|r| Candidate {
                 control_group: self
                     .control_group
-                    .is_some_and(|share| in_control_group(&rid, &r.key, share)),
+                    .is_some_and(|share| in_control_group(rid, &r.key, share)),
                 address: r.key.clone(),
                 position: format!("{}:{}", self.part, r.index),
-                message_id: message_id(&rid, &r.key),
+                message_id: message_id(rid, &r.key),
                 excluded: r.excluded.clone(),
             })
-            .collect();
-        let screening = store.screen(&rid, &candidates, &self.screen).await?;
+            .collect()
+    }
+
+    /// Publishes what `screening` accepted of `batch` (told to it as
+    /// `candidates`), and the exclusions and flags as events; answers the
+    /// exclusion rules' version that screening saw.
+    pub(crate) async fn settle(
+        &mut self,
+        candidates: Vec<Candidate>,
+        batch: Vec<Admitted>,
+        screening: Screening,
+    ) -> Result<u64, ExpandError> {
+        let rid = self.template.request.clone();
         let mut excluded = Vec::new();
         let mut flagged = Vec::new();
         let event = |kind, mid: &str, r: &Admitted, reason: &str| Event {
@@ -84,7 +101,7 @@ impl Outgoing<'_> {
             detail: None,
             at: self.now,
         };
-        let mut accepted = Vec::new();
+        let mut accepted = Vec::with_capacity(batch.len());
         for ((candidate, r), screened) in candidates.into_iter().zip(batch).zip(screening.verdicts)
         {
             let verdict = screened.verdict;
