@@ -56,6 +56,29 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         Self { tx }
     }
 
+    /// Queues several asks one after the other, so that they go in one
+    /// call (unless the call's maximum splits them), and waits for each
+    /// one's answer.
+    pub async fn ask_many(&self, items: Vec<I>) -> Vec<Result<O, StoreError>> {
+        let answers: Vec<_> = items
+            .into_iter()
+            .map(|item| {
+                let (reply, answer) = oneshot::channel();
+                self.tx.send((item, reply)).ok();
+                answer
+            })
+            .collect();
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(answer.await.unwrap_or_else(|_| {
+                Err(StoreError::Shared(
+                    "Redis gave no answer for this message".into(),
+                ))
+            }));
+        }
+        out
+    }
+
     /// Queues one ask and waits for its answer.
     pub async fn ask(&self, item: I) -> Result<O, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -96,6 +119,24 @@ mod tests {
         let calls = calls.lock().unwrap();
         assert!(calls.len() < 20, "one call per ask: {calls:?}");
         assert_eq!(calls.iter().flatten().count(), 20);
+    }
+
+    #[tokio::test]
+    async fn asks_queued_together_go_in_one_call_in_their_order() {
+        let calls: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let seen = calls.clone();
+        let c = Coalescer::start(64, move |asks: Vec<u32>| {
+            seen.lock().unwrap().push(asks.clone());
+            async move { Ok(asks.iter().map(|a| a + 1).collect()) }
+        });
+        let answers: Vec<u32> = c
+            .ask_many(vec![1, 2, 3])
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(answers, [2, 3, 4]);
+        assert_eq!(*calls.lock().unwrap(), [vec![1, 2, 3]]);
     }
 
     #[tokio::test]

@@ -480,6 +480,8 @@ impl Sender {
     /// of an answer in a transaction.
     async fn react(&self, domain: &str, class: &Classification) -> Result<(), StoreError> {
         let sees = domain_sees(Refusal::InTransaction, self.settings.sites.adaptive.enabled);
+        // The attempts first: the breaker's ratio never runs ahead.
+        self.calls.count_attempts().await?;
         let reaction = self
             .policy
             .react(domain, class, &self.settings.policy, sees.slows_domain)

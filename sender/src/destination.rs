@@ -121,6 +121,8 @@ impl Sender {
             .classifier
             .classify_for(failure, Some(&job.to.to_string()));
         let sees = domain_sees(refusal, self.settings.sites.adaptive.enabled);
+        // The attempts first: the breaker's ratio never runs ahead.
+        self.calls.count_attempts().await?;
         let reaction = if sees.unasked {
             self.policy
                 .react_unasked(domain, &class, &self.settings.policy, sees.slows_domain)

@@ -125,7 +125,11 @@ pub async fn run_until_stopped(
         warmup_starts: Default::default(),
     });
     tokio::spawn(sender.clone().step_sites(shutdown.clone()));
-    run_worker(sender, &health, &shutdown).await;
+    run_worker(sender.clone(), &health, &shutdown).await;
+    // The attempts of the last moments, before the process ends.
+    if let Err(e) = sender.calls.count_attempts().await {
+        tracing::warn!(error = %e, "cannot count the last attempts");
+    }
     Ok(())
 }
 

@@ -52,14 +52,22 @@ const CALLS_LUA: &str = r#"
 --      A message held back only by rates reserves its place: the rates'
 --      next free time within its longest wait is taken for it at once, so
 --      waiting messages do not ask again and go in the order they asked.
+--      Its attempt is not counted here: the caller counts the messages that
+--      went and adds them with an `n` call.
+--   n  domain, site, count
+--      count attempts that went to the domain at the site (the breaker's
+--      minute bucket, the decaying attempt counts, the index of sites);
+--      a sender adds up its attempts and counts them a few times a second
+--      and before it counts any failure; answers 1
 --   d  message, request, record, ttl s, address whose soft-failure counter
 --      a delivery resets ('' none), request counters to raise (space-
 --      separated)
 --      the terminal record, counted only when new; answers 1 if new
 -- What does not change within one call is read once: a campaign's flags,
--- a domain's pause and run-time limits, the server's clock; counters are
--- raised once per request and field, breaker attempts and the decaying
--- attempt count once per domain.
+-- a domain's pause and run-time limits, the server's clock; a rate's place
+-- is read once and written once per call, however many messages take one;
+-- counters are raised once per request and field, breaker attempts and the
+-- decaying attempt count once per domain.
 local p, ttl, window, tau = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local now = tonumber(ARGV[5])
@@ -68,12 +76,24 @@ local spauses, soverrides, srates, warms = {}, {}, {}, {}
 local attempts, touched = {}, {}
 local site_attempts, sites_touched, site_domains = {}, {}, {}
 local counts, order = {}, {}
+local tats, tat_keys, tat_taken = {}, {}, {}
 local wait
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+end
 -- GCRA: a rate's theoretical arrival time (never before now), nil without
 -- a rate; a message may go once `tat - interval * (burst - 1)` is reached.
+-- Read once per call: the places this call takes are kept in `tats`.
 local function tat_of(key, interval)
   if interval <= 0 then return nil end
-  local tat = tonumber(redis.call('GET', key) or '0')
+  local tat = tats[key]
+  if tat == nil then
+    tat = tonumber(redis.call('GET', key) or '0')
+    tats[key] = tat
+  end
   if tat < now then tat = now end
   return tat
 end
@@ -81,11 +101,15 @@ local function earliest(at, tat, interval, burst)
   if not tat then return at end
   return math.max(at, tat - interval * math.max(burst - 1, 0))
 end
--- Takes the rate's place for a message that goes at `at`.
+-- Takes the rate's place for a message that goes at `at` (written once,
+-- at the end of the call).
 local function reserve(key, tat, interval, at)
   if not tat then return end
-  local new = math.max(tat, at) + interval
-  redis.call('SET', key, tostring(new), 'PX', math.ceil(new - now) + 1000)
+  if not tat_taken[key] then
+    tat_taken[key] = true
+    tat_keys[#tat_keys + 1] = key
+  end
+  tats[key] = math.max(tat, at) + interval
 end
 -- A domain's interval under its slow-down: its limit's, or without one the
 -- base the slow-down measured, divided by the factor of the moment.
@@ -147,10 +171,7 @@ end
 
 local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, site,
     sint, sburst, sconc, sper, adaptive, wkey, wcap, wleft, maxwait)
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
+  clock()
   local paused = pauses[domain]
   if paused == nil then
     paused = redis.call('PTTL', p .. ':pause:' .. domain)
@@ -235,23 +256,29 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
       leased = 1
     end
   end
-  if not attempts[domain] then
-    attempts[domain] = 0
-    touched[#touched + 1] = domain
-  end
-  attempts[domain] = attempts[domain] + 1
-  if not site_attempts[site] then
-    site_attempts[site] = 0
-    sites_touched[#sites_touched + 1] = site
-  end
-  site_attempts[site] = site_attempts[site] + 1
-  site_domains[site .. '\0' .. domain] = {site, domain}
   if wkey ~= '' then
     warms[wkey] = wcount + 1
     redis.call('INCR', p .. ':warm:' .. wkey)
     redis.call('PEXPIRE', p .. ':warm:' .. wkey, 172800000)
   end
   return 0, math.ceil(at - now), leased, sper
+end
+
+local function count(domain, site, n)
+  clock()
+  n = tonumber(n) or 0
+  if n <= 0 then return end
+  if not attempts[domain] then
+    attempts[domain] = 0
+    touched[#touched + 1] = domain
+  end
+  attempts[domain] = attempts[domain] + n
+  if not site_attempts[site] then
+    site_attempts[site] = 0
+    sites_touched[#sites_touched + 1] = site
+  end
+  site_attempts[site] = site_attempts[site] + n
+  site_domains[site .. '\0' .. domain] = {site, domain}
 end
 
 local function done(mid, req, record, rttl, reset, counters)
@@ -292,12 +319,20 @@ while i <= #ARGV do
     redis.call('SET', p .. ':dot:' .. ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
     out[#out + 1] = '1'
     i = i + 4
+  elseif tag == 'n' then
+    count(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    out[#out + 1] = '1'
+    i = i + 4
   elseif tag == 'd' then
     out[#out + 1] = done(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
     i = i + 7
   else
     return redis.error_reply('mailpipe calls: unknown call ' .. tostring(tag))
   end
+end
+for _, key in ipairs(tat_keys) do
+  local tat = tats[key]
+  redis.call('SET', key, tostring(tat), 'PX', math.ceil(tat - now) + 1000)
 end
 for _, domain in ipairs(touched) do
   local bucket = p .. ':brk:' .. domain .. ':' .. math.floor(now / 60000)
@@ -344,6 +379,18 @@ pub enum Call {
     Done(DoneWrite),
     /// Mark a message "data sent, awaiting reply".
     Mark(MarkRequest),
+    /// Count attempts that went to a domain: its breaker's and its site's
+    /// attempt counts ([`Call::Acquire`] does not count them).
+    Attempts(AttemptCount),
+}
+
+/// Attempts of messages that went to `domain` at `site`, counted by a
+/// sender and added to the shared counts in one [`Call::Attempts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptCount {
+    pub domain: String,
+    pub site: String,
+    pub count: u64,
 }
 
 /// The answer to a [`Call`], of the same kind.
@@ -354,6 +401,7 @@ pub enum Answer {
     /// Whether the record is new (and was counted).
     Done(bool),
     Mark,
+    Attempts,
 }
 
 /// Appends the script's arguments for `calls`.
@@ -411,6 +459,9 @@ pub(crate) fn arguments(
                     .arg(&m.owner)
                     .arg(m.ttl.as_secs().max(1));
             }
+            Call::Attempts(n) => {
+                inv.arg("n").arg(&n.domain).arg(&n.site).arg(n.count);
+            }
             Call::Done(d) => {
                 inv.arg("d")
                     .arg(&d.message)
@@ -431,7 +482,7 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
         .map(|c| match c {
             Call::Gate(_) => 2,
             Call::Acquire(_) => 4,
-            Call::Done(_) | Call::Mark(_) => 1,
+            Call::Done(_) | Call::Mark(_) | Call::Attempts(_) => 1,
         })
         .sum();
     if reply.len() != wanted {
@@ -490,6 +541,10 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
             Call::Mark(_) => {
                 next();
                 Answer::Mark
+            }
+            Call::Attempts(_) => {
+                next();
+                Answer::Attempts
             }
         });
     }
@@ -625,12 +680,17 @@ mod tests {
                 retried: true,
                 owner: "o".into(),
             }),
+            Call::Attempts(AttemptCount {
+                domain: "example.com".into(),
+                site: "example.com".into(),
+                count: 3,
+            }),
         ]
     }
 
     #[test]
     fn a_mixed_reply_is_read_as_one_answer_per_call_in_order() {
-        let reply = ["0", "", "0", "7", "1", "50", "1", "4", "1500"]
+        let reply = ["0", "", "0", "7", "1", "50", "1", "4", "1500", "1"]
             .map(String::from)
             .to_vec();
         let answers = answers(&calls(), reply).unwrap();
@@ -644,6 +704,7 @@ mod tests {
         assert!(
             matches!(&answers[3], Answer::Gate(g) if g.lease_wait == Some(Duration::from_millis(1500)))
         );
+        assert!(matches!(answers[4], Answer::Attempts));
     }
 
     #[test]

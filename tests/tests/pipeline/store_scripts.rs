@@ -1028,7 +1028,7 @@ async fn the_request_index_forgets_requests_older_than_any_state_can_live() {
 #[tokio::test]
 async fn the_calls_script_holds_a_concurrency_lease_until_its_end_and_counts_attempts_at_the_time_passed_in(
 ) {
-    use mailpipe_state::calls::{Answer, Call};
+    use mailpipe_state::calls::{Answer, AttemptCount, Call};
     use mailpipe_state::policy::{Ask, RouteLimits, Verdict};
     let s = store().await;
     // Leases of a minute, at most two messages at once for the domain.
@@ -1054,11 +1054,14 @@ async fn the_calls_script_holds_a_concurrency_lease_until_its_end_and_counts_att
         })
     };
     // What each ask is answered: the lease id of a go, or the wait in ms.
+    // The messages that go are then counted as attempts, as a sender
+    // counts them (an ask alone counts nothing).
     let at = |ids: &[&str], now: i64| {
         let s = s.clone();
         let calls: Vec<Call> = ids.iter().map(|id| ask(id)).collect();
         async move {
-            s.calls_at(&calls, lease, window, Some(now))
+            let answers = s
+                .calls_at(&calls, lease, window, Some(now))
                 .await
                 .unwrap()
                 .into_iter()
@@ -1067,7 +1070,16 @@ async fn the_calls_script_holds_a_concurrency_lease_until_its_end_and_counts_att
                     Answer::Acquire(Verdict::Wait(d)) => Err(d.as_millis() as u64),
                     other => panic!("{other:?}"),
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            let went = answers.iter().filter(|a| a.is_ok()).count() as u64;
+            let count = Call::Attempts(AttemptCount {
+                domain: "conc.test".into(),
+                site: "conc.test".into(),
+                count: went,
+            });
+            let counted = s.calls_at(&[count], lease, window, Some(now)).await;
+            assert!(matches!(counted.unwrap()[..], [Answer::Attempts]));
+            answers
         }
     };
     let go = |id: &str| Ok::<String, u64>(id.to_string());
