@@ -10,7 +10,7 @@ use std::time::Duration;
 use mailpipe_common::config::{DeliveryMode, Settings, TlsMode};
 use mailpipe_tests::dns::Dns;
 use mailpipe_tests::providers::{self, ProviderSpec, Simulator};
-use mailpipe_tests::{TestPipeline, Workers};
+use mailpipe_tests::{wait_for, TestPipeline, Workers};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -278,6 +278,19 @@ async fn two_hundred_domains_at_three_providers_are_three_sites_and_each_recipie
     assert_eq!(s.sent, 600, "{s:?}");
     assert!(s.dead.is_empty(), "{:?}", s.dead);
     fleet.assert_delivered_once(&addresses);
+    // A sender counts each domain at its site within a quarter of a second
+    // of its attempt.
+    wait_for(
+        "every domain counted at its site",
+        Duration::from_secs(5),
+        || async {
+            let (_, out) = p.cli(&["--json", "site", "list"]);
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+            let domains: u64 = rows.iter().filter_map(|r| r["domains"].as_u64()).sum();
+            (domains == 200).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         site_list(&p),
         [
