@@ -9,7 +9,7 @@ use std::time::Duration;
 use lapin::Channel;
 use mailpipe_common::amqp::ConfirmWindow;
 use mailpipe_common::message::{JobBatch, BATCH_SCHEMA_VERSION, MAX_VALIDITY_SECONDS};
-use mailpipe_common::rules::RuleSet;
+use mailpipe_common::rules::DomainMemo;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
 use mailpipe_state::store::{PartCounts, Refusal, RequestMeta, ScreenOptions, Screened};
@@ -99,10 +99,11 @@ impl Expander {
         // The rules are compiled once for the request and again only when
         // a screening call says they changed (or a rule in them expired).
         let rules_version = self.store.rules_version().await?;
-        let mut rules = self
-            .rules
-            .for_request(&self.store, rules_version, tenant, lane, now)
-            .await?;
+        let mut rules = DomainMemo::new(
+            self.rules
+                .for_request(&self.store, rules_version, tenant, lane, now)
+                .await?,
+        );
         let asked = valid
             .request
             .quality
@@ -148,7 +149,13 @@ impl Expander {
         let batch_size = cfg.batch_size.max(1);
         let mut chunks = valid.request.recipients.chunks(batch_size).enumerate();
         let mut ready = chunks.next().map(|(no, chunk)| {
-            admit_batch(chunk, no * batch_size, &rules, &mut checks, &mut out.counts)
+            admit_batch(
+                chunk,
+                no * batch_size,
+                &mut rules,
+                &mut checks,
+                &mut out.counts,
+            )
         });
         while let Some(batch) = ready.take() {
             if shutdown.is_cancelled() {
@@ -163,14 +170,21 @@ impl Expander {
                     // before this one takes the thread.
                     tokio::task::yield_now().await;
                     next.map(|(no, chunk)| {
-                        admit_batch(chunk, no * batch_size, &rules, &mut checks, &mut out.counts)
+                        admit_batch(
+                            chunk,
+                            no * batch_size,
+                            &mut rules,
+                            &mut checks,
+                            &mut out.counts,
+                        )
                     })
                 });
             let version = out.settle(candidates, batch, screening?).await?;
-            rules = self
-                .rules
-                .for_request(&self.store, version, tenant, lane, unix_now())
-                .await?;
+            rules.set_rules(
+                self.rules
+                    .for_request(&self.store, version, tenant, lane, unix_now())
+                    .await?,
+            );
             ready = admitted;
         }
         // The recipients still waiting for their domain's answer; the
@@ -217,7 +231,7 @@ impl Expander {
 fn admit_batch(
     batch: &[&serde_json::value::RawValue],
     first: usize,
-    rules: &RuleSet,
+    rules: &mut DomainMemo,
     checks: &mut Checks,
     counts: &mut PartCounts,
 ) -> Vec<Admitted> {

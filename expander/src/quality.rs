@@ -9,6 +9,10 @@
 //! the process), `lookups_in_flight` domains at a time.
 
 use std::collections::{HashMap, VecDeque};
+
+/// The per-domain maps are asked once or twice per recipient: foldhash's
+/// fast hasher (seeded per process) instead of SipHash.
+type DomainMap<V> = foldhash::HashMap<String, V>;
 use std::sync::Arc;
 
 use mailpipe_common::address::EmailAddress;
@@ -45,9 +49,9 @@ pub(crate) struct Checks {
     hosts: Option<Arc<MailHosts>>,
     /// This expansion's verdict on each domain's spelling: the provider it
     /// resembles, if any.
-    typos: HashMap<String, Option<String>>,
+    typos: DomainMap<Option<String>>,
     /// This expansion's answers about mail hosts.
-    answers: HashMap<String, MailHost>,
+    answers: DomainMap<MailHost>,
     waiting: HashMap<String, Vec<Admitted>>,
     queued: VecDeque<String>,
     in_flight: JoinSet<(String, MailHost)>,
@@ -68,8 +72,8 @@ impl Checks {
             settings: settings.clone(),
             typo: wants(QualityCheck::LikelyTypo),
             hosts: hosts.filter(|_| wants(QualityCheck::NoMailHost)).cloned(),
-            typos: HashMap::new(),
-            answers: HashMap::new(),
+            typos: DomainMap::default(),
+            answers: DomainMap::default(),
             waiting: HashMap::new(),
             queued: VecDeque::new(),
             in_flight: JoinSet::new(),

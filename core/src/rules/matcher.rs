@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use regex::RegexSet;
+use regex::{Regex, RegexSet};
 
 /// The rule maps are looked up several times per recipient (address,
 /// domain, local part, each suffix of the domain), so they use foldhash's
@@ -35,7 +35,16 @@ pub struct RuleSet {
     domains: Map,
     suffixes: Map,
     locals: Map,
+    /// Address patterns that do not split at one `@` into a local and a
+    /// domain half (say `*example.com`).
     address_globs: Globs,
+    /// Address patterns with one `@`, by halves: the domain halves are
+    /// asked once per domain ([`RuleSet::domain_match`]), the local half
+    /// only of the patterns whose domain half matched.
+    split_globs: SplitGlobs,
+    /// Every address pattern whole, for the rare address whose local part
+    /// holds an `@` itself (quoted), where the halves do not apply.
+    all_address_globs: Globs,
     local_globs: Globs,
     /// The earliest expiry among the compiled rules: from then on the set
     /// must be compiled again.
@@ -78,6 +87,71 @@ impl Globs {
         }
         set.matches(text).iter().map(|i| self.rules[i]).min()
     }
+}
+
+/// Address patterns split at their `@`: one regex set over the domain
+/// halves, and the local half and rule of each.
+#[derive(Debug, Default)]
+struct SplitGlobs {
+    domains: Option<RegexSet>,
+    locals: Vec<Regex>,
+    rules: Vec<u32>,
+}
+
+impl SplitGlobs {
+    fn build(patterns: &[(String, u32)]) -> Self {
+        let mut domains = Vec::new();
+        let mut locals = Vec::new();
+        let mut rules = Vec::new();
+        for (p, rule) in patterns {
+            let Some((local, domain)) = p.split_once('@') else {
+                continue;
+            };
+            // Validated and escaped like the whole patterns: always compiles.
+            let Ok(local) = Regex::new(&glob_regex(local)) else {
+                continue;
+            };
+            domains.push(glob_regex(domain));
+            locals.push(local);
+            rules.push(*rule);
+        }
+        if domains.is_empty() {
+            return Self::default();
+        }
+        match RegexSet::new(&domains) {
+            Ok(set) => Self {
+                domains: Some(set),
+                locals,
+                rules,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "exclusion rule patterns do not compile; they are ignored");
+                Self::default()
+            }
+        }
+    }
+
+    /// The patterns whose domain half matches `domain`.
+    fn candidates(&self, domain: &str) -> Vec<u32> {
+        let Some(set) = &self.domains else {
+            return Vec::new();
+        };
+        if !set.is_match(domain) {
+            return Vec::new();
+        }
+        set.matches(domain).iter().map(|i| i as u32).collect()
+    }
+}
+
+/// What the rules say about a domain alone: the first rule that excludes
+/// every address at it (a domain, a suffix), and the address patterns
+/// whose domain half it matches. An expansion keeps one per domain
+/// ([`DomainMemo`]), so a recipient costs the look-ups of its own address
+/// and local part only.
+#[derive(Debug, Clone, Default)]
+pub struct DomainMatch {
+    rule: Option<u32>,
+    patterns: Vec<u32>,
 }
 
 /// `*` → any run, `?` → one character, everything else literal; anchored.
@@ -171,7 +245,13 @@ impl RuleSet {
                 }
             }
         }
-        set.address_globs = Globs::build(address_globs);
+        let (split, whole): (Vec<_>, Vec<_>) = address_globs
+            .iter()
+            .cloned()
+            .partition(|(p, _)| p.matches('@').count() == 1);
+        set.split_globs = SplitGlobs::build(&split);
+        set.address_globs = Globs::build(whole);
+        set.all_address_globs = Globs::build(address_globs);
         set.local_globs = Globs::build(local_globs);
         set
     }
@@ -197,29 +277,116 @@ impl RuleSet {
         if self.names.is_empty() {
             return None;
         }
-        let (local, domain) = key.rsplit_once('@')?;
-        let mut best: Option<u32> = None;
-        let mut consider = |r: Option<u32>| {
-            if let Some(r) = r {
-                best = Some(best.map_or(r, |b| b.min(r)));
-            }
-        };
-        consider(self.addresses.get(key).copied());
-        consider(self.domains.get(domain).copied());
-        consider(self.locals.get(local).copied());
+        let (_, domain) = key.rsplit_once('@')?;
+        self.first_match_at(key, &self.domain_match(domain))
+    }
+
+    /// What the rules say about `domain` alone, for [`Self::first_match_at`].
+    pub fn domain_match(&self, domain: &str) -> DomainMatch {
+        if self.names.is_empty() {
+            return DomainMatch::default();
+        }
+        let mut rule = self.domains.get(domain).copied();
         if !self.suffixes.is_empty() {
             let mut rest = domain;
             loop {
-                consider(self.suffixes.get(rest).copied());
+                rule = lowest(rule, self.suffixes.get(rest).copied());
                 match rest.split_once('.') {
                     Some((_, tail)) => rest = tail,
                     None => break,
                 }
             }
         }
-        consider(self.address_globs.first(key));
-        consider(self.local_globs.first(local));
-        best.map(|i| self.names[i as usize].as_str())
+        DomainMatch {
+            rule,
+            patterns: self.split_globs.candidates(domain),
+        }
+    }
+
+    /// [`Self::first_match`] of an address whose domain's [`DomainMatch`]
+    /// is known.
+    pub fn first_match_at(&self, key: &str, at: &DomainMatch) -> Option<&str> {
+        self.first_index_at(key, at)
+            .map(|i| self.names[i as usize].as_str())
+    }
+
+    fn first_index_at(&self, key: &str, at: &DomainMatch) -> Option<u32> {
+        if self.names.is_empty() {
+            return None;
+        }
+        let (local, _) = key.rsplit_once('@')?;
+        let mut best = lowest(at.rule, self.addresses.get(key).copied());
+        best = lowest(best, self.locals.get(local).copied());
+        if local.contains('@') {
+            best = lowest(best, self.all_address_globs.first(key));
+        } else {
+            best = lowest(best, self.address_globs.first(key));
+            for &i in &at.patterns {
+                let i = i as usize;
+                if self.split_globs.locals[i].is_match(local) {
+                    best = lowest(best, Some(self.split_globs.rules[i]));
+                }
+            }
+        }
+        lowest(best, self.local_globs.first(local))
+    }
+}
+
+/// The rule that sorts first of two, either of which may be none.
+fn lowest(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The [`DomainMatch`] of each domain an expansion has met, for the rules
+/// it was computed with: asking a recipient costs one look-up for
+/// everything that depends on its domain alone.
+#[derive(Debug)]
+pub struct DomainMemo {
+    rules: std::sync::Arc<RuleSet>,
+    domains: foldhash::HashMap<String, DomainMatch>,
+}
+
+/// Domains remembered at most; beyond this the memo starts over.
+const MEMO_MAX: usize = 100_000;
+
+impl DomainMemo {
+    pub fn new(rules: std::sync::Arc<RuleSet>) -> Self {
+        Self {
+            rules,
+            domains: Default::default(),
+        }
+    }
+
+    /// Uses `rules` from now on (forgetting what was computed with others).
+    pub fn set_rules(&mut self, rules: std::sync::Arc<RuleSet>) {
+        if !std::sync::Arc::ptr_eq(&self.rules, &rules) {
+            self.rules = rules;
+            self.domains.clear();
+        }
+    }
+
+    /// [`RuleSet::first_match`] of `key`, the domain's part remembered.
+    pub fn first_match(&mut self, key: &str) -> Option<&str> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let (_, domain) = key.rsplit_once('@')?;
+        let rule = match self.domains.get(domain) {
+            Some(at) => self.rules.first_index_at(key, at),
+            None => {
+                let at = self.rules.domain_match(domain);
+                let rule = self.rules.first_index_at(key, &at);
+                if self.domains.len() >= MEMO_MAX {
+                    self.domains.clear();
+                }
+                self.domains.insert(domain.to_string(), at);
+                rule
+            }
+        };
+        rule.map(|i| self.rules.names[i as usize].as_str())
     }
 }
 
@@ -400,5 +567,79 @@ mod tests {
         assert_eq!(set.first_match("a.b+news@x.example"), Some("dots"));
         assert_eq!(set.first_match("axb+news@x.example"), None);
         assert_eq!(set.first_match("a.bb+news@x.example"), None);
+    }
+
+    #[test]
+    fn address_patterns_match_by_halves_and_the_memo_answers_as_the_set() {
+        let all = RuleScope::All;
+        let rules = vec![
+            rule(
+                "a-split",
+                RuleMatch::Address(v(&["user*@bad?.example", "x@*.corp.example", "a@b*"])),
+                all.clone(),
+            ),
+            rule(
+                "b-any-domain",
+                RuleMatch::Address(v(&["*spam*@*", "*@*@q.example"])),
+                all.clone(),
+            ),
+            rule(
+                "c-domain",
+                RuleMatch::Domain(v(&["d.example"])),
+                all.clone(),
+            ),
+            rule("d-local", RuleMatch::Local(v(&["trap*"])), all.clone()),
+            rule(
+                "e-suffix",
+                RuleMatch::DomainSuffix(v(&["corp.example"])),
+                all,
+            ),
+        ];
+        let set = std::sync::Arc::new(RuleSet::compile(
+            &rules,
+            &ListMembers::new(),
+            None,
+            Lane::Bulk,
+            0,
+        ));
+        let table = [
+            ("user1@bad1.example", Some("a-split")),
+            ("user1@bad10.example", None),
+            ("usr@bad1.example", None),
+            ("x@mail.corp.example", Some("a-split")),
+            ("y@mail.corp.example", Some("e-suffix")),
+            ("x@corp.example", Some("e-suffix")),
+            ("spammer@e.example", Some("b-any-domain")),
+            ("me@spamhaus.example", None),
+            // Two `@` in the pattern: matched whole.
+            ("z@b@q.example", Some("b-any-domain")),
+            ("trap7@d.example", Some("c-domain")),
+            ("trap7@e.example", Some("d-local")),
+            ("ok@e.example", None),
+            // A local part that holds an `@` (quoted): the pattern is
+            // matched whole, where its halves would not line up.
+            ("a@b@c.example", Some("a-split")),
+            ("a@c.example", None),
+            ("no-at-sign", None),
+        ];
+        let mut memo = DomainMemo::new(set.clone());
+        // Twice: the second round answers from the memo.
+        for round in 0..2 {
+            for (key, want) in table {
+                assert_eq!(set.first_match(key), want, "{key}");
+                assert_eq!(memo.first_match(key), want, "{key} (memo, round {round})");
+            }
+        }
+        // Other rules: what the memo knew of the old ones is forgotten.
+        let fewer = std::sync::Arc::new(RuleSet::compile(
+            &rules[3..4],
+            &ListMembers::new(),
+            None,
+            Lane::Bulk,
+            0,
+        ));
+        memo.set_rules(fewer);
+        assert_eq!(memo.first_match("trap7@d.example"), Some("d-local"));
+        assert_eq!(memo.first_match("user1@bad1.example"), None);
     }
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::Lane;
 
-pub use matcher::{ListMembers, RuleSet};
+pub use matcher::{DomainMatch, DomainMemo, ListMembers, RuleSet};
 pub use presets::presets;
 
 /// The reason of a recipient a rule excluded (in status counts and events).
