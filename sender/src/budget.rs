@@ -2,14 +2,22 @@
 //! policy ([`mailpipe_state::policy`]) whether it may go, waits out a short
 //! rate limit, and is deferred otherwise. What to do with a verdict is
 //! [`after_verdict`], a pure function.
+//!
+//! A full concurrency is asked again after a short wait; a message of this
+//! process waiting for its site is woken as soon as this process returns
+//! a lease there ([`Releases`]), so the place does not stay empty for the
+//! rest of the wait.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mailpipe_common::config::DomainPolicy;
 use mailpipe_common::message::Job;
 use mailpipe_common::warmup;
 use mailpipe_state::policy::{Ask, Verdict, WarmupAsk};
 use mailpipe_state::store::StoreError;
+use tokio::sync::Notify;
 
 use crate::deliver::DeliveryOutcome;
 use crate::routes::RouteState;
@@ -56,6 +64,38 @@ pub(crate) fn after_verdict(verdict: Verdict, waited: Duration, max_wait: Durati
     }
 }
 
+/// Most sites whose waiters are remembered; past it the list starts over
+/// (a waiter of a forgotten site is only woken later, by its wait's end).
+const MOST_SITES: usize = 100_000;
+
+/// The messages of this process waiting for a site's concurrency, to be
+/// woken one per lease this process returns at the site. Leases returned
+/// by other senders are found by asking again after the wait.
+#[derive(Default)]
+pub(crate) struct Releases {
+    sites: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Releases {
+    /// What the messages waiting for `site` wait on.
+    fn of(&self, site: &str) -> Arc<Notify> {
+        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = sites.get(site) {
+            return n.clone();
+        }
+        if sites.len() >= MOST_SITES {
+            sites.clear();
+        }
+        sites.entry(site.to_string()).or_default().clone()
+    }
+
+    /// A lease at `site` was returned: one waiting message asks again now
+    /// (or the next one to wait, if none waits).
+    fn released(notify: &Notify) {
+        notify.notify_one();
+    }
+}
+
 impl Sender {
     /// Waits for the shared budget of the domain and route ([`after_verdict`]):
     /// the concurrency leases to return after the transaction, or the
@@ -80,7 +120,13 @@ impl Sender {
             .get(site)
             .cloned()
             .unwrap_or_default();
+        let releases = self.releases.of(site);
         loop {
+            // Enabled before asking: a lease returned while the answer is
+            // on its way wakes this message too.
+            let released = releases.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             let verdict = self
                 .calls
                 .acquire(Ask {
@@ -104,8 +150,12 @@ impl Sender {
                     return Ok(Ok((lease, per)));
                 }
                 BudgetStep::Sleep(d) => {
-                    waited += d;
-                    tokio::time::sleep(d).await;
+                    let from = Instant::now();
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = &mut released => {}
+                    }
+                    waited += from.elapsed();
                 }
                 BudgetStep::Defer { delay, reason } => {
                     return Ok(Err(DeliveryOutcome::Deferred { delay, reason }))
@@ -164,7 +214,8 @@ impl Sender {
     }
 
     /// Returns the concurrency leases off the message's path (they also
-    /// expire on their own if this fails).
+    /// expire on their own if this fails), then wakes a message of this
+    /// process waiting for the site's concurrency.
     pub(crate) fn release_policy_lease(
         &self,
         domain: &str,
@@ -172,14 +223,20 @@ impl Sender {
         route: &str,
         lease: String,
     ) {
-        let (policy, domain, site, route) = (
+        let (policy, domain, site_name, route) = (
             self.policy.clone(),
             domain.to_string(),
             site.to_string(),
             route.to_string(),
         );
+        let waiting = self.releases.of(site);
         tokio::spawn(async move {
-            policy.release(&domain, &site, &route, &lease).await.ok();
+            policy
+                .release(&domain, &site_name, &route, &lease)
+                .await
+                .ok();
+            // Returned (or expiring on its own): a waiter may take it.
+            Releases::released(&waiting);
         });
     }
 }
@@ -187,6 +244,33 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_returned_here_wakes_one_waiter_of_its_site_and_no_other() {
+        let releases = Releases::default();
+        let (a, b) = (releases.of("a.example"), releases.of("b.example"));
+        assert!(Arc::ptr_eq(&a, &releases.of("a.example")), "one per site");
+        let first = a.notified();
+        let second = a.notified();
+        let other = b.notified();
+        tokio::pin!(first, second, other);
+        first.as_mut().enable();
+        second.as_mut().enable();
+        other.as_mut().enable();
+        Releases::released(&a);
+        let woken = |f: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>| {
+            futures_lite::future::block_on(futures_lite::future::poll_once(f)).is_some()
+        };
+        assert!(
+            woken(first.as_mut()),
+            "the first waiter of the site asks again"
+        );
+        assert!(!woken(second.as_mut()), "one lease, one waiter");
+        assert!(
+            !woken(other.as_mut()),
+            "another site's waiters keep waiting"
+        );
+    }
 
     #[test]
     fn a_rate_limit_is_waited_out_within_the_budget_then_deferred() {

@@ -122,6 +122,7 @@ pub async fn run_until_stopped(
         origin,
         calls,
         site_control: Default::default(),
+        releases: Default::default(),
         warmup_starts: Default::default(),
     });
     tokio::spawn(sender.clone().step_sites(shutdown.clone()));
@@ -164,6 +165,9 @@ struct Sender {
     calls: calls::Calls,
     /// What this sender saw at each site, for the sites' adaptive rates.
     site_control: adaptive::SiteControllers,
+    /// Messages waiting for a site's concurrency, woken when this sender
+    /// returns a lease there.
+    releases: budget::Releases,
     /// Day 1 of each (sending domain, site) warm-up, read once.
     warmup_starts: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
