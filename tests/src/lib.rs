@@ -337,6 +337,8 @@ pub struct TestPipeline {
 /// How long the end-of-scenario health check watches the workers for a
 /// reconnect loop: longer than the retrier's sweep of parked campaigns
 /// (2 s), the periodic step most likely to fail on its own.
+/// Longest wait for the broker to delete a finished test's queues.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 const HEALTH_WINDOW: Duration = Duration::from_millis(2500);
 
 /// Longest wait for [`TestPipeline::queue_depth`] (connect, passive
@@ -972,29 +974,40 @@ impl TestPipeline {
             .query_async(&mut c)
             .await
             .unwrap_or_default();
-        if let Ok(conn) = amqp::connect_once(&self.settings.amqp, "test-cleanup").await {
-            if let Ok(ch) = conn.create_channel().await {
-                let held = requests.iter().map(|r| Topology::held_key(r));
-                let archive = std::iter::once(Topology::ARCHIVE.to_string());
-                for key in self
-                    .topology
-                    .all_keys()
-                    .into_iter()
-                    .chain(held)
-                    .chain(archive)
-                {
-                    let _ = ch
-                        .queue_delete(
-                            self.topology.queue(&key).into(),
-                            QueueDeleteOptions::default(),
-                        )
-                        .await;
+        // Best effort, and bounded: a broker that stopped answering (a
+        // restart by another session, a lapin call that never returns)
+        // leaves the queues behind instead of hanging the scenario.
+        let cleanup = async {
+            if let Ok(conn) = amqp::connect_once(&self.settings.amqp, "test-cleanup").await {
+                if let Ok(ch) = conn.create_channel().await {
+                    let held = requests.iter().map(|r| Topology::held_key(r));
+                    let archive = std::iter::once(Topology::ARCHIVE.to_string());
+                    for key in self
+                        .topology
+                        .all_keys()
+                        .into_iter()
+                        .chain(held)
+                        .chain(archive)
+                    {
+                        let _ = ch
+                            .queue_delete(
+                                self.topology.queue(&key).into(),
+                                QueueDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                    for ex in [self.topology.exchange(), self.topology.events_exchange()] {
+                        let _ = ch.exchange_delete(ex.into(), Default::default()).await;
+                    }
                 }
-                for ex in [self.topology.exchange(), self.topology.events_exchange()] {
-                    let _ = ch.exchange_delete(ex.into(), Default::default()).await;
-                }
+                let _ = conn.close(200, "ok".into()).await;
             }
-            let _ = conn.close(200, "ok".into()).await;
+        };
+        if tokio::time::timeout(CLEANUP_TIMEOUT, cleanup)
+            .await
+            .is_err()
+        {
+            eprintln!("test harness: the broker did not answer the clean-up within {CLEANUP_TIMEOUT:?}; the test's queues stay");
         }
         // The test's Redis keys go too (a 20,000-recipient scenario leaves
         // some 20,000 records), so the shared Redis does not fill up with
@@ -1092,7 +1105,13 @@ pub async fn connect_amqp(
 ) -> lapin::Connection {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match mailpipe_common::amqp::connect_once(settings, name).await {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(15),
+            mailpipe_common::amqp::connect_once(settings, name),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 15 s")));
+        match attempt {
             Ok(conn) => return conn,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("test harness: RabbitMQ connection failed, trying again: {e:#}");
