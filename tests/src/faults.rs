@@ -44,13 +44,15 @@
 //! Over 500 lines: the private broker and Redis and the faults they take,
 //! kept together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use mailpipe_state::store::RequestStatus;
 
 use crate::{binary, free_port, TestPipeline};
 
@@ -734,6 +736,58 @@ pub fn duplicates(per_recipient: &BTreeMap<String, usize>) -> BTreeMap<String, u
 /// Extra copies received in all (a recipient with 3 messages counts 2).
 pub fn duplicate_count(per_recipient: &BTreeMap<String, usize>) -> usize {
     per_recipient.values().map(|n| n.saturating_sub(1)).sum()
+}
+
+/// The verdict of an outage scenario: every valid recipient received,
+/// nothing else, Redis agrees, and no more than `allowed_duplicates` extra
+/// copies in all (0, or the transactions in flight when a failover may drop
+/// the last writes). Prints the duplicates first so a failing run still
+/// reports them.
+pub fn check_delivered(
+    scenario: &str,
+    per: &BTreeMap<String, usize>,
+    valid: &BTreeSet<String>,
+    status: &RequestStatus,
+    started: Instant,
+    allowed_duplicates: usize,
+) {
+    let dups = duplicates(per);
+    let extra = duplicate_count(per);
+    let missing: Vec<&String> = valid.iter().filter(|a| !per.contains_key(*a)).collect();
+    let unexpected: Vec<&String> = per.keys().filter(|a| !valid.contains(*a)).collect();
+    eprintln!(
+        "[{scenario}] {} recipients, {} received, {extra} duplicate(s) {dups:?} (allowed: \
+         {allowed_duplicates}), {} missing, sent={} dead={:?}, took {:.1?}",
+        valid.len(),
+        per.len(),
+        missing.len(),
+        status.sent,
+        status.dead,
+        started.elapsed()
+    );
+    assert!(
+        missing.is_empty(),
+        "[{scenario}] {} recipient(s) never received their message, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        unexpected.is_empty(),
+        "[{scenario}] mail for unexpected recipients: {unexpected:?}"
+    );
+    assert!(
+        extra <= allowed_duplicates,
+        "[{scenario}] {} recipient(s) received more than one message ({extra} extra, \
+         {allowed_duplicates} allowed): {dups:?}",
+        dups.len()
+    );
+    assert_eq!(status.sent, valid.len() as u64, "[{scenario}] status.sent");
+    assert!(
+        status.dead.is_empty(),
+        "[{scenario}] dead: {:?}",
+        status.dead
+    );
+    assert_eq!(status.pending, 0, "[{scenario}] pending");
 }
 
 /// Publishes a raw body (confirmed) to the pipeline's work exchange with

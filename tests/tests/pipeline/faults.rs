@@ -21,7 +21,7 @@ use mailpipe_common::classify::Failure;
 use mailpipe_common::message::FailedJob;
 use mailpipe_state::store::RequestStatus;
 use mailpipe_tests::faults::{
-    blocking, duplicate_count, duplicates, http_status, publish_raw, PrivateRabbit, PrivateRedis,
+    blocking, check_delivered, duplicates, http_status, publish_raw, PrivateRabbit, PrivateRedis,
     WorkerProcess,
 };
 use mailpipe_tests::{sample_request, wait_for, SmtpSink, TestPipeline, Workers};
@@ -67,54 +67,6 @@ async fn wait_received(count: impl Fn() -> usize, n: usize, timeout: Duration) -
     .await
 }
 
-/// The verdict of an outage scenario: every valid recipient exactly once,
-/// nothing else, Redis agrees. Prints the duplicates first so a failing run
-/// still reports them.
-fn check_exactly_once(
-    scenario: &str,
-    per: &BTreeMap<String, usize>,
-    valid: &BTreeSet<String>,
-    status: &RequestStatus,
-    started: Instant,
-) {
-    let dups = duplicates(per);
-    let missing: Vec<&String> = valid.iter().filter(|a| !per.contains_key(*a)).collect();
-    let unexpected: Vec<&String> = per.keys().filter(|a| !valid.contains(*a)).collect();
-    eprintln!(
-        "[{scenario}] {} recipients, {} received, {} duplicate(s) {:?}, {} missing, sent={} dead={:?}, took {:.1?}",
-        valid.len(),
-        per.len(),
-        duplicate_count(per),
-        dups,
-        missing.len(),
-        status.sent,
-        status.dead,
-        started.elapsed()
-    );
-    assert!(
-        missing.is_empty(),
-        "[{scenario}] {} recipient(s) never received their message, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    assert!(
-        unexpected.is_empty(),
-        "[{scenario}] mail for unexpected recipients: {unexpected:?}"
-    );
-    assert!(
-        dups.is_empty(),
-        "[{scenario}] {} recipient(s) received more than one message: {dups:?}",
-        dups.len()
-    );
-    assert_eq!(status.sent, valid.len() as u64, "[{scenario}] status.sent");
-    assert!(
-        status.dead.is_empty(),
-        "[{scenario}] dead: {:?}",
-        status.dead
-    );
-    assert_eq!(status.pending, 0, "[{scenario}] pending");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_restarted_mid_campaign_loses_and_duplicates_nothing() {
     let started = Instant::now();
@@ -150,12 +102,13 @@ async fn rabbitmq_restarted_mid_campaign_loses_and_duplicates_nothing() {
         },
     )
     .await;
-    check_exactly_once(
+    check_delivered(
         "rabbitmq restart",
         &per,
         &addresses(n, "example.com"),
         &status,
         started,
+        0,
     );
     // The lanes and the failure queue are empty: nothing is stuck.
     for key in ["send.bulk", "failed", "requests"] {
@@ -197,12 +150,13 @@ async fn rabbitmq_killed_mid_campaign_loses_nothing() {
         },
     )
     .await;
-    check_exactly_once(
+    check_delivered(
         "rabbitmq kill -9",
         &per,
         &addresses(n, "example.com"),
         &status,
         started,
+        0,
     );
     p.shutdown().await;
     blocking(|| rabbit.stop());
@@ -274,12 +228,13 @@ async fn redis_restarted_mid_campaign_loses_and_duplicates_nothing() {
     .await;
     let status = wait_complete(&p, rid, COMPLETE_TIMEOUT).await;
     let per = p.sink().per_recipient();
-    check_exactly_once(
+    check_delivered(
         "redis restart",
         &per,
         &addresses(n, "example.com"),
         &status,
         started,
+        0,
     );
     assert_eq!(http_status(&ready, "/readyz").await, Some(200));
     p.shutdown().await;
@@ -353,12 +308,13 @@ async fn a_redis_outage_does_not_drop_failures_waiting_for_the_retrier() {
     );
     let status = wait_complete(&p, rid, Duration::from_secs(60)).await;
     let per = p.sink().per_recipient();
-    check_exactly_once(
+    check_delivered(
         "redis outage, retrier",
         &per,
         &addresses(n, "example.com"),
         &status,
         started,
+        0,
     );
     p.shutdown().await;
 }
@@ -418,12 +374,13 @@ async fn smtp_server_stopped_mid_campaign_defers_and_loses_nothing() {
     if partial > 0 {
         eprintln!("{partial} partial message file(s) from the killed server ignored");
     }
-    check_exactly_once(
+    check_delivered(
         "smtp outage",
         &per,
         &addresses(n, "example.com"),
         &status,
         started,
+        0,
     );
     p.shutdown().await;
 }
@@ -501,12 +458,13 @@ async fn sigterm_stops_the_sender_within_the_deadline_and_the_campaign_completes
         "after SIGTERM: {unsettled} in-flight deliveries not acked by the stopping sender; \
          {redelivered_done} already-sent messages redelivered to its successor"
     );
-    check_exactly_once(
+    check_delivered(
         "sigterm",
         &per,
         &addresses(n, "example.com"),
         &done,
         started,
+        0,
     );
     // A graceful stop finishes in-flight work: it acks what it sent, so
     // its successor gets none of it again. (Whether the failed acks are
