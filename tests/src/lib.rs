@@ -40,12 +40,65 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A port that was free a moment ago.
+/// A loopback port that is free, and that no other test of this machine
+/// is handed for the next [`PORT_CLAIM`].
+///
+/// Asking the kernel for port 0 and closing the socket is not enough: the
+/// kernel may hand the same port to the next caller (measured: 4 ports
+/// asked in a row held a repeat once in 2,500 tries, about one scenario
+/// in 7 of a suite run), and to the outgoing connections of every other
+/// test. A worker whose health port was taken that way stopped at
+/// start-up and failed its scenario with nothing sent. The ports are
+/// therefore taken below the kernel's ephemeral range (32768 and up on
+/// Linux), each claimed by a file in the temporary directory that every
+/// test process checks.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TRIES: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join("mailpipe-test-ports");
+    std::fs::create_dir_all(&dir).expect("the directory of claimed test ports");
+    let seed = uuid::Uuid::new_v4().as_u128() as u32;
+    for _ in 0..PORT_SPAN {
+        let n = seed.wrapping_add(TRIES.fetch_add(7919, Ordering::Relaxed));
+        let port = PORT_FIRST + (n % PORT_SPAN) as u16;
+        if claim_port(&dir.join(port.to_string())) && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port between {PORT_FIRST} and {}",
+        PORT_FIRST as u32 + PORT_SPAN
+    )
+}
+
+/// The ports [`free_port`] hands out: 20000 up to the ephemeral range.
+const PORT_FIRST: u16 = 20_000;
+const PORT_SPAN: u32 = 12_700;
+
+/// How long a port handed out by [`free_port`] stays claimed: longer than
+/// any scenario, shorter than it takes a few suite runs to use them all.
+const PORT_CLAIM: Duration = Duration::from_secs(20 * 60);
+
+/// Claims a port by creating its file; a claim older than [`PORT_CLAIM`]
+/// is taken over.
+fn claim_port(path: &Path) -> bool {
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let stale = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > PORT_CLAIM);
+    stale && std::fs::remove_file(path).is_ok() && create()
 }
 
 /// Waits until `check` returns `Some`, polling every 50 ms; panics with
@@ -466,13 +519,24 @@ impl TestPipeline {
         let token = CancellationToken::new();
         let s = self.settings.clone();
         let t = token.clone();
-        let handle = match name {
-            "expander" => tokio::spawn(mailpipe_expander::run_until_stopped(s, t)),
-            "sender" => tokio::spawn(mailpipe_sender::run_until_stopped(s, t)),
-            "retrier" => tokio::spawn(mailpipe_retrier::run_until_stopped(s, t)),
-            "intake" => tokio::spawn(mailpipe_intake::run_until_stopped(s, t)),
+        type Run = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+        let run: Run = match name {
+            "expander" => Box::pin(mailpipe_expander::run_until_stopped(s, t)),
+            "sender" => Box::pin(mailpipe_sender::run_until_stopped(s, t)),
+            "retrier" => Box::pin(mailpipe_retrier::run_until_stopped(s, t)),
+            "intake" => Box::pin(mailpipe_intake::run_until_stopped(s, t)),
             other => panic!("unknown worker {other}"),
         };
+        // A worker that stops with an error says so at once, in the
+        // scenario's output: the scenario itself may only see that nothing
+        // happens.
+        let handle = tokio::spawn(async move {
+            let result = run.await;
+            if let Err(e) = &result {
+                eprintln!("the in-process {name} stopped: {e:#}");
+            }
+            result
+        });
         self.tasks.push((name, token, handle));
     }
 
@@ -693,9 +757,112 @@ impl TestPipeline {
         self.store.request_status(request).await.expect("status")
     }
 
+    /// [`wait_for`], but a timeout's panic says where the pipeline stands
+    /// ([`Self::diagnose`]): which queue holds the mail, which worker is not
+    /// ready, what the workers counted. A scenario that fails on a shared
+    /// CI machine then shows its cause in its output.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if start.elapsed() > timeout {
+                let state = self.diagnose().await;
+                panic!("timed out after {timeout:?} waiting for {what}\n{state}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Where the pipeline stands, for a failed scenario's output: each
+    /// queue's ready messages and consumers, each in-process worker's state
+    /// and readiness, and the non-zero series of its metrics. Every step is
+    /// bounded, so a broker that stopped answering is said, not waited on.
+    pub async fn diagnose(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from("pipeline state:\n");
+        let queues = async {
+            let conn = amqp::connect_once(&self.settings.amqp, "test-diagnose")
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            let ch = conn.create_channel().await.map_err(|e| format!("{e:#}"))?;
+            let mut lines = String::new();
+            for key in self.topology.all_keys() {
+                let name = self.topology.queue(&key);
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                match ch
+                    .queue_declare(name.as_str().into(), passive, FieldTable::default())
+                    .await
+                {
+                    Ok(q) if q.message_count() > 0 || q.consumer_count() > 0 => {
+                        let _ = writeln!(
+                            lines,
+                            "  queue {key}: {} ready, {} consumer(s)",
+                            q.message_count(),
+                            q.consumer_count()
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = writeln!(lines, "  queue {key}: {e}");
+                        // A failed passive declare closes the channel.
+                        break;
+                    }
+                }
+            }
+            let _ = conn.close(200, "ok".into()).await;
+            Ok::<_, String>(lines)
+        };
+        match tokio::time::timeout(Duration::from_secs(15), queues).await {
+            Ok(Ok(lines)) if lines.is_empty() => out.push_str("  every queue empty, no consumer\n"),
+            Ok(Ok(lines)) => out.push_str(&lines),
+            Ok(Err(e)) => {
+                let _ = writeln!(out, "  the broker: {e}");
+            }
+            Err(_) => out.push_str("  the broker did not answer within 15 s\n"),
+        }
+        for (name, _, handle) in &self.tasks {
+            if handle.is_finished() {
+                let _ = writeln!(out, "  {name}: stopped");
+                continue;
+            }
+            let listen = self.listen_of(name);
+            let get = |path: &'static str| {
+                tokio::time::timeout(Duration::from_secs(5), http_get(listen, path))
+            };
+            let ready = get("/readyz").await.ok().flatten();
+            let _ = writeln!(
+                out,
+                "  {name}: {}",
+                ready
+                    .as_deref()
+                    .map(str::trim)
+                    .unwrap_or("no answer on /readyz")
+            );
+            if let Ok(Some(metrics)) = get("/metrics").await {
+                for line in metrics.lines().filter(|l| {
+                    l.starts_with("mailpipe_")
+                        && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) != Some(0.0)
+                        && !l.contains("_bucket{")
+                }) {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+        out
+    }
+
     /// Waits until every part of the request is expanded and nothing is pending.
     pub async fn wait_complete(&self, request: &str, timeout: Duration) -> RequestStatus {
-        wait_for(
+        self.wait_for(
             &format!("request {request} to complete"),
             timeout,
             || async {

@@ -489,9 +489,7 @@ impl Simulator {
     pub async fn start(specs: &[ProviderSpec]) -> io::Result<Self> {
         let mut last = None;
         for _ in 0..20 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
+            let port = crate::free_port();
             match Self::start_on(port, specs).await {
                 Ok(sim) => return Ok(sim),
                 Err(e) => last = Some(e),

@@ -36,7 +36,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -107,10 +106,7 @@ impl ScriptedSmtp {
     }
 
     fn start_with(secs: f64, options: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
+        let port = crate::free_port();
         let mut server = Self {
             port,
             host: "127.0.0.1".into(),

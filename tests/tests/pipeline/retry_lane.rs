@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mailpipe_tests::scripted::ScriptedSmtp;
-use mailpipe_tests::{wait_for, TestPipeline, Workers};
+use mailpipe_tests::{TestPipeline, Workers};
 use serde_json::json;
 
 fn bulk(id: &str, addresses: &[String]) -> serde_json::Value {
@@ -40,12 +40,13 @@ async fn a_bulk_retry_runs_near_its_due_time_while_a_campaign_backlog_drains() {
         .await;
     // Its first attempt is refused (451 4.7.1); the backlog is published
     // right after, and is still draining when the retry falls due.
-    let first = wait_for("the first attempt", Duration::from_secs(30), || async {
-        smtp.attempts_for(&grey)
-            .into_iter()
-            .find(|a| a.stage == "rcpt" && a.code == 451)
-    })
-    .await;
+    let first = p
+        .wait_for("the first attempt", Duration::from_secs(30), || async {
+            smtp.attempts_for(&grey)
+                .into_iter()
+                .find(|a| a.stage == "rcpt" && a.code == 451)
+        })
+        .await;
     let backlog: Vec<String> = (0..40)
         .map(|i| format!("slow-0-b{i}@backlog.test"))
         .collect();
