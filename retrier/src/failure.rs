@@ -181,6 +181,7 @@ impl Retrier {
         self.store
             .push_history(
                 &job.id,
+                &job.request,
                 &history_entry(failed, class, attempts, dead_reason, None),
                 history_ttl(job),
             )

@@ -20,30 +20,43 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::keyset::KeySet;
 use crate::policy::{Ask, Verdict};
-use crate::store::{DoneRecord, DoneWrite, Gate, GateRequest, MarkRequest, Store, StoreError};
+use crate::store::{
+    key_of, DoneRecord, DoneWrite, Gate, GateRequest, MarkRequest, Store, StoreError,
+};
 
 const CALLS_LUA: &str = r#"
--- ARGV: 1 prefix, 2 lease ttl ms, 3 breaker window s, 4 time constant ms of
--- the decaying attempt counts (crate::slowdown), 5 now in Unix ms ('' = the
+-- Every key is declared in KEYS, each once ([crate::keyset]): KEYS 1 the
+-- deferred index, 2 its info hash, 3 the index of sites, then groups of
+-- keys that the calls name by the position of their first key:
+--   message  done, lease, dot                         (M)
+--   request  req, req:deferred, cancelled, held       (R)
+--   domain   pause, limit, slow, conc, tat            (D)
+--   site     site:pause, site:limit, site:ctl, site:conc, site:tat (S)
+--   route    rconc, rtat                              (T)
+--   domain counts  the breaker's minute bucket, seen  (C)
+--   site counts    site:seen, site:domains            (Z)
+-- ARGV: 1 lease ttl ms, 2 breaker window s, 3 time constant ms of the
+-- decaying attempt counts (crate::slowdown), 4 now in Unix ms ('' = the
 -- server's clock, which every sender shares), then the calls, each a tag
 -- and its fields:
---   g  message, request, retried (1/0), owner
+--   g  message, request, retried (1/0), owner, M, R
 --      the message's terminal record, its campaign's operator flags, and
 --      its lease, taken atomically with the check that nothing ended it;
 --      answers status (0 leased, 1 done, 2 cancelled, 3 held, 4 leased by
 --      another, 5 leased but a delivery left its "data sent" mark)
 --      and value (the record, the lease's ms left, or the mark's owner)
---   m  message, owner, ttl s
+--   m  owner, ttl s, M
 --      "data sent, awaiting reply", written before the final dot; answers 1
 --   a  domain, route, domain interval ms (0 none), domain burst, domain
 --      concurrency (0 none), route interval ms (0 none), route
 --      concurrency (0 none), lease id, site, the site's MX rule: interval
 --      ms (0 none), burst (0 none), concurrency (0 none), messages per
 --      connection (0 none), 1 when the site's adaptive rate applies, the
---      warm-up count's key suffix ('' none: sending domain, site, day),
---      its cap, ms until its day ends, and the longest the message may
---      still wait for a rate (ms)
+--      position of the warm-up count's key (0 none: sending domain, site,
+--      day), its cap, ms until its day ends, the longest the message may
+--      still wait for a rate (ms), D, S, T
 --      whether and when the message may go; answers status (0 go, 1 wait,
 --      2 paused), ms (for go: until its reserved time, to be waited out
 --      without asking again; for wait and paused: how long), 1 if
@@ -54,27 +67,27 @@ const CALLS_LUA: &str = r#"
 --      waiting messages do not ask again and go in the order they asked.
 --      Its attempt is not counted here: the caller counts the messages that
 --      went and adds them with an `n` call.
---   n  domain, site, count
+--   n  domain, site, count, C, Z
 --      count attempts that went to the domain at the site (the breaker's
 --      minute bucket, the decaying attempt counts, the index of sites);
 --      a sender adds up its attempts and counts them a few times a second
 --      and before it counts any failure; answers 1
---   d  message, request, record, ttl s, address whose soft-failure counter
---      a delivery resets ('' none), request counters to raise (space-
---      separated)
+--   d  request, record, ttl s, position of the address's soft-failure
+--      counter a delivery resets (0 none), request counters to raise
+--      (space-separated), M, R
 --      the terminal record, counted only when new; answers 1 if new
 -- What does not change within one call is read once: a campaign's flags,
 -- a domain's pause and run-time limits, the server's clock; a rate's place
 -- is read once and written once per call, however many messages take one;
 -- counters are raised once per request and field, breaker attempts and the
 -- decaying attempt count once per domain.
-local p, ttl, window, tau = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, window, tau = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
-local now = tonumber(ARGV[5])
+local now = tonumber(ARGV[4])
 local flags, pauses, overrides, slows = {}, {}, {}, {}
 local spauses, soverrides, srates, warms = {}, {}, {}, {}
-local attempts, touched = {}, {}
-local site_attempts, sites_touched, site_domains = {}, {}, {}
+local attempts, touched, count_keys = {}, {}, {}
+local site_attempts, sites_touched, site_keys, site_domains = {}, {}, {}, {}
 local counts, order = {}, {}
 local tats, tat_keys, tat_taken = {}, {}, {}
 local wait
@@ -111,12 +124,13 @@ local function reserve(key, tat, interval, at)
   end
   tats[key] = math.max(tat, at) + interval
 end
--- A domain's interval under its slow-down: its limit's, or without one the
--- base the slow-down measured, divided by the factor of the moment.
-local function slowed(domain, dint)
+-- A domain's interval under its slow-down (key: the domain's slow-down):
+-- its limit's, or without one the base the slow-down measured, divided by
+-- the factor of the moment.
+local function slowed(domain, key, dint)
   local sl = slows[domain]
   if sl == nil then
-    sl = redis.call('HMGET', p .. ':slow:' .. domain, 'factor', 'since', 'until', 'base')
+    sl = redis.call('HMGET', key, 'factor', 'since', 'until', 'base')
     slows[domain] = sl
   end
   if not sl[1] then return dint end
@@ -136,17 +150,18 @@ local function room(key, limit)
   if redis.call('ZCARD', key) >= limit then wait = math.max(wait, 20) end
 end
 
-local function gate(mid, req, retried, owner)
+local function gate(mid, req, retried, owner, m, r)
+  local rkey, rz = KEYS[r], KEYS[r + 1]
   -- Taken again: out of the deferred index (a retry, or a message a
   -- sender deferred, which its request's index names).
-  if retried == '1' or redis.call('ZSCORE', p .. ':req:' .. req .. ':deferred', mid) then
-    unindex_deferred(p, mid)
+  if retried == '1' or redis.call('ZSCORE', rz, mid) then
+    unindex_deferred(KEYS[1], KEYS[2], rkey, rz, req, mid)
   end
-  local done = redis.call('GET', p .. ':done:' .. mid)
+  local done = redis.call('GET', KEYS[m])
   if done then return '1', done end
   local flag = flags[req]
   if not flag then
-    local cancelled, held = p .. ':cancelled:' .. req, p .. ':held:' .. req
+    local cancelled, held = KEYS[r + 2], KEYS[r + 3]
     flag = '0'
     if redis.call('EXISTS', cancelled, held) > 0 then
       if redis.call('EXISTS', cancelled) == 1 then flag = '2' else flag = '3' end
@@ -154,7 +169,7 @@ local function gate(mid, req, retried, owner)
     flags[req] = flag
   end
   if flag ~= '0' then return flag, '' end
-  local lease = p .. ':lease:' .. mid
+  local lease = KEYS[m + 1]
   local taken = redis.call('SET', lease, owner, 'NX', 'PX', ttl)
   -- The same delivery again (after a Redis error): it still holds the lease.
   if not taken and redis.call('GET', lease) == owner then
@@ -164,17 +179,17 @@ local function gate(mid, req, retried, owner)
   if not taken then return '4', tostring(redis.call('PTTL', lease)) end
   -- A mark left by any delivery (this one too, when Redis failed after its
   -- dot) means an answer was never recorded.
-  local mark = redis.call('GET', p .. ':dot:' .. mid)
+  local mark = redis.call('GET', KEYS[m + 2])
   if mark then return '5', mark end
   return '0', ''
 end
 
 local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, site,
-    sint, sburst, sconc, sper, adaptive, wkey, wcap, wleft, maxwait)
+    sint, sburst, sconc, sper, adaptive, wkey, wcap, wleft, maxwait, d, s, r)
   clock()
   local paused = pauses[domain]
   if paused == nil then
-    paused = redis.call('PTTL', p .. ':pause:' .. domain)
+    paused = redis.call('PTTL', KEYS[d])
     pauses[domain] = paused
   end
   if paused > 0 then return 2, paused, 0, 0 end
@@ -182,21 +197,21 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
   -- its MX rule (run-time over configured) and its adaptive rate.
   local spaused = spauses[site]
   if spaused == nil then
-    spaused = redis.call('PTTL', p .. ':site:pause:' .. site)
+    spaused = redis.call('PTTL', KEYS[s])
     spauses[site] = spaused
   end
   if spaused > 0 then return 2, spaused, 0, 0 end
   -- Warm-up: past the day's cap, the message waits for the next day.
   local wcount
-  if wkey ~= '' then
+  if wkey > 0 then
     wcount = warms[wkey]
-    if wcount == nil then wcount = tonumber(redis.call('GET', p .. ':warm:' .. wkey) or '0') end
+    if wcount == nil then wcount = tonumber(redis.call('GET', KEYS[wkey]) or '0') end
     warms[wkey] = wcount
     if wcount >= tonumber(wcap) then return 1, tonumber(wleft), 0, 0 end
   end
   local sov = soverrides[site]
   if sov == nil then
-    sov = redis.call('HMGET', p .. ':site:limit:' .. site, 'interval_ms', 'burst', 'concurrency', 'per_connection')
+    sov = redis.call('HMGET', KEYS[s + 1], 'interval_ms', 'burst', 'concurrency', 'per_connection')
     soverrides[site] = sov
   end
   sint = tonumber(sov[1]) or tonumber(sint)
@@ -206,7 +221,7 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
   if adaptive == '1' then
     local srate = srates[site]
     if srate == nil then
-      srate = tonumber(redis.call('HGET', p .. ':site:ctl:' .. site, 'rate')) or 0
+      srate = tonumber(redis.call('HGET', KEYS[s + 2], 'rate')) or 0
       srates[site] = srate
     end
     if srate > 0 and 1000 / srate > sint then sint = 1000 / srate end
@@ -215,7 +230,7 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
   if sburst <= 0 and sint > 0 then sburst = math.max(1, math.floor(100 / sint)) end
   local ov = overrides[domain]
   if ov == nil then
-    ov = redis.call('HMGET', p .. ':limit:' .. domain, 'interval_ms', 'burst', 'concurrency')
+    ov = redis.call('HMGET', KEYS[d + 1], 'interval_ms', 'burst', 'concurrency')
     overrides[domain] = ov
   end
   dint = tonumber(ov[1]) or tonumber(dint)
@@ -223,16 +238,17 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
   rint, rconc = tonumber(rint), tonumber(rconc)
   local leased = 0
   local at = now
-  dint = slowed(domain, dint)
+  dint = slowed(domain, KEYS[d + 2], dint)
   -- Without any limit there is nothing to spend: only the attempt counts.
   if dint > 0 or dconc > 0 or rint > 0 or rconc > 0 or sint > 0 or sconc > 0 then
     dburst = tonumber(ov[2]) or tonumber(dburst)
     wait = 0
-    room(p .. ':conc:' .. domain, dconc)
-    room(p .. ':rconc:' .. route, rconc)
-    room(p .. ':site:conc:' .. site, sconc)
+    local dcon, rcon, scon = KEYS[d + 3], KEYS[r], KEYS[s + 3]
+    room(dcon, dconc)
+    room(rcon, rconc)
+    room(scon, sconc)
     if wait > 0 then return 1, math.ceil(wait), 0, 0 end
-    local dkey, rkey, skey = p .. ':tat:' .. domain, p .. ':rtat:' .. route, p .. ':site:tat:' .. site
+    local dkey, rkey, skey = KEYS[d + 4], KEYS[r + 1], KEYS[s + 4]
     local dtat, rtat, stat = tat_of(dkey, dint), tat_of(rkey, rint), tat_of(skey, sint)
     at = earliest(earliest(earliest(now, dtat, dint, dburst), rtat, rint, 1), stat, sint, sburst)
     if at - now > tonumber(maxwait) then return 1, math.ceil(at - now), 0, 0 end
@@ -241,91 +257,96 @@ local function acquire(domain, route, dint, dburst, dconc, rint, rconc, lease, s
     reserve(skey, stat, sint, at)
     local lttl = tonumber(ttl)
     if sconc > 0 then
-      redis.call('ZADD', p .. ':site:conc:' .. site, now + lttl, lease)
-      redis.call('PEXPIRE', p .. ':site:conc:' .. site, lttl)
+      redis.call('ZADD', scon, now + lttl, lease)
+      redis.call('PEXPIRE', scon, lttl)
       leased = 1
     end
     if dconc > 0 then
-      redis.call('ZADD', p .. ':conc:' .. domain, now + lttl, lease)
-      redis.call('PEXPIRE', p .. ':conc:' .. domain, lttl)
+      redis.call('ZADD', dcon, now + lttl, lease)
+      redis.call('PEXPIRE', dcon, lttl)
       leased = 1
     end
     if rconc > 0 then
-      redis.call('ZADD', p .. ':rconc:' .. route, now + lttl, lease)
-      redis.call('PEXPIRE', p .. ':rconc:' .. route, lttl)
+      redis.call('ZADD', rcon, now + lttl, lease)
+      redis.call('PEXPIRE', rcon, lttl)
       leased = 1
     end
   end
-  if wkey ~= '' then
+  if wkey > 0 then
     warms[wkey] = wcount + 1
-    redis.call('INCR', p .. ':warm:' .. wkey)
-    redis.call('PEXPIRE', p .. ':warm:' .. wkey, 172800000)
+    redis.call('INCR', KEYS[wkey])
+    redis.call('PEXPIRE', KEYS[wkey], 172800000)
   end
   return 0, math.ceil(at - now), leased, sper
 end
 
-local function count(domain, site, n)
+local function count(domain, site, n, c, z)
   clock()
   n = tonumber(n) or 0
   if n <= 0 then return end
   if not attempts[domain] then
     attempts[domain] = 0
     touched[#touched + 1] = domain
+    count_keys[domain] = c
   end
   attempts[domain] = attempts[domain] + n
   if not site_attempts[site] then
     site_attempts[site] = 0
     sites_touched[#sites_touched + 1] = site
+    site_keys[site] = z
   end
   site_attempts[site] = site_attempts[site] + n
   site_domains[site .. '\0' .. domain] = {site, domain}
 end
 
-local function done(mid, req, record, rttl, reset, counters)
+local function done(req, record, rttl, reset, counters, m, r)
   -- The answer is recorded: the attempt is no longer in doubt.
-  redis.call('DEL', p .. ':dot:' .. mid)
-  if not redis.call('SET', p .. ':done:' .. mid, record, 'NX', 'EX', rttl) then return '0' end
+  redis.call('DEL', KEYS[m + 2])
+  if not redis.call('SET', KEYS[m], record, 'NX', 'EX', rttl) then return '0' end
   for field in string.gmatch(counters, '%S+') do
     local k = req .. '\0' .. field
     if not counts[k] then
       counts[k] = 0
-      order[#order + 1] = {req, field, k}
+      order[#order + 1] = {KEYS[r], field, k}
     end
     counts[k] = counts[k] + 1
   end
-  if reset ~= '' then redis.call('DEL', p .. ':errors:' .. reset) end
+  if reset > 0 then redis.call('DEL', KEYS[reset]) end
   return '1'
 end
 
-local i = 6
+local i = 5
 while i <= #ARGV do
   local tag = ARGV[i]
   if tag == 'g' then
-    local status, value = gate(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+    local status, value = gate(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+      tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]))
     out[#out + 1] = status
     out[#out + 1] = value
-    i = i + 5
+    i = i + 7
   elseif tag == 'a' then
     local status, ms, leased, per = acquire(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
       ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10],
-      ARGV[i + 11], ARGV[i + 12], ARGV[i + 13], ARGV[i + 14], ARGV[i + 15], ARGV[i + 16],
-      ARGV[i + 17], ARGV[i + 18])
+      ARGV[i + 11], ARGV[i + 12], ARGV[i + 13], ARGV[i + 14], tonumber(ARGV[i + 15]),
+      ARGV[i + 16], ARGV[i + 17], ARGV[i + 18], tonumber(ARGV[i + 19]),
+      tonumber(ARGV[i + 20]), tonumber(ARGV[i + 21]))
     out[#out + 1] = tostring(status)
     out[#out + 1] = tostring(ms)
     out[#out + 1] = tostring(leased)
     out[#out + 1] = tostring(per)
-    i = i + 19
+    i = i + 22
   elseif tag == 'm' then
-    redis.call('SET', p .. ':dot:' .. ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
+    redis.call('SET', KEYS[tonumber(ARGV[i + 3]) + 2], ARGV[i + 1], 'EX', ARGV[i + 2])
     out[#out + 1] = '1'
     i = i + 4
   elseif tag == 'n' then
-    count(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    count(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]))
     out[#out + 1] = '1'
-    i = i + 4
+    i = i + 6
   elseif tag == 'd' then
-    out[#out + 1] = done(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
-    i = i + 7
+    out[#out + 1] = done(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]),
+      ARGV[i + 5], tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]))
+    i = i + 8
   else
     return redis.error_reply('mailpipe calls: unknown call ' .. tostring(tag))
   end
@@ -335,11 +356,12 @@ for _, key in ipairs(tat_keys) do
   redis.call('SET', key, tostring(tat), 'PX', math.ceil(tat - now) + 1000)
 end
 for _, domain in ipairs(touched) do
-  local bucket = p .. ':brk:' .. domain .. ':' .. math.floor(now / 60000)
+  local ck = count_keys[domain]
+  local bucket = KEYS[ck]
   redis.call('HINCRBY', bucket, 'a', attempts[domain])
   redis.call('EXPIRE', bucket, window + 120)
   -- The decaying count: c at t, counted since f.
-  local seen = p .. ':seen:' .. domain
+  local seen = KEYS[ck + 1]
   local s = redis.call('HMGET', seen, 'c', 't', 'f')
   local c, t, f = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
   if c and t and f then c = c * math.exp(-math.max(now - t, 0) / tau) else c, f = 0, now end
@@ -349,21 +371,21 @@ end
 -- Sites: the decaying attempt count, the index of sites by last attempt,
 -- and the domains seen at each (for operators), kept a day.
 for _, site in ipairs(sites_touched) do
-  local seen = p .. ':site:seen:' .. site
+  local seen = KEYS[site_keys[site]]
   local s = redis.call('HMGET', seen, 'c', 't', 'f')
   local c, t, f = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
   if c and t and f then c = c * math.exp(-math.max(now - t, 0) / tau) else c, f = 0, now end
   redis.call('HSET', seen, 'c', tostring(c + site_attempts[site]), 't', tostring(now), 'f', tostring(f))
   redis.call('PEXPIRE', seen, 86400000)
-  redis.call('ZADD', p .. ':sites', now, site)
+  redis.call('ZADD', KEYS[3], now, site)
 end
 for _, sd in pairs(site_domains) do
-  local key = p .. ':site:domains:' .. sd[1]
+  local key = KEYS[site_keys[sd[1]] + 1]
   redis.call('SADD', key, sd[2])
   redis.call('PEXPIRE', key, 86400000)
 end
 for _, c in ipairs(order) do
-  redis.call('HINCRBY', p .. ':req:' .. c[1], c[2], counts[c[3]])
+  redis.call('HINCRBY', c[1], c[2], counts[c[3]])
 end
 return out
 "#;
@@ -404,7 +426,112 @@ pub enum Answer {
     Attempts,
 }
 
-/// Appends the script's arguments for `calls`.
+/// The keys of one call of the script, each declared once, in the groups
+/// the script reads ([`CALLS_LUA`]'s header).
+struct CallKeys<'a> {
+    set: KeySet,
+    prefix: &'a str,
+    /// The minute of the breaker's bucket that attempts are counted in.
+    minute: i64,
+}
+
+impl<'a> CallKeys<'a> {
+    fn new(prefix: &'a str, now_ms: Option<i64>) -> Self {
+        let key = |parts: &[&str]| key_of(prefix, parts);
+        Self {
+            set: KeySet::with_fixed([
+                key(&["deferred"]),
+                key(&["deferred", "info"]),
+                key(&["sites"]),
+            ]),
+            prefix,
+            minute: now_ms.unwrap_or_else(crate::unix_now_ms).div_euclid(60_000),
+        }
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        key_of(self.prefix, parts)
+    }
+
+    fn message(&mut self, mid: &str) -> usize {
+        let p = self.prefix;
+        self.set.group(&key_of(p, &["done", mid]), || {
+            [
+                key_of(p, &["done", mid]),
+                key_of(p, &["lease", mid]),
+                key_of(p, &["dot", mid]),
+            ]
+        })
+    }
+
+    fn request(&mut self, req: &str) -> usize {
+        let p = self.prefix;
+        self.set.group(&key_of(p, &["req", req]), || {
+            [
+                key_of(p, &["req", req]),
+                key_of(p, &["req", req, "deferred"]),
+                key_of(p, &["cancelled", req]),
+                key_of(p, &["held", req]),
+            ]
+        })
+    }
+
+    fn domain(&mut self, domain: &str) -> usize {
+        let p = self.prefix;
+        self.set.group(&key_of(p, &["pause", domain]), || {
+            [
+                key_of(p, &["pause", domain]),
+                key_of(p, &["limit", domain]),
+                key_of(p, &["slow", domain]),
+                key_of(p, &["conc", domain]),
+                key_of(p, &["tat", domain]),
+            ]
+        })
+    }
+
+    fn site(&mut self, site: &str) -> usize {
+        let p = self.prefix;
+        self.set.group(&key_of(p, &["site", "pause", site]), || {
+            [
+                key_of(p, &["site", "pause", site]),
+                key_of(p, &["site", "limit", site]),
+                key_of(p, &["site", "ctl", site]),
+                key_of(p, &["site", "conc", site]),
+                key_of(p, &["site", "tat", site]),
+            ]
+        })
+    }
+
+    fn route(&mut self, route: &str) -> usize {
+        let p = self.prefix;
+        self.set.group(&key_of(p, &["rconc", route]), || {
+            [key_of(p, &["rconc", route]), key_of(p, &["rtat", route])]
+        })
+    }
+
+    fn domain_counts(&mut self, domain: &str) -> usize {
+        let p = self.prefix;
+        let minute = self.minute.to_string();
+        self.set.group(&key_of(p, &["brk", domain, &minute]), || {
+            [
+                key_of(p, &["brk", domain, &minute]),
+                key_of(p, &["seen", domain]),
+            ]
+        })
+    }
+
+    fn site_counts(&mut self, site: &str) -> usize {
+        let p = self.prefix;
+        self.set.group(&key_of(p, &["site", "seen", site]), || {
+            [
+                key_of(p, &["site", "seen", site]),
+                key_of(p, &["site", "domains", site]),
+            ]
+        })
+    }
+}
+
+/// Appends the script's keys and arguments for `calls`.
 pub(crate) fn arguments(
     inv: &mut redis::ScriptInvocation<'_>,
     prefix: &str,
@@ -414,8 +541,8 @@ pub(crate) fn arguments(
     now_ms: Option<i64>,
 ) {
     let ms = |d: Option<Duration>| d.map(|i| i.as_secs_f64() * 1000.0).unwrap_or(0.0);
-    inv.arg(prefix)
-        .arg(lease.as_millis().max(1) as u64)
+    let mut keys = CallKeys::new(prefix, now_ms);
+    inv.arg(lease.as_millis().max(1) as u64)
         .arg(breaker_window.as_secs())
         .arg(crate::slowdown::SEEN_TAU_MS)
         .arg(now_ms.map(|t| t.to_string()).unwrap_or_default());
@@ -426,7 +553,9 @@ pub(crate) fn arguments(
                     .arg(&g.message)
                     .arg(&g.request)
                     .arg(if g.retried { "1" } else { "0" })
-                    .arg(&g.owner);
+                    .arg(&g.owner)
+                    .arg(keys.message(&g.message))
+                    .arg(keys.request(&g.request));
             }
             Call::Acquire(a) => {
                 inv.arg("a")
@@ -446,32 +575,54 @@ pub(crate) fn arguments(
                     .arg(if a.adaptive { "1" } else { "0" });
                 match &a.warmup {
                     Some(w) => inv
-                        .arg(&w.key)
+                        .arg({
+                            let warm = keys.key(&["warm", &w.key]);
+                            keys.set.one(warm)
+                        })
                         .arg(w.cap)
                         .arg(w.day_left.as_millis() as u64),
-                    None => inv.arg("").arg(0).arg(0),
+                    None => inv.arg(0).arg(0).arg(0),
                 };
-                inv.arg(a.max_wait.as_millis() as u64);
+                inv.arg(a.max_wait.as_millis() as u64)
+                    .arg(keys.domain(&a.domain))
+                    .arg(keys.site(&a.site))
+                    .arg(keys.route(&a.route.name));
             }
             Call::Mark(m) => {
                 inv.arg("m")
-                    .arg(&m.message)
                     .arg(&m.owner)
-                    .arg(m.ttl.as_secs().max(1));
+                    .arg(m.ttl.as_secs().max(1))
+                    .arg(keys.message(&m.message));
             }
             Call::Attempts(n) => {
-                inv.arg("n").arg(&n.domain).arg(&n.site).arg(n.count);
+                inv.arg("n")
+                    .arg(&n.domain)
+                    .arg(&n.site)
+                    .arg(n.count)
+                    .arg(keys.domain_counts(&n.domain))
+                    .arg(keys.site_counts(&n.site));
             }
             Call::Done(d) => {
+                let reset = match d.reset_address.as_deref() {
+                    Some(addr) if !addr.is_empty() => {
+                        let errors = keys.key(&["errors", addr]);
+                        keys.set.one(errors)
+                    }
+                    _ => 0,
+                };
                 inv.arg("d")
-                    .arg(&d.message)
                     .arg(&d.record.request)
                     .arg(serde_json::to_string(&d.record).unwrap_or_default())
                     .arg(d.ttl.as_secs().max(1))
-                    .arg(d.reset_address.as_deref().unwrap_or(""))
-                    .arg(&d.counters);
+                    .arg(reset)
+                    .arg(&d.counters)
+                    .arg(keys.message(&d.message))
+                    .arg(keys.request(&d.record.request));
             }
         }
+    }
+    for key in keys.set.keys() {
+        inv.key(key);
     }
 }
 

@@ -25,6 +25,7 @@ use mailpipe_core::{adaptive, message, ratelimit, rules};
 pub mod calls;
 pub mod connection;
 pub mod durability;
+mod keyset;
 pub mod live_rules;
 pub mod policy;
 pub mod queue_ops;

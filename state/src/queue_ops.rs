@@ -224,6 +224,7 @@ impl QueueOps<'_> {
         self.store
             .push_history(
                 &job.id,
+                &job.request,
                 &serde_json::json!({"at": unix_now(), "decision": "removed", "reason": reason}),
                 ttl,
             )

@@ -83,7 +83,7 @@ impl Intake {
             "due": null,
         });
         self.store
-            .push_history(&m.message, &entry, MARKER_TTL)
+            .push_history(&m.message, &m.record.request, &entry, MARKER_TTL)
             .await
             .map_err(|e| Temporary(e.to_string()))?;
         // After the events: a crash in between sends them again (at least

@@ -15,7 +15,9 @@ pub fn breaker_buckets(window_secs: u64) -> u64 {
 }
 
 pub(super) const BREAKER_LUA: &str = r#"
--- KEYS: 1 pause, 2 index of paused domains; ARGV: 1 bucket prefix, 2 window s,
+-- KEYS: 1 pause, 2 index of paused domains, 3... the window's minute
+-- buckets, this minute's first (as many as breaker_buckets() above: what
+-- `mailpipe domain show` sums); ARGV: 1 unused, 2 window s,
 -- 3 min attempts, 4 ratio, 5 pause s, 6 count this failure (1/0), 7 domain,
 -- 8 count it as an attempt too (1/0: it failed before the sending policy
 -- was asked, which counts the attempts that reach it), 9 now ms ('' = the
@@ -26,19 +28,16 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local minute = math.floor(now / 60000)
 local window = tonumber(ARGV[2])
 if ARGV[6] == '1' then
-  local cur = ARGV[1] .. minute
+  local cur = KEYS[3]
   redis.call('HINCRBY', cur, 'f', 1)
   if ARGV[8] == '1' then redis.call('HINCRBY', cur, 'a', 1) end
   redis.call('EXPIRE', cur, window + 120)
 end
 local a, f = 0, 0
--- As many minute buckets as breaker_buckets() above (what
--- `mailpipe domain show` sums): ceil(window / 60), at least one.
-for i = 0, math.max(math.ceil(window / 60) - 1, 0) do
-  local h = redis.call('HMGET', ARGV[1] .. (minute - i), 'a', 'f')
+for i = 3, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 'a', 'f')
   a = a + (tonumber(h[1]) or 0)
   f = f + (tonumber(h[2]) or 0)
 end
@@ -103,11 +102,17 @@ impl Policy {
         now_ms: Option<i64>,
     ) -> Result<BreakerCount, StoreError> {
         let mut c = self.store.connection();
-        let (opened, attempts, failures): (i64, u64, u64) = self
-            .breaker
-            .key(self.key(&["pause", domain]))
-            .key(self.key(&["paused"]))
-            .arg(self.key(&["brk", domain, ""]))
+        // The window's buckets, by the minute of the caller's clock (or of
+        // `now_ms`): declared, so the script builds no key names.
+        let minute = now_ms.unwrap_or_else(crate::unix_now_ms).div_euclid(60_000);
+        let mut inv = self.breaker.prepare_invoke();
+        inv.key(self.key(&["pause", domain]))
+            .key(self.key(&["paused"]));
+        for i in 0..breaker_buckets(breaker.window.as_secs()) as i64 {
+            inv.key(self.key(&["brk", domain, &(minute - i).to_string()]));
+        }
+        let (opened, attempts, failures): (i64, u64, u64) = inv
+            .arg("")
             .arg(breaker.window.as_secs())
             .arg(breaker.min_attempts)
             .arg(breaker.failure_ratio)

@@ -12,37 +12,45 @@ use crate::store::StoreError;
 /// The paused domains of the index, checked against their pause keys:
 /// entries whose pause ended (or was removed) leave the index.
 const PAUSED_LUA: &str = r#"
--- KEYS: 1 index of paused domains; ARGV: 1 pause key prefix, 2 most domains
--- to describe, 3 pause note key prefix, 4 now ms ('' = the server's clock).
+-- KEYS: 1 index of paused domains, then for each domain of ARGV its pause
+-- key and its pause note key; ARGV: 1 most domains to describe, 2 now ms
+-- ('' = the server's clock), then the domains the index held when read.
 -- Returns the number paused and, for the first ones by end of pause,
 -- domain, end (Unix ms), who paused it and the operator's note ('' none).
-local now = tonumber(ARGV[4])
+local now = tonumber(ARGV[2])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local limit = tonumber(ARGV[2])
+local limit = tonumber(ARGV[1])
 local total, out = 0, {}
-local index = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for i = 1, #index, 2 do
-  local d, till = index[i], tonumber(index[i + 1])
-  local ttl = redis.call('PTTL', ARGV[1] .. d)
-  -- Without a time to live a pause key does not pause (the senders' check);
-  -- a pause whose end (the index's score) is past has ended as of now.
-  if ttl <= 0 or till <= now then
-    redis.call('ZREM', KEYS[1], d)
-  else
-    total = total + 1
-    if total <= limit then
-      out[#out + 1] = d
-      out[#out + 1] = tostring(till)
-      out[#out + 1] = redis.call('GET', ARGV[1] .. d) or ''
-      out[#out + 1] = redis.call('GET', ARGV[3] .. d) or ''
+for i = 3, #ARGV do
+  local d = ARGV[i]
+  local pause, note = KEYS[2 * (i - 2)], KEYS[2 * (i - 2) + 1]
+  -- Its end as of now (a domain that left the index meanwhile is skipped).
+  local till = tonumber(redis.call('ZSCORE', KEYS[1], d))
+  if till then
+    local ttl = redis.call('PTTL', pause)
+    -- Without a time to live a pause key does not pause (the senders' check);
+    -- a pause whose end (the index's score) is past has ended as of now.
+    if ttl <= 0 or till <= now then
+      redis.call('ZREM', KEYS[1], d)
+    else
+      total = total + 1
+      if total <= limit then
+        out[#out + 1] = d
+        out[#out + 1] = tostring(till)
+        out[#out + 1] = redis.call('GET', pause) or ''
+        out[#out + 1] = redis.call('GET', note) or ''
+      end
     end
   end
 end
 return {total, out}
 "#;
+
+static PAUSED: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(PAUSED_LUA));
 
 /// Who paused a domain or a site: the word its pause key holds, and
 /// `mailpipe domain list`, `site list` and their JSON show.
@@ -139,12 +147,21 @@ impl Policy {
         now_ms: Option<i64>,
     ) -> Result<(u64, Vec<PausedDomain>), StoreError> {
         let mut c = self.store.connection();
-        let (total, flat): (u64, Vec<String>) = redis::Script::new(PAUSED_LUA)
-            .key(self.key(&["paused"]))
-            .arg(self.key(&["pause", ""]))
-            .arg(limit)
-            .arg(self.key(&["pausenote", ""]))
-            .arg(now_arg(now_ms))
+        // The index as it is now, in order of end of pause; the script
+        // checks each entry against its pause key, both declared.
+        let index = self.key(&["paused"]);
+        let listed: Vec<String> = c
+            .zrange(&index, 0, -1)
+            .await
+            .map_err(op("paused domains"))?;
+        let mut inv = PAUSED.prepare_invoke();
+        inv.key(&index).arg(limit).arg(now_arg(now_ms));
+        for d in &listed {
+            inv.key(self.key(&["pause", d]))
+                .key(self.key(&["pausenote", d]))
+                .arg(d);
+        }
+        let (total, flat): (u64, Vec<String>) = inv
             .invoke_async(&mut c)
             .await
             .map_err(op("paused domains"))?;

@@ -20,87 +20,79 @@ use super::{op, Store, StoreError};
 
 /// Lua functions that index and unindex a deferred message, shared by the
 /// scripts of this module and by the sender's calls script (its gate).
+/// Every key they touch is passed in, declared by the calling script:
+/// `index` (`{p}:deferred`), `infos` (`{p}:deferred:info`), `rkey`
+/// (`{p}:req:{rid}`) and `rz` (`{p}:req:{rid}:deferred`).
 pub(crate) const INDEX_FUNCTIONS_LUA: &str = r#"
--- Indexes message mid of request req, deferred (why: retry, paused,
--- throttled) to domain until due (Unix s), with what operators see (info,
--- JSON with request, domain and why). Counted once per request while
--- indexed; a request whose hash is gone is indexed globally only.
-local function index_deferred(p, mid, req, why, domain, due, info)
-  redis.call('ZADD', p .. ':deferred', due, mid)
-  redis.call('HSET', p .. ':deferred:info', mid, info)
-  local rkey = p .. ':req:' .. req
+-- Indexes message mid of the request whose keys are rkey and rz, deferred
+-- (why: retry, paused, throttled) to domain until due (Unix s), with what
+-- operators see (info, JSON with request, domain and why). Counted once
+-- per request while indexed; a request whose hash is gone is indexed
+-- globally only.
+local function index_deferred(index, infos, rkey, rz, mid, why, domain, due, info)
+  redis.call('ZADD', index, due, mid)
+  redis.call('HSET', infos, mid, info)
   local ttl = redis.call('TTL', rkey)
   if ttl == -2 then return end
-  local rz = rkey .. ':deferred'
   if redis.call('ZADD', rz, due, mid) == 1 then
     redis.call('HINCRBY', rkey, 'waiting:' .. why .. ':' .. domain, 1)
     redis.call('HINCRBY', rkey, 'deferrals', 1)
   end
   if ttl > 0 then redis.call('EXPIRE', rz, ttl) end
 end
--- Takes message mid out of the index, and out of its request's counts.
-local function unindex_deferred(p, mid)
-  local info = redis.call('HGET', p .. ':deferred:info', mid)
-  redis.call('ZREM', p .. ':deferred', mid)
-  redis.call('HDEL', p .. ':deferred:info', mid)
+-- Takes message mid of request req (keys rkey, rz) out of the index, and
+-- out of its request's counts. Indexed under another request (its info
+-- says which), it leaves the global index only.
+local function unindex_deferred(index, infos, rkey, rz, req, mid)
+  local info = redis.call('HGET', infos, mid)
+  redis.call('ZREM', index, mid)
+  redis.call('HDEL', infos, mid)
   if not info then return end
   local ok, i = pcall(cjson.decode, info)
-  if not ok or type(i) ~= 'table' or type(i.request) ~= 'string' then return end
-  local rkey = p .. ':req:' .. i.request
-  if redis.call('ZREM', rkey .. ':deferred', mid) == 1 then
+  if not ok or type(i) ~= 'table' or i.request ~= req then return end
+  if redis.call('ZREM', rz, mid) == 1 then
     local f = 'waiting:' .. tostring(i.why or 'retry') .. ':' .. tostring(i.domain or '')
     if redis.call('HINCRBY', rkey, f, -1) <= 0 then redis.call('HDEL', rkey, f) end
   end
 end
 "#;
 
-/// KEYS: deferred index, its info hash. ARGV: prefix, most entries to drop.
-/// Drops the earliest entries whose message already has a terminal record
-/// (one that ended without passing a sender's gate, such as a poison
-/// message), then answers the number indexed and the earliest due time.
-const DEFERRED_HEAD_LUA: &str = r#"
-for _ = 1, tonumber(ARGV[2]) do
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
-  if #first == 0 or redis.call('EXISTS', ARGV[1] .. ':done:' .. first[1]) == 0 then break end
-  unindex_deferred(ARGV[1], first[1])
-end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {redis.call('ZCARD', KEYS[1]), first[2] or ''}
-"#;
-
-/// ARGV: prefix, message, request, why, domain, due s, info, history
-/// entry ('' none), history ttl s. Indexes a deferred message and adds
-/// the entry to its history.
+/// KEYS: deferred index, its info hash, the request's hash, the request's
+/// deferred index, the message's history. ARGV: message, request, why,
+/// domain, due s, info, history entry ('' none), history ttl s. Indexes a
+/// deferred message and adds the entry to its history.
 const INDEX_LUA: &str = r#"
-local p, mid = ARGV[1], ARGV[2]
-index_deferred(p, mid, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
-if ARGV[8] ~= '' then
-  local h = p .. ':history:' .. mid
-  redis.call('RPUSH', h, ARGV[8])
-  redis.call('EXPIRE', h, ARGV[9])
+local mid = ARGV[1]
+index_deferred(KEYS[1], KEYS[2], KEYS[3], KEYS[4], mid, ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if ARGV[7] ~= '' then
+  redis.call('RPUSH', KEYS[5], ARGV[7])
+  redis.call('EXPIRE', KEYS[5], ARGV[8])
 end
 return 1
 "#;
 
-/// ARGV: prefix, message, history entry, ttl s. Adds the entry to the
-/// message's history and takes the message out of the index (it stops).
+/// KEYS: deferred index, its info hash, the request's hash, the request's
+/// deferred index, the message's history ('' none: no entry). ARGV:
+/// message, request, history entry, ttl s. Adds the entry to the message's
+/// history and takes the message out of the index (it stops, or it ended).
 const STOP_LUA: &str = r#"
-local p, mid = ARGV[1], ARGV[2]
-local h = p .. ':history:' .. mid
-redis.call('RPUSH', h, ARGV[3])
-redis.call('EXPIRE', h, ARGV[4])
-unindex_deferred(p, mid)
+local mid = ARGV[1]
+if ARGV[3] ~= '' then
+  redis.call('RPUSH', KEYS[5], ARGV[3])
+  redis.call('EXPIRE', KEYS[5], ARGV[4])
+end
+unindex_deferred(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], mid)
 return 1
 "#;
 
-/// ARGV: prefix, message, lease owner, request, why, domain, due s, info.
-/// Releases the message's lease (if `owner` holds it) and indexes it as
-/// deferred: the sender's one call for a message the policy defers.
+/// KEYS: deferred index, its info hash, the request's hash, the request's
+/// deferred index, the message's lease. ARGV: message, lease owner, why,
+/// domain, due s, info. Releases the message's lease (if `owner` holds it)
+/// and indexes it as deferred: the sender's one call for a message the
+/// policy defers.
 const DEFER_LUA: &str = r#"
-local p, mid = ARGV[1], ARGV[2]
-local lease = p .. ':lease:' .. mid
-if redis.call('GET', lease) == ARGV[3] then redis.call('DEL', lease) end
-index_deferred(p, mid, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+if redis.call('GET', KEYS[5]) == ARGV[2] then redis.call('DEL', KEYS[5]) end
+index_deferred(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return 1
 "#;
 
@@ -109,8 +101,6 @@ fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{INDEX_FUNCTIONS_LUA}\n{body}"))
 }
 
-static HEAD: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| script(DEFERRED_HEAD_LUA));
 static INDEX: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| script(INDEX_LUA));
 static STOP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| script(STOP_LUA));
 static DEFER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| script(DEFER_LUA));
@@ -168,6 +158,18 @@ pub struct RequestDeferred {
 }
 
 impl Store {
+    /// The keys the index functions touch for a message of `request`, in
+    /// the order of their arguments: the index, its info hash, the
+    /// request's hash and its deferred index.
+    fn deferred_keys(&self, request: &str) -> [String; 4] {
+        [
+            self.key(&["deferred"]),
+            self.key(&["deferred", "info"]),
+            self.key(&["req", request]),
+            self.key(&["req", request, "deferred"]),
+        ]
+    }
+
     /// Records a deferred message in the index operators list (and in its
     /// request's counts), with an entry of its history.
     pub async fn index_deferred(
@@ -177,9 +179,12 @@ impl Store {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: i64 = INDEX
-            .prepare_invoke()
-            .arg(self.prefix())
+        let mut inv = INDEX.prepare_invoke();
+        for key in self.deferred_keys(&deferral.request) {
+            inv.key(key);
+        }
+        let _: i64 = inv
+            .key(self.key(&["history", &deferral.message]))
             .arg(&deferral.message)
             .arg(&deferral.request)
             .arg(&deferral.why)
@@ -199,12 +204,14 @@ impl Store {
     /// policy defers.
     pub async fn defer(&self, deferral: &Deferral, owner: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: i64 = DEFER
-            .prepare_invoke()
-            .arg(self.prefix())
+        let mut inv = DEFER.prepare_invoke();
+        for key in self.deferred_keys(&deferral.request) {
+            inv.key(key);
+        }
+        let _: i64 = inv
+            .key(self.key(&["lease", &deferral.message]))
             .arg(&deferral.message)
             .arg(owner)
-            .arg(&deferral.request)
             .arg(&deferral.why)
             .arg(&deferral.domain)
             .arg(deferral.due)
@@ -215,24 +222,45 @@ impl Store {
         Ok(())
     }
 
-    /// Adds a failed attempt to a message's history (for messages that
-    /// stop), and takes it out of the deferred index.
+    /// Adds a failed attempt to the history of a message of `request` (for
+    /// messages that stop), and takes it out of the deferred index.
     pub async fn push_history(
         &self,
         message: &str,
+        request: &str,
         entry: &serde_json::Value,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        self.stop_deferred(message, request, Some(entry), ttl)
+            .await
+            .map_err(|source| StoreError::Redis {
+                op: "history",
+                source,
+            })
+    }
+
+    /// [`STOP_LUA`]: the message out of the deferred index, with an entry
+    /// of its history when there is one.
+    async fn stop_deferred(
+        &self,
+        message: &str,
+        request: &str,
+        entry: Option<&serde_json::Value>,
+        ttl: Duration,
+    ) -> Result<(), redis::RedisError> {
         let mut c = self.conn.clone();
-        let _: i64 = STOP
-            .prepare_invoke()
-            .arg(self.prefix())
+        let mut inv = STOP.prepare_invoke();
+        for key in self.deferred_keys(request) {
+            inv.key(key);
+        }
+        let _: i64 = inv
+            .key(self.key(&["history", message]))
             .arg(message)
-            .arg(entry.to_string())
+            .arg(request)
+            .arg(entry.map(|e| e.to_string()).unwrap_or_default())
             .arg(ttl.as_secs().max(1))
             .invoke_async(&mut c)
-            .await
-            .map_err(op("history"))?;
+            .await?;
         Ok(())
     }
 
@@ -311,15 +339,51 @@ impl Store {
     /// otherwise look overdue for ever).
     pub async fn deferred_head(&self, clean: usize) -> Result<(u64, Option<i64>), StoreError> {
         let mut c = self.conn.clone();
-        let (n, first): (u64, String) = HEAD
-            .key(self.key(&["deferred"]))
-            .key(self.key(&["deferred", "info"]))
-            .arg(self.prefix())
-            .arg(clean)
-            .invoke_async(&mut c)
+        let index = self.key(&["deferred"]);
+        if clean > 0 {
+            // The head, with each entry's request (from its info) and
+            // whether it ended; the leading entries that ended leave the
+            // index, each by the script that knows its request's keys.
+            let head: Vec<String> = c
+                .zrange(&index, 0, clean as isize - 1)
+                .await
+                .map_err(op("deferred head"))?;
+            if !head.is_empty() {
+                let infos: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(self.key(&["deferred", "info"]))
+                    .arg(&head)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(op("deferred head"))?;
+                let mut ended = redis::pipe();
+                for mid in &head {
+                    ended.exists(self.key(&["done", mid]));
+                }
+                let ended: Vec<bool> = ended
+                    .query_async(&mut c)
+                    .await
+                    .map_err(op("deferred head"))?;
+                for ((mid, info), ended) in head.iter().zip(&infos).zip(ended) {
+                    if !ended {
+                        break;
+                    }
+                    let request = info
+                        .as_deref()
+                        .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+                        .and_then(|i| i["request"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    self.stop_deferred(mid, &request, None, Duration::from_secs(1))
+                        .await
+                        .map_err(op("deferred head"))?;
+                }
+            }
+        }
+        let n: u64 = c.zcard(&index).await.map_err(op("deferred head"))?;
+        let first: Vec<(String, f64)> = c
+            .zrange_withscores(&index, 0, 0)
             .await
             .map_err(op("deferred head"))?;
-        Ok((n, first.parse::<f64>().ok().map(|d| d as i64)))
+        Ok((n, first.first().map(|(_, d)| *d as i64)))
     }
 
     /// Number of deferred messages and the earliest due time.

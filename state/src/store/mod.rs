@@ -38,8 +38,11 @@
 //! lets `mailpipe status` agree with the SMTP server after crashes and
 //! redeliveries.
 //!
-//! The scripts name keys they compute from the prefix, which a single Redis
-//! (or a master behind Sentinels) allows; Redis Cluster is not supported yet.
+//! Every script declares every key it touches in `KEYS`: the Rust that
+//! calls it builds the names ([`key_of`], gathered once each by
+//! `crate::keyset`), never the Lua. The keys of one call do not share a
+//! hash tag yet, so Redis Cluster is not supported yet; a single Redis and
+//! a master behind Sentinels are.
 //!
 //! One file per key family, each adding its methods to [`Store`]:
 //! `requests.rs` (content, request metadata and counters, `mailpipe
@@ -128,6 +131,18 @@ pub fn glob_escape(text: &str) -> String {
     out
 }
 
+/// The key `{prefix}:{part}:{part}...`.
+pub(crate) fn key_of(prefix: &str, parts: &[&str]) -> String {
+    let mut k =
+        String::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    k.push_str(prefix);
+    for p in parts {
+        k.push(':');
+        k.push_str(p);
+    }
+    k
+}
+
 /// Handle to mailpipe's Redis state. Cheap to clone: one multiplexed
 /// connection that reconnects by itself (to the new master after a
 /// Sentinel failover, [`crate::connection`]).
@@ -186,12 +201,7 @@ impl Store {
     }
 
     fn key(&self, parts: &[&str]) -> String {
-        let mut k = self.prefix.clone();
-        for p in parts {
-            k.push(':');
-            k.push_str(p);
-        }
-        k
+        key_of(&self.prefix, parts)
     }
 
     /// A connection for commands this module does not wrap.

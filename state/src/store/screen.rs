@@ -153,20 +153,24 @@ pub struct ScreenOptions {
 }
 
 pub(super) const SCREEN_LUA: &str = r#"
--- KEYS[1] rcpts hash, KEYS[2] audience counter
--- ARGV[1] prefix, ARGV[2] max audience (0 = none), ARGV[3] ttl seconds,
--- ARGV[4] coalesce scope ('' = none), ARGV[5] coalesce window seconds,
+-- KEYS[1] rcpts hash, KEYS[2] audience counter, KEYS[3] denylist,
+-- KEYS[4] allowlist, KEYS[5] the exclusion rules' version, then per
+-- recipient its quarantine key and, when coalescing, its coalescing key
+-- ARGV[1] max audience (0 = none), ARGV[2] ttl seconds, ARGV[3] 1 when
+-- coalescing, ARGV[4] coalesce window seconds,
 -- then groups of 5: address, position, message id, control group flag,
 -- the exclusion decided before ('' = none: a rule's or an address check's)
 -- Answers one verdict per recipient, then the exclusion rules' version.
-local prefix = ARGV[1]
-local max = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local cscope = ARGV[4]
-local cwindow = tonumber(ARGV[5])
+local max = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local coalescing = ARGV[3] == '1'
+local cwindow = tonumber(ARGV[4])
+local per = 1
+if coalescing then per = 2 end
 local out = {}
-for i = 6, #ARGV, 5 do
+for i = 5, #ARGV, 5 do
   local addr, pos, mid, cg, pre = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+  local k = 6 + (i - 5) / 5 * per
   local verdict
   -- Claimed as accepted at once (the usual verdict, one command); a
   -- recipient seen before keeps its first verdict, and any other verdict
@@ -180,10 +184,10 @@ for i = 6, #ARGV, 5 do
       verdict = 'duplicate'
     end
   else
-    if redis.call('SISMEMBER', prefix .. ':denylist', addr) == 1 then
+    if redis.call('SISMEMBER', KEYS[3], addr) == 1 then
       verdict = 'denylisted'
-    elseif redis.call('EXISTS', prefix .. ':quarantine:' .. addr) == 1
-        and redis.call('SISMEMBER', prefix .. ':allowlist', addr) == 0 then
+    elseif redis.call('EXISTS', KEYS[k]) == 1
+        and redis.call('SISMEMBER', KEYS[4], addr) == 0 then
       verdict = 'quarantined'
     elseif pre ~= '' then
       -- 'excluded_by_rule:NAME', 'no_mail_host' or 'likely_typo'
@@ -192,8 +196,8 @@ for i = 6, #ARGV, 5 do
       verdict = 'control_group'
     else
       verdict = 'accepted'
-      if cscope ~= '' then
-        local ckey = prefix .. ':coalesce:' .. cscope .. ':' .. addr
+      if coalescing then
+        local ckey = KEYS[k + 1]
         if not redis.call('SET', ckey, mid, 'NX', 'EX', cwindow) then
           if redis.call('GET', ckey) ~= mid then verdict = 'coalesced' end
         end
@@ -210,7 +214,7 @@ for i = 6, #ARGV, 5 do
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 if max > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
-out[#out + 1] = redis.call('GET', prefix .. ':rules:version') or '0'
+out[#out + 1] = redis.call('GET', KEYS[5]) or '0'
 return out
 "#;
 
@@ -235,19 +239,28 @@ impl Store {
         let mut inv = self.screen.prepare_invoke();
         inv.key(self.key(&["req", request, "rcpts"]))
             .key(self.key(&["req", request, "audience"]))
-            .arg(&self.prefix)
+            .key(self.key(&["denylist"]))
+            .key(self.key(&["allowlist"]))
+            .key(self.key(&["rules", "version"]))
             .arg(opts.max_audience.unwrap_or(0))
             .arg(opts.ttl.as_secs().max(1));
+        let scope = opts
+            .coalesce
+            .as_ref()
+            .map(|(tenant, key, _)| format!("{tenant}:{key}"));
         match &opts.coalesce {
-            Some((tenant, key, window)) => {
-                inv.arg(format!("{tenant}:{key}"))
-                    .arg(window.as_secs().max(1));
+            Some((_, _, window)) => {
+                inv.arg(1).arg(window.as_secs().max(1));
             }
             None => {
-                inv.arg("").arg(0);
+                inv.arg(0).arg(0);
             }
         }
         for c in candidates {
+            inv.key(self.key(&["quarantine", &c.address]));
+            if let Some(scope) = &scope {
+                inv.key(self.key(&["coalesce", scope, &c.address]));
+            }
             inv.arg(&c.address)
                 .arg(&c.position)
                 .arg(&c.message_id)

@@ -391,6 +391,97 @@ async fn screening_records_the_exclusion_decided_before_it_after_the_lists_and_a
     }
 }
 
+/// One call screens a batch: each recipient is checked against its own
+/// quarantine and coalescing keys (declared per recipient, in order), the
+/// allowlist lifts a quarantine, and a second request in the same
+/// coalescing scope finds the first one's recipients taken.
+#[tokio::test]
+async fn screening_a_batch_reads_each_recipient_s_own_quarantine_and_coalescing_keys() {
+    use mailpipe_state::store::{Candidate, ScreenOptions, ScreenVerdict, Screened};
+    let s = store().await;
+    for address in ["q@example.com", "qa@example.com"] {
+        s.quarantine_add(address, "test", Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    s.list_add("allowlist", &["qa@example.com".to_string()])
+        .await
+        .unwrap();
+    let batch = |request: &str, addresses: &[&str]| -> Vec<Candidate> {
+        addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Candidate {
+                address: a.to_string(),
+                position: format!("1:{i}"),
+                message_id: format!("{request}-{a}"),
+                control_group: false,
+                excluded: None,
+            })
+            .collect()
+    };
+    let v = |v| Screened::new(v);
+    for coalesce in [
+        None,
+        Some(("t".to_string(), "k".to_string(), Duration::from_secs(60))),
+    ] {
+        let opts = ScreenOptions {
+            ttl: Duration::from_secs(60),
+            coalesce: coalesce.clone(),
+            ..Default::default()
+        };
+        let first = format!("first-{}", coalesce.is_some());
+        let got = s
+            .screen(
+                &first,
+                &batch(
+                    &first,
+                    &[
+                        "ok@example.com",
+                        "q@example.com",
+                        "qa@example.com",
+                        "ok2@example.com",
+                    ],
+                ),
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got.verdicts,
+            [
+                v(ScreenVerdict::Accepted),
+                v(ScreenVerdict::Quarantined),
+                v(ScreenVerdict::Accepted),
+                v(ScreenVerdict::Accepted)
+            ],
+            "coalescing: {}",
+            coalesce.is_some()
+        );
+        let second = format!("second-{}", coalesce.is_some());
+        let got = s
+            .screen(
+                &second,
+                &batch(&second, &["new@example.com", "ok2@example.com"]),
+                &opts,
+            )
+            .await
+            .unwrap();
+        let taken = if coalesce.is_some() {
+            ScreenVerdict::Coalesced
+        } else {
+            ScreenVerdict::Accepted
+        };
+        assert_eq!(
+            got.verdicts,
+            [v(ScreenVerdict::Accepted), v(taken)],
+            "coalescing: {}",
+            coalesce.is_some()
+        );
+    }
+    forget(&s).await;
+}
+
 /// The operators' scripts on the qualification table: a kept row is a rule
 /// and raises the version the workers watch; ignoring it takes it out of the
 /// rules (and raises the version); resetting zeroes its count; an unknown
@@ -860,9 +951,14 @@ async fn a_deferral_is_counted_once_per_request_and_leaves_the_counts_with_the_i
         )
     );
     // m1 stops (its history's last entry): out.
-    s.push_history("m1", &serde_json::json!({"decision": "exhausted"}), ttl)
-        .await
-        .unwrap();
+    s.push_history(
+        "m1",
+        "r1",
+        &serde_json::json!({"decision": "exhausted"}),
+        ttl,
+    )
+    .await
+    .unwrap();
     assert_eq!(s.history("m1").await.unwrap().len(), 1);
     assert_eq!(
         counts(s.clone()).await,
