@@ -1,5 +1,7 @@
 //! `mailpipe-bench inject`: submits one message per recipient to an SMTP
-//! server (a Postfix) over several pipelined sessions.
+//! server (a Postfix) over several pipelined sessions: the same message
+//! file for all, or (`--render SIZE`) each recipient's personalized
+//! multipart message (`message.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,19 +10,28 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::message::{message_templates, render};
 use crate::now_ms;
-use crate::publish::spread_domain;
+use crate::publish::recipient_domain;
 
+#[allow(clippy::too_many_arguments)]
 pub async fn inject(
     to: &str,
     recipients: u64,
     domains: u64,
+    zipf: Option<f64>,
     domain: &str,
-    message: &str,
+    message: Option<&str>,
+    render_size: Option<usize>,
     sessions: u64,
 ) -> anyhow::Result<Value> {
+    let tpl = Arc::new(render_size.map(message_templates));
     // CRLF line ends, dot-stuffed once.
-    let raw = std::fs::read_to_string(message).with_context(|| message.to_string())?;
+    let raw = match (message, render_size) {
+        (Some(m), _) => std::fs::read_to_string(m).with_context(|| m.to_string())?,
+        (None, Some(_)) => String::new(),
+        (None, None) => bail!("--message or --render is needed"),
+    };
     let mut body = String::with_capacity(raw.len() + raw.len() / 40);
     for line in raw.lines() {
         if line.starts_with('.') {
@@ -36,12 +47,13 @@ pub async fn inject(
     let t0 = now_ms();
     let mut tasks = Vec::new();
     for _ in 0..sessions.max(1) {
-        let (to, domain, body, next, failed) = (
+        let (to, domain, body, next, failed, tpl) = (
             to.to_string(),
             domain.to_string(),
             body.clone(),
             next.clone(),
             failed.clone(),
+            tpl.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let sock = tokio::net::TcpStream::connect(&to).await?;
@@ -57,7 +69,11 @@ pub async fn inject(
                 if i >= recipients {
                     break;
                 }
-                let rcpt = format!("user{i}@{}", spread_domain(i, domains, &domain));
+                let rcpt = format!("user{i}@{}", recipient_domain(i, domains, zipf, &domain));
+                let rendered = match (tpl.as_ref(), render_size) {
+                    (Some(t), Some(size)) => Some(render(i, &rcpt, size, t)),
+                    _ => None,
+                };
                 w.write_all(
                     format!("MAIL FROM:<news@acme.example>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n")
                         .as_bytes(),
@@ -73,7 +89,8 @@ pub async fn inject(
                     eprintln!("inject: {rcpt}: MAIL {m} RCPT {rc} DATA {d}");
                     continue;
                 }
-                w.write_all(body.as_bytes()).await?;
+                w.write_all(rendered.as_deref().unwrap_or(&body).as_bytes())
+                    .await?;
                 if reply(&mut r, &mut line).await? != 250 {
                     failed.fetch_add(1, Ordering::SeqCst);
                 }

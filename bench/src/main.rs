@@ -12,7 +12,8 @@
 //!   over D seconds, each carrying its publish time in `X-Bench-Published-Ms`.
 //! * `sink`     — an SMTP sink that records the arrival time of every message
 //!   (at the final "."), its size and its `X-Mailpipe-Id` / `X-Bench-Published-Ms`
-//!   headers; writes them as TSV and exits once it has received `--expect`.
+//!   headers; writes them as TSV and exits once it has received `--expect`;
+//!   optionally with STARTTLS and per-recipient 451 / 550 answers (`sink.rs`).
 //! * `ready`    — waits until queues exist and have consumers.
 //! * `wait`     — polls a Redis hash field (or hash length) until it reaches a target.
 //! * `cleanup`  — deletes the queues named on stdin, a prefix's exchanges and
@@ -23,6 +24,8 @@
 //!   (tests/src/providers.rs, compiled in here): several mailbox providers
 //!   on loopback addresses, each with its connection and rate limits; exits
 //!   once `--expect` recipients were delivered and writes its counts.
+//! * `client`   — the TLS + pipelining ceiling: STARTTLS sessions that send
+//!   every recipient's personalized message once to the sink (`client.rs`).
 //! * `sign`     — DKIM signing rates (RSA-2048, Ed25519) of *ring*, aws-lc-rs
 //!   and OpenSSL on 1 and 2 threads, interleaved in rounds (see `sign.rs`).
 //!
@@ -39,8 +42,10 @@ mod providers;
 mod amqp;
 mod broker;
 mod cleanup;
+mod client;
 mod count;
 mod inject;
+mod message;
 mod publish;
 mod ready;
 mod sign;
@@ -135,13 +140,11 @@ enum Cmd {
         /// Records (TSV: arrival_ms, bytes, mailpipe id, published ms) go here.
         #[arg(long)]
         out: String,
-        /// Write the records and exit after this many messages.
-        #[arg(long)]
-        expect: u64,
-        /// ...or after this many seconds, with what was received.
-        #[arg(long, default_value_t = 3600)]
-        timeout: u64,
+        #[command(flatten)]
+        options: sink::SinkOptions,
     },
+    /// The TLS + pipelining ceiling against the sink.
+    Client(client::ClientArgs),
     Ready {
         /// Queue names that must exist with at least one consumer.
         queues: Vec<String>,
@@ -196,11 +199,17 @@ enum Cmd {
         recipients: u64,
         #[arg(long, default_value_t = 0)]
         domains: u64,
+        /// Zipf exponent of the domain spread (as `publish --zipf`).
+        #[arg(long)]
+        zipf: Option<f64>,
         #[arg(long, default_value = "bench.example")]
         domain: String,
-        /// The message (headers and body, LF or CRLF line ends).
+        /// The message (headers and body, LF or CRLF line ends)...
         #[arg(long)]
-        message: String,
+        message: Option<String>,
+        /// ...or each recipient's personalized message of about this size.
+        #[arg(long)]
+        render: Option<usize>,
         #[arg(long, default_value_t = 16)]
         sessions: u64,
     },
@@ -311,9 +320,9 @@ async fn main() -> anyhow::Result<()> {
             listen,
             port_file,
             out,
-            expect,
-            timeout,
-        } => sink::sink(&listen, &port_file, &out, expect, timeout).await?,
+            options,
+        } => sink::sink(&listen, &port_file, &out, options).await?,
+        Cmd::Client(args) => client::client(args).await?,
         Cmd::Ready { queues, timeout } => ready::ready(&cli.amqp, &queues, timeout).await?,
         Cmd::Wait {
             key,
@@ -343,10 +352,24 @@ async fn main() -> anyhow::Result<()> {
             to,
             recipients,
             domains,
+            zipf,
             domain,
             message,
+            render,
             sessions,
-        } => inject::inject(&to, recipients, domains, &domain, &message, sessions).await?,
+        } => {
+            inject::inject(
+                &to,
+                recipients,
+                domains,
+                zipf,
+                &domain,
+                message.as_deref(),
+                render,
+                sessions,
+            )
+            .await?
+        }
         Cmd::Providers {
             providers,
             port,

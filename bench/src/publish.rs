@@ -65,6 +65,54 @@ pub fn spread_domain(i: u64, domains: u64, domain: &str) -> String {
     }
 }
 
+/// Recipient i's domain under a Zipf distribution of exponent `s` over
+/// `domains` domains: `d{k}.{domain}`, where d0 is the largest (about 13 %
+/// of the recipients at s = 1 over 1,000 domains), d1 half its size, and
+/// so on. The draw is a hash of i, so every tool that names recipient i
+/// (`publish`, `inject`, `client`) names the same address.
+pub fn zipf_domain(i: u64, domains: u64, s: f64, domain: &str) -> String {
+    static CDF: std::sync::OnceLock<(u64, u64, Vec<f64>)> = std::sync::OnceLock::new();
+    let (d, bits, cdf) = CDF.get_or_init(|| {
+        let w: Vec<f64> = (1..=domains.max(1))
+            .map(|k| 1.0 / (k as f64).powf(s))
+            .collect();
+        let total: f64 = w.iter().sum();
+        let mut acc = 0.0;
+        let cdf = w
+            .iter()
+            .map(|x| {
+                acc += x / total;
+                acc
+            })
+            .collect();
+        (domains, s.to_bits(), cdf)
+    });
+    assert!(
+        *d == domains && *bits == s.to_bits(),
+        "one Zipf setting per process"
+    );
+    let u = (splitmix64(i ^ 0x5eed_2026) >> 11) as f64 / (1u64 << 53) as f64;
+    let k = cdf.partition_point(|&c| c < u).min(cdf.len() - 1);
+    format!("d{k}.{domain}")
+}
+
+/// A 64-bit mix of `x` (SplitMix64's finalizer): the benchmark's
+/// deterministic "random" draws per recipient.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Recipient i's domain: Zipf-spread when `zipf` is given, else in turn.
+pub fn recipient_domain(i: u64, domains: u64, zipf: Option<f64>, domain: &str) -> String {
+    match zipf {
+        Some(s) if domains > 0 => zipf_domain(i, domains, s, domain),
+        _ => spread_domain(i, domains, domain),
+    }
+}
+
 /// How a request's recipients spread over domains and local parts (the
 /// default: all `user{i}@DOMAIN`). The exclusion-rules benchmark spreads
 /// them so that rules and address checks have domains to look up.
@@ -74,6 +122,11 @@ pub struct Mix {
     /// `d{i % domains}.{domain}` (0: all at `domain`).
     #[arg(long, default_value_t = 0)]
     domains: u64,
+    /// Spread the recipients over `--domains` by a Zipf law of this
+    /// exponent (1.0: the largest domain has about twice the second's
+    /// recipients) instead of in turn.
+    #[arg(long)]
+    zipf: Option<f64>,
     /// Every this many-th recipient is at one of `--extra-domains` instead.
     #[arg(long, default_value_t = 0)]
     extra_every: u64,
@@ -105,7 +158,10 @@ impl Recipients {
             let d = &m.extra_domains[(i / m.extra_every) as usize % m.extra_domains.len()];
             return format!("{local}@{d}");
         }
-        format!("{local}@{}", spread_domain(i, m.domains, &self.domain))
+        format!(
+            "{local}@{}",
+            recipient_domain(i, m.domains, m.zipf, &self.domain)
+        )
     }
 }
 
