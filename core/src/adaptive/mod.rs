@@ -10,7 +10,10 @@
 //!   `used_share` of it (a rate nobody used proves nothing), up to the rate
 //!   that last held, if there is one;
 //! * **steady**: at or above the rate that last held, it rises by the
-//!   smaller `probe` per used step, looking for room slowly;
+//!   smaller `probe` per used step, looking for room slowly; once it has
+//!   held `reprobe_after` used steps in a row at or above the rate its
+//!   last cut came from, that limit is gone (it was a burst, or the
+//!   provider raised it) and the site probes again;
 //! * **throttled**: a throttling reply (or a refused connection) cut the
 //!   rate by `cut` at once; replies within `cut_hold` of a cut answer
 //!   messages already in flight and do not cut again; the first window
@@ -171,6 +174,8 @@ pub fn step(
                 window_ms: now_ms,
                 window_sent: 0,
                 cut_at_ms: 0,
+                cut_from: 0.0,
+                calm: 0,
                 blocks: 0,
                 until_ms: 0,
                 reason: String::new(),
@@ -226,6 +231,8 @@ pub fn step(
             // Answers to what was in flight when the rate was cut.
             return done(st, action);
         }
+        st.cut_from = st.rate;
+        st.calm = 0;
         st.rate = clamp(s, ceiling, st.rate * s.cut);
         st.held_rate = st.rate;
         st.held_at_ms = now_ms;
@@ -255,6 +262,16 @@ pub fn step(
     }
     st.held_rate = st.rate;
     st.held_at_ms = now_ms;
+    // Steady above the rate the last cut came from, for long enough: that
+    // limit no longer holds the site, which probes for room again.
+    if st.phase == Phase::Steady && st.cut_from > 0.0 && st.rate >= st.cut_from {
+        st.calm = st.calm.saturating_add(1);
+        if s.reprobe_after > 0 && st.calm >= s.reprobe_after {
+            st.phase = Phase::Probing;
+            st.cut_from = 0.0;
+            st.calm = 0;
+        }
+    }
     let factor = if st.phase == Phase::Probing {
         s.ramp
     } else {

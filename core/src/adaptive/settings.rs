@@ -27,6 +27,12 @@ pub struct AdaptiveSettings {
     pub probe: f64,
     /// Factor of a cut on throttling.
     pub cut: f64,
+    /// Used steps in a row without throttling, at or above the rate the
+    /// last cut came from, after which a steady site probes again (0:
+    /// never). A limit that throttled once and no longer does (a burst
+    /// the provider refused at the start, a limit the provider raised)
+    /// then stops holding the site down for minutes of 5 % steps.
+    pub reprobe_after: u32,
     /// Share of the allowed rate a step must have used for the rate to rise.
     pub used_share: f64,
     /// Throttling replies this soon after a cut do not cut again.
@@ -61,6 +67,7 @@ impl Default for AdaptiveSettings {
             ramp: 1.5,
             probe: 1.05,
             cut: 0.75,
+            reprobe_after: 3,
             used_share: 0.5,
             cut_hold: Duration::from_secs(2),
             suspend_after: 3,

@@ -66,6 +66,11 @@ pub struct SiteControl {
     pub window_sent: u64,
     /// The last cut, Unix ms (0 none).
     pub cut_at_ms: i64,
+    /// The rate the last cut came from (0 none): a steady site that holds
+    /// above it for `reprobe_after` used steps probes again.
+    pub cut_from: f64,
+    /// Used steps in a row without throttling at or above `cut_from`.
+    pub calm: u32,
     /// Reputation blocks in a row.
     pub blocks: u32,
     /// End of a suspension, Unix ms.
@@ -87,6 +92,8 @@ impl SiteControl {
             ("window", self.window_ms.to_string()),
             ("window_sent", self.window_sent.to_string()),
             ("cut_at", self.cut_at_ms.to_string()),
+            ("cut_from", self.cut_from.to_string()),
+            ("calm", self.calm.to_string()),
             ("blocks", self.blocks.to_string()),
             ("until", self.until_ms.to_string()),
             ("reason", self.reason.clone()),
@@ -107,6 +114,8 @@ impl SiteControl {
             window_ms: int("window"),
             window_sent: int("window_sent").max(0) as u64,
             cut_at_ms: int("cut_at"),
+            cut_from: num("cut_from").unwrap_or(0.0),
+            calm: int("calm").clamp(0, u32::MAX as i64) as u32,
             blocks: int("blocks").clamp(0, u32::MAX as i64) as u32,
             until_ms: int("until"),
             reason: f.get("reason").cloned().unwrap_or_default(),

@@ -109,6 +109,8 @@ fn a_throttling_reply_cuts_at_once_and_once_per_burst_then_the_rate_probes_slowl
         window_ms: 0,
         window_sent: 0,
         cut_at_ms: 0,
+        cut_from: 0.0,
+        calm: 0,
         blocks: 0,
         until_ms: 0,
         reason: String::new(),
@@ -213,6 +215,8 @@ fn an_idle_site_starts_again_from_its_last_held_rate_decayed_by_age() {
         window_ms: 0,
         window_sent: 0,
         cut_at_ms: 0,
+        cut_from: 0.0,
+        calm: 0,
         blocks: 0,
         until_ms: 0,
         reason: String::new(),
@@ -246,7 +250,9 @@ fn an_idle_site_starts_again_from_its_last_held_rate_decayed_by_age() {
 #[test]
 fn the_state_reads_back_from_its_fields() {
     let s = settings();
-    let out = step(&s, None, None, &Counts::default(), 5);
+    let mut out = step(&s, None, None, &Counts::default(), 5);
+    out.state.cut_from = 20.5;
+    out.state.calm = 2;
     let fields: HashMap<String, String> = out
         .state
         .to_fields()
@@ -258,4 +264,125 @@ fn the_state_reads_back_from_its_fields() {
     for p in Phase::ALL {
         assert_eq!(Phase::parse(p.as_str()), Some(p));
     }
+}
+
+/// A provider that takes `limit` messages per second, stepped every 2 s
+/// from `state` for `steps` steps: each step sends at the allowed rate, or
+/// meets a throttling reply when that rate is above the limit. Returns the
+/// rates after each step and the number of cuts.
+fn against_limit(
+    s: &AdaptiveSettings,
+    mut state: SiteControl,
+    limit: f64,
+    from_ms: i64,
+    steps: usize,
+) -> (Vec<f64>, usize) {
+    let mut rates = Vec::new();
+    let mut cuts = 0;
+    for i in 0..steps {
+        let now = from_ms + 2_000 * (i as i64 + 1);
+        let counts = if state.rate > limit {
+            throttled(1)
+        } else {
+            sent((state.rate * 2.0).round() as u64)
+        };
+        let out = step(s, None, Some(&state), &counts, now);
+        cuts += usize::from(out.action == A::Cut);
+        rates.push(out.rate);
+        state = out.state;
+    }
+    (rates, cuts)
+}
+
+#[test]
+fn a_site_cut_at_its_start_probes_again_once_it_holds_above_the_rate_of_the_cut() {
+    let s = settings();
+    // A burst refused at the very start: the site is cut from its start
+    // rate, far below the provider's 100/s.
+    let start = step(&s, None, None, &Counts::default(), 0).state;
+    let cut = run(
+        &s,
+        Some(start),
+        &[(500, throttled(1), None, A::Cut, P::Throttled, 15.0)],
+    );
+    assert_eq!(cut.cut_from, 20.0);
+    // Steady, by 5 % a step, up to the rate of the cut (six steps), then
+    // three used steps at or above it, then probing again by half.
+    let mut state = cut.clone();
+    let mut rate = 15.0;
+    for i in 0..9 {
+        let out = step(
+            &s,
+            None,
+            Some(&state),
+            &sent((rate * 2.0) as u64 + 1),
+            2_500 + 2_000 * i,
+        );
+        rate *= 1.05;
+        let reprobed = i == 8;
+        assert_eq!(
+            (out.state.phase, out.action),
+            (if reprobed { P::Probing } else { P::Steady }, A::Raised),
+            "step {i}: {out:?}"
+        );
+        let expected = if reprobed { rate / 1.05 * 1.5 } else { rate };
+        assert!((out.rate - expected).abs() < 1e-9, "step {i}: {out:?}");
+        assert_eq!(
+            out.state.calm,
+            if reprobed {
+                0
+            } else {
+                (i as u32).saturating_sub(5)
+            }
+        );
+        state = out.state;
+    }
+    assert_eq!(state.cut_from, 0.0, "probing again forgets the old cut");
+
+    // Against the provider's 100/s, from the cut: 90/s is reached in 12
+    // steps (24 s); without probing again, 5 % a step takes 37 (74 s).
+    let reach = |s: &AdaptiveSettings| {
+        let (rates, _) = against_limit(s, cut.clone(), 100.0, 500, 60);
+        rates.iter().position(|r| *r >= 90.0).map(|i| i + 1)
+    };
+    let never = AdaptiveSettings {
+        reprobe_after: 0,
+        ..settings()
+    };
+    assert_eq!(reach(&s), Some(12));
+    assert_eq!(reach(&never), Some(37));
+}
+
+#[test]
+fn a_site_at_a_limit_that_holds_never_probes_again_and_is_cut_as_often_as_before() {
+    // Steady at a provider's real limit: each rise past it is cut, so the
+    // rate never holds above the rate of a cut, and probing again never
+    // starts: the same sawtooth as without it.
+    let s = settings();
+    let at_limit = SiteControl {
+        phase: P::Steady,
+        rate: 95.0,
+        held_rate: 95.0,
+        held_at_ms: 0,
+        target: 0.0,
+        last_step_ms: 0,
+        window_ms: 0,
+        window_sent: 0,
+        cut_at_ms: 0,
+        cut_from: 0.0,
+        calm: 0,
+        blocks: 0,
+        until_ms: 0,
+        reason: String::new(),
+    };
+    let never = AdaptiveSettings {
+        reprobe_after: 0,
+        ..settings()
+    };
+    let (rates, cuts) = against_limit(&s, at_limit.clone(), 100.0, 0, 200);
+    let (old_rates, old_cuts) = against_limit(&never, at_limit, 100.0, 0, 200);
+    assert_eq!(rates, old_rates);
+    assert_eq!(cuts, old_cuts);
+    assert!(cuts >= 10, "{cuts} cuts in 400 s");
+    assert!(rates.iter().all(|r| *r < 100.0 * 1.05), "{rates:?}");
 }
