@@ -254,6 +254,17 @@ enum Cmd {
     },
 }
 
+/// A free loopback port, asked of the crate root by the provider simulator
+/// (`providers.rs`; the test harness hands out claimed ports instead). The
+/// kernel's choice is enough here: the simulator tries another port when
+/// one was taken meanwhile.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
