@@ -27,14 +27,15 @@ use crate::store::{
 };
 
 const CALLS_LUA: &str = r#"
--- Every key is declared in KEYS, each once ([crate::keyset]): KEYS 1 the
+-- Every key is declared in KEYS, each once (crate::keyset): KEYS 1 the
 -- deferred index, 2 its info hash, 3 the index of sites, then groups of
 -- keys that the calls name by the position of their first key:
---   message  done, lease, dot                         (M)
+--   message  done, lease, dot (a gate's)              (M)
+--   record   done, dot (a terminal record's)          (W)
 --   request  req, req:deferred, cancelled, held       (R)
 --   domain   pause, limit, slow, conc, tat            (D)
 --   site     site:pause, site:limit, site:ctl, site:conc, site:tat (S)
---   route    rconc, rtat                              (T)
+--   route    rconc, rtat (0: the route has no limits) (T)
 --   domain counts  the breaker's minute bucket, seen  (C)
 --   site counts    site:seen, site:domains            (Z)
 -- ARGV: 1 lease ttl ms, 2 breaker window s, 3 time constant ms of the
@@ -47,7 +48,7 @@ const CALLS_LUA: &str = r#"
 --      answers status (0 leased, 1 done, 2 cancelled, 3 held, 4 leased by
 --      another, 5 leased but a delivery left its "data sent" mark)
 --      and value (the record, the lease's ms left, or the mark's owner)
---   m  owner, ttl s, M
+--   m  owner, ttl s, the position of the message's dot key
 --      "data sent, awaiting reply", written before the final dot; answers 1
 --   a  domain, route, domain interval ms (0 none), domain burst, domain
 --      concurrency (0 none), route interval ms (0 none), route
@@ -74,7 +75,7 @@ const CALLS_LUA: &str = r#"
 --      and before it counts any failure; answers 1
 --   d  request, record, ttl s, position of the address's soft-failure
 --      counter a delivery resets (0 none), request counters to raise
---      (space-separated), M, R
+--      (space-separated), W, R
 --      the terminal record, counted only when new; answers 1 if new
 -- What does not change within one call is read once: a campaign's flags,
 -- a domain's pause and run-time limits, the server's clock; a rate's place
@@ -301,7 +302,7 @@ end
 
 local function done(req, record, rttl, reset, counters, m, r)
   -- The answer is recorded: the attempt is no longer in doubt.
-  redis.call('DEL', KEYS[m + 2])
+  redis.call('DEL', KEYS[m + 1])
   if not redis.call('SET', KEYS[m], record, 'NX', 'EX', rttl) then return '0' end
   for field in string.gmatch(counters, '%S+') do
     local k = req .. '\0' .. field
@@ -336,7 +337,7 @@ while i <= #ARGV do
     out[#out + 1] = tostring(per)
     i = i + 22
   elseif tag == 'm' then
-    redis.call('SET', KEYS[tonumber(ARGV[i + 3]) + 2], ARGV[i + 1], 'EX', ARGV[i + 2])
+    redis.call('SET', KEYS[tonumber(ARGV[i + 3])], ARGV[i + 1], 'EX', ARGV[i + 2])
     out[#out + 1] = '1'
     i = i + 4
   elseif tag == 'n' then
@@ -453,9 +454,10 @@ impl<'a> CallKeys<'a> {
         key_of(self.prefix, parts)
     }
 
+    /// A gate's keys of its message.
     fn message(&mut self, mid: &str) -> usize {
         let p = self.prefix;
-        self.set.group(&key_of(p, &["done", mid]), || {
+        self.set.group(&format!("gate\0{mid}"), || {
             [
                 key_of(p, &["done", mid]),
                 key_of(p, &["lease", mid]),
@@ -464,9 +466,23 @@ impl<'a> CallKeys<'a> {
         })
     }
 
+    /// A record's keys of its message.
+    fn record(&mut self, mid: &str) -> usize {
+        let p = self.prefix;
+        self.set.group(&format!("record\0{mid}"), || {
+            [key_of(p, &["done", mid]), key_of(p, &["dot", mid])]
+        })
+    }
+
+    /// A mark's key.
+    fn mark(&mut self, mid: &str) -> usize {
+        let dot = self.key(&["dot", mid]);
+        self.set.one(dot)
+    }
+
     fn request(&mut self, req: &str) -> usize {
         let p = self.prefix;
-        self.set.group(&key_of(p, &["req", req]), || {
+        self.set.group(&format!("request\0{req}"), || {
             [
                 key_of(p, &["req", req]),
                 key_of(p, &["req", req, "deferred"]),
@@ -478,7 +494,7 @@ impl<'a> CallKeys<'a> {
 
     fn domain(&mut self, domain: &str) -> usize {
         let p = self.prefix;
-        self.set.group(&key_of(p, &["pause", domain]), || {
+        self.set.group(&format!("domain\0{domain}"), || {
             [
                 key_of(p, &["pause", domain]),
                 key_of(p, &["limit", domain]),
@@ -491,7 +507,7 @@ impl<'a> CallKeys<'a> {
 
     fn site(&mut self, site: &str) -> usize {
         let p = self.prefix;
-        self.set.group(&key_of(p, &["site", "pause", site]), || {
+        self.set.group(&format!("site\0{site}"), || {
             [
                 key_of(p, &["site", "pause", site]),
                 key_of(p, &["site", "limit", site]),
@@ -504,7 +520,7 @@ impl<'a> CallKeys<'a> {
 
     fn route(&mut self, route: &str) -> usize {
         let p = self.prefix;
-        self.set.group(&key_of(p, &["rconc", route]), || {
+        self.set.group(&format!("route\0{route}"), || {
             [key_of(p, &["rconc", route]), key_of(p, &["rtat", route])]
         })
     }
@@ -512,7 +528,7 @@ impl<'a> CallKeys<'a> {
     fn domain_counts(&mut self, domain: &str) -> usize {
         let p = self.prefix;
         let minute = self.minute.to_string();
-        self.set.group(&key_of(p, &["brk", domain, &minute]), || {
+        self.set.group(&format!("counts\0{domain}"), || {
             [
                 key_of(p, &["brk", domain, &minute]),
                 key_of(p, &["seen", domain]),
@@ -522,7 +538,7 @@ impl<'a> CallKeys<'a> {
 
     fn site_counts(&mut self, site: &str) -> usize {
         let p = self.prefix;
-        self.set.group(&key_of(p, &["site", "seen", site]), || {
+        self.set.group(&format!("site counts\0{site}"), || {
             [
                 key_of(p, &["site", "seen", site]),
                 key_of(p, &["site", "domains", site]),
@@ -586,13 +602,21 @@ pub(crate) fn arguments(
                 inv.arg(a.max_wait.as_millis() as u64)
                     .arg(keys.domain(&a.domain))
                     .arg(keys.site(&a.site))
-                    .arg(keys.route(&a.route.name));
+                    .arg(
+                        if a.route.interval.is_some_and(|i| !i.is_zero())
+                            || a.route.concurrency.unwrap_or(0) > 0
+                        {
+                            keys.route(&a.route.name)
+                        } else {
+                            0
+                        },
+                    );
             }
             Call::Mark(m) => {
                 inv.arg("m")
                     .arg(&m.owner)
                     .arg(m.ttl.as_secs().max(1))
-                    .arg(keys.message(&m.message));
+                    .arg(keys.mark(&m.message));
             }
             Call::Attempts(n) => {
                 inv.arg("n")
@@ -616,7 +640,7 @@ pub(crate) fn arguments(
                     .arg(d.ttl.as_secs().max(1))
                     .arg(reset)
                     .arg(&d.counters)
-                    .arg(keys.message(&d.message))
+                    .arg(keys.record(&d.message))
                     .arg(keys.request(&d.record.request));
             }
         }

@@ -11,7 +11,9 @@
 //! Keys are added in groups: the keys of one thing (a message, a request, a
 //! domain) sit side by side, so a call passes one position, the group's
 //! first, and the script reads the others at fixed offsets from it. A group
-//! is known by its first key: adding it again answers the same position.
+//! is known by an id its caller gives: adding it again answers the same
+//! position. Only the keys a call may touch are declared (each costs the
+//! server an argument to read).
 
 use std::collections::HashMap;
 
@@ -19,8 +21,10 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub(crate) struct KeySet {
     keys: Vec<String>,
-    /// A group's first key → its 1-based position.
+    /// A key added alone → its 1-based position.
     positions: HashMap<String, usize>,
+    /// A group's id → the 1-based position of its first key.
+    groups: HashMap<String, usize>,
 }
 
 impl KeySet {
@@ -35,21 +39,21 @@ impl KeySet {
     }
 
     /// The position of a group of keys (its first key's), adding the group
-    /// when its first key is new; `keys` builds the whole group, first key
-    /// included, and is called only then.
+    /// when `id` is new; `keys` builds the group and is called only then.
+    /// The caller names a group by what it holds (a kind and a name, e.g.
+    /// a message's gate keys), so two groups that start with the same key
+    /// but hold different keys after it stay apart.
     pub(crate) fn group<const N: usize>(
         &mut self,
-        first: &str,
+        id: &str,
         keys: impl FnOnce() -> [String; N],
     ) -> usize {
-        if let Some(&at) = self.positions.get(first) {
+        if let Some(&at) = self.groups.get(id) {
             return at;
         }
         let at = self.keys.len() + 1;
-        let group = keys();
-        debug_assert_eq!(group[0], first, "a group is known by its first key");
-        self.positions.insert(first.to_string(), at);
-        self.keys.extend(group);
+        self.groups.insert(id.to_string(), at);
+        self.keys.extend(keys());
         at
     }
 
@@ -78,14 +82,16 @@ mod tests {
     fn a_group_added_twice_is_declared_once_at_the_same_position() {
         let mut set = KeySet::with_fixed(["p:deferred".to_string()]);
         let req = |r: &str| [format!("p:req:{r}"), format!("p:req:{r}:deferred")];
-        let a = set.group("p:req:a", || req("a"));
-        let b = set.group("p:req:b", || req("b"));
-        let again = set.group("p:req:a", || -> [String; 2] {
+        let a = set.group("request\0a", || req("a"));
+        let b = set.group("request\0b", || req("b"));
+        let again = set.group("request\0a", || -> [String; 2] {
             unreachable!("known already")
         });
         let one = set.one("p:errors:x".into());
         assert_eq!((a, b, again, one), (2, 4, 2, 6));
         assert_eq!(set.one("p:deferred".into()), 1);
+        // Another group of the same first key is another group.
+        assert_eq!(set.group("other\0a", || ["p:req:a".to_string()]), 7);
         assert_eq!(
             set.keys(),
             [
@@ -94,7 +100,8 @@ mod tests {
                 "p:req:a:deferred",
                 "p:req:b",
                 "p:req:b:deferred",
-                "p:errors:x"
+                "p:errors:x",
+                "p:req:a"
             ]
         );
     }
