@@ -28,6 +28,9 @@
 //!
 //! Nothing here changes what a command does or how many round trips it
 //! takes; a single Redis goes straight to its `ConnectionManager`.
+//!
+//! A node of a Redis Cluster is refused when opened ([`CLUSTER_REFUSAL`]):
+//! mailpipe's calls do not keep their keys in one hash slot yet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,10 +87,51 @@ pub async fn open(settings: &RedisSettings) -> RedisResult<RedisConnection> {
     let topology = settings
         .topology()
         .map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "redis settings", e)))?;
-    match topology {
-        RedisTopology::Single { url } => open_single(url.expose_secret()).await,
-        RedisTopology::Sentinel(s) => open_sentinel(&s).await,
+    let mut conn = match topology {
+        RedisTopology::Single { url } => open_single(url.expose_secret()).await?,
+        RedisTopology::Sentinel(s) => open_sentinel(&s).await?,
+    };
+    refuse_cluster(&mut conn).await?;
+    Ok(conn)
+}
+
+/// Fails with a configuration error (the kind a retry does not mend) when
+/// the server is a node of a Redis Cluster, which mailpipe does not support
+/// yet: a single call of a worker touches keys of many hash slots, which a
+/// cluster refuses (`CROSSSLOT`, `MOVED`). Without this a worker would start
+/// and fail on its first calls, over and over. A server that does not
+/// answer `INFO cluster` (renamed on some managed services) is taken as
+/// what it was configured as.
+async fn refuse_cluster(conn: &mut RedisConnection) -> RedisResult<()> {
+    let Ok(info) = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async::<String>(conn)
+        .await
+    else {
+        return Ok(());
+    };
+    if cluster_enabled(&info) {
+        return Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "unsupported Redis",
+            CLUSTER_REFUSAL.to_string(),
+        )));
     }
+    Ok(())
+}
+
+/// Why a process refuses a Redis Cluster node ([`refuse_cluster`]).
+pub const CLUSTER_REFUSAL: &str = "this Redis is a node of a Redis Cluster (INFO cluster: \
+     cluster_enabled:1), which mailpipe does not support yet: one call of a worker touches keys \
+     in many hash slots. Use a single Redis (redis.url) or a master with replicas behind \
+     Sentinels (redis.sentinel)";
+
+/// Whether an `INFO cluster` answer says the server runs in cluster mode
+/// (`cluster_enabled:1`).
+pub fn cluster_enabled(info: &str) -> bool {
+    info.lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .any(|(k, v)| k == "cluster_enabled" && v.trim() == "1")
 }
 
 fn nodelay() -> redis::io::tcp::TcpSettings {
@@ -411,6 +455,18 @@ mod tests {
             .unwrap()
             .extract_error()
             .unwrap_err()
+    }
+
+    #[test]
+    fn only_a_server_in_cluster_mode_is_a_cluster_node() {
+        for (info, cluster) in [
+            ("# Cluster\r\ncluster_enabled:1\r\n", true),
+            ("# Cluster\r\ncluster_enabled:0\r\n", false),
+            ("# Cluster\r\n", false),
+            ("", false),
+        ] {
+            assert_eq!(cluster_enabled(info), cluster, "{info:?}");
+        }
     }
 
     #[test]

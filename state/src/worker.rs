@@ -14,7 +14,8 @@ use mailpipe_common::http::Health;
 ///
 /// Fails, before the worker writes anything, when Redis keeps nothing
 /// across a restart and `redis.allow_volatile` is off
-/// ([`crate::durability`]); the binary then exits with code 1 and the
+/// ([`crate::durability`]), or when it is a node of a Redis Cluster
+/// ([`crate::connection`]); the binary then exits with code 1 and the
 /// reason on stderr, as on any other start-up error.
 pub async fn start<M: mailpipe_common::metrics::WorkerMetrics>(
     listen: &str,
@@ -35,7 +36,10 @@ pub async fn start<M: mailpipe_common::metrics::WorkerMetrics>(
     )
     .await
     .context("binding the health endpoint")?;
-    let Some(store) = crate::store::Store::connect_with_retry(redis, shutdown).await else {
+    let Some(store) = crate::store::Store::connect_with_retry(redis, shutdown)
+        .await
+        .with_context(|| format!("refusing to start against Redis at {}", redis.describe()))?
+    else {
         return Ok(None);
     };
     check_durability(&store, redis).await?;

@@ -19,6 +19,7 @@ pub mod dovecot;
 pub mod faults;
 pub mod postfix;
 pub mod providers;
+pub mod redis_cluster;
 pub mod scripted;
 pub mod sentinel;
 

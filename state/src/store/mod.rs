@@ -176,19 +176,27 @@ impl Store {
         })
     }
 
-    /// Connects, retrying with backoff until Redis answers; `None` on shutdown.
+    /// Connects, retrying with backoff until Redis answers; `None` on
+    /// shutdown. A Redis that answers but cannot be used as configured (a
+    /// configuration error, such as a node of a Redis Cluster) is an error:
+    /// retrying would not mend it.
     pub async fn connect_with_retry(
         settings: &RedisSettings,
         shutdown: &tokio_util::sync::CancellationToken,
-    ) -> Option<Self> {
+    ) -> Result<Option<Self>, StoreError> {
         let mut delay = Duration::from_millis(200);
         loop {
             match Self::connect(settings).await {
-                Ok(s) => return Some(s),
+                Ok(s) => return Ok(Some(s)),
+                Err(StoreError::Redis { op, source })
+                    if source.kind() == redis::ErrorKind::InvalidClientConfig =>
+                {
+                    return Err(StoreError::Redis { op, source });
+                }
                 Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to Redis"),
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(10));

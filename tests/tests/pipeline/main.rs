@@ -18,6 +18,7 @@ mod policy;
 mod providers;
 mod qualification;
 mod quality;
+mod redis_cluster;
 mod request_controls;
 mod retry_lane;
 mod rules;
