@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 use crate::adaptive::{signal_of, SiteSignal};
 use crate::ambiguous::{self, Found};
 use crate::destination::{domain_sees, HeldRoute, Refusal};
-use crate::events::{DomainPaused, RouteFailed, RouteSent, RouteUnavailable, SmtpTransactionEnded};
+use crate::events::{
+    DomainPaused, RouteFailed, RouteSent, RouteUnavailable, SiteThrottledRetry,
+    SmtpTransactionEnded,
+};
 use crate::smtp::SendError;
 use crate::{mime, smtp, Sender};
 
@@ -260,122 +263,144 @@ impl Sender {
         let site = self.sites.of(&domain).await;
         let mut last: Option<(Failure, String)> = None;
         let mut held: Option<HeldRoute> = None;
-        for route in candidates {
-            let name = route.limits.name.clone();
-            let conn = match route.route.connection().await {
-                Ok(c) => {
-                    if let Some(refusal) = &c.refused {
-                        let at = Refusal::AtConnectOthersOpen;
-                        self.route_refused(job, &domain, &site, &name, refusal, at)
-                            .await?;
-                    }
-                    c.conn
-                }
-                Err(smtp::Unavailable::Held { until, refusal }) => {
-                    held.get_or_insert(HeldRoute {
-                        name,
-                        until,
-                        refusal,
-                    });
-                    continue;
-                }
-                Err(smtp::Unavailable::Failed(failure)) => {
-                    let at = Refusal::AtConnectNoneLeft;
-                    self.route_refused(job, &domain, &site, &name, &failure, at)
-                        .await?;
-                    last = Some((failure, name));
-                    continue;
-                }
-            };
-            // Wait for the shared budget, or give the message back.
-            self.site_met(&site).await;
-            let budget = self
-                .wait_for_budget(job, &domain, &site, &from_domain, &limits, &route)
-                .await?;
-            let (policy_lease, per_connection) = match budget {
-                Ok(go) => go,
-                Err(deferred) => {
-                    self.release_or_defer(job, owner, &domain, &deferred)
-                        .await?;
-                    return Ok(deferred);
-                }
-            };
-            let started = Instant::now();
-            // "Data sent, awaiting reply", written while DATA is answered.
-            let mark = self.calls.mark(MarkRequest {
-                message: job.id.clone(),
-                owner: owner.to_string(),
-                ttl: self.record_ttl(job),
-            });
-            let result = route
-                .route
-                .send(conn, &envelope, &bytes, mark, per_connection)
-                .await;
-            if let Some(lease) = policy_lease {
-                self.release_policy_lease(&domain, &site, &name, lease);
-            }
-            SmtpTransactionEnded {
-                lane: job.lane,
-                seconds: started.elapsed().as_secs_f64(),
-            }
-            .emit(&self.metrics);
-            let failure = match result {
-                Ok(accepted) => {
-                    self.site_saw(&site, SiteSignal::Sent).await;
-                    return Ok(self.on_accepted(job, name, accepted, bytes).await);
-                }
-                // Abandoned before the dot: nothing was sent; the delivery
-                // waits for Redis like any other Redis failure.
-                Err(SendError::Unmarked(e)) => return Err(DeliverError::Store(e)),
-                Err(SendError::Failed { failure, marked }) => {
-                    if marked {
-                        // The answer is known: nothing was delivered.
-                        self.store.clear_mark(&job.id, owner).await?;
-                    }
-                    failure
-                }
-                Err(SendError::Unknown(failure)) => {
-                    let f = Found::InFlight(failure.clone());
-                    let r = self.ambiguous(job, &f).await?;
-                    let stopped = ambiguous::stopped(&r, &f);
-                    *found = Some(f);
-                    if let Some(o) = stopped {
-                        return Ok(o);
-                    }
-                    failure
-                }
-            };
-            match after_failure(&failure) {
-                AfterFailure::NextRoute => {
-                    let at = Refusal::InTransaction;
-                    self.route_refused(job, &domain, &site, &name, &failure, at)
-                        .await?;
-                    last = Some((failure, name));
-                }
-                AfterFailure::Settle => {
-                    RouteFailed {
-                        route: self.routes.label(&name),
-                    }
-                    .emit(&self.metrics);
-                    let class = self.classify(job, &failure);
-                    self.react(&domain, &class).await?;
-                    self.store.release_lease(&job.id, owner).await.ok();
-                    if let Some(signal) = signal_of(&failure, &class) {
-                        let blocked = matches!(signal, SiteSignal::Blocked(_));
-                        self.site_saw(&site, signal).await;
-                        // A block is about the sender's reputation at the
-                        // site, not the recipient: the message waits for
-                        // the site's suspension to end.
-                        if blocked && self.settings.sites.adaptive.enabled {
-                            return Ok(DeliveryOutcome::Deferred {
-                                delay: self.settings.sites.adaptive.suspend_for,
-                                reason: "suspended",
-                            });
+        // Throttling replies this delivery answers itself, at the site's cut
+        // rate, before the message goes to the retrier.
+        let mut throttled_retries = if self.settings.sites.adaptive.enabled {
+            self.settings.sites.adaptive.throttled_retries
+        } else {
+            0
+        };
+        'attempt: loop {
+            for route in candidates.iter().cloned() {
+                let name = route.limits.name.clone();
+                let conn = match route.route.connection().await {
+                    Ok(c) => {
+                        if let Some(refusal) = &c.refused {
+                            let at = Refusal::AtConnectOthersOpen;
+                            self.route_refused(job, &domain, &site, &name, refusal, at)
+                                .await?;
                         }
+                        c.conn
                     }
-                    return Ok(DeliveryOutcome::Failed(failure, name, class));
+                    Err(smtp::Unavailable::Held { until, refusal }) => {
+                        held.get_or_insert(HeldRoute {
+                            name,
+                            until,
+                            refusal,
+                        });
+                        continue;
+                    }
+                    Err(smtp::Unavailable::Failed(failure)) => {
+                        let at = Refusal::AtConnectNoneLeft;
+                        self.route_refused(job, &domain, &site, &name, &failure, at)
+                            .await?;
+                        last = Some((failure, name));
+                        continue;
+                    }
+                };
+                // Wait for the shared budget, or give the message back.
+                self.site_met(&site).await;
+                let budget = self
+                    .wait_for_budget(job, &domain, &site, &from_domain, &limits, &route)
+                    .await?;
+                let (policy_lease, per_connection) = match budget {
+                    Ok(go) => go,
+                    Err(deferred) => {
+                        self.release_or_defer(job, owner, &domain, &deferred)
+                            .await?;
+                        return Ok(deferred);
+                    }
+                };
+                let started = Instant::now();
+                // "Data sent, awaiting reply", written while DATA is answered.
+                let mark = self.calls.mark(MarkRequest {
+                    message: job.id.clone(),
+                    owner: owner.to_string(),
+                    ttl: self.record_ttl(job),
+                });
+                let result = route
+                    .route
+                    .send(conn, &envelope, &bytes, mark, per_connection)
+                    .await;
+                if let Some(lease) = policy_lease {
+                    self.release_policy_lease(&domain, &site, &name, lease);
+                }
+                SmtpTransactionEnded {
+                    lane: job.lane,
+                    seconds: started.elapsed().as_secs_f64(),
+                }
+                .emit(&self.metrics);
+                let failure = match result {
+                    Ok(accepted) => {
+                        self.site_saw(&site, SiteSignal::Sent).await;
+                        return Ok(self.on_accepted(job, name, accepted, bytes).await);
+                    }
+                    // Abandoned before the dot: nothing was sent; the delivery
+                    // waits for Redis like any other Redis failure.
+                    Err(SendError::Unmarked(e)) => return Err(DeliverError::Store(e)),
+                    Err(SendError::Failed { failure, marked }) => {
+                        if marked {
+                            // The answer is known: nothing was delivered.
+                            self.store.clear_mark(&job.id, owner).await?;
+                        }
+                        failure
+                    }
+                    Err(SendError::Unknown(failure)) => {
+                        let f = Found::InFlight(failure.clone());
+                        let r = self.ambiguous(job, &f).await?;
+                        let stopped = ambiguous::stopped(&r, &f);
+                        *found = Some(f);
+                        if let Some(o) = stopped {
+                            return Ok(o);
+                        }
+                        failure
+                    }
+                };
+                match after_failure(&failure) {
+                    AfterFailure::NextRoute => {
+                        let at = Refusal::InTransaction;
+                        self.route_refused(job, &domain, &site, &name, &failure, at)
+                            .await?;
+                        last = Some((failure, name));
+                    }
+                    AfterFailure::Settle => {
+                        RouteFailed {
+                            route: self.routes.label(&name),
+                        }
+                        .emit(&self.metrics);
+                        let class = self.classify(job, &failure);
+                        self.react(&domain, &class).await?;
+                        if let Some(signal) = signal_of(&failure, &class) {
+                            let blocked = matches!(signal, SiteSignal::Blocked(_));
+                            let throttled = matches!(signal, SiteSignal::Throttled(_));
+                            // Counted first: a throttling reply cuts the site's
+                            // rate at once, before the message asks again.
+                            self.site_saw(&site, signal).await;
+                            // A block is about the sender's reputation at the
+                            // site, not the recipient: the message waits for
+                            // the site's suspension to end.
+                            if blocked && self.settings.sites.adaptive.enabled {
+                                self.store.release_lease(&job.id, owner).await.ok();
+                                return Ok(DeliveryOutcome::Deferred {
+                                    delay: self.settings.sites.adaptive.suspend_for,
+                                    reason: "suspended",
+                                });
+                            }
+                            // The provider asked to slow down, and the site's
+                            // rate was cut: the message goes again at that
+                            // rate, still under its lease.
+                            if throttled && throttled_retries > 0 {
+                                throttled_retries -= 1;
+                                SiteThrottledRetry { site: &site }.emit(&self.metrics);
+                                continue 'attempt;
+                            }
+                        }
+                        self.store.release_lease(&job.id, owner).await.ok();
+                        return Ok(DeliveryOutcome::Failed(failure, name, class));
+                    }
                 }
             }
+            break;
         }
         if let (None, Some(held)) = (&last, held) {
             let outcome = self.held_outcome(job, held);

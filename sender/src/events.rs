@@ -58,6 +58,8 @@ pub struct SenderMetrics {
     /// Changes of a site's adaptive state this sender made, by site and
     /// action (`started`, `raised`, `cut`, `suspended`, `resumed`, ...).
     site_changes: IntCounterVec,
+    /// Messages tried again at once after a throttling reply, by site.
+    site_throttled_retries: IntCounterVec,
     /// A site's allowed rate (messages per second), as this sender last
     /// stepped it.
     site_allowed_rate: GaugeVec,
@@ -182,6 +184,12 @@ impl WorkerMetrics for SenderMetrics {
             "Changes of a site's adaptive sending state, by site and action (started, raised, cut, suspended, resumed, steadied, capped)",
             &["site", "action"],
         );
+        let site_throttled_retries = counter(
+            &registry,
+            "mailpipe_site_throttled_retries_total",
+            "Messages this sender tried again at once, at the site's cut rate, after a throttling reply at an adaptive site (sites.adaptive.throttled_retries), by site",
+            &["site"],
+        );
         let site_allowed_rate = register(
             &registry,
             GaugeVec::new(
@@ -206,6 +214,7 @@ impl WorkerMetrics for SenderMetrics {
         );
         Self {
             site_changes,
+            site_throttled_retries,
             site_allowed_rate,
             site_state,
             kept_rules_version,
@@ -381,6 +390,20 @@ impl SiteStepped<'_> {
         m.site_state
             .with_label_values(&[self.site])
             .set(self.phase.code());
+    }
+}
+
+/// A message met a throttling reply at an adaptive site and is tried
+/// again at once, at the site's cut rate.
+pub(crate) struct SiteThrottledRetry<'a> {
+    pub site: &'a str,
+}
+
+impl SiteThrottledRetry<'_> {
+    pub(crate) fn emit(self, m: &SenderMetrics) {
+        m.site_throttled_retries
+            .with_label_values(&[self.site])
+            .inc();
     }
 }
 

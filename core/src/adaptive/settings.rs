@@ -33,6 +33,13 @@ pub struct AdaptiveSettings {
     /// the provider refused at the start, a limit the provider raised)
     /// then stops holding the site down for minutes of 5 % steps.
     pub reprobe_after: u32,
+    /// Times a sender tries a message again at once, at the site's cut
+    /// rate, after a throttling reply (`rate_limited`) at the site, before
+    /// the message goes to the retrier's throttled schedule (minutes). The
+    /// cut is the answer to the provider's "slow down"; sending the message
+    /// a moment later at the lower rate keeps a campaign from ending with a
+    /// tail of messages that wait a minute or more for one refused RCPT.
+    pub throttled_retries: u32,
     /// Share of the allowed rate a step must have used for the rate to rise.
     pub used_share: f64,
     /// Throttling replies this soon after a cut do not cut again.
@@ -68,6 +75,7 @@ impl Default for AdaptiveSettings {
             probe: 1.05,
             cut: 0.75,
             reprobe_after: 3,
+            throttled_retries: 2,
             used_share: 0.5,
             cut_hold: Duration::from_secs(2),
             suspend_after: 3,

@@ -398,6 +398,44 @@ async fn an_adaptive_site_is_cut_by_throttling_and_suspended_by_reputation_block
     assert!(s.dead.is_empty() && s.bounced.is_empty(), "{s:?}");
     assert!(relay.per_recipient().values().all(|n| *n == 1));
 
+    // Each throttled message went again at once, at gamma's cut rate, from
+    // the sender itself: none waited for the retrier's throttled schedule
+    // (a minute), and the retrier saw none of them.
+    let retried = p
+        .metric(
+            "sender",
+            "mailpipe_site_throttled_retries_total{site=\"gamma.test\"}",
+        )
+        .await;
+    assert_eq!(
+        retried, 10.0,
+        "throttled messages tried again by the sender"
+    );
+    let to_retrier = p
+        .metric(
+            "retrier",
+            "mailpipe_retrier_decisions_total{decision=\"retry\",reason=\"rate_limited\"}",
+        )
+        .await;
+    assert_eq!(
+        to_retrier, 0.0,
+        "throttled messages that went to the retrier"
+    );
+    for i in 0..10 {
+        let rcpt = format!("r450-1-g{i}@g{}.test", i % 5);
+        let attempts = relay.attempts_for(&rcpt);
+        let refused = attempts.iter().find(|a| a.code == 450).expect("the 450");
+        let accepted = attempts
+            .iter()
+            .find(|a| a.stage == "data" && a.code == 250)
+            .expect("the delivery");
+        let waited = accepted.time - refused.time;
+        assert!(
+            waited < 10.0,
+            "{rcpt} was delivered {waited:.1} s after its throttling reply"
+        );
+    }
+
     // Site events: the suspension with its reason, the cut.
     let mut seen = Vec::new();
     while let Ok(Some(Ok(d))) =

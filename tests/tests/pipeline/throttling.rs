@@ -81,7 +81,10 @@ async fn an_mx_host_answering_421_at_connect_is_held_back_then_takes_everything(
     tokio::time::sleep(HOLD + Duration::from_secs(1)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let connects = mx.connections();
-    let most = 2 + (elapsed / HOLD.as_secs_f64()).ceil() as usize;
+    // The first messages dial at once, up to the pool's 4 connections,
+    // before the first 421 is read; then one probe per hold. Redialling per
+    // message would be some 100.
+    let most = 4 + (elapsed / HOLD.as_secs_f64()).ceil() as usize;
     eprintln!("{connects} connections in {elapsed:.1} s for {n} messages");
     assert!(
         connects <= most,
