@@ -120,7 +120,7 @@ async fn refuse_cluster(conn: &mut RedisConnection) -> RedisResult<()> {
     Ok(())
 }
 
-/// Why a process refuses a Redis Cluster node ([`refuse_cluster`]).
+/// Why a process refuses a Redis Cluster node when [`open`] meets one.
 pub const CLUSTER_REFUSAL: &str = "this Redis is a node of a Redis Cluster (INFO cluster: \
      cluster_enabled:1), which mailpipe does not support yet: one call of a worker touches keys \
      in many hash slots. Use a single Redis (redis.url) or a master with replicas behind \

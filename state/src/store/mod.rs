@@ -39,10 +39,27 @@
 //! redeliveries.
 //!
 //! Every script declares every key it touches in `KEYS`: the Rust that
-//! calls it builds the names ([`key_of`], gathered once each by
+//! calls it builds the names (`key_of`, gathered once each by
 //! `crate::keyset`), never the Lua. The keys of one call do not share a
-//! hash tag yet, so Redis Cluster is not supported yet; a single Redis and
-//! a master behind Sentinels are.
+//! hash tag yet, so Redis Cluster is not supported yet (a process refuses a
+//! cluster node, `crate::connection`); a single Redis and a master behind
+//! Sentinels are. What a cluster still needs, beyond tags in these names:
+//!
+//! * Per-message keys (`done`, `lease`, `dot`, `history`, ...) are found by
+//!   the message id alone: the intake matches a bounce by the Message-ID or
+//!   the VERP token, which carry no request id. Tagging them by request
+//!   needs the request id in those tokens (and a fallback for mail sent
+//!   before), or the gate and the record split from the request's counters.
+//! * The gate, a deferral and a stop move a message in the global deferred
+//!   index (`{p}:deferred`, `{p}:deferred:info`) in the same script as its
+//!   request's counts: the index must be sharded or updated apart.
+//! * A policy ask reserves the domain's, the site's and the route's rate
+//!   places atomically: their keys must share a tag (the site's, since a
+//!   domain belongs to one site at a time) or the reservation go in steps.
+//! * The client's cluster connection refuses a pipeline whose keys span
+//!   slots (not only nodes): every pipeline groups its commands per slot.
+//! * Renamed keys need a migration: a rolling upgrade that no longer finds
+//!   a message's `done` record would send a redelivered message again.
 //!
 //! One file per key family, each adding its methods to [`Store`]:
 //! `requests.rs` (content, request metadata and counters, `mailpipe
