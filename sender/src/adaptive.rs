@@ -61,6 +61,10 @@ pub(crate) fn signal_of(failure: &Failure, class: &Classification) -> Option<Sit
     }
 }
 
+/// Times a message meeting a new site waits 10 ms for another message's
+/// first step of it (see `site_met`).
+const FIRST_STEP_TRIES: u32 = 100;
+
 /// Most sites remembered as met by this process.
 const MOST_KNOWN: usize = 100_000;
 
@@ -99,9 +103,30 @@ impl Sender {
         if !self.adaptive_on() || lock(&self.site_control.known).contains(site) {
             return;
         }
-        if let Err(e) = self.step_site(site, Counts::default(), true).await {
-            tracing::warn!(%site, error = %e, "cannot start the site's adaptive rate");
-            return;
+        // Until a step stored the site's state, the calls script knows no
+        // rate for it and lets everything go. When another message (of this
+        // sender or another) is stepping the site, wait for that step:
+        // messages meeting a new site together must not go out as one burst
+        // before its start rate applies. Bounded: a sender that died holding
+        // the lock leaves it for seconds.
+        let mut tries = 0;
+        loop {
+            match self.step_site(site, Counts::default(), true).await {
+                Ok(true) => break,
+                Ok(false) if tries < FIRST_STEP_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    // Another message of this sender took the first step.
+                    if lock(&self.site_control.known).contains(site) {
+                        return;
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(%site, error = %e, "cannot start the site's adaptive rate");
+                    return;
+                }
+            }
         }
         let mut known = lock(&self.site_control.known);
         if known.len() >= MOST_KNOWN {
@@ -177,7 +202,9 @@ impl Sender {
 
     /// One step of a site's controller with this sender's `counts` (see the
     /// module header).
-    async fn step_site(&self, site: &str, counts: Counts, force: bool) -> Result<(), StoreError> {
+    /// One step of a site's controller; `false` when no step was taken
+    /// (not due, or another sender is stepping the site).
+    async fn step_site(&self, site: &str, counts: Counts, force: bool) -> Result<bool, StoreError> {
         let s = &self.settings.sites.adaptive;
         let now = mailpipe_common::unix_now_ms();
         let Some(due) = self
@@ -185,7 +212,7 @@ impl Sender {
             .site_step_begin(site, &counts, force, s.step, now)
             .await?
         else {
-            return Ok(());
+            return Ok(false);
         };
         let configured = self
             .settings
@@ -207,7 +234,7 @@ impl Sender {
             .site_step_apply(site, &due.lock, &out.state, line.as_deref(), suspend, now)
             .await?;
         if !stored {
-            return Ok(());
+            return Ok(false);
         }
         SiteStepped {
             site,
@@ -216,7 +243,7 @@ impl Sender {
         }
         .emit(&self.metrics);
         if !changed {
-            return Ok(());
+            return Ok(true);
         }
         let reason = matches!(out.action, Action::Cut | Action::Suspended)
             .then(|| out.state.reason.clone())
@@ -240,7 +267,7 @@ impl Sender {
             reason,
             at: now,
         });
-        Ok(())
+        Ok(true)
     }
 }
 
