@@ -186,6 +186,10 @@ def table(res, facts):
             continue
         cpu = ", ".join(f"{k} {v / n * 1000:.3f}" for k, v in r["cpu_s"].items())
         out.append(f"- {label}: CPU seconds per 1,000 recipients: {cpu}.")
+    hung = os.path.join(res, "hung.txt")
+    if os.path.exists(hung):
+        names = ", ".join(open(hung).read().split())
+        out.append(f"- Still running 60 s after SIGTERM, then killed: {names}.")
     out.append("")
     return "\n".join(out)
 
