@@ -1,6 +1,7 @@
-//! `mailpipe campaign list|hold|release|cancel`: see recent campaigns and
-//! their state; stop a campaign's sending within seconds and resume it where
-//! it stopped (like `postsuper -h/-H`), or end it.
+//! `mailpipe campaign list|hold|release|cancel|recount`: see recent
+//! campaigns and their state; stop a campaign's sending within seconds and
+//! resume it where it stopped (like `postsuper -h/-H`), or end it; rebuild
+//! its counts from its recipients' records (`campaign_recount.rs`).
 //!
 //! Holding sets a flag the senders check before every message; a held
 //! campaign's messages are parked in their own queue (`<prefix>.held.<id>`),
@@ -56,6 +57,10 @@ pub enum CampaignSubCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Recount a campaign's sent, dead and removed recipients from their
+    /// messages' records, and show where the stored counts differ (after a
+    /// Redis failover or restart that lost the last writes).
+    Recount(crate::campaign_recount::RecountCommand),
 }
 
 impl CampaignCommand {
@@ -66,12 +71,17 @@ impl CampaignCommand {
         if let CampaignSubCommand::Recipients(c) = &self.command {
             return c.run(ctx).await;
         }
+        if let CampaignSubCommand::Recount(c) = &self.command {
+            return c.run(ctx).await;
+        }
         let ops = Ops::connect(ctx).await?;
         let id = match &self.command {
             CampaignSubCommand::Hold { id, .. }
             | CampaignSubCommand::Release { id }
             | CampaignSubCommand::Cancel { id, .. } => id.clone(),
-            CampaignSubCommand::List { .. } | CampaignSubCommand::Recipients(_) => {
+            CampaignSubCommand::List { .. }
+            | CampaignSubCommand::Recipients(_)
+            | CampaignSubCommand::Recount(_) => {
                 unreachable!("answered above")
             }
         };
@@ -96,7 +106,9 @@ impl CampaignCommand {
                 let moved = lift_hold(&ops, &id).await?;
                 json!({"request": id, "held": false, "resumed": moved.moved})
             }
-            CampaignSubCommand::List { .. } | CampaignSubCommand::Recipients(_) => {
+            CampaignSubCommand::List { .. }
+            | CampaignSubCommand::Recipients(_)
+            | CampaignSubCommand::Recount(_) => {
                 unreachable!("answered above")
             }
             CampaignSubCommand::Cancel { yes, .. } => {
@@ -127,7 +139,9 @@ impl CampaignCommand {
                     "{id} cancelled; {} parked message(s) removed, the rest is removed as it reaches a sender",
                     out["removed_now"]
                 ),
-                CampaignSubCommand::List { .. } | CampaignSubCommand::Recipients(_) => {}
+                CampaignSubCommand::List { .. }
+            | CampaignSubCommand::Recipients(_)
+            | CampaignSubCommand::Recount(_) => {}
             }
         }
         Ok(ExitCode::SUCCESS)

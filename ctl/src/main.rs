@@ -11,6 +11,7 @@ mod archive;
 mod bounces;
 mod campaign;
 mod campaign_recipients;
+mod campaign_recount;
 mod classify;
 mod dead;
 mod domain;

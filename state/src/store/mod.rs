@@ -101,6 +101,7 @@ pub use done::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest, MarkRequest}
 pub use qualification::{
     kept_rules_of, row_id, BounceEntry, Qualification, QualificationState, QUALIFICATION_CAP,
 };
+pub use recipients::TerminalCounts;
 pub use requests::{HoldNote, PartCounts, Refusal, RequestMeta, RequestStatus, REFUSED_REQUEST};
 pub use rules::RulesSnapshot;
 pub use screen::{Candidate, ScreenOptions, ScreenVerdict, Screened, Screening};

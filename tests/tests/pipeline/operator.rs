@@ -555,6 +555,7 @@ async fn every_command_given_an_unknown_id_exits_3_and_writes_nothing() {
         vec!["campaign", "recipients", "nosuchreq"],
         vec!["campaign", "release", "nosuchreq"],
         vec!["campaign", "cancel", "nosuchreq", "--yes"],
+        vec!["campaign", "recount", "nosuchreq", "--apply"],
         vec!["quarantine", "show", "nobody@example.com"],
         vec!["quarantine", "remove", "nobody@example.com", "--yes"],
         vec!["denylist", "remove", "nobody@example.com"],
@@ -914,6 +915,7 @@ async fn every_command_answers_json_that_parses_with_json_and_its_errors_too() {
         vec!["queue", "flush"],
         vec!["campaign", "list"],
         vec!["campaign", "recipients", rid],
+        vec!["campaign", "recount", rid],
         vec!["dead", "list"],
         vec!["dead", "show", &dead],
         vec!["quarantine", "list"],
@@ -976,5 +978,122 @@ async fn every_command_answers_json_that_parses_with_json_and_its_errors_too() {
             .unwrap_or_else(|e| panic!("{c:?}: stderr is not JSON ({e}): {err}"));
         assert!(v["error"].is_string(), "{c:?}: {v}");
     }
+    p.shutdown().await;
+}
+
+/// Replaces some of a request's counters, as a Redis that lost its last
+/// writes would leave them.
+async fn lose_counts(p: &TestPipeline, request: &str, fields: &[(&str, u64)]) {
+    let mut c = p.store.connection();
+    let key = format!("{}:req:{request}", p.settings.redis.prefix);
+    for (f, n) in fields {
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg(f)
+            .arg(n)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_s_counts_are_rebuilt_from_its_messages_records_after_redis_lost_writes() {
+    let p = TestPipeline::spawn().await;
+    let locals: Vec<String> = (0..20).map(|i| format!("rc{i}")).collect();
+    p.publish_json(&mailpipe_tests::request_for("recount", &locals))
+        .await;
+    let s = p.wait_complete("recount", Duration::from_secs(60)).await;
+    assert_eq!(s.sent, 20, "{s:?}");
+
+    // Redis lost the last writes: 7 sent counts, and it counts 2 dead
+    // that never were. The campaign looks unfinished for ever.
+    lose_counts(
+        &p,
+        "recount",
+        &[("sent", 13), ("dead", 2), ("dead:user_unknown", 2)],
+    )
+    .await;
+    let s = p.status("recount").await;
+    assert_eq!((s.sent, s.pending), (13, 5), "{s:?}");
+
+    // The recount shows the difference and writes nothing.
+    let (code, out) = p.cli(&["--json", "campaign", "recount", "recount"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["differs"], true, "{v}");
+    assert_eq!(v["applied"], false, "{v}");
+    assert_eq!(v["stored"]["sent"], 13, "{v}");
+    assert_eq!(v["stored"]["dead"]["user_unknown"], 2, "{v}");
+    assert_eq!(v["recounted"]["sent"], 20, "{v}");
+    assert_eq!(v["recounted"]["dead"], json!({}), "{v}");
+    assert_eq!(v["pending"], 0, "{v}");
+    assert_eq!(p.status("recount").await.sent, 13);
+    let (_, text) = p.cli(&["campaign", "recount", "recount"]);
+    assert!(
+        text.contains("differs") && text.contains("--apply"),
+        "{text}"
+    );
+
+    // Every recipient has its record: nothing can be recorded meanwhile,
+    // so --apply replaces the counts and the campaign is complete again.
+    let (code, out) = p.cli(&["--json", "campaign", "recount", "recount", "--apply"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["applied"], true, "{v}");
+    let s = p.status("recount").await;
+    assert_eq!((s.sent, s.pending), (20, 0), "{s:?}");
+    assert!(s.dead.is_empty(), "{s:?}");
+    assert!(s.is_complete(), "{s:?}");
+    let (code, out) = p.cli(&["--json", "campaign", "recount", "recount"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"differs\": false"), "{out}");
+
+    // An unknown request is an error that writes nothing.
+    let (code, out) = p.cli(&["campaign", "recount", "no-such-request", "--apply"]);
+    assert_eq!(code, 3, "{out}");
+    let mut c = p.store.connection();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(format!("{}:req:no-such-request", p.settings.redis.prefix))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_still_sending_is_recounted_only_once_held() {
+    // No sender: the campaign's messages wait in their lane, unrecorded.
+    let p = TestPipeline::spawn_with(
+        SmtpSink::start(),
+        Workers {
+            expander: true,
+            sender: false,
+            retrier: true,
+        },
+        |_| {},
+    )
+    .await;
+    let locals: Vec<String> = (0..5).map(|i| format!("rs{i}")).collect();
+    p.publish_json(&mailpipe_tests::request_for("sending", &locals))
+        .await;
+    p.wait_expanded("sending").await;
+    lose_counts(&p, "sending", &[("sent", 3)]).await;
+
+    // A record written between the reading and the writing would be lost
+    // again: refused, nothing written.
+    let (code, out, err) = p.cli_full(&["campaign", "recount", "sending", "--apply"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("campaign hold sending"), "{err}");
+    assert_eq!(p.status("sending").await.sent, 3);
+
+    // Held, it is recounted: nothing was sent, 5 are pending again.
+    let (code, out) = p.cli(&["campaign", "hold", "sending"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = p.cli(&["--json", "campaign", "recount", "sending", "--apply"]);
+    assert_eq!(code, 0, "{out}");
+    let s = p.status("sending").await;
+    assert_eq!((s.sent, s.pending), (0, 5), "{s:?}");
     p.shutdown().await;
 }
