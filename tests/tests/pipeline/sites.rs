@@ -462,3 +462,40 @@ async fn an_adaptive_site_is_cut_by_throttling_and_suspended_by_reputation_block
     );
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_relay_mode_a_message_does_not_wait_for_its_domain_s_mx_answer() {
+    // A resolver that never answers: each domain's site lookup gives up
+    // after 2 s. The relay takes the messages whatever their sites, so
+    // they must not wait for it: 120 domains, 4 messages in flight, would
+    // take a minute (30 rounds of 2 s) if each waited.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nameserver = silent.local_addr().unwrap();
+    let relay = ScriptedSmtp::start();
+    let p = TestPipeline::spawn_for_port(relay.port, Workers::ALL, |s| {
+        s.sender.mx.nameservers = vec![nameserver];
+        s.sender.bulk_concurrency = 4;
+        s.expander.jobs_per_message = 1;
+    })
+    .await;
+    let recipients: Vec<serde_json::Value> = (0..120)
+        .map(|i| json!({"email": format!("r{i}@d{i}.slow-dns.test")}))
+        .collect();
+    let started = std::time::Instant::now();
+    p.publish_json(&json!({
+        "schema_version": 1, "request_id": "no-wait",
+        "from": "ACME <news@acme.example>", "subject": "Hi", "text": "Hello.",
+        "recipients": recipients,
+    }))
+    .await;
+    let s = p.wait_complete("no-wait", Duration::from_secs(90)).await;
+    let took = started.elapsed();
+    assert_eq!(s.sent, 120, "{s:?}");
+    assert!(relay.per_recipient().values().all(|n| *n == 1));
+    eprintln!("120 domains behind a silent resolver sent in {took:.1?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "120 domains took {took:.1?}: messages waited for their domain's MX answer"
+    );
+    p.shutdown().await;
+}
