@@ -93,8 +93,7 @@ pub async fn run_until_stopped(
     );
     let site_rules = mailpipe_common::sites::SiteRules::new(&settings.sites.rules)
         .map_err(|e| anyhow::anyhow!("sites.rules: {e}"))?;
-    let mx_mode = settings.sender.mode == mailpipe_common::config::DeliveryMode::Mx;
-    let sites = sites::Sites::new(resolver.clone(), site_rules, mx_mode);
+    let sites = sites::Sites::new(resolver.clone(), site_rules);
     let routes = routes::Routes::from_settings(&settings.sender, resolver)?;
     // Route series start at zero, so dashboards and alerts see every route.
     metrics.start_routes(routes.labels().iter().map(String::as_str));
