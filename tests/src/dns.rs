@@ -29,10 +29,14 @@ impl Dns {
     }
 
     fn spawn(records: &[String], logged: bool) -> Self {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
+        // dnsmasq listens on UDP and TCP: a port that is free for both,
+        // claimed like every test port (see `free_port`).
+        let port = loop {
+            let port = crate::free_port();
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                break port;
+            }
+        };
         let log = logged.then(|| {
             let dir = tempfile::tempdir().expect("temp dir");
             let path = dir.path().join("queries.log");
@@ -60,8 +64,45 @@ impl Dns {
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq is not installed (apt-get install dnsmasq-base)");
-        std::thread::sleep(Duration::from_millis(300));
-        Self { port, child, log }
+        let mut dns = Self { port, child, log };
+        dns.wait_ready();
+        dns
+    }
+
+    /// Waits until dnsmasq answers a query (any answer), for 15 s at most.
+    /// A scenario whose first lookups went unanswered would see its
+    /// domains as sites of their own for a minute (a failed lookup's
+    /// retry time), and its site rules would not apply to them.
+    fn wait_ready(&mut self) {
+        // A query for `ready.test` A, recursion desired.
+        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        query.extend_from_slice(b"\x05ready\x04test\x00\x00\x01\x00\x01");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("a read timeout");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        while started.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "dnsmasq on 127.0.0.1:{} exited at start: {status}",
+                    self.port
+                );
+            }
+            if socket.send_to(&query, ("127.0.0.1", self.port)).is_ok()
+                && socket
+                    .recv(&mut buf)
+                    .is_ok_and(|n| n >= 2 && buf[..2] == [0x12, 0x34])
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "dnsmasq on 127.0.0.1:{} did not answer within 15 s",
+            self.port
+        );
     }
 
     /// The server as the sender's `mx.nameservers` entry.
