@@ -41,6 +41,15 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A declaration that only asks whether a queue exists (and its counts).
+const PASSIVE: QueueDeclareOptions = QueueDeclareOptions {
+    passive: true,
+    durable: false,
+    exclusive: false,
+    auto_delete: false,
+    nowait: false,
+};
+
 /// A loopback port that is free, and that no other test of this machine
 /// is handed for the next [`PORT_CLAIM`].
 ///
@@ -795,12 +804,8 @@ impl TestPipeline {
             let mut lines = String::new();
             for key in self.topology.all_keys() {
                 let name = self.topology.queue(&key);
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
                 match ch
-                    .queue_declare(name.as_str().into(), passive, FieldTable::default())
+                    .queue_declare(name.as_str().into(), PASSIVE, FieldTable::default())
                     .await
                 {
                     Ok(q) if q.message_count() > 0 || q.consumer_count() > 0 => {
@@ -882,10 +887,7 @@ impl TestPipeline {
         let found = ch
             .queue_declare(
                 self.topology.queue(key).into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                PASSIVE,
                 FieldTable::default(),
             )
             .await
@@ -910,10 +912,7 @@ impl TestPipeline {
             let q = ch
                 .queue_declare(
                     self.topology.queue(key).into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
+                    PASSIVE,
                     FieldTable::default(),
                 )
                 .await

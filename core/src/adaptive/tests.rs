@@ -35,6 +35,27 @@ fn blocked(n: u64) -> Counts {
     }
 }
 
+/// A site's state in `phase` at `rate`, with the rate that last held,
+/// and nothing else remembered.
+fn control(phase: Phase, rate: f64, held_rate: f64) -> SiteControl {
+    SiteControl {
+        phase,
+        rate,
+        held_rate,
+        held_at_ms: 0,
+        target: 0.0,
+        last_step_ms: 0,
+        window_ms: 0,
+        window_sent: 0,
+        cut_at_ms: 0,
+        cut_from: 0.0,
+        calm: 0,
+        blocks: 0,
+        until_ms: 0,
+        reason: String::new(),
+    }
+}
+
 /// One step of a sequence: (time ms, counts, ceiling, the action,
 /// phase and rate expected after it).
 type Row = (i64, Counts, Option<f64>, Action, Phase, f64);
@@ -99,22 +120,7 @@ fn a_new_site_ramps_up_while_its_rate_is_used_and_not_past_its_mx_rule() {
 #[test]
 fn a_throttling_reply_cuts_at_once_and_once_per_burst_then_the_rate_probes_slowly() {
     let s = settings();
-    let start = SiteControl {
-        phase: P::Probing,
-        rate: 100.0,
-        held_rate: 0.0,
-        held_at_ms: 0,
-        target: 0.0,
-        last_step_ms: 0,
-        window_ms: 0,
-        window_sent: 0,
-        cut_at_ms: 0,
-        cut_from: 0.0,
-        calm: 0,
-        blocks: 0,
-        until_ms: 0,
-        reason: String::new(),
-    };
+    let start = control(P::Probing, 100.0, 0.0);
     let end = run(
         &s,
         Some(start),
@@ -205,22 +211,7 @@ fn reputation_blocks_suspend_the_site_with_the_reply_then_it_resumes_below_its_r
 fn an_idle_site_starts_again_from_its_last_held_rate_decayed_by_age() {
     let s = settings();
     let day = 86_400_000;
-    let learned = SiteControl {
-        phase: P::Steady,
-        rate: 420.0,
-        held_rate: 400.0,
-        held_at_ms: 0,
-        target: 0.0,
-        last_step_ms: 0,
-        window_ms: 0,
-        window_sent: 0,
-        cut_at_ms: 0,
-        cut_from: 0.0,
-        calm: 0,
-        blocks: 0,
-        until_ms: 0,
-        reason: String::new(),
-    };
+    let learned = control(P::Steady, 420.0, 400.0);
     // A day later: half way from 400 back to the start rate, 20.
     run(
         &s,
@@ -359,22 +350,7 @@ fn a_site_at_a_limit_that_holds_never_probes_again_and_is_cut_as_often_as_before
     // rate never holds above the rate of a cut, and probing again never
     // starts: the same sawtooth as without it.
     let s = settings();
-    let at_limit = SiteControl {
-        phase: P::Steady,
-        rate: 95.0,
-        held_rate: 95.0,
-        held_at_ms: 0,
-        target: 0.0,
-        last_step_ms: 0,
-        window_ms: 0,
-        window_sent: 0,
-        cut_at_ms: 0,
-        cut_from: 0.0,
-        calm: 0,
-        blocks: 0,
-        until_ms: 0,
-        reason: String::new(),
-    };
+    let at_limit = control(P::Steady, 95.0, 95.0);
     let never = AdaptiveSettings {
         reprobe_after: 0,
         ..settings()
