@@ -2,9 +2,9 @@
 //! this sender's side: what each attempt tells about its site is counted
 //! here, and a step of the site's controller runs
 //!
-//! * every second for the sites this sender saw something at (the step
-//!   itself waits for `sites.adaptive.step` since the last one, whichever
-//!   sender takes it);
+//! * every half `start_step` (or `step`, the shorter; at most a second)
+//!   for the sites this sender saw something at (a step that raises the
+//!   rate waits for its whole window, whichever sender takes it);
 //! * at once after a throttling reply or a reputation block (a cut or a
 //!   suspension must not wait);
 //! * before the first message to a site this process meets, so a new site
@@ -174,12 +174,13 @@ impl Sender {
         }
     }
 
-    /// Steps every site with counts, every second, until shutdown.
+    /// Steps every site with counts, every half of the least step, until
+    /// shutdown.
     pub(crate) async fn step_sites(self: Arc<Self>, shutdown: CancellationToken) {
         if !self.adaptive_on() {
             return;
         }
-        let every = (self.settings.sites.adaptive.step / 2)
+        let every = (self.settings.sites.adaptive.least_step() / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -209,7 +210,7 @@ impl Sender {
         let now = mailpipe_common::unix_now_ms();
         let Some(due) = self
             .policy
-            .site_step_begin(site, &counts, force, s.step, now)
+            .site_step_begin(site, &counts, force, s.least_step(), now)
             .await?
         else {
             return Ok(false);

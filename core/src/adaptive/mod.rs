@@ -5,17 +5,21 @@
 //! many connections`, `451 4.7.28 rate limited`, refused connections. So
 //! each site has an allowed rate that a controller moves:
 //!
-//! * **probing**: no throttling seen since the site (re)started; the rate
-//!   rises by `ramp` each `step` in which the senders used at least
-//!   `used_share` of it (a rate nobody used proves nothing), up to the rate
-//!   that last held, if there is one;
+//! * **probing**: the rate rises by `ramp` each `step` in which the senders
+//!   used at least `used_share` of it (a rate nobody used proves nothing),
+//!   up to the rate that last held, if there is one. A site's start (no
+//!   throttling seen since it (re)started) rises faster, by `start_ramp`
+//!   each `start_step`: it has no limit to stay under yet, and at 1.5 × per
+//!   2 s a provider taking 1,500/s would take 20 s to find from 20/s;
 //! * **steady**: at or above the rate that last held, it rises by the
 //!   smaller `probe` per used step, looking for room slowly; once it has
 //!   held `reprobe_after` used steps in a row at or above the rate its
 //!   last cut came from, that limit is gone (it was a burst, or the
 //!   provider raised it) and the site probes again;
 //! * **throttled**: a throttling reply (or a refused connection) cut the
-//!   rate by `cut` at once; replies within `cut_hold` of a cut answer
+//!   rate by `cut` at once (while probing, down to the rate before the
+//!   last rise at most: that one held a moment ago, and the rise past the
+//!   limit may have been a doubling); replies within `cut_hold` of a cut answer
 //!   messages already in flight and do not cut again; the first window
 //!   without throttling makes the site steady again;
 //! * **suspended**: `suspend_after` sender-reputation blocks (a `refused`
@@ -210,6 +214,9 @@ pub fn step(
             action = Action::Capped;
         }
     }
+    // The site's start: probing, and nothing throttled it since it
+    // (re)started (a cut is remembered until the next restart).
+    let fresh = st.phase == Phase::Probing && st.cut_at_ms == 0;
     if counts.blocked > 0 {
         st.blocks = st.blocks.saturating_add(counts.blocked as u32);
         if st.blocks >= s.suspend_after {
@@ -231,9 +238,17 @@ pub fn step(
             // Answers to what was in flight when the rate was cut.
             return done(st, action);
         }
+        let mut rate = st.rate * s.cut;
+        // Probing, the rate before the last rise held a moment ago: a rise
+        // past the limit (a start's doubling) is undone, not only cut.
+        let window = if fresh { s.start_step } else { s.step };
+        let recent = now_ms - st.held_at_ms <= 2 * window.as_millis() as i64;
+        if st.phase == Phase::Probing && recent && st.held_rate > 0.0 {
+            rate = rate.min(st.held_rate);
+        }
         st.cut_from = st.rate;
         st.calm = 0;
-        st.rate = clamp(s, ceiling, st.rate * s.cut);
+        st.rate = clamp(s, ceiling, rate);
         st.held_rate = st.rate;
         st.held_at_ms = now_ms;
         st.target = 0.0;
@@ -244,7 +259,8 @@ pub fn step(
     }
     st.window_sent += counts.sent;
     let elapsed = now_ms - st.window_ms;
-    if elapsed < s.step.as_millis() as i64 {
+    let window = if fresh { s.start_step } else { s.step };
+    if elapsed < window.as_millis() as i64 {
         return done(st, action);
     }
     // A whole window without throttling.
@@ -272,10 +288,10 @@ pub fn step(
             st.calm = 0;
         }
     }
-    let factor = if st.phase == Phase::Probing {
-        s.ramp
-    } else {
-        s.probe
+    let factor = match st.phase {
+        Phase::Probing if fresh => s.start_ramp,
+        Phase::Probing => s.ramp,
+        _ => s.probe,
     };
     let mut rate = st.rate * factor;
     if st.phase == Phase::Probing && st.target > 0.0 && rate >= st.target {

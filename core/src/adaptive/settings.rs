@@ -23,6 +23,15 @@ pub struct AdaptiveSettings {
     pub step: Duration,
     /// Factor per used step while probing (below the rate that last held).
     pub ramp: f64,
+    /// Factor per used step of a site's start: while it probes and nothing
+    /// throttled it since it (re)started, its rate rises by this factor
+    /// every `start_step`, so that a provider that takes 1,500/s is found
+    /// in seconds, not in the minute that `ramp` every `step` takes from
+    /// the start rate. The first throttling reply ends the start.
+    pub start_ramp: f64,
+    /// How often the rate may rise during a site's start.
+    #[serde(deserialize_with = "crate::duration::duration")]
+    pub start_step: Duration,
     /// Factor per used step while steady (above the rate that last held).
     pub probe: f64,
     /// Factor of a cut on throttling.
@@ -72,6 +81,8 @@ impl Default for AdaptiveSettings {
             },
             step: Duration::from_secs(2),
             ramp: 1.5,
+            start_ramp: 2.0,
+            start_step: Duration::from_secs(1),
             probe: 1.05,
             cut: 0.75,
             reprobe_after: 3,
@@ -87,9 +98,17 @@ impl Default for AdaptiveSettings {
 }
 
 impl AdaptiveSettings {
+    /// The least time between two steps of a site: its start's steps are
+    /// the shorter ones.
+    pub fn least_step(&self) -> Duration {
+        self.step.min(self.start_step)
+    }
+
     /// Why these settings cannot work, if they cannot.
     pub fn check(&self) -> Result<(), String> {
         let ok = self.ramp >= 1.0
+            && self.start_ramp >= 1.0
+            && !self.start_step.is_zero()
             && self.probe >= 1.0
             && self.cut > 0.0
             && self.cut < 1.0
@@ -102,9 +121,10 @@ impl AdaptiveSettings {
             Ok(())
         } else {
             Err(
-                "sites.adaptive: ramp and probe must be at least 1, cut between 0 and 1 \
-                 (exclusive), used_share between 0 and 1, suspend_after at least 1, step and \
-                 history_half_life above zero, min_rate at most start_rate"
+                "sites.adaptive: ramp, start_ramp and probe must be at least 1, cut between 0 \
+                 and 1 (exclusive), used_share between 0 and 1, suspend_after at least 1, \
+                 step, start_step and history_half_life above zero, min_rate at most \
+                 start_rate"
                     .into(),
             )
         }
@@ -125,6 +145,14 @@ mod tests {
             },
             AdaptiveSettings {
                 ramp: 0.9,
+                ..Default::default()
+            },
+            AdaptiveSettings {
+                start_ramp: 0.5,
+                ..Default::default()
+            },
+            AdaptiveSettings {
+                start_step: Duration::ZERO,
                 ..Default::default()
             },
             AdaptiveSettings {

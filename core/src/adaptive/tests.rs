@@ -93,28 +93,72 @@ fn a_new_site_ramps_up_while_its_rate_is_used_and_not_past_its_mx_rule() {
         None,
         &[
             (0, none.clone(), None, A::Started, P::Probing, 20.0),
-            // A second later: the window is not over.
-            (1_000, sent(20), None, A::None, P::Probing, 20.0),
-            // Two seconds, 40 sent at 20/s: used in full, ×1.5.
-            (2_000, sent(20), None, A::Raised, P::Probing, 30.0),
-            (4_000, sent(60), None, A::Raised, P::Probing, 45.0),
+            // Half a second later: the start's window (1 s) is not over.
+            (500, sent(10), None, A::None, P::Probing, 20.0),
+            // A second, 20 sent at 20/s: used in full, ×2 (the start).
+            (1_000, sent(10), None, A::Raised, P::Probing, 40.0),
+            (2_000, sent(40), None, A::Raised, P::Probing, 80.0),
             // Used under half: it proved nothing, the rate stays.
-            (6_000, sent(40), None, A::None, P::Probing, 45.0),
-            (8_000, sent(90), None, A::Raised, P::Probing, 67.5),
-            // The MX rule (80/s) is the ceiling.
-            (10_000, sent(135), Some(80.0), A::Raised, P::Probing, 80.0),
-            (12_000, sent(160), Some(80.0), A::None, P::Probing, 80.0),
+            (3_000, sent(30), None, A::None, P::Probing, 80.0),
+            (4_000, sent(80), None, A::Raised, P::Probing, 160.0),
+            // The MX rule (200/s) is the ceiling.
+            (5_000, sent(160), Some(200.0), A::Raised, P::Probing, 200.0),
+            (6_000, sent(200), Some(200.0), A::None, P::Probing, 200.0),
             // An operator lowers the rule: the rate follows at once.
-            (
-                13_000,
-                none.clone(),
-                Some(50.0),
-                A::Capped,
-                P::Probing,
-                50.0,
-            ),
+            (6_500, none.clone(), Some(50.0), A::Capped, P::Probing, 50.0),
         ],
     );
+    // Without the fast start (start_ramp and start_step as ramp and step):
+    // ×1.5 per 2 s.
+    let slow = AdaptiveSettings {
+        start_ramp: 1.5,
+        start_step: s.step,
+        ..settings()
+    };
+    run(
+        &slow,
+        None,
+        &[
+            (0, none.clone(), None, A::Started, P::Probing, 20.0),
+            (1_000, sent(20), None, A::None, P::Probing, 20.0),
+            (2_000, sent(20), None, A::Raised, P::Probing, 30.0),
+            (4_000, sent(60), None, A::Raised, P::Probing, 45.0),
+        ],
+    );
+}
+
+#[test]
+fn a_new_site_finds_a_providers_limit_in_seconds_and_its_first_cut_undoes_the_doubling() {
+    // A provider taking 1,500/s, a site stepped every second from its
+    // start at 20/s: 40, 80, ... 1,280/s after 6 s; the doubling to
+    // 2,560/s is throttled and goes back to 1,280/s, the rate that held,
+    // not to 0.75 × 2,560 = 1,920/s, still past the limit.
+    let s = settings();
+    let start = step(&s, None, None, &Counts::default(), 0).state;
+    let (rates, cuts) = against_limit_every(&s, start.clone(), 1_500.0, 0, 60, 1_000);
+    assert_eq!(
+        &rates[..8],
+        &[40.0, 80.0, 160.0, 320.0, 640.0, 1_280.0, 2_560.0, 1_280.0],
+        "{rates:?}"
+    );
+    // Then never again past 1.05 × the limit, and never below 0.75 × it.
+    assert!(
+        rates[7..].iter().all(|r| (1_125.0..1_575.0).contains(r)),
+        "{rates:?}"
+    );
+    assert!(
+        cuts >= 2,
+        "{cuts} cuts in 60 s: the steady probe finds the limit again"
+    );
+    // The old start (×1.5 every 2 s, and a cut of 0.75 × the rate) had
+    // not reached 0.75 × the limit after 18 s (768/s; 1,153/s at 20 s).
+    let slow = AdaptiveSettings {
+        start_ramp: 1.5,
+        start_step: s.step,
+        ..settings()
+    };
+    let (slow_rates, _) = against_limit(&slow, start, 1_500.0, 0, 9);
+    assert!(slow_rates.iter().all(|r| *r < 1_125.0), "{slow_rates:?}");
 }
 
 #[test]
@@ -218,10 +262,11 @@ fn an_idle_site_starts_again_from_its_last_held_rate_decayed_by_age() {
         Some(learned.clone()),
         &[
             (day, sent(0), None, A::Started, P::Probing, 210.0),
-            (day + 2_000, sent(420), None, A::Raised, P::Probing, 315.0),
-            // Quickly up to the rate that held, then steady.
-            (day + 4_000, sent(630), None, A::Raised, P::Steady, 400.0),
-            (day + 6_000, sent(800), None, A::Raised, P::Steady, 420.0),
+            // Quickly up to the rate that held (the start's doubling,
+            // stopped there), then steady.
+            (day + 1_000, sent(210), None, A::Raised, P::Steady, 400.0),
+            (day + 2_000, sent(400), None, A::None, P::Steady, 400.0),
+            (day + 3_000, sent(400), None, A::Raised, P::Steady, 420.0),
         ],
     );
     // Ten minutes of idleness: nearly all of it; a week: nearly none.
@@ -263,19 +308,31 @@ fn the_state_reads_back_from_its_fields() {
 /// rates after each step and the number of cuts.
 fn against_limit(
     s: &AdaptiveSettings,
-    mut state: SiteControl,
+    state: SiteControl,
     limit: f64,
     from_ms: i64,
     steps: usize,
 ) -> (Vec<f64>, usize) {
+    against_limit_every(s, state, limit, from_ms, steps, 2_000)
+}
+
+/// [`against_limit`], stepped every `every_ms`.
+fn against_limit_every(
+    s: &AdaptiveSettings,
+    mut state: SiteControl,
+    limit: f64,
+    from_ms: i64,
+    steps: usize,
+    every_ms: i64,
+) -> (Vec<f64>, usize) {
     let mut rates = Vec::new();
     let mut cuts = 0;
     for i in 0..steps {
-        let now = from_ms + 2_000 * (i as i64 + 1);
+        let now = from_ms + every_ms * (i as i64 + 1);
         let counts = if state.rate > limit {
             throttled(1)
         } else {
-            sent((state.rate * 2.0).round() as u64)
+            sent((state.rate * every_ms as f64 / 1000.0).round() as u64)
         };
         let out = step(s, None, Some(&state), &counts, now);
         cuts += usize::from(out.action == A::Cut);
