@@ -30,8 +30,7 @@ const CALLS_LUA: &str = r#"
 -- Every key is declared in KEYS, each once (crate::keyset): KEYS 1 the
 -- deferred index, 2 its info hash, 3 the index of sites, then groups of
 -- keys that the calls name by the position of their first key:
---   message  done, lease, dot (a gate's)              (M)
---   record   done, dot (a terminal record's)          (W)
+--   message  done, lease, dot (a gate's, a terminal record's) (M)
 --   request  req, req:deferred, cancelled, held       (R)
 --   domain   pause, limit, slow, conc, tat            (D)
 --   site     site:pause, site:limit, site:ctl, site:conc, site:tat (S)
@@ -75,8 +74,11 @@ const CALLS_LUA: &str = r#"
 --      and before it counts any failure; answers 1
 --   d  request, record, ttl s, position of the address's soft-failure
 --      counter a delivery resets (0 none), request counters to raise
---      (space-separated), W, R
---      the terminal record, counted only when new; answers 1 if new
+--      (space-separated), M, R
+--      the terminal record, counted only when new; answers 1 if new. The
+--      message's lease and "data sent" mark go with it, whoever holds
+--      them: once a record exists every gate answers it before it looks
+--      at a lease, so a lease left until it expires would only hold memory
 -- What does not change within one call is read once: a campaign's flags,
 -- a domain's pause and run-time limits, the server's clock; a rate's place
 -- is read once and written once per call, however many messages take one;
@@ -301,8 +303,9 @@ local function count(domain, site, n, c, z)
 end
 
 local function done(req, record, rttl, reset, counters, m, r)
-  -- The answer is recorded: the attempt is no longer in doubt.
-  redis.call('DEL', KEYS[m + 1])
+  -- The answer is recorded: the attempt is no longer in doubt, and the
+  -- lease no longer guards anything.
+  redis.call('DEL', KEYS[m + 1], KEYS[m + 2])
   if not redis.call('SET', KEYS[m], record, 'NX', 'EX', rttl) then return '0' end
   for field in string.gmatch(counters, '%S+') do
     local k = req .. '\0' .. field
@@ -454,23 +457,15 @@ impl<'a> CallKeys<'a> {
         key_of(self.prefix, parts)
     }
 
-    /// A gate's keys of its message.
+    /// A message's keys: a gate's, and a terminal record's.
     fn message(&mut self, mid: &str) -> usize {
         let p = self.prefix;
-        self.set.group(&format!("gate\0{mid}"), || {
+        self.set.group(&format!("message\0{mid}"), || {
             [
                 key_of(p, &["done", mid]),
                 key_of(p, &["lease", mid]),
                 key_of(p, &["dot", mid]),
             ]
-        })
-    }
-
-    /// A record's keys of its message.
-    fn record(&mut self, mid: &str) -> usize {
-        let p = self.prefix;
-        self.set.group(&format!("record\0{mid}"), || {
-            [key_of(p, &["done", mid]), key_of(p, &["dot", mid])]
         })
     }
 
@@ -636,11 +631,11 @@ pub(crate) fn arguments(
                 };
                 inv.arg("d")
                     .arg(&d.record.request)
-                    .arg(serde_json::to_string(&d.record).unwrap_or_default())
+                    .arg(d.record.encode())
                     .arg(d.ttl.as_secs().max(1))
                     .arg(reset)
                     .arg(&d.counters)
-                    .arg(keys.record(&d.message))
+                    .arg(keys.message(&d.message))
                     .arg(keys.request(&d.record.request));
             }
         }
@@ -680,15 +675,7 @@ pub(crate) fn answers(calls: &[Call], reply: Vec<String>) -> Result<Vec<Answer>,
                 let mut gate = Gate::default();
                 match status {
                     "0" => {}
-                    "1" => {
-                        gate.done =
-                            Some(
-                                serde_json::from_str(value).map_err(|e| StoreError::Corrupt {
-                                    what: "done record",
-                                    detail: e.to_string(),
-                                })?,
-                            )
-                    }
+                    "1" => gate.done = Some(DoneRecord::decode(value)?),
                     "2" => gate.cancelled = true,
                     "3" => gate.held = true,
                     "5" => gate.ambiguous = Some(value.to_string()),

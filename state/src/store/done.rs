@@ -133,6 +133,120 @@ pub struct DoneRecord {
     pub lane: Option<crate::message::Lane>,
 }
 
+/// The separator of the fields of a compact record ([`DoneRecord::encode`]).
+const SEP: char = '|';
+
+impl DoneRecord {
+    /// The record as stored in `{p}:done:{mid}`: compact, without field
+    /// names, in the order
+    ///
+    /// `{state}{at}|{lane}|{request}|{campaign}|{route}|{to}|{detail}`
+    ///
+    /// where `state` is one letter (`s` sent, `d` dead, `r` removed), `lane`
+    /// one letter (`b` bulk, `t` transactional) and an absent lane,
+    /// campaign or recipient is empty. The detail is last and may hold
+    /// anything. A record that this cannot hold exactly (a `|` in a field
+    /// before the detail, an empty but present campaign or recipient) is
+    /// stored as JSON, the format of earlier versions, which
+    /// [`Self::decode`] reads as well: a JSON record starts with `{`, a
+    /// compact one with its state's letter.
+    ///
+    /// A version that stored JSON cannot read a compact record. During a
+    /// rolling upgrade, a sender of that version takes the record it cannot
+    /// read for a Redis error: it holds the message, never sends it, and
+    /// gives it back at its shutdown; its intake retries the report later.
+    /// No message is sent twice; upgrade the senders and the intake first.
+    pub fn encode(&self) -> String {
+        let fields = [
+            self.request.as_str(),
+            self.campaign.as_deref().unwrap_or(""),
+            self.route.as_str(),
+            self.to.as_deref().unwrap_or(""),
+        ];
+        if fields.iter().any(|f| f.contains(SEP))
+            || self.campaign.as_deref() == Some("")
+            || self.to.as_deref() == Some("")
+        {
+            return serde_json::to_string(self).unwrap_or_default();
+        }
+        let state = match self.state {
+            DoneState::Sent => 's',
+            DoneState::Dead => 'd',
+            DoneState::Removed => 'r',
+        };
+        let lane = match self.lane {
+            Some(crate::message::Lane::Bulk) => "b",
+            Some(crate::message::Lane::Transactional) => "t",
+            None => "",
+        };
+        let mut out = String::with_capacity(
+            24 + fields.iter().map(|f| f.len()).sum::<usize>() + self.detail.len(),
+        );
+        out.push(state);
+        out.push_str(&self.at.to_string());
+        for f in [
+            lane,
+            fields[0],
+            fields[1],
+            fields[2],
+            fields[3],
+            &self.detail,
+        ] {
+            out.push(SEP);
+            out.push_str(f);
+        }
+        out
+    }
+
+    /// A stored record, compact ([`Self::encode`]) or JSON (written by
+    /// earlier versions, or by this one when the compact form cannot hold
+    /// it): a record written by any version is found, so a redelivered
+    /// message is never sent again for want of reading its record.
+    pub fn decode(raw: &str) -> Result<Self, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            what: "done record",
+            detail,
+        };
+        if raw.starts_with('{') {
+            return serde_json::from_str(raw).map_err(|e| corrupt(e.to_string()));
+        }
+        let mut chars = raw.chars();
+        let state = match chars.next() {
+            Some('s') => DoneState::Sent,
+            Some('d') => DoneState::Dead,
+            Some('r') => DoneState::Removed,
+            _ => return Err(corrupt(format!("unknown format: {:.40}", raw))),
+        };
+        let fields: Vec<&str> = chars.as_str().splitn(7, SEP).collect();
+        let [at, lane, request, campaign, route, to, detail] = fields[..] else {
+            return Err(corrupt(format!(
+                "{} fields of 7: {:.40}",
+                fields.len(),
+                raw
+            )));
+        };
+        let lane = match lane {
+            "b" => Some(crate::message::Lane::Bulk),
+            "t" => Some(crate::message::Lane::Transactional),
+            "" => None,
+            other => return Err(corrupt(format!("unknown lane {other:?}"))),
+        };
+        let some = |f: &str| (!f.is_empty()).then(|| f.to_string());
+        Ok(Self {
+            state,
+            request: request.to_string(),
+            at: at
+                .parse()
+                .map_err(|_| corrupt(format!("time {at:?} is not a number")))?,
+            route: route.to_string(),
+            detail: detail.to_string(),
+            to: some(to),
+            campaign: some(campaign),
+            lane,
+        })
+    }
+}
+
 pub(super) const RELEASE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -155,11 +269,17 @@ return 0
 /// KEYS: the terminal record, the request hash. ARGV: the dead reason's
 /// counter field. Lifts a `dead` terminal state so that the message can be
 /// sent again: the record goes and the request's dead counters go down.
+/// The record is compact (its first letter is its state, `d` for dead) or
+/// JSON ([`DoneRecord::encode`]).
 pub(super) const UNDO_DEAD_LUA: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
-local ok, rec = pcall(cjson.decode, raw)
-if not ok or rec.state ~= 'dead' then return 0 end
+if string.sub(raw, 1, 1) == '{' then
+  local ok, rec = pcall(cjson.decode, raw)
+  if not ok or rec.state ~= 'dead' then return 0 end
+elseif string.sub(raw, 1, 1) ~= 'd' then
+  return 0
+end
 redis.call('DEL', KEYS[1])
 redis.call('HINCRBY', KEYS[2], 'dead', -1)
 redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
@@ -240,13 +360,7 @@ impl Store {
             .get(self.key(&["done", message]))
             .await
             .map_err(op("get done"))?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|e| StoreError::Corrupt {
-                what: "done record",
-                detail: e.to_string(),
-            })
-        })
-        .transpose()
+        raw.map(|r| DoneRecord::decode(&r)).transpose()
     }
 
     /// Releases a lease if `owner` still holds it.
@@ -326,5 +440,121 @@ mod tests {
             r#"{"state":"lost","request":"r1","at":1,"detail":""}"#
         )
         .is_err());
+    }
+
+    fn sent() -> DoneRecord {
+        DoneRecord {
+            state: DoneState::Sent,
+            request: "r1".into(),
+            at: 1796679970,
+            route: "default".into(),
+            detail: "250 2.0.0 Ok: queued as 4X|Y".into(),
+            to: Some("user1@example.com".into()),
+            campaign: Some("spring".into()),
+            lane: Some(crate::message::Lane::Bulk),
+        }
+    }
+
+    #[test]
+    fn records_are_stored_compact_and_read_back_unchanged() {
+        let dead = DoneRecord {
+            state: DoneState::Dead,
+            request: "r2".into(),
+            at: -5,
+            route: String::new(),
+            detail: "user_unknown: 550 5.1.1 no\r\nsuch user".into(),
+            to: None,
+            campaign: None,
+            lane: None,
+        };
+        let removed = DoneRecord {
+            state: DoneState::Removed,
+            lane: Some(crate::message::Lane::Transactional),
+            detail: String::new(),
+            ..sent()
+        };
+        for (record, stored) in [
+            (
+                sent(),
+                "s1796679970|b|r1|spring|default|user1@example.com|250 2.0.0 Ok: queued as 4X|Y",
+            ),
+            (dead, "d-5||r2||||user_unknown: 550 5.1.1 no\r\nsuch user"),
+            (
+                removed,
+                "r1796679970|t|r1|spring|default|user1@example.com|",
+            ),
+        ] {
+            assert_eq!(record.encode(), stored);
+            assert_eq!(DoneRecord::decode(stored).unwrap(), record, "{stored}");
+        }
+    }
+
+    #[test]
+    fn a_record_the_compact_form_cannot_hold_is_stored_as_json() {
+        for record in [
+            DoneRecord {
+                to: Some("a|b@example.com".into()),
+                ..sent()
+            },
+            DoneRecord {
+                campaign: Some("q|2".into()),
+                ..sent()
+            },
+            DoneRecord {
+                request: "r|1".into(),
+                ..sent()
+            },
+            DoneRecord {
+                route: "r|1".into(),
+                ..sent()
+            },
+            DoneRecord {
+                campaign: Some(String::new()),
+                ..sent()
+            },
+            DoneRecord {
+                to: Some(String::new()),
+                ..sent()
+            },
+        ] {
+            let stored = record.encode();
+            assert!(stored.starts_with('{'), "{stored}");
+            assert_eq!(DoneRecord::decode(&stored).unwrap(), record, "{stored}");
+        }
+    }
+
+    #[test]
+    fn records_of_earlier_versions_are_read() {
+        // As the versions that stored JSON wrote them.
+        let record = DoneRecord::decode(
+            r#"{"state":"sent","request":"r1","at":1796679970,"route":"default","detail":"250 2.0.0 Ok: queued as 4X|Y","to":"user1@example.com","campaign":"spring","lane":"bulk"}"#,
+        )
+        .unwrap();
+        assert_eq!(record, sent());
+        let record = DoneRecord::decode(
+            r#"{"state":"dead","request":"r1","at":1,"route":"","detail":"expired: late"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (record.state, record.to, record.lane),
+            (DoneState::Dead, None, None)
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_record_is_corrupt_not_a_guess() {
+        for raw in [
+            "",
+            "x1|b|r|c|route|to|d",
+            "s1|b|r|c|route|to",
+            "snow|b|r|c|route|to|d",
+            "s1|x|r|c|route|to|d",
+            "{\"state\":\"sent\"",
+        ] {
+            assert!(
+                matches!(DoneRecord::decode(raw), Err(StoreError::Corrupt { .. })),
+                "{raw:?}"
+            );
+        }
     }
 }

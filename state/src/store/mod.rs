@@ -10,8 +10,8 @@
 //! | `{p}:req:{rid}:rcpts` | hash | address → `position|verdict`: deduplication across parts, replay-safe |
 //! | `{p}:req:{rid}:audience` | string | recipients accepted so far (for `max_audience`) |
 //! | `{p}:requests` | zset | request ids by creation time |
-//! | `{p}:done:{mid}` | string | a message's terminal state (sent record with route and reply, dead, removed) |
-//! | `{p}:lease:{mid}` | string | the sender replica currently submitting the message |
+//! | `{p}:done:{mid}` | string | a message's terminal state (sent record with route and reply, dead, removed), compact (`DoneRecord::encode`; JSON from earlier versions is read too) |
+//! | `{p}:lease:{mid}` | string | the sender replica currently submitting the message; removed with the terminal record |
 //! | `{p}:dot:{mid}` | string | "data sent, awaiting reply": the delivery that is about to send (or sent) the final dot and has not recorded the answer |
 //! | `{p}:ambiguous:{mid}` | string | the message had an ambiguous attempt (counted once) |
 //! | `{p}:coalesce:{tenant}:{key}:{addr}` | string | message id that used the coalescing window |

@@ -62,7 +62,7 @@ impl Store {
                 .map_err(op("done records"))?;
             out.extend(
                 raw.into_iter()
-                    .map(|r| r.and_then(|r| serde_json::from_str(&r).ok())),
+                    .map(|r| r.and_then(|r| DoneRecord::decode(&r).ok())),
             );
         }
         Ok(out)

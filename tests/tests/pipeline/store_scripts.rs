@@ -1218,3 +1218,141 @@ async fn the_calls_script_holds_a_concurrency_lease_until_its_end_and_counts_att
     assert_eq!(seen_at, Some(t + 60_000));
     forget(&s).await;
 }
+
+#[tokio::test]
+async fn a_terminal_record_releases_the_lease_and_a_record_of_either_format_blocks_a_resend() {
+    use mailpipe_state::calls::{Answer, Call};
+    use mailpipe_state::store::{DoneRecord, DoneState, DoneWrite, Gate, GateRequest};
+    let s = store().await;
+    let lease = Duration::from_secs(30);
+    let window = Duration::from_secs(60);
+    let day = Duration::from_secs(86_400);
+    let p = s.prefix().to_string();
+    let gate = |mid: &str, owner: &str| {
+        let s = s.clone();
+        let call = Call::Gate(GateRequest {
+            message: mid.into(),
+            request: "req-1".into(),
+            retried: false,
+            owner: owner.into(),
+        });
+        async move {
+            match s.calls(&[call], lease, window).await.unwrap().pop() {
+                Some(Answer::Gate(g)) => g,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let leased = |g: &Gate| g.done.is_none() && g.lease_wait.is_none() && !g.held;
+    let raw = |mid: &str| {
+        let mut c = s.connection();
+        let key = format!("{p}:done:{mid}");
+        async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<String>>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let record = DoneRecord {
+        state: DoneState::Sent,
+        request: "req-1".into(),
+        at: 1_796_679_970,
+        route: "default".into(),
+        detail: "250 2.0.0 Ok".into(),
+        to: Some("x@example.com".into()),
+        campaign: Some("spring".into()),
+        lane: Some(mailpipe_common::message::Lane::Bulk),
+    };
+
+    // A delivery takes the lease, sends, and records: the lease goes with
+    // the record, which is stored compact.
+    assert!(leased(&gate("m1", "a:1").await));
+    assert!(s.exists(&["lease", "m1"]).await.unwrap());
+    let write = DoneWrite::sent("m1", record.clone(), "x@example.com", day);
+    let answers = s
+        .calls(&[Call::Done(write.clone())], lease, window)
+        .await
+        .unwrap();
+    assert!(matches!(answers[..], [Answer::Done(true)]), "{answers:?}");
+    assert!(!s.exists(&["lease", "m1"]).await.unwrap());
+    assert!(!s.exists(&["dot", "m1"]).await.unwrap());
+    assert_eq!(
+        raw("m1").await.as_deref(),
+        Some("s1796679970|b|req-1|spring|default|x@example.com|250 2.0.0 Ok")
+    );
+    assert_eq!(s.done("m1").await.unwrap().as_ref(), Some(&record));
+    // A redelivery finds the record before any lease, takes none, and a
+    // second record of it is not counted.
+    let again = gate("m1", "b:1").await;
+    assert_eq!(again.done.as_ref(), Some(&record));
+    assert!(!s.exists(&["lease", "m1"]).await.unwrap());
+    let answers = s.calls(&[Call::Done(write)], lease, window).await.unwrap();
+    assert!(matches!(answers[..], [Answer::Done(false)]), "{answers:?}");
+
+    // A record written by an earlier version (JSON) blocks a resend alike.
+    let old = r#"{"state":"sent","request":"req-1","at":1796679970,"route":"default","detail":"250 2.0.0 Ok","to":"x@example.com","campaign":"spring","lane":"bulk"}"#;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}:done:m2"))
+        .arg(old)
+        .query_async(&mut s.connection())
+        .await
+        .unwrap();
+    let found = gate("m2", "a:2").await;
+    assert_eq!(found.done.as_ref(), Some(&record));
+    assert!(!s.exists(&["lease", "m2"]).await.unwrap());
+    assert!(!s.record_done("m2", &record, &["sent"], day).await.unwrap());
+    assert_eq!(raw("m2").await.as_deref(), Some(old));
+    assert_eq!(s.request_status("req-1").await.unwrap().sent, 1);
+
+    // A record written while another delivery holds the lease (an
+    // operator's removal) ends the lease too; the next gate sees the record.
+    assert!(leased(&gate("m3", "a:3").await));
+    let removed = DoneRecord {
+        state: DoneState::Removed,
+        detail: "removed by an operator".into(),
+        ..record.clone()
+    };
+    assert!(s
+        .record_done("m3", &removed, &["removed"], day)
+        .await
+        .unwrap());
+    assert!(!s.exists(&["lease", "m3"]).await.unwrap());
+    assert_eq!(gate("m3", "b:3").await.done, Some(removed));
+
+    // An operator lifts a dead state of either format, and nothing else.
+    let dead = DoneRecord {
+        state: DoneState::Dead,
+        detail: "user_unknown: 550 5.1.1".into(),
+        ..record.clone()
+    };
+    assert!(s
+        .record_done("m4", &dead, &["dead", "dead:user_unknown"], day)
+        .await
+        .unwrap());
+    assert!(raw("m4").await.unwrap().starts_with('d'));
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}:done:m5"))
+        .arg(r#"{"state":"dead","request":"req-1","at":1,"route":"","detail":"user_unknown: 550"}"#)
+        .query_async(&mut s.connection())
+        .await
+        .unwrap();
+    for (mid, lifted) in [
+        ("m1", false),
+        ("m2", false),
+        ("m3", false),
+        ("m4", true),
+        ("m5", true),
+    ] {
+        assert_eq!(
+            s.undo_dead(mid, "req-1", "user_unknown").await.unwrap(),
+            lifted,
+            "{mid}"
+        );
+        assert_eq!(raw(mid).await.is_none(), lifted, "{mid}");
+    }
+    let status = s.request_status("req-1").await.unwrap();
+    assert_eq!((status.sent, status.removed), (1, 1));
+    forget(&s).await;
+}
