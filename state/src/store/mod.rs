@@ -61,6 +61,40 @@
 //! * Renamed keys need a migration: a rolling upgrade that no longer finds
 //!   a message's `done` record would send a redelivered message again.
 //!
+//! Memory per recipient. A campaign leaves about 405 bytes of Redis memory
+//! per recipient for its validity period plus `sender.sent_record_ttl`
+//! (`scripts/bench-memory`, 100,000 recipients at one domain, all sent):
+//! the terminal record `{p}:done:{mid}` about 232 B (`MEMORY USAGE`: its
+//! key name, the key's object and dictionary entry, a compact value of
+//! ~100 B), its expiry entry and its share of the key space's tables about
+//! 75 B, and the request's `rcpts` field about 98 B (a hash this large is a
+//! hash table: an entry, the address, `position|verdict`). Leases and
+//! "data sent" marks go with the record; failure keys (`counted`,
+//! `errors`, `history`, `ambiguous`) exist only for recipients that failed.
+//! Getting to about 120 B needs no key per recipient at all:
+//!
+//! * Records in per-request hashes of at most 128 fields (a bucket by the
+//!   recipient's index or message id) and values of at most 64 bytes (the
+//!   request, its campaign and lane are known from the key and the
+//!   request's metadata; the recipient, route and reply stay), so that
+//!   Redis keeps them as listpacks (~70 B a record; a longer value turns
+//!   the bucket into a hash table unless `hash-max-listpack-value` is
+//!   raised), and one expiry per bucket replaces one per record.
+//! * The message id alone no longer finds such a record: the intake
+//!   matches bounces by the Message-ID and the VERP token, so both must
+//!   carry the request (and the bucket), and every reader (the gate, the
+//!   record, the intake, `queue show`, the undo of a dead state) must fall
+//!   back to `{p}:done:{mid}` for as long as a record of an earlier
+//!   version can live (the longest validity plus the grace), or a
+//!   redelivered message would be sent again.
+//! * `rcpts` split the same way into buckets by address (their number fixed
+//!   at the request's first part and kept in its metadata, every part of
+//!   every version using the same), read by `campaign recipients` and
+//!   `campaign recount` bucket by bucket: ~45 B a recipient.
+//!
+//! The lease and the mark can stay per message: they live only while the
+//! message is in flight.
+//!
 //! One file per key family, each adding its methods to [`Store`]:
 //! `requests.rs` (content, request metadata and counters, `mailpipe
 //! status`), `screen.rs` (screening recipients), `done.rs` (terminal
