@@ -46,7 +46,7 @@ pub async fn run_sessions<F, Fut>(
         let began = std::time::Instant::now();
         let result = session(conn.clone()).await;
         health.session_ended();
-        let _ = conn.close(200, "mailpipe stopping".into()).await;
+        crate::amqp::close(&conn, "mailpipe stopping").await;
         match result {
             Ok(SessionEnd::Stopped) => {
                 health.set_ready(false);
