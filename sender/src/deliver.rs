@@ -270,6 +270,7 @@ impl Sender {
         } else {
             0
         };
+        let mut tried_throttled = 0;
         'attempt: loop {
             for route in candidates.iter().cloned() {
                 let name = route.limits.name.clone();
@@ -391,7 +392,11 @@ impl Sender {
                             // rate, still under its lease.
                             if throttled && throttled_retries > 0 {
                                 throttled_retries -= 1;
+                                tried_throttled += 1;
                                 SiteThrottledRetry { site: &site }.emit(&self.metrics);
+                                let adaptive = &self.settings.sites.adaptive;
+                                let wait = adaptive.throttled_retry_delay(tried_throttled);
+                                tokio::time::sleep(wait).await;
                                 continue 'attempt;
                             }
                         }

@@ -58,7 +58,7 @@ pub struct SenderMetrics {
     /// Changes of a site's adaptive state this sender made, by site and
     /// action (`started`, `raised`, `cut`, `suspended`, `resumed`, ...).
     site_changes: IntCounterVec,
-    /// Messages tried again at once after a throttling reply, by site.
+    /// Messages tried again by the sender after a throttling reply, by site.
     site_throttled_retries: IntCounterVec,
     /// A site's allowed rate (messages per second), as this sender last
     /// stepped it.
@@ -187,7 +187,7 @@ impl WorkerMetrics for SenderMetrics {
         let site_throttled_retries = counter(
             &registry,
             "mailpipe_site_throttled_retries_total",
-            "Messages this sender tried again at once, at the site's cut rate, after a throttling reply at an adaptive site (sites.adaptive.throttled_retries), by site",
+            "Messages this sender tried again itself, at the site's cut rate, after a throttling reply at an adaptive site (sites.adaptive.throttled_retries), by site",
             &["site"],
         );
         let site_allowed_rate = register(
@@ -394,7 +394,7 @@ impl SiteStepped<'_> {
 }
 
 /// A message met a throttling reply at an adaptive site and is tried
-/// again at once, at the site's cut rate.
+/// again by the sender, at the site's cut rate.
 pub(crate) struct SiteThrottledRetry<'a> {
     pub site: &'a str,
 }

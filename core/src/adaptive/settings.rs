@@ -42,13 +42,19 @@ pub struct AdaptiveSettings {
     /// the provider refused at the start, a limit the provider raised)
     /// then stops holding the site down for minutes of 5 % steps.
     pub reprobe_after: u32,
-    /// Times a sender tries a message again at once, at the site's cut
+    /// Times a sender tries a message again itself, at the site's cut
     /// rate, after a throttling reply (`rate_limited`) at the site, before
     /// the message goes to the retrier's throttled schedule (minutes). The
     /// cut is the answer to the provider's "slow down"; sending the message
     /// a moment later at the lower rate keeps a campaign from ending with a
     /// tail of messages that wait a minute or more for one refused RCPT.
     pub throttled_retries: u32,
+    /// How long a throttled message waits before it goes again, doubled
+    /// for each further try (1 s, then 2 s, ...). At once, it met the
+    /// provider's budget still empty from the burst that was throttled,
+    /// and a burst's messages used up their tries within milliseconds.
+    #[serde(deserialize_with = "crate::duration::duration")]
+    pub throttled_retry_after: Duration,
     /// Share of the allowed rate a step must have used for the rate to rise.
     pub used_share: f64,
     /// Throttling replies this soon after a cut do not cut again.
@@ -87,6 +93,7 @@ impl Default for AdaptiveSettings {
             cut: 0.75,
             reprobe_after: 3,
             throttled_retries: 2,
+            throttled_retry_after: Duration::from_secs(1),
             used_share: 0.5,
             cut_hold: Duration::from_secs(2),
             suspend_after: 3,
@@ -102,6 +109,13 @@ impl AdaptiveSettings {
     /// the shorter ones.
     pub fn least_step(&self) -> Duration {
         self.step.min(self.start_step)
+    }
+
+    /// How long a message waits before its `tried`-th throttled retry
+    /// (from 1): `throttled_retry_after`, doubled for each retry before it.
+    pub fn throttled_retry_delay(&self, tried: u32) -> Duration {
+        let doublings = tried.saturating_sub(1).min(16);
+        self.throttled_retry_after.saturating_mul(1 << doublings)
     }
 
     /// Why these settings cannot work, if they cannot.
@@ -134,6 +148,25 @@ impl AdaptiveSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttled_retry_waits_longer_each_time() {
+        let s = AdaptiveSettings::default();
+        let table = [(1, 1_000), (2, 2_000), (3, 4_000)];
+        for (tried, ms) in table {
+            assert_eq!(
+                s.throttled_retry_delay(tried),
+                Duration::from_millis(ms),
+                "retry {tried}"
+            );
+        }
+        let none = AdaptiveSettings {
+            throttled_retry_after: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(none.throttled_retry_delay(2), Duration::ZERO);
+        assert_eq!(s.throttled_retry_delay(1_000), Duration::from_secs(65_536));
+    }
 
     #[test]
     fn settings_that_cannot_work_are_refused() {
