@@ -17,11 +17,9 @@
 //!   last cut came from, that limit is gone (it was a burst, or the
 //!   provider raised it) and the site probes again;
 //! * **throttled**: a throttling reply (or a refused connection) cut the
-//!   rate by `cut` at once, or down to the rate the senders sent at when
-//!   that is lower (as TCP's threshold follows its flight, not its window),
-//!   and while probing down to the rate before the last rise at most (that
-//!   one held a moment ago, and the rise past the limit may have been a
-//!   doubling); replies within `cut_hold` of a cut answer
+//!   rate by `cut` at once (while probing, down to the rate before the
+//!   last rise at most: that one held a moment ago, and the rise past the
+//!   limit may have been a doubling); replies within `cut_hold` of a cut answer
 //!   messages already in flight and do not cut again; the first window
 //!   without throttling makes the site steady again;
 //! * **suspended**: `suspend_after` sender-reputation blocks (a `refused`
@@ -50,10 +48,6 @@ mod tests;
 
 pub use settings::AdaptiveSettings;
 pub use state::{Phase, SiteControl};
-
-/// The shortest window whose sends measure the rate a cut starts from;
-/// below it, the last whole window's.
-const SENT_RATE_LEAST_MS: i64 = 500;
 
 /// What the senders saw at a site since the last step.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -183,7 +177,6 @@ pub fn step(
                 last_step_ms: now_ms,
                 window_ms: now_ms,
                 window_sent: 0,
-                sent_rate: 0.0,
                 cut_at_ms: 0,
                 cut_from: 0.0,
                 calm: 0,
@@ -239,31 +232,13 @@ pub fn step(
     }
     if counts.throttled > 0 {
         let hold = s.cut_hold.as_millis() as i64;
-        // The cut goes down to what the senders sent (the window so far,
-        // or the last whole one if this one just began) when that is below
-        // the cut rate: the provider throttled that, and a rate nobody used
-        // says nothing about its limit (cutting it would leave the site
-        // above the limit for several cuts, each answered with more
-        // throttling). Not below it: a burst may have been throttled at
-        // a rate the provider takes.
-        let elapsed = now_ms - st.window_ms;
-        let sent = if elapsed >= SENT_RATE_LEAST_MS {
-            (st.window_sent + counts.sent) as f64 * 1000.0 / elapsed as f64
-        } else {
-            st.sent_rate
-        };
         st.window_ms = now_ms;
         st.window_sent = 0;
         if st.cut_at_ms > 0 && now_ms - st.cut_at_ms < hold {
             // Answers to what was in flight when the rate was cut.
             return done(st, action);
         }
-        let from = if sent > 0.0 {
-            st.rate.min(sent)
-        } else {
-            st.rate
-        };
-        let mut rate = (st.rate * s.cut).min(from);
+        let mut rate = st.rate * s.cut;
         // Probing, the rate before the last rise held a moment ago: a rise
         // past the limit (a start's doubling) is undone, not only cut.
         let window = if fresh { s.start_step } else { s.step };
@@ -271,7 +246,7 @@ pub fn step(
         if st.phase == Phase::Probing && recent && st.held_rate > 0.0 {
             rate = rate.min(st.held_rate);
         }
-        st.cut_from = from;
+        st.cut_from = st.rate;
         st.calm = 0;
         st.rate = clamp(s, ceiling, rate);
         st.held_rate = st.rate;
@@ -296,7 +271,6 @@ pub fn step(
         }
     }
     let used = st.window_sent as f64 / (st.rate * elapsed as f64 / 1000.0).max(f64::MIN_POSITIVE);
-    st.sent_rate = st.window_sent as f64 * 1000.0 / elapsed.max(1) as f64;
     st.window_ms = now_ms;
     st.window_sent = 0;
     if used < s.used_share {

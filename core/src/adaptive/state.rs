@@ -64,9 +64,6 @@ pub struct SiteControl {
     /// Start of the window the next rise is judged on, and what it sent.
     pub window_ms: i64,
     pub window_sent: u64,
-    /// What the last whole window sent, messages per second (0 unknown): a
-    /// cut starts from what was sent, not from an allowed rate nobody used.
-    pub sent_rate: f64,
     /// The last cut, Unix ms (0 none).
     pub cut_at_ms: i64,
     /// The rate the last cut came from (0 none): a steady site that holds
@@ -94,7 +91,6 @@ impl SiteControl {
             ("last_step", self.last_step_ms.to_string()),
             ("window", self.window_ms.to_string()),
             ("window_sent", self.window_sent.to_string()),
-            ("sent_rate", self.sent_rate.to_string()),
             ("cut_at", self.cut_at_ms.to_string()),
             ("cut_from", self.cut_from.to_string()),
             ("calm", self.calm.to_string()),
@@ -117,7 +113,6 @@ impl SiteControl {
             last_step_ms: int("last_step"),
             window_ms: int("window"),
             window_sent: int("window_sent").max(0) as u64,
-            sent_rate: num("sent_rate").unwrap_or(0.0),
             cut_at_ms: int("cut_at"),
             cut_from: num("cut_from").unwrap_or(0.0),
             calm: int("calm").clamp(0, u32::MAX as i64) as u32,

@@ -47,7 +47,6 @@ fn control(phase: Phase, rate: f64, held_rate: f64) -> SiteControl {
         last_step_ms: 0,
         window_ms: 0,
         window_sent: 0,
-        sent_rate: 0.0,
         cut_at_ms: 0,
         cut_from: 0.0,
         calm: 0,
@@ -419,52 +418,4 @@ fn a_site_at_a_limit_that_holds_never_probes_again_and_is_cut_as_often_as_before
     assert_eq!(cuts, old_cuts);
     assert!(cuts >= 10, "{cuts} cuts in 400 s");
     assert!(rates.iter().all(|r| *r < 100.0 * 1.05), "{rates:?}");
-}
-
-#[test]
-fn a_cut_goes_down_to_the_rate_the_senders_sent_at_not_only_a_quarter_off_a_rate_nobody_used() {
-    let s = settings();
-    let both = |sent: u64| Counts {
-        sent,
-        ..throttled(1)
-    };
-    // Allowed 640/s, but the senders sent 200/s in the second before a
-    // throttling reply (the site's mail was held up behind other sites):
-    // the provider throttled 200/s, and the cut goes down to it.
-    let unused = SiteControl {
-        window_ms: 10_000,
-        window_sent: 150,
-        ..control(P::Steady, 640.0, 640.0)
-    };
-    let out = step(&s, None, Some(&unused), &both(50), 11_000);
-    assert_eq!(
-        (out.action, out.rate, out.state.cut_from),
-        (A::Cut, 200.0, 200.0)
-    );
-    // Sent at the allowed rate: the cut is the usual quarter of it.
-    let used = SiteControl {
-        window_sent: 590,
-        ..unused.clone()
-    };
-    let out = step(&s, None, Some(&used), &both(50), 11_000);
-    assert_eq!((out.rate, out.state.cut_from), (480.0, 640.0));
-    // A window that has just begun measures nothing yet: the last whole
-    // window's rate is used, and without one the allowed rate.
-    let begun = SiteControl {
-        window_ms: 10_900,
-        window_sent: 10,
-        sent_rate: 300.0,
-        ..unused.clone()
-    };
-    let out = step(&s, None, Some(&begun), &both(0), 11_000);
-    assert_eq!(out.rate, 300.0);
-    let unknown = SiteControl {
-        sent_rate: 0.0,
-        ..begun
-    };
-    let out = step(&s, None, Some(&unknown), &both(0), 11_000);
-    assert_eq!(out.rate, 480.0);
-    // A whole window stores what it sent.
-    let out = step(&s, None, Some(&unused), &sent(250), 12_000);
-    assert_eq!(out.state.sent_rate, 200.0);
 }
