@@ -19,8 +19,8 @@
 //! * **throttled**: a throttling reply (or a refused connection) cut the
 //!   rate by `cut` at once (while probing, down to the rate before the
 //!   last rise at most: that one held a moment ago, and the rise past the
-//!   limit may have been a doubling); replies within `cut_hold` of a cut answer
-//!   messages already in flight and do not cut again; the first window
+//!   limit may have been a doubling); replies within `cut_hold` of a cut
+//!   answer messages already in flight and do not cut again; the first window
 //!   without throttling makes the site steady again;
 //! * **suspended**: `suspend_after` sender-reputation blocks (a `refused`
 //!   reply about the sender) in a row suspend the site for `suspend_for`,
@@ -217,6 +217,8 @@ pub fn step(
     // The site's start: probing, and nothing throttled it since it
     // (re)started (a cut is remembered until the next restart).
     let fresh = st.phase == Phase::Probing && st.cut_at_ms == 0;
+    // The window a rise is judged on: a start's is the shorter.
+    let window = if fresh { s.start_step } else { s.step };
     if counts.blocked > 0 {
         st.blocks = st.blocks.saturating_add(counts.blocked as u32);
         if st.blocks >= s.suspend_after {
@@ -241,7 +243,6 @@ pub fn step(
         let mut rate = st.rate * s.cut;
         // Probing, the rate before the last rise held a moment ago: a rise
         // past the limit (a start's doubling) is undone, not only cut.
-        let window = if fresh { s.start_step } else { s.step };
         let recent = now_ms - st.held_at_ms <= 2 * window.as_millis() as i64;
         if st.phase == Phase::Probing && recent && st.held_rate > 0.0 {
             rate = rate.min(st.held_rate);
@@ -259,7 +260,6 @@ pub fn step(
     }
     st.window_sent += counts.sent;
     let elapsed = now_ms - st.window_ms;
-    let window = if fresh { s.start_step } else { s.step };
     if elapsed < window.as_millis() as i64 {
         return done(st, action);
     }
