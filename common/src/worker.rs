@@ -46,6 +46,9 @@ pub async fn run_sessions<F, Fut>(
         let began = std::time::Instant::now();
         let result = session(conn.clone()).await;
         health.session_ended();
+        if shutdown.is_cancelled() {
+            crate::shutdown::stage("closing the broker connection");
+        }
         crate::amqp::close(&conn, "mailpipe stopping").await;
         match result {
             Ok(SessionEnd::Stopped) => {

@@ -220,6 +220,9 @@ impl SessionWorker for Sender {
         self.health.set_ready(false);
         site_events.abort();
         tracker.close();
+        if shutdown.is_cancelled() {
+            mailpipe_common::shutdown::stage("waiting for in-flight deliveries");
+        }
         let deadline = self.settings.sender.shutdown_timeout;
         let waited = tokio::time::timeout(deadline, async {
             while !tracker.is_empty() {
@@ -242,6 +245,9 @@ impl SessionWorker for Sender {
             );
         }
         // The last acks are written before the connection closes.
+        if shutdown.is_cancelled() {
+            mailpipe_common::shutdown::stage("writing the last acks");
+        }
         for task in ack_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }

@@ -127,6 +127,7 @@ pub async fn run_until_stopped(
     });
     tokio::spawn(sender.clone().step_sites(shutdown.clone()));
     run_worker(sender.clone(), &health, &shutdown).await;
+    mailpipe_common::shutdown::stage("counting the last attempts");
     // The attempts of the last moments, before the process ends.
     if let Err(e) = sender.calls.count_attempts().await {
         tracing::warn!(error = %e, "cannot count the last attempts");
