@@ -26,17 +26,37 @@
 //! retries (a lane message rejected and redelivered, a readiness probe that
 //! fails meanwhile) cover the gap, as they do while a single Redis restarts.
 //!
+//! * **A Redis Cluster** (`redis.cluster`): the client's own
+//!   `cluster_async::ClusterConnection`, which learns the slots from the
+//!   seed nodes, sends each command to the master of its key's slot,
+//!   follows `MOVED` and `ASK`, and finds the new master after a failover
+//!   (it reloads the slots when a node stops answering). Every key name
+//!   starts with the prefix as a hash tag (`{mailpipe}:...`,
+//!   `RedisSettings::key_prefix`), so all of mailpipe's keys share one
+//!   slot: each script and pipeline, whose keys span key families (a
+//!   request's counters, its messages' records, a domain's rate), runs on
+//!   one node as on a single Redis. Commands without a key (`SCAN`,
+//!   `INFO`, `CONFIG GET`, `PING`, `TIME`, `DBSIZE`) go to the master of
+//!   that slot too, the node that holds the keys ([`KEYLESS_TO_TAG`]). The
+//!   cluster gives failover without Sentinels, not yet capacity: one master
+//!   serves all of mailpipe's keys (spreading them needs every call's keys
+//!   tagged by request, domain or address instead, see `store/mod.rs`).
+//!
 //! Nothing here changes what a command does or how many round trips it
 //! takes; a single Redis goes straight to its `ConnectionManager`.
 //!
-//! A node of a Redis Cluster is refused when opened ([`CLUSTER_REFUSAL`]):
-//! mailpipe's calls do not keep their keys in one hash slot yet.
+//! A node of a Redis Cluster named as a single Redis (`redis.url`) is
+//! refused when opened ([`CLUSTER_REFUSAL`]): commands for keys in other
+//! nodes' slots would fail with `MOVED`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisError,
@@ -44,7 +64,7 @@ use redis::{
 };
 use secrecy::ExposeSecret;
 
-use crate::config::{RedisSettings, RedisTopology, SentinelSettings};
+use crate::config::{ClusterSettings, RedisSettings, RedisTopology, SentinelSettings};
 
 /// Longest wait to connect to a Redis or a Sentinel, and for a reply.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,7 +84,24 @@ pub struct RedisConnection(Link);
 enum Link {
     Single(ConnectionManager),
     Sentinel(Arc<SentinelLink>),
+    Cluster(ClusterLink),
 }
+
+/// A Redis Cluster connection and the slot of mailpipe's hash tag.
+#[derive(Clone)]
+struct ClusterLink {
+    conn: ClusterConnection,
+    /// The master of the slot every key of mailpipe is in (the prefix's
+    /// hash tag): where commands without a key go.
+    tag_master: Route,
+}
+
+/// Commands without a key that a cluster connection sends to the master of
+/// mailpipe's slot, where its keys are: a key walk (`SCAN`) must walk them,
+/// and the persistence check (`CONFIG GET`, `INFO`) must read the node that
+/// keeps them. Left to the client, `SCAN` would go to a node at random and
+/// `INFO` to every master, answered as one map.
+pub const KEYLESS_TO_TAG: [&str; 6] = ["SCAN", "INFO", "CONFIG", "PING", "TIME", "DBSIZE"];
 
 /// The connection to the master Sentinels named last, and what is needed
 /// to ask them again.
@@ -90,18 +127,20 @@ pub async fn open(settings: &RedisSettings) -> RedisResult<RedisConnection> {
     let mut conn = match topology {
         RedisTopology::Single { url } => open_single(url.expose_secret()).await?,
         RedisTopology::Sentinel(s) => open_sentinel(&s).await?,
+        RedisTopology::Cluster(c) => return open_cluster(&c, &settings.key_prefix()).await,
     };
     refuse_cluster(&mut conn).await?;
     Ok(conn)
 }
 
 /// Fails with a configuration error (the kind a retry does not mend) when
-/// the server is a node of a Redis Cluster, which mailpipe does not support
-/// yet: a single call of a worker touches keys of many hash slots, which a
-/// cluster refuses (`CROSSSLOT`, `MOVED`). Without this a worker would start
-/// and fail on its first calls, over and over. A server that does not
-/// answer `INFO cluster` (renamed on some managed services) is taken as
-/// what it was configured as.
+/// the server named as a single Redis or a Sentinel master is a node of a
+/// Redis Cluster: its keys' slots are spread over the cluster's masters,
+/// and without the cluster's client commands for the other nodes' slots
+/// fail (`MOVED`). Without this a worker would start and fail on its first
+/// calls, over and over. A server that does not answer `INFO cluster`
+/// (renamed on some managed services) is taken as what it was configured
+/// as.
 async fn refuse_cluster(conn: &mut RedisConnection) -> RedisResult<()> {
     let Ok(info) = redis::cmd("INFO")
         .arg("cluster")
@@ -120,11 +159,11 @@ async fn refuse_cluster(conn: &mut RedisConnection) -> RedisResult<()> {
     Ok(())
 }
 
-/// Why a process refuses a Redis Cluster node when [`open`] meets one.
+/// Why a process refuses a Redis Cluster node named as a single Redis when
+/// [`open`] meets one.
 pub const CLUSTER_REFUSAL: &str = "this Redis is a node of a Redis Cluster (INFO cluster: \
-     cluster_enabled:1), which mailpipe does not support yet: one call of a worker touches keys \
-     in many hash slots. Use a single Redis (redis.url) or a master with replicas behind \
-     Sentinels (redis.sentinel)";
+     cluster_enabled:1), named as a single Redis: name the cluster's nodes in redis.cluster.nodes \
+     instead of redis.url (or redis.sentinel)";
 
 /// Whether an `INFO cluster` answer says the server runs in cluster mode
 /// (`cluster_enabled:1`).
@@ -149,6 +188,44 @@ async fn open_single(url: &str) -> RedisResult<RedisConnection> {
         .set_max_delay(Duration::from_secs(2));
     let manager = client.get_connection_manager_with_config(config).await?;
     Ok(RedisConnection(Link::Single(manager)))
+}
+
+async fn open_cluster(c: &ClusterSettings, key_prefix: &str) -> RedisResult<RedisConnection> {
+    let mut nodes = Vec::with_capacity(c.nodes.len());
+    for node in &c.nodes {
+        let addr = sentinel_address(node, false)
+            .map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "cluster node", e)))?;
+        // A URL keeps what it says beyond the address (a password, TLS).
+        let info = if node.contains("://") {
+            node.trim().into_connection_info()?
+        } else {
+            addr.into_connection_info()?
+        };
+        nodes.push(info);
+    }
+    let mut builder = ClusterClientBuilder::new(nodes)
+        .connection_timeout(TIMEOUT)
+        .response_timeout(TIMEOUT)
+        .tcp_settings(nodelay());
+    if let Some(pw) = &c.password {
+        builder = builder.password(pw.expose_secret());
+    }
+    let conn = builder.build()?.get_async_connection().await?;
+    Ok(RedisConnection(Link::Cluster(ClusterLink {
+        conn,
+        tag_master: Route::with_key(key_prefix.as_bytes(), SlotAddr::Master),
+    })))
+}
+
+/// Whether a cluster connection sends `cmd` to the master of mailpipe's
+/// slot ([`KEYLESS_TO_TAG`]) rather than where the client would.
+fn goes_to_tag_master(cmd: &Cmd) -> bool {
+    let Some(redis::Arg::Simple(name)) = cmd.args_iter().next() else {
+        return false;
+    };
+    KEYLESS_TO_TAG
+        .iter()
+        .any(|k| k.as_bytes().eq_ignore_ascii_case(name))
 }
 
 async fn open_sentinel(s: &SentinelSettings) -> RedisResult<RedisConnection> {
@@ -410,6 +487,17 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
             Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => {
+                if goes_to_tag_master(cmd) {
+                    let to = SingleNodeRoutingInfo::SpecificNode(c.tag_master);
+                    Box::pin(
+                        c.conn
+                            .route_command(cmd.clone(), RoutingInfo::SingleNode(to)),
+                    )
+                } else {
+                    c.conn.req_packed_command(cmd)
+                }
+            }
             Link::Sentinel(link) => Box::pin(async move {
                 let mut conn = link.current();
                 let result = conn.req_packed_command(cmd).await;
@@ -427,6 +515,8 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
             Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            // Routed by its first key (all of mailpipe's keys share a slot).
+            Link::Cluster(c) => c.conn.req_packed_commands(pipeline, offset, count),
             Link::Sentinel(link) => Box::pin(async move {
                 let mut conn = link.current();
                 let result = conn.req_packed_commands(pipeline, offset, count).await;
@@ -441,7 +531,7 @@ impl ConnectionLike for RedisConnection {
     fn get_db(&self) -> i64 {
         match &self.0 {
             Link::Single(c) => c.get_db(),
-            Link::Sentinel(_) => 0,
+            Link::Sentinel(_) | Link::Cluster(_) => 0,
         }
     }
 }
@@ -455,6 +545,35 @@ mod tests {
             .unwrap()
             .extract_error()
             .unwrap_err()
+    }
+
+    #[test]
+    fn a_cluster_sends_keyless_commands_to_the_master_of_the_prefix_slot() {
+        // (command, to the tag's master)
+        let table = [
+            (redis::cmd("SCAN").arg(0).clone(), true),
+            (redis::cmd("info").arg("persistence").clone(), true),
+            (redis::cmd("CONFIG").arg("GET").arg("save").clone(), true),
+            (redis::cmd("PING"), true),
+            (redis::cmd("TIME"), true),
+            (redis::cmd("DBSIZE"), true),
+            (redis::cmd("GET").arg("{mailpipe}:x").clone(), false),
+            (
+                redis::cmd("EVALSHA")
+                    .arg("abc")
+                    .arg(1)
+                    .arg("{mailpipe}:x")
+                    .clone(),
+                false,
+            ),
+            (
+                redis::cmd("SCRIPT").arg("LOAD").arg("return 1").clone(),
+                false,
+            ),
+        ];
+        for (cmd, expected) in table {
+            assert_eq!(goes_to_tag_master(&cmd), expected, "{cmd:?}");
+        }
     }
 
     #[test]

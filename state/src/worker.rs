@@ -14,9 +14,9 @@ use mailpipe_common::http::Health;
 ///
 /// Fails, before the worker writes anything, when Redis keeps nothing
 /// across a restart and `redis.allow_volatile` is off
-/// ([`crate::durability`]), or when it is a node of a Redis Cluster
-/// ([`crate::connection`]); the binary then exits with code 1 and the
-/// reason on stderr, as on any other start-up error.
+/// ([`crate::durability`]), or when a node of a Redis Cluster is named as a
+/// single Redis ([`crate::connection`]); the binary then exits with code 1
+/// and the reason on stderr, as on any other start-up error.
 pub async fn start<M: mailpipe_common::metrics::WorkerMetrics>(
     listen: &str,
     redis: &crate::config::RedisSettings,

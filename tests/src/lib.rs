@@ -631,6 +631,12 @@ impl TestPipeline {
                 url.expose_secret().to_string(),
             ));
         }
+        if let Some(cluster) = &s.redis.cluster {
+            env.push((
+                "MAILPIPE__REDIS__CLUSTER__NODES".into(),
+                cluster.nodes.join(","),
+            ));
+        }
         if let Some(sentinel) = &s.redis.sentinel {
             env.push((
                 "MAILPIPE__REDIS__SENTINEL__ADDRESSES".into(),
@@ -1135,7 +1141,7 @@ impl TestPipeline {
         // Held campaigns' queues are named after their requests.
         let mut c = self.store.connection();
         let requests: Vec<String> = redis::cmd("ZRANGE")
-            .arg(format!("{}:requests", self.settings.redis.prefix))
+            .arg(format!("{}:requests", self.store.prefix()))
             .arg(0)
             .arg(-1)
             .query_async(&mut c)
@@ -1179,7 +1185,10 @@ impl TestPipeline {
         // The test's Redis keys go too (a 20,000-recipient scenario leaves
         // some 20,000 records), so the shared Redis does not fill up with
         // them run after run.
-        let pattern = format!("{}:*", self.settings.redis.prefix);
+        let pattern = format!(
+            "{}:*",
+            mailpipe_state::store::glob_escape(self.store.prefix())
+        );
         let mut cursor: u64 = 0;
         loop {
             let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")

@@ -87,6 +87,21 @@ impl RedisCluster {
                 })
             },
         );
+        // A replica counts once it holds its master's data: a failover to
+        // one that has not synchronized yet would start from nothing.
+        cluster.wait(
+            "every replica to be in sync with its master",
+            Duration::from_secs(30),
+            |c| {
+                let linked = c.nodes.iter().filter(|n| {
+                    command(n.port, &["INFO", "replication"])
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|l| l.trim() == "master_link_status:up")
+                });
+                linked.count() == MASTERS * REPLICAS
+            },
+        );
         cluster
     }
 
@@ -106,6 +121,9 @@ impl RedisCluster {
             ])
             .args(["--save", "", "--appendonly", "yes"])
             .args(["--appendfsync", "everysec"])
+            // Replicas synchronize at once instead of waiting 5 s for
+            // other replicas to share the transfer.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&d)
             .arg("--logfile")
@@ -181,6 +199,73 @@ impl RedisCluster {
         format!("redis://127.0.0.1:{}", self.nodes[0].port)
     }
 
+    /// Every node as `127.0.0.1:PORT`, as `redis.cluster.nodes` takes them.
+    pub fn seed_nodes(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        self.live_ports()
+            .into_iter()
+            .find_map(|port| {
+                command(port, &["CLUSTER", "KEYSLOT", key])?
+                    .first()?
+                    .strip_prefix(':')?
+                    .parse()
+                    .ok()
+            })
+            .expect("a node answers CLUSTER KEYSLOT")
+    }
+
+    /// The port of the master that serves `slot`, as the live nodes see it
+    /// (`CLUSTER NODES`; a master flagged `fail` serves nothing); `None`
+    /// while no node names one.
+    pub fn master_of(&self, slot: u16) -> Option<u16> {
+        self.live_ports().into_iter().find_map(|port| {
+            command(port, &["CLUSTER", "NODES"])?
+                .iter()
+                .find_map(|line| serving_master(line, slot))
+        })
+    }
+
+    /// Kills the node on `port` with SIGKILL (no shutdown, no last save).
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of the cluster");
+        if let Some(mut c) = node.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until a node other than `old` serves `slot` as master and the
+    /// live nodes say the cluster is ok; returns its port.
+    pub fn wait_promoted(&mut self, slot: u16, old: u16, timeout: Duration) -> u16 {
+        self.wait("a replica to be promoted", timeout, |c| {
+            c.master_of(slot).is_some_and(|p| p != old)
+                && c.live_ports()
+                    .into_iter()
+                    .all(|p| c.cluster_info(p).iter().any(|l| l == "cluster_state:ok"))
+        });
+        self.master_of(slot).expect("a master after the promotion")
+    }
+
+    /// The ports of the nodes not killed.
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
     /// The end of every node's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let mut out = String::new();
@@ -198,6 +283,26 @@ impl RedisCluster {
     }
 }
 
+/// The port of the node a `CLUSTER NODES` line describes, when it is a
+/// master not flagged as failed whose slot ranges hold `slot`.
+fn serving_master(line: &str, slot: u16) -> Option<u16> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let flags = fields.get(2)?;
+    if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+        return None;
+    }
+    let serves = fields.iter().skip(8).any(|range| {
+        let (from, to) = range.split_once('-').unwrap_or((range, range));
+        matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+    });
+    if !serves {
+        return None;
+    }
+    let address = fields.get(1)?;
+    let address = address.split('@').next()?;
+    address.rsplit_once(':')?.1.parse().ok()
+}
+
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for n in &mut self.nodes {
@@ -205,6 +310,31 @@ impl Drop for RedisCluster {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cluster_nodes_line_names_the_master_that_serves_a_slot() {
+        let line = |flags: &str, slots: &str| {
+            format!("07c3 127.0.0.1:30004@31004 {flags} - 0 1426238317239 4 connected {slots}")
+        };
+        // (flags, slots, slot, serving port)
+        let table = [
+            ("master", "0-5460", 100, Some(30004)),
+            ("myself,master", "0-5460 10000", 10000, Some(30004)),
+            ("master", "0-5460", 5461, None),
+            ("master,fail", "0-5460", 100, None),
+            ("slave", "", 100, None),
+        ];
+        for (flags, slots, slot, expected) in table {
+            assert_eq!(
+                super::serving_master(&line(flags, slots), slot),
+                expected,
+                "{flags} {slots} {slot}"
+            );
         }
     }
 }

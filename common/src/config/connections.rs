@@ -56,14 +56,19 @@ impl Default for AmqpSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
     /// A single Redis: its `redis://` or `rediss://` URL (redacted in
-    /// logs). Without it and without `sentinel`, mailpipe uses
-    /// [`DEFAULT_REDIS_URL`]. Set `url` or `sentinel`, not both.
+    /// logs). Without it, `sentinel` and `cluster`, mailpipe uses
+    /// [`DEFAULT_REDIS_URL`]. Set one of `url`, `sentinel` and `cluster`.
     pub url: Option<SecretString>,
     /// A Redis master watched by Sentinels: mailpipe asks the Sentinels
     /// where the master is, and asks again when the master stops answering
     /// or turns read-only (a failover), without a restart.
     pub sentinel: Option<SentinelSettings>,
-    /// Prefix of every key mailpipe writes.
+    /// A Redis Cluster: mailpipe learns the cluster's nodes and slots from
+    /// the seed nodes, sends each command to the master of its key's slot
+    /// and follows the cluster through a failover, without a restart.
+    pub cluster: Option<ClusterSettings>,
+    /// Prefix of every key mailpipe writes. In a cluster the keys start
+    /// with it as a hash tag (`{mailpipe}:...`, [`Self::key_prefix`]).
     pub prefix: String,
     /// Start against a Redis that keeps nothing across a restart (neither
     /// AOF nor RDB snapshots). Off by default: the workers refuse such a
@@ -81,6 +86,7 @@ impl Default for RedisSettings {
         Self {
             url: None,
             sentinel: None,
+            cluster: None,
             prefix: "mailpipe".into(),
             allow_volatile: false,
         }
@@ -108,6 +114,23 @@ pub struct SentinelSettings {
     pub tls: bool,
 }
 
+/// Where a Redis Cluster is.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Seed nodes, as `host:port` or `redis://` / `rediss://` URLs (a
+    /// password in a URL is redacted in logs): mailpipe asks them for the
+    /// cluster's nodes and slots, so a few are enough, and any one that
+    /// answers will do. In a config file a list; in an environment
+    /// variable one string with commas
+    /// (`MAILPIPE__REDIS__CLUSTER__NODES=redis-0:6379,redis-1:6379`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub nodes: Vec<String>,
+    /// Password of the cluster's nodes (their `requirepass`), when the
+    /// seed URLs do not carry it.
+    pub password: Option<SecretString>,
+}
+
 /// Which Redis deployment the settings describe, once checked
 /// ([`RedisSettings::topology`]).
 #[derive(Debug, Clone)]
@@ -116,19 +139,41 @@ pub enum RedisTopology {
     Single { url: SecretString },
     /// A master found through Sentinels.
     Sentinel(SentinelSettings),
+    /// A Redis Cluster, found through its seed nodes.
+    Cluster(ClusterSettings),
 }
 
 impl RedisSettings {
-    /// The deployment these settings name, or why they name none: `url`
-    /// and `sentinel` together are refused (which one would be meant?), as
-    /// is a Sentinel section without addresses or master name.
+    /// The deployment these settings name, or why they name none: more
+    /// than one of `url`, `sentinel` and `cluster` is refused (which one
+    /// would be meant?), as is a Sentinel section without addresses or
+    /// master name, or a cluster section without nodes.
     pub fn topology(&self) -> Result<RedisTopology, String> {
+        let set: Vec<&str> = [
+            ("redis.url", self.url.is_some()),
+            ("redis.sentinel", self.sentinel.is_some()),
+            ("redis.cluster", self.cluster.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if set.len() > 1 {
+            return Err(format!(
+                "{} are all set: set redis.url for a single Redis, redis.sentinel (addresses and master_name) for a master watched by Sentinels, or redis.cluster (nodes) for a Redis Cluster, only one of them",
+                set.join(" and ")
+            ));
+        }
+        if let Some(c) = &self.cluster {
+            if c.nodes.is_empty() {
+                return Err(
+                    "redis.cluster.nodes is empty: name at least one node of the cluster (host:port)"
+                        .into(),
+                );
+            }
+            return Ok(RedisTopology::Cluster(c.clone()));
+        }
         match (&self.url, &self.sentinel) {
-            (Some(_), Some(_)) => Err(
-                "redis.url and redis.sentinel are both set: set redis.url for a single Redis, or redis.sentinel (addresses and master_name) for a master watched by Sentinels, not both"
-                    .into(),
-            ),
-            (Some(url), None) => Ok(RedisTopology::Single { url: url.clone() }),
+            (Some(url), _) => Ok(RedisTopology::Single { url: url.clone() }),
             (None, None) => Ok(RedisTopology::Single {
                 url: SecretString::from(DEFAULT_REDIS_URL),
             }),
@@ -140,6 +185,18 @@ impl RedisSettings {
             ),
             (None, Some(s)) => Ok(RedisTopology::Sentinel(s.clone())),
         }
+    }
+
+    /// What every key name starts with: `prefix`, and in a cluster
+    /// `{prefix}`, a hash tag that keeps every key of mailpipe in one hash
+    /// slot, so that each script and pipeline, whose keys span key
+    /// families, runs on one node as it does on a single Redis. A prefix
+    /// that holds a hash tag of its own (`{mp}`, `mp{eu}`) is kept as it is.
+    pub fn key_prefix(&self) -> String {
+        if self.cluster.is_none() || has_hash_tag(&self.prefix) {
+            return self.prefix.clone();
+        }
+        format!("{{{}}}", self.prefix)
     }
 
     /// Where Redis is, for logs: the URL with its password hidden, or the
@@ -158,9 +215,25 @@ impl RedisSettings {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
+            Ok(RedisTopology::Cluster(c)) => format!(
+                "Redis Cluster through {}",
+                c.nodes
+                    .iter()
+                    .map(|a| super::redact_url(a))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             Err(e) => format!("(invalid: {e})"),
         }
     }
+}
+
+/// Whether Redis Cluster reads a hash tag in `key`: a `{` followed later by
+/// a `}` with at least one character between them.
+pub fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
 }
 
 /// A list from a config file's sequence, or from one string split at
@@ -195,31 +268,56 @@ mod tests {
         }
     }
 
+    fn cluster(nodes: &[&str]) -> Option<ClusterSettings> {
+        Some(ClusterSettings {
+            nodes: nodes.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        })
+    }
+
     #[test]
     fn redis_settings_name_one_topology_or_say_why_not() {
         let url = || Some(SecretString::from("redis://cache:6379"));
         let good = || Some(sentinel(&["s1:26379", "s2:26379"], "mymaster"));
-        // (url, sentinel, Ok(topology kind) or a word of the error)
-        let table: Vec<(_, _, Result<&str, &str>)> = vec![
-            (None, None, Ok("single redis://127.0.0.1:6379")),
-            (url(), None, Ok("single redis://cache:6379")),
-            (None, good(), Ok("sentinel mymaster")),
-            (url(), good(), Err("both set")),
+        let nodes = || cluster(&["r0:6379", "r1:6379"]);
+        // (url, sentinel, cluster, Ok(topology kind) or a word of the error)
+        let table: Vec<(_, _, _, Result<&str, &str>)> = vec![
+            (None, None, None, Ok("single redis://127.0.0.1:6379")),
+            (url(), None, None, Ok("single redis://cache:6379")),
+            (None, good(), None, Ok("sentinel mymaster")),
+            (None, None, nodes(), Ok("cluster r0:6379,r1:6379")),
+            (
+                url(),
+                good(),
+                None,
+                Err("redis.url and redis.sentinel are all set"),
+            ),
+            (
+                url(),
+                None,
+                nodes(),
+                Err("redis.url and redis.cluster are all set"),
+            ),
+            (None, good(), nodes(), Err("only one of them")),
+            (None, None, cluster(&[]), Err("cluster.nodes is empty")),
             (
                 None,
                 Some(sentinel(&[], "mymaster")),
+                None,
                 Err("addresses is empty"),
             ),
             (
                 None,
                 Some(sentinel(&["s1:26379"], " ")),
+                None,
                 Err("master_name is empty"),
             ),
         ];
-        for (url, sentinel, expected) in table {
+        for (url, sentinel, cluster, expected) in table {
             let s = RedisSettings {
                 url,
                 sentinel,
+                cluster,
                 ..Default::default()
             };
             let got = s.topology().map(|t| match t {
@@ -227,12 +325,51 @@ mod tests {
                     format!("single {}", secrecy::ExposeSecret::expose_secret(&url))
                 }
                 RedisTopology::Sentinel(s) => format!("sentinel {}", s.master_name),
+                RedisTopology::Cluster(c) => format!("cluster {}", c.nodes.join(",")),
             });
             match (expected, got) {
                 (Ok(want), Ok(got)) => assert_eq!(got, want),
                 (Err(word), Err(e)) => assert!(e.contains(word), "{e:?} lacks {word:?}"),
                 (want, got) => panic!("expected {want:?}, got {got:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn in_a_cluster_every_key_starts_with_the_prefix_as_a_hash_tag() {
+        // (prefix, cluster, what keys start with)
+        let table = [
+            ("mailpipe", false, "mailpipe"),
+            ("mailpipe", true, "{mailpipe}"),
+            ("{mp}", true, "{mp}"),
+            ("mp{eu}", true, "mp{eu}"),
+            // `{}` is no hash tag: Redis would hash the whole key.
+            ("mp{}", true, "{mp{}}"),
+            ("{mp}", false, "{mp}"),
+        ];
+        for (prefix, in_cluster, expected) in table {
+            let s = RedisSettings {
+                prefix: prefix.into(),
+                cluster: if in_cluster {
+                    cluster(&["r0:6379"])
+                } else {
+                    None
+                },
+                ..Default::default()
+            };
+            assert_eq!(s.key_prefix(), expected, "{prefix} {in_cluster}");
+        }
+    }
+
+    #[test]
+    fn cluster_nodes_are_a_list_or_one_string_with_commas() {
+        let from_yaml = |yaml: &str| -> RedisSettings { serde_yaml::from_str(yaml).unwrap() };
+        for yaml in [
+            "cluster:\n  nodes: [r0:6379, ' redis://r1:6379']\n",
+            "cluster:\n  nodes: 'r0:6379, redis://r1:6379,'\n",
+        ] {
+            let c = from_yaml(yaml).cluster.unwrap();
+            assert_eq!(c.nodes, ["r0:6379", "redis://r1:6379"], "{yaml}");
         }
     }
 

@@ -30,7 +30,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use connections::{
-    AmqpSettings, RedisSettings, RedisTopology, SentinelSettings, DEFAULT_REDIS_URL,
+    AmqpSettings, ClusterSettings, RedisSettings, RedisTopology, SentinelSettings,
+    DEFAULT_REDIS_URL,
 };
 pub use expander::{ExpanderSettings, QualitySettings};
 pub use failures::{ClassifierSettings, QuarantineSettings};

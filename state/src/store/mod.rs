@@ -40,10 +40,13 @@
 //!
 //! Every script declares every key it touches in `KEYS`: the Rust that
 //! calls it builds the names (`key_of`, gathered once each by
-//! `crate::keyset`), never the Lua. The keys of one call do not share a
-//! hash tag yet, so Redis Cluster is not supported yet (a process refuses a
-//! cluster node, `crate::connection`); a single Redis and a master behind
-//! Sentinels are. What a cluster still needs, beyond tags in these names:
+//! `crate::keyset`), never the Lua. In a Redis Cluster every key starts
+//! with the prefix as a hash tag (`{p}` is `{mailpipe}`,
+//! `RedisSettings::key_prefix`): all of mailpipe's keys are in one slot,
+//! on one master, so that every script and pipeline below runs there as on
+//! a single Redis. The cluster then brings failover, not capacity. Keys
+//! tagged per call (by request, domain or site, address), spread over the
+//! masters, still need:
 //!
 //! * Per-message keys (`done`, `lease`, `dot`, `history`, ...) are found by
 //!   the message id alone: the intake matches a bounce by the Message-ID or
@@ -219,7 +222,7 @@ impl Store {
             .map_err(op("connect"))?;
         Ok(Self {
             conn,
-            prefix: settings.prefix.clone(),
+            prefix: settings.key_prefix(),
             screen: std::sync::Arc::new(redis::Script::new(screen::SCREEN_LUA)),
             mark: std::sync::Arc::new(redis::Script::new(feedback::MARK_LUA)),
             release: std::sync::Arc::new(redis::Script::new(done::RELEASE_LUA)),

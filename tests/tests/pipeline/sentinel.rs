@@ -118,6 +118,7 @@ async fn a_store_leaves_a_master_demoted_by_a_failover_for_the_new_one() {
         }),
         prefix: "sentinel-demoted".into(),
         allow_volatile: false,
+        ..Default::default()
     };
     let store = Store::connect(&settings)
         .await
