@@ -106,6 +106,55 @@ mod tests {
         );
     }
 
+    /// No process walks the key space with `KEYS`, which blocks every
+    /// client of a large Redis while it runs (and in a cluster sees one
+    /// node): listings use an index kept by the writer, or `SCAN`
+    /// (`Store::scan_keys`). Checked in every crate that talks to Redis:
+    /// `cmd("KEYS")`, the client's `.keys(pattern)` and `redis.call('KEYS'`
+    /// in Lua.
+    #[test]
+    fn no_process_walks_the_key_space_with_keys() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files: Vec<_> = [
+            "state", "common", "core", "ctl", "expander", "sender", "retrier", "intake",
+        ]
+        .iter()
+        .map(|c| root.join(c).join("src"))
+        .collect();
+        // Spelled in pieces, so that this test does not find itself.
+        let command = format!("CMD(\"{}\")", "KEYS");
+        let lua = format!("CALL('{}'", "KEYS");
+        let method = format!(".{}(", "keys");
+        let mut checked = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                let upper = line.to_ascii_uppercase();
+                let keys_call = line
+                    .match_indices(&method)
+                    .any(|(at, m)| !line[at + m.len()..].starts_with(')'));
+                assert!(
+                    !upper.contains(&command) && !upper.contains(&lua) && !keys_call,
+                    "{}:{}: KEYS walks the whole key space: {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} files read");
+    }
+
     /// Every `redis.call` of every script in this crate names its key by a
     /// variable or `KEYS[...]`, never by a name it joins (`..`) from the
     /// prefix or the arguments: the keys a script touches are the ones it

@@ -44,9 +44,37 @@
 //! with the prefix as a hash tag (`{p}` is `{mailpipe}`,
 //! `RedisSettings::key_prefix`): all of mailpipe's keys are in one slot,
 //! on one master, so that every script and pipeline below runs there as on
-//! a single Redis. The cluster then brings failover, not capacity. Keys
-//! tagged per call (by request, domain or site, address), spread over the
-//! masters, still need:
+//! a single Redis. The cluster then brings failover, not capacity. To
+//! spread the keys over the masters, every call's keys must share a tag of
+//! their own (request, domain or site, address) instead. What each call
+//! touches today (`{mid}` a message, `{rid}` a request, `{d}` a domain,
+//! `{s}` a site, `{a}` an address; "global" one key for the installation):
+//!
+//! | call | keys | what keeps them from one tag |
+//! |---|---|---|
+//! | `calls` gate (`crate::calls`) | `deferred`, `deferred:info`; `done`/`lease`/`dot:{mid}`; `req:{rid}`, `req:{rid}:deferred`, `cancelled`/`held:{rid}` | the global deferred index; message keys named by the message alone |
+//! | `calls` ask | `pause`/`limit`/`slow`/`conc`/`tat:{d}`; `site:pause`/`limit`/`ctl`/`conc`/`tat:{s}`; `rconc`/`rtat:{route}`; `warm:{key}` | one atomic reservation over a domain's, its site's and a route's rates |
+//! | `calls` attempts | `brk:{d}:{minute}`, `seen:{d}`; `site:seen`/`site:domains:{s}`; `sites` | the global index of sites |
+//! | `calls` record | `done`/`lease`/`dot:{mid}`; `req:{rid}`; `errors:{a}` | the address's counter reset with the record |
+//! | `calls` mark, `RELEASE_LUA` | `dot:{mid}` / `lease:{mid}` | none |
+//! | one `calls` invocation | the above, for dozens of messages, requests and domains | must be split by slot, one invocation per slot, pipelined per node |
+//! | `SCREEN_LUA` | `req:{rid}:rcpts`, `req:{rid}:audience`; `denylist`, `allowlist`, `rules:version`; `quarantine:{a}`, `coalesce:{scope}:{a}` per recipient | global address lists; per-address keys read in the request's call |
+//! | `FAILURE_LUA` | `errors:{a}`, `quarantine:{a}`; `counted:{mid}:{n}`; `allowlist`, `quarantined` | global allowlist and quarantine index |
+//! | `BREAKER_LUA` | `pause:{d}`, `brk:{d}:*`; `paused` | the global index of paused domains |
+//! | `PAUSED_LUA` (listing) | `paused`; `pause`/`pausenote:{d}` of many domains | reads across domains (could be per-domain reads) |
+//! | `SLOW_LUA` | `slow`/`seen`/`limit:{d}` | none |
+//! | `MARK_LUA` (feedback) | `bounced`/`complained`/`unsubscribed:{mid}`; `req:{rid}` | message keys named by the message alone |
+//! | `RESOLVE_AMBIGUOUS_LUA`, `UNDO_DEAD_LUA` | `dot`/`ambiguous`/`history`/`done:{mid}`; `req:{rid}` | the same |
+//! | parking scripts (`campaigns.rs`) | `parking`/`parking_closed:{rid}`, `req:{rid}`; `parked` | the global set of parked campaigns |
+//! | `INDEX_LUA`, `STOP_LUA`, `DEFER_LUA` | `deferred`, `deferred:info`; `req:{rid}`, `req:{rid}:deferred`; `history`/`lease:{mid}` | the global deferred index |
+//! | `SET_TERMINAL_LUA`, request counters | `req:{rid}` | none |
+//! | request metadata (atomic pipeline) | `req:{rid}`; `requests` | the global request index |
+//! | qualification scripts | `bounce:{id}`; `bounces`, `bounces:kept`, `bounces:version` | global, rare: can keep one tag of their own |
+//! | site control (`STEP_LUA`, `APPLY_LUA`) | `site:ctl`/`counts`/`limit`/`pause`/`log:{s}`; `site:paused` | the global index of paused sites |
+//! | exclusion rules (atomic pipelines) | `rules`, `rulelist:*`, `rulelists`, `rules:version` | global, rare: can keep one tag of their own |
+//! | `campaign recipients` (`MGET`) | `done:{mid}` of many messages | none (the client splits an `MGET` by slot) |
+//!
+//! Beyond tags in these names, that needs:
 //!
 //! * Per-message keys (`done`, `lease`, `dot`, `history`, ...) are found by
 //!   the message id alone: the intake matches a bounce by the Message-ID or

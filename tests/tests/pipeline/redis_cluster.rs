@@ -95,6 +95,17 @@ async fn a_campaign_runs_end_to_end_on_a_redis_cluster() {
         "keys outside the master of the tag's slot ({master}): {sizes:?}"
     );
 
+    // A key walk (SCAN, as operators' listings use) finds the keys.
+    let requests = p
+        .store
+        .names_after(&format!("{prefix}:req:"))
+        .await
+        .expect("SCAN on the cluster");
+    assert!(
+        requests.iter().any(|r| r == rid),
+        "{rid} not found by SCAN: {requests:?}"
+    );
+
     // A node named as a single Redis is refused, pointing to redis.cluster.
     let mut settings = p.settings.redis.clone();
     settings.cluster = None;
