@@ -11,6 +11,12 @@
 //! deliveries (as many successes as the cap) once a hold period passed
 //! since the last refusal, up to the configured pool size.
 //!
+//! A connection past a provider's cap is refused every time it is tried, so
+//! a cap that grew back and was refused again waits twice as long before
+//! the next try (up to 32 hold periods); a grown cap that held for a hold
+//! period starts the wait over. A sender that keeps its connections at a provider's cap thus
+//! tries one more connection ever more rarely instead of every hold period.
+//!
 //! Every step is a pure function of a [`DialState`] and the time, with a
 //! table test; the connection pool (`smtp/mod.rs`) applies them.
 
@@ -29,7 +35,17 @@ pub(crate) struct DialState {
     pub(crate) grow_after: Option<Instant>,
     /// Deliveries since the cap last grew.
     pub(crate) successes: u32,
+    /// When the cap last grew back after a refusal: a refusal within a hold
+    /// period of it refuses that probe.
+    pub(crate) grew_at: Option<Instant>,
+    /// Grown caps refused in a row: the wait before the next growth is the
+    /// hold period times two to this power.
+    pub(crate) refused_probes: u32,
 }
+
+/// Most doublings of the wait before a refused cap is tried again: 2^5 =
+/// 32 hold periods (16 minutes with the default 30 s).
+const MOST_DOUBLINGS: u32 = 5;
 
 /// What a message that wants a connection may do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +67,8 @@ impl DialState {
             held_until: None,
             grow_after: None,
             successes: 0,
+            grew_at: None,
+            refused_probes: 0,
         }
     }
 }
@@ -73,7 +91,9 @@ pub(crate) fn before_take(s: DialState, now: Instant) -> (DialState, Take) {
 
 /// A dial of this route failed (refused, answered 421 at connect, timed
 /// out) while `open` other connections of it were open (in use or idle):
-/// the cap drops to those; with none, the route is held for `hold`.
+/// the cap drops to those; with none, the route is held for `hold`. The
+/// cap grows again after `hold`, or, when this refused a cap that had
+/// grown back, after twice the last wait (see the module's notes).
 pub(crate) fn after_refused_dial(
     s: DialState,
     open: u32,
@@ -81,11 +101,19 @@ pub(crate) fn after_refused_dial(
     hold: Duration,
 ) -> DialState {
     let cap = s.cap.min(open);
+    let refused_probes = match s.grew_at {
+        Some(t) if now < t + hold => (s.refused_probes + 1).min(MOST_DOUBLINGS),
+        // The last growth held: the cap the server allows changed since.
+        Some(_) => 0,
+        None => s.refused_probes,
+    };
     DialState {
         cap,
         held_until: (cap == 0).then_some(now + hold),
-        grow_after: Some(now + hold),
+        grow_after: Some(now + hold * (1 << refused_probes)),
         successes: 0,
+        grew_at: None,
+        refused_probes,
         ..s
     }
 }
@@ -97,12 +125,14 @@ pub(crate) fn after_closed(s: DialState, now: Instant, hold: Duration) -> DialSt
         cap: s.cap.saturating_sub(1).max(1),
         grow_after: Some(now + hold),
         successes: 0,
+        grew_at: None,
         ..s
     }
 }
 
 /// A message was delivered on this route: after a round of deliveries (as
-/// many as the cap) the cap grows by one, unless a refusal is recent.
+/// many as the cap) the cap grows by one, unless a refusal is recent. A
+/// growth after a refusal is a probe (see [`after_refused_dial`]).
 pub(crate) fn after_delivered(s: DialState, now: Instant) -> DialState {
     let successes = s.successes + 1;
     let may_grow = s.grow_after.is_none_or(|t| t <= now);
@@ -110,6 +140,7 @@ pub(crate) fn after_delivered(s: DialState, now: Instant) -> DialState {
         DialState {
             cap: s.cap + 1,
             successes: 0,
+            grew_at: s.grow_after.map(|_| now),
             ..s
         }
     } else {
@@ -192,6 +223,49 @@ mod tests {
                 "after {ev:?} at {secs} s"
             );
         }
+    }
+
+    /// A provider that allows one connection, behind a pool of two: each
+    /// grown cap is refused, and the next growth waits twice as long, up
+    /// to 32 hold periods; a growth that held starts the wait over.
+    #[test]
+    fn a_cap_refused_again_and_again_is_tried_ever_more_rarely() {
+        let t0 = Instant::now();
+        let hold = Duration::from_secs(30);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut s = DialState::new(2);
+        // The start: the second dial is refused with one connection open.
+        s = after_refused_dial(s, 1, at(0), hold);
+        assert_eq!((s.cap, s.grow_after), (1, Some(at(30))));
+        // Each probe is refused a second after it grew the cap.
+        let mut now = 30;
+        for wait in [60, 120, 240, 480, 960, 960, 960] {
+            s = after_delivered(s, at(now));
+            assert_eq!(s.cap, 2, "grown at {now} s");
+            s = after_refused_dial(s, 1, at(now + 1), hold);
+            assert_eq!(s.cap, 1);
+            assert_eq!(
+                s.grow_after,
+                Some(at(now + 1 + wait)),
+                "refused at {} s",
+                now + 1
+            );
+            now += 1 + wait;
+        }
+        // Deliveries before the wait is over do not grow it.
+        s = after_delivered(s, at(now - 1));
+        assert_eq!(s.cap, 1);
+        // A grown cap that held for a hold period: a later refusal (the
+        // provider lowered its cap) waits one hold period again.
+        s = after_delivered(s, at(now));
+        assert_eq!(s.cap, 2);
+        s = after_refused_dial(s, 1, at(now + 31), hold);
+        assert_eq!(s.grow_after, Some(at(now + 31 + 30)));
+        // Several dials refused together count as one probe.
+        let mut s = after_delivered(s, at(now + 61));
+        s = after_refused_dial(s, 1, at(now + 62), hold);
+        s = after_refused_dial(s, 1, at(now + 62), hold);
+        assert_eq!(s.grow_after, Some(at(now + 62 + 60)));
     }
 
     #[test]
