@@ -1,7 +1,7 @@
-//! How every mailpipe process opens Redis: [`open`] reads `redis.url` or
-//! `redis.sentinel` and returns one [`RedisConnection`], which the store
-//! ([`crate::store::Store`]), and through it the workers and the CLI, use
-//! for every command.
+//! How every mailpipe process opens Redis: [`open`] reads `redis.url`,
+//! `redis.sentinel` or `redis.cluster` and returns one [`RedisConnection`],
+//! which the store ([`crate::store::Store`]), and through it the workers
+//! and the CLI, use for every command.
 //!
 //! * **A single Redis** (`redis.url`): the client's own `ConnectionManager`,
 //!   one multiplexed connection that reconnects to the same address.
@@ -19,13 +19,6 @@
 //!   left the old master running gives no error until the Sentinels
 //!   demote it). After a failover the workers find the new master by
 //!   themselves, without a restart.
-//!
-//! As with `ConnectionManager`, the command that met the failure returns
-//! its error (it is not sent again: it may have been applied), and so do
-//! the commands sent before the new master is found: the callers' own
-//! retries (a lane message rejected and redelivered, a readiness probe that
-//! fails meanwhile) cover the gap, as they do while a single Redis restarts.
-//!
 //! * **A Redis Cluster** (`redis.cluster`): the client's own
 //!   `cluster_async::ClusterConnection`, which learns the slots from the
 //!   seed nodes, sends each command to the master of its key's slot,
@@ -41,6 +34,21 @@
 //!   cluster gives failover without Sentinels, not yet capacity: one master
 //!   serves all of mailpipe's keys (spreading them needs every call's keys
 //!   tagged by request, domain or address instead, see `store/mod.rs`).
+//!
+//! Over Sentinels, as with `ConnectionManager`, the command that met the
+//! failure returns its error (it is not sent again: it may have been
+//! applied), and so do the commands sent before the new master is found:
+//! the callers' own retries (a lane message rejected and redelivered, a
+//! readiness probe that fails meanwhile) cover the gap, as they do while a
+//! single Redis restarts.
+//!
+//! Unlike the other two, the cluster client sends a command again when its
+//! connection dropped or failed before the reply (its own retries, which
+//! also carry a command across a failover): a command may then be applied
+//! twice. The writes that count are guarded against that as against a
+//! redelivered message (a terminal record is counted by the `SET NX` that
+//! creates it, screening is replay-safe, a lease taken again by its owner
+//! is its own); an attempt count or a rate's place can be taken twice.
 //!
 //! Nothing here changes what a command does or how many round trips it
 //! takes; a single Redis goes straight to its `ConnectionManager`.

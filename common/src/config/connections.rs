@@ -398,4 +398,18 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn a_cluster_description_hides_passwords() {
+        let s = RedisSettings {
+            cluster: cluster(&["redis://:pw@r0:6379", "r1:6379"]),
+            ..Default::default()
+        };
+        let text = s.describe();
+        assert!(!text.contains("pw"), "{text}");
+        assert!(
+            text.contains("Redis Cluster") && text.contains("r0:6379") && text.contains("r1:6379"),
+            "{text}"
+        );
+    }
 }
