@@ -99,8 +99,9 @@ impl Releases {
 impl Sender {
     /// Waits for the shared budget of the domain and route ([`after_verdict`]):
     /// the concurrency leases to return after the transaction, or the
-    /// deferred outcome.
-    #[allow(clippy::type_complexity)]
+    /// deferred outcome. `waited` is how long the message already waited
+    /// for its turn to ask (`capacity.rs`).
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     pub(crate) async fn wait_for_budget(
         &self,
         job: &Job,
@@ -109,8 +110,9 @@ impl Sender {
         from_domain: &str,
         limits: &DomainPolicy,
         route: &RouteState,
+        waited: Duration,
     ) -> Result<Result<(Option<String>, Option<u32>), DeliveryOutcome>, StoreError> {
-        let mut waited = Duration::ZERO;
+        let mut waited = waited;
         let max_wait = self.settings.sender.max_throttle_wait;
         let warmup = self.warmup_ask(from_domain, site).await?;
         let site_limits = self

@@ -11,6 +11,7 @@
 //! settled outcome, reads in order in one file; what it decides is in the
 //! files it calls (`budget.rs`, `routes.rs`, `destination.rs`, `adaptive.rs`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
@@ -26,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::{signal_of, SiteSignal};
 use crate::ambiguous::{self, Found};
+use crate::capacity::{LaneCapacity, Turn};
+use crate::content::Prepared;
 use crate::destination::{domain_sees, HeldRoute, Refusal};
 use crate::events::{
     DomainPaused, RouteFailed, RouteSent, RouteUnavailable, SiteThrottledRetry,
@@ -128,10 +131,12 @@ pub(crate) fn after_failure(failure: &Failure) -> AfterFailure {
 
 impl Sender {
     /// Runs [`Self::deliver`], waiting out Redis outages (the sender never
-    /// submits without its idempotency check). `None` on shutdown.
+    /// submits without its idempotency check). `None` on shutdown. `lane`
+    /// is the capacity of the lane it came from (`capacity.rs`).
     pub(crate) async fn deliver_with_retry(
         &self,
         job: &Job,
+        lane: &LaneCapacity,
         shutdown: &CancellationToken,
     ) -> Option<DeliveryOutcome> {
         // The lease owner of this delivery: unique, so two deliveries of one
@@ -145,7 +150,7 @@ impl Sender {
         );
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.deliver(job, &owner, shutdown).await {
+            match self.deliver(job, &owner, lane, shutdown).await {
                 Ok(o) => return Some(o),
                 Err(DeliverError::Shutdown) => return None,
                 Err(DeliverError::Store(e)) => {
@@ -170,6 +175,7 @@ impl Sender {
         &self,
         job: &Job,
         owner: &str,
+        lane: &LaneCapacity,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryOutcome, DeliverError> {
         // Check the message and take its lease, or wait for whoever holds it.
@@ -210,10 +216,16 @@ impl Sender {
                 found = Some(f);
                 match stopped {
                     Some(o) => o,
-                    None => self.deliver_leased(job, owner, &mut found).await?,
+                    None => {
+                        self.deliver_leased(job, owner, &mut found, lane, shutdown)
+                            .await?
+                    }
                 }
             }
-            None => self.deliver_leased(job, owner, &mut found).await?,
+            None => {
+                self.deliver_leased(job, owner, &mut found, lane, shutdown)
+                    .await?
+            }
         };
         if matches!(
             outcome,
@@ -235,6 +247,8 @@ impl Sender {
         job: &Job,
         owner: &str,
         found: &mut Option<Found>,
+        lane: &LaneCapacity,
+        shutdown: &CancellationToken,
     ) -> Result<DeliveryOutcome, DeliverError> {
         if unix_now() > job.deadline {
             return Ok(DeliveryOutcome::Dead {
@@ -242,10 +256,12 @@ impl Sender {
                 detail: "the validity period ended before the message could be sent".into(),
             });
         }
-        let (envelope, bytes, from_domain) = match self.build_message(job).await? {
-            Ok(m) => m,
+        let prepared = match self.prepared(job).await? {
+            Ok(p) => p,
             Err(dead) => return Ok(dead),
         };
+        let from_domain = prepared.sender.from.email.domain().to_ascii_lowercase();
+        let mut message: Option<(Envelope, Vec<u8>)> = None;
         let domain = job.to.domain().to_string();
         let limits = self.settings.policy.for_domain(&domain);
         let candidates = match self
@@ -274,6 +290,78 @@ impl Sender {
         'attempt: loop {
             for route in candidates.iter().cloned() {
                 let name = route.limits.name.clone();
+                if let Some((until, refusal)) = route.route.held() {
+                    held.get_or_insert(HeldRoute {
+                        name,
+                        until,
+                        refusal,
+                    });
+                    continue;
+                }
+                // Wait for the shared budget, or give the message back. The
+                // connection is taken after it: one connection to a site
+                // would otherwise sit idle through every message's ask and
+                // wait for its place in the site's rate, and go at a
+                // fraction of the rate allowed.
+                self.site_met(&site).await;
+                let asked = Instant::now();
+                let max_wait = self.settings.sender.max_throttle_wait;
+                let turn = match lane.ask_turn(&site, max_wait, shutdown).await {
+                    Turn::Got(turn) => turn,
+                    Turn::TimedOut => {
+                        let deferred = DeliveryOutcome::Deferred {
+                            delay: max_wait,
+                            reason: "throttled",
+                        };
+                        self.release_or_defer(job, owner, &domain, &deferred)
+                            .await?;
+                        return Ok(deferred);
+                    }
+                    Turn::Shutdown => {
+                        self.store.release_lease(&job.id, owner).await.ok();
+                        return Err(DeliverError::Shutdown);
+                    }
+                };
+                let budget = self
+                    .wait_for_budget(
+                        job,
+                        &domain,
+                        &site,
+                        &from_domain,
+                        &limits,
+                        &route,
+                        asked.elapsed(),
+                    )
+                    .await?;
+                drop(turn);
+                let (mut policy_lease, per_connection) = match budget {
+                    Ok(go) => go,
+                    Err(deferred) => {
+                        self.release_or_defer(job, owner, &domain, &deferred)
+                            .await?;
+                        return Ok(deferred);
+                    }
+                };
+                if message.is_none() {
+                    match self.render(job, &prepared) {
+                        Ok(m) => message = Some(m),
+                        Err(dead) => {
+                            if let Some(lease) = policy_lease.take() {
+                                self.release_policy_lease(&domain, &site, &name, lease);
+                            }
+                            return Ok(dead);
+                        }
+                    }
+                }
+                // One of the lane's transaction slots, for the connection
+                // and the transaction.
+                let Some(slot) = lane.slot(shutdown).await else {
+                    if let Some(lease) = policy_lease.take() {
+                        self.release_policy_lease(&domain, &site, &name, lease);
+                    }
+                    self.store.release_lease(&job.id, owner).await.ok();
+                    return Err(DeliverError::Shutdown);
+                };
                 let conn = match route.route.connection().await {
                     Ok(c) => {
                         if let Some(refusal) = &c.refused {
@@ -283,33 +371,26 @@ impl Sender {
                         }
                         c.conn
                     }
-                    Err(smtp::Unavailable::Held { until, refusal }) => {
-                        held.get_or_insert(HeldRoute {
-                            name,
-                            until,
-                            refusal,
-                        });
+                    Err(unavailable) => {
+                        if let Some(lease) = policy_lease.take() {
+                            self.release_policy_lease(&domain, &site, &name, lease);
+                        }
+                        match unavailable {
+                            smtp::Unavailable::Held { until, refusal } => {
+                                held.get_or_insert(HeldRoute {
+                                    name,
+                                    until,
+                                    refusal,
+                                });
+                            }
+                            smtp::Unavailable::Failed(failure) => {
+                                let at = Refusal::AtConnectNoneLeft;
+                                self.route_refused(job, &domain, &site, &name, &failure, at)
+                                    .await?;
+                                last = Some((failure, name));
+                            }
+                        }
                         continue;
-                    }
-                    Err(smtp::Unavailable::Failed(failure)) => {
-                        let at = Refusal::AtConnectNoneLeft;
-                        self.route_refused(job, &domain, &site, &name, &failure, at)
-                            .await?;
-                        last = Some((failure, name));
-                        continue;
-                    }
-                };
-                // Wait for the shared budget, or give the message back.
-                self.site_met(&site).await;
-                let budget = self
-                    .wait_for_budget(job, &domain, &site, &from_domain, &limits, &route)
-                    .await?;
-                let (policy_lease, per_connection) = match budget {
-                    Ok(go) => go,
-                    Err(deferred) => {
-                        self.release_or_defer(job, owner, &domain, &deferred)
-                            .await?;
-                        return Ok(deferred);
                     }
                 };
                 let started = Instant::now();
@@ -319,10 +400,12 @@ impl Sender {
                     owner: owner.to_string(),
                     ttl: self.record_ttl(job),
                 });
+                let (envelope, bytes) = message.as_ref().expect("rendered above");
                 let result = route
                     .route
-                    .send(conn, &envelope, &bytes, mark, per_connection)
+                    .send(conn, envelope, bytes, mark, per_connection)
                     .await;
+                drop(slot);
                 if let Some(lease) = policy_lease {
                     self.release_policy_lease(&domain, &site, &name, lease);
                 }
@@ -334,6 +417,7 @@ impl Sender {
                 let failure = match result {
                     Ok(accepted) => {
                         self.site_saw(&site, SiteSignal::Sent).await;
+                        let (_, bytes) = message.take().expect("rendered above");
                         return Ok(self.on_accepted(job, name, accepted, bytes).await);
                     }
                     // Abandoned before the dot: nothing was sent; the delivery
@@ -456,35 +540,44 @@ impl Sender {
         self.store.defer(&deferral, owner).await
     }
 
-    /// The envelope and bytes of a job's message, or why it cannot be
-    /// sent at all (a `Dead` outcome).
-    async fn build_message(
+    /// A job's content, compiled, or why the message cannot be sent at all
+    /// (a `Dead` outcome).
+    async fn prepared(
         &self,
         job: &Job,
-    ) -> Result<Result<(Envelope, Vec<u8>, String), DeliveryOutcome>, StoreError> {
+    ) -> Result<Result<Arc<Prepared>, DeliveryOutcome>, StoreError> {
+        Ok(self
+            .content
+            .get(&self.store, &job.content)
+            .await?
+            .map_err(|detail| DeliveryOutcome::Dead {
+                reason: "content_unavailable",
+                detail,
+            }))
+    }
+
+    /// The envelope and bytes of a job's message, or why it cannot be
+    /// sent at all (a `Dead` outcome). Rendered once the sending policy
+    /// said go: the recipients a lane holds while they wait for their sites
+    /// do not each hold their message's bytes.
+    fn render(
+        &self,
+        job: &Job,
+        prepared: &Prepared,
+    ) -> Result<(Envelope, Vec<u8>), DeliveryOutcome> {
         let dead = |reason: &'static str, detail: String| DeliveryOutcome::Dead { reason, detail };
-        let prepared = match self.content.get(&self.store, &job.content).await? {
-            Ok(p) => p,
-            Err(detail) => return Ok(Err(dead("content_unavailable", detail))),
-        };
-        let rendered =
-            match prepared
-                .compiled
-                .render(&job.to.to_string(), job.name.as_deref(), &job.vars)
-            {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(dead("render_failed", e.to_string()))),
-            };
-        let from_domain = prepared.sender.from.email.domain().to_ascii_lowercase();
-        Ok(mime::build(
+        let rendered = prepared
+            .compiled
+            .render(&job.to.to_string(), job.name.as_deref(), &job.vars)
+            .map_err(|e| dead("render_failed", e.to_string()))?;
+        mime::build(
             job,
             &prepared.sender,
             rendered,
             &self.origin,
             std::time::SystemTime::now(),
         )
-        .map(|(envelope, bytes)| (envelope, bytes, from_domain))
-        .map_err(|detail| dead("invalid_message", detail)))
+        .map_err(|detail| dead("invalid_message", detail))
     }
 
     /// A route did not take the message: counted, logged, and last for a while.

@@ -1,7 +1,8 @@
 //! The consumers of the send lanes: one per lane, and one for bulk mail due
-//! again (`send.retry`), each with its own channel, acker and capacity (a
-//! semaphore of permits), so transactional mail is never queued behind a
-//! bulk campaign, nor a retry behind the campaign's backlog.
+//! again (`send.retry`), each with its own channel, acker and capacity
+//! (recipients in hand, turns per site and transaction slots:
+//! `capacity.rs`), so transactional mail is never queued behind a bulk
+//! campaign, nor a retry behind the campaign's backlog.
 //!
 //! A delivery is opened ([`open`], a pure function: its jobs, or why it is
 //! settled without sending), each recipient is delivered in a task of its
@@ -27,10 +28,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::acker::Acker;
 use crate::batch::{Batch, Completed};
+use crate::capacity::LaneCapacity;
 use crate::deliver::DeliveryOutcome;
 use crate::events::LaneMessageTaken;
 use crate::settle::Settled;
 use crate::Sender;
+
+/// Recipients a lane holds per SMTP transaction it may have in flight:
+/// those waiting for their site's rate or connections besides those
+/// sending. A bulk lane of 32 holds up to 2,048 (its prefetched messages
+/// bound it first: 32 messages of 50 recipients by default); a waiting
+/// recipient holds its job, not its rendered message.
+const IN_HAND_PER_SLOT: usize = 64;
 
 /// What a lane's tasks share.
 #[derive(Clone)]
@@ -295,11 +304,12 @@ async fn consume_lane(
             FieldTable::default(),
         )
         .await?;
-    // One permit per SMTP transaction in flight. The recipients of the
-    // lane's messages take them in queue order, so a message's
-    // recipients go out together and its ack is not held back by the
-    // messages after it.
-    let permits = Arc::new(Semaphore::new(concurrency));
+    // The lane's recipients in hand: taken in queue order, so a message's
+    // recipients start together and its ack is not held back by the
+    // messages after it. How they then wait for their sites and for the
+    // lane's transaction slots is `capacity.rs`.
+    let permits = Arc::new(Semaphore::new(concurrency * IN_HAND_PER_SLOT));
+    let capacity = Arc::new(LaneCapacity::new(concurrency));
     loop {
         let delivery = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -359,12 +369,13 @@ async fn consume_lane(
             };
             let ctx = ctx.clone();
             let batch = batch.clone();
+            let capacity = capacity.clone();
             tracker.spawn(async move {
                 let _permit = permit;
                 let gauge = ctx.sender.metrics.in_flight(lane);
                 gauge.inc();
                 let job = &batch.jobs[i];
-                let result = AssertUnwindSafe(ctx.sender.deliver_with_retry(job, &ctx.shutdown))
+                let result = AssertUnwindSafe(ctx.sender.deliver_with_retry(job, &capacity, &ctx.shutdown))
                     .catch_unwind()
                     .await;
                 gauge.dec();

@@ -1,7 +1,8 @@
 //! The sender: consumes jobs from the send lanes and submits them over SMTP.
 //!
-//! Each lane has its own consumer and its own capacity (a semaphore of
-//! permits): transactional mail is never queued behind a bulk campaign. Each
+//! Each lane has its own consumer and its own capacity (`capacity.rs`):
+//! transactional mail is never queued behind a bulk campaign, and within a
+//! lane a slow site holds back only its own recipients. Each
 //! delivery is handled by `Sender::deliver`, which returns a
 //! `DeliveryOutcome`; the outcome is made durable (Redis record, confirmed
 //! publish) before the delivery is acked, in one place (`Sender::settle`).
@@ -38,6 +39,7 @@ mod ambiguous;
 mod batch;
 mod budget;
 mod calls;
+mod capacity;
 mod coalesce;
 mod content;
 mod deliver;

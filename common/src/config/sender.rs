@@ -57,9 +57,10 @@ pub struct SenderSettings {
     /// timeout.
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
-    /// Longest a message waits in a sender for a rate or concurrency limit;
-    /// a longer wait defers it through a delay tier instead, so one slow
-    /// domain never holds the others' messages.
+    /// Longest a message waits in a sender for its site's turn to ask the
+    /// policy, a rate or a concurrency limit; a longer wait defers it
+    /// through a delay tier instead. A waiting message holds back only its
+    /// own site's mail (the lane's capacity in the sender).
     #[serde(deserialize_with = "duration")]
     pub max_throttle_wait: Duration,
     /// DKIM keys by signing domain: a message whose From domain is, or is
@@ -95,7 +96,7 @@ impl Default for SenderSettings {
             routes: Vec::new(),
             route_retry_after: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(45),
-            max_throttle_wait: Duration::from_millis(500),
+            max_throttle_wait: Duration::from_secs(10),
             dkim: Vec::new(),
             on_ambiguous: OnAmbiguous::Resend,
             archive: Default::default(),

@@ -103,6 +103,16 @@ impl Gate {
         }
     }
 
+    /// Until when the route is held, and the refusal that holds it; `None`
+    /// when a message may queue for a connection now.
+    pub(super) fn held(&self) -> Option<(Instant, Option<Failure>)> {
+        let s = self.lock();
+        match dial::before_take(s.dial, Instant::now()).1 {
+            Take::Held(until) => Some((until, s.refusal.clone())),
+            Take::Queue => None,
+        }
+    }
+
     /// A dial in `slot` failed while `pooled` other connections of the
     /// route were open (in use or idle): the cap drops to the connections
     /// open or being dialled besides it (see [`dial::after_refused_dial`]).
