@@ -12,7 +12,9 @@ use mailpipe_common::message::{JobBatch, BATCH_SCHEMA_VERSION, MAX_VALIDITY_SECO
 use mailpipe_common::rules::DomainMemo;
 use mailpipe_common::topology::Topology;
 use mailpipe_common::unix_now;
-use mailpipe_state::store::{PartCounts, Refusal, RequestMeta, ScreenOptions, Screened};
+use mailpipe_state::store::{
+    rcpt_bucket_count, PartCounts, Refusal, RequestMeta, ScreenOptions, Screened,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::publish::Outgoing;
@@ -83,7 +85,16 @@ impl Expander {
             )
             .await?;
 
+        // The request's verdict buckets: a request of one recipient keeps
+        // the single hash (one key either way), as does every replay of it.
+        let proposed = rcpt_bucket_count(part.total, valid.request.recipients.len());
+        let buckets = if part.total <= 1 && proposed <= 1 {
+            0
+        } else {
+            self.store.rcpt_buckets(&rid, proposed).await?
+        };
         let screen = ScreenOptions {
+            buckets,
             max_audience: valid.request.max_audience,
             coalesce: valid.request.coalesce.as_ref().map(|c| {
                 (

@@ -7,7 +7,8 @@
 //! | `{p}:content:{id}` | string | a request's templates (JSON), content-addressed |
 //! | `{p}:req:{rid}` | hash | request metadata and terminal-state counters |
 //! | `{p}:req:{rid}:parts` | hash | per part: the expansion counts (JSON), written once the part is fully published |
-//! | `{p}:req:{rid}:rcpts` | hash | address → `position|verdict`: deduplication across parts, replay-safe |
+//! | `{p}:req:{rid}:rcpts:{n}` | hash | the request's screening verdicts in buckets (`screen.rs`): address → `position` (accepted) or `position|verdict`, deduplication across parts, replay-safe; the number of buckets in `{p}:req:{rid}` (`rcpt_buckets`) |
+//! | `{p}:req:{rid}:rcpts` | hash | address → `position|verdict`: the verdicts of a request of one recipient, or of one whose screening began before the buckets |
 //! | `{p}:req:{rid}:audience` | string | recipients accepted so far (for `max_audience`) |
 //! | `{p}:requests` | zset | request ids by creation time |
 //! | `{p}:done:{mid}` | string | a message's terminal state (sent record with route and reply, dead, removed), compact (`DoneRecord::encode`; JSON from earlier versions is read too) |
@@ -58,7 +59,7 @@
 //! | `calls` record | `done`/`lease`/`dot:{mid}`; `req:{rid}`; `errors:{a}` | the address's counter reset with the record |
 //! | `calls` mark, `RELEASE_LUA` | `dot:{mid}` / `lease:{mid}` | none |
 //! | one `calls` invocation | the above, for dozens of messages, requests and domains | must be split by slot, one invocation per slot, pipelined per node |
-//! | `SCREEN_LUA` | `req:{rid}:rcpts`, `req:{rid}:audience`; `denylist`, `allowlist`, `rules:version`; `quarantine:{a}`, `coalesce:{scope}:{a}` per recipient | global address lists; per-address keys read in the request's call |
+//! | `SCREEN_LUA` | `req:{rid}:rcpts:{n}` (or `rcpts`), `req:{rid}:audience`; `denylist`, `allowlist`, `rules:version`; `quarantine:{a}`, `coalesce:{scope}:{a}` per recipient | global address lists; per-address keys read in the request's call |
 //! | `FAILURE_LUA` | `errors:{a}`, `quarantine:{a}`; `counted:{mid}:{n}`; `allowlist`, `quarantined` | global allowlist and quarantine index |
 //! | `BREAKER_LUA` | `pause:{d}`, `brk:{d}:*`; `paused` | the global index of paused domains |
 //! | `PAUSED_LUA` (listing) | `paused`; `pause`/`pausenote:{d}` of many domains | reads across domains (could be per-domain reads) |
@@ -92,14 +93,15 @@
 //! * Renamed keys need a migration: a rolling upgrade that no longer finds
 //!   a message's `done` record would send a redelivered message again.
 //!
-//! Memory per recipient. A campaign leaves about 405 bytes of Redis memory
+//! Memory per recipient. A campaign leaves about 340 bytes of Redis memory
 //! per recipient for its validity period plus `sender.sent_record_ttl`
 //! (`scripts/bench-memory`, 100,000 recipients at one domain, all sent):
 //! the terminal record `{p}:done:{mid}` about 232 B (`MEMORY USAGE`: its
 //! key name, the key's object and dictionary entry, a compact value of
 //! ~100 B), its expiry entry and its share of the key space's tables about
-//! 75 B, and the request's `rcpts` field about 98 B (a hash this large is a
-//! hash table: an entry, the address, `position|verdict`). Leases and
+//! 67 B, and the request's screening verdicts about 40 B (buckets of about
+//! 64 fields, listpacks: the address and the position; one hash of the
+//! whole campaign was a hash table of about 98 B a recipient). Leases and
 //! "data sent" marks go with the record; failure keys (`counted`,
 //! `errors`, `history`, `ambiguous`) exist only for recipients that failed.
 //! Getting to about 120 B needs no key per recipient at all:
@@ -118,10 +120,10 @@
 //!   back to `{p}:done:{mid}` for as long as a record of an earlier
 //!   version can live (the longest validity plus the grace), or a
 //!   redelivered message would be sent again.
-//! * `rcpts` split the same way into buckets by address (their number fixed
-//!   at the request's first part and kept in its metadata, every part of
-//!   every version using the same), read by `campaign recipients` and
-//!   `campaign recount` bucket by bucket: ~45 B a recipient.
+//! * Done for the screening verdicts (`screen.rs`): buckets by address,
+//!   their number fixed at the request's first screened part and kept in
+//!   its hash, read by `campaign recipients` and `campaign recount` bucket
+//!   by bucket.
 //!
 //! The lease and the mark can stay per message: they live only while the
 //! message is in flight.
@@ -169,7 +171,10 @@ pub use qualification::{
 pub use recipients::TerminalCounts;
 pub use requests::{HoldNote, PartCounts, Refusal, RequestMeta, RequestStatus, REFUSED_REQUEST};
 pub use rules::RulesSnapshot;
-pub use screen::{Candidate, ScreenOptions, ScreenVerdict, Screened, Screening};
+pub use screen::{
+    rcpt_bucket, rcpt_bucket_count, stored_verdict, Candidate, ScreenOptions, ScreenVerdict,
+    Screened, Screening, MAX_RCPT_BUCKETS, RCPTS_PER_BUCKET,
+};
 
 /// A Redis failure, with the operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,8 @@
 //! and, for the accepted ones, the message's terminal record
 //! (`{p}:done:{mid}`). Read in batches; nothing here is on a hot path.
 
+use redis::AsyncCommands;
+
 use super::{op, DoneRecord, Store, StoreError};
 
 /// Records read per round trip.
@@ -11,7 +13,9 @@ const BATCH: usize = 500;
 impl Store {
     /// Every address of a request with its screening verdict as stored
     /// (`accepted`, `duplicate`, `excluded_by_rule:NAME`, ...), sorted by
-    /// address. Empty for an unknown request.
+    /// address. Empty for an unknown request. Reads the single hash (a
+    /// request screened by a version before the buckets) and every bucket
+    /// the request's hash names ([`Store::rcpt_buckets`]).
     pub async fn request_recipients(
         &self,
         request: &str,
@@ -30,10 +34,7 @@ impl Store {
                 .await
                 .map_err(op("recipients"))?;
             for (address, value) in page {
-                let verdict = value
-                    .split_once('|')
-                    .map(|(_, v)| v.to_string())
-                    .unwrap_or(value);
+                let verdict = super::screen::stored_verdict(&value).to_string();
                 out.push((address, verdict));
             }
             if next == 0 {
@@ -41,7 +42,28 @@ impl Store {
             }
             cursor = next;
         }
+        let buckets: Option<u32> = c
+            .hget(self.key(&["req", request]), "rcpt_buckets")
+            .await
+            .map_err(op("recipient buckets"))?;
+        let buckets: Vec<u32> = (0..buckets.unwrap_or(0)).collect();
+        // Buckets are small (listpacks): read whole, a few dozen a round trip.
+        for chunk in buckets.chunks(32) {
+            let mut pipe = redis::pipe();
+            for n in chunk {
+                pipe.hgetall(self.key(&["req", request, "rcpts", &n.to_string()]));
+            }
+            let pages: Vec<Vec<(String, String)>> =
+                pipe.query_async(&mut c).await.map_err(op("recipients"))?;
+            for (address, value) in pages.into_iter().flatten() {
+                let verdict = super::screen::stored_verdict(&value).to_string();
+                out.push((address, verdict));
+            }
+        }
         out.sort();
+        // An address in both layouts (parts screened by two versions) is
+        // one recipient.
+        out.dedup_by(|a, b| a.0 == b.0);
         Ok(out)
     }
 

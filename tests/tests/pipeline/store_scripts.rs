@@ -1356,3 +1356,154 @@ async fn a_terminal_record_releases_the_lease_and_a_record_of_either_format_bloc
     assert_eq!((status.sent, status.removed), (1, 1));
     forget(&s).await;
 }
+
+/// A request's verdicts in buckets: the first screened part fixes the
+/// bucket count, every part finds an address where another part put it
+/// (a duplicate across parts, a replay keeping its verdict), each bucket
+/// stays a listpack with the request's expiry, and `campaign recipients`
+/// reads them all. A request whose screening began in the single hash (a
+/// version before the buckets) keeps it.
+#[tokio::test]
+async fn screening_in_buckets_finds_an_address_from_every_part_and_an_older_request_keeps_its_single_hash(
+) {
+    use mailpipe_state::store::{rcpt_bucket, Candidate, ScreenOptions, ScreenVerdict, Screened};
+    let s = store().await;
+    let p = s.prefix().to_string();
+    let candidate = |request: &str, address: &str, position: &str| Candidate {
+        address: address.into(),
+        position: position.into(),
+        message_id: format!("{request}-{address}"),
+        control_group: false,
+        excluded: None,
+    };
+    // The first proposal is kept; later parts' proposals are not.
+    assert_eq!(s.rcpt_buckets("r", 4).await.unwrap(), 4);
+    assert_eq!(s.rcpt_buckets("r", 9).await.unwrap(), 4);
+    let opts = ScreenOptions {
+        ttl: Duration::from_secs(60),
+        buckets: 4,
+        ..Default::default()
+    };
+    let addresses: Vec<String> = (0..40).map(|i| format!("u{i}@example.com")).collect();
+    let part1: Vec<Candidate> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| candidate("r", a, &format!("1:{i}")))
+        .collect();
+    let got = s.screen("r", &part1, &opts).await.unwrap();
+    assert!(got
+        .verdicts
+        .iter()
+        .all(|v| *v == Screened::new(ScreenVerdict::Accepted)));
+    // Part 2 repeats two addresses of part 1, and excludes a new one;
+    // then part 1's first recipient is replayed.
+    let mut denied = candidate("r", "new@example.com", "2:2");
+    denied.excluded = Some(Screened::by_rule("roles"));
+    let part2 = vec![
+        candidate("r", &addresses[3], "2:0"),
+        candidate("r", &addresses[17], "2:1"),
+        denied,
+        candidate("r", &addresses[0], "1:0"),
+    ];
+    let got = s.screen("r", &part2, &opts).await.unwrap();
+    assert_eq!(
+        got.verdicts,
+        [
+            Screened::new(ScreenVerdict::Duplicate),
+            Screened::new(ScreenVerdict::Duplicate),
+            Screened::by_rule("roles"),
+            Screened::new(ScreenVerdict::Accepted),
+        ]
+    );
+    let mut c = s.connection();
+    let mut held = 0;
+    for n in 0..4 {
+        let key = format!("{p}:req:r:rcpts:{n}");
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(encoding, "listpack", "{key}");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!((1..=60).contains(&ttl), "{key}: ttl {ttl}");
+        let fields: i64 = redis::cmd("HLEN")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        held += fields;
+    }
+    assert_eq!(held, 41);
+    // An accepted recipient is stored as its position alone.
+    let stored: String = redis::cmd("HGET")
+        .arg(format!("{p}:req:r:rcpts:{}", rcpt_bucket(&addresses[5], 4)))
+        .arg(&addresses[5])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(stored, "1:5");
+    let listed = s.request_recipients("r").await.unwrap();
+    assert_eq!(listed.len(), 41);
+    assert!(listed.contains(&(addresses[3].clone(), "accepted".into())));
+    assert!(listed.contains(&("new@example.com".into(), "excluded_by_rule:roles".into())));
+
+    // A request an earlier version began screening in the single hash.
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("{p}:req:old:rcpts"))
+        .arg("a@example.com")
+        .arg("1:0|accepted")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let buckets = s.rcpt_buckets("old", 8).await.unwrap();
+    assert_eq!(buckets, 0, "the single hash stays in use");
+    let opts = ScreenOptions { buckets, ..opts };
+    let got = s
+        .screen(
+            "old",
+            &[
+                candidate("old", "a@example.com", "2:0"),
+                candidate("old", "b@example.com", "2:1"),
+            ],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got.verdicts,
+        [
+            Screened::new(ScreenVerdict::Duplicate),
+            Screened::new(ScreenVerdict::Accepted)
+        ]
+    );
+    assert_eq!(
+        s.request_recipients("old").await.unwrap(),
+        [
+            ("a@example.com".to_string(), "accepted".to_string()),
+            ("b@example.com".to_string(), "accepted".to_string())
+        ]
+    );
+    let stored: String = redis::cmd("HGET")
+        .arg(format!("{p}:req:old:rcpts"))
+        .arg("b@example.com")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(stored, "2:1|accepted", "as earlier versions read it");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
