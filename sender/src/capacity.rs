@@ -5,12 +5,14 @@
 //! IN_HAND_PER_SLOT` (`lane.rs`). Of those, at most `concurrency` per site
 //! ask the site's policy at once (and wait for the place in its rate they
 //! were given); the others wait in this process, in order, without asking
-//! Redis. A recipient the policy let go takes one of the `concurrency`
-//! transaction slots for its connection and transaction. So a site that
-//! is slower than its share of the queue holds back its own recipients,
-//! not the other sites', and its waiters do not poll Redis. The wait for a
-//! turn and the policy's wait together stay within
-//! `sender.max_throttle_wait`; past it the message is deferred.
+//! Redis. A recipient takes its lease under its turn (so a sender holds the
+//! leases of the few recipients asking or sending, not of all it holds),
+//! then its connection, then one of the lane's `concurrency` transaction
+//! slots, then asks the policy. So a site that is slower than its share of
+//! the queue holds back its own recipients, not the other sites', and its
+//! waiters do not poll Redis. The wait for a turn and the policy's wait
+//! together stay within `sender.max_throttle_wait`; past it the message is
+//! deferred.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -102,6 +102,16 @@ pub(crate) enum DeliverError {
     Store(StoreError),
     /// Shutdown came while the message waited; it goes back to the queue.
     Shutdown,
+    /// No turn at its site within `sender.max_throttle_wait`: this outcome
+    /// (a deferral), once the caller indexed it.
+    Deferred(DeliveryOutcome),
+}
+
+/// A turn to ask a site's policy (`capacity.rs`), and how long it was
+/// waited for (it counts toward `sender.max_throttle_wait`).
+pub(crate) struct TakenTurn {
+    _turn: tokio::sync::OwnedSemaphorePermit,
+    waited: Duration,
 }
 
 impl From<StoreError> for DeliverError {
@@ -153,6 +163,7 @@ impl Sender {
             match self.deliver(job, &owner, lane, shutdown).await {
                 Ok(o) => return Some(o),
                 Err(DeliverError::Shutdown) => return None,
+                Err(DeliverError::Deferred(o)) => return Some(o),
                 Err(DeliverError::Store(e)) => {
                     self.health.set_ready(false);
                     tracing::warn!(error = %e, retry_in = ?delay, "Redis unavailable; holding the message");
@@ -178,8 +189,22 @@ impl Sender {
         lane: &LaneCapacity,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryOutcome, DeliverError> {
+        // The site's turn first (`capacity.rs`): the lease is taken under
+        // it, so a sender holds the leases of the few recipients asking or
+        // sending, not of every recipient in hand (a killed sender's leases
+        // hold back only those for the lease's time).
+        let site = self.sites.of(job.to.domain()).await;
         // Check the message and take its lease, or wait for whoever holds it.
-        let gate = loop {
+        let (gate, turn) = loop {
+            let turn = match self.site_turn(&site, lane, shutdown).await {
+                Ok(turn) => turn,
+                Err(DeliverError::Deferred(deferred)) => {
+                    self.release_or_defer(job, owner, job.to.domain(), &deferred)
+                        .await?;
+                    return Ok(deferred);
+                }
+                Err(e) => return Err(e),
+            };
             let gate = self
                 .calls
                 .gate(GateRequest {
@@ -190,8 +215,10 @@ impl Sender {
                 })
                 .await?;
             let Some(wait) = gate.lease_wait else {
-                break gate;
+                break (gate, turn);
             };
+            // Not this recipient's turn while another delivery holds it.
+            drop(turn);
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(DeliverError::Shutdown),
                 _ = tokio::time::sleep(wait.min(Duration::from_millis(500))) => {}
@@ -207,6 +234,7 @@ impl Sender {
             return Ok(DeliveryOutcome::Held);
         }
         // This delivery holds the lease from here on.
+        let mut turn = Some(turn);
         let mut found = None;
         let outcome = match gate.ambiguous {
             Some(earlier) => {
@@ -217,13 +245,20 @@ impl Sender {
                 match stopped {
                     Some(o) => o,
                     None => {
-                        self.deliver_leased(job, owner, &mut found, lane, shutdown)
-                            .await?
+                        self.deliver_leased(
+                            job,
+                            owner,
+                            &mut found,
+                            lane,
+                            shutdown,
+                            (&site, &mut turn),
+                        )
+                        .await?
                     }
                 }
             }
             None => {
-                self.deliver_leased(job, owner, &mut found, lane, shutdown)
+                self.deliver_leased(job, owner, &mut found, lane, shutdown, (&site, &mut turn))
                     .await?
             }
         };
@@ -239,6 +274,29 @@ impl Sender {
         })
     }
 
+    /// Waits for a turn at `site` in the lane: the turn, or the deferral of
+    /// a message that waited `sender.max_throttle_wait` for it.
+    async fn site_turn(
+        &self,
+        site: &str,
+        lane: &LaneCapacity,
+        shutdown: &CancellationToken,
+    ) -> Result<TakenTurn, DeliverError> {
+        let max_wait = self.settings.sender.max_throttle_wait;
+        let asked = Instant::now();
+        match lane.ask_turn(site, max_wait, shutdown).await {
+            Turn::Got(turn) => Ok(TakenTurn {
+                _turn: turn,
+                waited: asked.elapsed(),
+            }),
+            Turn::TimedOut => Err(DeliverError::Deferred(DeliveryOutcome::Deferred {
+                delay: max_wait,
+                reason: "throttled",
+            })),
+            Turn::Shutdown => Err(DeliverError::Shutdown),
+        }
+    }
+
     /// Renders and submits a message whose lease `owner` holds, trying its
     /// routes in order until one answers about the destination. A
     /// transaction whose outcome is unknown is recorded in `found`.
@@ -249,6 +307,7 @@ impl Sender {
         found: &mut Option<Found>,
         lane: &LaneCapacity,
         shutdown: &CancellationToken,
+        (site, turn): (&str, &mut Option<TakenTurn>),
     ) -> Result<DeliveryOutcome, DeliverError> {
         if unix_now() > job.deadline {
             return Ok(DeliveryOutcome::Dead {
@@ -276,7 +335,7 @@ impl Sender {
                 return Ok(DeliveryOutcome::Failed(failure, route, class));
             }
         };
-        let site = self.sites.of(&domain).await;
+        let site = site.to_string();
         let mut last: Option<(Failure, String)> = None;
         let mut held: Option<HeldRoute> = None;
         // Throttling replies this delivery answers itself, at the site's cut
@@ -298,70 +357,39 @@ impl Sender {
                     });
                     continue;
                 }
-                // Wait for the shared budget, or give the message back. The
-                // connection is taken after it: one connection to a site
-                // would otherwise sit idle through every message's ask and
-                // wait for its place in the site's rate, and go at a
-                // fraction of the rate allowed.
                 self.site_met(&site).await;
-                let asked = Instant::now();
-                let max_wait = self.settings.sender.max_throttle_wait;
-                let turn = match lane.ask_turn(&site, max_wait, shutdown).await {
-                    Turn::Got(turn) => turn,
-                    Turn::TimedOut => {
-                        let deferred = DeliveryOutcome::Deferred {
-                            delay: max_wait,
-                            reason: "throttled",
-                        };
-                        self.release_or_defer(job, owner, &domain, &deferred)
-                            .await?;
-                        return Ok(deferred);
-                    }
-                    Turn::Shutdown => {
-                        self.store.release_lease(&job.id, owner).await.ok();
-                        return Err(DeliverError::Shutdown);
-                    }
+                // The turn taken before the gate; a further attempt (after a
+                // throttling reply) waits for a turn again.
+                let turn = match turn.take() {
+                    Some(t) => t,
+                    None => match self.site_turn(&site, lane, shutdown).await {
+                        Ok(t) => t,
+                        Err(DeliverError::Deferred(deferred)) => {
+                            self.release_or_defer(job, owner, &domain, &deferred)
+                                .await?;
+                            return Ok(deferred);
+                        }
+                        Err(e) => {
+                            self.store.release_lease(&job.id, owner).await.ok();
+                            return Err(e);
+                        }
+                    },
                 };
-                let budget = self
-                    .wait_for_budget(
-                        job,
-                        &domain,
-                        &site,
-                        &from_domain,
-                        &limits,
-                        &route,
-                        asked.elapsed(),
-                    )
-                    .await?;
-                drop(turn);
-                let (mut policy_lease, per_connection) = match budget {
-                    Ok(go) => go,
-                    Err(deferred) => {
-                        self.release_or_defer(job, owner, &domain, &deferred)
-                            .await?;
-                        return Ok(deferred);
-                    }
-                };
+                // Rendered (and signed) under the turn, before a connection
+                // is held for it: a waiting recipient holds its job, not its
+                // bytes.
                 if message.is_none() {
                     match self.render(job, &prepared) {
                         Ok(m) => message = Some(m),
-                        Err(dead) => {
-                            if let Some(lease) = policy_lease.take() {
-                                self.release_policy_lease(&domain, &site, &name, lease);
-                            }
-                            return Ok(dead);
-                        }
+                        Err(dead) => return Ok(dead),
                     }
                 }
-                // One of the lane's transaction slots, for the connection
-                // and the transaction.
-                let Some(slot) = lane.slot(shutdown).await else {
-                    if let Some(lease) = policy_lease.take() {
-                        self.release_policy_lease(&domain, &site, &name, lease);
-                    }
-                    self.store.release_lease(&job.id, owner).await.ok();
-                    return Err(DeliverError::Shutdown);
-                };
+                // The connection, then one of the lane's transaction slots,
+                // then the shared budget: taken right before the transaction,
+                // a place in the rate is used at once, so the server sees the
+                // rate the policy granted, not grants bunched behind a busy
+                // connection. A recipient waiting for its site's connection
+                // holds a turn of its site, not a slot of the lane.
                 let conn = match route.route.connection().await {
                     Ok(c) => {
                         if let Some(refusal) = &c.refused {
@@ -371,26 +399,44 @@ impl Sender {
                         }
                         c.conn
                     }
-                    Err(unavailable) => {
-                        if let Some(lease) = policy_lease.take() {
-                            self.release_policy_lease(&domain, &site, &name, lease);
-                        }
-                        match unavailable {
-                            smtp::Unavailable::Held { until, refusal } => {
-                                held.get_or_insert(HeldRoute {
-                                    name,
-                                    until,
-                                    refusal,
-                                });
-                            }
-                            smtp::Unavailable::Failed(failure) => {
-                                let at = Refusal::AtConnectNoneLeft;
-                                self.route_refused(job, &domain, &site, &name, &failure, at)
-                                    .await?;
-                                last = Some((failure, name));
-                            }
-                        }
+                    Err(smtp::Unavailable::Held { until, refusal }) => {
+                        held.get_or_insert(HeldRoute {
+                            name,
+                            until,
+                            refusal,
+                        });
                         continue;
+                    }
+                    Err(smtp::Unavailable::Failed(failure)) => {
+                        let at = Refusal::AtConnectNoneLeft;
+                        self.route_refused(job, &domain, &site, &name, &failure, at)
+                            .await?;
+                        last = Some((failure, name));
+                        continue;
+                    }
+                };
+                let Some(slot) = lane.slot(shutdown).await else {
+                    self.store.release_lease(&job.id, owner).await.ok();
+                    return Err(DeliverError::Shutdown);
+                };
+                let budget = self
+                    .wait_for_budget(
+                        job,
+                        &domain,
+                        &site,
+                        &from_domain,
+                        &limits,
+                        &route,
+                        turn.waited,
+                    )
+                    .await?;
+                drop(turn);
+                let (policy_lease, per_connection) = match budget {
+                    Ok(go) => go,
+                    Err(deferred) => {
+                        self.release_or_defer(job, owner, &domain, &deferred)
+                            .await?;
+                        return Ok(deferred);
                     }
                 };
                 let started = Instant::now();

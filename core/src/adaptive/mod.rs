@@ -19,9 +19,12 @@
 //! * **throttled**: a throttling reply (or a refused connection) cut the
 //!   rate by `cut` at once (while probing, down to the rate before the
 //!   last rise at most: that one held a moment ago, and the rise past the
-//!   limit may have been a doubling); replies within `cut_hold` of a cut
-//!   answer messages already in flight and do not cut again; the first window
-//!   without throttling makes the site steady again;
+//!   limit may have been a doubling; while steady, back to `steady_cut` of
+//!   the rate before the last probe's rise, when that is higher: that rate
+//!   held a step ago and the limit is just above it); replies within
+//!   `cut_hold` of a cut answer messages already in flight and do not cut
+//!   again; the first window without throttling makes the site steady
+//!   again;
 //! * **suspended**: `suspend_after` sender-reputation blocks (a `refused`
 //!   reply about the sender) in a row suspend the site for `suspend_for`,
 //!   with the reply as the reason; then it resumes, probing from a cut rate.
@@ -246,6 +249,14 @@ pub fn step(
         let recent = now_ms - st.held_at_ms <= 2 * window.as_millis() as i64;
         if st.phase == Phase::Probing && recent && st.held_rate > 0.0 {
             rate = rate.min(st.held_rate);
+        }
+        // Steady, the rate before the last probe's small rise held a step
+        // ago: the limit is just above it, and a cut by `cut` would give
+        // away a quarter of the rate for the many steps it takes to come
+        // back. Once throttled, a further reply cuts by `cut` (a provider
+        // that lowered its limit is followed within a few cut holds).
+        if st.phase == Phase::Steady && recent && st.held_rate > 0.0 && st.rate > st.held_rate {
+            rate = rate.max(st.held_rate * s.steady_cut);
         }
         st.cut_from = st.rate;
         st.calm = 0;

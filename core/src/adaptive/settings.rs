@@ -36,6 +36,10 @@ pub struct AdaptiveSettings {
     pub probe: f64,
     /// Factor of a cut on throttling.
     pub cut: f64,
+    /// A steady site throttled right after a probe's rise goes back to
+    /// this factor of the rate before the rise (which held a step ago),
+    /// when that is above the `cut`: the limit was found just above it.
+    pub steady_cut: f64,
     /// Used steps in a row without throttling, at or above the rate the
     /// last cut came from, after which a steady site probes again (0:
     /// never). A limit that throttled once and no longer does (a burst
@@ -91,6 +95,7 @@ impl Default for AdaptiveSettings {
             start_step: Duration::from_secs(1),
             probe: 1.05,
             cut: 0.75,
+            steady_cut: 0.9,
             reprobe_after: 3,
             throttled_retries: 2,
             throttled_retry_after: Duration::from_secs(1),
@@ -126,6 +131,8 @@ impl AdaptiveSettings {
             && self.probe >= 1.0
             && self.cut > 0.0
             && self.cut < 1.0
+            && self.steady_cut > 0.0
+            && self.steady_cut <= 1.0
             && (0.0..=1.0).contains(&self.used_share)
             && self.suspend_after >= 1
             && !self.step.is_zero()
@@ -136,7 +143,7 @@ impl AdaptiveSettings {
         } else {
             Err(
                 "sites.adaptive: ramp, start_ramp and probe must be at least 1, cut between 0 \
-                 and 1 (exclusive), used_share between 0 and 1, suspend_after at least 1, \
+                 and 1 (exclusive), steady_cut above 0 and at most 1, used_share between 0 and 1, suspend_after at least 1, \
                  step, start_step and history_half_life above zero, min_rate at most \
                  start_rate"
                     .into(),

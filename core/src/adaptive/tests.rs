@@ -419,3 +419,44 @@ fn a_site_at_a_limit_that_holds_never_probes_again_and_is_cut_as_often_as_before
     assert!(cuts >= 10, "{cuts} cuts in 400 s");
     assert!(rates.iter().all(|r| *r < 100.0 * 1.05), "{rates:?}");
 }
+
+#[test]
+fn a_steady_site_throttled_after_a_probe_goes_back_near_the_rate_that_held() {
+    // Steady at a provider's 100/s: a probe's 5 % rise past it is cut back
+    // to 0.9 × the rate before the rise (which held), not to 0.75 × the
+    // rate that was throttled. The sawtooth is shallower: more of the
+    // limit is used, at the cost of a rise past it a little more often.
+    let s = settings();
+    let at_limit = control(P::Steady, 95.0, 95.0);
+    let deep = AdaptiveSettings {
+        steady_cut: 0.01,
+        ..settings()
+    };
+    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+    let (rates, cuts) = against_limit(&s, at_limit.clone(), 100.0, 0, 200);
+    let (deep_rates, deep_cuts) = against_limit(&deep, at_limit.clone(), 100.0, 0, 200);
+    assert!(mean(&rates) >= 93.0, "{}: {rates:?}", mean(&rates));
+    assert!(
+        mean(&deep_rates) < 90.0,
+        "{}: {deep_rates:?}",
+        mean(&deep_rates)
+    );
+    // A rise past the limit once in four steps (8 s) at most, against once
+    // in six before.
+    assert!(
+        cuts <= 200 / 4 && deep_cuts <= 200 / 6,
+        "{cuts} {deep_cuts}"
+    );
+    assert!(rates.iter().all(|r| *r < 100.0 * 1.05), "{rates:?}");
+    // One cut: back to 0.9 × the rate before the rise (95/s), not to
+    // 0.75 × the 99.75/s throttled.
+    let risen = step(&s, None, Some(&at_limit), &sent(190), 2_000).state;
+    assert!((risen.rate - 99.75).abs() < 1e-9);
+    let cut = step(&s, None, Some(&risen), &throttled(1), 2_500);
+    assert_eq!(cut.action, A::Cut);
+    assert!((cut.rate - 0.9 * 95.0).abs() < 1e-9, "{cut:?}");
+    // Once throttled, a further reply past the hold cuts by 0.75: a
+    // provider that lowered its limit is followed.
+    let again = step(&s, None, Some(&cut.state), &throttled(1), 5_000);
+    assert!((again.rate - 0.75 * cut.rate).abs() < 1e-9, "{again:?}");
+}

@@ -220,17 +220,17 @@ impl Route {
     }
 
     /// Whether the route is held after a refused dial: until when, and the
-    /// refusal that holds it. A message asks the sending policy only for a
-    /// route it may dial, so a held route does not spend the site's budget.
+    /// refusal that holds it. A message waits for its site's turn only for
+    /// a route it may dial.
     pub fn held(&self) -> Option<(Instant, Failure)> {
         let (until, why) = self.gate.held()?;
         Some((until, why.unwrap_or_else(|| self.refusal_unknown())))
     }
 
     /// A connection from the pool (a new one if none is idle and the
-    /// route's cap allows): taken after the sending policy's go, so a
-    /// connection is never held while its message waits for its place in
-    /// the site's rate. A refused dial lowers the cap; while other
+    /// route's cap allows): taken before the sending policy is asked, so
+    /// the time between the policy's go and the server seeing the message
+    /// stays short and even. A refused dial lowers the cap; while other
     /// connections of the route are in use, the message waits for one of
     /// them instead of failing.
     pub async fn connection(&self) -> Result<Connected, Unavailable> {
