@@ -74,22 +74,25 @@ impl LaneCapacity {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_site)))
                 .clone()
         };
+        // Shutdown first: a stopping sender starts nothing new.
         tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Turn::Shutdown,
             turn = askers.acquire_owned() => match turn {
                 Ok(t) => Turn::Got(t),
                 // The semaphore is never closed.
                 Err(_) => Turn::Shutdown,
             },
             _ = tokio::time::sleep(within) => Turn::TimedOut,
-            _ = shutdown.cancelled() => Turn::Shutdown,
         }
     }
 
     /// A transaction slot, in order; `None` on shutdown.
     pub(crate) async fn slot(&self, shutdown: &CancellationToken) -> Option<SemaphorePermit<'_>> {
         tokio::select! {
-            slot = self.slots.acquire() => slot.ok(),
+            biased;
             _ = shutdown.cancelled() => None,
+            slot = self.slots.acquire() => slot.ok(),
         }
     }
 }
